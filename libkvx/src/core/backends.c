@@ -1,0 +1,43 @@
+/* backends.c - the registry of compiled-in backends and stream -> backend dispatch. */
+#include <stddef.h>
+
+#include "kvx_internal.h"
+
+/* Device backends add themselves here behind their meson option's define. */
+static const kvx_backend *const compiled_backends[] = {
+    &kvx_cpu_backend,
+};
+
+static const kvx_backend *find_compiled(int32_t device_type)
+{
+    for (size_t i = 0; i < sizeof compiled_backends / sizeof compiled_backends[0]; i++)
+        if (compiled_backends[i]->device_type == device_type)
+            return compiled_backends[i];
+    return NULL;
+}
+
+const kvx_backend *kvx_backend_for(const kvx_stream *stream)
+{
+    int32_t device_type = stream ? stream->device_type : KVX_DEVICE_CPU;
+    const kvx_backend *backend = find_compiled(device_type);
+    if (!backend) {
+        kvx_fail(KVX_ERR_NOT_AVAILABLE,
+                 "stream->device_type: no backend for device type %d is compiled into this "
+                 "libkvx (rebuild with its meson option)", (int)device_type);
+        return NULL;
+    }
+    return backend->available() ? backend : NULL;
+}
+
+int32_t kvx_backend_compiled(int32_t device_type)
+{
+    kvx_clear_error();
+    return find_compiled(device_type) != NULL;
+}
+
+int32_t kvx_backend_available(int32_t device_type)
+{
+    kvx_clear_error();
+    kvx_stream stream = {device_type, 0, NULL};
+    return kvx_backend_for(&stream) != NULL;
+}

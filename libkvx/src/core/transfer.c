@@ -1,0 +1,138 @@
+/*
+ * transfer.c - kvx_transfer: the checks every backend relies on, then dispatch.
+ *
+ * After these checks a backend may assume: shapes agree, strides are non-negative, every element
+ * offset a valid slot or token can produce fits in int64 bytes, and pointers are non-NULL where
+ * data will be touched. Slot values are checked by the backend, which knows where they live.
+ */
+#include <stddef.h>
+
+#include "kvx_internal.h"
+
+#define FAIL_ARG(...) kvx_fail(KVX_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+
+static int32_t check_shape_field(const char *side, const char *field, int64_t value, int64_t lo,
+                                 int64_t hi)
+{
+    if (value < lo || value > hi)
+        return FAIL_ARG("%s->%s: expected %lld..%lld, got %lld", side, field, (long long)lo,
+                        (long long)hi, (long long)value);
+    return KVX_OK;
+}
+
+/* Adds stride * (count - 1) to *max_offset, failing on overflow or a negative stride. */
+static int32_t add_extent(const char *side, const char *field, int64_t stride, int64_t count,
+                          int64_t *max_offset)
+{
+    int64_t span;
+    if (stride < 0)
+        return FAIL_ARG("%s->%s: expected a non-negative stride, got %lld", side, field,
+                        (long long)stride);
+    if (count <= 0)
+        return KVX_OK;
+    if (__builtin_mul_overflow(stride, count - 1, &span) ||
+        __builtin_add_overflow(*max_offset, span, max_offset))
+        return FAIL_ARG("%s->%s: stride %lld overflows 64-bit offsets over %lld items", side,
+                        field, (long long)stride, (long long)count);
+    return KVX_OK;
+}
+
+/* The largest byte offset the view can address must fit in int64 (pointer arithmetic). */
+static int32_t check_bytes_fit(const char *side, int64_t max_offset, int64_t elem_size)
+{
+    int64_t bytes;
+    if (__builtin_mul_overflow(max_offset, elem_size, &bytes))
+        return FAIL_ARG("%s: strides address more than 2^63 bytes", side);
+    return KVX_OK;
+}
+
+static int32_t check_paged(const kvx_paged_desc *p)
+{
+    int32_t rc;
+    if (!p)
+        return FAIL_ARG("paged: expected a kvx_paged_desc, got NULL");
+    if (p->struct_size < sizeof(kvx_paged_desc))
+        return FAIL_ARG("paged->struct_size: expected >= %zu, got %u", sizeof(kvx_paged_desc),
+                        (unsigned)p->struct_size);
+    if (kvx_dtype_size(p->dtype) == 0)
+        return FAIL_ARG("paged->dtype: expected a kvx_dtype, got %d", (int)p->dtype);
+    if ((rc = check_shape_field("paged", "num_layers", p->num_layers, 1, INT32_MAX)) ||
+        (rc = check_shape_field("paged", "num_kv", p->num_kv, 1, 2)) ||
+        (rc = check_shape_field("paged", "num_heads", p->num_heads, 1, INT32_MAX)) ||
+        (rc = check_shape_field("paged", "head_size", p->head_size, 1, INT32_MAX)) ||
+        (rc = check_shape_field("paged", "block_size", p->block_size, 1, INT64_MAX)) ||
+        (rc = check_shape_field("paged", "num_blocks", p->num_blocks, 0, INT64_MAX)))
+        return rc;
+    int64_t capacity;
+    if (__builtin_mul_overflow(p->num_blocks, p->block_size, &capacity))
+        return FAIL_ARG("paged: num_blocks * block_size (%lld * %lld) overflows int64",
+                        (long long)p->num_blocks, (long long)p->block_size);
+    int64_t per_kv = (int64_t)p->num_kv * p->num_layers;
+    if (p->num_bases != p->num_layers && p->num_bases != per_kv)
+        return FAIL_ARG("paged->num_bases: expected num_layers (%d) or num_kv * num_layers "
+                        "(%lld), got %d", (int)p->num_layers, (long long)per_kv,
+                        (int)p->num_bases);
+    if (!p->bases)
+        return FAIL_ARG("paged->bases: expected %d pointers, got NULL", (int)p->num_bases);
+    for (int32_t i = 0; i < p->num_bases; i++)
+        if (!p->bases[i])
+            return FAIL_ARG("paged->bases[%d]: expected a pointer, got NULL", (int)i);
+    int64_t max_offset = p->head_size - 1;
+    if ((rc = add_extent("paged", "kv_stride", p->kv_stride, p->num_kv, &max_offset)) ||
+        (rc = add_extent("paged", "block_stride", p->block_stride, p->num_blocks, &max_offset)) ||
+        (rc = add_extent("paged", "token_stride", p->token_stride, p->block_size, &max_offset)) ||
+        (rc = add_extent("paged", "head_stride", p->head_stride, p->num_heads, &max_offset)))
+        return rc;
+    return check_bytes_fit("paged", max_offset, kvx_dtype_size(p->dtype));
+}
+
+static int32_t check_dense(const kvx_dense_desc *d, const kvx_paged_desc *p)
+{
+    int32_t rc;
+    if (!d)
+        return FAIL_ARG("dense: expected a kvx_dense_desc, got NULL");
+    if (d->struct_size < sizeof(kvx_dense_desc))
+        return FAIL_ARG("dense->struct_size: expected >= %zu, got %u", sizeof(kvx_dense_desc),
+                        (unsigned)d->struct_size);
+#define SAME(field)                                                                            \
+    if (d->field != p->field)                                                                  \
+        return FAIL_ARG("dense->" #field ": expected %lld (paged->" #field "), got %lld",       \
+                        (long long)p->field, (long long)d->field);
+    SAME(dtype) SAME(num_layers) SAME(num_kv) SAME(num_heads) SAME(head_size)
+#undef SAME
+    if (d->num_tokens < 0)
+        return FAIL_ARG("dense->num_tokens: expected >= 0, got %lld", (long long)d->num_tokens);
+    if (d->num_tokens > 0 && !d->base)
+        return FAIL_ARG("dense->base: expected a pointer, got NULL");
+    int64_t max_offset = d->head_size - 1;
+    if ((rc = add_extent("dense", "kv_stride", d->kv_stride, d->num_kv, &max_offset)) ||
+        (rc = add_extent("dense", "layer_stride", d->layer_stride, d->num_layers, &max_offset)) ||
+        (rc = add_extent("dense", "token_stride", d->token_stride, d->num_tokens, &max_offset)) ||
+        (rc = add_extent("dense", "head_stride", d->head_stride, d->num_heads, &max_offset)))
+        return rc;
+    return check_bytes_fit("dense", max_offset, kvx_dtype_size(d->dtype));
+}
+
+int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
+                     const int64_t *slot_mapping, int32_t direction, const kvx_stream *stream)
+{
+    int32_t rc;
+    kvx_clear_error();
+    if ((rc = check_paged(paged)) || (rc = check_dense(dense, paged)))
+        return rc;
+    if (direction != KVX_PAGED_TO_DENSE && direction != KVX_DENSE_TO_PAGED)
+        return FAIL_ARG("direction: expected KVX_PAGED_TO_DENSE (0) or KVX_DENSE_TO_PAGED (1), "
+                        "got %d", (int)direction);
+    if (dense->num_tokens > 0 && !slot_mapping)
+        return FAIL_ARG("slot_mapping: expected %lld int64 entries, got NULL",
+                        (long long)dense->num_tokens);
+    const kvx_backend *backend = kvx_backend_for(stream);
+    if (!backend)
+        return KVX_ERR_NOT_AVAILABLE;
+    if (!backend->transfer)
+        return kvx_fail(KVX_ERR_UNSUPPORTED, "transfer: not supported by the %s backend",
+                        backend->name);
+    if (dense->num_tokens == 0)
+        return KVX_OK;
+    return backend->transfer(paged, dense, slot_mapping, direction, stream);
+}

@@ -1,0 +1,210 @@
+"""Adapters from torch tensors and numpy arrays to what the C API takes.
+
+Everything that crosses into C goes through :func:`describe`: raw address, kvx dtype code,
+shape and strides in elements, device, and the byte range of the underlying storage (so views
+can be checked against their allocation before C ever touches them). torch is optional.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._errors import InvalidArgumentError
+from ._native import ffi, lib
+
+try:  # torch is optional: numpy arrays work without it
+    import torch
+except ImportError:  # pragma: no cover - exercised only where torch is absent
+    torch = None
+
+DEVICE_CPU, DEVICE_CUDA, DEVICE_HIP, DEVICE_ASCEND, DEVICE_CNRT = 1, 2, 10, 32, 33
+
+_NUMPY_DTYPES = {
+    np.dtype(np.float32): lib.KVX_DTYPE_FLOAT32,
+    np.dtype(np.float16): lib.KVX_DTYPE_FLOAT16,
+    np.dtype(np.uint8): lib.KVX_DTYPE_UINT8,
+    np.dtype(np.int8): lib.KVX_DTYPE_INT8,
+    np.dtype(np.float64): lib.KVX_DTYPE_FLOAT64,
+    np.dtype(np.int32): lib.KVX_DTYPE_INT32,
+    np.dtype(np.int64): lib.KVX_DTYPE_INT64,
+}
+
+
+def _torch_dtypes() -> dict[Any, int]:
+    table = {
+        torch.float32: lib.KVX_DTYPE_FLOAT32,
+        torch.float16: lib.KVX_DTYPE_FLOAT16,
+        torch.bfloat16: lib.KVX_DTYPE_BFLOAT16,
+        torch.uint8: lib.KVX_DTYPE_UINT8,
+        torch.int8: lib.KVX_DTYPE_INT8,
+        torch.float64: lib.KVX_DTYPE_FLOAT64,
+        torch.int32: lib.KVX_DTYPE_INT32,
+        torch.int64: lib.KVX_DTYPE_INT64,
+    }
+    for name, code in (("float8_e4m3fn", lib.KVX_DTYPE_FLOAT8_E4M3), ("float8_e5m2", lib.KVX_DTYPE_FLOAT8_E5M2)):
+        if hasattr(torch, name):
+            table[getattr(torch, name)] = code
+    return table
+
+
+_TORCH_DTYPES = _torch_dtypes() if torch is not None else {}
+
+# torch device type -> (kvx device type, attribute path of the current-stream handle)
+_TORCH_DEVICES = {
+    "cpu": DEVICE_CPU,
+    "cuda": DEVICE_CUDA,  # also HIP builds of torch; see _device_type
+    "npu": DEVICE_ASCEND,
+    "mlu": DEVICE_CNRT,
+}
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """What libkvx needs to know about one tensor or array."""
+
+    obj: Any
+    name: str
+    ptr: int
+    dtype: int
+    itemsize: int
+    shape: tuple[int, ...]
+    strides: tuple[int, ...]  # elements
+    device_type: int
+    device_index: int
+    writable: bool
+    storage: tuple[int, int]  # [start, end) byte addresses of the allocation behind the view
+
+    @property
+    def device(self) -> tuple[int, int]:
+        return (self.device_type, self.device_index)
+
+    def extent(self) -> tuple[int, int]:
+        """[first, last + 1) byte addresses the view can address (empty views: (ptr, ptr))."""
+        if any(n == 0 for n in self.shape):
+            return (self.ptr, self.ptr)
+        last = sum((n - 1) * s for n, s in zip(self.shape, self.strides))
+        return (self.ptr, self.ptr + (last + 1) * self.itemsize)
+
+
+def is_tensor(x: Any) -> bool:
+    return (torch is not None and isinstance(x, torch.Tensor)) or isinstance(x, np.ndarray)
+
+
+def _device_type(device: Any) -> int:
+    if device.type == "cuda" and getattr(torch.version, "hip", None):
+        return DEVICE_HIP
+    try:
+        return _TORCH_DEVICES[device.type]
+    except KeyError:
+        raise InvalidArgumentError(f"device: libkvx does not support torch device type {device.type!r}") from None
+
+
+def _describe_torch(x: Any, name: str) -> ArrayInfo:
+    try:
+        code = _TORCH_DTYPES[x.dtype]
+    except KeyError:
+        raise InvalidArgumentError(f"{name}: dtype {x.dtype} has no libkvx equivalent") from None
+    storage = x.untyped_storage()
+    start = storage.data_ptr()
+    return ArrayInfo(
+        obj=x,
+        name=name,
+        ptr=x.data_ptr(),
+        dtype=code,
+        itemsize=x.element_size(),
+        shape=tuple(x.shape),
+        strides=tuple(x.stride()),
+        device_type=_device_type(x.device),
+        device_index=x.device.index or 0,
+        writable=True,  # torch has no read-only tensors
+        storage=(start, start + storage.nbytes()),
+    )
+
+
+def _describe_numpy(x: np.ndarray, name: str) -> ArrayInfo:
+    try:
+        code = _NUMPY_DTYPES[x.dtype]
+    except KeyError:
+        raise InvalidArgumentError(f"{name}: numpy dtype {x.dtype} has no libkvx equivalent") from None
+    if any(s % x.itemsize for s in x.strides):
+        raise InvalidArgumentError(f"{name}: strides {x.strides} are not multiples of the item size")
+    root = x
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    lo, hi = np.lib.array_utils.byte_bounds(root) if hasattr(np.lib, "array_utils") else np.byte_bounds(root)
+    return ArrayInfo(
+        obj=x,
+        name=name,
+        ptr=x.__array_interface__["data"][0],
+        dtype=code,
+        itemsize=x.itemsize,
+        shape=tuple(x.shape),
+        strides=tuple(s // x.itemsize for s in x.strides),
+        device_type=DEVICE_CPU,
+        device_index=0,
+        writable=bool(x.flags.writeable),
+        storage=(lo, hi),
+    )
+
+
+def describe(x: Any, name: str) -> ArrayInfo:
+    """Describes a torch tensor or numpy array; ``name`` is used in error messages."""
+    if torch is not None and isinstance(x, torch.Tensor):
+        info = _describe_torch(x, name)
+    elif isinstance(x, np.ndarray):
+        info = _describe_numpy(x, name)
+    else:
+        raise InvalidArgumentError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+    if any(s < 0 for s in info.strides):
+        raise InvalidArgumentError(f"{name}: negative strides {info.strides} are not supported")
+    lo, hi = info.extent()
+    if lo < info.storage[0] or hi > info.storage[1]:
+        raise InvalidArgumentError(f"{name}: view reaches outside its storage")
+    return info
+
+
+def require_writable(info: ArrayInfo) -> None:
+    """Outputs must be writable and must not alias themselves (no stride-0 broadcast dims)."""
+    if not info.writable:
+        raise InvalidArgumentError(f"{info.name}: expected a writable array, got a read-only one")
+    if any(s == 0 and n > 1 for n, s in zip(info.shape, info.strides)):
+        raise InvalidArgumentError(
+            f"{info.name}: expected a writable view, got one with broadcast (stride 0) dimensions "
+            f"(shape {info.shape}, strides {info.strides})"
+        )
+
+
+def require_same_device(infos: Sequence[ArrayInfo]) -> tuple[int, int]:
+    """All arrays on one device; returns it."""
+    first = infos[0]
+    for info in infos[1:]:
+        if info.device != first.device:
+            raise InvalidArgumentError(
+                f"{info.name}: expected the device of {first.name} {_device_name(first)}, got {_device_name(info)}"
+            )
+    return first.device
+
+
+def _device_name(info: ArrayInfo) -> str:
+    names = {DEVICE_CPU: "cpu", DEVICE_CUDA: "cuda", DEVICE_HIP: "hip", DEVICE_ASCEND: "npu", DEVICE_CNRT: "mlu"}
+    return f"{names.get(info.device_type, info.device_type)}:{info.device_index}"
+
+
+def current_stream(device: tuple[int, int]) -> Any:
+    """A ``kvx_stream *`` for the device's current stream, read now (never cached: reading the
+    NPU stream flushes torch_npu's queue), or NULL for the CPU."""
+    device_type, index = device
+    if device_type == DEVICE_CPU:
+        return ffi.NULL
+    if device_type in (DEVICE_CUDA, DEVICE_HIP):
+        handle = torch.cuda.current_stream(index).cuda_stream
+    elif device_type == DEVICE_ASCEND:
+        handle = torch.npu.current_stream(index).npu_stream
+    else:
+        handle = torch.mlu.current_stream(index).mlu_stream
+    stream = ffi.new("kvx_stream *")
+    stream.device_type, stream.device_index, stream.handle = device_type, index, ffi.cast("void *", handle)
+    return stream
