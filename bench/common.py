@@ -1,0 +1,94 @@
+"""Helpers shared by the benchmarks: timing, a progress bar, a results table."""
+
+from __future__ import annotations
+
+import ctypes
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+_libc = ctypes.CDLL(None)
+_libc.memcpy.restype = ctypes.c_void_p
+_libc.memcpy.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+def memcpy(dst: int, src: int, nbytes: int) -> None:
+    """libc's memcpy between raw addresses: the plain single-call baseline."""
+    _libc.memcpy(dst, src, nbytes)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` untimed runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+class Progress:
+    """A one-line progress bar on stderr (no dependency on tqdm)."""
+
+    def __init__(self, total: int, label: str, stream=sys.stderr) -> None:
+        self.total, self.label, self.stream, self.done = total, label, stream, 0
+        self._draw("")
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        self._draw(what)
+        if self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def _draw(self, what: str) -> None:
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        bar = "#" * filled + "-" * (width - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {what[:40]:<40}")
+        self.stream.flush()
+
+
+@dataclass
+class Row:
+    """One line of a results table."""
+
+    case: str
+    method: str
+    seconds: float
+    nbytes: int
+    baseline_seconds: float | None = None
+
+    @property
+    def gbps(self) -> float:
+        return self.nbytes / self.seconds / 1e9
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.baseline_seconds is None else self.baseline_seconds / self.seconds
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A plain-text table with columns padded to their widest cell."""
+    rows = [list(map(str, r)) for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(out)
+
+
+def rows_table(rows: Sequence[Row]) -> str:
+    """Table of rows: case, method, ms, GB/s, ratio to the case's memcpy baseline."""
+    return format_table(
+        ["case", "method", "ms", "GB/s", "vs memcpy"],
+        [
+            [r.case, r.method, f"{r.seconds * 1e3:.2f}", f"{r.gbps:.2f}",
+             "-" if r.ratio is None else f"{r.ratio * 100:.0f}%"]
+            for r in rows
+        ],
+    )

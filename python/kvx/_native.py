@@ -2,8 +2,9 @@
 
 The declarations come from the package's own copy of ``kvx.h``: cffi reads no preprocessor
 directives, so :func:`header_to_cdef` evaluates the header's few conditionals, keeps integer
-``#define`` constants and drops the rest. ``KVX_LIBRARY`` overrides which library is loaded
-(the sanitizer tests use it to load an ASan build).
+``#define`` constants and drops the rest. ``KVX_LIBRARY`` and ``KVX_HEADER`` override which library and
+header are used (the sanitizer tests load an ASan build; developers can run the package from
+the source tree against a plain meson build).
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def _package_file(*parts: str) -> Path:
 
 
 def header_path() -> Path:
-    """Path of the ``kvx.h`` installed with the package."""
-    return _package_file("include", "kvx.h")
+    """Path of the ``kvx.h`` installed with the package (or ``KVX_HEADER``)."""
+    override = os.environ.get("KVX_HEADER")
+    return Path(override) if override else _package_file("include", "kvx.h")
 
 
 def library_path() -> Path:

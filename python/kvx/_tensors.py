@@ -124,6 +124,19 @@ def _describe_torch(x: Any, name: str) -> ArrayInfo:
     )
 
 
+def _numpy_root(x: np.ndarray) -> np.ndarray:
+    """The array that owns the memory behind a view. Views made by `as_strided` hang off a helper
+    object whose own `base` is the array, so the chain is followed through it."""
+    root = x
+    while True:
+        base = root.base
+        if not isinstance(base, np.ndarray):
+            base = getattr(base, "base", None)
+        if not isinstance(base, np.ndarray):
+            return root
+        root = base
+
+
 def _describe_numpy(x: np.ndarray, name: str) -> ArrayInfo:
     try:
         code = _NUMPY_DTYPES[x.dtype]
@@ -131,9 +144,7 @@ def _describe_numpy(x: np.ndarray, name: str) -> ArrayInfo:
         raise InvalidArgumentError(f"{name}: numpy dtype {x.dtype} has no libkvx equivalent") from None
     if any(s % x.itemsize for s in x.strides):
         raise InvalidArgumentError(f"{name}: strides {x.strides} are not multiples of the item size")
-    root = x
-    while isinstance(root.base, np.ndarray):
-        root = root.base
+    root = _numpy_root(x)
     lo, hi = np.lib.array_utils.byte_bounds(root) if hasattr(np.lib, "array_utils") else np.byte_bounds(root)
     return ArrayInfo(
         obj=x,

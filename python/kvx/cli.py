@@ -1,0 +1,77 @@
+"""Command line: ``python -m kvx info | demo | bench NAME... | --cflags | --libs``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from . import _info, _native
+
+BENCHMARKS = ("transfer",)  # each is a module kvx.bench.NAME with run(argv) -> int
+
+
+def _pkgconfig_dir() -> Path:
+    return _native.header_path().parent.parent / "lib" / "pkgconfig"
+
+
+def cmd_info(_: argparse.Namespace) -> int:
+    """Version, backends compiled in and usable, CPU threads, where the files are."""
+    print(f"kvx {_info.version()} (ABI {_native.lib.kvx_abi_version()})")
+    print(f"library: {_native.library_path()}")
+    print(f"header:  {_native.header_path()}")
+    print(f"CPU threads: {_info.get_num_threads()}")
+    print("backends:")
+    for state in _info.backends():
+        status = "available" if state.available else ("compiled, unavailable" if state.compiled else "not compiled")
+        reason = f" ({state.reason})" if state.compiled and not state.available else ""
+        print(f"  {state.name:<7} {status}{reason}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(tokens=args.tokens)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    status = 0
+    for name in BENCHMARKS if args.name == "all" else (args.name,):
+        module = importlib.import_module(f"kvx.bench.{name}")
+        status |= module.run(args.bench_args)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kvx", description="libkvx: KV-cache kernels for LLM serving")
+    parser.add_argument("--cflags", action="store_true", help="print compiler flags for C users of the wheel")
+    parser.add_argument("--libs", action="store_true", help="print linker flags for C users of the wheel")
+    parser.add_argument("--pkgconfig-dir", action="store_true", help="print the folder holding kvx.pc")
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("info", help="version, backends, devices, threads").set_defaults(fn=cmd_info)
+    demo = sub.add_parser("demo", help="offload and reload a request's KV cache, verify, time it")
+    demo.add_argument("--tokens", type=int, default=2000)
+    demo.set_defaults(fn=cmd_demo)
+    bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCHMARKS)}")
+    bench.add_argument("name", nargs="?", default="all", choices=BENCHMARKS + ("all",), help="default: all")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for the benchmark (see NAME --help)")
+    bench.set_defaults(fn=cmd_bench)
+    args = parser.parse_args(argv)
+
+    include = _native.header_path().parent
+    if args.cflags or args.libs or args.pkgconfig_dir:
+        flags = []
+        if args.pkgconfig_dir:
+            flags.append(str(_pkgconfig_dir()))
+        if args.cflags:
+            flags.append(f"-I{include}")
+        if args.libs:
+            lib_dir = _native.library_path().parent
+            flags.append(f"-L{lib_dir} -Wl,-rpath,{lib_dir} -lkvx")
+        print(" ".join(flags))
+        return 0
+    if not getattr(args, "fn", None):
+        parser.print_help()
+        return 2
+    return args.fn(args)
