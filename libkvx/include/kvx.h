@@ -176,9 +176,227 @@ KVX_API int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *
                              const int64_t *slot_mapping, int32_t direction,
                              const kvx_stream *stream);
 
+/* Waits until the work enqueued on `stream` is done and reports what asynchronous backends could
+ * only find while running it (e.g. an out-of-range slot: KVX_ERR_INVALID_ARGUMENT naming the
+ * token). The CPU backend works synchronously, so this returns KVX_OK at once. Errors are
+ * tracked per device: a check reports the first error any stream of the device recorded since
+ * the last check. */
+KVX_API int32_t kvx_synchronize(const kvx_stream *stream);
+
 /* KVX-CODEC-DECLARATIONS */
 
+/* ---------------------------------------------------------------- KV codec (CacheGen) */
+
+/*
+ * CacheGen-compatible lossy codec, bit-exact with LMCache's CacheGen coder.
+ *
+ * Quantization works on "rows": one row per (plane, layer), each a [num_tokens, num_channels]
+ * matrix with its own bin count. Per (row, token): scale = max |x| over the channels (exact in
+ * the input dtype, returned as float32), MAX = bins / 2 - 1, and
+ *   symbol = round_half_even(float32(x * float32(MAX / scale)) + MAX)      (two roundings)
+ * so symbols lie in 0 .. 2 * MAX. A zero scale gives symbol MAX for every channel.
+ *
+ * Entropy coding works per (layer, channel) stream over symbols laid out [layers, tokens,
+ * channels] (row-major, uint8) with one 16-bit CDF table of cdf_len entries per stream
+ * ([layers, channels, cdf_len], uint16, LMCache's layout). Symbol s occupies
+ * [cdf[s], cdf[s + 1]) of 65536, the last symbol (cdf_len - 2) ending at 65536; cdf[cdf_len - 1]
+ * is not used by the coder. Tables must be strictly increasing over entries 0 .. cdf_len - 2.
+ */
+enum kvx_codec_limits {
+    KVX_CODEC_MIN_BINS = 4,            /* quantization bins per row (MAX >= 1) */
+    KVX_CODEC_MAX_BINS = 256,          /* symbols are uint8 */
+    KVX_CODEC_MAX_CDF_LEN = 257,       /* KVX_CODEC_MAX_BINS + 1 */
+    KVX_CODEC_MAX_STREAM_BYTES = 2147483647, /* lengths are int32, as in LMCache */
+    KVX_CODEC_MAX_TOKENS = 954437176,  /* tokens whose worst-case stream fits that */
+    KVX_CODEC_FORMAT_VERSION = 1       /* container format written by kvx_codec_compress */
+};
+
+/*
+ * Quantizes x (dtype FLOAT32, FLOAT16 or BFLOAT16): element (r, t, c) at
+ * x + r*row_stride + t*token_stride + c (elements; channels contiguous). bins[num_rows] in
+ * KVX_CODEC_MIN_BINS .. KVX_CODEC_MAX_BINS. Writes symbols [num_rows, num_tokens, num_channels]
+ * and scales [num_rows, num_tokens]. Non-finite input is rejected before anything is written.
+ */
+KVX_API int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows,
+                                   int64_t num_tokens, int64_t num_channels, int64_t row_stride,
+                                   int64_t token_stride, const int32_t *bins, uint8_t *symbols,
+                                   float *scales, const kvx_stream *stream);
+
+/* Inverse of kvx_codec_quantize: out(r, t, c) = (symbol - MAX) / MAX * scale, computed in
+ * float32 and rounded to nearest even into `dtype`; same strided layout as its x. */
+KVX_API int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales,
+                                     const int32_t *bins, int64_t num_rows, int64_t num_tokens,
+                                     int64_t num_channels, int32_t dtype, void *out,
+                                     int64_t row_stride, int64_t token_stride,
+                                     const kvx_stream *stream);
+
+/*
+ * LMCache calculate_cdf: one table per (layer, channel) over symbols [num_layers, num_tokens,
+ * num_channels] (each < num_bins, 2 .. KVX_CODEC_MAX_BINS), written to cdf [num_layers,
+ * num_channels, num_bins + 1]: cdf[i] = (65535 - num_bins) * (count of symbols < i) / num_tokens
+ * + i (integer division). num_tokens may be 0 (uniform tables).
+ */
+KVX_API int32_t kvx_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers,
+                                        int64_t num_tokens, int64_t num_channels,
+                                        int32_t num_bins, uint16_t *cdf,
+                                        const kvx_stream *stream);
+
+/* Worst-case bytes of one encoded stream of num_tokens symbols (any CDF, any symbols). */
+KVX_API int32_t kvx_codec_stream_bound(int64_t num_tokens, int64_t *bytes);
+
+/*
+ * LMCache encode_fast_new: encodes every (layer, channel) stream of symbols [num_layers,
+ * num_tokens, num_channels] (each <= cdf_len - 2) into streams [num_layers, num_channels,
+ * stream_capacity] and its byte length into lengths [num_layers, num_channels]. A stream that
+ * does not fit stream_capacity fails the call with KVX_ERR_BUFFER_TOO_SMALL (nothing is written
+ * past any stream's slot); kvx_codec_stream_bound gives a capacity that always suffices.
+ */
+KVX_API int32_t kvx_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
+                                 int64_t num_layers, int64_t num_tokens, int64_t num_channels,
+                                 uint8_t *streams, int64_t stream_capacity, int32_t *lengths,
+                                 const kvx_stream *stream);
+
+/* LMCache decode_fast_new: stream (l, c) holds lengths[l, c] bytes (0 .. stream_capacity) at
+ * streams + (l * num_channels + c) * stream_capacity; bytes past its length read as zero.
+ * Writes symbols [num_layers, num_tokens, num_channels]. */
+KVX_API int32_t kvx_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *streams,
+                                 int64_t stream_capacity, const int32_t *lengths,
+                                 int64_t num_layers, int64_t num_tokens, int64_t num_channels,
+                                 uint8_t *symbols, const kvx_stream *stream);
+
+/* LMCache decode_fast_prefsum: the streams lie back to back in bytes[num_bytes]; stream i
+ * (= l * num_channels + c) ends at end_offsets[i] (inclusive prefix sums of the lengths,
+ * non-decreasing, <= num_bytes) and starts where stream i - 1 ends (0 for i = 0). */
+KVX_API int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len,
+                                         const uint8_t *bytes, int64_t num_bytes,
+                                         const int64_t *end_offsets, int64_t num_layers,
+                                         int64_t num_tokens, int64_t num_channels,
+                                         uint8_t *symbols, const kvx_stream *stream);
+
+/*
+ * The container (docs/codec-container.md): a dense KV buffer described by a kvx_dense_desc
+ * (num_kv planes, e.g. LMCache KV_2LTD [2, L, T, H*D]; heads of a token must be contiguous,
+ * head_stride == head_size) is split into chunks of chunk_tokens tokens; every chunk carries its
+ * own per-token scales, CDF tables (as symbol counts), stream lengths and LMCache-identical
+ * streams, under CRC-32 checksums. Host memory only for now (stream NULL or a CPU stream).
+ */
+typedef struct kvx_codec_params {
+    uint32_t struct_size;
+    int32_t reserved0;         /* set to 0 */
+    const int32_t *key_bins;   /* [num_layers]: bins of plane 0 (K) layer l */
+    const int32_t *value_bins; /* [num_layers]: bins of plane 1 (V); unused when num_kv == 1 */
+    int64_t chunk_tokens;      /* 1 .. 65535; LMCache uses 256 */
+} kvx_codec_params;
+
+/* Upper bound of kvx_codec_compress's output size for this input. */
+KVX_API int32_t kvx_codec_compress_bound(const kvx_dense_desc *kv, const kvx_codec_params *params,
+                                         int64_t *bound);
+
+/* Compresses kv into dst[dst_capacity]; *dst_size receives the container's size. */
+KVX_API int32_t kvx_codec_compress(const kvx_dense_desc *kv, const kvx_codec_params *params,
+                                   void *dst, int64_t dst_capacity, int64_t *dst_size,
+                                   const kvx_stream *stream);
+
+/* What a container holds; filled by kvx_codec_inspect. */
+typedef struct kvx_codec_info {
+    uint32_t struct_size;
+    uint32_t format_version;
+    int32_t dtype;
+    int32_t num_kv;
+    int32_t num_layers;
+    int32_t num_heads;
+    int32_t head_size;
+    int32_t num_bins;      /* alphabet of the CDF tables: the largest bins */
+    int64_t num_tokens;
+    int64_t chunk_tokens;
+    int64_t num_chunks;
+    int64_t decoded_bytes; /* num_kv * num_layers * num_tokens * heads * head_size * elem size */
+} kvx_codec_info;
+
+/* Checks the header of src[src_size] (not the chunks) and fills *info; when bins is not NULL
+ * it receives num_kv * num_layers bins (K layers, then V layers), bins_capacity entries at most. */
+KVX_API int32_t kvx_codec_inspect(const void *src, int64_t src_size, kvx_codec_info *info,
+                                  int32_t *bins, int64_t bins_capacity);
+
+/* Decodes src[src_size] into out, whose shape and dtype must equal the container's (any
+ * strides, heads contiguous). Any damage is reported as KVX_ERR_CORRUPT_INPUT naming the field.
+ * Every checksum, size and scale is verified before out is written; a blob forged with valid
+ * checksums but inconsistent symbol counts fails later, leaving out partly written. */
+KVX_API int32_t kvx_codec_decompress(const void *src, int64_t src_size,
+                                     const kvx_dense_desc *out, const kvx_stream *stream);
+
 /* KVX-ROPE-DECLARATIONS */
+
+/* ---------------------------------------------------------------- RoPE */
+
+/* How the rotary dims of a head vector form pairs (r = 0 .. rot_dim/2 - 1; pair r uses the
+ * cache's cos[r] and sin[r]). */
+enum kvx_rope_pairing {
+    KVX_ROPE_NEOX = 0, /* GPT-NeoX / Llama: dims r and r + rot_dim/2 */
+    KVX_ROPE_GPTJ = 1  /* GPT-J: interleaved dims 2r and 2r + 1 */
+};
+
+/*
+ * Queries or keys to rotate in place, as a strided view (strides in elements). The head vector
+ * of (layer l, token t, head h) holds `head_size` contiguous elements starting at
+ *
+ *   base + l*layer_stride + t*token_stride + h*head_stride
+ *
+ * and its first rot_dim elements are rotated; the rest are left untouched. num_layers > 1 lets
+ * one call re-rotate the K plane of a [2, L, T, H*D] buffer (every layer shares the positions).
+ * Head vectors must not overlap one another, the other tensor of the call, the cache or the
+ * positions. dtype: FLOAT32, FLOAT16 or BFLOAT16; arithmetic is float32 whatever the storage
+ * type, stores round to nearest even.
+ */
+typedef struct kvx_rope_tensor {
+    uint32_t struct_size;
+    int32_t dtype;
+    int32_t num_layers; /* >= 1 */
+    int32_t num_heads;  /* >= 1 */
+    int32_t head_size;  /* >= rot_dim */
+    int32_t reserved0;  /* set to 0 */
+    int64_t num_tokens; /* one position per token */
+    void *base;
+    int64_t layer_stride;
+    int64_t token_stride;
+    int64_t head_stride;
+} kvx_rope_tensor;
+
+/*
+ * vLLM's cos_sin_cache: row p (p = 0 .. max_position - 1) starts at cos_sin + p*row_stride
+ * (elements) and holds rot_dim values, cos[0 .. rot_dim/2) then sin[0 .. rot_dim/2).
+ * dtype: FLOAT32, FLOAT16 or BFLOAT16. rot_dim is even, 2 .. head_size of every tensor.
+ */
+typedef struct kvx_rope_cache {
+    uint32_t struct_size;
+    int32_t dtype;
+    int32_t rot_dim;
+    int32_t pairing; /* a kvx_rope_pairing */
+    int64_t max_position;
+    int64_t row_stride; /* rot_dim for a contiguous [max_position, rot_dim] cache */
+    const void *cos_sin;
+} kvx_rope_cache;
+
+/*
+ * Re-rotation (LMCache rotary_embedding_k_fused): keys that were rotated at old_positions[t]
+ * are rotated in place to new_positions[t], i.e. by the angle new - old, in one pass.
+ * old_positions and new_positions hold keys->num_tokens entries of `positions_dtype` (INT64 or
+ * INT32). Every position must lie in [0, cache->max_position): the CPU backend rejects the call
+ * before modifying anything; asynchronous backends skip such tokens and report the error when
+ * the stream is checked.
+ */
+KVX_API int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
+                                  const void *old_positions, const void *new_positions,
+                                  int32_t positions_dtype, const kvx_stream *stream);
+
+/*
+ * Plain application (vLLM rotary_embedding): rotates `query` and, unless it is NULL, `key`
+ * in place by the angles at positions[t]. The two may differ in dtype, layers and heads but
+ * must have the same num_tokens. Position checks as for kvx_rope_rerotate.
+ */
+KVX_API int32_t kvx_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
+                               const kvx_rope_cache *cache, const void *positions,
+                               int32_t positions_dtype, const kvx_stream *stream);
 
 #ifdef __cplusplus
 }

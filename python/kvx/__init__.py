@@ -19,10 +19,12 @@ from ._errors import (
     UnsupportedError,
 )
 from ._info import backends, get_num_threads, set_num_threads, version
-from .transfer import Direction, load, store, transfer
+from .transfer import Direction, load, store, synchronize, transfer
 
 # codec: package import (issue 3)
+from . import codec
 # rope: package import (issue 4)
+from . import rope
 
 __version__ = version()
 
@@ -44,6 +46,7 @@ __all__ = [
     "reference",
     "set_num_threads",
     "store",
+    "synchronize",
     "transfer",
     "version",
 ]

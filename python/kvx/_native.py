@@ -65,20 +65,20 @@ def header_to_cdef(text: str) -> str:
     return re.sub(r"\bKVX_API\b", "", cdef)
 
 
-def _package_file(*parts: str) -> Path:
+def package_file(*parts: str) -> Path:
     return Path(str(resources.files("kvx").joinpath(*parts)))
 
 
 def header_path() -> Path:
     """Path of the ``kvx.h`` installed with the package (or ``KVX_HEADER``)."""
     override = os.environ.get("KVX_HEADER")
-    return Path(override) if override else _package_file("include", "kvx.h")
+    return Path(override) if override else package_file("include", "kvx.h")
 
 
 def library_path() -> Path:
     """Path of the libkvx shared library this process loads."""
     override = os.environ.get("KVX_LIBRARY")
-    return Path(override) if override else _package_file("libkvx.so")
+    return Path(override) if override else package_file("libkvx.so")
 
 
 ffi = cffi.FFI()

@@ -7,6 +7,7 @@ can be checked against their allocation before C ever touches them). torch is op
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -76,6 +77,7 @@ class ArrayInfo:
     device_index: int
     writable: bool
     storage: tuple[int, int]  # [start, end) byte addresses of the allocation behind the view
+    pinned: bool = False  # page-locked host memory that GPUs can address directly
 
     @property
     def device(self) -> tuple[int, int]:
@@ -102,6 +104,13 @@ def _device_type(device: Any) -> int:
         raise InvalidArgumentError(f"device: libkvx does not support torch device type {device.type!r}") from None
 
 
+@functools.lru_cache(maxsize=None)
+def _accelerator_present() -> bool:
+    """Whether torch has a device whose pinned host memory matters (asked once: it is slow)."""
+    accelerator = getattr(torch, "accelerator", None)
+    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
+
+
 def _describe_torch(x: Any, name: str) -> ArrayInfo:
     try:
         code = _TORCH_DTYPES[x.dtype]
@@ -121,6 +130,7 @@ def _describe_torch(x: Any, name: str) -> ArrayInfo:
         device_index=x.device.index or 0,
         writable=True,  # torch has no read-only tensors
         storage=(start, start + storage.nbytes()),
+        pinned=x.device.type == "cpu" and _accelerator_present() and x.is_pinned(),
     )
 
 
@@ -172,7 +182,7 @@ def describe(x: Any, name: str) -> ArrayInfo:
     if any(s < 0 for s in info.strides):
         raise InvalidArgumentError(f"{name}: negative strides {info.strides} are not supported")
     lo, hi = info.extent()
-    if lo < info.storage[0] or hi > info.storage[1]:
+    if hi > lo and (lo < info.storage[0] or hi > info.storage[1]):  # empty views address nothing
         raise InvalidArgumentError(f"{name}: view reaches outside its storage")
     return info
 
@@ -188,11 +198,17 @@ def require_writable(info: ArrayInfo) -> None:
         )
 
 
+def reachable_from(info: ArrayInfo, device: tuple[int, int]) -> bool:
+    """Whether work on `device` can address `info`'s memory: its own device, or, for an
+    accelerator, pinned host memory (GPUs address it directly; NPU/MLU backends DMA from it)."""
+    return info.device == device or (info.pinned and device[0] != DEVICE_CPU)
+
+
 def require_same_device(infos: Sequence[ArrayInfo]) -> tuple[int, int]:
-    """All arrays on one device; returns it."""
+    """All arrays reachable from the first one's device; returns that device."""
     first = infos[0]
     for info in infos[1:]:
-        if info.device != first.device:
+        if not reachable_from(info, first.device):
             raise InvalidArgumentError(
                 f"{info.name}: expected the device of {first.name} {_device_name(first)}, got {_device_name(info)}"
             )

@@ -8,11 +8,26 @@ from pathlib import Path
 
 from . import _info, _native
 
-BENCHMARKS = ("transfer",)  # each is a module kvx.bench.NAME with run(argv) -> int
+BENCHMARKS = ("transfer", "codec", "rope", "device_plan", "transfer_gpu")  # each is kvx.bench.NAME with run(argv) -> int
 
 
 def _pkgconfig_dir() -> Path:
-    return _native.header_path().parent.parent / "lib" / "pkgconfig"
+    """Folder of the relocatable kvx.pc shipped in the wheel (its paths suit installed wheels)."""
+    return _native.package_file("lib", "pkgconfig", "kvx.pc").parent
+
+
+def _devices() -> list[str]:
+    """Accelerators torch can see, when torch and its device plugins are importable."""
+    try:
+        import torch
+    except ImportError:
+        return ["(torch not installed: device detection skipped)"]
+    found = []
+    for name in ("cuda", "npu", "mlu"):
+        module = getattr(torch, name, None)
+        if module is not None and module.is_available():
+            found.append(f"{name}: {module.device_count()} device(s)")
+    return found or ["none (CPU only)"]
 
 
 def cmd_info(_: argparse.Namespace) -> int:
@@ -21,6 +36,7 @@ def cmd_info(_: argparse.Namespace) -> int:
     print(f"library: {_native.library_path()}")
     print(f"header:  {_native.header_path()}")
     print(f"CPU threads: {_info.get_num_threads()}")
+    print(f"devices: {', '.join(_devices())}")
     print("backends:")
     for state in _info.backends():
         status = "available" if state.available else ("compiled, unavailable" if state.compiled else "not compiled")

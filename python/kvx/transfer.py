@@ -11,7 +11,15 @@ import numpy as np
 from . import layouts
 from ._errors import InvalidArgumentError
 from ._native import check, ffi, lib
-from ._tensors import ArrayInfo, current_stream, describe, is_tensor, require_same_device, require_writable
+from ._tensors import (
+    ArrayInfo,
+    current_stream,
+    describe,
+    is_tensor,
+    reachable_from,
+    require_same_device,
+    require_writable,
+)
 
 
 class Direction(enum.IntEnum):
@@ -156,7 +164,17 @@ def _slot_mapping(slot_mapping: Any, device: tuple[int, int]) -> ArrayInfo:
         raise InvalidArgumentError(f"slot_mapping: expected dtype int64, got {getattr(slot_mapping, 'dtype', '?')}")
     if len(info.shape) != 1:
         raise InvalidArgumentError(f"slot_mapping: expected a 1-D array, got shape {info.shape}")
-    if info.device != device:
+    if device[0] in (lib.KVX_DEVICE_ASCEND, lib.KVX_DEVICE_CNRT):
+        # These backends plan on the host: take the mapping from the host or the cache's device
+        # and hand over a host copy (`.cpu()` waits for the device work that produced it).
+        if info.device != device and info.device_type != lib.KVX_DEVICE_CPU:
+            raise InvalidArgumentError(
+                f"slot_mapping: expected the host or the paged cache's device {device}, got {info.device}"
+            )
+        if info.device_type != lib.KVX_DEVICE_CPU:
+            slot_mapping = slot_mapping.cpu()
+            info = describe(slot_mapping, "slot_mapping")
+    elif not reachable_from(info, device):
         raise InvalidArgumentError(f"slot_mapping: expected the paged cache's device {device}, got {info.device}")
     if info.shape[0] > 1 and info.strides[0] != 1:
         contiguous = np.ascontiguousarray(slot_mapping) if isinstance(slot_mapping, np.ndarray) else slot_mapping.contiguous()
@@ -185,7 +203,8 @@ def transfer(
             ``[2, num_blocks, block_size, num_heads, head_size]``. Any dtype (fp8, fp16, bf16,
             fp32, ...); any strides as long as head vectors are contiguous.
         dense: the dense buffer in ``dense_format``, e.g. ``KV_2LTD`` ``[2, L, T, H*D]``; same
-            dtype and device as ``paged``.
+            dtype and device as ``paged`` (or, for a GPU cache, pinned host memory: the offload
+            to CPU RAM is then a single kernel launch).
         slot_mapping: int64 ``[T]``, on the cache's device: the slot (``block * block_size +
             offset``) of each dense token; negative entries skip the token in both directions.
         direction: ``"store"`` (paged -> dense) or ``"load"`` (dense -> paged), or a
@@ -195,8 +214,9 @@ def transfer(
         kvx.InvalidArgumentError: bad shapes, dtypes, devices, a read-only destination, or a slot
             at or beyond ``num_blocks * block_size``; nothing is written in that case.
 
-    The copy is ordered on the device's current stream (asynchronous on GPUs). If two dense
-    tokens map to the same slot when loading, which one lands is unspecified.
+    The copy is ordered on the device's current stream (asynchronous on GPUs: there an
+    out-of-range slot is skipped and reported by :func:`synchronize`). If two dense tokens map to
+    the same slot when loading, which one lands is unspecified.
     """
     direction = _direction(direction)
     cache = resolve_paged(paged, layout)
@@ -244,6 +264,14 @@ def _call_transfer(cache: PagedCache, dense: ArrayInfo, dense_strides: dict[str,
     check(lib.kvx_transfer(p, d, ffi.cast("int64_t *", slots.ptr), int(direction), stream))
 
 
+def synchronize(x: Any = None) -> None:
+    """Waits for the work kvx enqueued on the current stream of ``x``'s device (a tensor; None
+    means the CPU) and raises what asynchronous backends found while running it, e.g. an
+    out-of-range slot (:class:`kvx.InvalidArgumentError`; that token was skipped)."""
+    device = (lib.KVX_DEVICE_CPU, 0) if x is None else describe(x, "x").device
+    check(lib.kvx_synchronize(current_stream(device)))
+
+
 def store(paged: Any, dense: Any, slot_mapping: Any, **kwargs: Any) -> None:
     """``transfer(..., direction="store")``: gather from the paged cache into ``dense``."""
     transfer(paged, dense, slot_mapping, direction=Direction.PAGED_TO_DENSE, **kwargs)
@@ -254,4 +282,4 @@ def load(paged: Any, dense: Any, slot_mapping: Any, **kwargs: Any) -> None:
     transfer(paged, dense, slot_mapping, direction=Direction.DENSE_TO_PAGED, **kwargs)
 
 
-__all__: Sequence[str] = ["Direction", "PagedCache", "load", "resolve_paged", "store", "transfer"]
+__all__: Sequence[str] = ["Direction", "PagedCache", "load", "resolve_paged", "store", "synchronize", "transfer"]

@@ -6,6 +6,16 @@
 /* Device backends add themselves here behind their meson option's define. */
 static const kvx_backend *const compiled_backends[] = {
     &kvx_cpu_backend,
+#if defined(KVX_WITH_CUDA) || defined(KVX_WITH_HIP)
+    &kvx_gpu_backend,
+#endif
+    /* runtime-loaded backends (issue 6), each behind #ifdef KVX_WITH_<NAME> */
+#ifdef KVX_WITH_ASCEND
+    &kvx_ascend_backend,
+#endif
+#ifdef KVX_WITH_CNRT
+    &kvx_cnrt_backend,
+#endif
 };
 
 static const kvx_backend *find_compiled(int32_t device_type)
@@ -40,4 +50,13 @@ int32_t kvx_backend_available(int32_t device_type)
     kvx_clear_error();
     kvx_stream stream = {device_type, 0, NULL};
     return kvx_backend_for(&stream) != NULL;
+}
+
+int32_t kvx_synchronize(const kvx_stream *stream)
+{
+    kvx_clear_error();
+    const kvx_backend *backend = kvx_backend_for(stream);
+    if (!backend)
+        return KVX_ERR_NOT_AVAILABLE;
+    return backend->synchronize ? backend->synchronize(stream) : KVX_OK;
 }

@@ -7,6 +7,10 @@
 
 #include "kvx.h"
 
+#ifdef __cplusplus
+extern "C" { /* the GPU backend's .cu files are C++ */
+#endif
+
 #if defined(__GNUC__)
 #define KVX_PRINTF(fmt_index, first_arg) __attribute__((format(printf, fmt_index, first_arg)))
 #else
@@ -19,6 +23,17 @@ int32_t kvx_fail(int32_t status, const char *fmt, ...) KVX_PRINTF(2, 3);
 
 /* Clears this thread's last error; every public entry point calls it first. */
 void kvx_clear_error(void);
+
+/* ---------------------------------------------------------------- shared argument checks */
+
+/* Each returns KVX_OK, or fails with KVX_ERR_INVALID_ARGUMENT naming `owner->field`. */
+int32_t kvx_check_range(const char *owner, const char *field, int64_t value, int64_t lo,
+                        int64_t hi);
+/* Adds stride * (count - 1) to *max_offset; a negative stride or an overflow fails. */
+int32_t kvx_check_extent(const char *owner, const char *field, int64_t stride, int64_t count,
+                         int64_t *max_offset);
+/* The largest element offset a view can address must fit in int64 bytes. */
+int32_t kvx_check_bytes_fit(const char *owner, int64_t max_offset, int64_t elem_size);
 
 /* ---------------------------------------------------------------- thread pool */
 
@@ -39,13 +54,57 @@ typedef struct kvx_backend {
     int32_t (*available)(void);
     int32_t (*transfer)(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
                         const int64_t *slot_mapping, int32_t direction, const kvx_stream *stream);
+    /* Waits for `stream` and returns deferred errors; NULL for synchronous backends. */
+    int32_t (*synchronize)(const kvx_stream *stream);
     /* KVX-BACKEND-CODEC-ENTRIES */
+    /* Codec (src/core/codec.c has checked shapes, pointers and sizes). Data-dependent checks
+     * (non-finite input, symbol ranges, CDF monotonicity, stream offsets) belong to the backend,
+     * which knows where the data lives; a CPU backend makes them before writing anything. The
+     * unit of parallelism is one (row, token) for quantization and one (layer, channel) stream
+     * for the CDF and the range coder, so a GPU can run one stream per thread. */
+    int32_t (*codec_quantize)(const void *x, int32_t dtype, int64_t num_rows, int64_t num_tokens,
+                              int64_t num_channels, int64_t row_stride, int64_t token_stride,
+                              const int32_t *bins, uint8_t *symbols, float *scales,
+                              const kvx_stream *stream);
+    int32_t (*codec_dequantize)(const uint8_t *symbols, const float *scales, const int32_t *bins,
+                                int64_t num_rows, int64_t num_tokens, int64_t num_channels,
+                                int32_t dtype, void *out, int64_t row_stride,
+                                int64_t token_stride, const kvx_stream *stream);
+    int32_t (*codec_calculate_cdf)(const uint8_t *symbols, int64_t num_layers, int64_t num_tokens,
+                                   int64_t num_channels, int32_t num_bins, uint16_t *cdf,
+                                   const kvx_stream *stream);
+    int32_t (*codec_encode)(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
+                            int64_t num_layers, int64_t num_tokens, int64_t num_channels,
+                            uint8_t *streams, int64_t stream_capacity, int32_t *lengths,
+                            const kvx_stream *stream);
+    /* Exactly one of `lengths` (streams in fixed slots of stream_capacity bytes) and
+     * `end_offsets` (streams back to back in num_bytes, inclusive prefix sums) is non-NULL. */
+    int32_t (*codec_decode)(const uint16_t *cdf, int32_t cdf_len, const uint8_t *bytes,
+                            int64_t num_bytes, int64_t stream_capacity, const int32_t *lengths,
+                            const int64_t *end_offsets, int64_t num_layers, int64_t num_tokens,
+                            int64_t num_channels, uint8_t *symbols, const kvx_stream *stream);
     /* KVX-BACKEND-ROPE-ENTRIES */
+    /* Positions were range-checked by src/core/rope.c when they live in host memory (CPU
+     * streams); device backends check them where they live. */
+    int32_t (*rope_rerotate)(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
+                             const void *old_positions, const void *new_positions,
+                             int32_t positions_dtype, const kvx_stream *stream);
+    int32_t (*rope_apply)(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
+                          const kvx_rope_cache *cache, const void *positions,
+                          int32_t positions_dtype, const kvx_stream *stream);
 } kvx_backend;
 
 /* The backend that serves `stream` (NULL = CPU), or NULL after kvx_fail() with the reason. */
 const kvx_backend *kvx_backend_for(const kvx_stream *stream);
 
 extern const kvx_backend kvx_cpu_backend;
+extern const kvx_backend kvx_gpu_backend; /* CUDA or HIP, whichever this build has */
+/* runtime-loaded backends (issue 6) */
+extern const kvx_backend kvx_ascend_backend;
+extern const kvx_backend kvx_cnrt_backend;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* KVX_INTERNAL_H */

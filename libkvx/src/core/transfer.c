@@ -11,41 +11,6 @@
 
 #define FAIL_ARG(...) kvx_fail(KVX_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 
-static int32_t check_shape_field(const char *side, const char *field, int64_t value, int64_t lo,
-                                 int64_t hi)
-{
-    if (value < lo || value > hi)
-        return FAIL_ARG("%s->%s: expected %lld..%lld, got %lld", side, field, (long long)lo,
-                        (long long)hi, (long long)value);
-    return KVX_OK;
-}
-
-/* Adds stride * (count - 1) to *max_offset, failing on overflow or a negative stride. */
-static int32_t add_extent(const char *side, const char *field, int64_t stride, int64_t count,
-                          int64_t *max_offset)
-{
-    int64_t span;
-    if (stride < 0)
-        return FAIL_ARG("%s->%s: expected a non-negative stride, got %lld", side, field,
-                        (long long)stride);
-    if (count <= 0)
-        return KVX_OK;
-    if (__builtin_mul_overflow(stride, count - 1, &span) ||
-        __builtin_add_overflow(*max_offset, span, max_offset))
-        return FAIL_ARG("%s->%s: stride %lld overflows 64-bit offsets over %lld items", side,
-                        field, (long long)stride, (long long)count);
-    return KVX_OK;
-}
-
-/* The largest byte offset the view can address must fit in int64 (pointer arithmetic). */
-static int32_t check_bytes_fit(const char *side, int64_t max_offset, int64_t elem_size)
-{
-    int64_t bytes;
-    if (__builtin_mul_overflow(max_offset, elem_size, &bytes))
-        return FAIL_ARG("%s: strides address more than 2^63 bytes", side);
-    return KVX_OK;
-}
-
 static int32_t check_paged(const kvx_paged_desc *p)
 {
     int32_t rc;
@@ -56,12 +21,12 @@ static int32_t check_paged(const kvx_paged_desc *p)
                         (unsigned)p->struct_size);
     if (kvx_dtype_size(p->dtype) == 0)
         return FAIL_ARG("paged->dtype: expected a kvx_dtype, got %d", (int)p->dtype);
-    if ((rc = check_shape_field("paged", "num_layers", p->num_layers, 1, INT32_MAX)) ||
-        (rc = check_shape_field("paged", "num_kv", p->num_kv, 1, 2)) ||
-        (rc = check_shape_field("paged", "num_heads", p->num_heads, 1, INT32_MAX)) ||
-        (rc = check_shape_field("paged", "head_size", p->head_size, 1, INT32_MAX)) ||
-        (rc = check_shape_field("paged", "block_size", p->block_size, 1, INT64_MAX)) ||
-        (rc = check_shape_field("paged", "num_blocks", p->num_blocks, 0, INT64_MAX)))
+    if ((rc = kvx_check_range("paged", "num_layers", p->num_layers, 1, INT32_MAX)) ||
+        (rc = kvx_check_range("paged", "num_kv", p->num_kv, 1, 2)) ||
+        (rc = kvx_check_range("paged", "num_heads", p->num_heads, 1, INT32_MAX)) ||
+        (rc = kvx_check_range("paged", "head_size", p->head_size, 1, INT32_MAX)) ||
+        (rc = kvx_check_range("paged", "block_size", p->block_size, 1, INT64_MAX)) ||
+        (rc = kvx_check_range("paged", "num_blocks", p->num_blocks, 0, INT64_MAX)))
         return rc;
     int64_t capacity;
     if (__builtin_mul_overflow(p->num_blocks, p->block_size, &capacity))
@@ -78,12 +43,14 @@ static int32_t check_paged(const kvx_paged_desc *p)
         if (!p->bases[i])
             return FAIL_ARG("paged->bases[%d]: expected a pointer, got NULL", (int)i);
     int64_t max_offset = p->head_size - 1;
-    if ((rc = add_extent("paged", "kv_stride", p->kv_stride, p->num_kv, &max_offset)) ||
-        (rc = add_extent("paged", "block_stride", p->block_stride, p->num_blocks, &max_offset)) ||
-        (rc = add_extent("paged", "token_stride", p->token_stride, p->block_size, &max_offset)) ||
-        (rc = add_extent("paged", "head_stride", p->head_stride, p->num_heads, &max_offset)))
+    if ((rc = kvx_check_extent("paged", "kv_stride", p->kv_stride, p->num_kv, &max_offset)) ||
+        (rc = kvx_check_extent("paged", "block_stride",
+                               p->block_stride, p->num_blocks, &max_offset)) ||
+        (rc = kvx_check_extent("paged", "token_stride",
+                               p->token_stride, p->block_size, &max_offset)) ||
+        (rc = kvx_check_extent("paged", "head_stride", p->head_stride, p->num_heads, &max_offset)))
         return rc;
-    return check_bytes_fit("paged", max_offset, kvx_dtype_size(p->dtype));
+    return kvx_check_bytes_fit("paged", max_offset, kvx_dtype_size(p->dtype));
 }
 
 static int32_t check_dense(const kvx_dense_desc *d, const kvx_paged_desc *p)
@@ -105,12 +72,14 @@ static int32_t check_dense(const kvx_dense_desc *d, const kvx_paged_desc *p)
     if (d->num_tokens > 0 && !d->base)
         return FAIL_ARG("dense->base: expected a pointer, got NULL");
     int64_t max_offset = d->head_size - 1;
-    if ((rc = add_extent("dense", "kv_stride", d->kv_stride, d->num_kv, &max_offset)) ||
-        (rc = add_extent("dense", "layer_stride", d->layer_stride, d->num_layers, &max_offset)) ||
-        (rc = add_extent("dense", "token_stride", d->token_stride, d->num_tokens, &max_offset)) ||
-        (rc = add_extent("dense", "head_stride", d->head_stride, d->num_heads, &max_offset)))
+    if ((rc = kvx_check_extent("dense", "kv_stride", d->kv_stride, d->num_kv, &max_offset)) ||
+        (rc = kvx_check_extent("dense", "layer_stride",
+                               d->layer_stride, d->num_layers, &max_offset)) ||
+        (rc = kvx_check_extent("dense", "token_stride",
+                               d->token_stride, d->num_tokens, &max_offset)) ||
+        (rc = kvx_check_extent("dense", "head_stride", d->head_stride, d->num_heads, &max_offset)))
         return rc;
-    return check_bytes_fit("dense", max_offset, kvx_dtype_size(d->dtype));
+    return kvx_check_bytes_fit("dense", max_offset, kvx_dtype_size(d->dtype));
 }
 
 int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,

@@ -1,0 +1,106 @@
+"""GPU transfer benchmark: kvx vs the same run's device copy of the same bytes.
+
+Llama-3-8B shape (32 layers, 8 KV heads, head 128, bf16, block 16), 4096 and 32768 tokens in random
+blocks of a larger pool:
+  * device to device, both directions, against torch ``copy_`` of the same bytes (the bar: 80%)
+    and torch's per-layer ``index_select`` / ``index_copy_``;
+  * offload into pinned host memory (one kvx launch) against torch's device-to-pinned-host
+    ``copy_(non_blocking=True)`` of the same bytes (cudaMemcpyAsync).
+Times are medians of CUDA-event timings after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from typing import Callable
+
+try:
+    from . import common
+except ImportError:  # run from the repository as `python -m bench.transfer_gpu`
+    import common  # type: ignore[no-redef]
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m kvx bench transfer_gpu", description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, nargs="+", default=[4096, 32768])
+    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=20)
+    return parser.parse_args(argv)
+
+
+def _event_median(torch, fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def _one_size(torch, kvx, layers: int, tokens: int, repeats: int, progress) -> list:
+    H, D, BS = 8, 128, 16
+    num_blocks = 2 * -(-tokens // BS)
+    caches = [torch.randn(2, num_blocks, BS, H, D, device="cuda").to(torch.bfloat16) for _ in range(layers)]
+    blocks = torch.randperm(num_blocks, device="cuda")[: -(-tokens // BS)]
+    slots = (blocks[:, None] * BS + torch.arange(BS, device="cuda")[None, :]).flatten()[:tokens].contiguous()
+    dense = torch.empty(2, layers, tokens, H * D, dtype=torch.bfloat16, device="cuda")
+    pinned = torch.empty(dense.shape, dtype=dense.dtype).pin_memory()
+    nbytes = dense.numel() * dense.element_size()
+    src, dst = torch.randn(nbytes // 2, device="cuda").to(torch.bfloat16), torch.empty(nbytes // 2, dtype=torch.bfloat16, device="cuda")
+    flat = [c.view(2, num_blocks * BS, H * D) for c in caches]
+
+    def torch_store():
+        for layer, f in enumerate(flat):
+            dense[:, layer] = f.index_select(1, slots)
+
+    def torch_load():
+        for layer, f in enumerate(flat):
+            f.index_copy_(1, slots, dense[:, layer])
+
+    case = f"{tokens} tokens"
+    d2d = _event_median(torch, lambda: dst.copy_(src), repeats)
+    d2h = _event_median(torch, lambda: pinned.view(-1).copy_(src, non_blocking=True), repeats)
+    measured = [
+        (case, "torch copy_ device->device (baseline)", d2d, d2d),
+        (case, "kvx store device->device", _event_median(torch, lambda: kvx.store(caches, dense, slots), repeats), d2d),
+        (case, "kvx load device->device", _event_median(torch, lambda: kvx.load(caches, dense, slots), repeats), d2d),
+        (case, "torch index_select (store)", _event_median(torch, torch_store, repeats), d2d),
+        (case, "torch index_copy_ (load)", _event_median(torch, torch_load, repeats), d2d),
+        (case, "torch copy_ device->pinned host (baseline)", d2h, d2h),
+        (case, "kvx store device->pinned host", _event_median(torch, lambda: kvx.store(caches, pinned, slots), repeats), d2h),
+    ]
+    kvx.synchronize(dense)
+    progress.step(case)
+    return [common.Row(c, m, s, nbytes, b) for c, m, s, b in measured]
+
+
+def run(argv: list[str]) -> int:
+    """Runs the benchmark on the first CUDA/HIP device and prints the table."""
+    args = _parse(argv)
+    try:
+        import torch
+    except ImportError:
+        print("the GPU transfer benchmark needs torch with CUDA or ROCm")
+        return 2
+    import kvx
+
+    if not torch.cuda.is_available() or not any(b.available for b in kvx.backends() if b.name in ("cuda", "hip")):
+        print("no GPU: needs torch.cuda and a libkvx built with -Dcuda=enabled or -Dhip=enabled (see kvx info)")
+        return 2
+    progress = common.Progress(len(args.tokens), "bench transfer_gpu")
+    rows = [row for tokens in args.tokens for row in _one_size(torch, kvx, args.layers, tokens, args.repeats, progress)]
+    print(f"{torch.cuda.get_device_name()}: Llama-3-8B shape, {args.layers} layers, 8 KV heads, head 128, bf16, block 16")
+    print(common.rows_table(rows).replace("vs memcpy", "vs baseline"))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(run(sys.argv[1:]))

@@ -1,0 +1,38 @@
+/* checks.c - argument checks shared by the public entry points (see kvx_internal.h). */
+#include "kvx_internal.h"
+
+int32_t kvx_check_range(const char *owner, const char *field, int64_t value, int64_t lo,
+                        int64_t hi)
+{
+    if (value < lo || value > hi)
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT, "%s->%s: expected %lld..%lld, got %lld", owner,
+                        field, (long long)lo, (long long)hi, (long long)value);
+    return KVX_OK;
+}
+
+int32_t kvx_check_extent(const char *owner, const char *field, int64_t stride, int64_t count,
+                         int64_t *max_offset)
+{
+    int64_t span;
+    if (stride < 0)
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                        "%s->%s: expected a non-negative stride, got %lld", owner, field,
+                        (long long)stride);
+    if (count <= 1)
+        return KVX_OK;
+    if (__builtin_mul_overflow(stride, count - 1, &span) ||
+        __builtin_add_overflow(*max_offset, span, max_offset))
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                        "%s->%s: stride %lld overflows 64-bit offsets over %lld items", owner,
+                        field, (long long)stride, (long long)count);
+    return KVX_OK;
+}
+
+int32_t kvx_check_bytes_fit(const char *owner, int64_t max_offset, int64_t elem_size)
+{
+    int64_t bytes;
+    if (__builtin_mul_overflow(max_offset, elem_size, &bytes))
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT, "%s: strides address more than 2^63 bytes",
+                        owner);
+    return KVX_OK;
+}

@@ -1,0 +1,259 @@
+/*
+ * codec.c - the low-level codec entry points: backend-independent checks, then dispatch.
+ *
+ * After these checks a backend may assume: counts are in range, every array the call touches is
+ * non-NULL, and every element or byte offset the call can form fits in int64. What depends on
+ * the data (finite values, symbol ranges, CDF tables, stream offsets) is checked by the backend,
+ * which knows where the data lives.
+ */
+#include "codec_internal.h"
+
+#define FAIL_ARG(...) kvx_fail(KVX_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+
+/* Bits one symbol can cost, at most (see src/cpu/codec_range_coder.c), plus the final flush. */
+#define MAX_BITS_PER_SYMBOL 18
+
+int32_t kvx_codec_check_count(const char *name, int64_t value, int64_t lo, int64_t hi)
+{
+    if (value < lo || value > hi)
+        return FAIL_ARG("%s: expected %lld..%lld, got %lld", name, (long long)lo, (long long)hi,
+                        (long long)value);
+    return KVX_OK;
+}
+
+int32_t kvx_codec_check_ptr(const char *name, const void *ptr, int64_t count)
+{
+    if (!ptr && count > 0)
+        return FAIL_ARG("%s: expected a pointer to %lld elements, got NULL", name,
+                        (long long)count);
+    return KVX_OK;
+}
+
+/* a * b * c into *out, failing (naming `what`) on int64 overflow. */
+int32_t kvx_codec_product(const char *what, int64_t a, int64_t b, int64_t c, int64_t *out)
+{
+    int64_t ab = 0;
+    if (__builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, out))
+        return FAIL_ARG("%s: %lld * %lld * %lld overflows int64", what, (long long)a,
+                        (long long)b, (long long)c);
+    return KVX_OK;
+}
+
+int64_t kvx_codec_stream_bound_of(int64_t num_tokens)
+{
+    return (num_tokens * MAX_BITS_PER_SYMBOL + 1 + 7) / 8;
+}
+
+int32_t kvx_codec_check_shape(int64_t num_layers, int64_t num_tokens, int64_t num_channels,
+                              const char *layers_name, int64_t *elements)
+{
+    int32_t rc;
+    if ((rc = kvx_codec_check_count(layers_name, num_layers, 1, INT32_MAX)) ||
+        (rc = kvx_codec_check_count("num_tokens", num_tokens, 0, KVX_CODEC_MAX_TOKENS)) ||
+        (rc = kvx_codec_check_count("num_channels", num_channels, 1, INT32_MAX)))
+        return rc;
+    return kvx_codec_product("symbols", num_layers, num_tokens, num_channels, elements);
+}
+
+static int32_t check_float_dtype(const char *name, int32_t dtype)
+{
+    if (dtype != KVX_DTYPE_FLOAT32 && dtype != KVX_DTYPE_FLOAT16 && dtype != KVX_DTYPE_BFLOAT16)
+        return FAIL_ARG("%s: expected KVX_DTYPE_FLOAT32 (1), FLOAT16 (2) or BFLOAT16 (3), got %d",
+                        name, (int)dtype);
+    return KVX_OK;
+}
+
+int32_t kvx_codec_check_bins(const char *name, const int32_t *bins, int64_t count)
+{
+    int32_t rc = kvx_codec_check_ptr(name, bins, count);
+    if (rc || !bins)
+        return rc;
+    for (int64_t i = 0; i < count; i++)
+        if (bins[i] < KVX_CODEC_MIN_BINS || bins[i] > KVX_CODEC_MAX_BINS)
+            return FAIL_ARG("%s[%lld]: expected %d..%d, got %d", name, (long long)i,
+                            KVX_CODEC_MIN_BINS, KVX_CODEC_MAX_BINS, (int)bins[i]);
+    return KVX_OK;
+}
+
+/* The strided [rows, tokens, channels] view must address bytes that fit in int64. */
+static int32_t check_view(const char *name, int64_t rows, int64_t tokens, int64_t channels,
+                          int64_t row_stride, int64_t token_stride, int32_t dtype)
+{
+    int64_t a, b, end;
+    if (row_stride < 0 || token_stride < 0)
+        return FAIL_ARG("%s: expected non-negative strides, got row_stride %lld, token_stride "
+                        "%lld", name, (long long)row_stride, (long long)token_stride);
+    if (tokens == 0)
+        return KVX_OK;
+    if (__builtin_mul_overflow(rows - 1, row_stride, &a) ||
+        __builtin_mul_overflow(tokens - 1, token_stride, &b) ||
+        __builtin_add_overflow(a, b, &end) || __builtin_add_overflow(end, channels, &end) ||
+        __builtin_mul_overflow(end, (int64_t)kvx_dtype_size(dtype), &end))
+        return FAIL_ARG("%s: strides address more than 2^63 bytes", name);
+    return KVX_OK;
+}
+
+#define DISPATCH(entry, op)                                                                    \
+    const kvx_backend *backend = kvx_backend_for(stream);                                      \
+    if (!backend)                                                                              \
+        return KVX_ERR_NOT_AVAILABLE;                                                          \
+    if (!backend->entry)                                                                       \
+        return kvx_fail(KVX_ERR_UNSUPPORTED, op ": not supported by the %s backend",            \
+                        backend->name);
+
+int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64_t num_tokens,
+                           int64_t num_channels, int64_t row_stride, int64_t token_stride,
+                           const int32_t *bins, uint8_t *symbols, float *scales,
+                           const kvx_stream *stream)
+{
+    int32_t rc;
+    int64_t elements = 0;
+    kvx_clear_error();
+    if ((rc = check_float_dtype("dtype", dtype)) ||
+        (rc = kvx_codec_check_shape(num_rows, num_tokens, num_channels, "num_rows", &elements)) ||
+        (rc = check_view("x", num_rows, num_tokens, num_channels, row_stride, token_stride,
+                         dtype)) ||
+        (rc = kvx_codec_check_ptr("x", x, elements)) ||
+        (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
+        (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
+        (rc = kvx_codec_check_ptr("scales", scales, num_rows * num_tokens)))
+        return rc;
+    DISPATCH(codec_quantize, "codec_quantize")
+    if (elements == 0)
+        return KVX_OK;
+    return backend->codec_quantize(x, dtype, num_rows, num_tokens, num_channels, row_stride,
+                                   token_stride, bins, symbols, scales, stream);
+}
+
+int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales, const int32_t *bins,
+                             int64_t num_rows, int64_t num_tokens, int64_t num_channels,
+                             int32_t dtype, void *out, int64_t row_stride, int64_t token_stride,
+                             const kvx_stream *stream)
+{
+    int32_t rc;
+    int64_t elements = 0;
+    kvx_clear_error();
+    if ((rc = check_float_dtype("dtype", dtype)) ||
+        (rc = kvx_codec_check_shape(num_rows, num_tokens, num_channels, "num_rows", &elements)) ||
+        (rc = check_view("out", num_rows, num_tokens, num_channels, row_stride, token_stride,
+                         dtype)) ||
+        (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
+        (rc = kvx_codec_check_ptr("scales", scales, num_rows * num_tokens)) ||
+        (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
+        (rc = kvx_codec_check_ptr("out", out, elements)))
+        return rc;
+    DISPATCH(codec_dequantize, "codec_dequantize")
+    if (elements == 0)
+        return KVX_OK;
+    return backend->codec_dequantize(symbols, scales, bins, num_rows, num_tokens, num_channels,
+                                     dtype, out, row_stride, token_stride, stream);
+}
+
+int32_t kvx_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers, int64_t num_tokens,
+                                int64_t num_channels, int32_t num_bins, uint16_t *cdf,
+                                const kvx_stream *stream)
+{
+    int32_t rc;
+    int64_t elements = 0, tables = 0;
+    kvx_clear_error();
+    if ((rc = kvx_codec_check_shape(num_layers, num_tokens, num_channels, "num_layers",
+                                    &elements)) ||
+        (rc = kvx_codec_check_count("num_bins", num_bins, 2, KVX_CODEC_MAX_BINS)) ||
+        (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
+        (rc = kvx_codec_product("cdf", num_layers, num_channels, num_bins + 1, &tables)) ||
+        (rc = kvx_codec_check_ptr("cdf", cdf, tables)))
+        return rc;
+    DISPATCH(codec_calculate_cdf, "codec_calculate_cdf")
+    return backend->codec_calculate_cdf(symbols, num_layers, num_tokens, num_channels, num_bins,
+                                        cdf, stream);
+}
+
+int32_t kvx_codec_stream_bound(int64_t num_tokens, int64_t *bytes)
+{
+    int32_t rc;
+    kvx_clear_error();
+    if ((rc = kvx_codec_check_count("num_tokens", num_tokens, 0, KVX_CODEC_MAX_TOKENS)) ||
+        (rc = kvx_codec_check_ptr("bytes", bytes, 1)))
+        return rc;
+    *bytes = kvx_codec_stream_bound_of(num_tokens);
+    return KVX_OK;
+}
+
+/* Checks shared by encode and decode: shapes, the CDF tables' size and pointer. */
+static int32_t check_coder_args(const uint16_t *cdf, int32_t cdf_len, int64_t num_layers,
+                                int64_t num_tokens, int64_t num_channels, int64_t *elements)
+{
+    int32_t rc;
+    int64_t tables = 0;
+    if ((rc = kvx_codec_check_shape(num_layers, num_tokens, num_channels, "num_layers",
+                                    elements)) ||
+        (rc = kvx_codec_check_count("cdf_len", cdf_len, 3, KVX_CODEC_MAX_CDF_LEN)) ||
+        (rc = kvx_codec_product("cdf", num_layers, num_channels, cdf_len, &tables)) ||
+        (rc = kvx_codec_check_ptr("cdf", cdf, tables)))
+        return rc;
+    return KVX_OK;
+}
+
+int32_t kvx_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
+                         int64_t num_layers, int64_t num_tokens, int64_t num_channels,
+                         uint8_t *streams, int64_t stream_capacity, int32_t *lengths,
+                         const kvx_stream *stream)
+{
+    int32_t rc;
+    int64_t elements = 0, slots = 0;
+    kvx_clear_error();
+    if ((rc = check_coder_args(cdf, cdf_len, num_layers, num_tokens, num_channels, &elements)) ||
+        (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
+        (rc = kvx_codec_check_count("stream_capacity", stream_capacity, 1,
+                                    KVX_CODEC_MAX_STREAM_BYTES)) ||
+        (rc = kvx_codec_product("streams", num_layers, num_channels, stream_capacity, &slots)) ||
+        (rc = kvx_codec_check_ptr("streams", streams, slots)) ||
+        (rc = kvx_codec_check_ptr("lengths", lengths, num_layers * num_channels)))
+        return rc;
+    DISPATCH(codec_encode, "codec_encode")
+    return backend->codec_encode(cdf, cdf_len, symbols, num_layers, num_tokens, num_channels,
+                                 streams, stream_capacity, lengths, stream);
+}
+
+int32_t kvx_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *streams,
+                         int64_t stream_capacity, const int32_t *lengths, int64_t num_layers,
+                         int64_t num_tokens, int64_t num_channels, uint8_t *symbols,
+                         const kvx_stream *stream)
+{
+    int32_t rc;
+    int64_t elements = 0, slots = 0;
+    kvx_clear_error();
+    if ((rc = check_coder_args(cdf, cdf_len, num_layers, num_tokens, num_channels, &elements)) ||
+        (rc = kvx_codec_check_count("stream_capacity", stream_capacity, 0, INT64_MAX)) ||
+        (rc = kvx_codec_product("streams", num_layers, num_channels, stream_capacity, &slots)) ||
+        (rc = kvx_codec_check_ptr("streams", streams, slots)) ||
+        (rc = kvx_codec_check_ptr("lengths", lengths, num_layers * num_channels)) ||
+        (rc = kvx_codec_check_ptr("symbols", symbols, elements)))
+        return rc;
+    DISPATCH(codec_decode, "codec_decode")
+    if (elements == 0)
+        return KVX_OK;
+    return backend->codec_decode(cdf, cdf_len, streams, slots, stream_capacity, lengths, NULL,
+                                 num_layers, num_tokens, num_channels, symbols, stream);
+}
+
+int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len, const uint8_t *bytes,
+                                 int64_t num_bytes, const int64_t *end_offsets,
+                                 int64_t num_layers, int64_t num_tokens, int64_t num_channels,
+                                 uint8_t *symbols, const kvx_stream *stream)
+{
+    int32_t rc;
+    int64_t elements = 0;
+    kvx_clear_error();
+    if ((rc = check_coder_args(cdf, cdf_len, num_layers, num_tokens, num_channels, &elements)) ||
+        (rc = kvx_codec_check_count("num_bytes", num_bytes, 0, INT64_MAX)) ||
+        (rc = kvx_codec_check_ptr("bytes", bytes, num_bytes)) ||
+        (rc = kvx_codec_check_ptr("end_offsets", end_offsets, num_layers * num_channels)) ||
+        (rc = kvx_codec_check_ptr("symbols", symbols, elements)))
+        return rc;
+    DISPATCH(codec_decode, "codec_decode_prefsum")
+    if (elements == 0)
+        return KVX_OK;
+    return backend->codec_decode(cdf, cdf_len, bytes, num_bytes, 0, NULL, end_offsets,
+                                 num_layers, num_tokens, num_channels, symbols, stream);
+}

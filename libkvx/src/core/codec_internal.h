@@ -1,0 +1,20 @@
+/* codec_internal.h - helpers shared by the codec entry points (codec.c, codec_container.c). */
+#ifndef KVX_CODEC_INTERNAL_H
+#define KVX_CODEC_INTERNAL_H
+
+#include "kvx_internal.h"
+
+/* Fail with KVX_ERR_INVALID_ARGUMENT and a message naming `name` unless the check holds. */
+int32_t kvx_codec_check_count(const char *name, int64_t value, int64_t lo, int64_t hi);
+int32_t kvx_codec_check_ptr(const char *name, const void *ptr, int64_t count);
+int32_t kvx_codec_check_bins(const char *name, const int32_t *bins, int64_t count);
+int32_t kvx_codec_product(const char *what, int64_t a, int64_t b, int64_t c, int64_t *out);
+/* Layers 1..INT32_MAX, tokens 0..KVX_CODEC_MAX_TOKENS, channels 1..INT32_MAX; *elements is
+ * their product. */
+int32_t kvx_codec_check_shape(int64_t num_layers, int64_t num_tokens, int64_t num_channels,
+                              const char *layers_name, int64_t *elements);
+
+/* What kvx_codec_stream_bound returns, for num_tokens already checked. */
+int64_t kvx_codec_stream_bound_of(int64_t num_tokens);
+
+#endif /* KVX_CODEC_INTERNAL_H */

@@ -1,0 +1,178 @@
+/*
+ * rope.c - kvx_rope_rerotate and kvx_rope_apply: the checks every backend relies on, then
+ * dispatch.
+ *
+ * After these checks a backend may assume: dtypes are FLOAT32/FLOAT16/BFLOAT16 (tensors, cache)
+ * and INT32/INT64 (positions); rot_dim is even and fits every head; strides are non-negative and
+ * every element offset the views can produce fits in int64 bytes; pointers are non-NULL where
+ * data will be touched; and, for backends that run on host memory, every position lies in
+ * [0, max_position), so the cache is never read out of bounds.
+ */
+#include <stddef.h>
+
+#include "kvx_internal.h"
+
+#define FAIL_ARG(...) kvx_fail(KVX_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+
+static int is_float_dtype(int32_t dtype)
+{
+    return dtype == KVX_DTYPE_FLOAT32 || dtype == KVX_DTYPE_FLOAT16 ||
+           dtype == KVX_DTYPE_BFLOAT16;
+}
+
+static int32_t check_cache(const kvx_rope_cache *c)
+{
+    int32_t rc;
+    if (!c)
+        return FAIL_ARG("cache: expected a kvx_rope_cache, got NULL");
+    if (c->struct_size < sizeof(kvx_rope_cache))
+        return FAIL_ARG("cache->struct_size: expected >= %zu, got %u", sizeof(kvx_rope_cache),
+                        (unsigned)c->struct_size);
+    if (!is_float_dtype(c->dtype))
+        return FAIL_ARG("cache->dtype: expected KVX_DTYPE_FLOAT32, FLOAT16 or BFLOAT16, got %d",
+                        (int)c->dtype);
+    if (c->rot_dim < 2 || c->rot_dim % 2 != 0)
+        return FAIL_ARG("cache->rot_dim: expected an even number >= 2, got %d", (int)c->rot_dim);
+    if (c->pairing != KVX_ROPE_NEOX && c->pairing != KVX_ROPE_GPTJ)
+        return FAIL_ARG("cache->pairing: expected KVX_ROPE_NEOX (0) or KVX_ROPE_GPTJ (1), got %d",
+                        (int)c->pairing);
+    if ((rc = kvx_check_range("cache", "max_position", c->max_position, 1, INT64_MAX)))
+        return rc;
+    if (!c->cos_sin)
+        return FAIL_ARG("cache->cos_sin: expected a [%lld, %d] table, got NULL",
+                        (long long)c->max_position, (int)c->rot_dim);
+    int64_t max_offset = c->rot_dim - 1;
+    if ((rc = kvx_check_extent("cache", "row_stride", c->row_stride, c->max_position, &max_offset)))
+        return rc;
+    return kvx_check_bytes_fit("cache", max_offset, kvx_dtype_size(c->dtype));
+}
+
+static int32_t check_tensor(const char *name, const kvx_rope_tensor *t, const kvx_rope_cache *c)
+{
+    int32_t rc;
+    if (!t)
+        return FAIL_ARG("%s: expected a kvx_rope_tensor, got NULL", name);
+    if (t->struct_size < sizeof(kvx_rope_tensor))
+        return FAIL_ARG("%s->struct_size: expected >= %zu, got %u", name,
+                        sizeof(kvx_rope_tensor), (unsigned)t->struct_size);
+    if (!is_float_dtype(t->dtype))
+        return FAIL_ARG("%s->dtype: expected KVX_DTYPE_FLOAT32, FLOAT16 or BFLOAT16, got %d", name,
+                        (int)t->dtype);
+    if ((rc = kvx_check_range(name, "num_layers", t->num_layers, 1, INT32_MAX)) ||
+        (rc = kvx_check_range(name, "num_heads", t->num_heads, 1, INT32_MAX)) ||
+        (rc = kvx_check_range(name, "num_tokens", t->num_tokens, 0, INT64_MAX)))
+        return rc;
+    if (t->head_size < c->rot_dim)
+        return FAIL_ARG("%s->head_size: expected >= cache->rot_dim (%d), got %d", name,
+                        (int)c->rot_dim, (int)t->head_size);
+    if (t->reserved0 != 0)
+        return FAIL_ARG("%s->reserved0: expected 0, got %d", name, (int)t->reserved0);
+    if (t->num_tokens > 0 && !t->base)
+        return FAIL_ARG("%s->base: expected a pointer, got NULL", name);
+    int64_t max_offset = t->head_size - 1;
+    if ((rc = kvx_check_extent(name, "layer_stride",
+                               t->layer_stride, t->num_layers, &max_offset)) ||
+        (rc = kvx_check_extent(name, "token_stride",
+                               t->token_stride, t->num_tokens, &max_offset)) ||
+        (rc = kvx_check_extent(name, "head_stride", t->head_stride, t->num_heads, &max_offset)))
+        return rc;
+    return kvx_check_bytes_fit(name, max_offset, kvx_dtype_size(t->dtype));
+}
+
+static int32_t check_positions_dtype(int32_t dtype)
+{
+    if (dtype != KVX_DTYPE_INT64 && dtype != KVX_DTYPE_INT32)
+        return FAIL_ARG("positions_dtype: expected KVX_DTYPE_INT64 (%d) or KVX_DTYPE_INT32 (%d), "
+                        "got %d", KVX_DTYPE_INT64, KVX_DTYPE_INT32, (int)dtype);
+    return KVX_OK;
+}
+
+/* Host-side range check of one positions array, before anything is modified. */
+static int32_t check_positions(const char *name, const void *positions, int32_t dtype,
+                               int64_t count, int64_t max_position)
+{
+    for (int64_t t = 0; t < count; t++) {
+        int64_t p = dtype == KVX_DTYPE_INT64 ? ((const int64_t *)positions)[t]
+                                              : ((const int32_t *)positions)[t];
+        if (p < 0 || p >= max_position)
+            return FAIL_ARG("%s[%lld]: expected a position in [0, %lld) (the cache's "
+                            "max_position), got %lld", name, (long long)t,
+                            (long long)max_position, (long long)p);
+    }
+    return KVX_OK;
+}
+
+/* Device backends read positions where they live; the CPU backend's are host memory. */
+static int positions_on_host(const kvx_backend *backend)
+{
+    return backend->device_type == KVX_DEVICE_CPU;
+}
+
+static int32_t require_pointer(const char *name, const void *p, int64_t count)
+{
+    if (count > 0 && !p)
+        return FAIL_ARG("%s: expected %lld entries, got NULL", name, (long long)count);
+    return KVX_OK;
+}
+
+int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
+                          const void *old_positions, const void *new_positions,
+                          int32_t positions_dtype, const kvx_stream *stream)
+{
+    int32_t rc;
+    kvx_clear_error();
+    if ((rc = check_cache(cache)) || (rc = check_tensor("keys", keys, cache)) ||
+        (rc = check_positions_dtype(positions_dtype)) ||
+        (rc = require_pointer("old_positions", old_positions, keys->num_tokens)) ||
+        (rc = require_pointer("new_positions", new_positions, keys->num_tokens)))
+        return rc;
+    const kvx_backend *backend = kvx_backend_for(stream);
+    if (!backend)
+        return KVX_ERR_NOT_AVAILABLE;
+    if (!backend->rope_rerotate)
+        return kvx_fail(KVX_ERR_UNSUPPORTED, "rope_rerotate: not supported by the %s backend",
+                        backend->name);
+    if (positions_on_host(backend) &&
+        ((rc = check_positions("old_positions", old_positions, positions_dtype,
+                               keys->num_tokens, cache->max_position)) ||
+         (rc = check_positions("new_positions", new_positions, positions_dtype,
+                               keys->num_tokens, cache->max_position))))
+        return rc;
+    if (keys->num_tokens == 0)
+        return KVX_OK;
+    return backend->rope_rerotate(keys, cache, old_positions, new_positions, positions_dtype,
+                                  stream);
+}
+
+int32_t kvx_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
+                       const kvx_rope_cache *cache, const void *positions,
+                       int32_t positions_dtype, const kvx_stream *stream)
+{
+    int32_t rc;
+    kvx_clear_error();
+    if ((rc = check_cache(cache)) || (rc = check_tensor("query", query, cache)))
+        return rc;
+    if (key) {
+        if ((rc = check_tensor("key", key, cache)))
+            return rc;
+        if (key->num_tokens != query->num_tokens)
+            return FAIL_ARG("key->num_tokens: expected query->num_tokens (%lld), got %lld",
+                            (long long)query->num_tokens, (long long)key->num_tokens);
+    }
+    if ((rc = check_positions_dtype(positions_dtype)) ||
+        (rc = require_pointer("positions", positions, query->num_tokens)))
+        return rc;
+    const kvx_backend *backend = kvx_backend_for(stream);
+    if (!backend)
+        return KVX_ERR_NOT_AVAILABLE;
+    if (!backend->rope_apply)
+        return kvx_fail(KVX_ERR_UNSUPPORTED, "rope_apply: not supported by the %s backend",
+                        backend->name);
+    if (positions_on_host(backend) &&
+        (rc = check_positions("positions", positions, positions_dtype, query->num_tokens,
+                              cache->max_position)))
+        return rc;
+    if (query->num_tokens == 0)
+        return KVX_OK;
+    return backend->rope_apply(query, key, cache, positions, positions_dtype, stream);
+}

@@ -1,0 +1,609 @@
+/*
+ * rope.c - RoPE re-rotation and application on the CPU backend.
+ *
+ * Work is split over tokens on the thread pool. For each token the cos/sin of its angles are
+ * read from the cache once (and, for re-rotation, combined into the single rotation by
+ * new - old: cos(n - o) = cos n cos o + sin n sin o, sin(n - o) = sin n cos o - cos n sin o), then
+ * every head of every layer of every tensor of that token is rotated with them, so each key is
+ * read and written exactly once. The per-head loops are specialised by storage type and
+ * pairing, written so that gcc vectorises them (no branches; conversions by integer arithmetic
+ * in half.h), compiled for several instruction sets and chosen at run time; on AVX-512 the
+ * 16-bit NeoX loops and all GPT-J loops are hand-written. What limits speed is the arithmetic,
+ * shuffles and conversions per element, not memory. Every variant computes the same float32
+ * operations, so all give the same bits (and the same bits as torch computing a*cos - b*sin in
+ * float32).
+ *
+ * Positions were range-checked by src/core/rope.c before this runs.
+ */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_backend.h"
+#include "../core/half.h"
+
+/* Pairs whose cos/sin a token holds at once; wider rotations are done in slices of this many
+ * pairs, so stack use stays fixed (6 KiB) whatever rot_dim is. */
+#define PAIR_SLICE 256
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+/* A table may prefer a hand-written loop to the generic one of the same ISA. */
+#define UNUSED __attribute__((unused))
+
+/* Rotates pairs [first, first + n) of `num_heads` head vectors (head h at base + h*head_bytes)
+ * by the angles whose cos/sin are c[0..n) and s[0..n); `half` is rot_dim / 2. */
+typedef void (*rotate_heads_fn)(char *base, int32_t num_heads, int64_t head_bytes,
+                                const float *c, const float *s, int64_t first, int64_t n,
+                                int64_t half);
+
+#define LOAD_F32(v) (v)
+#define STORE_F32(v) (v)
+
+/* One pair (a, b) -> (a cos - b sin, b cos + a sin), in float32 whatever T is, as separate
+ * roundings (C11 mode keeps gcc from contracting into FMAs), so every ISA variant below gives
+ * the same bits. */
+#define DEFINE_ROTATE(suffix, T, LOAD, STORE, ATTR)                                           \
+    ATTR UNUSED static void rotate_neox_##suffix(char *base, int32_t num_heads,              \
+                                                 int64_t head_bytes, const float *restrict c, \
+                                                 const float *restrict s, int64_t first,      \
+                                                 int64_t n, int64_t half)                     \
+    {                                                                                         \
+        for (int32_t h = 0; h < num_heads; h++) {                                             \
+            T *restrict x = (T *)(base + h * head_bytes) + first;                             \
+            T *restrict y = x + half;                                                         \
+            for (int64_t i = 0; i < n; i++) {                                                 \
+                float a = LOAD(x[i]), b = LOAD(y[i]);                                         \
+                x[i] = STORE(a * c[i] - b * s[i]);                                            \
+                y[i] = STORE(b * c[i] + a * s[i]);                                            \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    ATTR UNUSED static void rotate_gptj_##suffix(char *base, int32_t num_heads,              \
+                                                 int64_t head_bytes, const float *restrict c, \
+                                                 const float *restrict s, int64_t first,      \
+                                                 int64_t n, int64_t half)                     \
+    {                                                                                         \
+        (void)half;                                                                           \
+        for (int32_t h = 0; h < num_heads; h++) {                                             \
+            T *restrict p = (T *)(base + h * head_bytes) + 2 * first;                         \
+            for (int64_t i = 0; i < n; i++) {                                                 \
+                float a = LOAD(p[2 * i]), b = LOAD(p[2 * i + 1]);                             \
+                p[2 * i] = STORE(a * c[i] - b * s[i]);                                        \
+                p[2 * i + 1] = STORE(b * c[i] + a * s[i]);                                    \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+/* ---------------------------------------------------------------- per-token work */
+
+/* cos[first .. first + n) and sin[...] of cache row `pos` as float32: pointers into the cache
+ * itself when it is float32 (copying would only cost time), else converted into (c, s). */
+static ALWAYS_INLINE void load_angles(const kvx_rope_cache *cache, int64_t pos, int64_t first,
+                                      int64_t n, float *restrict c, float *restrict s,
+                                      const float **c_out, const float **s_out)
+{
+    int64_t half = cache->rot_dim / 2;
+    int64_t offset = pos * cache->row_stride + first;
+    if (cache->dtype == KVX_DTYPE_FLOAT32) {
+        const float *row = (const float *)cache->cos_sin + offset;
+        *c_out = row;
+        *s_out = row + half;
+        return;
+    }
+    const uint16_t *row = (const uint16_t *)cache->cos_sin + offset;
+    if (cache->dtype == KVX_DTYPE_FLOAT16) {
+        for (int64_t i = 0; i < n; i++) {
+            c[i] = kvx_f16_to_f32(row[i]);
+            s[i] = kvx_f16_to_f32(row[half + i]);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            c[i] = kvx_bf16_to_f32(row[i]);
+            s[i] = kvx_bf16_to_f32(row[half + i]);
+        }
+    }
+    *c_out = c;
+    *s_out = s;
+}
+
+/* (c, s) <- the rotation by new - old, given new in (cn, sn) and old in (co, so). */
+static ALWAYS_INLINE void combine_angles(float *restrict c, float *restrict s,
+                                         const float *cn, const float *sn, const float *co,
+                                         const float *so, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        c[i] = cn[i] * co[i] + sn[i] * so[i];
+        s[i] = sn[i] * co[i] - cn[i] * so[i];
+    }
+}
+
+typedef struct rope_target {
+    const kvx_rope_tensor *tensor;
+    rotate_heads_fn rotate;
+    int64_t elem_size;
+} rope_target;
+
+typedef struct rope_job {
+    rope_target targets[2];
+    int num_targets;
+    const kvx_rope_cache *cache;
+    const void *positions;     /* the angle to rotate to (new positions, or the positions) */
+    const void *old_positions; /* re-rotation only: the angle to rotate from; else NULL */
+    int32_t positions_dtype;
+} rope_job;
+
+static ALWAYS_INLINE int64_t position_at(const void *positions, int32_t dtype, int64_t t)
+{
+    return dtype == KVX_DTYPE_INT64 ? ((const int64_t *)positions)[t]
+                                    : ((const int32_t *)positions)[t];
+}
+
+/* Rotates pairs [first, first + n) of every head of every layer of token t of one tensor. */
+static ALWAYS_INLINE void rotate_token(const rope_target *target, int64_t t, const float *c,
+                                       const float *s, int64_t first, int64_t n, int64_t half)
+{
+    const kvx_rope_tensor *x = target->tensor;
+    int64_t size = target->elem_size;
+    char *token = (char *)x->base + t * x->token_stride * size;
+    for (int32_t l = 0; l < x->num_layers; l++)
+        target->rotate(token + (int64_t)l * x->layer_stride * size, x->num_heads,
+                       x->head_stride * size, c, s, first, n, half);
+}
+
+/* Cache rows are read at arbitrary positions, which hardware prefetchers cannot foresee: ask for
+ * those of a token a few tokens ahead while the heads of this one are rotated. */
+#define PREFETCH_TOKENS 4
+
+static ALWAYS_INLINE void prefetch_row(const kvx_rope_cache *cache, int64_t pos)
+{
+    int64_t size = kvx_dtype_size(cache->dtype);
+    const char *row = (const char *)cache->cos_sin + pos * cache->row_stride * size;
+    int64_t bytes = (int64_t)cache->rot_dim * size;
+    for (int64_t offset = 0; offset < bytes; offset += 64)
+        __builtin_prefetch(row + offset);
+}
+
+static ALWAYS_INLINE void prefetch_rows(const rope_job *job, int64_t t)
+{
+    prefetch_row(job->cache, position_at(job->positions, job->positions_dtype, t));
+    if (job->old_positions)
+        prefetch_row(job->cache, position_at(job->old_positions, job->positions_dtype, t));
+}
+
+/* Tokens [begin, end) of a job. Compiled once per instruction set (the angle loops are worth
+ * vectorising too: re-rotation combines two rows per token). */
+static ALWAYS_INLINE void rope_range_body(void *ctx, int64_t begin, int64_t end)
+{
+    const rope_job *job = ctx;
+    const kvx_rope_cache *cache = job->cache;
+    int64_t half = cache->rot_dim / 2;
+    /* converted new / old rows (16-bit caches), and the combined rotation */
+    float cn[PAIR_SLICE], sn[PAIR_SLICE], co[PAIR_SLICE], so[PAIR_SLICE];
+    float c[PAIR_SLICE], s[PAIR_SLICE];
+    for (int64_t t = begin; t < end; t++) {
+        int64_t pos = position_at(job->positions, job->positions_dtype, t);
+        if (t + PREFETCH_TOKENS < end)
+            prefetch_rows(job, t + PREFETCH_TOKENS);
+        for (int64_t first = 0; first < half; first += PAIR_SLICE) {
+            int64_t n = half - first < PAIR_SLICE ? half - first : PAIR_SLICE;
+            const float *pc, *ps;
+            load_angles(cache, pos, first, n, cn, sn, &pc, &ps);
+            if (job->old_positions) {
+                const float *pco, *pso;
+                int64_t old = position_at(job->old_positions, job->positions_dtype, t);
+                load_angles(cache, old, first, n, co, so, &pco, &pso);
+                combine_angles(c, s, pc, ps, pco, pso, n);
+                pc = c;
+                ps = s;
+            }
+            for (int i = 0; i < job->num_targets; i++)
+                rotate_token(&job->targets[i], t, pc, ps, first, n, half);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- variants by instruction set */
+
+/* What one instruction set provides: the token loop and the rotations
+ * [pairing: NeoX, GPT-J][dtype: f32, f16, bf16]. */
+typedef struct rope_isa {
+    const char *name;
+    kvx_range_fn range;
+    rotate_heads_fn rotate[2][3];
+} rope_isa;
+
+/* The same loops for each instruction set, gcc vectorising each for its own vector width. */
+#define DEFINE_ISA_FUNCTIONS(isa, ATTR)                                                       \
+    DEFINE_ROTATE(f32_##isa, float, LOAD_F32, STORE_F32, ATTR)                                \
+    DEFINE_ROTATE(f16_##isa, uint16_t, kvx_f16_to_f32, kvx_f32_to_f16, ATTR)                  \
+    DEFINE_ROTATE(bf16_##isa, uint16_t, kvx_bf16_to_f32, kvx_f32_to_bf16, ATTR)               \
+    ATTR static void rope_range_##isa(void *ctx, int64_t begin, int64_t end)                 \
+    {                                                                                         \
+        rope_range_body(ctx, begin, end);                                                     \
+    }
+
+#define ISA_TABLE(isa)                                                                        \
+    {                                                                                         \
+        #isa, rope_range_##isa,                                                               \
+        {                                                                                     \
+            {rotate_neox_f32_##isa, rotate_neox_f16_##isa, rotate_neox_bf16_##isa},           \
+            {rotate_gptj_f32_##isa, rotate_gptj_f16_##isa, rotate_gptj_bf16_##isa},           \
+        }                                                                                     \
+    }
+
+DEFINE_ISA_FUNCTIONS(baseline, )
+static const rope_isa baseline_isa = ISA_TABLE(baseline);
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KVX_ROPE_X86 1
+#include <immintrin.h>
+
+#define ATTR_AVX2 __attribute__((target("avx2")))
+#define ATTR_AVX512                                                                           \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
+#define ATTR_AVX512_BF16                                                                      \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,"                   \
+                          "prefer-vector-width=512")))
+
+DEFINE_ISA_FUNCTIONS(avx2, ATTR_AVX2)
+DEFINE_ISA_FUNCTIONS(avx512, ATTR_AVX512)
+static const rope_isa avx2_isa = ISA_TABLE(avx2);
+
+/*
+ * Hand-written NeoX loops for 16-bit keys on AVX-512: the hot case (Llama-style models in
+ * bf16/fp16). Same arithmetic as the generic loop (no FMA), conversions by instruction:
+ * vcvtneps2bf16 rounds to nearest even but flushes float32 denormals, so lanes holding one
+ * (|x| < 2^-126, practically never) are redone by the integer rounding; vcvtps2ph rounds to
+ * nearest even with denormals, NaN and infinity handled like the scalar code. Full vectors
+ * use plain loads and stores: masked memory operations are slow on some cores (AMD Zen 4).
+ */
+ATTR_AVX512 static inline __m256i load_x16(const uint16_t *p, int64_t n)
+{
+    if (n >= 16)
+        return _mm256_loadu_si256((const __m256i *)p);
+    return _mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1u), p);
+}
+
+ATTR_AVX512 static inline void store_x16(uint16_t *p, __m256i v, int64_t n)
+{
+    if (n >= 16)
+        _mm256_storeu_si256((__m256i *)p, v);
+    else
+        _mm256_mask_storeu_epi16(p, (__mmask16)((1u << n) - 1u), v);
+}
+
+ATTR_AVX512 static inline __m512 load_f32x16(const float *p, int64_t n)
+{
+    if (n >= 16)
+        return _mm512_loadu_ps(p);
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
+}
+
+ATTR_AVX512 static inline __m512 widen_bf16(__m256i h)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Round to nearest even by integer arithmetic: for the rare lanes vcvtneps2bf16 gets wrong. */
+ATTR_AVX512 static inline __m256i narrow_bf16_exact(__m512 v)
+{
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+
+/* Narrows two vectors; one test covers both for float32 denormals, which vcvtneps2bf16 flushes
+ * to zero (|x| < 2^-126: practically never, but torch keeps them, and so do we). */
+ATTR_AVX512_BF16 static inline void narrow_bf16_pair(__m512 vx, __m512 vy, __m256i *hx,
+                                                     __m256i *hy)
+{
+    *hx = (__m256i)_mm512_cvtneps_pbh(vx);
+    *hy = (__m256i)_mm512_cvtneps_pbh(vy);
+    __mmask16 dx = _mm512_fpclass_ps_mask(vx, 0x20), dy = _mm512_fpclass_ps_mask(vy, 0x20);
+    if (!_kortestz_mask16_u8(dx, dy)) {
+        *hx = _mm256_mask_blend_epi16(dx, *hx, narrow_bf16_exact(vx));
+        *hy = _mm256_mask_blend_epi16(dy, *hy, narrow_bf16_exact(vy));
+    }
+}
+
+ATTR_AVX512 static inline __m512 widen_f16(__m256i h) { return _mm512_cvtph_ps(h); }
+
+ATTR_AVX512 static inline void narrow_f16_pair(__m512 vx, __m512 vy, __m256i *hx, __m256i *hy)
+{
+    *hx = _mm512_cvtps_ph(vx, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    *hy = _mm512_cvtps_ph(vy, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+#define DEFINE_ROTATE_NEOX_X16(suffix, WIDEN, NARROW_PAIR, ATTR)                                   \
+    ATTR static void rotate_neox_##suffix(char *base, int32_t num_heads, int64_t head_bytes, \
+                                          const float *c, const float *s, int64_t first,      \
+                                          int64_t n, int64_t half)                            \
+    {                                                                                         \
+        for (int32_t h = 0; h < num_heads; h++) {                                             \
+            uint16_t *x = (uint16_t *)(base + h * head_bytes) + first;                        \
+            uint16_t *y = x + half;                                                           \
+            for (int64_t i = 0; i < n; i += 16) {                                             \
+                __m512 a = WIDEN(load_x16(x + i, n - i)), b = WIDEN(load_x16(y + i, n - i));  \
+                __m512 cv = load_f32x16(c + i, n - i), sv = load_f32x16(s + i, n - i);        \
+                __m512 rx = _mm512_sub_ps(_mm512_mul_ps(a, cv), _mm512_mul_ps(b, sv));        \
+                __m512 ry = _mm512_add_ps(_mm512_mul_ps(b, cv), _mm512_mul_ps(a, sv));        \
+                __m256i hx, hy;                                                               \
+                NARROW_PAIR(rx, ry, &hx, &hy);                                                \
+                store_x16(x + i, hx, n - i);                                                  \
+                store_x16(y + i, hy, n - i);                                                  \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+DEFINE_ROTATE_NEOX_X16(f16_avx512x, widen_f16, narrow_f16_pair, ATTR_AVX512)
+DEFINE_ROTATE_NEOX_X16(bf16_x16_avx512bf16, widen_bf16, narrow_bf16_pair, ATTR_AVX512_BF16)
+
+/* Redoes, by integer rounding, the lanes of a vcvtne2ps2bf16(b, a) result whose inputs were
+ * float32 denormals. */
+ATTR_AVX512_BF16 static inline __m512i fix_denormals_x32(__m512i h, __m512 a, __m512 b)
+{
+    __mmask32 denormal = (__mmask32)_mm512_fpclass_ps_mask(a, 0x20) |
+                         ((__mmask32)_mm512_fpclass_ps_mask(b, 0x20) << 16);
+    __m512i exact = _mm512_inserti64x4(_mm512_castsi256_si512(narrow_bf16_exact(a)),
+                                       narrow_bf16_exact(b), 1);
+    return _mm512_mask_blend_epi16(denormal, h, exact);
+}
+
+/*
+ * bf16 NeoX, 32 pairs at a time: the widening is one unpack per 16 values (a zero low half makes
+ * a float32 of each bf16), which leaves the values permuted within 128-bit lanes, as
+ * A = {0-3, 8-11, 16-19, 24-27} and B = {4-7, 12-15, 20-23, 28-31}; cos/sin are permuted the
+ * same way once per call (shared by the heads), and one vcvtne2ps2bf16 plus a qword permute
+ * restores the order on the way back. About a third fewer instructions than 16 at a time.
+ */
+ATTR_AVX512_BF16 static void rotate_neox_bf16_avx512bf16(char *base, int32_t num_heads,
+                                                         int64_t head_bytes, const float *c,
+                                                         const float *s, int64_t first,
+                                                         int64_t n, int64_t half)
+{
+    const __m512i pick_a = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25,
+                                             26, 27);
+    const __m512i pick_b = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29,
+                                             30, 31);
+    const __m512i restore = _mm512_setr_epi64(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i magnitude = _mm512_set1_epi16(0x7fff);
+    int64_t blocks = n / 32;
+    /* cos A, cos B, sin A, sin B per block of 32 pairs */
+    float perm[PAIR_SLICE / 32][4][16] __attribute__((aligned(64)));
+    for (int64_t k = 0; k < blocks; k++) {
+        __m512 c0 = _mm512_loadu_ps(c + 32 * k), c1 = _mm512_loadu_ps(c + 32 * k + 16);
+        __m512 s0 = _mm512_loadu_ps(s + 32 * k), s1 = _mm512_loadu_ps(s + 32 * k + 16);
+        _mm512_store_ps(perm[k][0], _mm512_permutex2var_ps(c0, pick_a, c1));
+        _mm512_store_ps(perm[k][1], _mm512_permutex2var_ps(c0, pick_b, c1));
+        _mm512_store_ps(perm[k][2], _mm512_permutex2var_ps(s0, pick_a, s1));
+        _mm512_store_ps(perm[k][3], _mm512_permutex2var_ps(s0, pick_b, s1));
+    }
+    for (int32_t h = 0; h < num_heads; h++) {
+        uint16_t *x = (uint16_t *)(base + h * head_bytes) + first;
+        uint16_t *y = x + half;
+        for (int64_t k = 0; k < blocks; k++) {
+            __m512i xv = _mm512_loadu_si512(x + 32 * k), yv = _mm512_loadu_si512(y + 32 * k);
+            __m512 xa = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, xv));
+            __m512 xb = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, xv));
+            __m512 ya = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, yv));
+            __m512 yb = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, yv));
+            __m512 ca = _mm512_load_ps(perm[k][0]), cb = _mm512_load_ps(perm[k][1]);
+            __m512 sa = _mm512_load_ps(perm[k][2]), sb = _mm512_load_ps(perm[k][3]);
+            __m512 rxa = _mm512_sub_ps(_mm512_mul_ps(xa, ca), _mm512_mul_ps(ya, sa));
+            __m512 rxb = _mm512_sub_ps(_mm512_mul_ps(xb, cb), _mm512_mul_ps(yb, sb));
+            __m512 rya = _mm512_add_ps(_mm512_mul_ps(ya, ca), _mm512_mul_ps(xa, sa));
+            __m512 ryb = _mm512_add_ps(_mm512_mul_ps(yb, cb), _mm512_mul_ps(xb, sb));
+            __m512i hx = (__m512i)_mm512_cvtne2ps_pbh(rxb, rxa);
+            __m512i hy = (__m512i)_mm512_cvtne2ps_pbh(ryb, rya);
+            /* vcvtne2ps2bf16 flushes float32 denormals to zero; a lane can only be one of
+             * those if its result is +-0, which is rare, so test for that first */
+            __mmask32 zx = _mm512_testn_epi16_mask(hx, magnitude);
+            __mmask32 zy = _mm512_testn_epi16_mask(hy, magnitude);
+            if (!_kortestz_mask32_u8(zx, zy)) {
+                hx = fix_denormals_x32(hx, rxa, rxb);
+                hy = fix_denormals_x32(hy, rya, ryb);
+            }
+            _mm512_storeu_si512(x + 32 * k, _mm512_permutexvar_epi64(restore, hx));
+            _mm512_storeu_si512(y + 32 * k, _mm512_permutexvar_epi64(restore, hy));
+        }
+    }
+    if (n > 32 * blocks)
+        rotate_neox_bf16_x16_avx512bf16(base, num_heads, head_bytes, c + 32 * blocks,
+                                        s + 32 * blocks, first + 32 * blocks, n - 32 * blocks,
+                                        half);
+}
+
+/*
+ * GPT-J pairs are adjacent values, so a vector of 16 holds 8 whole pairs: with cos duplicated
+ * (c0 c0 c1 c1 ...) and sin duplicated with the sign of the even lanes flipped (-s0 s0 -s1 s1
+ * ...), the result is x * cc + swap(x) * ss, swap exchanging the members of each pair. That is
+ * a*c + b*(-s) = a*c - b*s (IEEE subtraction is addition of the negation) and b*c + a*s: the
+ * generic loop's roundings, bit for bit, with one in-lane shuffle instead of de-interleaving.
+ */
+ATTR_AVX512 static inline __m512 load16_f32(const void *p, int64_t n)
+{
+    return load_f32x16((const float *)p, n);
+}
+
+ATTR_AVX512 static inline void store16_f32(void *p, __m512 v, int64_t n)
+{
+    if (n >= 16)
+        _mm512_storeu_ps(p, v);
+    else
+        _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1u), v);
+}
+
+ATTR_AVX512 static inline __m512 load16_f16(const void *p, int64_t n)
+{
+    return widen_f16(load_x16((const uint16_t *)p, n));
+}
+
+ATTR_AVX512 static inline void store16_f16(void *p, __m512 v, int64_t n)
+{
+    store_x16((uint16_t *)p, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), n);
+}
+
+ATTR_AVX512 static inline __m512 load16_bf16(const void *p, int64_t n)
+{
+    return widen_bf16(load_x16((const uint16_t *)p, n));
+}
+
+ATTR_AVX512_BF16 static inline void store16_bf16(void *p, __m512 v, int64_t n)
+{
+    __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+    /* float32 denormals come out as +-0: only then look closer */
+    if (_mm256_testn_epi16_mask(h, _mm256_set1_epi16(0x7fff)))
+        h = _mm256_mask_blend_epi16(_mm512_fpclass_ps_mask(v, 0x20), h, narrow_bf16_exact(v));
+    store_x16((uint16_t *)p, h, n);
+}
+
+#define DEFINE_ROTATE_GPTJ_X16(suffix, elem_size, LOAD16, STORE16, ATTR)                      \
+    ATTR static void rotate_gptj_##suffix(char *base, int32_t num_heads, int64_t head_bytes, \
+                                          const float *c, const float *s, int64_t first,      \
+                                          int64_t n, int64_t half)                            \
+    {                                                                                         \
+        (void)half;                                                                           \
+        const __m512i dup_lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7); \
+        const __m512i dup_hi = _mm512_add_epi32(dup_lo, _mm512_set1_epi32(8));                \
+        const __m512 even_sign = _mm512_castsi512_ps(                                         \
+            _mm512_maskz_set1_epi32((__mmask16)0x5555, (int)0x80000000u));                    \
+        float cc[2 * PAIR_SLICE] __attribute__((aligned(64)));                               \
+        float ss[2 * PAIR_SLICE] __attribute__((aligned(64)));                               \
+        for (int64_t i = 0; i < n; i += 16) {                                                 \
+            __m512 cv = load_f32x16(c + i, n - i), sv = load_f32x16(s + i, n - i);            \
+            _mm512_store_ps(cc + 2 * i, _mm512_permutexvar_ps(dup_lo, cv));                   \
+            _mm512_store_ps(cc + 2 * i + 16, _mm512_permutexvar_ps(dup_hi, cv));              \
+            _mm512_store_ps(ss + 2 * i, _mm512_xor_ps(_mm512_permutexvar_ps(dup_lo, sv),      \
+                                                      even_sign));                            \
+            _mm512_store_ps(ss + 2 * i + 16, _mm512_xor_ps(_mm512_permutexvar_ps(dup_hi, sv), \
+                                                           even_sign));                       \
+        }                                                                                     \
+        int64_t count = 2 * n; /* values, not pairs */                                        \
+        for (int32_t h = 0; h < num_heads; h++) {                                             \
+            char *p = base + h * head_bytes + 2 * first * (elem_size);                        \
+            for (int64_t j = 0; j < count; j += 16) {                                         \
+                void *at = p + j * (elem_size);                                               \
+                __m512 v = LOAD16(at, count - j);                                             \
+                __m512 swapped = _mm512_permute_ps(v, 0xb1);                                  \
+                __m512 r = _mm512_add_ps(_mm512_mul_ps(v, _mm512_load_ps(cc + j)),            \
+                                         _mm512_mul_ps(swapped, _mm512_load_ps(ss + j)));     \
+                STORE16(at, r, count - j);                                                    \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+DEFINE_ROTATE_GPTJ_X16(f32_avx512x, 4, load16_f32, store16_f32, ATTR_AVX512)
+DEFINE_ROTATE_GPTJ_X16(f16_avx512x, 2, load16_f16, store16_f16, ATTR_AVX512)
+DEFINE_ROTATE_GPTJ_X16(bf16_avx512bf16, 2, load16_bf16, store16_bf16, ATTR_AVX512_BF16)
+
+static const rope_isa avx512_isa = {
+    "avx512",
+    rope_range_avx512,
+    {
+        {rotate_neox_f32_avx512, rotate_neox_f16_avx512x, rotate_neox_bf16_avx512},
+        {rotate_gptj_f32_avx512x, rotate_gptj_f16_avx512x, rotate_gptj_bf16_avx512},
+    },
+};
+static const rope_isa avx512bf16_isa = {
+    "avx512bf16",
+    rope_range_avx512,
+    {
+        {rotate_neox_f32_avx512, rotate_neox_f16_avx512x, rotate_neox_bf16_avx512bf16},
+        {rotate_gptj_f32_avx512x, rotate_gptj_f16_avx512x, rotate_gptj_bf16_avx512bf16},
+    },
+};
+#endif
+
+/*
+ * The best variant this CPU runs, chosen once. KVX_CPU_ISA=baseline|avx2|avx512|avx512bf16
+ * selects a lower one (the tests use it to check that every variant gives the same bits).
+ */
+static const rope_isa *choose_isa(void)
+{
+    const rope_isa *candidates[4];
+    int count = 0;
+#if KVX_ROPE_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+        if (__builtin_cpu_supports("avx512bf16"))
+            candidates[count++] = &avx512bf16_isa;
+        candidates[count++] = &avx512_isa;
+    }
+    if (__builtin_cpu_supports("avx2"))
+        candidates[count++] = &avx2_isa;
+#endif
+    candidates[count++] = &baseline_isa;
+    const char *wanted = getenv("KVX_CPU_ISA");
+    for (int i = 0; wanted && i < count; i++)
+        if (strcmp(wanted, candidates[i]->name) == 0)
+            return candidates[i];
+    return candidates[0];
+}
+
+static const rope_isa *_Atomic chosen_isa;
+
+static const rope_isa *current_isa(void)
+{
+    const rope_isa *isa = atomic_load_explicit(&chosen_isa, memory_order_acquire);
+    if (!isa) {
+        /* Racing first calls compute the same answer; storing it twice is harmless. */
+        isa = choose_isa();
+        atomic_store_explicit(&chosen_isa, isa, memory_order_release);
+    }
+    return isa;
+}
+
+/* ---------------------------------------------------------------- entry points */
+
+static void add_target(rope_job *job, const rope_isa *isa, const kvx_rope_tensor *tensor)
+{
+    rope_target *target = &job->targets[job->num_targets++];
+    int kind = tensor->dtype == KVX_DTYPE_FLOAT16 ? 1 : tensor->dtype == KVX_DTYPE_BFLOAT16 ? 2 : 0;
+    target->tensor = tensor;
+    target->rotate = isa->rotate[job->cache->pairing == KVX_ROPE_NEOX ? 0 : 1][kind];
+    target->elem_size = kvx_dtype_size(tensor->dtype);
+}
+
+/* Enough tokens per chunk that a chunk is worth handing to another thread (~64 Ki elements). */
+static int64_t token_grain(const rope_job *job)
+{
+    int64_t per_token = 0;
+    for (int i = 0; i < job->num_targets; i++) {
+        const kvx_rope_tensor *x = job->targets[i].tensor;
+        per_token += (int64_t)x->num_layers * x->num_heads * job->cache->rot_dim;
+    }
+    int64_t grain = ((int64_t)1 << 16) / (per_token > 0 ? per_token : 1);
+    return grain < 1 ? 1 : grain;
+}
+
+int32_t kvx_cpu_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
+                              const void *old_positions, const void *new_positions,
+                              int32_t positions_dtype, const kvx_stream *stream)
+{
+    (void)stream;
+    const rope_isa *isa = current_isa();
+    rope_job job = {.cache = cache,
+                    .positions = new_positions,
+                    .old_positions = old_positions,
+                    .positions_dtype = positions_dtype};
+    add_target(&job, isa, keys);
+    kvx_parallel_for(keys->num_tokens, token_grain(&job), isa->range, &job);
+    return KVX_OK;
+}
+
+int32_t kvx_cpu_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
+                           const kvx_rope_cache *cache, const void *positions,
+                           int32_t positions_dtype, const kvx_stream *stream)
+{
+    (void)stream;
+    const rope_isa *isa = current_isa();
+    rope_job job = {.cache = cache, .positions = positions, .positions_dtype = positions_dtype};
+    add_target(&job, isa, query);
+    if (key)
+        add_target(&job, isa, key);
+    kvx_parallel_for(query->num_tokens, token_grain(&job), isa->range, &job);
+    return KVX_OK;
+}

@@ -1,0 +1,17 @@
+/* backend.c - the GPU backend's vtable (one source for CUDA and HIP; see gpu_runtime.h). */
+#include "gpu_backend.h"
+
+const kvx_backend kvx_gpu_backend = {
+#if defined(KVX_GPU_HIP)
+    .name = "hip",
+    .device_type = KVX_DEVICE_HIP,
+#else
+    .name = "cuda",
+    .device_type = KVX_DEVICE_CUDA,
+#endif
+    .available = kvx_gpu_available,
+    .transfer = kvx_gpu_transfer,
+    .synchronize = kvx_gpu_synchronize,
+    .rope_rerotate = kvx_gpu_rope_rerotate,
+    .rope_apply = kvx_gpu_rope_apply,
+};

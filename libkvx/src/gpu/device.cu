@@ -1,0 +1,116 @@
+/* device.cu - availability, device selection, deferred errors and kvx_synchronize for the GPU
+ * backend. */
+#include <pthread.h>
+
+#include "gpu_device.h"
+
+#define MAX_DEVICES 64
+
+static pthread_mutex_t records_lock = PTHREAD_MUTEX_INITIALIZER;
+static kvx_gpu_deferred_error *records[MAX_DEVICES];
+
+int32_t kvx_gpu_fail(gpuError_t error, const char *call)
+{
+    return kvx_fail(KVX_ERR_DEVICE, "%s: %s (%s error %d)", call, gpuGetErrorString(error),
+                    KVX_GPU_NAME, (int)error);
+}
+
+kvx_gpu_device_scope::kvx_gpu_device_scope(int device)
+{
+    status_ = gpuGetDevice(&previous_);
+    if (status_ == gpuSuccess && previous_ != device)
+        status_ = gpuSetDevice(device);
+    else
+        previous_ = -1; /* nothing to restore */
+}
+
+kvx_gpu_device_scope::~kvx_gpu_device_scope()
+{
+    if (previous_ >= 0)
+        (void)gpuSetDevice(previous_); /* a destructor cannot report; the call already did */
+}
+
+extern "C" int32_t kvx_gpu_available(void)
+{
+    int count = 0;
+    gpuError_t error = gpuGetDeviceCount(&count);
+    if (error != gpuSuccess) {
+        kvx_fail(KVX_ERR_NOT_AVAILABLE, "%s: no usable device: %s (error %d)", KVX_GPU_NAME,
+                 gpuGetErrorString(error), (int)error);
+        return 0;
+    }
+    if (count == 0) {
+        kvx_fail(KVX_ERR_NOT_AVAILABLE, "%s: the runtime reports no devices", KVX_GPU_NAME);
+        return 0;
+    }
+    return 1;
+}
+
+kvx_gpu_deferred_error *kvx_gpu_error_record(int device)
+{
+    if (device < 0 || device >= MAX_DEVICES) {
+        kvx_fail(KVX_ERR_INVALID_ARGUMENT, "stream->device_index: expected 0..%d, got %d",
+                 MAX_DEVICES - 1, device);
+        return NULL;
+    }
+    pthread_mutex_lock(&records_lock);
+    if (!records[device]) {
+        void *memory = NULL;
+        gpuError_t error = gpuMalloc(&memory, sizeof(kvx_gpu_deferred_error));
+        if (error == gpuSuccess)
+            error = gpuMemsetAsync(memory, 0, sizeof(kvx_gpu_deferred_error), 0);
+        if (error == gpuSuccess)
+            error = gpuStreamSynchronize(0);
+        if (error != gpuSuccess)
+            kvx_gpu_fail(error, "allocating the deferred-error record");
+        else
+            records[device] = (kvx_gpu_deferred_error *)memory;
+    }
+    kvx_gpu_deferred_error *record = records[device];
+    pthread_mutex_unlock(&records_lock);
+    return record;
+}
+
+/* The error a kernel recorded, worded like the CPU backend's up-front checks. */
+static int32_t report(const kvx_gpu_deferred_error *seen)
+{
+    unsigned long long index = seen->index_plus_one - 1;
+    switch (seen->index_plus_one ? seen->kind : 0) {
+    case 0: return KVX_OK;
+    case KVX_GPU_BAD_SLOT:
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                        "slot_mapping[%llu]: slot %lld is out of range; the paged cache holds "
+                        "%lld slots (found on the device; that token was skipped)",
+                        index, seen->value, seen->limit);
+    default:
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                        "%s[%llu]: position %lld is outside the cache's 0..%lld (found on the "
+                        "device; that token was skipped)",
+                        seen->kind == KVX_GPU_BAD_OLD_POSITION ? "old_positions" : "positions",
+                        index, seen->value, seen->limit - 1);
+    }
+}
+
+extern "C" int32_t kvx_gpu_synchronize(const kvx_stream *stream)
+{
+    int device = kvx_gpu_device_index(stream);
+    kvx_gpu_device_scope scope(device);
+    if (scope.status() != gpuSuccess)
+        return kvx_gpu_fail(scope.status(), "selecting stream->device_index");
+    gpuStream_t handle = kvx_gpu_stream(stream);
+    gpuError_t error = gpuStreamSynchronize(handle);
+    if (error != gpuSuccess)
+        return kvx_gpu_fail(error, "synchronizing the stream");
+    kvx_gpu_deferred_error *record = kvx_gpu_error_record(device);
+    if (!record)
+        return KVX_ERR_DEVICE;
+    kvx_gpu_deferred_error seen;
+    error = gpuMemcpyAsync(&seen, record, sizeof seen, gpuMemcpyDeviceToHost, handle);
+    if (error == gpuSuccess)
+        error = gpuMemsetAsync(record, 0, sizeof seen, handle);
+    if (error == gpuSuccess)
+        error = gpuStreamSynchronize(handle);
+    if (error != gpuSuccess)
+        return kvx_gpu_fail(error, "reading the deferred-error record");
+    return report(&seen);
+}

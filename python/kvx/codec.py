@@ -1,0 +1,491 @@
+"""CacheGen-compatible KV codec (LMCache's CacheGen, bit-exact) in a portable container.
+
+High level::
+
+    blob = kvx.codec.encode(kv)            # kv: KV_2LTD [2, L, T, H*D] (or [2, L, T, H, D])
+    kv2 = kvx.codec.decode(blob)           # [2, L, T, H*D], same dtype
+
+``kv`` is a torch tensor or numpy array on the CPU, float32, float16 or bfloat16 (bf16 needs
+torch). Bins default to LMCache's schedule (:func:`default_bins`). The blob is kvx's own
+container (``docs/codec-container.md``): little-endian, no pickle, CRC-32 checked; decoding
+damaged or hostile bytes raises :class:`kvx.CorruptInputError` naming the field.
+
+Low level, mirroring LMCache's ``lmcache.c_ops`` so an adapter is thin: :func:`calculate_cdf`,
+:func:`encode_fast_new`, :func:`decode_fast_new`, :func:`decode_fast_prefsum`, plus
+:func:`quantize`, :func:`dequantize`, :func:`encode_streams` and :func:`stream_bound`. Symbols are
+laid out ``[layers, tokens, channels]`` (int8 or uint8), CDF tables ``[layers, channels, Lp]``
+(int16 or uint16, LMCache's layout), streams ``[layers, channels, capacity]`` uint8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from ._errors import InvalidArgumentError
+from ._native import check, ffi, lib
+from ._tensors import DEVICE_CPU, ArrayInfo, current_stream, describe, require_writable
+from .reference_codec import default_bins
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - numpy-only installs
+    torch = None
+
+__all__ = [
+    "CodecInfo",
+    "calculate_cdf",
+    "decode",
+    "decode_fast_new",
+    "decode_fast_prefsum",
+    "default_bins",
+    "dequantize",
+    "encode",
+    "encode_fast_new",
+    "encode_streams",
+    "inspect",
+    "quantize",
+    "stream_bound",
+]
+
+Bins = Union[int, Sequence[int], None]
+BytesLike = Union[bytes, bytearray, memoryview, np.ndarray, Any]
+
+_FLOAT_DTYPES = {lib.KVX_DTYPE_FLOAT32: "float32", lib.KVX_DTYPE_FLOAT16: "float16", lib.KVX_DTYPE_BFLOAT16: "bfloat16"}
+_SYMBOL_DTYPES = (lib.KVX_DTYPE_UINT8, lib.KVX_DTYPE_INT8)
+DEFAULT_CHUNK_TOKENS = 256
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _cpu_contiguous(info: ArrayInfo, shape_desc: str) -> None:
+    if info.device_type != DEVICE_CPU:
+        raise InvalidArgumentError(f"{info.name}: expected a CPU tensor (the codec runs on the CPU backend), got device type {info.device_type}")
+    if any(n == 0 for n in info.shape):
+        return
+    expected, step = [], 1
+    for n in reversed(info.shape):
+        expected.insert(0, step)
+        step *= n
+    if any(n > 1 and s != e for n, s, e in zip(info.shape, info.strides, expected)):
+        raise InvalidArgumentError(f"{info.name}: expected a contiguous {shape_desc}, got strides {info.strides} for shape {info.shape}")
+
+
+def _symbols_info(x: Any, name: str, ndim: int = 3, writable: bool = False) -> ArrayInfo:
+    info = describe(x, name)
+    if info.dtype not in _SYMBOL_DTYPES:
+        raise InvalidArgumentError(f"{name}: expected int8 or uint8 symbols, got {getattr(x, 'dtype', None)}")
+    if len(info.shape) != ndim:
+        raise InvalidArgumentError(f"{name}: expected {ndim} dimensions [layers, tokens, channels], got shape {info.shape}")
+    _cpu_contiguous(info, "[layers, tokens, channels] array")
+    if writable:
+        require_writable(info)
+    return info
+
+
+def _typed_info(x: Any, name: str, dtype: int, ndim: int, shape_desc: str, writable: bool = False) -> ArrayInfo:
+    info = describe(x, name)
+    if info.dtype != dtype:
+        raise InvalidArgumentError(f"{name}: expected dtype {_dtype_name(dtype)}, got {getattr(x, 'dtype', None)}")
+    if len(info.shape) != ndim:
+        raise InvalidArgumentError(f"{name}: expected {ndim} dimensions {shape_desc}, got shape {info.shape}")
+    _cpu_contiguous(info, shape_desc)
+    if writable:
+        require_writable(info)
+    return info
+
+
+def _dtype_name(code: int) -> str:
+    names = {lib.KVX_DTYPE_INT32: "int32", lib.KVX_DTYPE_INT64: "int64", lib.KVX_DTYPE_UINT8: "uint8", lib.KVX_DTYPE_FLOAT32: "float32"}
+    return names.get(code, _FLOAT_DTYPES.get(code, str(code)))
+
+
+def _cdf_pointer(cdf: Any, name: str = "cdf") -> tuple[Any, tuple[int, ...]]:
+    """The CDF tables ``[layers, channels, Lp]`` int16/uint16, contiguous, CPU -> (ptr, shape)."""
+    if torch is not None and isinstance(cdf, torch.Tensor):
+        ok = cdf.dtype == torch.int16 or cdf.dtype == getattr(torch, "uint16", None)
+        if not ok:
+            raise InvalidArgumentError(f"{name}: expected int16 or uint16 CDF tables, got {cdf.dtype}")
+        if cdf.device.type != "cpu":
+            raise InvalidArgumentError(f"{name}: expected a CPU tensor, got {cdf.device}")
+        if cdf.dim() != 3 or not cdf.is_contiguous():
+            raise InvalidArgumentError(f"{name}: expected a contiguous [layers, channels, Lp] tensor, got shape {tuple(cdf.shape)}")
+        return ffi.cast("const uint16_t *", cdf.data_ptr()), tuple(cdf.shape)
+    if isinstance(cdf, np.ndarray):
+        if cdf.dtype not in (np.int16, np.uint16):
+            raise InvalidArgumentError(f"{name}: expected int16 or uint16 CDF tables, got {cdf.dtype}")
+        if cdf.ndim != 3 or not cdf.flags.c_contiguous:
+            raise InvalidArgumentError(f"{name}: expected a contiguous [layers, channels, Lp] array, got shape {cdf.shape}")
+        return ffi.cast("const uint16_t *", cdf.__array_interface__["data"][0]), tuple(cdf.shape)
+    raise InvalidArgumentError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(cdf).__name__}")
+
+
+def _ptr(info: ArrayInfo, ctype: str) -> Any:
+    return ffi.cast(ctype, info.ptr)
+
+
+def _same(name: str, got: int, expected: int, what: str) -> None:
+    if got != expected:
+        raise InvalidArgumentError(f"{name}: expected {what} = {expected}, got {got}")
+
+
+def _like(template: Any, shape: Sequence[int], np_dtype: Any, torch_dtype: Any = None) -> Any:
+    """A new CPU array of the same family (torch or numpy) as ``template``."""
+    if torch is not None and isinstance(template, torch.Tensor):
+        return torch.empty(tuple(shape), dtype=torch_dtype)
+    return np.empty(tuple(shape), dtype=np_dtype)
+
+
+def _bins_list(bins: Bins, default: list[int], num_layers: int, name: str) -> list[int]:
+    if bins is None:
+        return list(default)
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        values = [int(bins)] * num_layers
+    else:
+        try:
+            if isinstance(bins, (str, bytes)):
+                raise TypeError
+            values = [int(b) for b in bins]  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise InvalidArgumentError(f"{name}: expected an int, a sequence of {num_layers} ints or None, got {type(bins).__name__}") from None
+    if len(values) != num_layers:
+        raise InvalidArgumentError(f"{name}: expected {num_layers} entries (one per layer), got {len(values)}")
+    for i, b in enumerate(values):
+        if not lib.KVX_CODEC_MIN_BINS <= b <= lib.KVX_CODEC_MAX_BINS:
+            raise InvalidArgumentError(f"{name}[{i}]: expected {lib.KVX_CODEC_MIN_BINS}..{lib.KVX_CODEC_MAX_BINS}, got {b}")
+    return values
+
+
+def _int32_array(values: Sequence[int]) -> Any:
+    return ffi.new("int32_t[]", list(values))
+
+
+# ---------------------------------------------------------------- low level
+
+
+def stream_bound(num_tokens: int) -> int:
+    """Worst-case bytes of one encoded (layer, channel) stream of ``num_tokens`` symbols."""
+    out = ffi.new("int64_t *")
+    check(lib.kvx_codec_stream_bound(int(num_tokens), out))
+    return int(out[0])
+
+
+def quantize(x: Any, bins: Sequence[int]) -> tuple[Any, Any]:
+    """CacheGen quantization of ``x`` ``[rows, T, C]`` (float32/float16/bfloat16, CPU, channels
+    contiguous) with ``bins[rows]``. Returns symbols uint8 ``[rows, T, C]`` and scales float32
+    ``[rows, T]`` (max |x| per token, exact in x's dtype), same family (torch/numpy) as x."""
+    info = describe(x, "x")
+    if info.dtype not in _FLOAT_DTYPES:
+        raise InvalidArgumentError(f"x: expected float32, float16 or bfloat16, got {getattr(x, 'dtype', None)}")
+    if len(info.shape) != 3:
+        raise InvalidArgumentError(f"x: expected 3 dimensions [rows, tokens, channels], got shape {info.shape}")
+    if info.device_type != DEVICE_CPU:
+        raise InvalidArgumentError("x: expected a CPU tensor (the codec runs on the CPU backend)")
+    rows, tokens, channels = info.shape
+    if channels > 1 and info.strides[2] != 1 and rows * tokens > 0:
+        raise InvalidArgumentError(f"x: expected contiguous channels (last stride 1), got strides {info.strides}")
+    b = _bins_list(bins, [], rows, "bins")
+    symbols = _like(x, (rows, tokens, channels), np.uint8, torch.uint8 if torch else None)
+    scales = _like(x, (rows, tokens), np.float32, torch.float32 if torch else None)
+    s_info, sc_info = describe(symbols, "symbols"), describe(scales, "scales")
+    check(lib.kvx_codec_quantize(ffi.cast("const void *", info.ptr), info.dtype, rows, tokens, channels,
+                                 info.strides[0], info.strides[1], _int32_array(b), _ptr(s_info, "uint8_t *"),
+                                 _ptr(sc_info, "float *"), current_stream(info.device)))
+    return symbols, scales
+
+
+def dequantize(symbols: Any, scales: Any, bins: Sequence[int], dtype: Any = None) -> Any:
+    """Inverse of :func:`quantize`: ``(s - MAX) / MAX * scale`` in float32, rounded to ``dtype``
+    (a torch or numpy dtype; default float32). Returns ``[rows, T, C]``."""
+    s_info = _symbols_info(symbols, "symbols")
+    rows, tokens, channels = s_info.shape
+    sc_info = _typed_info(scales, "scales", lib.KVX_DTYPE_FLOAT32, 2, "[rows, tokens] float32")
+    if sc_info.shape != (rows, tokens):
+        raise InvalidArgumentError(f"scales: expected shape {(rows, tokens)}, got {sc_info.shape}")
+    b = _bins_list(bins, [], rows, "bins")
+    if torch is not None and isinstance(symbols, torch.Tensor):
+        out = torch.empty((rows, tokens, channels), dtype=dtype or torch.float32)
+    else:
+        out = np.empty((rows, tokens, channels), dtype=dtype or np.float32)
+    o_info = describe(out, "dtype")
+    if o_info.dtype not in _FLOAT_DTYPES:
+        raise InvalidArgumentError(f"dtype: expected float32, float16 or bfloat16, got {dtype}")
+    check(lib.kvx_codec_dequantize(_ptr(s_info, "const uint8_t *"), _ptr(sc_info, "const float *"), _int32_array(b),
+                                   rows, tokens, channels, o_info.dtype, ffi.cast("void *", o_info.ptr),
+                                   tokens * channels, channels, ffi.NULL))
+    return out
+
+
+def calculate_cdf(input_sym: Any, max_bins: int) -> Any:
+    """LMCache ``calculate_cdf``: symbols ``[layers, tokens, channels]`` (each < max_bins) ->
+    int16 CDF tables ``[layers, channels, max_bins + 1]`` (torch if the input is torch)."""
+    info = _symbols_info(input_sym, "input_sym")
+    layers, tokens, channels = info.shape
+    nb = int(max_bins)
+    if not 2 <= nb <= lib.KVX_CODEC_MAX_BINS:
+        raise InvalidArgumentError(f"max_bins: expected 2..{lib.KVX_CODEC_MAX_BINS}, got {max_bins}")
+    cdf = _like(input_sym, (layers, channels, nb + 1), np.int16, torch.int16 if torch else None)
+    ptr = cdf.data_ptr() if torch is not None and isinstance(cdf, torch.Tensor) else cdf.__array_interface__["data"][0]
+    check(lib.kvx_codec_calculate_cdf(_ptr(info, "const uint8_t *"), layers, tokens, channels, nb,
+                                      ffi.cast("uint16_t *", ptr), current_stream(info.device)))
+    return cdf
+
+
+def encode_fast_new(cdf: Any, input_sym: Any, output_buffer: Any, output_lengths: Any) -> None:
+    """LMCache ``encode_fast_new``: encodes each (layer, channel) stream of ``input_sym``
+    ``[L, T, C]`` with ``cdf`` ``[L, C, Lp]`` into ``output_buffer`` ``[L, C, capacity]`` uint8
+    and its byte length into ``output_lengths`` ``[L, C]`` int32. Raises
+    :class:`kvx.BufferTooSmallError` when a stream does not fit ``capacity`` (see
+    :func:`stream_bound`)."""
+    cdf_ptr, cdf_shape = _cdf_pointer(cdf)
+    s_info = _symbols_info(input_sym, "input_sym")
+    layers, tokens, channels = s_info.shape
+    _same("cdf", cdf_shape[0], layers, "input_sym layers")
+    _same("cdf", cdf_shape[1], channels, "input_sym channels")
+    o_info = _typed_info(output_buffer, "output_buffer", lib.KVX_DTYPE_UINT8, 3, "[layers, channels, capacity] uint8", writable=True)
+    _same("output_buffer", o_info.shape[0], layers, "layers")
+    _same("output_buffer", o_info.shape[1], channels, "channels")
+    l_info = _typed_info(output_lengths, "output_lengths", lib.KVX_DTYPE_INT32, 2, "[layers, channels] int32", writable=True)
+    if l_info.shape != (layers, channels):
+        raise InvalidArgumentError(f"output_lengths: expected shape {(layers, channels)}, got {l_info.shape}")
+    check(lib.kvx_codec_encode(cdf_ptr, cdf_shape[2], _ptr(s_info, "const uint8_t *"), layers, tokens, channels,
+                               _ptr(o_info, "uint8_t *"), o_info.shape[2], _ptr(l_info, "int32_t *"),
+                               current_stream(s_info.device)))
+
+
+def encode_streams(cdf: Any, input_sym: Any) -> tuple[Any, Any]:
+    """:func:`encode_fast_new` with buffers sized by :func:`stream_bound`: returns
+    (streams ``[L, C, capacity]`` uint8, lengths ``[L, C]`` int32)."""
+    s_info = _symbols_info(input_sym, "input_sym")
+    layers, tokens, channels = s_info.shape
+    capacity = stream_bound(tokens)
+    out = _like(input_sym, (layers, channels, capacity), np.uint8, torch.uint8 if torch else None)
+    lengths = _like(input_sym, (layers, channels), np.int32, torch.int32 if torch else None)
+    encode_fast_new(cdf, input_sym, out, lengths)
+    return out, lengths
+
+
+def _decode_output(output: Any, layers: int, channels: int) -> ArrayInfo:
+    info = _symbols_info(output, "output", writable=True)
+    _same("output", info.shape[0], layers, "cdf layers")
+    _same("output", info.shape[2], channels, "cdf channels")
+    return info
+
+
+def decode_fast_new(cdf: Any, bytestreams: Any, lengths: Any, output: Any) -> None:
+    """LMCache ``decode_fast_new``: stream (l, c) is ``bytestreams[l, c, :lengths[l, c]]``
+    (``[L, C, capacity]`` uint8, lengths int32); bytes past a stream's length read as zero.
+    Writes symbols into ``output`` ``[L, T, C]`` (uint8/int8; T taken from it)."""
+    cdf_ptr, cdf_shape = _cdf_pointer(cdf)
+    layers, channels = cdf_shape[0], cdf_shape[1]
+    b_info = _typed_info(bytestreams, "bytestreams", lib.KVX_DTYPE_UINT8, 3, "[layers, channels, capacity] uint8")
+    _same("bytestreams", b_info.shape[0], layers, "cdf layers")
+    _same("bytestreams", b_info.shape[1], channels, "cdf channels")
+    l_info = _typed_info(lengths, "lengths", lib.KVX_DTYPE_INT32, 2, "[layers, channels] int32")
+    if l_info.shape != (layers, channels):
+        raise InvalidArgumentError(f"lengths: expected shape {(layers, channels)}, got {l_info.shape}")
+    o_info = _decode_output(output, layers, channels)
+    check(lib.kvx_codec_decode(cdf_ptr, cdf_shape[2], _ptr(b_info, "const uint8_t *"), b_info.shape[2],
+                               _ptr(l_info, "const int32_t *"), layers, o_info.shape[1], channels,
+                               _ptr(o_info, "uint8_t *"), current_stream(o_info.device)))
+
+
+def decode_fast_prefsum(cdf: Any, bytestreams: Any, lengths_prefsum: Any, output: Any) -> None:
+    """LMCache ``decode_fast_prefsum``: all streams back to back in ``bytestreams`` (1-D
+    uint8); stream i = l * C + c ends at ``lengths_prefsum`` (``[L, C]`` int32/int64, inclusive
+    prefix sums of the lengths). Writes symbols into ``output`` ``[L, T, C]``."""
+    cdf_ptr, cdf_shape = _cdf_pointer(cdf)
+    layers, channels = cdf_shape[0], cdf_shape[1]
+    b_info = describe(bytestreams, "bytestreams")
+    if b_info.dtype != lib.KVX_DTYPE_UINT8 or len(b_info.shape) != 1:
+        raise InvalidArgumentError(f"bytestreams: expected a 1-D uint8 array, got {getattr(bytestreams, 'dtype', None)} of shape {b_info.shape}")
+    _cpu_contiguous(b_info, "1-D uint8 array")
+    p_info = describe(lengths_prefsum, "lengths_prefsum")
+    if p_info.dtype not in (lib.KVX_DTYPE_INT32, lib.KVX_DTYPE_INT64):
+        raise InvalidArgumentError(f"lengths_prefsum: expected int32 or int64, got {getattr(lengths_prefsum, 'dtype', None)}")
+    if int(np.prod(p_info.shape)) != layers * channels:
+        raise InvalidArgumentError(f"lengths_prefsum: expected {layers * channels} entries ([layers, channels]), got shape {p_info.shape}")
+    ends = np.ascontiguousarray(lengths_prefsum.cpu().numpy() if torch is not None and isinstance(lengths_prefsum, torch.Tensor) else lengths_prefsum, dtype=np.int64).reshape(-1)
+    o_info = _decode_output(output, layers, channels)
+    check(lib.kvx_codec_decode_prefsum(cdf_ptr, cdf_shape[2], _ptr(b_info, "const uint8_t *"), b_info.shape[0],
+                                       ffi.cast("const int64_t *", ends.__array_interface__["data"][0]), layers,
+                                       o_info.shape[1], channels, _ptr(o_info, "uint8_t *"),
+                                       current_stream(o_info.device)))
+
+
+# ---------------------------------------------------------------- container
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    """What a container holds (see :func:`inspect`)."""
+
+    dtype: str  # "float32" | "float16" | "bfloat16"
+    num_kv: int
+    num_layers: int
+    num_tokens: int
+    num_heads: int
+    head_size: int
+    key_bins: list[int]
+    value_bins: list[int]
+    num_bins: int
+    chunk_tokens: int
+    num_chunks: int
+    format_version: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """Shape :func:`decode` returns: ``[num_kv, num_layers, num_tokens, heads * head_size]``."""
+        return (self.num_kv, self.num_layers, self.num_tokens, self.num_heads * self.head_size)
+
+
+def _kv_view(kv: Any, name: str) -> tuple[ArrayInfo, int, int]:
+    """Checks a KV_2LTD-like tensor; returns its info, num_heads and head_size."""
+    empty = any(n == 0 for n in getattr(kv, "shape", (1,)))
+    info = describe(kv, name)
+    if info.dtype not in _FLOAT_DTYPES:
+        raise InvalidArgumentError(f"{name}: expected float32, float16 or bfloat16, got {getattr(kv, 'dtype', None)}")
+    if info.device_type != DEVICE_CPU:
+        raise InvalidArgumentError(f"{name}: expected a CPU tensor (the container is built in host memory), got a device tensor")
+    if len(info.shape) == 4:
+        heads, head_size = 1, info.shape[3]
+        if not empty and info.shape[3] > 1 and info.strides[3] != 1:
+            raise InvalidArgumentError(f"{name}: expected contiguous channels (last stride 1), got strides {info.strides}")
+    elif len(info.shape) == 5:
+        heads, head_size = info.shape[3], info.shape[4]
+        if not empty and ((head_size > 1 and info.strides[4] != 1) or (heads > 1 and info.strides[3] != head_size)):
+            raise InvalidArgumentError(f"{name}: expected each token's heads contiguous, got strides {info.strides}")
+    else:
+        raise InvalidArgumentError(f"{name}: expected [num_kv, layers, tokens, channels] or [num_kv, layers, tokens, heads, head_size], got shape {info.shape}")
+    if info.shape[0] not in (1, 2):
+        raise InvalidArgumentError(f"{name}: expected 2 planes (K, V) or 1 (MLA) in dimension 0, got {info.shape[0]}")
+    return info, heads, head_size
+
+
+def _dense_desc(info: ArrayInfo, heads: int, head_size: int) -> Any:
+    d = ffi.new("kvx_dense_desc *")
+    d.struct_size = ffi.sizeof("kvx_dense_desc")
+    d.dtype = info.dtype
+    d.num_layers, d.num_kv = info.shape[1], info.shape[0]
+    d.num_heads, d.head_size = heads, head_size
+    d.num_tokens = info.shape[2]
+    d.base = ffi.cast("void *", info.ptr)
+    d.kv_stride, d.layer_stride, d.token_stride = info.strides[0], info.strides[1], info.strides[2]
+    d.head_stride = head_size
+    return d
+
+
+def encode(kv: Any, key_bins: Bins = None, value_bins: Bins = None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> bytes:
+    """Compresses a dense KV cache into kvx's CacheGen container.
+
+    kv: ``[2, L, T, H*D]`` (LMCache KV_2LTD), ``[2, L, T, H, D]``, or ``[1, L, T, D]`` (MLA);
+    float32/float16/bfloat16, CPU, each token's channels contiguous (other strides free).
+    key_bins / value_bins: bins per layer (int, sequence of L ints, or None for LMCache's schedule,
+    :func:`default_bins`). chunk_tokens: tokens per chunk (1..65535), each chunk with its own CDF
+    tables like LMCache's 256-token chunks. Raises :class:`kvx.InvalidArgumentError` for
+    non-finite values.
+    """
+    info, heads, head_size = _kv_view(kv, "kv")
+    num_layers = info.shape[1]
+    default_k, default_v = default_bins(num_layers)
+    kb = _bins_list(key_bins, default_k, num_layers, "key_bins")
+    vb = _bins_list(value_bins, default_v, num_layers, "value_bins")
+    if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, (int, np.integer)):
+        raise InvalidArgumentError(f"chunk_tokens: expected an int 1..65535, got {chunk_tokens!r}")
+    desc = _dense_desc(info, heads, head_size)
+    params = ffi.new("kvx_codec_params *")
+    params.struct_size = ffi.sizeof("kvx_codec_params")
+    kb_c, vb_c = _int32_array(kb), _int32_array(vb)
+    params.key_bins, params.value_bins = kb_c, vb_c
+    params.chunk_tokens = int(chunk_tokens)
+    bound = ffi.new("int64_t *")
+    check(lib.kvx_codec_compress_bound(desc, params, bound))
+    buf = np.empty(int(bound[0]), dtype=np.uint8)
+    size = ffi.new("int64_t *")
+    check(lib.kvx_codec_compress(desc, params, ffi.from_buffer(buf), buf.size, size, ffi.NULL))
+    return buf[: int(size[0])].tobytes()
+
+
+def _blob_buffer(blob: BytesLike) -> Any:
+    if torch is not None and isinstance(blob, torch.Tensor):
+        if blob.dtype != torch.uint8 or blob.device.type != "cpu":
+            raise InvalidArgumentError(f"blob: expected a CPU uint8 tensor, got {blob.dtype} on {blob.device}")
+        blob = blob.contiguous().numpy()
+    if isinstance(blob, np.ndarray):
+        if blob.dtype != np.uint8:
+            raise InvalidArgumentError(f"blob: expected a uint8 array, got {blob.dtype}")
+        blob = np.ascontiguousarray(blob).reshape(-1)
+    try:
+        return ffi.from_buffer(blob)
+    except TypeError:
+        raise InvalidArgumentError(f"blob: expected bytes, bytearray, memoryview or a uint8 array, got {type(blob).__name__}") from None
+
+
+def inspect(blob: BytesLike) -> CodecInfo:
+    """Reads a container's header (checked, CRC included) without decoding it."""
+    buf = _blob_buffer(blob)
+    info = ffi.new("kvx_codec_info *")
+    info.struct_size = ffi.sizeof("kvx_codec_info")
+    check(lib.kvx_codec_inspect(buf, len(buf), info, ffi.NULL, 0))
+    bins = ffi.new("int32_t[]", info.num_kv * info.num_layers)
+    check(lib.kvx_codec_inspect(buf, len(buf), info, bins, info.num_kv * info.num_layers))
+    L = info.num_layers
+    values = [int(b) for b in bins]
+    return CodecInfo(
+        dtype=_FLOAT_DTYPES[info.dtype],
+        num_kv=info.num_kv,
+        num_layers=L,
+        num_tokens=int(info.num_tokens),
+        num_heads=info.num_heads,
+        head_size=info.head_size,
+        key_bins=values[:L],
+        value_bins=values[L:],
+        num_bins=info.num_bins,
+        chunk_tokens=int(info.chunk_tokens),
+        num_chunks=int(info.num_chunks),
+        format_version=int(info.format_version),
+    )
+
+
+def _new_output(meta: CodecInfo, as_numpy: bool) -> Any:
+    if not as_numpy and torch is not None:
+        return torch.empty(meta.shape, dtype=getattr(torch, meta.dtype))
+    if meta.dtype == "bfloat16":
+        raise InvalidArgumentError("as_numpy: numpy has no bfloat16; decode this container with torch installed and as_numpy=False")
+    return np.empty(meta.shape, dtype=meta.dtype)
+
+
+def decode(blob: BytesLike, out: Any = None, as_numpy: bool = False, max_bytes: int | None = None) -> Any:
+    """Decodes a container made by :func:`encode`.
+
+    Returns ``[num_kv, L, T, H*D]`` in the container's dtype: a torch tensor (numpy array when
+    torch is missing or ``as_numpy``), or ``out`` filled in place when given (``[num_kv, L, T,
+    H*D]`` or ``[num_kv, L, T, H, D]``, CPU, same dtype, any strides with contiguous heads).
+    Damaged or hostile bytes raise :class:`kvx.CorruptInputError` naming the field.
+    max_bytes caps the decoded size (highly compressible data, e.g. all-zero tokens, can expand
+    by a factor of thousands): a larger container raises before anything is allocated.
+    """
+    buf = _blob_buffer(blob)
+    meta = inspect(blob)
+    itemsize = 4 if meta.dtype == "float32" else 2
+    size = meta.num_kv * meta.num_layers * meta.num_tokens * meta.num_heads * meta.head_size * itemsize
+    if max_bytes is not None and size > max_bytes:
+        raise InvalidArgumentError(f"max_bytes: the container decodes to {size} bytes, more than max_bytes = {max_bytes}")
+    result = out if out is not None else _new_output(meta, as_numpy)
+    info, heads, head_size = _kv_view(result, "out")
+    if out is not None:
+        require_writable(info)
+        if info.dtype != {name: code for code, name in _FLOAT_DTYPES.items()}[meta.dtype]:
+            raise InvalidArgumentError(f"out: expected dtype {meta.dtype} (the container's), got {getattr(out, 'dtype', None)}")
+        if heads * head_size != meta.num_heads * meta.head_size or info.shape[:3] != meta.shape[:3]:
+            raise InvalidArgumentError(f"out: expected shape {meta.shape} (the container's), got {info.shape}")
+    desc = _dense_desc(info, meta.num_heads, meta.head_size)
+    if info.shape[3:] != (meta.num_heads, meta.head_size):
+        # a [.., H*D] view with contiguous channels is the same memory as [.., H, D]
+        desc.head_stride = meta.head_size
+    check(lib.kvx_codec_decompress(buf, len(buf), desc, ffi.NULL))
+    return result
+

@@ -1,0 +1,30 @@
+"""The command line: info, the demo (the README's main job), the benchmark's plumbing, C flags."""
+
+import subprocess
+import sys
+
+
+def _run(*args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "kvx", *args], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def test_info_lists_backends_and_threads():
+    out = _run("info")
+    assert "cpu     available" in out and "CPU threads:" in out and "devices:" in out
+
+
+def test_demo_verifies_the_round_trip():
+    out = _run("demo", "--tokens", "300")
+    assert "verified: every token's K/V is bit-identical at its new slot" in out
+
+
+def test_transfer_benchmark_runs_and_prints_its_table():
+    out = _run("bench", "transfer", "--layers", "2", "--tokens", "256", "--repeats", "1")
+    assert "libc memcpy (baseline)" in out and "token pool BS=1" in out
+
+
+def test_cflags_and_libs():
+    out = _run("--cflags", "--libs")
+    assert "-I" in out and "-lkvx" in out

@@ -1,0 +1,65 @@
+"""Thread count and re-entrancy: results never depend on how many threads work, and calls from
+several Python threads at once (cffi releases the GIL) each get their own correct result."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+import kvx
+import transfer_cases as tc
+
+G = tc.Geometry(layers=4, blocks=64, block_size=16, heads=4, head_size=64)
+
+
+def _case(seed):
+    gen = torch.Generator().manual_seed(seed)
+    paged = tc.make_paged("vllm_nhd", G, torch.bfloat16, gen)
+    dense = tc.make_dense("vllm_nhd", G, 700, torch.bfloat16, gen)
+    slots = tc.make_slots(G.blocks * G.block_size, G.block_size, 700, np.random.default_rng(seed))
+    expected = dense.clone()
+    kvx.reference.transfer(paged, expected, slots, direction="store")
+    return paged, dense, slots, expected
+
+
+@pytest.fixture
+def restore_threads():
+    yield
+    kvx.set_num_threads(0)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_result_independent_of_thread_count(threads, restore_threads):
+    kvx.set_num_threads(threads)
+    assert kvx.get_num_threads() == threads
+    paged, dense, slots, expected = _case(threads)
+    kvx.store(paged, dense, slots)
+    assert tc.bits_equal(dense, expected)
+
+
+def test_set_num_threads_rejects_out_of_range(restore_threads):
+    with pytest.raises(kvx.InvalidArgumentError, match=r"num_threads: expected 0 \(default\) to 256, got 300"):
+        kvx.set_num_threads(300)
+
+
+def test_concurrent_calls_from_python_threads():
+    cases = [_case(100 + i) for i in range(6)]
+    errors = []
+
+    def work(case):
+        paged, dense, slots, expected = case
+        try:
+            for _ in range(5):
+                kvx.store(paged, dense, slots)
+                if not tc.bits_equal(dense, expected):
+                    errors.append("mismatch")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=work, args=(case,)) for case in cases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
