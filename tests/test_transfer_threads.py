@@ -63,3 +63,19 @@ def test_concurrent_calls_from_python_threads():
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_pool_survives_count_changes_and_idle_gaps(restore_threads):
+    """Workers spin for a while after each job, then sleep: calls back to back (spinning
+    workers), after an idle gap (sleeping workers) and after the count is lowered (surplus
+    workers must stay out) all give the same result."""
+    import time
+
+    paged, dense, slots, expected = _case(7)
+    for threads, gap in [(8, 0.0), (2, 0.0), (2, 0.005), (1, 0.0), (4, 0.005), (3, 0.0)]:
+        kvx.set_num_threads(threads)
+        for _ in range(3):
+            dense.zero_()
+            kvx.store(paged, dense, slots)
+            assert tc.bits_equal(dense, expected), (threads, gap)
+            time.sleep(gap)

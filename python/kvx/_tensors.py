@@ -62,9 +62,10 @@ _TORCH_DEVICES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ArrayInfo:
-    """What libkvx needs to know about one tensor or array."""
+    """What libkvx needs to know about one tensor or array. Built on every call of every op, so
+    it is a plain slotted record (a frozen dataclass costs microseconds to construct)."""
 
     obj: Any
     name: str
@@ -78,6 +79,7 @@ class ArrayInfo:
     writable: bool
     storage: tuple[int, int]  # [start, end) byte addresses of the allocation behind the view
     pinned: bool = False  # page-locked host memory that GPUs can address directly
+    span: tuple[int, int] = (0, 0)  # what extent() returns, filled in by describe()
 
     @property
     def device(self) -> tuple[int, int]:
@@ -85,10 +87,14 @@ class ArrayInfo:
 
     def extent(self) -> tuple[int, int]:
         """[first, last + 1) byte addresses the view can address (empty views: (ptr, ptr))."""
-        if any(n == 0 for n in self.shape):
-            return (self.ptr, self.ptr)
-        last = sum((n - 1) * s for n, s in zip(self.shape, self.strides))
-        return (self.ptr, self.ptr + (last + 1) * self.itemsize)
+        return self.span
+
+
+def _extent(ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int]:
+    if 0 in shape:
+        return (ptr, ptr)
+    last = sum((n - 1) * s for n, s in zip(shape, strides))
+    return (ptr, ptr + (last + 1) * itemsize)
 
 
 def is_tensor(x: Any) -> bool:
@@ -118,6 +124,12 @@ def _describe_torch(x: Any, name: str) -> ArrayInfo:
         raise InvalidArgumentError(f"{name}: dtype {x.dtype} has no libkvx equivalent") from None
     storage = x.untyped_storage()
     start = storage.data_ptr()
+    if x.is_cpu:  # the common case, without building a torch.device (slow to query)
+        device_type, device_index = DEVICE_CPU, 0
+        pinned = _accelerator_present() and x.is_pinned()
+    else:
+        device = x.device
+        device_type, device_index, pinned = _device_type(device), device.index or 0, False
     return ArrayInfo(
         obj=x,
         name=name,
@@ -125,12 +137,12 @@ def _describe_torch(x: Any, name: str) -> ArrayInfo:
         dtype=code,
         itemsize=x.element_size(),
         shape=tuple(x.shape),
-        strides=tuple(x.stride()),
-        device_type=_device_type(x.device),
-        device_index=x.device.index or 0,
+        strides=x.stride(),
+        device_type=device_type,
+        device_index=device_index,
         writable=True,  # torch has no read-only tensors
         storage=(start, start + storage.nbytes()),
-        pinned=x.device.type == "cpu" and _accelerator_present() and x.is_pinned(),
+        pinned=pinned,
     )
 
 
@@ -179,9 +191,9 @@ def describe(x: Any, name: str) -> ArrayInfo:
         info = _describe_numpy(x, name)
     else:
         raise InvalidArgumentError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
-    if any(s < 0 for s in info.strides):
+    if info.strides and min(info.strides) < 0:
         raise InvalidArgumentError(f"{name}: negative strides {info.strides} are not supported")
-    lo, hi = info.extent()
+    info.span = lo, hi = _extent(info.ptr, info.shape, info.strides, info.itemsize)
     if hi > lo and (lo < info.storage[0] or hi > info.storage[1]):  # empty views address nothing
         raise InvalidArgumentError(f"{name}: view reaches outside its storage")
     return info

@@ -50,7 +50,7 @@ def _dtype_name(x: Any) -> str:
     return str(getattr(x, "dtype", type(x).__name__))
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Heads:
     """A query/key tensor resolved to libkvx's strided view."""
 

@@ -9,28 +9,39 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kvx_internal.h"
 
 #define MAX_THREADS 256
 
+/* How long a worker that finished a job, or a caller waiting for its workers, spins before it
+ * sleeps on a condition variable. Waking a sleeping thread costs tens of microseconds (more in a
+ * VM), as much as a whole small job; kernels are called back to back (one per layer, one per
+ * request), so the next job usually arrives within this window. */
+#define SPIN_NANOSECONDS 100000
+
 static pthread_mutex_t pool_owner = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t job_posted = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t job_finished = PTHREAD_COND_INITIALIZER;
 
-/* Guarded by state_lock (the job fields are written only by the owner while no worker runs). */
-static int workers_started;
-static int workers_busy;
-static uint64_t job_generation;
+/* The job is published by storing `ticket` (release); a worker that loads a new ticket (acquire)
+ * sees the job fields. The ticket packs the job's generation with its number of helpers, so a
+ * worker learns both in one load: the ones with index < helpers take part, the others must not
+ * touch the job (the owner may already be writing the next one). */
+#define TICKET_HELPER_BITS 9 /* helpers < MAX_THREADS <= 2^9 */
+static _Atomic uint64_t ticket;
+static _Atomic int workers_busy;
+static int workers_started; /* guarded by pool_owner */
 static struct {
     kvx_range_fn fn;
     void *ctx;
     int64_t count;
     int64_t chunk;
-    int helpers; /* workers that take part: the ones with index < helpers */
 } job;
 static _Atomic int64_t next_item;
 
@@ -79,22 +90,75 @@ static void run_chunks(void)
     }
 }
 
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+static int64_t monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+}
+
+/* Spins until `done(arg)` holds or SPIN_NANOSECONDS pass; returns whether it holds. */
+static int spin_until(int (*done)(const void *), const void *arg)
+{
+    int64_t deadline = monotonic_ns() + SPIN_NANOSECONDS;
+    for (;;) {
+        for (int i = 0; i < 64; i++) {
+            if (done(arg))
+                return 1;
+            cpu_relax();
+        }
+        if (monotonic_ns() > deadline)
+            return done(arg);
+    }
+}
+
+static int ticket_changed(const void *seen)
+{
+    return atomic_load_explicit(&ticket, memory_order_acquire) != *(const uint64_t *)seen;
+}
+
+static int workers_done(const void *unused)
+{
+    (void)unused;
+    return atomic_load_explicit(&workers_busy, memory_order_acquire) == 0;
+}
+
+/* The next ticket after `seen`: spinning first, then sleeping. */
+static uint64_t wait_for_job(uint64_t seen)
+{
+    if (!spin_until(ticket_changed, &seen)) {
+        pthread_mutex_lock(&state_lock);
+        while (!ticket_changed(&seen))
+            pthread_cond_wait(&job_posted, &state_lock);
+        pthread_mutex_unlock(&state_lock);
+    }
+    return atomic_load_explicit(&ticket, memory_order_acquire);
+}
+
 static void *worker_main(void *arg)
 {
-    int index = (int)(intptr_t)arg;
+    uint64_t index = (uint64_t)(intptr_t)arg;
     uint64_t seen = 0;
-    pthread_mutex_lock(&state_lock);
     for (;;) {
-        while (job_generation == seen)
-            pthread_cond_wait(&job_posted, &state_lock);
-        seen = job_generation;
-        if (index >= job.helpers)
+        seen = wait_for_job(seen);
+        if (index >= (seen & ((1u << TICKET_HELPER_BITS) - 1)))
             continue;
-        pthread_mutex_unlock(&state_lock);
         run_chunks();
-        pthread_mutex_lock(&state_lock);
-        if (--workers_busy == 0)
+        if (atomic_fetch_sub_explicit(&workers_busy, 1, memory_order_acq_rel) == 1) {
+            /* under the lock, so a caller between its check and its wait cannot miss it */
+            pthread_mutex_lock(&state_lock);
             pthread_cond_signal(&job_finished);
+            pthread_mutex_unlock(&state_lock);
+        }
     }
     return NULL;
 }
@@ -112,9 +176,7 @@ static int ensure_workers(int wanted)
         pthread_attr_destroy(&attr);
         if (failed)
             break; /* run with the workers we have */
-        pthread_mutex_lock(&state_lock);
         workers_started++;
-        pthread_mutex_unlock(&state_lock);
     }
     return workers_started;
 }
@@ -133,26 +195,31 @@ void kvx_parallel_for(int64_t count, int64_t grain, kvx_range_fn fn, void *ctx)
         return;
     }
     int helpers = ensure_workers((int)threads - 1);
+    if (helpers > threads - 1)
+        helpers = (int)threads - 1; /* more workers exist when the thread count was lowered */
     /* Several chunks per thread even out uneven item costs. */
     int64_t chunk = count / ((helpers + 1) * 8);
     job.fn = fn;
     job.ctx = ctx;
     job.count = count;
     job.chunk = chunk < grain ? grain : chunk;
-    job.helpers = helpers;
     atomic_store(&next_item, 0);
+    atomic_store(&workers_busy, helpers);
 
+    uint64_t generation = (atomic_load(&ticket) >> TICKET_HELPER_BITS) + 1;
     pthread_mutex_lock(&state_lock);
-    workers_busy = helpers;
-    job_generation++;
+    atomic_store_explicit(&ticket, generation << TICKET_HELPER_BITS | (uint64_t)helpers,
+                          memory_order_release);
     pthread_cond_broadcast(&job_posted);
     pthread_mutex_unlock(&state_lock);
 
     run_chunks();
 
-    pthread_mutex_lock(&state_lock);
-    while (workers_busy > 0)
-        pthread_cond_wait(&job_finished, &state_lock);
-    pthread_mutex_unlock(&state_lock);
+    if (!spin_until(workers_done, NULL)) {
+        pthread_mutex_lock(&state_lock);
+        while (!workers_done(NULL))
+            pthread_cond_wait(&job_finished, &state_lock);
+        pthread_mutex_unlock(&state_lock);
+    }
     pthread_mutex_unlock(&pool_owner);
 }
