@@ -17,7 +17,11 @@ import sys
 import time
 from typing import Any, Callable
 
-import numpy as np
+
+try:
+    from . import common
+except ImportError:  # run from the repository as `python -m bench.codec`
+    import common  # type: ignore[no-redef]
 
 
 def llm_like_kv(layers: int, tokens: int, channels: int, dtype: Any, seed: int) -> Any:
@@ -73,12 +77,6 @@ def _zstd(raw: bytes, repeat: int) -> dict[str, Any] | None:
     t_c, blob = best_time(lambda: comp.compress(raw), repeat)
     t_d, _ = best_time(lambda: dec.decompress(blob), repeat)
     return {"size": len(blob), "t_encode": t_c, "t_decode": t_d}
-
-
-def _table(rows: list[tuple[str, str]]) -> str:
-    width = max(len(k) for k, _ in rows)
-    line = "-" * (width + 3 + max(len(v) for _, v in rows))
-    return "\n".join([line] + [f"{k.ljust(width)} | {v}" for k, v in rows] + [line])
 
 
 def run(argv: list[str]) -> int:
@@ -167,7 +165,7 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
     else:
         rows.append(("zstd level 3 ratio", f"{len(raw) / zstd['size']:.2f}x ({8 * zstd['size'] / symbols:.3f} bits/element)"))
         rows.append(("zstd level 3 speed", f"compress {len(raw) / zstd['t_encode'] / 1e6:.0f} MB/s, decompress {len(raw) / zstd['t_decode'] / 1e6:.0f} MB/s (1 thread)"))
-    print(_table(rows))
+    print(common.format_table(["measure", "value"], rows))
     return 0
 
 

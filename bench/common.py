@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import statistics
 import sys
@@ -17,6 +18,17 @@ _libc.memcpy.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 def memcpy(dst: int, src: int, nbytes: int) -> None:
     """libc's memcpy between raw addresses: the plain single-call baseline."""
     _libc.memcpy(dst, src, nbytes)
+
+
+def add_kv_shape_args(parser: argparse.ArgumentParser, repeats: int) -> None:
+    """The paged-transfer shape (Llama-3-8B by default) that several benchmarks share."""
+    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--heads", type=int, default=8)
+    parser.add_argument("--head-size", type=int, default=128)
+    parser.add_argument("--block-size", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--pool-factor", type=int, default=2, help="pool capacity / tokens moved")
+    parser.add_argument("--repeats", type=int, default=repeats)
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

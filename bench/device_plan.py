@@ -32,13 +32,7 @@ COPY_FUNCTIONS = {
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kvx bench device_plan", description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=32)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--head-size", type=int, default=128)
-    parser.add_argument("--block-size", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--pool-factor", type=int, default=2, help="pool capacity / tokens moved")
-    parser.add_argument("--repeats", type=int, default=7)
+    common.add_kv_shape_args(parser, repeats=7)
     parser.add_argument("--tests-dir", type=Path, default=Path(__file__).resolve().parent.parent / "tests",
                         help="the repository's tests/ (holds the stub runtimes)")
     return parser.parse_args(argv)

@@ -19,11 +19,15 @@ of memcpy; the table gives the ratio against both baselines.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import sys
 import time
 from typing import Callable
+
+try:
+    from . import common
+except ImportError:  # run from the repository as `python -m bench.rope`
+    import common  # type: ignore[no-redef]
 
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
@@ -62,20 +66,6 @@ def _block_medians(cases: list[tuple[str, Callable[[], object]]], blocks: int, p
         if progress:
             progress(block + 1)
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
-
-
-def _libc_memcpy() -> Callable[[int, int, int], object]:
-    libc = ctypes.CDLL(None)
-    libc.memcpy.restype = ctypes.c_void_p
-    libc.memcpy.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
-    return libc.memcpy
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
 
 
 def run(argv: list[str]) -> int:
@@ -119,11 +109,10 @@ def run(argv: list[str]) -> int:
 
     src = torch.randn((T, H, D), generator=g).to(dtype)
     dst = torch.empty_like(src)
-    memcpy = _libc_memcpy()
     ref_keys = keys.clone()
 
     cases = [
-        ("memcpy (libc, 1 thread)", lambda: memcpy(dst.data_ptr(), src.data_ptr(), nbytes)),
+        ("memcpy (libc, 1 thread)", lambda: common.memcpy(dst.data_ptr(), src.data_ptr(), nbytes)),
         ("torch copy_", lambda: dst.copy_(src)),
         ("kvx.rope.rerotate_keys", lambda: rope.rerotate_keys(keys, old, new, cos_sin, is_neox=is_neox)),
         ("kvx_rope_rerotate (C)", c_call),
@@ -150,7 +139,7 @@ def run(argv: list[str]) -> int:
     base_memcpy, base_copy = seconds["memcpy (libc, 1 thread)"], seconds["torch copy_"]
     rows = [[name, f"{s * 1e3:.3f}", f"{best[name] * 1e3:.3f}", f"{traffic / s / 1e9:.1f}",
              f"{base_memcpy / s * 100:.0f}%", f"{base_copy / s * 100:.0f}%"] for name, s in seconds.items()]
-    print(_table(["method", "median ms", "best ms", "GB/s (r+w, median)", "vs memcpy", "vs torch copy_"], rows))
+    print(common.format_table(["method", "median ms", "best ms", "GB/s (r+w, median)", "vs memcpy", "vs torch copy_"], rows))
     api, kernel = seconds["kvx.rope.rerotate_keys"], seconds["kvx_rope_rerotate (C)"]
     ok = base_memcpy / api >= 0.8
     print(f"bar: kvx.rope.rerotate_keys at >= 80% of memcpy: {'PASS' if ok else 'FAIL'} "

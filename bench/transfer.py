@@ -20,13 +20,7 @@ except ImportError:  # run from the repository as `python -m bench.transfer`
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kvx bench transfer", description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=32)
-    parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--head-size", type=int, default=128)
-    parser.add_argument("--block-size", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--pool-factor", type=int, default=2, help="pool capacity / tokens moved")
-    parser.add_argument("--repeats", type=int, default=5)
+    common.add_kv_shape_args(parser, repeats=5)
     parser.add_argument("--threads", type=int, default=0, help="kvx CPU threads (0 = default)")
     return parser.parse_args(argv)
 

@@ -106,7 +106,8 @@ static int64_t monotonic_ns(void)
     return (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 }
 
-/* Spins until `done(arg)` holds or SPIN_NANOSECONDS pass; returns whether it holds. */
+/* Spins (yielding the core now and then) until `done(arg)` holds or SPIN_NANOSECONDS pass;
+ * returns whether it holds. */
 static int spin_until(int (*done)(const void *), const void *arg)
 {
     int64_t deadline = monotonic_ns() + SPIN_NANOSECONDS;
@@ -118,6 +119,8 @@ static int spin_until(int (*done)(const void *), const void *arg)
         }
         if (monotonic_ns() > deadline)
             return done(arg);
+        /* On a loaded machine the thread we wait for may need this core. */
+        sched_yield();
     }
 }
 
