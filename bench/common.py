@@ -43,6 +43,29 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
+def gpu_median(torch, fn: Callable[[], object], repeats: int) -> float:
+    """Median seconds of ``fn`` on the current CUDA/HIP stream, timed by events after a warm-up."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def gpu_ready(torch, kvx) -> bool:
+    """Whether a GPU benchmark can run; if not, says why on stdout."""
+    if torch.cuda.is_available() and any(b.available for b in kvx.backends() if b.name in ("cuda", "hip")):
+        return True
+    print("no GPU: needs torch.cuda and a libkvx built with -Dcuda=enabled or -Dhip=enabled (see kvx info)")
+    return False
+
+
 class Progress:
     """A one-line progress bar on stderr (no dependency on tqdm)."""
 

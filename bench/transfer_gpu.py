@@ -12,8 +12,6 @@ Times are medians of CUDA-event timings after a warm-up.
 from __future__ import annotations
 
 import argparse
-import statistics
-from typing import Callable
 
 try:
     from . import common
@@ -27,20 +25,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=20)
     return parser.parse_args(argv)
-
-
-def _event_median(torch, fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    return statistics.median(times)
 
 
 def _one_size(torch, kvx, layers: int, tokens: int, repeats: int, progress) -> list:
@@ -64,16 +48,16 @@ def _one_size(torch, kvx, layers: int, tokens: int, repeats: int, progress) -> l
             f.index_copy_(1, slots, dense[:, layer])
 
     case = f"{tokens} tokens"
-    d2d = _event_median(torch, lambda: dst.copy_(src), repeats)
-    d2h = _event_median(torch, lambda: pinned.view(-1).copy_(src, non_blocking=True), repeats)
+    d2d = common.gpu_median(torch, lambda: dst.copy_(src), repeats)
+    d2h = common.gpu_median(torch, lambda: pinned.view(-1).copy_(src, non_blocking=True), repeats)
     measured = [
         (case, "torch copy_ device->device (baseline)", d2d, d2d),
-        (case, "kvx store device->device", _event_median(torch, lambda: kvx.store(caches, dense, slots), repeats), d2d),
-        (case, "kvx load device->device", _event_median(torch, lambda: kvx.load(caches, dense, slots), repeats), d2d),
-        (case, "torch index_select (store)", _event_median(torch, torch_store, repeats), d2d),
-        (case, "torch index_copy_ (load)", _event_median(torch, torch_load, repeats), d2d),
+        (case, "kvx store device->device", common.gpu_median(torch, lambda: kvx.store(caches, dense, slots), repeats), d2d),
+        (case, "kvx load device->device", common.gpu_median(torch, lambda: kvx.load(caches, dense, slots), repeats), d2d),
+        (case, "torch index_select (store)", common.gpu_median(torch, torch_store, repeats), d2d),
+        (case, "torch index_copy_ (load)", common.gpu_median(torch, torch_load, repeats), d2d),
         (case, "torch copy_ device->pinned host (baseline)", d2h, d2h),
-        (case, "kvx store device->pinned host", _event_median(torch, lambda: kvx.store(caches, pinned, slots), repeats), d2h),
+        (case, "kvx store device->pinned host", common.gpu_median(torch, lambda: kvx.store(caches, pinned, slots), repeats), d2h),
     ]
     kvx.synchronize(dense)
     progress.step(case)
@@ -90,8 +74,7 @@ def run(argv: list[str]) -> int:
         return 2
     import kvx
 
-    if not torch.cuda.is_available() or not any(b.available for b in kvx.backends() if b.name in ("cuda", "hip")):
-        print("no GPU: needs torch.cuda and a libkvx built with -Dcuda=enabled or -Dhip=enabled (see kvx info)")
+    if not common.gpu_ready(torch, kvx):
         return 2
     progress = common.Progress(len(args.tokens), "bench transfer_gpu")
     rows = [row for tokens in args.tokens for row in _one_size(torch, kvx, args.layers, tokens, args.repeats, progress)]

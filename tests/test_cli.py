@@ -28,3 +28,13 @@ def test_transfer_benchmark_runs_and_prints_its_table():
 def test_cflags_and_libs():
     out = _run("--cflags", "--libs")
     assert "-I" in out and "-lkvx" in out
+
+
+def test_every_benchmark_is_installed():
+    """Each name `python -m kvx bench` offers is a module of the installed package."""
+    import importlib
+
+    from kvx.cli import BENCHMARKS
+
+    for name in BENCHMARKS:
+        assert callable(importlib.import_module(f"kvx.bench.{name}").run), name
