@@ -15,9 +15,12 @@ def test_info_lists_backends_and_threads():
     assert "cpu     available" in out and "CPU threads:" in out and "devices:" in out
 
 
-def test_demo_verifies_the_round_trip():
+def test_demo_verifies_every_step():
     out = _run("demo", "--tokens", "300")
-    assert "verified: every token's K/V is bit-identical at its new slot" in out
+    assert "bit-identical, no other slot touched" in out  # transfer
+    assert "bits/element" in out and "relative L2 error" in out  # codec
+    assert "matches a float64 re-rotation" in out  # RoPE
+    assert "verified: transfers bit-identical, codec within its quantization error, RoPE within fp16 rounding" in out
 
 
 def test_transfer_benchmark_runs_and_prints_its_table():

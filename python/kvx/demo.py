@@ -1,20 +1,25 @@
 """``python -m kvx demo``: the main job, end to end on the CPU backend (numpy only).
 
-A vLLM-style paged KV cache of Llama-3-8B's shape holds one request's tokens in scattered
-blocks; kvx offloads them to a dense LMCache-style buffer, loads them back into different blocks
-of a fresh cache, and the result is verified bit for bit.
+One request's K/V (Llama-3-8B's shape, LLM-like values) sits in scattered blocks of a vLLM-style
+paged cache. kvx offloads it to a dense LMCache-style buffer, compresses that buffer with the
+CacheGen codec and decodes it, loads the exact buffer back into different blocks of a fresh
+cache, and re-rotates the keys to new positions as CacheBlend does when a cached chunk is reused
+elsewhere in a prompt. Every step is checked: transfers bit for bit, the codec against its
+quantization error, RoPE against a float64 computation.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 
-from . import _info
+from . import _info, codec, rope
 from .transfer import load, store
 
 LAYERS, KV_HEADS, HEAD_SIZE, BLOCK_SIZE = 32, 8, 128, 16
+ROPE_BASE = 500000.0  # Llama 3's rope_theta
 
 
 def _scattered_slots(rng: np.random.Generator, tokens: int, num_blocks: int) -> np.ndarray:
@@ -24,12 +29,32 @@ def _scattered_slots(rng: np.random.Generator, tokens: int, num_blocks: int) -> 
     return np.ascontiguousarray(slots.reshape(-1)[:tokens], dtype=np.int64)
 
 
-def _random_cache(rng: np.random.Generator, num_blocks: int) -> list[np.ndarray]:
-    shape = (2, num_blocks, BLOCK_SIZE, KV_HEADS, HEAD_SIZE)
-    return [rng.integers(0, 2**16, size=shape, dtype=np.uint16).view(np.float16) for _ in range(LAYERS)]
+def _llm_like_kv(rng: np.random.Generator, tokens: int) -> np.ndarray:
+    """``[2, L, T, H*D]`` float16: per-channel scales and offsets, a few outlier key channels,
+    values correlated from token to token (what makes CacheGen's per-channel coding pay off)."""
+    shape = (2, LAYERS, 1, KV_HEADS * HEAD_SIZE)
+    scale = np.exp(0.4 * rng.standard_normal(shape, dtype=np.float32))
+    scale[0] *= np.where(rng.random(shape[1:], dtype=np.float32) < 0.01, 8.0, 1.0).astype(np.float32)
+    offset = 0.5 * rng.standard_normal(shape, dtype=np.float32) * scale
+    kv = np.empty((2, LAYERS, tokens, KV_HEADS * HEAD_SIZE), dtype=np.float16)
+    state = rng.standard_normal(shape, dtype=np.float32)
+    for t in range(tokens):
+        state = 0.9 * state + 0.436 * rng.standard_normal(shape, dtype=np.float32)  # 0.436^2 = 1 - 0.9^2
+        kv[:, :, t : t + 1] = offset + scale * state
+    return kv
 
 
-def _step(label: str, fn) -> float:
+def _paged_cache(num_blocks: int) -> list[np.ndarray]:
+    # np.full writes every page now, so page faults stay out of the timings.
+    return [np.full((2, num_blocks, BLOCK_SIZE, KV_HEADS, HEAD_SIZE), 0, dtype=np.float16) for _ in range(LAYERS)]
+
+
+def _slot_view(cache: np.ndarray) -> np.ndarray:
+    """``[2, slots, H*D]`` bits of one layer's ``[2, NB, BS, H, D]`` cache."""
+    return cache.view(np.uint16).reshape(2, -1, KV_HEADS * HEAD_SIZE)
+
+
+def _step(label: str, fn: Callable[[], object]) -> float:
     print(f"  {label} ...", end="", flush=True)
     start = time.perf_counter()
     fn()
@@ -38,20 +63,67 @@ def _step(label: str, fn) -> float:
     return seconds
 
 
-def _verify(source: list[np.ndarray], old: np.ndarray, target: list[np.ndarray], new: np.ndarray) -> int:
-    """Counts mismatches: moved tokens must be identical bits, every other slot still zero."""
-    flat = lambda c: c.view(np.uint16).reshape(2, -1, KV_HEADS * HEAD_SIZE)  # noqa: E731
-    untouched = np.ones(flat(target[0]).shape[1], dtype=bool)
-    untouched[new] = False
+def _transfer_mismatches(request: np.ndarray, target: list[np.ndarray], slots: np.ndarray) -> int:
+    """Elements that differ: the request's tokens must be identical bits at `slots`, every other
+    slot of `target` still zero."""
+    untouched = np.ones(_slot_view(target[0]).shape[1], dtype=bool)
+    untouched[slots] = False
     bad = 0
-    for src, dst in zip(source, target):
-        bad += int(np.count_nonzero(flat(src)[:, old] != flat(dst)[:, new]))
-        bad += int(np.count_nonzero(flat(dst)[:, untouched]))
+    for layer, cache in enumerate(target):
+        view = _slot_view(cache)
+        bad += int(np.count_nonzero(view[:, slots] != request[:, layer].view(np.uint16)))
+        bad += int(np.count_nonzero(view[:, untouched]))
     return bad
 
 
-def run_demo(tokens: int = 2000) -> int:
-    """Runs the demo and prints what it did; returns 0 when the round trip verified."""
+def _cos_sin_cache(max_position: int) -> np.ndarray:
+    """vLLM's ``[max_position, rot_dim]`` table (cos half, sin half), in float32."""
+    inv_freq = ROPE_BASE ** (-np.arange(0, HEAD_SIZE, 2, dtype=np.float32) / HEAD_SIZE)
+    angles = np.arange(max_position, dtype=np.float32)[:, None] * inv_freq[None, :]
+    return np.concatenate([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+
+
+def _rerotated64(keys: np.ndarray, old: np.ndarray, new: np.ndarray, cache: np.ndarray) -> np.ndarray:
+    """float64 NeoX re-rotation of ``[T, H, D]`` keys: the oracle for the RoPE step."""
+    half = HEAD_SIZE // 2
+    cos = lambda p: cache[p, :half].astype(np.float64)[:, None, :]  # noqa: E731
+    sin = lambda p: cache[p, half:].astype(np.float64)[:, None, :]  # noqa: E731
+    c = cos(new) * cos(old) + sin(new) * sin(old)
+    s = sin(new) * cos(old) - cos(new) * sin(old)
+    a, b = keys[..., :half].astype(np.float64), keys[..., half:].astype(np.float64)
+    return np.concatenate([a * c - b * s, b * c + a * s], axis=-1)
+
+
+def _codec_step(dense: np.ndarray) -> bool:
+    holder: dict[str, object] = {}
+    t_enc = _step("compress (CacheGen, LMCache's bins)", lambda: holder.update(blob=codec.encode(dense)))
+    blob = holder["blob"]
+    t_dec = _step("decompress", lambda: holder.update(out=codec.decode(blob, as_numpy=True)))
+    x, y = dense.astype(np.float32), holder["out"].astype(np.float32)
+    rel_l2 = float(np.linalg.norm(y - x) / np.linalg.norm(x))
+    ratio = dense.nbytes / len(blob)
+    print(f"codec: {len(blob) / 2**20:.1f} MiB, {8 * len(blob) / dense.size:.2f} bits/element, {ratio:.2f}x smaller "
+          f"than fp16; encode {dense.size / t_enc / 1e6:.0f} M symbols/s, decode {dense.size / t_dec / 1e6:.0f} M "
+          f"symbols/s; relative L2 error {rel_l2:.3f}")
+    return y.shape == x.shape and rel_l2 < 0.5  # 16-32 bins: a few tenths at most
+
+
+def _rope_step(dense: np.ndarray, tokens: int) -> bool:
+    """CacheBlend: the chunk, cached at positions 0..T-1, is reused at offset 10000."""
+    cache = _cos_sin_cache(tokens + 10000)
+    old = np.arange(tokens, dtype=np.int64)
+    new = old + 10000
+    keys = dense[0].reshape(LAYERS, tokens, KV_HEADS, HEAD_SIZE)  # the K plane, every layer at once
+    before = keys[0].copy()
+    _step("re-rotate keys of all layers to positions +10000", lambda: rope.rerotate_keys(keys, old, new, cache))
+    expected = _rerotated64(before, old, new, cache)
+    worst = float(np.max(np.abs(keys[0].astype(np.float64) - expected) / (np.abs(expected) + 1e-2)))
+    print(f"rope: layer 0 matches a float64 re-rotation within {worst:.1e} (fp16 rounding: 4.9e-04)")
+    return worst < 2.0**-10
+
+
+def run_demo(tokens: int = 1024) -> int:
+    """Runs the demo and prints what it did; returns 0 when every step verified."""
     rng = np.random.default_rng(0)
     num_blocks = 2 * -(-tokens // BLOCK_SIZE) + 8
     nbytes = 2 * LAYERS * tokens * KV_HEADS * HEAD_SIZE * 2
@@ -60,19 +132,23 @@ def run_demo(tokens: int = 2000) -> int:
           f"vLLM flash-attn NHD pool of {num_blocks} blocks x {BLOCK_SIZE} tokens")
     print(f"request: {tokens} tokens in scattered blocks = {nbytes / 2**20:.1f} MiB of K/V")
 
-    engine = _random_cache(rng, num_blocks)
-    old_slots = _scattered_slots(rng, tokens, num_blocks)
-    # np.full writes every page now, so page faults stay out of the timings.
-    dense = np.full((2, LAYERS, tokens, KV_HEADS * HEAD_SIZE), 0, dtype=np.float16)
-    fresh = [np.full(c.shape, 0, dtype=c.dtype) for c in engine]
-    new_slots = _scattered_slots(rng, tokens, num_blocks)
+    request = _llm_like_kv(rng, tokens)
+    engine, fresh = _paged_cache(num_blocks), _paged_cache(num_blocks)
+    old_slots, new_slots = _scattered_slots(rng, tokens, num_blocks), _scattered_slots(rng, tokens, num_blocks)
+    for layer, cache in enumerate(engine):  # the engine wrote the request there while serving it
+        _slot_view(cache)[:, old_slots] = request[:, layer].view(np.uint16)
+    dense = np.full(request.shape, 0, dtype=np.float16)
 
     t_store = _step("offload (paged -> dense KV_2LTD)", lambda: store(engine, dense, old_slots))
+    offloaded = bool(np.array_equal(dense.view(np.uint16), request.view(np.uint16)))
     t_load = _step("load into different blocks of a fresh cache", lambda: load(fresh, dense, new_slots))
-    bad = _verify(engine, old_slots, fresh, new_slots)
-    print(f"offload {nbytes / t_store / 1e9:.2f} GB/s, load {nbytes / t_load / 1e9:.2f} GB/s")
-    if bad:
-        print(f"FAILED: {bad} elements differ")
+    loaded = _transfer_mismatches(request, fresh, new_slots) == 0
+    print(f"transfer: offload {nbytes / t_store / 1e9:.2f} GB/s, load {nbytes / t_load / 1e9:.2f} GB/s; "
+          f"{'bit-identical, no other slot touched' if offloaded and loaded else 'MISMATCH'}")
+    checks = {"transfer": offloaded and loaded, "codec": _codec_step(dense), "rope": _rope_step(dense, tokens)}
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        print(f"FAILED: {', '.join(failed)}")
         return 1
-    print("verified: every token's K/V is bit-identical at its new slot; no other slot was touched")
+    print("verified: transfers bit-identical, codec within its quantization error, RoPE within fp16 rounding")
     return 0
