@@ -206,7 +206,7 @@ KVX_API int32_t kvx_synchronize(const kvx_stream *stream);
  * device can read it (device memory or pinned host memory), and what depends on the data is
  * checked on the device while the work runs: a non-finite token, a symbol or CDF table out of
  * range, a stream length or offset out of range, or an encoded stream longer than
- * stream_capacity skips that token or stream (a skipped encoder stream gets length 0, a
+ * stream_capacity skips that token, symbol or stream (a skipped encoder stream gets length 0, a
  * truncated one its capacity) and is reported by kvx_synchronize(), as for transfer. The CPU
  * backend rejects such calls before writing anything.
  */
