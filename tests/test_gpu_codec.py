@@ -114,6 +114,17 @@ def test_quantize_dequantize_match_cpu(dtype, shape):
     np.testing.assert_array_equal(_bits(out), _bits(codec.dequantize(forged, want_scales, bins, dtype)))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_tiny_scales_match_cpu(dtype):
+    """MAX / scale overflows to inf below ~4e-37: a GPU's float-to-int conversion saturates where
+    the CPU's gives INT_MIN; the kernels spell out the CPU's result."""
+    x = torch.tensor([[[1e-38, -1e-38, 0.0, 5e-39, 1e-45], [3e-37, -3e-37, 0.0, 1e-37, 2e-37]]]).to(dtype)
+    want, want_scales = codec.quantize(x, [256])
+    got, scales = codec.quantize(x.cuda(), [256])
+    kvx.synchronize(got)
+    assert torch.equal(got.cpu(), want) and torch.equal(scales.cpu(), want_scales)
+
+
 def test_quantize_strided_view():
     gen = torch.Generator().manual_seed(5)
     base = _random_kv(gen, 4, 40, 96, torch.bfloat16)

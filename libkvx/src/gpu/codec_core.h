@@ -97,12 +97,17 @@ KVX_HOST_DEVICE uint32_t kvx_cc_max_magnitude(const void *x, int32_t dtype, int6
 }
 
 /* LMCache's two roundings, product then sum, each to float32; then round half to even (the
- * sum lies in [-1, 2 * MAX + 1], where rintf and the CPU's magic-number rounding agree). */
+ * sum lies in [-1, 2 * MAX + 1], where rintf and the CPU's magic-number rounding agree).
+ * When MAX / scale overflows (a scale below about 4e-37, float32 or bfloat16 input) the sum is
+ * infinite or NaN: the CPU backend's conversion then gives INT_MIN on x86, so symbol 0, while a
+ * GPU's saturates (255 for +inf). Spelling out the x86 result keeps the backends identical and
+ * the conversion defined. */
 KVX_HOST_DEVICE uint8_t kvx_cc_quantize_value(float x, float factor, float max)
 {
     float product = x * factor;
     float shifted = product + max;
-    return (uint8_t)(int32_t)rintf(shifted);
+    float rounded = rintf(shifted);
+    return rounded >= -2147483648.0f && rounded < 2147483648.0f ? (uint8_t)(int32_t)rounded : 0;
 }
 
 /* Symbols of channels first, first + step, ... < n of a token whose scale is finite. */
