@@ -41,3 +41,14 @@ def test_every_benchmark_is_installed():
 
     for name in BENCHMARKS:
         assert callable(importlib.import_module(f"kvx.bench.{name}").run), name
+
+
+def test_gpu_codec_benchmark_runs_or_says_why_not():
+    """On a GPU it prints its table; without one it says so and exits 2 (no traceback)."""
+    result = subprocess.run([sys.executable, "-m", "kvx", "bench", "codec_gpu", "--layers", "2", "--tokens", "64",
+                             "--repeats", "1"], capture_output=True, text=True, timeout=600)
+    if result.returncode == 2:
+        assert result.stdout.startswith("no GPU:") or "needs torch" in result.stdout, result.stdout + result.stderr
+    else:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "torch copy_ device->device (baseline)" in result.stdout and "kvx decode" in result.stdout

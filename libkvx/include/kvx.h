@@ -201,6 +201,14 @@ KVX_API int32_t kvx_synchronize(const kvx_stream *stream);
  * ([layers, channels, cdf_len], uint16, LMCache's layout). Symbol s occupies
  * [cdf[s], cdf[s + 1]) of 65536, the last symbol (cdf_len - 2) ending at 65536; cdf[cdf_len - 1]
  * is not used by the coder. Tables must be strictly increasing over entries 0 .. cdf_len - 2.
+ *
+ * On a GPU stream (CUDA/HIP) every array except `bins` (always read on the host) lives where the
+ * device can read it (device memory or pinned host memory), and what depends on the data is
+ * checked on the device while the work runs: a non-finite token, a symbol or CDF table out of
+ * range, a stream length or offset out of range, or an encoded stream longer than
+ * stream_capacity skips that token, symbol or stream (a skipped encoder stream gets length 0, a
+ * truncated one its capacity) and is reported by kvx_synchronize(), as for transfer. The CPU
+ * backend rejects such calls before writing anything.
  */
 enum kvx_codec_limits {
     KVX_CODEC_MIN_BINS = 4,            /* quantization bins per row (MAX >= 1) */

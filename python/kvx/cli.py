@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import _info, _native
 
-BENCHMARKS = ("transfer", "codec", "rope", "device_plan", "transfer_gpu", "rope_gpu")  # each is kvx.bench.NAME with run(argv) -> int
+BENCHMARKS = ("transfer", "codec", "rope", "device_plan", "transfer_gpu", "rope_gpu", "codec_gpu")  # each is kvx.bench.NAME with run(argv) -> int
 
 
 def _pkgconfig_dir() -> Path:

@@ -15,6 +15,10 @@ Low level, mirroring LMCache's ``lmcache.c_ops`` so an adapter is thin: :func:`c
 :func:`quantize`, :func:`dequantize`, :func:`encode_streams` and :func:`stream_bound`. Symbols are
 laid out ``[layers, tokens, channels]`` (int8 or uint8), CDF tables ``[layers, channels, Lp]``
 (int16 or uint16, LMCache's layout), streams ``[layers, channels, capacity]`` uint8.
+The low-level functions also take CUDA/HIP tensors (all on one device, or pinned host memory):
+they run on the device's current stream without synchronising, outputs are allocated on that
+device, and errors found in the data on the device (non-finite values, symbols or CDF tables out
+of range, a stream longer than its slot) are raised by :func:`kvx.synchronize`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 
 from ._errors import InvalidArgumentError
 from ._native import check, ffi, lib
-from ._tensors import DEVICE_CPU, ArrayInfo, current_stream, describe, require_writable
+from ._tensors import DEVICE_CPU, ArrayInfo, current_stream, describe, require_same_device, require_writable
 from .reference_codec import default_bins
 
 try:
@@ -61,9 +65,7 @@ DEFAULT_CHUNK_TOKENS = 256
 # ---------------------------------------------------------------- helpers
 
 
-def _cpu_contiguous(info: ArrayInfo, shape_desc: str) -> None:
-    if info.device_type != DEVICE_CPU:
-        raise InvalidArgumentError(f"{info.name}: expected a CPU tensor (the codec runs on the CPU backend), got device type {info.device_type}")
+def _contiguous(info: ArrayInfo, shape_desc: str) -> None:
     if any(n == 0 for n in info.shape):
         return
     expected, step = [], 1
@@ -80,7 +82,7 @@ def _symbols_info(x: Any, name: str, ndim: int = 3, writable: bool = False) -> A
         raise InvalidArgumentError(f"{name}: expected int8 or uint8 symbols, got {getattr(x, 'dtype', None)}")
     if len(info.shape) != ndim:
         raise InvalidArgumentError(f"{name}: expected {ndim} dimensions [layers, tokens, channels], got shape {info.shape}")
-    _cpu_contiguous(info, "[layers, tokens, channels] array")
+    _contiguous(info, "[layers, tokens, channels] array")
     if writable:
         require_writable(info)
     return info
@@ -92,7 +94,7 @@ def _typed_info(x: Any, name: str, dtype: int, ndim: int, shape_desc: str, writa
         raise InvalidArgumentError(f"{name}: expected dtype {_dtype_name(dtype)}, got {getattr(x, 'dtype', None)}")
     if len(info.shape) != ndim:
         raise InvalidArgumentError(f"{name}: expected {ndim} dimensions {shape_desc}, got shape {info.shape}")
-    _cpu_contiguous(info, shape_desc)
+    _contiguous(info, shape_desc)
     if writable:
         require_writable(info)
     return info
@@ -104,13 +106,11 @@ def _dtype_name(code: int) -> str:
 
 
 def _cdf_pointer(cdf: Any, name: str = "cdf") -> tuple[Any, tuple[int, ...]]:
-    """The CDF tables ``[layers, channels, Lp]`` int16/uint16, contiguous, CPU -> (ptr, shape)."""
+    """The CDF tables ``[layers, channels, Lp]`` int16/uint16, contiguous -> (ptr, shape)."""
     if torch is not None and isinstance(cdf, torch.Tensor):
         ok = cdf.dtype == torch.int16 or cdf.dtype == getattr(torch, "uint16", None)
         if not ok:
             raise InvalidArgumentError(f"{name}: expected int16 or uint16 CDF tables, got {cdf.dtype}")
-        if cdf.device.type != "cpu":
-            raise InvalidArgumentError(f"{name}: expected a CPU tensor, got {cdf.device}")
         if cdf.dim() != 3 or not cdf.is_contiguous():
             raise InvalidArgumentError(f"{name}: expected a contiguous [layers, channels, Lp] tensor, got shape {tuple(cdf.shape)}")
         return ffi.cast("const uint16_t *", cdf.data_ptr()), tuple(cdf.shape)
@@ -133,9 +133,9 @@ def _same(name: str, got: int, expected: int, what: str) -> None:
 
 
 def _like(template: Any, shape: Sequence[int], np_dtype: Any, torch_dtype: Any = None) -> Any:
-    """A new CPU array of the same family (torch or numpy) as ``template``."""
+    """A new array of the same family (torch or numpy) and on the same device as ``template``."""
     if torch is not None and isinstance(template, torch.Tensor):
-        return torch.empty(tuple(shape), dtype=torch_dtype)
+        return torch.empty(tuple(shape), dtype=torch_dtype, device=template.device)
     return np.empty(tuple(shape), dtype=np_dtype)
 
 
@@ -159,6 +159,18 @@ def _bins_list(bins: Bins, default: list[int], num_layers: int, name: str) -> li
     return values
 
 
+def _same_device(*infos: ArrayInfo) -> tuple[int, int]:
+    """The device the call runs on (the first array's); the others must be reachable from it."""
+    return require_same_device(list(infos))
+
+
+def _cdf_info(cdf: Any) -> ArrayInfo:
+    """Where the CDF tables (checked by :func:`_cdf_pointer`) live, through a byte view: int16
+    has no kvx dtype."""
+    is_torch = torch is not None and isinstance(cdf, torch.Tensor)
+    return describe(cdf.view(torch.uint8) if is_torch else cdf.view(np.uint8), "cdf")
+
+
 def _int32_array(values: Sequence[int]) -> Any:
     return ffi.new("int32_t[]", list(values))
 
@@ -174,7 +186,7 @@ def stream_bound(num_tokens: int) -> int:
 
 
 def quantize(x: Any, bins: Sequence[int]) -> tuple[Any, Any]:
-    """CacheGen quantization of ``x`` ``[rows, T, C]`` (float32/float16/bfloat16, CPU, channels
+    """CacheGen quantization of ``x`` ``[rows, T, C]`` (float32/float16/bfloat16, channels
     contiguous) with ``bins[rows]``. Returns symbols uint8 ``[rows, T, C]`` and scales float32
     ``[rows, T]`` (max |x| per token, exact in x's dtype), same family (torch/numpy) as x."""
     info = describe(x, "x")
@@ -182,8 +194,6 @@ def quantize(x: Any, bins: Sequence[int]) -> tuple[Any, Any]:
         raise InvalidArgumentError(f"x: expected float32, float16 or bfloat16, got {getattr(x, 'dtype', None)}")
     if len(info.shape) != 3:
         raise InvalidArgumentError(f"x: expected 3 dimensions [rows, tokens, channels], got shape {info.shape}")
-    if info.device_type != DEVICE_CPU:
-        raise InvalidArgumentError("x: expected a CPU tensor (the codec runs on the CPU backend)")
     rows, tokens, channels = info.shape
     if channels > 1 and info.strides[2] != 1 and rows * tokens > 0:
         raise InvalidArgumentError(f"x: expected contiguous channels (last stride 1), got strides {info.strides}")
@@ -206,8 +216,9 @@ def dequantize(symbols: Any, scales: Any, bins: Sequence[int], dtype: Any = None
     if sc_info.shape != (rows, tokens):
         raise InvalidArgumentError(f"scales: expected shape {(rows, tokens)}, got {sc_info.shape}")
     b = _bins_list(bins, [], rows, "bins")
+    device = _same_device(s_info, sc_info)
     if torch is not None and isinstance(symbols, torch.Tensor):
-        out = torch.empty((rows, tokens, channels), dtype=dtype or torch.float32)
+        out = torch.empty((rows, tokens, channels), dtype=dtype or torch.float32, device=symbols.device)
     else:
         out = np.empty((rows, tokens, channels), dtype=dtype or np.float32)
     o_info = describe(out, "dtype")
@@ -215,7 +226,7 @@ def dequantize(symbols: Any, scales: Any, bins: Sequence[int], dtype: Any = None
         raise InvalidArgumentError(f"dtype: expected float32, float16 or bfloat16, got {dtype}")
     check(lib.kvx_codec_dequantize(_ptr(s_info, "const uint8_t *"), _ptr(sc_info, "const float *"), _int32_array(b),
                                    rows, tokens, channels, o_info.dtype, ffi.cast("void *", o_info.ptr),
-                                   tokens * channels, channels, ffi.NULL))
+                                   tokens * channels, channels, current_stream(device)))
     return out
 
 
@@ -251,6 +262,7 @@ def encode_fast_new(cdf: Any, input_sym: Any, output_buffer: Any, output_lengths
     l_info = _typed_info(output_lengths, "output_lengths", lib.KVX_DTYPE_INT32, 2, "[layers, channels] int32", writable=True)
     if l_info.shape != (layers, channels):
         raise InvalidArgumentError(f"output_lengths: expected shape {(layers, channels)}, got {l_info.shape}")
+    _same_device(s_info, _cdf_info(cdf), o_info, l_info)
     check(lib.kvx_codec_encode(cdf_ptr, cdf_shape[2], _ptr(s_info, "const uint8_t *"), layers, tokens, channels,
                                _ptr(o_info, "uint8_t *"), o_info.shape[2], _ptr(l_info, "int32_t *"),
                                current_stream(s_info.device)))
@@ -288,6 +300,7 @@ def decode_fast_new(cdf: Any, bytestreams: Any, lengths: Any, output: Any) -> No
     if l_info.shape != (layers, channels):
         raise InvalidArgumentError(f"lengths: expected shape {(layers, channels)}, got {l_info.shape}")
     o_info = _decode_output(output, layers, channels)
+    _same_device(o_info, _cdf_info(cdf), b_info, l_info)
     check(lib.kvx_codec_decode(cdf_ptr, cdf_shape[2], _ptr(b_info, "const uint8_t *"), b_info.shape[2],
                                _ptr(l_info, "const int32_t *"), layers, o_info.shape[1], channels,
                                _ptr(o_info, "uint8_t *"), current_stream(o_info.device)))
@@ -302,16 +315,22 @@ def decode_fast_prefsum(cdf: Any, bytestreams: Any, lengths_prefsum: Any, output
     b_info = describe(bytestreams, "bytestreams")
     if b_info.dtype != lib.KVX_DTYPE_UINT8 or len(b_info.shape) != 1:
         raise InvalidArgumentError(f"bytestreams: expected a 1-D uint8 array, got {getattr(bytestreams, 'dtype', None)} of shape {b_info.shape}")
-    _cpu_contiguous(b_info, "1-D uint8 array")
+    _contiguous(b_info, "1-D uint8 array")
     p_info = describe(lengths_prefsum, "lengths_prefsum")
     if p_info.dtype not in (lib.KVX_DTYPE_INT32, lib.KVX_DTYPE_INT64):
         raise InvalidArgumentError(f"lengths_prefsum: expected int32 or int64, got {getattr(lengths_prefsum, 'dtype', None)}")
     if int(np.prod(p_info.shape)) != layers * channels:
         raise InvalidArgumentError(f"lengths_prefsum: expected {layers * channels} entries ([layers, channels]), got shape {p_info.shape}")
-    ends = np.ascontiguousarray(lengths_prefsum.cpu().numpy() if torch is not None and isinstance(lengths_prefsum, torch.Tensor) else lengths_prefsum, dtype=np.int64).reshape(-1)
     o_info = _decode_output(output, layers, channels)
+    device = _same_device(o_info, _cdf_info(cdf), b_info)
+    if device[0] == DEVICE_CPU:
+        ends = np.ascontiguousarray(lengths_prefsum.cpu().numpy() if torch is not None and isinstance(lengths_prefsum, torch.Tensor) else lengths_prefsum, dtype=np.int64).reshape(-1)
+        ends_ptr = ends.__array_interface__["data"][0]
+    else:  # int64 on the device, allocated on the current stream (freed after the kernel there)
+        ends = torch.as_tensor(lengths_prefsum).to(device=output.device, dtype=torch.int64).contiguous().reshape(-1)
+        ends_ptr = ends.data_ptr()
     check(lib.kvx_codec_decode_prefsum(cdf_ptr, cdf_shape[2], _ptr(b_info, "const uint8_t *"), b_info.shape[0],
-                                       ffi.cast("const int64_t *", ends.__array_interface__["data"][0]), layers,
+                                       ffi.cast("const int64_t *", ends_ptr), layers,
                                        o_info.shape[1], channels, _ptr(o_info, "uint8_t *"),
                                        current_stream(o_info.device)))
 

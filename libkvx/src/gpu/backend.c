@@ -12,6 +12,11 @@ const kvx_backend kvx_gpu_backend = {
     .available = kvx_gpu_available,
     .transfer = kvx_gpu_transfer,
     .synchronize = kvx_gpu_synchronize,
+    .codec_quantize = kvx_gpu_codec_quantize,
+    .codec_dequantize = kvx_gpu_codec_dequantize,
+    .codec_calculate_cdf = kvx_gpu_codec_calculate_cdf,
+    .codec_encode = kvx_gpu_codec_encode,
+    .codec_decode = kvx_gpu_codec_decode,
     .rope_rerotate = kvx_gpu_rope_rerotate,
     .rope_apply = kvx_gpu_rope_apply,
 };

@@ -71,12 +71,54 @@ kvx_gpu_deferred_error *kvx_gpu_error_record(int device)
     return record;
 }
 
+/* A codec error a kernel recorded, worded like the CPU backend's up-front checks. */
+static int32_t report_codec(const kvx_gpu_deferred_error *seen, unsigned long long index)
+{
+    switch (seen->kind) {
+    case KVX_GPU_NON_FINITE:
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                        "x: expected finite values, got inf or NaN in row %lld token %lld (found "
+                        "on the device; that token was skipped)", seen->value, seen->limit);
+    case KVX_GPU_BAD_SYMBOL:
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                        "symbols: expected 0..%lld, got %lld at flat index %llu of [layers, "
+                        "tokens, channels] (found on the device; that symbol was skipped)",
+                        seen->limit, seen->value, index);
+    case KVX_GPU_BAD_CDF:
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                        "cdf[%llu]: expected strictly increasing entries, got cdf[%lld] >= "
+                        "cdf[%lld] (found on the device; that stream was skipped)",
+                        index, seen->value, seen->value + 1);
+    case KVX_GPU_BAD_LENGTH:
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                        "lengths[%llu]: expected 0..%lld (stream_capacity), got %lld (found on "
+                        "the device; that stream was not decoded)", index, seen->limit,
+                        seen->value);
+    case KVX_GPU_BAD_END_OFFSET:
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                        "end_offsets[%llu]: expected non-decreasing offsets at most num_bytes "
+                        "%lld, got %lld (found on the device; that stream was not decoded)",
+                        index, seen->limit, seen->value);
+    default:
+        return kvx_fail(KVX_ERR_BUFFER_TOO_SMALL,
+                        "stream_capacity: stream %llu needs %lld bytes, got %lld "
+                        "(kvx_codec_stream_bound gives a safe capacity; found on the device)",
+                        index, seen->value, seen->limit);
+    }
+}
+
 /* The error a kernel recorded, worded like the CPU backend's up-front checks. */
 static int32_t report(const kvx_gpu_deferred_error *seen)
 {
     unsigned long long index = seen->index_plus_one - 1;
     switch (seen->index_plus_one ? seen->kind : 0) {
     case 0: return KVX_OK;
+    case KVX_GPU_NON_FINITE:
+    case KVX_GPU_BAD_SYMBOL:
+    case KVX_GPU_BAD_CDF:
+    case KVX_GPU_BAD_LENGTH:
+    case KVX_GPU_BAD_END_OFFSET:
+    case KVX_GPU_STREAM_OVERFLOW: return report_codec(seen, index);
     case KVX_GPU_BAD_SLOT:
         return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
                         "slot_mapping[%llu]: slot %lld is out of range; the paged cache holds "

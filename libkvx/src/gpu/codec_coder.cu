@@ -1,0 +1,220 @@
+/*
+ * codec_coder.cu - LMCache's calculate_cdf and CacheGen range coder on CUDA and HIP GPUs.
+ *
+ * CDF: one thread block per (layer, 32 consecutive channels). Each warp reads tokens' 32-byte
+ * runs of symbols (coalesced) into per-channel histograms in shared memory, one thread per
+ * channel turns its histogram into prefix counts, and the block writes the 32 tables, which are
+ * contiguous in the output, with consecutive threads on consecutive entries.
+ *
+ * Encode and decode: one thread per (layer, channel) stream, as LMCache does; neighbouring
+ * threads take neighbouring channels, so each token's symbols are read (or written) as one
+ * coalesced run. The per-stream coder is codec_core.h's, bit-exact with the CPU backend.
+ *
+ * Bounds: an encoder never writes past its slot (a stream that needs more is truncated and
+ * recorded as overflow), and a decoder never reads outside its own stream (bytes past the end
+ * read as zero). Data-dependent errors (symbols out of range, CDF tables that are not strictly
+ * increasing, stream lengths or offsets out of range) skip the affected stream and are recorded
+ * for kvx_synchronize(); the CPU backend rejects such calls before writing anything.
+ */
+#include "codec_gpu.h"
+
+#define CDF_THREADS 256
+#define CDF_GROUP 32 /* channels per block */
+#define CDF_COUNTS (KVX_CODEC_MAX_BINS + 1) /* odd row length: no shared-memory bank conflicts */
+#define CODER_THREADS 64
+
+/* ---------------------------------------------------------------- CDF */
+
+struct cdf_args {
+    const uint8_t *symbols;
+    long long layers, tokens, channels, groups;
+    int num_bins;
+    uint16_t *cdf;
+    kvx_gpu_deferred_error *error;
+};
+
+/* Histograms of the block's channels; symbols >= num_bins are left out and recorded. */
+__device__ void count_symbols(const cdf_args &a, long long layer, long long c0, int width,
+                              uint32_t (*counts)[CDF_COUNTS])
+{
+    const int g = threadIdx.x % CDF_GROUP;
+    if (g >= width)
+        return;
+    const uint8_t *column = a.symbols + layer * a.tokens * a.channels + c0 + g;
+    for (long long t = threadIdx.x / CDF_GROUP; t < a.tokens; t += blockDim.x / CDF_GROUP) {
+        const uint8_t s = column[t * a.channels];
+        if (s < a.num_bins)
+            atomicAdd(&counts[g][s], 1u);
+        else
+            kvx_gpu_record_error(a.error, KVX_GPU_BAD_SYMBOL,
+                                 (layer * a.tokens + t) * a.channels + c0 + g, s, a.num_bins - 1);
+    }
+}
+
+__global__ void __launch_bounds__(CDF_THREADS) cdf_tables(const cdf_args a)
+{
+    __shared__ uint32_t counts[CDF_GROUP][CDF_COUNTS];
+    const int nb = a.num_bins;
+    for (long long item = blockIdx.x; item < a.layers * a.groups; item += gridDim.x) {
+        const long long layer = item / a.groups, c0 = (item - layer * a.groups) * CDF_GROUP;
+        const int width = a.channels - c0 < CDF_GROUP ? (int)(a.channels - c0) : CDF_GROUP;
+        for (int k = threadIdx.x; k < CDF_GROUP * (nb + 1); k += blockDim.x)
+            counts[k / (nb + 1)][k % (nb + 1)] = 0;
+        __syncthreads();
+        count_symbols(a, layer, c0, width, counts);
+        __syncthreads();
+        if ((int)threadIdx.x < width)
+            kvx_cc_counts_to_below(counts[threadIdx.x], nb);
+        __syncthreads();
+        uint16_t *out = a.cdf + (layer * a.channels + c0) * (nb + 1);
+        for (int k = threadIdx.x; k < width * (nb + 1); k += blockDim.x) {
+            const int g = k / (nb + 1), s = k - g * (nb + 1);
+            out[k] = kvx_cc_cdf_entry(counts[g][s], nb, a.tokens, s);
+        }
+        __syncthreads(); /* the next item clears the counts */
+    }
+}
+
+extern "C" int32_t kvx_gpu_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers,
+                                               int64_t num_tokens, int64_t num_channels,
+                                               int32_t num_bins, uint16_t *cdf,
+                                               const kvx_stream *stream)
+{
+    kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
+    cdf_args a = {symbols, num_layers, num_tokens, num_channels,
+                  (num_channels + CDF_GROUP - 1) / CDF_GROUP, num_bins, cdf, NULL};
+    int32_t rc = kvx_codec_begin(stream, scope, &a.error);
+    if (rc)
+        return rc;
+    cdf_tables<<<kvx_codec_blocks(num_layers * a.groups, 1), CDF_THREADS, 0,
+                 kvx_gpu_stream(stream)>>>(a);
+    return kvx_codec_launched("launching the calculate_cdf kernel");
+}
+
+/* ---------------------------------------------------------------- encode */
+
+struct encode_args {
+    const uint16_t *cdf;
+    int cdf_len;
+    const uint8_t *symbols;
+    long long layers, tokens, channels;
+    uint8_t *streams;
+    long long capacity;
+    int32_t *lengths;
+    kvx_gpu_deferred_error *error;
+};
+
+/* Encodes stream i = layer * channels + c; a skipped stream gets length 0. */
+__device__ void encode_one(const encode_args &a, long long i)
+{
+    const long long layer = i / a.channels, c = i - layer * a.channels;
+    const uint16_t *cdf = a.cdf + i * a.cdf_len;
+    const int32_t bad_entry = kvx_cc_cdf_bad_entry(cdf, a.cdf_len);
+    if (bad_entry >= 0) {
+        kvx_gpu_record_error(a.error, KVX_GPU_BAD_CDF, i, bad_entry, a.cdf_len);
+        a.lengths[i] = 0;
+        return;
+    }
+    const uint8_t *symbols = a.symbols + layer * a.tokens * a.channels + c;
+    int64_t needed = 0;
+    const int64_t bad_token = kvx_cc_encode_stream(cdf, a.cdf_len, symbols, a.channels, a.tokens,
+                                                   a.streams + i * a.capacity, a.capacity, &needed);
+    if (bad_token >= 0) {
+        kvx_gpu_record_error(a.error, KVX_GPU_BAD_SYMBOL,
+                             (layer * a.tokens + bad_token) * a.channels + c,
+                             symbols[bad_token * a.channels], a.cdf_len - 2);
+        a.lengths[i] = 0;
+        return;
+    }
+    if (needed > a.capacity)
+        kvx_gpu_record_error(a.error, KVX_GPU_STREAM_OVERFLOW, i, needed, a.capacity);
+    a.lengths[i] = (int32_t)(needed < a.capacity ? needed : a.capacity);
+}
+
+__global__ void __launch_bounds__(CODER_THREADS) encode_streams(const encode_args a)
+{
+    const long long streams = a.layers * a.channels;
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < streams; i += step)
+        encode_one(a, i);
+}
+
+extern "C" int32_t kvx_gpu_codec_encode(const uint16_t *cdf, int32_t cdf_len,
+                                        const uint8_t *symbols, int64_t num_layers,
+                                        int64_t num_tokens, int64_t num_channels,
+                                        uint8_t *streams, int64_t stream_capacity,
+                                        int32_t *lengths, const kvx_stream *stream)
+{
+    kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
+    encode_args a = {cdf, cdf_len, symbols, num_layers, num_tokens, num_channels,
+                     streams, stream_capacity, lengths, NULL};
+    int32_t rc = kvx_codec_begin(stream, scope, &a.error);
+    if (rc)
+        return rc;
+    encode_streams<<<kvx_codec_blocks(num_layers * num_channels, CODER_THREADS), CODER_THREADS, 0,
+                     kvx_gpu_stream(stream)>>>(a);
+    return kvx_codec_launched("launching the encode kernel");
+}
+
+/* ---------------------------------------------------------------- decode */
+
+struct decode_args {
+    const uint16_t *cdf;
+    int cdf_len;
+    const uint8_t *bytes;
+    long long num_bytes, capacity;
+    const int32_t *lengths;     /* streams in slots of `capacity` bytes, or */
+    const int64_t *end_offsets; /* back to back (inclusive prefix sums) */
+    long long layers, tokens, channels;
+    uint8_t *symbols;
+    kvx_gpu_deferred_error *error;
+};
+
+/* Decodes stream i; a stream with a bad extent or table leaves its symbols untouched. */
+__device__ void decode_one(const decode_args &a, long long i)
+{
+    int64_t start = 0, len = 0;
+    if (kvx_cc_stream_extent(a.lengths, a.end_offsets, a.capacity, a.num_bytes, i, &start, &len)) {
+        if (a.lengths)
+            kvx_gpu_record_error(a.error, KVX_GPU_BAD_LENGTH, i, a.lengths[i], a.capacity);
+        else
+            kvx_gpu_record_error(a.error, KVX_GPU_BAD_END_OFFSET, i, a.end_offsets[i],
+                                 a.num_bytes);
+        return;
+    }
+    const uint16_t *cdf = a.cdf + i * a.cdf_len;
+    const int32_t bad_entry = kvx_cc_cdf_bad_entry(cdf, a.cdf_len);
+    if (bad_entry >= 0) {
+        kvx_gpu_record_error(a.error, KVX_GPU_BAD_CDF, i, bad_entry, a.cdf_len);
+        return;
+    }
+    const long long layer = i / a.channels, c = i - layer * a.channels;
+    kvx_cc_decode_stream(cdf, a.cdf_len, a.bytes + start, len, a.tokens,
+                         a.symbols + layer * a.tokens * a.channels + c, a.channels);
+}
+
+__global__ void __launch_bounds__(CODER_THREADS) decode_streams(const decode_args a)
+{
+    const long long streams = a.layers * a.channels;
+    const long long step = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < streams; i += step)
+        decode_one(a, i);
+}
+
+extern "C" int32_t kvx_gpu_codec_decode(const uint16_t *cdf, int32_t cdf_len,
+                                        const uint8_t *bytes, int64_t num_bytes,
+                                        int64_t stream_capacity, const int32_t *lengths,
+                                        const int64_t *end_offsets, int64_t num_layers,
+                                        int64_t num_tokens, int64_t num_channels,
+                                        uint8_t *symbols, const kvx_stream *stream)
+{
+    kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
+    decode_args a = {cdf, cdf_len, bytes, num_bytes, stream_capacity, lengths, end_offsets,
+                     num_layers, num_tokens, num_channels, symbols, NULL};
+    int32_t rc = kvx_codec_begin(stream, scope, &a.error);
+    if (rc)
+        return rc;
+    decode_streams<<<kvx_codec_blocks(num_layers * num_channels, CODER_THREADS), CODER_THREADS, 0,
+                     kvx_gpu_stream(stream)>>>(a);
+    return kvx_codec_launched("launching the decode kernel");
+}
