@@ -89,13 +89,16 @@ static void scale_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* The two roundings LMCache makes: product, then sum, each to float32. */
+/* The two roundings LMCache makes: product, then sum, each to float32. When MAX / scale
+ * overflows (scales below about 4e-37) the sum is infinite or NaN, and converting that to an
+ * integer is undefined: such values give symbol 0 (what x86's conversion yields, INT_MIN), on
+ * every platform and in the GPU backend alike (gpu/codec_core.h). */
 static inline uint8_t quantize_one(float x, float factor, float max)
 {
     float product = x * factor;
     float shifted = product + max;
     float rounded = (shifted + ROUND_MAGIC) - ROUND_MAGIC;
-    return (uint8_t)(int32_t)rounded;
+    return rounded >= -2147483648.0f && rounded < 2147483648.0f ? (uint8_t)(int32_t)rounded : 0;
 }
 
 static void quantize_token(const quant_job *job, const void *p, float factor, float max,
