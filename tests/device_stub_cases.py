@@ -57,6 +57,7 @@ long stub_copy_count(void);
 long stub_copy_bytes(void);
 void stub_reset_counts(void);
 void stub_inject(const char *function, int code, int times);
+void stub_inject_after(const char *function, int code, int times, int after);
 void stub_inject_async(const char *function, int code, int times);
 void stub_clear_injections(void);
 long stub_error_count(void);
@@ -156,8 +157,9 @@ class Stub:
         self.lib.stub_clear_injections()
         self.lib.stub_clear_errors()
 
-    def inject(self, name: str, code: int, times: int = 1) -> None:
-        self.lib.stub_inject(name.encode(), code, times)
+    def inject(self, name: str, code: int, times: int = 1, after: int = 0) -> None:
+        """The next `times` calls of `name` after `after` successful ones return `code`."""
+        self.lib.stub_inject_after(name.encode(), code, times, after)
 
     def inject_async(self, name: str, code: int, times: int = 1) -> None:
         self.lib.stub_inject_async(name.encode(), code, times)

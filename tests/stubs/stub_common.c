@@ -209,6 +209,7 @@ typedef struct counter {
     char name[64];
     long calls;
     int fail_code, fail_times;        /* returned by the call */
+    int fail_after;                   /* calls that succeed before the injected failures */
     int async_code, async_times;      /* reported by the stream */
 } counter;
 
@@ -242,7 +243,9 @@ static int take_injection(const char *function, int async, int count_call)
     if (c) {
         c->calls += count_call;
         int *times = async ? &c->async_times : &c->fail_times;
-        if (*times > 0) {
+        if (!async && *times > 0 && c->fail_after > 0)
+            c->fail_after--;
+        else if (*times > 0) {
             (*times)--;
             code = async ? c->async_code : c->fail_code;
         }
@@ -284,22 +287,29 @@ void stub_reset_counts(void)
     pthread_mutex_unlock(&count_lock);
 }
 
-static void set_injection(const char *function, int async, int code, int times)
+static void set_injection(const char *function, int async, int code, int times, int after)
 {
     pthread_mutex_lock(&count_lock);
     counter *c = counter_for(function);
     if (c) {
         *(async ? &c->async_code : &c->fail_code) = code;
         *(async ? &c->async_times : &c->fail_times) = times;
+        if (!async)
+            c->fail_after = after;
     }
     pthread_mutex_unlock(&count_lock);
 }
 
-void stub_inject(const char *function, int code, int times) { set_injection(function, 0, code, times); }
+void stub_inject(const char *function, int code, int times) { set_injection(function, 0, code, times, 0); }
+
+void stub_inject_after(const char *function, int code, int times, int after)
+{
+    set_injection(function, 0, code, times, after);
+}
 
 void stub_inject_async(const char *function, int code, int times)
 {
-    set_injection(function, 1, code, times);
+    set_injection(function, 1, code, times, 0);
 }
 
 void stub_clear_injections(void)

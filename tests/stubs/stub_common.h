@@ -115,6 +115,8 @@ STUB_API long stub_copy_count(void);   /* copy descriptors executed (a 2D copy c
 STUB_API long stub_copy_bytes(void);
 STUB_API void stub_reset_counts(void);
 STUB_API void stub_inject(const char *function, int code, int times);
+/* The same, after `after` calls that succeed. */
+STUB_API void stub_inject_after(const char *function, int code, int times, int after);
 STUB_API void stub_inject_async(const char *function, int code, int times);
 STUB_API void stub_clear_injections(void);
 STUB_API long stub_error_count(void);
