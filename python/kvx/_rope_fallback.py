@@ -10,9 +10,10 @@ Routes:
 - ``torch_npu.npu_rotary_mul``, for tensors on an ``npu`` device, where its documented contract
   fits: ``out = x * r1 + rotate(x) * r2`` on 4-D inputs, ``rotary_mode="half"`` (NeoX pairing;
   GPT-J's interleaved pairing needs the newer ``rotary_mode="interleave"``, not used here). Its
-  shape limits differ across torch_npu releases; the oldest documented ones are the envelope used
-  here: last dimension exactly 128 (``rot_dim == 128``), B and N at most 1000 and B*N at most 1024
-  (B = layers, N = heads, layout BSND with ``r1``/``r2`` of shape ``[1, S, 1, D]``). The op's
+  shape limits differ across torch_npu releases (checked: the docstrings of torch_npu 2.14.0 and
+  the Ascend docs of older releases); the strictest of them is the envelope used here: last
+  dimension exactly 128 (``rot_dim == 128``), B and N below 1000 and B*N at most 1024 (B = layers,
+  N = heads, layout BSND with ``r1``/``r2`` of shape ``[1, S, 1, D]``). The op's
   internal precision is not documented, so the inputs are cast to float32 first (DESIGN.md
   section 6: float32 arithmetic whatever the storage dtype) and the result rounded back once.
   Re-rotation uses one rotation by ``new - old`` (angles combined in float32), as the C kernels
@@ -44,7 +45,7 @@ REFERENCE = "kvx.reference_rope (plain torch on the tensors' device)"
 
 # npu_rotary_mul's most restrictive documented limits (see the module docstring).
 NPU_HEAD_DIM = 128
-NPU_MAX_BN = 1000
+NPU_MAX_BN = 999  # B, N < 1000
 NPU_MAX_BROADCAST = 1024
 
 _DEVICE_NAMES = {DEVICE_ASCEND: "npu", DEVICE_CNRT: "mlu", DEVICE_CUDA: "cuda", DEVICE_HIP: "cuda"}
