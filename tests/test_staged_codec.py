@@ -291,6 +291,26 @@ def test_zero_tokens(dev):
     same(encode(cdf[2], symbols, 4, on=dev), encode(cdf[2], symbols, 4))
 
 
+NO_PINNED = """
+    import numpy as np, device_stub_cases as dsc, test_staged_codec as t
+    dsc._loaded["{backend}"] = dsc.Stub("{backend}", dsc.build_stub("{backend}", ("STUB_NO_PINNED",)))
+    dev = t.Device("{backend}")
+    symbols = np.random.default_rng(8).integers(0, 15, (2, 70, 5), dtype=np.uint8)
+    cdf = t.calculate_cdf(symbols, 16, on=dev)
+    t.same(cdf, t.calculate_cdf(symbols, 16))
+    t.same(t.encode(cdf[2], symbols, 80, on=dev), t.encode(cdf[2], symbols, 80))
+    dev.release()
+    print("ok", dev.st.calls(t.COPY["{backend}"]))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runtime_without_pinned_memory_stages_through_malloc(backend):
+    r = dsc.run_python(NO_PINNED.format(backend=backend))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.split()[-2:] == ["ok", "7"]  # cdf: 1 in, 1 out; encode: 3 in, 2 out
+
+
 # ---------------------------------------------------------------- errors
 
 

@@ -6,7 +6,8 @@
  *
  * Variants (compile-time): -DSTUB_NO_BATCH_V2 drops aclrtMemcpyBatchAsyncV2, -DSTUB_NO_BATCH
  * drops both batch functions (a runtime older than the batch API), -DSTUB_NO_2D drops
- * aclrtMemcpy2dAsync, -DSTUB_2D_NO_D2D makes it refuse device-to-device copies (older CANN).
+ * aclrtMemcpy2dAsync, -DSTUB_2D_NO_D2D makes it refuse device-to-device copies (older CANN),
+ * -DSTUB_NO_PINNED drops aclrtMallocHost/aclrtFreeHost.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -253,6 +254,7 @@ API aclError aclrtSynchronizeStream(aclrtStream stream)
 }
 
 /* ---- pinned host memory (the host-staged codec's staging buffers) */
+#ifndef STUB_NO_PINNED
 
 API aclError aclrtMallocHost(void **hostPtr, size_t size)
 {
@@ -263,6 +265,7 @@ API aclError aclrtFreeHost(void *hostPtr)
 {
     return status(stub_call_free("aclrtFreeHost", hostPtr, 0));
 }
+#endif
 
 /* ---- for the tests: memory and streams, as an application would make them */
 

@@ -4,7 +4,7 @@
  * libkvx's cnrt_api.h.
  *
  * Variants (compile-time): -DSTUB_NO_V3 drops cnrtMemcpyAsync_V3, -DSTUB_NO_V2 drops _V2 too,
- * -DSTUB_NO_2D drops cnrtMemcpy2DAsync.
+ * -DSTUB_NO_2D drops cnrtMemcpy2DAsync, -DSTUB_NO_PINNED drops cnrtHostMalloc/cnrtFreeHost.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -145,6 +145,7 @@ API cnrtRet_t cnrtQueueSync(cnrtQueue_t queue)
 }
 
 /* ---- page-locked host memory (the host-staged codec's staging buffers) */
+#ifndef STUB_NO_PINNED
 
 API cnrtRet_t cnrtHostMalloc(void **pPtr, size_t bytes)
 {
@@ -152,6 +153,7 @@ API cnrtRet_t cnrtHostMalloc(void **pPtr, size_t bytes)
 }
 
 API cnrtRet_t cnrtFreeHost(void *ptr) { return status(stub_call_free("cnrtFreeHost", ptr, 0)); }
+#endif
 
 /* ---- for the tests */
 

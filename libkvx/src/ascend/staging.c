@@ -1,6 +1,4 @@
 /* staging.c - the host-staged codec's operations on AscendCL (src/core/codec_staged.h). */
-#include <stdlib.h>
-
 #include "../core/codec_staged.h"
 #include "ascend_backend.h"
 
@@ -11,35 +9,20 @@ static int32_t enter(const kvx_stream *stream, kvx_device_guard *guard)
 
 static void leave(const kvx_device_guard *guard) { kvx_acl_leave_device(kvx_acl_load(), guard); }
 
-/* Pinned memory where the runtime has both functions, else plain malloc (AscendCL then copies
- * synchronously: correct, just slower). */
-static int pinned(const kvx_acl_api *acl) { return acl->aclrtMallocHost && acl->aclrtFreeHost; }
-
+/* Pinned memory where the runtime has both functions (else the staged codec uses malloc). */
 static int32_t host_alloc(size_t bytes, void **ptr)
 {
     const kvx_acl_api *acl = kvx_acl_load();
-    if (!pinned(acl)) {
-        *ptr = malloc(bytes);
-        return *ptr ? KVX_OK
-                    : kvx_fail(KVX_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of staging "
-                               "memory for the host-staged codec", bytes);
-    }
+    if (!acl->aclrtMallocHost || !acl->aclrtFreeHost)
+        return KVX_STAGING_NO_PINNED;
     kvx_acl_error rc = acl->aclrtMallocHost(ptr, bytes);
     if (rc != KVX_ACL_SUCCESS)
-        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "aclrtMallocHost failed with AscendCL error %d "
-                        "for %zu bytes of staging memory for the host-staged codec", (int)rc,
-                        bytes);
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "aclrtMallocHost failed with AscendCL error %d for "
+                        "%zu bytes of staging memory for the host-staged codec", (int)rc, bytes);
     return KVX_OK;
 }
 
-static void host_free(void *ptr)
-{
-    const kvx_acl_api *acl = kvx_acl_load();
-    if (pinned(acl))
-        acl->aclrtFreeHost(ptr);
-    else
-        free(ptr);
-}
+static void host_free(void *ptr) { kvx_acl_load()->aclrtFreeHost(ptr); }
 
 static int32_t copy(void *dst, const void *src, size_t bytes, int to_device,
                     const kvx_stream *stream, const char *doing)

@@ -1,6 +1,4 @@
 /* staging.c - the host-staged codec's operations on CNRT (src/core/codec_staged.h). */
-#include <stdlib.h>
-
 #include "../core/codec_staged.h"
 #include "cnrt_backend.h"
 
@@ -11,18 +9,12 @@ static int32_t enter(const kvx_stream *stream, kvx_device_guard *guard)
 
 static void leave(const kvx_device_guard *guard) { kvx_cnrt_leave_device(kvx_cnrt_load(), guard); }
 
-/* Page-locked memory where the runtime has both functions, else plain malloc. */
-static int pinned(const kvx_cnrt_api *cnrt) { return cnrt->cnrtHostMalloc && cnrt->cnrtFreeHost; }
-
+/* Pinned memory where the runtime has both functions (else the staged codec uses malloc). */
 static int32_t host_alloc(size_t bytes, void **ptr)
 {
     const kvx_cnrt_api *cnrt = kvx_cnrt_load();
-    if (!pinned(cnrt)) {
-        *ptr = malloc(bytes);
-        return *ptr ? KVX_OK
-                    : kvx_fail(KVX_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of staging "
-                               "memory for the host-staged codec", bytes);
-    }
+    if (!cnrt->cnrtHostMalloc || !cnrt->cnrtFreeHost)
+        return KVX_STAGING_NO_PINNED;
     kvx_cnrt_ret rc = cnrt->cnrtHostMalloc(ptr, bytes);
     if (rc != KVX_CNRT_SUCCESS)
         return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "cnrtHostMalloc failed with CNRT error %u for "
@@ -31,14 +23,7 @@ static int32_t host_alloc(size_t bytes, void **ptr)
     return KVX_OK;
 }
 
-static void host_free(void *ptr)
-{
-    const kvx_cnrt_api *cnrt = kvx_cnrt_load();
-    if (pinned(cnrt))
-        cnrt->cnrtFreeHost(ptr);
-    else
-        free(ptr);
-}
+static void host_free(void *ptr) { kvx_cnrt_load()->cnrtFreeHost(ptr); }
 
 static int32_t copy(void *dst, const void *src, size_t bytes, int to_device,
                     const kvx_stream *stream, const char *doing)

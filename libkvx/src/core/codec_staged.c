@@ -2,6 +2,7 @@
 #include "codec_staged.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 enum { STAGE_IN = 1, STAGE_OUT = 2, STAGE_INOUT = 3 };
@@ -28,6 +29,7 @@ typedef struct staging {
     staged_array arrays[MAX_ARRAYS];
     int count;
     void *block;
+    int pinned; /* block came from ops->host_alloc (else malloc) */
     int entered;
     kvx_device_guard guard;
 } staging;
@@ -115,8 +117,15 @@ static int32_t stage_in(staging *s)
         a->offset = total;
         total += ((size_t)array_bytes(a) + STAGING_ALIGN - 1) / STAGING_ALIGN * STAGING_ALIGN;
     }
-    if (total > 0 && (rc = s->ops->host_alloc(total, &s->block)))
-        return rc;
+    if (total > 0) {
+        rc = s->ops->host_alloc(total, &s->block);
+        s->pinned = rc == KVX_OK;
+        if (rc == KVX_STAGING_NO_PINNED && !(s->block = malloc(total)))
+            return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of staging memory "
+                            "for the host-staged codec", total);
+        if (rc != KVX_OK && rc != KVX_STAGING_NO_PINNED)
+            return rc;
+    }
     for (int k = 0; k < s->count; k++)
         if (s->arrays[k].staged)
             s->arrays[k].host = (char *)s->block + s->arrays[k].offset;
@@ -153,8 +162,10 @@ static int32_t stage_out(staging *s)
 
 static void stage_end(staging *s)
 {
-    if (s->block)
+    if (s->block && s->pinned)
         s->ops->host_free(s->block);
+    else
+        free(s->block);
     if (s->entered)
         s->ops->leave(&s->guard);
 }
@@ -171,6 +182,16 @@ static int32_t begin(staging *s, const kvx_stream *stream)
     s->ops = backend->staging;
     s->stream = stream;
     return KVX_OK;
+}
+
+/* begin() for the range coder's entries, whose first array is the CDF tables. */
+static int32_t begin_coder(staging *s, const kvx_stream *stream, const uint16_t *cdf,
+                           int32_t cdf_len, int64_t tables)
+{
+    int32_t rc = begin(s, stream);
+    if (!rc)
+        add_flat(s, "cdf", cdf, tables * cdf_len * (int64_t)sizeof(uint16_t), STAGE_IN);
+    return rc;
 }
 
 /* Stages in, runs `cpu_step` (a statement list setting rc), stages out. */
@@ -260,11 +281,10 @@ int32_t kvx_staged_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint
                                 const kvx_stream *stream)
 {
     staging s;
-    int32_t status = begin(&s, stream);
+    int64_t tables = num_layers * num_channels;
+    int32_t status = begin_coder(&s, stream, cdf, cdf_len, tables);
     if (status)
         return status;
-    int64_t tables = num_layers * num_channels;
-    add_flat(&s, "cdf", cdf, tables * cdf_len * (int64_t)sizeof(uint16_t), STAGE_IN);
     add_flat(&s, "symbols", symbols, num_layers * num_tokens * num_channels, STAGE_IN);
     /* Slot bytes past each stream's length are not written: staged in so they come back as
      * they were. */
@@ -285,11 +305,10 @@ int32_t kvx_staged_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint
                                 uint8_t *symbols, const kvx_stream *stream)
 {
     staging s;
-    int32_t status = begin(&s, stream);
+    int64_t tables = num_layers * num_channels;
+    int32_t status = begin_coder(&s, stream, cdf, cdf_len, tables);
     if (status)
         return status;
-    int64_t tables = num_layers * num_channels;
-    add_flat(&s, "cdf", cdf, tables * cdf_len * (int64_t)sizeof(uint16_t), STAGE_IN);
     add_flat(&s, lengths ? "streams" : "bytes", bytes, num_bytes, STAGE_IN);
     if (lengths)
         add_flat(&s, "lengths", lengths, tables * (int64_t)sizeof(int32_t), STAGE_IN);

@@ -32,6 +32,8 @@
 #include "kvx_internal.h"
 #include "runtime_loader.h"
 
+enum { KVX_STAGING_NO_PINNED = 1 };
+
 typedef struct kvx_staging_ops {
     const char *device_name; /* "NPU", "MLU": for messages */
     /* Makes the stream's device current on this thread; leave() undoes it. */
@@ -39,7 +41,8 @@ typedef struct kvx_staging_ops {
     void (*leave)(const kvx_device_guard *guard);
     /* *device = the device index holding ptr, or -1 for host memory. */
     int32_t (*locate)(const void *ptr, const char *what, int32_t *device);
-    /* Page-locked host memory (plain malloc where the runtime has none). */
+    /* Page-locked host memory; KVX_STAGING_NO_PINNED when the runtime has no such allocator
+     * (the staged codec then uses malloc). */
     int32_t (*host_alloc)(size_t bytes, void **ptr);
     void (*host_free)(void *ptr);
     /* Enqueues one asynchronous copy on the stream, host -> device when to_device, else
