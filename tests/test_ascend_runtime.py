@@ -1,5 +1,5 @@
-"""The Ascend backend's runtime handling, on the stub AscendCL: how the runtime is found, which
-copy API is picked (batch V2, batch, loop; fallback when the chip lacks batch copies), error
+"""The Ascend backend's runtime handling, on the stub AscendCL (how the runtime is found:
+test_device_runtimes.py; the host-staged codec: test_staged_codec.py): which copy API is picked (batch V2, batch, loop; fallback when the chip lacks batch copies), error
 mapping by injected failures, host-side slot checks, device selection, and the lifetime of the
 batch descriptor arrays the runtime reads asynchronously."""
 

@@ -1,4 +1,5 @@
-"""The CNRT backend's runtime handling, on the stub CNRT: finding the runtime, picking the copy
+"""The CNRT backend's runtime handling, on the stub CNRT (finding the runtime:
+test_device_runtimes.py; the host-staged codec: test_staged_codec.py): picking the copy
 entry point (cnrtMemcpyAsync_V3, else _V2, else the plain call; 2D copies only where
 cnrtMemcpy2DAsync exists), error mapping by injected failures, host-side slot checks."""
 
