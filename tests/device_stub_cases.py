@@ -22,6 +22,7 @@ from pathlib import Path
 
 import cffi
 import numpy as np
+import pytest
 import torch
 
 import kvx
@@ -30,13 +31,14 @@ from kvx import layouts
 from kvx._native import ffi as kffi
 from kvx._native import lib as klib
 from kvx._tensors import describe
-from kvx.transfer import _dense_strides, resolve_paged
+from kvx.transfer import _dense_strides, _descriptors, resolve_paged
 
 HERE = Path(__file__).resolve().parent
 STUBS = HERE / "stubs"
 SONAME = {"ascend": "libascendcl.so", "cnrt": "libcnrt.so"}
 SOURCE = {"ascend": "acl_stub.c", "cnrt": "cnrt_stub.c"}
 DEVICE_TYPE = {"ascend": 32, "cnrt": 33}
+STORE, LOAD = int(kvx.Direction.PAGED_TO_DENSE), int(kvx.Direction.DENSE_TO_PAGED)
 
 STUB_CDEF = """
 void *stub_alloc(size_t size, int device);
@@ -55,6 +57,7 @@ long stub_copy_count(void);
 long stub_copy_bytes(void);
 void stub_reset_counts(void);
 void stub_inject(const char *function, int code, int times);
+void stub_inject_after(const char *function, int code, int times, int after);
 void stub_inject_async(const char *function, int code, int times);
 void stub_clear_injections(void);
 long stub_error_count(void);
@@ -65,6 +68,12 @@ void stub_clear_errors(void);
 
 def compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def needs_compiler(backend: str):
+    """The module-level mark of every stub test: the stubs are built with the system compiler."""
+    runtime = {"ascend": "AscendCL", "cnrt": "CNRT"}[backend]
+    return pytest.mark.skipif(compiler() is None, reason=f"no C compiler to build the stub {runtime} runtime")
 
 
 def build_stub(backend: str, defines: tuple[str, ...] = ()) -> Path:
@@ -148,8 +157,9 @@ class Stub:
         self.lib.stub_clear_injections()
         self.lib.stub_clear_errors()
 
-    def inject(self, name: str, code: int, times: int = 1) -> None:
-        self.lib.stub_inject(name.encode(), code, times)
+    def inject(self, name: str, code: int, times: int = 1, after: int = 0) -> None:
+        """The next `times` calls of `name` after `after` successful ones return `code`."""
+        self.lib.stub_inject_after(name.encode(), code, times, after)
 
     def inject_async(self, name: str, code: int, times: int = 1) -> None:
         self.lib.stub_inject_async(name.encode(), code, times)
@@ -222,17 +232,6 @@ def stage(st: Stub, backend: str, layout_name: str, paged, dense: torch.Tensor, 
                 return dev_of[start] + (addr - start)
         raise AssertionError(f"base {addr:#x} is in no paged tensor")
 
-    bases = kffi.new("void *[]", [kffi.cast("void *", to_device(b)) for b in cache.bases()])
-    p = kffi.new("kvx_paged_desc *")
-    p.struct_size = kffi.sizeof("kvx_paged_desc")
-    p.dtype, p.num_layers, p.num_kv = cache.dtype, cache.num_layers, cache.num_kv
-    p.num_heads, p.head_size = cache.num_heads, cache.head_size
-    p.num_bases, p.bases = len(bases), bases
-    p.block_size, p.num_blocks = cache.block_size, cache.num_blocks
-    s = cache.strides
-    p.kv_stride, p.block_stride = s.get("kv", 0), s["block"]
-    p.token_stride, p.head_stride = s.get("token", 0), s.get("head", 0)
-
     info = describe(dense, "dense")
     strides = _dense_strides(info, layouts.dense_format(fmt), cache, slots.shape[0])
     base = info.ptr
@@ -241,13 +240,7 @@ def stage(st: Stub, backend: str, layout_name: str, paged, dense: torch.Tensor, 
         dev = st.upload(dense)
         uploads.append((dev, start, end - start))
         base = dev + (info.ptr - start)
-    d = kffi.new("kvx_dense_desc *")
-    d.struct_size = kffi.sizeof("kvx_dense_desc")
-    d.dtype, d.num_layers, d.num_kv = cache.dtype, cache.num_layers, cache.num_kv
-    d.num_heads, d.head_size, d.num_tokens = cache.num_heads, cache.head_size, slots.shape[0]
-    d.base = kffi.cast("void *", base)
-    d.kv_stride, d.layer_stride = strides.get("kv", 0), strides.get("layer", 0)
-    d.token_stride, d.head_stride = strides["token"], strides.get("head", 0)
+    p, d, bases = _descriptors(cache, [to_device(b) for b in cache.bases()], base, strides, slots.shape[0])
 
     handle = st.stream() if handle is None else handle
     stream = kffi.new("kvx_stream *")
@@ -259,6 +252,83 @@ def stage(st: Stub, backend: str, layout_name: str, paged, dense: torch.Tensor, 
 
 def last_error() -> str:
     return kffi.string(klib.kvx_last_error()).decode()
+
+
+def staged_transfer(backend: str, dense_on_device: bool = False, layout: str = "vllm_nhd", size: str = "blocks",
+                    seed: int = 7) -> tuple[Stub, DeviceCase]:
+    """A transfer staged on the loaded stub, counters and injections reset."""
+    st = stub(backend)
+    paged, dense, slots, fmt = make_inputs(layout, size, seed)
+    case = stage(st, backend, layout, paged, dense, slots, fmt, dense_on_device)
+    st.reset()
+    return st, case
+
+
+def check_injected_error(st: Stub, case: DeviceCase, function: str, code: int, direction: int) -> None:
+    """A failure injected into `function` comes back as KVX_ERR_DEVICE naming it and the vendor
+    code, leaves nothing queued that fails later, and the stub saw no misuse."""
+    st.inject(function, code)
+    rc = case.run(direction)
+    msg = last_error()
+    assert rc == klib.KVX_ERR_DEVICE, msg
+    assert function in msg and str(code) in msg
+    assert case.synchronize() == 0
+    assert st.errors() == (0, "")
+    case.release()
+
+
+def check_out_of_range_slot_rejected(backend: str, index: int, copy_functions: tuple[str, ...]) -> None:
+    """A slot at or past the pool's capacity at slot_mapping[index] is rejected naming the entry,
+    before any of `copy_functions` was called or anything ran on the stream."""
+    st, case = staged_transfer(backend, dense_on_device=True, layout="vllm_nhd")
+    cap = case.paged_desc.num_blocks * case.paged_desc.block_size
+    case.slots[index] = cap + index % 3
+    assert case.run(LOAD) == klib.KVX_ERR_INVALID_ARGUMENT
+    msg = last_error()
+    assert f"slot_mapping[{index % case.slots.numel()}]" in msg and str(cap + index % 3) in msg
+    for name in copy_functions:
+        assert st.calls(name) == 0, name
+    assert case.synchronize() == 0 and st.copies() == 0
+    case.release()
+
+
+def check_slot_mapping_in_device_memory_rejected(backend: str) -> Stub:
+    """The backends plan on the host: a slot mapping in device memory is an invalid argument."""
+    st, case = staged_transfer(backend)
+    dev = st.alloc(case.slots.numel() * 8)
+    st.memcpy(dev, case.slots.data_ptr(), case.slots.numel() * 8)
+    rc = klib.kvx_transfer(case.paged_desc, case.dense_desc, kffi.cast("int64_t *", dev), STORE, case.stream)
+    assert rc == klib.KVX_ERR_INVALID_ARGUMENT
+    assert "slot_mapping" in last_error() and "host" in last_error()
+    st.free(dev)
+    case.release()
+    return st
+
+
+# ---------------------------------------------------------------- finding the runtime
+
+NO_RUNTIME = """
+    from kvx._native import ffi, lib
+    print(lib.kvx_backend_compiled({device_type}), lib.kvx_backend_available({device_type}))
+    print(ffi.string(lib.kvx_last_error()).decode())
+"""
+
+
+def check_unavailable_without_runtime(backend: str) -> None:
+    """Compiled in, not available, and the reason names the library and the backend."""
+    r = run_python(NO_RUNTIME.format(device_type=DEVICE_TYPE[backend]), {"LD_LIBRARY_PATH": ""})
+    assert r.returncode == 0, r.stderr
+    flags, reason = r.stdout.splitlines()[:2]
+    assert flags == "1 0"
+    assert SONAME[backend] in reason and backend in reason
+
+
+def check_loads_from_library_path(backend: str) -> None:
+    """Not preloaded: found by a plain dlopen on LD_LIBRARY_PATH."""
+    path = build_stub(backend)
+    r = run_python(NO_RUNTIME.format(device_type=DEVICE_TYPE[backend]), {"LD_LIBRARY_PATH": str(path.parent)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "1 1"
 
 
 # ---------------------------------------------------------------- the plan-quality oracle
@@ -315,6 +385,20 @@ SIZES = {
     "padded": (tc.Geometry(layers=2, blocks=6, block_size=4, heads=2, head_size=6), torch.float16, 13, "head"),
     "blocks": (tc.Geometry(layers=2, blocks=12, block_size=16, heads=2, head_size=16), torch.float32, 70, "block"),
 }
+
+
+def over_the_matrix(test):
+    """Parametrizes test(layout_name, size, direction, dense_on_device) over every paged layout x
+    size x direction x dense buffer on host / on device."""
+    marks = [
+        pytest.mark.parametrize("dense_on_device", [False, True], ids=["host-dense", "device-dense"]),
+        pytest.mark.parametrize("direction", ["store", "load"]),
+        pytest.mark.parametrize("size", sorted(SIZES)),
+        pytest.mark.parametrize("layout_name", LAYOUTS),
+    ]
+    for mark in marks:
+        test = mark(test)
+    return test
 
 
 def dense_format(layout_name: str) -> str:

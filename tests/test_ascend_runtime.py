@@ -1,8 +1,9 @@
-"""The Ascend backend's runtime handling, on the stub AscendCL: how the runtime is found, which
-copy API is picked (batch V2, batch, loop; fallback when the chip lacks batch copies), error
+"""The Ascend backend's runtime handling, on the stub AscendCL (how the runtime is found:
+test_device_runtimes.py; the host-staged codec: test_staged_codec.py): which copy API is picked (batch V2, batch, loop; fallback when the chip lacks batch copies), error
 mapping by injected failures, host-side slot checks, device selection, and the lifetime of the
 batch descriptor arrays the runtime reads asynchronously."""
 
+import functools
 import json
 import os
 import threading
@@ -11,53 +12,12 @@ import pytest
 import torch
 
 import device_stub_cases as dsc
-import transfer_cases as tc
-from kvx import Direction
 from kvx._native import lib as klib
 
-pytestmark = pytest.mark.skipif(dsc.compiler() is None, reason="no C compiler to build the stub AscendCL runtime")
+pytestmark = dsc.needs_compiler("ascend")
 
-STORE, LOAD = int(Direction.PAGED_TO_DENSE), int(Direction.DENSE_TO_PAGED)
-
-
-def staged(dense_on_device=False, layout="vllm_nhd", size="blocks", seed=7):
-    st = dsc.stub("ascend")
-    paged, dense, slots, fmt = dsc.make_inputs(layout, size, seed)
-    case = dsc.stage(st, "ascend", layout, paged, dense, slots, fmt, dense_on_device)
-    st.reset()
-    return st, case
-
-
-# ---------------------------------------------------------------- finding the runtime
-
-NO_RUNTIME = """
-    import os
-    from kvx._native import ffi, lib
-    print(lib.kvx_backend_compiled(32), lib.kvx_backend_available(32))
-    print(ffi.string(lib.kvx_last_error()).decode())
-"""
-
-
-def test_unavailable_without_runtime_says_why():
-    r = dsc.run_python(NO_RUNTIME, {"LD_LIBRARY_PATH": ""})
-    assert r.returncode == 0, r.stderr
-    flags, reason = r.stdout.splitlines()[:2]
-    assert flags == "1 0"
-    assert "libascendcl.so" in reason and "ascend" in reason
-
-
-def test_loads_runtime_from_library_path():
-    """Not preloaded: found by a plain dlopen on LD_LIBRARY_PATH."""
-    path = dsc.build_stub("ascend")
-    r = dsc.run_python(NO_RUNTIME, {"LD_LIBRARY_PATH": str(path.parent)})
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[0] == "1 1"
-
-
-def test_prefers_the_loaded_copy():
-    """Preloaded under its soname from a directory not on any search path: RTLD_NOLOAD finds it."""
-    dsc.stub("ascend")
-    assert klib.kvx_backend_available(32) == 1
+STORE, LOAD = dsc.STORE, dsc.LOAD
+staged = functools.partial(dsc.staged_transfer, "ascend")  # (dense_on_device, layout, size, seed)
 
 
 # ---------------------------------------------------------------- API selection
@@ -169,15 +129,7 @@ def test_falls_back_to_loop_when_chip_lacks_batch_copies():
 ])
 @pytest.mark.parametrize("code", [107000, 507000, 100000])
 def test_error_codes_map_to_device_error(function, dense_on_device, code):
-    st, case = staged(dense_on_device)
-    st.inject(function, code)
-    rc = case.run(STORE)
-    msg = dsc.last_error()
-    assert rc == klib.KVX_ERR_DEVICE, msg
-    assert function in msg and str(code) in msg
-    assert case.synchronize() == 0
-    assert st.errors() == (0, "")
-    case.release()
+    dsc.check_injected_error(*staged(dense_on_device), function, code, STORE)
 
 
 def test_async_error_reported_by_synchronize():
@@ -216,29 +168,13 @@ def test_set_device_on_a_fresh_thread():
 
 
 def test_out_of_range_slot_rejected_before_anything_is_enqueued():
-    st, case = staged(dense_on_device=True)
-    cap = case.paged_desc.num_blocks * case.paged_desc.block_size
-    case.slots[5] = cap
-    assert case.run(LOAD) == klib.KVX_ERR_INVALID_ARGUMENT
-    msg = dsc.last_error()
-    assert "slot_mapping[5]" in msg and str(cap) in msg
-    for name in ("aclrtMemcpyAsync", "aclrtMemcpyBatchAsyncV2", "aclrtMemcpyBatchAsync", "aclrtRecordEvent"):
-        assert st.calls(name) == 0, name
-    assert case.synchronize() == 0 and st.copies() == 0
-    case.release()
+    dsc.check_out_of_range_slot_rejected("ascend", 5, ("aclrtMemcpyAsync", "aclrtMemcpyBatchAsyncV2",
+                                                       "aclrtMemcpyBatchAsync", "aclrtRecordEvent"))
 
 
 def test_slot_mapping_in_device_memory_is_rejected():
-    st, case = staged()
-    dev = st.alloc(case.slots.numel() * 8)
-    st.memcpy(dev, case.slots.data_ptr(), case.slots.numel() * 8)
-    from kvx._native import ffi as kffi
-    rc = klib.kvx_transfer(case.paged_desc, case.dense_desc, kffi.cast("int64_t *", dev), STORE, case.stream)
-    assert rc == klib.KVX_ERR_INVALID_ARGUMENT
-    assert "slot_mapping" in dsc.last_error() and "host" in dsc.last_error()
+    st = dsc.check_slot_mapping_in_device_memory_rejected("ascend")
     assert st.calls("aclrtMemcpyBatchAsyncV2") == 0
-    st.free(dev)
-    case.release()
 
 
 def test_paged_cache_in_host_memory_is_rejected():

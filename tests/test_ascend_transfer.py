@@ -9,13 +9,10 @@ import pytest
 import device_stub_cases as dsc
 import transfer_cases as tc
 
-pytestmark = pytest.mark.skipif(dsc.compiler() is None, reason="no C compiler to build the stub AscendCL runtime")
+pytestmark = dsc.needs_compiler("ascend")
 
 
-@pytest.mark.parametrize("dense_on_device", [False, True], ids=["host-dense", "device-dense"])
-@pytest.mark.parametrize("direction", ["store", "load"])
-@pytest.mark.parametrize("size", sorted(dsc.SIZES))
-@pytest.mark.parametrize("layout_name", dsc.LAYOUTS)
+@dsc.over_the_matrix
 def test_matrix(layout_name, size, direction, dense_on_device):
     st = dsc.stub("ascend")
     case = dsc.check_against_reference("ascend", layout_name, size, direction, dense_on_device)

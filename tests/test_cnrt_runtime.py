@@ -1,49 +1,20 @@
-"""The CNRT backend's runtime handling, on the stub CNRT: finding the runtime, picking the copy
+"""The CNRT backend's runtime handling, on the stub CNRT (finding the runtime:
+test_device_runtimes.py; the host-staged codec: test_staged_codec.py): picking the copy
 entry point (cnrtMemcpyAsync_V3, else _V2, else the plain call; 2D copies only where
 cnrtMemcpy2DAsync exists), error mapping by injected failures, host-side slot checks."""
 
+import functools
 import json
 
 import pytest
 
 import device_stub_cases as dsc
-from kvx import Direction
-from kvx._native import ffi as kffi
 from kvx._native import lib as klib
 
-pytestmark = pytest.mark.skipif(dsc.compiler() is None, reason="no C compiler to build the stub CNRT runtime")
+pytestmark = dsc.needs_compiler("cnrt")
 
-STORE, LOAD = int(Direction.PAGED_TO_DENSE), int(Direction.DENSE_TO_PAGED)
-
-
-def staged(dense_on_device=False, layout="vllm_hnd", size="blocks", seed=7):
-    st = dsc.stub("cnrt")
-    paged, dense, slots, fmt = dsc.make_inputs(layout, size, seed)
-    case = dsc.stage(st, "cnrt", layout, paged, dense, slots, fmt, dense_on_device)
-    st.reset()
-    return st, case
-
-
-NO_RUNTIME = """
-    from kvx._native import ffi, lib
-    print(lib.kvx_backend_compiled(33), lib.kvx_backend_available(33))
-    print(ffi.string(lib.kvx_last_error()).decode())
-"""
-
-
-def test_unavailable_without_runtime_says_why():
-    r = dsc.run_python(NO_RUNTIME, {"LD_LIBRARY_PATH": ""})
-    assert r.returncode == 0, r.stderr
-    flags, reason = r.stdout.splitlines()[:2]
-    assert flags == "1 0"
-    assert "libcnrt.so" in reason and "cnrt" in reason
-
-
-def test_loads_runtime_from_library_path():
-    path = dsc.build_stub("cnrt")
-    r = dsc.run_python(NO_RUNTIME, {"LD_LIBRARY_PATH": str(path.parent)})
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[0] == "1 1"
+STORE, LOAD = dsc.STORE, dsc.LOAD
+staged = functools.partial(dsc.staged_transfer, "cnrt", layout="vllm_hnd")  # (dense_on_device, layout, size, seed)
 
 
 VARIANT = """
@@ -90,15 +61,7 @@ def test_api_selection(defines, used, allow_2d):
 ])
 @pytest.mark.parametrize("code", [100006, 632015, 100050])
 def test_error_codes_map_to_device_error(function, layout, code):
-    st, case = staged(layout=layout)
-    st.inject(function, code)
-    rc = case.run(STORE)
-    msg = dsc.last_error()
-    assert rc == klib.KVX_ERR_DEVICE, msg
-    assert function in msg and str(code) in msg
-    assert case.synchronize() == 0
-    assert st.errors() == (0, "")
-    case.release()
+    dsc.check_injected_error(*staged(layout=layout), function, code, STORE)
 
 
 def test_set_device_failure_maps_to_device_error():
@@ -120,24 +83,11 @@ def test_async_error_reported_by_synchronize():
 
 
 def test_out_of_range_slot_rejected_before_anything_is_enqueued():
-    st, case = staged(dense_on_device=True)
-    cap = case.paged_desc.num_blocks * case.paged_desc.block_size
-    case.slots[-1] = cap + 7
-    assert case.run(LOAD) == klib.KVX_ERR_INVALID_ARGUMENT
-    assert f"slot_mapping[{case.slots.numel() - 1}]" in dsc.last_error()
-    assert st.calls("cnrtMemcpyAsync_V3") == st.calls("cnrtMemcpy2DAsync") == 0
-    assert case.synchronize() == 0 and st.copies() == 0
-    case.release()
+    dsc.check_out_of_range_slot_rejected("cnrt", -1, ("cnrtMemcpyAsync_V3", "cnrtMemcpy2DAsync"))
 
 
 def test_slot_mapping_in_device_memory_is_rejected():
-    st, case = staged()
-    dev = st.alloc(case.slots.numel() * 8)
-    st.memcpy(dev, case.slots.data_ptr(), case.slots.numel() * 8)
-    rc = klib.kvx_transfer(case.paged_desc, case.dense_desc, kffi.cast("int64_t *", dev), STORE, case.stream)
-    assert rc == klib.KVX_ERR_INVALID_ARGUMENT and "slot_mapping" in dsc.last_error()
-    st.free(dev)
-    case.release()
+    dsc.check_slot_mapping_in_device_memory_rejected("cnrt")
 
 
 def test_wrong_device_is_rejected():

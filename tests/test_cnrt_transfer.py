@@ -11,13 +11,10 @@ import kvx
 import transfer_cases as tc
 from kvx import Direction
 
-pytestmark = pytest.mark.skipif(dsc.compiler() is None, reason="no C compiler to build the stub CNRT runtime")
+pytestmark = dsc.needs_compiler("cnrt")
 
 
-@pytest.mark.parametrize("dense_on_device", [False, True], ids=["host-dense", "device-dense"])
-@pytest.mark.parametrize("direction", ["store", "load"])
-@pytest.mark.parametrize("size", sorted(dsc.SIZES))
-@pytest.mark.parametrize("layout_name", dsc.LAYOUTS)
+@dsc.over_the_matrix
 def test_matrix(layout_name, size, direction, dense_on_device):
     st = dsc.stub("cnrt")
     case = dsc.check_against_reference("cnrt", layout_name, size, direction, dense_on_device)

@@ -20,23 +20,78 @@ def version() -> str:
     return ffi.string(lib.kvx_version_string()).decode()
 
 
+# Backends whose codec entries are the host-staged codec (src/core/codec_staged.c).
+_STAGED_CODEC = ("ascend", "cnrt")
+# torch device type of each backend, for the RoPE fallback's route
+_TORCH_DEVICE = {"cuda": "cuda", "hip": "cuda", "ascend": "npu", "cnrt": "mlu"}
+HOST_STAGED = "host-staged (copies to pinned host memory, CPU codec, copies back; synchronises the stream)"
+
+
 @dataclass(frozen=True)
 class BackendState:
-    """Whether a backend is compiled in and usable now, and if not, why."""
+    """Whether a backend is compiled in and usable now, and if not, why; and how the codec and
+    RoPE run on its devices ("native", "host-staged ...", "fallback: ...", "unsupported ...")."""
 
     name: str
     compiled: bool
     available: bool
     reason: str
+    codec: str = ""
+    rope: str = ""
+
+
+def _stream(device_type: int) -> object:
+    stream = ffi.new("kvx_stream *")
+    stream.device_type, stream.device_index, stream.handle = device_type, 0, ffi.NULL
+    return stream
+
+
+def _has_codec(device_type: int) -> bool:
+    """Asks the backend itself: an empty quantize touches no memory, and answers
+    KVX_ERR_UNSUPPORTED when the backend has no codec entries."""
+    bins = ffi.new("int32_t[1]", [4])
+    return lib.kvx_codec_quantize(ffi.NULL, lib.KVX_DTYPE_FLOAT32, 1, 0, 1, 0, 1, bins, ffi.NULL, ffi.NULL,
+                                  _stream(device_type)) == lib.KVX_OK
+
+
+def _has_rope(device_type: int) -> bool:
+    """The same for RoPE: an apply over zero tokens."""
+    t = ffi.new("kvx_rope_tensor *", {"struct_size": ffi.sizeof("kvx_rope_tensor"), "dtype": lib.KVX_DTYPE_FLOAT32,
+                                      "num_layers": 1, "num_heads": 1, "head_size": 2})
+    table = ffi.new("float[2]")
+    c = ffi.new("kvx_rope_cache *", {"struct_size": ffi.sizeof("kvx_rope_cache"), "dtype": lib.KVX_DTYPE_FLOAT32,
+                                     "rot_dim": 2, "pairing": lib.KVX_ROPE_NEOX, "max_position": 1,
+                                     "row_stride": 2, "cos_sin": table})
+    return lib.kvx_rope_apply(t, ffi.NULL, c, ffi.NULL, lib.KVX_DTYPE_INT64, _stream(device_type)) == lib.KVX_OK
+
+
+def _routes(name: str, device_type: int, compiled: bool, available: bool) -> tuple[str, str]:
+    """(codec route, RoPE route) of a backend: asked of the backend when it is available; for
+    a runtime-loaded backend without its runtime, what its compiled-in table says."""
+    from . import _rope_fallback
+
+    fallback = _rope_fallback.routes(_TORCH_DEVICE.get(name, name))
+    if not compiled:
+        return ("-", fallback if name != "cpu" else "-")
+    if not available:
+        if name in _STAGED_CODEC:
+            return (HOST_STAGED, fallback)
+        return ("unknown until the backend is available", fallback)
+    codec = HOST_STAGED if name in _STAGED_CODEC else "native"
+    if not _has_codec(device_type):
+        codec = "unsupported (kvx.codec works on CPU tensors)"
+    return (codec, "native" if _has_rope(device_type) else fallback)
 
 
 def backends() -> list[BackendState]:
-    """The state of every backend libkvx knows of."""
+    """The state of every backend libkvx knows of, and which codec and RoPE route it uses."""
     states = []
     for name, device_type in _BACKENDS:
         compiled = bool(lib.kvx_backend_compiled(device_type))
         available = bool(lib.kvx_backend_available(device_type))
-        states.append(BackendState(name, compiled, available, "" if available else last_error()))
+        reason = "" if available else last_error()
+        codec, rope = _routes(name, device_type, compiled, available)
+        states.append(BackendState(name, compiled, available, reason, codec, rope))
     return states
 
 

@@ -23,7 +23,12 @@ def _devices() -> list[str]:
     except ImportError:
         return ["(torch not installed: device detection skipped)"]
     found = []
-    for name in ("cuda", "npu", "mlu"):
+    for name, plugin in (("cuda", None), ("npu", "torch_npu"), ("mlu", "torch_mlu")):
+        if plugin and not hasattr(torch, name):
+            try:  # the vendor plugin adds torch.npu / torch.mlu when installed
+                importlib.import_module(plugin)
+            except Exception:  # noqa: BLE001 - not installed, or broken: no such device then
+                pass
         module = getattr(torch, name, None)
         if module is not None and module.is_available():
             found.append(f"{name}: {module.device_count()} device(s)")
@@ -37,11 +42,14 @@ def cmd_info(_: argparse.Namespace) -> int:
     print(f"header:  {_native.header_path()}")
     print(f"CPU threads: {_info.get_num_threads()}")
     print(f"devices: {', '.join(_devices())}")
-    print("backends:")
+    print("backends (state, then the codec and RoPE routes on its devices):")
     for state in _info.backends():
         status = "available" if state.available else ("compiled, unavailable" if state.compiled else "not compiled")
         reason = f" ({state.reason})" if state.compiled and not state.available else ""
         print(f"  {state.name:<7} {status}{reason}")
+        if state.compiled:
+            print(f"  {'':<7} codec: {state.codec}")
+            print(f"  {'':<7} rope:  {state.rope}")
     return 0
 
 

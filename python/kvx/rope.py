@@ -17,9 +17,11 @@ Pairs are NeoX-style (dims r and r + rot_dim/2, ``is_neox=True``) or GPT-J-style
 2r + 1). Positions are int64 or int32 ``[T]``; one outside ``[0, max_position)`` is an error and
 nothing is modified.
 
-On a device whose libkvx backend lacks RoPE (not compiled in, or no kernel), the plain-torch
-:mod:`kvx.reference_rope` runs on the tensors' own device instead, with a one-time
-``RuntimeWarning`` per operation and device type.
+On a device whose libkvx backend lacks RoPE (not compiled in, or no kernel: Ascend, Cambricon),
+a fallback runs on the tensors' own device instead (:mod:`kvx._rope_fallback`: the vendor's
+torch op where its contract fits, e.g. ``torch_npu.npu_rotary_mul``, else the plain-torch
+:mod:`kvx.reference_rope`), with a one-time ``RuntimeWarning`` per operation, device type and
+route that names the route.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import reference_rope
+from . import _rope_fallback
 from ._errors import InvalidArgumentError, NotAvailableError, UnsupportedError
 from ._native import check, ffi, lib
 from ._tensors import DEVICE_CPU, ArrayInfo, current_stream, describe, require_same_device, require_writable
@@ -43,7 +45,7 @@ except ImportError:  # pragma: no cover - numpy-only installs
 
 _FLOAT_DTYPES = (lib.KVX_DTYPE_FLOAT32, lib.KVX_DTYPE_FLOAT16, lib.KVX_DTYPE_BFLOAT16)
 _POSITION_DTYPES = (lib.KVX_DTYPE_INT64, lib.KVX_DTYPE_INT32)
-_warned_fallback: set[tuple[str, int]] = set()
+_warned_fallback: set[tuple[str, int, str]] = set()
 
 
 def _dtype_name(x: Any) -> str:
@@ -216,10 +218,11 @@ def _native_or_fallback(op: str, device: tuple[int, int], call: Any, fallback: A
     except (NotAvailableError, UnsupportedError) as error:
         if device[0] == DEVICE_CPU or torch is None:
             raise
-        if (op, device[0]) not in _warned_fallback:
-            _warned_fallback.add((op, device[0]))
-            warnings.warn(f"kvx.rope.{op}: no native kernel for this device ({error}); using the plain-torch "
-                          f"reference implementation", RuntimeWarning, stacklevel=3)
+        route = _rope_fallback.route_of(fallback)
+        if (op, device[0], route) not in _warned_fallback:
+            _warned_fallback.add((op, device[0], route))
+            warnings.warn(f"kvx.rope.{op}: no native kernel for this device ({error}); using {route}",
+                          RuntimeWarning, stacklevel=3)
         fallback()
 
 
@@ -268,8 +271,8 @@ def rerotate_keys(
         return lib.kvx_rope_rerotate(t, c, ffi.cast("void *", old.ptr), ffi.cast("void *", new.ptr), old.dtype,
                                      current_stream(device))
 
-    def fallback() -> None:
-        reference_rope.rerotate_keys(keys, old.obj, new.obj, cos_sin_cache, is_neox=is_neox, head_size=head_size)
+    fallback = _rope_fallback.Rerotate(device[0], keys, old.obj, new.obj, cos_sin_cache, is_neox=is_neox,
+                                       head_size=head_size)
 
     _native_or_fallback("rerotate_keys", device, call, fallback)
     return keys
@@ -316,8 +319,8 @@ def apply_rotary(
     def call() -> int:
         return lib.kvx_rope_apply(tq, tk, c, ffi.cast("void *", pos.ptr), pos.dtype, current_stream(device))
 
-    def fallback() -> None:
-        reference_rope.apply_rotary(pos.obj, query, key, cos_sin_cache, is_neox=is_neox, head_size=head_size)
+    fallback = _rope_fallback.Apply(device[0], pos.obj, query, key, cos_sin_cache, is_neox=is_neox,
+                                    head_size=head_size)
 
     _native_or_fallback("apply_rotary", device, call, fallback)
     return query, key

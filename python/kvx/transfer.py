@@ -239,14 +239,16 @@ def transfer(
     _call_transfer(cache, dense_info, strides, slots, direction)
 
 
-def _call_transfer(cache: PagedCache, dense: ArrayInfo, dense_strides: dict[str, int], slots: ArrayInfo,
-                   direction: Direction) -> None:
-    bases = ffi.new("void *[]", [ffi.cast("void *", b) for b in cache.bases()])
+def _descriptors(cache: PagedCache, bases: Sequence[int], dense_base: int, dense_strides: dict[str, int],
+                 num_tokens: int) -> tuple[Any, Any, Any]:
+    """(kvx_paged_desc, kvx_dense_desc, the bases array they point into: keep it alive) for the
+    cache's geometry with its planes at `bases` and the dense buffer at `dense_base`."""
+    bases_array = ffi.new("void *[]", [ffi.cast("void *", b) for b in bases])
     p = ffi.new("kvx_paged_desc *")
     p.struct_size = ffi.sizeof("kvx_paged_desc")
     p.dtype, p.num_layers, p.num_kv = cache.dtype, cache.num_layers, cache.num_kv
     p.num_heads, p.head_size = cache.num_heads, cache.head_size
-    p.num_bases, p.bases = len(bases), bases
+    p.num_bases, p.bases = len(bases_array), bases_array
     p.block_size, p.num_blocks = cache.block_size, cache.num_blocks
     s = cache.strides
     p.kv_stride, p.block_stride = s.get("kv", 0), s["block"]
@@ -255,11 +257,16 @@ def _call_transfer(cache: PagedCache, dense: ArrayInfo, dense_strides: dict[str,
     d = ffi.new("kvx_dense_desc *")
     d.struct_size = ffi.sizeof("kvx_dense_desc")
     d.dtype, d.num_layers, d.num_kv = cache.dtype, cache.num_layers, cache.num_kv
-    d.num_heads, d.head_size, d.num_tokens = cache.num_heads, cache.head_size, slots.shape[0]
-    d.base = ffi.cast("void *", dense.ptr)
+    d.num_heads, d.head_size, d.num_tokens = cache.num_heads, cache.head_size, num_tokens
+    d.base = ffi.cast("void *", dense_base)
     d.kv_stride, d.layer_stride = dense_strides.get("kv", 0), dense_strides.get("layer", 0)
     d.token_stride, d.head_stride = dense_strides["token"], dense_strides.get("head", 0)
+    return p, d, bases_array
 
+
+def _call_transfer(cache: PagedCache, dense: ArrayInfo, dense_strides: dict[str, int], slots: ArrayInfo,
+                   direction: Direction) -> None:
+    p, d, _bases = _descriptors(cache, cache.bases(), dense.ptr, dense_strides, slots.shape[0])
     stream = current_stream(cache.device)
     check(lib.kvx_transfer(p, d, ffi.cast("int64_t *", slots.ptr), int(direction), stream))
 

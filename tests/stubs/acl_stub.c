@@ -6,7 +6,8 @@
  *
  * Variants (compile-time): -DSTUB_NO_BATCH_V2 drops aclrtMemcpyBatchAsyncV2, -DSTUB_NO_BATCH
  * drops both batch functions (a runtime older than the batch API), -DSTUB_NO_2D drops
- * aclrtMemcpy2dAsync, -DSTUB_2D_NO_D2D makes it refuse device-to-device copies (older CANN).
+ * aclrtMemcpy2dAsync, -DSTUB_2D_NO_D2D makes it refuse device-to-device copies (older CANN),
+ * -DSTUB_NO_PINNED drops aclrtMallocHost/aclrtFreeHost.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -61,20 +62,34 @@ static int kind_sides(aclrtMemcpyKind kind, int *dst, int *src)
     }
 }
 
+/* Stub status -> AscendCL error. */
+static aclError status(int rc)
+{
+    return rc == STUB_BAD_ARGS ? ACL_ERROR_INVALID_PARAM
+           : rc == STUB_WRONG_DEVICE ? ACL_ERROR_RT_STREAM_CONTEXT
+           : rc == STUB_NO_CONTEXT ? ACL_ERROR_RT_CONTEXT_NULL
+                                   : rc;
+}
+
+/* A 1D or 2D copy, from a thread with a current device (see stream_for). */
+static aclError submit_copy(aclrtStream stream, aclrtMemcpyKind kind, stub_task *t)
+{
+    if (stub_current_device() < 0)
+        return ACL_ERROR_RT_CONTEXT_NULL;
+    if (!kind_sides(kind, &t->expect_dst, &t->expect_src))
+        return ACL_ERROR_INVALID_PARAM;
+    return status(stub_submit_copy(stream, stub_current_device(), t));
+}
+
 API aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t count,
                               aclrtMemcpyKind kind, aclrtStream stream)
 {
     ENTER("aclrtMemcpyAsync");
-    stub_stream *s;
-    aclError rc = stream_for(stream, &s);
-    if (rc)
-        return rc;
+    if (destMax < count)
+        return ACL_ERROR_INVALID_PARAM;
     stub_task t = {.kind = STUB_TASK_COPY, .function = "aclrtMemcpyAsync", .dst = dst,
                    .src = src, .bytes = count};
-    if (!dst || !src || destMax < count || !kind_sides(kind, &t.expect_dst, &t.expect_src))
-        return ACL_ERROR_INVALID_PARAM;
-    stub_enqueue(s, &t);
-    return ACL_SUCCESS;
+    return submit_copy(stream, kind, &t);
 }
 
 #ifndef STUB_NO_BATCH
@@ -83,21 +98,15 @@ API aclError aclrtMemcpy2dAsync(void *dst, size_t dpitch, const void *src, size_
                                 size_t height, aclrtMemcpyKind kind, aclrtStream stream)
 {
     ENTER("aclrtMemcpy2dAsync");
-    stub_stream *s;
-    aclError rc = stream_for(stream, &s);
-    if (rc)
-        return rc;
-    stub_task t = {.kind = STUB_TASK_COPY_2D, .function = "aclrtMemcpy2dAsync", .dst = dst,
-                   .src = src, .bytes = width, .dpitch = dpitch, .spitch = spitch, .height = height};
 #ifdef STUB_2D_NO_D2D
     if (kind == DEVICE_TO_DEVICE)
         return 207000; /* as documented for older CANN: host <-> device only */
 #endif
-    if (!dst || !src || !width || !height || height > 5242880 || dpitch < width ||
-        spitch < width || !kind_sides(kind, &t.expect_dst, &t.expect_src))
+    if (height > 5242880)
         return ACL_ERROR_INVALID_PARAM;
-    stub_enqueue(s, &t);
-    return ACL_SUCCESS;
+    stub_task t = {.kind = STUB_TASK_COPY_2D, .function = "aclrtMemcpy2dAsync", .dst = dst,
+                   .src = src, .bytes = width, .dpitch = dpitch, .spitch = spitch, .height = height};
+    return submit_copy(stream, kind, &t);
 }
 #endif
 
@@ -177,22 +186,12 @@ API aclError aclrtPointerGetAttributes(const void *ptr, aclrtPtrAttributes *attr
 
 API aclError aclrtGetDevice(int32_t *deviceId)
 {
-    ENTER("aclrtGetDevice");
-    if (!deviceId)
-        return ACL_ERROR_INVALID_PARAM;
-    if (stub_current_device() < 0)
-        return ACL_ERROR_RT_CONTEXT_NULL;
-    *deviceId = stub_current_device();
-    return ACL_SUCCESS;
+    return status(stub_call_get_device("aclrtGetDevice", deviceId, -1));
 }
 
 API aclError aclrtSetDevice(int32_t deviceId)
 {
-    ENTER("aclrtSetDevice");
-    if (deviceId < 0 || deviceId > 7)
-        return ACL_ERROR_INVALID_PARAM;
-    stub_set_current_device(deviceId);
-    return ACL_SUCCESS;
+    return status(stub_call_set_device("aclrtSetDevice", deviceId));
 }
 
 API aclError aclrtCreateEvent(aclrtEvent *event)
@@ -254,32 +253,38 @@ API aclError aclrtSynchronizeStream(aclrtStream stream)
     return stub_stream_sync(stream);
 }
 
+/* ---- pinned host memory (the host-staged codec's staging buffers) */
+#ifndef STUB_NO_PINNED
+
+API aclError aclrtMallocHost(void **hostPtr, size_t size)
+{
+    return status(stub_call_alloc("aclrtMallocHost", hostPtr, size, -1));
+}
+
+API aclError aclrtFreeHost(void *hostPtr)
+{
+    return status(stub_call_free("aclrtFreeHost", hostPtr, 0));
+}
+#endif
+
 /* ---- for the tests: memory and streams, as an application would make them */
+
+static int current_or_0(void) { return stub_current_device() < 0 ? 0 : stub_current_device(); }
 
 API aclError aclrtMalloc(void **devPtr, size_t size, int policy)
 {
     (void)policy;
-    ENTER("aclrtMalloc");
-    int device = stub_current_device() < 0 ? 0 : stub_current_device();
-    *devPtr = stub_alloc(size, device);
-    return *devPtr ? ACL_SUCCESS : ACL_ERROR_INVALID_PARAM;
+    return status(stub_call_alloc("aclrtMalloc", devPtr, size, current_or_0()));
 }
 
-API aclError aclrtFree(void *devPtr)
-{
-    ENTER("aclrtFree");
-    return stub_free(devPtr) ? ACL_ERROR_INVALID_PARAM : ACL_SUCCESS;
-}
+API aclError aclrtFree(void *devPtr) { return status(stub_call_free("aclrtFree", devPtr, 1)); }
 
 API aclError aclrtCreateStream(aclrtStream *stream)
 {
-    ENTER("aclrtCreateStream");
-    *stream = stub_stream_create(stub_current_device() < 0 ? 0 : stub_current_device());
-    return *stream ? ACL_SUCCESS : ACL_ERROR_INVALID_PARAM;
+    return status(stub_call_stream_create("aclrtCreateStream", stream, current_or_0()));
 }
 
 API aclError aclrtDestroyStream(aclrtStream stream)
 {
-    ENTER("aclrtDestroyStream");
-    return stub_stream_destroy(stream) ? ACL_ERROR_INVALID_PARAM : ACL_SUCCESS;
+    return status(stub_call_stream_destroy("aclrtDestroyStream", stream));
 }

@@ -4,7 +4,7 @@
  * libkvx's cnrt_api.h.
  *
  * Variants (compile-time): -DSTUB_NO_V3 drops cnrtMemcpyAsync_V3, -DSTUB_NO_V2 drops _V2 too,
- * -DSTUB_NO_2D drops cnrtMemcpy2DAsync.
+ * -DSTUB_NO_2D drops cnrtMemcpy2DAsync, -DSTUB_NO_PINNED drops cnrtHostMalloc/cnrtFreeHost.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -57,20 +57,25 @@ static int dir_sides(cnrtMemTransDir_t dir, int *dst, int *src)
 /* CNRT has an implicit context on device 0 for threads that never chose one. */
 static int current(void) { return stub_current_device() < 0 ? 0 : stub_current_device(); }
 
+/* Stub status -> CNRT error. */
+static cnrtRet_t status(int rc)
+{
+    return rc < 0 ? cnrtErrorArgsInvalid : (cnrtRet_t)rc;
+}
+
+static cnrtRet_t submit_copy(cnrtQueue_t queue, cnrtMemTransDir_t dir, stub_task *t)
+{
+    if (!dir_sides(dir, &t->expect_dst, &t->expect_src))
+        return cnrtErrorMemcpyDirectionInvalid;
+    return status(stub_submit_copy(queue, current(), t));
+}
+
 static cnrtRet_t copy(const char *name, void *dst, void *src, size_t bytes, cnrtQueue_t queue,
                       cnrtMemTransDir_t dir)
 {
     stub_task t = {.kind = STUB_TASK_COPY, .function = name, .dst = dst, .src = src,
                    .bytes = bytes};
-    if (!dst || !src || !bytes)
-        return cnrtErrorArgsInvalid;
-    if (!dir_sides(dir, &t.expect_dst, &t.expect_src))
-        return cnrtErrorMemcpyDirectionInvalid;
-    stub_stream *s = stub_resolve_stream(queue);
-    if (queue && stub_stream_device(s) != current())
-        return cnrtErrorArgsInvalid;
-    stub_enqueue(s, &t);
-    return cnrtSuccess;
+    return submit_copy(queue, dir, &t);
 }
 
 #ifndef STUB_NO_V3
@@ -104,19 +109,10 @@ API cnrtRet_t cnrtMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_
                                 cnrtQueue_t queue)
 {
     ENTER("cnrtMemcpy2DAsync");
-    stub_task t = {.kind = STUB_TASK_COPY_2D, .function = "cnrtMemcpy2DAsync", .dst = dst,
+    stub_task t = {.kind = STUB_TASK_COPY_2D, .function = "cnrtMemcpy2DAsync", .dst = (void *)dst,
                    .src = src, .bytes = width, .dpitch = dpitch, .spitch = spitch,
                    .height = height};
-    if (!dst || !src || !width || !height || !dpitch || !spitch || dpitch < width ||
-        spitch < width)
-        return cnrtErrorArgsInvalid;
-    if (!dir_sides(direction, &t.expect_dst, &t.expect_src))
-        return cnrtErrorMemcpyDirectionInvalid;
-    stub_stream *s = stub_resolve_stream(queue);
-    if (queue && stub_stream_device(s) != current())
-        return cnrtErrorArgsInvalid;
-    stub_enqueue(s, &t);
-    return cnrtSuccess;
+    return submit_copy(queue, direction, &t);
 }
 #endif
 
@@ -137,21 +133,10 @@ API cnrtRet_t cnrtPointerGetAttributes(cnrtPointerAttributes_t *attr, const void
 
 API cnrtRet_t cnrtGetDevice(int *ordinal)
 {
-    ENTER("cnrtGetDevice");
-    if (!ordinal)
-        return cnrtErrorArgsInvalid;
-    *ordinal = current();
-    return cnrtSuccess;
+    return status(stub_call_get_device("cnrtGetDevice", ordinal, 0)); /* implicit device 0 */
 }
 
-API cnrtRet_t cnrtSetDevice(int ordinal)
-{
-    ENTER("cnrtSetDevice");
-    if (ordinal < 0 || ordinal > 7)
-        return cnrtErrorArgsInvalid;
-    stub_set_current_device(ordinal);
-    return cnrtSuccess;
-}
+API cnrtRet_t cnrtSetDevice(int ordinal) { return status(stub_call_set_device("cnrtSetDevice", ordinal)); }
 
 API cnrtRet_t cnrtQueueSync(cnrtQueue_t queue)
 {
@@ -159,30 +144,32 @@ API cnrtRet_t cnrtQueueSync(cnrtQueue_t queue)
     return (cnrtRet_t)stub_stream_sync(queue);
 }
 
+/* ---- page-locked host memory (the host-staged codec's staging buffers) */
+#ifndef STUB_NO_PINNED
+
+API cnrtRet_t cnrtHostMalloc(void **pPtr, size_t bytes)
+{
+    return status(stub_call_alloc("cnrtHostMalloc", pPtr, bytes, -1));
+}
+
+API cnrtRet_t cnrtFreeHost(void *ptr) { return status(stub_call_free("cnrtFreeHost", ptr, 0)); }
+#endif
+
 /* ---- for the tests */
 
 API cnrtRet_t cnrtMalloc(void **pPtr, size_t bytes)
 {
-    ENTER("cnrtMalloc");
-    *pPtr = stub_alloc(bytes, current());
-    return *pPtr ? cnrtSuccess : cnrtErrorArgsInvalid;
+    return status(stub_call_alloc("cnrtMalloc", pPtr, bytes, current()));
 }
 
-API cnrtRet_t cnrtFree(void *ptr)
-{
-    ENTER("cnrtFree");
-    return stub_free(ptr) ? cnrtErrorArgsInvalid : cnrtSuccess;
-}
+API cnrtRet_t cnrtFree(void *ptr) { return status(stub_call_free("cnrtFree", ptr, 1)); }
 
 API cnrtRet_t cnrtQueueCreate(cnrtQueue_t *queue)
 {
-    ENTER("cnrtQueueCreate");
-    *queue = stub_stream_create(current());
-    return *queue ? cnrtSuccess : cnrtErrorArgsInvalid;
+    return status(stub_call_stream_create("cnrtQueueCreate", (void **)queue, current()));
 }
 
 API cnrtRet_t cnrtQueueDestroy(cnrtQueue_t queue)
 {
-    ENTER("cnrtQueueDestroy");
-    return stub_stream_destroy(queue) ? cnrtErrorArgsInvalid : cnrtSuccess;
+    return status(stub_call_stream_destroy("cnrtQueueDestroy", queue));
 }

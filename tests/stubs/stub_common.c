@@ -209,6 +209,7 @@ typedef struct counter {
     char name[64];
     long calls;
     int fail_code, fail_times;        /* returned by the call */
+    int fail_after;                   /* calls that succeed before the injected failures */
     int async_code, async_times;      /* reported by the stream */
 } counter;
 
@@ -230,35 +231,32 @@ static counter *counter_for(const char *function)
     return c;
 }
 
-int stub_enter(const char *function)
+/* Takes one injected failure of `function` if any is left: the call's (async 0) or the
+ * stream's (async 1). Returns its code, else 0. */
+static int take_injection(const char *function, int async, int count_call)
 {
     int code = 0;
     pthread_mutex_lock(&count_lock);
     counter *c = counter_for(function);
-    total_calls++;
+    if (count_call)
+        total_calls++;
     if (c) {
-        c->calls++;
-        if (c->fail_times > 0) {
-            c->fail_times--;
-            code = c->fail_code;
+        c->calls += count_call;
+        int *times = async ? &c->async_times : &c->fail_times;
+        if (!async && *times > 0 && c->fail_after > 0)
+            c->fail_after--;
+        else if (*times > 0) {
+            (*times)--;
+            code = async ? c->async_code : c->fail_code;
         }
     }
     pthread_mutex_unlock(&count_lock);
     return code;
 }
 
-int stub_async_failure(const char *function)
-{
-    int code = 0;
-    pthread_mutex_lock(&count_lock);
-    counter *c = counter_for(function);
-    if (c && c->async_times > 0) {
-        c->async_times--;
-        code = c->async_code;
-    }
-    pthread_mutex_unlock(&count_lock);
-    return code;
-}
+int stub_enter(const char *function) { return take_injection(function, 0, 1); }
+
+int stub_async_failure(const char *function) { return take_injection(function, 1, 0); }
 
 long stub_call_count(const char *function)
 {
@@ -289,26 +287,29 @@ void stub_reset_counts(void)
     pthread_mutex_unlock(&count_lock);
 }
 
-void stub_inject(const char *function, int code, int times)
+static void set_injection(const char *function, int async, int code, int times, int after)
 {
     pthread_mutex_lock(&count_lock);
     counter *c = counter_for(function);
     if (c) {
-        c->fail_code = code;
-        c->fail_times = times;
+        *(async ? &c->async_code : &c->fail_code) = code;
+        *(async ? &c->async_times : &c->fail_times) = times;
+        if (!async)
+            c->fail_after = after;
     }
     pthread_mutex_unlock(&count_lock);
 }
 
+void stub_inject(const char *function, int code, int times) { set_injection(function, 0, code, times, 0); }
+
+void stub_inject_after(const char *function, int code, int times, int after)
+{
+    set_injection(function, 0, code, times, after);
+}
+
 void stub_inject_async(const char *function, int code, int times)
 {
-    pthread_mutex_lock(&count_lock);
-    counter *c = counter_for(function);
-    if (c) {
-        c->async_code = code;
-        c->async_times = times;
-    }
-    pthread_mutex_unlock(&count_lock);
+    set_injection(function, 1, code, times, 0);
 }
 
 void stub_clear_injections(void)
@@ -324,6 +325,30 @@ void stub_clear_injections(void)
 static _Thread_local int current_device = -1;
 int stub_current_device(void) { return current_device; }
 void stub_set_current_device(int device) { current_device = device; }
+
+int stub_call_get_device(const char *function, int *device, int implicit)
+{
+    int rc = stub_enter(function);
+    if (rc)
+        return rc;
+    if (!device)
+        return STUB_BAD_ARGS;
+    if (current_device < 0 && implicit < 0)
+        return STUB_NO_CONTEXT;
+    *device = current_device < 0 ? implicit : current_device;
+    return 0;
+}
+
+int stub_call_set_device(const char *function, int device)
+{
+    int rc = stub_enter(function);
+    if (rc)
+        return rc;
+    if (device < 0 || device > 7)
+        return STUB_BAD_ARGS;
+    current_device = device;
+    return 0;
+}
 
 /* ---------------------------------------------------------------- streams */
 
@@ -533,6 +558,59 @@ void stub_enqueue(stub_stream *s, const stub_task *task)
     s->tail = t;
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
+}
+
+/* ---------------------------------------------------------------- runtime calls */
+
+int stub_submit_copy(void *handle, int device, const stub_task *t)
+{
+    if (!t->dst || !t->src || !t->bytes)
+        return STUB_BAD_ARGS;
+    if (t->kind == STUB_TASK_COPY_2D && (!t->height || t->dpitch < t->bytes || t->spitch < t->bytes))
+        return STUB_BAD_ARGS;
+    stub_stream *s = stub_resolve_stream(handle);
+    if (handle && stub_stream_device(s) != device)
+        return STUB_WRONG_DEVICE;
+    stub_enqueue(s, t);
+    return 0;
+}
+
+int stub_call_alloc(const char *function, void **ptr, size_t size, int device)
+{
+    int rc = stub_enter(function);
+    if (rc)
+        return rc;
+    if (!ptr)
+        return STUB_BAD_ARGS;
+    *ptr = device < 0 ? stub_host_alloc(size) : stub_alloc(size, device);
+    return *ptr ? 0 : STUB_BAD_ARGS;
+}
+
+int stub_call_free(const char *function, void *ptr, int device_memory)
+{
+    int rc = stub_enter(function);
+    if (rc)
+        return rc;
+    return (device_memory ? stub_free(ptr) : stub_host_free(ptr)) ? STUB_BAD_ARGS : 0;
+}
+
+int stub_call_stream_create(const char *function, void **stream, int device)
+{
+    int rc = stub_enter(function);
+    if (rc)
+        return rc;
+    if (!stream)
+        return STUB_BAD_ARGS;
+    *stream = stub_stream_create(device);
+    return *stream ? 0 : STUB_BAD_ARGS;
+}
+
+int stub_call_stream_destroy(const char *function, void *stream)
+{
+    int rc = stub_enter(function);
+    if (rc)
+        return rc;
+    return stub_stream_destroy(stream) ? STUB_BAD_ARGS : 0;
 }
 
 /* ---------------------------------------------------------------- events */

@@ -73,6 +73,25 @@ struct stub_task {
 /* Enqueues a copy of the task (the stub owns it). */
 void stub_enqueue(stub_stream *s, const stub_task *task);
 
+/* ---- runtime calls both stubs share; each returns 0, a code injected for `function`
+ * (stub_inject), or one of these, which the runtime maps to its own error codes */
+enum { STUB_BAD_ARGS = -1, STUB_WRONG_DEVICE = -2, STUB_NO_CONTEXT = -3 };
+/* A STUB_TASK_COPY or STUB_TASK_COPY_2D task (expect_dst/expect_src already set from the call's
+ * kind or direction) checked against the limits both runtimes document (no NULL pointer, no
+ * zero width or height, pitches >= width) and enqueued on the stream behind `handle` (NULL: the
+ * default stream), which must belong to `device`. Injection is the caller's (stub_enter). */
+int stub_submit_copy(void *handle, int device, const stub_task *task);
+/* Allocation and streams as the tests' calls (aclrtMalloc, cnrtQueueCreate, ...) make them;
+ * device < 0 allocates pinned host memory (aclrtMallocHost, cnrtHostMalloc). */
+int stub_call_alloc(const char *function, void **ptr, size_t size, int device);
+int stub_call_free(const char *function, void *ptr, int device_memory);
+int stub_call_stream_create(const char *function, void **stream, int device);
+int stub_call_stream_destroy(const char *function, void *stream);
+/* The thread's current device (`implicit` when it chose none; implicit < 0: STUB_NO_CONTEXT);
+ * choosing one of devices 0..7. */
+int stub_call_get_device(const char *function, int *device, int implicit);
+int stub_call_set_device(const char *function, int device);
+
 /* ---- events (completion flags set by the stream) */
 typedef struct stub_event stub_event;
 stub_event *stub_event_new(void);
@@ -96,6 +115,8 @@ STUB_API long stub_copy_count(void);   /* copy descriptors executed (a 2D copy c
 STUB_API long stub_copy_bytes(void);
 STUB_API void stub_reset_counts(void);
 STUB_API void stub_inject(const char *function, int code, int times);
+/* The same, after `after` calls that succeed. */
+STUB_API void stub_inject_after(const char *function, int code, int times, int after);
 STUB_API void stub_inject_async(const char *function, int code, int times);
 STUB_API void stub_clear_injections(void);
 STUB_API long stub_error_count(void);

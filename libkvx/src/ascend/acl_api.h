@@ -100,7 +100,9 @@ typedef struct kvx_acl_batch_attr {
     X(aclrtQueryEventStatus, 1, (kvx_acl_event event, kvx_acl_enum *status))                   \
     X(aclrtSynchronizeEvent, 1, (kvx_acl_event event))                                         \
     X(aclrtDestroyEvent, 1, (kvx_acl_event event))                                             \
-    X(aclrtSynchronizeStream, 1, (kvx_acl_stream stream))
+    X(aclrtSynchronizeStream, 1, (kvx_acl_stream stream))                                     \
+    X(aclrtMallocHost, 0, (void **host_ptr, size_t size))                                      \
+    X(aclrtFreeHost, 0, (void *host_ptr))
 
 #define KVX_ACL_FN_TYPEDEF(name, required, params) typedef kvx_acl_error(*kvx_##name##_fn) params;
 KVX_ACL_FUNCTIONS(KVX_ACL_FN_TYPEDEF, kvx_acl_batch_attr, kvx_acl_ptr_attributes)

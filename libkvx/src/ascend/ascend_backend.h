@@ -3,6 +3,7 @@
 #define KVX_ASCEND_BACKEND_H
 
 #include "../core/kvx_internal.h"
+#include "../core/runtime_loader.h"
 #include "acl_api.h"
 
 /* The loaded AscendCL runtime, or NULL after kvx_fail(KVX_ERR_NOT_AVAILABLE, reason). */
@@ -15,5 +16,15 @@ int32_t kvx_ascend_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *d
                             const int64_t *slot_mapping, int32_t direction,
                             const kvx_stream *stream);
 int32_t kvx_ascend_synchronize(const kvx_stream *stream);
+
+/* Makes NPU `npu` current on this thread (aclrtSetDevice only when it is not); undo with
+ * kvx_acl_leave_device. */
+int32_t kvx_acl_enter_device(const kvx_acl_api *acl, int32_t npu, kvx_device_guard *guard);
+void kvx_acl_leave_device(const kvx_acl_api *acl, const kvx_device_guard *guard);
+/* *device = the NPU holding ptr, or -1 for host memory (pinned or not). */
+int32_t kvx_acl_locate(const void *ptr, const char *what, int32_t *device);
+
+/* The host-staged codec's operations on AscendCL (staging.c). */
+extern const struct kvx_staging_ops kvx_ascend_staging;
 
 #endif /* KVX_ASCEND_BACKEND_H */

@@ -88,15 +88,21 @@ static int32_t check_locations(const kvx_acl_api *acl, const kvx_paged_desc *pag
     return KVX_OK;
 }
 
+int32_t kvx_acl_locate(const void *ptr, const char *what, int32_t *device)
+{
+    const kvx_acl_api *acl = kvx_acl_load();
+    if (!acl)
+        return KVX_ERR_NOT_AVAILABLE;
+    location where = {WHERE_HOST, 0};
+    int32_t rc = locate(acl, ptr, what, &where);
+    if (!rc)
+        *device = where.where == WHERE_DEVICE ? (int32_t)where.device : -1;
+    return rc;
+}
+
 /* ---------------------------------------------------------------- device guard */
 
-typedef struct device_guard {
-    int32_t previous;
-    int restore;
-} device_guard;
-
-/* Makes the stream's NPU current on this thread; only calls aclrtSetDevice when it is not. */
-static int32_t enter_device(const kvx_acl_api *acl, int32_t npu, device_guard *guard)
+int32_t kvx_acl_enter_device(const kvx_acl_api *acl, int32_t npu, kvx_device_guard *guard)
 {
     guard->restore = 0;
     int32_t current = -1;
@@ -111,7 +117,7 @@ static int32_t enter_device(const kvx_acl_api *acl, int32_t npu, device_guard *g
     return KVX_OK;
 }
 
-static void leave_device(const kvx_acl_api *acl, const device_guard *guard)
+void kvx_acl_leave_device(const kvx_acl_api *acl, const kvx_device_guard *guard)
 {
     if (guard->restore)
         acl->aclrtSetDevice(guard->previous);
@@ -376,12 +382,12 @@ int32_t kvx_ascend_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *d
     if (!acl)
         return KVX_ERR_NOT_AVAILABLE;
     submit s = {acl, stream->handle, direction, stream->device_index, {WHERE_HOST, 0}, NULL};
-    device_guard guard;
-    int32_t rc = enter_device(acl, s.npu, &guard);
+    kvx_device_guard guard;
+    int32_t rc = kvx_acl_enter_device(acl, s.npu, &guard);
     if (rc)
         return rc;
     rc = transfer_on_device(&s, paged, dense, slot_mapping, stream);
-    leave_device(acl, &guard);
+    kvx_acl_leave_device(acl, &guard);
     return rc;
 }
 

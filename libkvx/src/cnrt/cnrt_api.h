@@ -28,6 +28,9 @@
  *     (checked: 6.14.1 and the CNRT developer guide).
  *   - cnrtGetDevice(int *pOrdinal), cnrtSetDevice(int ordinal), cnrtQueueSync(cnrtQueue_t queue)
  *     (checked: 6.14.1).
+ *   - cnrtHostMalloc(void **pPtr, size_t bytes), cnrtFreeHost(void *ptr): page-locked host
+ *     memory for the host-staged codec (checked: 6.x cnrt.h; optional here, plain malloc when
+ *     missing).
  */
 #ifndef KVX_CNRT_API_H
 #define KVX_CNRT_API_H
@@ -82,7 +85,9 @@ typedef struct kvx_cnrt_pointer_attributes {
     X(cnrtPointerGetAttributes, 1, (kvx_cnrt_pointer_attributes *attr, const void *ptr))       \
     X(cnrtGetDevice, 1, (int *ordinal))                                                         \
     X(cnrtSetDevice, 1, (int ordinal))                                                          \
-    X(cnrtQueueSync, 1, (kvx_cnrt_queue queue))
+    X(cnrtQueueSync, 1, (kvx_cnrt_queue queue))                                                \
+    X(cnrtHostMalloc, 0, (void **ptr, size_t bytes))                                            \
+    X(cnrtFreeHost, 0, (void *ptr))
 
 #define KVX_CNRT_FN_TYPEDEF(name, required, params) typedef kvx_cnrt_ret(*kvx_##name##_fn) params;
 KVX_CNRT_FUNCTIONS(KVX_CNRT_FN_TYPEDEF)

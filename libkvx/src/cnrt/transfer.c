@@ -66,21 +66,38 @@ static int32_t check_locations(const kvx_cnrt_api *cnrt, const kvx_paged_desc *p
     return KVX_OK;
 }
 
-/* Makes the queue's MLU current on this thread when it is not; *restore receives the previous
- * one (or -1 when nothing needs restoring). */
-static int32_t enter_device(const kvx_cnrt_api *cnrt, int mlu, int *restore)
+int32_t kvx_cnrt_locate(const void *ptr, const char *what, int32_t *device)
+{
+    const kvx_cnrt_api *cnrt = kvx_cnrt_load();
+    if (!cnrt)
+        return KVX_ERR_NOT_AVAILABLE;
+    location where = {0, 0};
+    int32_t rc = locate(cnrt, ptr, what, &where);
+    if (!rc)
+        *device = where.device_memory ? where.device : -1;
+    return rc;
+}
+
+/* Makes the queue's MLU current on this thread when it is not. */
+int32_t kvx_cnrt_enter_device(const kvx_cnrt_api *cnrt, int mlu, kvx_device_guard *guard)
 {
     int current = -1;
-    *restore = -1;
+    guard->restore = 0;
     int have_current = cnrt->cnrtGetDevice(&current) == KVX_CNRT_SUCCESS;
     if (have_current && current == mlu)
         return KVX_OK;
     kvx_cnrt_ret rc = cnrt->cnrtSetDevice(mlu);
     if (rc != KVX_CNRT_SUCCESS)
         return kvx_cnrt_fail("cnrtSetDevice", rc, "selecting the queue's MLU");
-    if (have_current)
-        *restore = current;
+    guard->previous = current;
+    guard->restore = have_current;
     return KVX_OK;
+}
+
+void kvx_cnrt_leave_device(const kvx_cnrt_api *cnrt, const kvx_device_guard *guard)
+{
+    if (guard->restore)
+        cnrt->cnrtSetDevice(guard->previous);
 }
 
 static kvx_cnrt_enum direction_of(int dense_on_device, int32_t direction)
@@ -147,13 +164,12 @@ int32_t kvx_cnrt_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *den
     const kvx_cnrt_api *cnrt = kvx_cnrt_load();
     if (!cnrt)
         return KVX_ERR_NOT_AVAILABLE;
-    int restore;
-    int32_t rc = enter_device(cnrt, stream->device_index, &restore);
+    kvx_device_guard guard;
+    int32_t rc = kvx_cnrt_enter_device(cnrt, stream->device_index, &guard);
     if (rc)
         return rc;
     rc = transfer_on_device(cnrt, paged, dense, slot_mapping, direction, stream);
-    if (restore >= 0)
-        cnrt->cnrtSetDevice(restore);
+    kvx_cnrt_leave_device(cnrt, &guard);
     return rc;
 }
 

@@ -92,6 +92,9 @@ typedef struct kvx_backend {
     int32_t (*rope_apply)(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
                           const kvx_rope_cache *cache, const void *positions,
                           int32_t positions_dtype, const kvx_stream *stream);
+    /* Backends without device codec kernels point their codec entries at the host-staged codec
+     * (src/core/codec_staged.h) and this at their staging operations; NULL otherwise. */
+    const struct kvx_staging_ops *staging;
 } kvx_backend;
 
 /* The backend that serves `stream` (NULL = CPU), or NULL after kvx_fail() with the reason. */

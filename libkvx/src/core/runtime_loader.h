@@ -37,4 +37,11 @@ typedef struct kvx_runtime {
 /* The resolved table, or NULL after kvx_fail(KVX_ERR_NOT_AVAILABLE, reason). Thread-safe. */
 void *kvx_runtime_load(kvx_runtime *runtime);
 
+/* What a backend's "make the stream's device current" step must undo afterwards: restore
+ * `previous` when `restore` is set (a thread that had no current device keeps the new one). */
+typedef struct kvx_device_guard {
+    int32_t previous;
+    int restore;
+} kvx_device_guard;
+
 #endif /* KVX_RUNTIME_LOADER_H */

@@ -1,0 +1,325 @@
+/* codec_staged.c - the host-staged codec: see codec_staged.h. */
+#include "codec_staged.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { STAGE_IN = 1, STAGE_OUT = 2, STAGE_INOUT = 3 };
+enum { MAX_ARRAYS = 5, STAGING_ALIGN = 64 };
+
+/*
+ * One array argument: `outer` x `inner` runs of run_bytes each, the run (o, i) starting at
+ * user + o * outer_stride + i * inner_stride. Staged arrays are packed run after run into the
+ * staging block; host arrays are used in place.
+ */
+typedef struct staged_array {
+    const char *name;
+    char *user;
+    int dir;
+    int64_t outer, inner, run_bytes, outer_stride, inner_stride;
+    int staged;
+    size_t offset; /* in the staging block */
+    char *host;    /* what the CPU step uses */
+} staged_array;
+
+typedef struct staging {
+    const kvx_staging_ops *ops;
+    const kvx_stream *stream;
+    staged_array arrays[MAX_ARRAYS];
+    int count;
+    void *block;
+    int pinned; /* block came from ops->host_alloc (else malloc) */
+    int entered;
+    kvx_device_guard guard;
+} staging;
+
+static int64_t array_bytes(const staged_array *a)
+{
+    return a->outer * a->inner * a->run_bytes;
+}
+
+static void add_flat(staging *s, const char *name, const void *ptr, int64_t bytes, int dir)
+{
+    s->arrays[s->count++] = (staged_array){name, (char *)ptr, dir, 1, 1, bytes, 0, 0, 0, 0, NULL};
+}
+
+/* A [rows, tokens, channels] view with element strides (channels contiguous), as runs merged
+ * as far as the strides allow. */
+static void add_view(staging *s, const char *name, const void *ptr, int64_t rows, int64_t tokens,
+                     int64_t channels, int64_t row_stride, int64_t token_stride, int64_t elem,
+                     int dir)
+{
+    staged_array a = {name, (char *)ptr, dir, rows, tokens, channels * elem,
+                      row_stride * elem, token_stride * elem, 0, 0, NULL};
+    if (a.inner == 1 || a.inner_stride == a.run_bytes) {
+        a.run_bytes *= a.inner;
+        a.inner = 1;
+        if (a.outer == 1 || a.outer_stride == a.run_bytes) {
+            a.run_bytes *= a.outer;
+            a.outer = 1;
+        }
+    }
+    s->arrays[s->count++] = a;
+}
+
+/* Enqueues every run of `a` between the caller's memory and the staging block. */
+static int32_t copy_runs(staging *s, const staged_array *a, int to_device)
+{
+    char doing[96];
+    snprintf(doing, sizeof doing, "copying %s %s for the host-staged codec", a->name,
+             to_device ? "back to the device" : "to the host");
+    char *packed = a->host;
+    for (int64_t o = 0; o < a->outer; o++)
+        for (int64_t i = 0; i < a->inner; i++) {
+            char *user = a->user + o * a->outer_stride + i * a->inner_stride;
+            int32_t rc = to_device ? s->ops->copy(user, packed, (size_t)a->run_bytes, 1,
+                                                  s->stream, doing)
+                                   : s->ops->copy(packed, user, (size_t)a->run_bytes, 0,
+                                                  s->stream, doing);
+            if (rc)
+                return rc;
+            packed += a->run_bytes;
+        }
+    return KVX_OK;
+}
+
+/* Waits for the stream without losing the error message already recorded (cleanup path). */
+static void drain_quietly(staging *s)
+{
+    char saved[512];
+    snprintf(saved, sizeof saved, "%s", kvx_last_error());
+    s->ops->wait(s->stream);
+    kvx_fail(KVX_OK, "%s", saved);
+}
+
+/* Locates the arrays, allocates the staging block, stages the inputs in and waits. */
+static int32_t stage_in(staging *s)
+{
+    size_t total = 0;
+    int32_t rc;
+    for (int k = 0; k < s->count; k++) {
+        staged_array *a = &s->arrays[k];
+        a->host = a->user;
+        if (array_bytes(a) == 0)
+            continue;
+        int32_t device = -1;
+        if ((rc = s->ops->locate(a->user, a->name, &device)))
+            return rc;
+        if (device < 0)
+            continue;
+        if (device != s->stream->device_index)
+            return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                            "%s: expected host memory or memory of %s %d (the stream's), got %s "
+                            "%d", a->name, s->ops->device_name, (int)s->stream->device_index,
+                            s->ops->device_name, (int)device);
+        a->staged = 1;
+        a->offset = total;
+        total += ((size_t)array_bytes(a) + STAGING_ALIGN - 1) / STAGING_ALIGN * STAGING_ALIGN;
+    }
+    if (total > 0) {
+        rc = s->ops->host_alloc(total, &s->block);
+        s->pinned = rc == KVX_OK;
+        if (rc == KVX_STAGING_NO_PINNED && !(s->block = malloc(total)))
+            return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of staging memory "
+                            "for the host-staged codec", total);
+        if (rc != KVX_OK && rc != KVX_STAGING_NO_PINNED)
+            return rc;
+    }
+    for (int k = 0; k < s->count; k++)
+        if (s->arrays[k].staged)
+            s->arrays[k].host = (char *)s->block + s->arrays[k].offset;
+    if ((rc = s->ops->enter(s->stream, &s->guard)))
+        return rc;
+    s->entered = 1;
+    for (int k = 0; k < s->count; k++) {
+        const staged_array *a = &s->arrays[k];
+        if (a->staged && (a->dir & STAGE_IN) && (rc = copy_runs(s, a, 0))) {
+            drain_quietly(s); /* copies already queued still write into the block */
+            return rc;
+        }
+    }
+    /* Even with nothing staged in: the CPU step must come after the stream's earlier work. */
+    return s->ops->wait(s->stream);
+}
+
+/* Copies the outputs back (after a successful CPU step) and waits. */
+static int32_t stage_out(staging *s)
+{
+    int32_t rc;
+    for (int k = 0; k < s->count; k++) {
+        const staged_array *a = &s->arrays[k];
+        if (a->staged && (a->dir & STAGE_OUT) && (rc = copy_runs(s, a, 1))) {
+            drain_quietly(s);
+            char saved[512];
+            snprintf(saved, sizeof saved, "%s", kvx_last_error());
+            return kvx_fail(rc, "%s (outputs may be partly written: the earlier copies are "
+                            "queued)", saved);
+        }
+    }
+    return s->ops->wait(s->stream);
+}
+
+static void stage_end(staging *s)
+{
+    if (s->block && s->pinned)
+        s->ops->host_free(s->block);
+    else
+        free(s->block);
+    if (s->entered)
+        s->ops->leave(&s->guard);
+}
+
+static int32_t begin(staging *s, const kvx_stream *stream)
+{
+    memset(s, 0, sizeof *s);
+    const kvx_backend *backend = kvx_backend_for(stream);
+    if (!backend)
+        return KVX_ERR_NOT_AVAILABLE;
+    if (!backend->staging)
+        return kvx_fail(KVX_ERR_INTERNAL, "the %s backend has no staging operations",
+                        backend->name);
+    s->ops = backend->staging;
+    s->stream = stream;
+    return KVX_OK;
+}
+
+/* begin() for the range coder's entries, whose first array is the CDF tables. */
+static int32_t begin_coder(staging *s, const kvx_stream *stream, const uint16_t *cdf,
+                           int32_t cdf_len, int64_t tables)
+{
+    int32_t rc = begin(s, stream);
+    if (!rc)
+        add_flat(s, "cdf", cdf, tables * cdf_len * (int64_t)sizeof(uint16_t), STAGE_IN);
+    return rc;
+}
+
+/* Stages in, runs `cpu_step` (a statement list setting rc), stages out. */
+#define STAGED_RUN(s, cpu_step)                                                                \
+    do {                                                                                       \
+        int32_t rc = stage_in(&(s));                                                           \
+        if (!rc) {                                                                             \
+            cpu_step;                                                                          \
+        }                                                                                      \
+        if (!rc)                                                                               \
+            rc = stage_out(&(s));                                                              \
+        stage_end(&(s));                                                                       \
+        return rc;                                                                             \
+    } while (0)
+
+int32_t kvx_staged_codec_quantize(const void *x, int32_t dtype, int64_t num_rows,
+                                  int64_t num_tokens, int64_t num_channels, int64_t row_stride,
+                                  int64_t token_stride, const int32_t *bins, uint8_t *symbols,
+                                  float *scales, const kvx_stream *stream)
+{
+    staging s;
+    int32_t status = begin(&s, stream);
+    if (status)
+        return status;
+    add_view(&s, "x", x, num_rows, num_tokens, num_channels, row_stride, token_stride,
+             kvx_dtype_size(dtype), STAGE_IN);
+    add_flat(&s, "symbols", symbols, num_rows * num_tokens * num_channels, STAGE_OUT);
+    add_flat(&s, "scales", scales, num_rows * num_tokens * (int64_t)sizeof(float), STAGE_OUT);
+    int packed;
+    STAGED_RUN(s, {
+        packed = s.arrays[0].staged;
+        rc = kvx_cpu_backend.codec_quantize(
+            s.arrays[0].host, dtype, num_rows, num_tokens, num_channels,
+            packed ? num_tokens * num_channels : row_stride, packed ? num_channels : token_stride,
+            bins, (uint8_t *)s.arrays[1].host, (float *)s.arrays[2].host, NULL);
+    });
+}
+
+int32_t kvx_staged_codec_dequantize(const uint8_t *symbols, const float *scales,
+                                    const int32_t *bins, int64_t num_rows, int64_t num_tokens,
+                                    int64_t num_channels, int32_t dtype, void *out,
+                                    int64_t row_stride, int64_t token_stride,
+                                    const kvx_stream *stream)
+{
+    staging s;
+    int32_t status = begin(&s, stream);
+    if (status)
+        return status;
+    add_flat(&s, "symbols", symbols, num_rows * num_tokens * num_channels, STAGE_IN);
+    add_flat(&s, "scales", scales, num_rows * num_tokens * (int64_t)sizeof(float), STAGE_IN);
+    /* Every element of the view is written, and only those: packed out, scattered back. */
+    add_view(&s, "out", out, num_rows, num_tokens, num_channels, row_stride, token_stride,
+             kvx_dtype_size(dtype), STAGE_OUT);
+    int packed;
+    STAGED_RUN(s, {
+        packed = s.arrays[2].staged;
+        rc = kvx_cpu_backend.codec_dequantize(
+            (const uint8_t *)s.arrays[0].host, (const float *)s.arrays[1].host, bins, num_rows,
+            num_tokens, num_channels, dtype, s.arrays[2].host,
+            packed ? num_tokens * num_channels : row_stride, packed ? num_channels : token_stride,
+            NULL);
+    });
+}
+
+int32_t kvx_staged_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers,
+                                       int64_t num_tokens, int64_t num_channels,
+                                       int32_t num_bins, uint16_t *cdf,
+                                       const kvx_stream *stream)
+{
+    staging s;
+    int32_t status = begin(&s, stream);
+    if (status)
+        return status;
+    add_flat(&s, "symbols", symbols, num_layers * num_tokens * num_channels, STAGE_IN);
+    add_flat(&s, "cdf", cdf, num_layers * num_channels * (num_bins + 1) * (int64_t)sizeof(uint16_t),
+             STAGE_OUT);
+    STAGED_RUN(s, {
+        rc = kvx_cpu_backend.codec_calculate_cdf((const uint8_t *)s.arrays[0].host, num_layers,
+                                                 num_tokens, num_channels, num_bins,
+                                                 (uint16_t *)s.arrays[1].host, NULL);
+    });
+}
+
+int32_t kvx_staged_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
+                                int64_t num_layers, int64_t num_tokens, int64_t num_channels,
+                                uint8_t *streams, int64_t stream_capacity, int32_t *lengths,
+                                const kvx_stream *stream)
+{
+    staging s;
+    int64_t tables = num_layers * num_channels;
+    int32_t status = begin_coder(&s, stream, cdf, cdf_len, tables);
+    if (status)
+        return status;
+    add_flat(&s, "symbols", symbols, num_layers * num_tokens * num_channels, STAGE_IN);
+    /* Slot bytes past each stream's length are not written: staged in so they come back as
+     * they were. */
+    add_flat(&s, "streams", streams, tables * stream_capacity, STAGE_INOUT);
+    add_flat(&s, "lengths", lengths, tables * (int64_t)sizeof(int32_t), STAGE_OUT);
+    STAGED_RUN(s, {
+        rc = kvx_cpu_backend.codec_encode(
+            (const uint16_t *)s.arrays[0].host, cdf_len, (const uint8_t *)s.arrays[1].host,
+            num_layers, num_tokens, num_channels, (uint8_t *)s.arrays[2].host, stream_capacity,
+            (int32_t *)s.arrays[3].host, NULL);
+    });
+}
+
+int32_t kvx_staged_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *bytes,
+                                int64_t num_bytes, int64_t stream_capacity,
+                                const int32_t *lengths, const int64_t *end_offsets,
+                                int64_t num_layers, int64_t num_tokens, int64_t num_channels,
+                                uint8_t *symbols, const kvx_stream *stream)
+{
+    staging s;
+    int64_t tables = num_layers * num_channels;
+    int32_t status = begin_coder(&s, stream, cdf, cdf_len, tables);
+    if (status)
+        return status;
+    add_flat(&s, lengths ? "streams" : "bytes", bytes, num_bytes, STAGE_IN);
+    if (lengths)
+        add_flat(&s, "lengths", lengths, tables * (int64_t)sizeof(int32_t), STAGE_IN);
+    else
+        add_flat(&s, "end_offsets", end_offsets, tables * (int64_t)sizeof(int64_t), STAGE_IN);
+    add_flat(&s, "symbols", symbols, num_layers * num_tokens * num_channels, STAGE_OUT);
+    STAGED_RUN(s, {
+        rc = kvx_cpu_backend.codec_decode(
+            (const uint16_t *)s.arrays[0].host, cdf_len, (const uint8_t *)s.arrays[1].host,
+            num_bytes, stream_capacity, lengths ? (const int32_t *)s.arrays[2].host : NULL,
+            lengths ? NULL : (const int64_t *)s.arrays[2].host, num_layers, num_tokens,
+            num_channels, (uint8_t *)s.arrays[3].host, NULL);
+    });
+}
