@@ -31,8 +31,17 @@ def add_kv_shape_args(parser: argparse.ArgumentParser, repeats: int) -> None:
     parser.add_argument("--repeats", type=int, default=repeats)
 
 
+def settle(seconds: float = 0.03) -> None:
+    """Sleeps long enough for idle worker threads of the previous case to stop spinning (libgomp,
+    behind torch's CPU ops, spins for some milliseconds before it sleeps; libkvx's pool for 0.1 ms),
+    so that they do not take a core from the next case on a small machine."""
+    time.sleep(seconds)
+
+
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` untimed runs."""
+    """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` untimed runs, on a
+    settled machine (see :func:`settle`)."""
+    settle()
     for _ in range(warmup):
         fn()
     times = []

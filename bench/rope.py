@@ -53,10 +53,13 @@ def _block_medians(cases: list[tuple[str, Callable[[], object]]], blocks: int, p
     """Median seconds per call for each case, timed in `blocks` rounds that run every case in turn
     (a few warm-up calls, then `per_block` timed ones): load from other processes on a small
     shared machine then hits all cases alike, while each case still runs back to back, as its
-    thread pool expects (timing one call of each in turn makes torch's and libkvx's pools fight)."""
+    thread pool expects (timing one call of each in turn makes torch's and libkvx's pools fight).
+    Between cases the machine settles (common.settle): idle OpenMP workers of torch spin for
+    milliseconds after each parallel op and would take a core from the next case."""
     times: dict[str, list[float]] = {name: [] for name, _ in cases}
     for block in range(blocks):
         for name, fn in cases:
+            common.settle()
             for _ in range(3):
                 fn()
             for _ in range(per_block):
