@@ -91,9 +91,11 @@ class ArrayInfo:
 
 
 def _extent(ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int]:
-    if 0 in shape:
-        return (ptr, ptr)
-    last = sum((n - 1) * s for n, s in zip(shape, strides))
+    last = 0
+    for n, stride in zip(shape, strides):  # a plain loop: this runs for every argument of every call
+        if n == 0:
+            return (ptr, ptr)
+        last += (n - 1) * stride
     return (ptr, ptr + (last + 1) * itemsize)
 
 
