@@ -25,6 +25,15 @@
 
 #include "codec_cpu.h"
 
+/* The coder loops compiled twice, for x86-64's baseline and for AVX2 (wider compares in the
+ * decoder's symbol search), picked once at load time by CPU feature. The results are integers
+ * computed the same way, so both give the same bytes. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#define KVX_CODER_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define KVX_CODER_CLONES
+#endif
+
 static inline int clz32(uint32_t x) { return __builtin_clz(x); } /* x != 0 */
 
 /* One stream's tables widened to 32 bits, with the implicit top 65536 at max_symbol + 1. */
@@ -161,7 +170,7 @@ typedef struct encode_job {
     _Atomic int64_t overflow_needed;
 } encode_job;
 
-static void encode_group(encode_job *job, int64_t layer, int64_t c0, int width)
+KVX_CODER_CLONES static void encode_group(encode_job *job, int64_t layer, int64_t c0, int width)
 {
     cdf_tables tables;
     encoder enc[KVX_CODEC_GROUP];
@@ -322,7 +331,7 @@ static void stream_extent(const decode_job *job, int64_t i, int64_t *start, int6
     }
 }
 
-static void decode_group(const decode_job *job, int64_t layer, int64_t c0, int width)
+KVX_CODER_CLONES static void decode_group(const decode_job *job, int64_t layer, int64_t c0, int width)
 {
     cdf_tables tables;
     decoder dec[KVX_CODEC_GROUP];
