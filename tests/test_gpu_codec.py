@@ -226,3 +226,14 @@ def test_runs_on_the_current_stream():
         copy = out.clone()  # ordered after the decode on the same stream
     torch.cuda.current_stream().wait_stream(side)
     assert torch.equal(copy, symbols)
+
+
+def test_container_of_a_device_tensor_goes_through_host_memory():
+    """The high-level API takes device tensors: encode copies to the host, decode fills a device
+    `out` from a host copy; bytes and values equal the CPU path's."""
+    kv = torch.randn(2, 3, 40, 64).to(torch.bfloat16)
+    blob = codec.encode(kv.cuda())
+    assert blob == codec.encode(kv)
+    out = torch.empty(2, 3, 40, 64, dtype=torch.bfloat16, device="cuda")
+    assert codec.decode(blob, out=out) is out
+    assert torch.equal(out.cpu().view(torch.int16), codec.decode(blob).view(torch.int16))

@@ -5,8 +5,8 @@ High level::
     blob = kvx.codec.encode(kv)            # kv: KV_2LTD [2, L, T, H*D] (or [2, L, T, H, D])
     kv2 = kvx.codec.decode(blob)           # [2, L, T, H*D], same dtype
 
-``kv`` is a torch tensor or numpy array on the CPU, float32, float16 or bfloat16 (bf16 needs
-torch). Bins default to LMCache's schedule (:func:`default_bins`). The blob is kvx's own
+``kv`` is a torch tensor or numpy array, float32, float16 or bfloat16 (bf16 needs torch); a
+tensor on a device goes through host memory. Bins default to LMCache's schedule (:func:`default_bins`). The blob is kvx's own
 container (``docs/codec-container.md``): little-endian, no pickle, CRC-32 checked; decoding
 damaged or hostile bytes raises :class:`kvx.CorruptInputError` naming the field.
 
@@ -361,14 +361,16 @@ class CodecInfo:
         return (self.num_kv, self.num_layers, self.num_tokens, self.num_heads * self.head_size)
 
 
+def _is_device_tensor(x: Any) -> bool:
+    return torch is not None and isinstance(x, torch.Tensor) and not x.is_cpu
+
+
 def _kv_view(kv: Any, name: str) -> tuple[ArrayInfo, int, int]:
     """Checks a KV_2LTD-like tensor; returns its info, num_heads and head_size."""
     empty = any(n == 0 for n in getattr(kv, "shape", (1,)))
     info = describe(kv, name)
     if info.dtype not in _FLOAT_DTYPES:
         raise InvalidArgumentError(f"{name}: expected float32, float16 or bfloat16, got {getattr(kv, 'dtype', None)}")
-    if info.device_type != DEVICE_CPU:
-        raise InvalidArgumentError(f"{name}: expected a CPU tensor (the container is built in host memory), got a device tensor")
     if len(info.shape) == 4:
         heads, head_size = 1, info.shape[3]
         if not empty and info.shape[3] > 1 and info.strides[3] != 1:
@@ -401,12 +403,16 @@ def encode(kv: Any, key_bins: Bins = None, value_bins: Bins = None, chunk_tokens
     """Compresses a dense KV cache into kvx's CacheGen container.
 
     kv: ``[2, L, T, H*D]`` (LMCache KV_2LTD), ``[2, L, T, H, D]``, or ``[1, L, T, D]`` (MLA);
-    float32/float16/bfloat16, CPU, each token's channels contiguous (other strides free).
+    float32/float16/bfloat16, each token's channels contiguous (other strides free). A tensor on
+    a device (GPU, NPU, MLU) is copied to host memory first (the whole tensor, synchronously):
+    the container is a host byte string; the device codec is the low-level API.
     key_bins / value_bins: bins per layer (int, sequence of L ints, or None for LMCache's schedule,
     :func:`default_bins`). chunk_tokens: tokens per chunk (1..65535), each chunk with its own CDF
     tables like LMCache's 256-token chunks. Raises :class:`kvx.InvalidArgumentError` for
     non-finite values.
     """
+    if _is_device_tensor(kv):
+        kv = kv.to("cpu")  # staged through host memory: the container is a host byte string
     info, heads, head_size = _kv_view(kv, "kv")
     num_layers = info.shape[1]
     default_k, default_v = default_bins(num_layers)
@@ -482,7 +488,8 @@ def decode(blob: BytesLike, out: Any = None, as_numpy: bool = False, max_bytes: 
 
     Returns ``[num_kv, L, T, H*D]`` in the container's dtype: a torch tensor (numpy array when
     torch is missing or ``as_numpy``), or ``out`` filled in place when given (``[num_kv, L, T,
-    H*D]`` or ``[num_kv, L, T, H, D]``, CPU, same dtype, any strides with contiguous heads).
+    H*D]`` or ``[num_kv, L, T, H, D]``, same dtype, any strides with contiguous heads; on a
+    device, it is filled from a host copy).
     Damaged or hostile bytes raise :class:`kvx.CorruptInputError` naming the field.
     max_bytes caps the decoded size (highly compressible data, e.g. all-zero tokens, can expand
     by a factor of thousands): a larger container raises before anything is allocated.
@@ -493,6 +500,9 @@ def decode(blob: BytesLike, out: Any = None, as_numpy: bool = False, max_bytes: 
     size = meta.num_kv * meta.num_layers * meta.num_tokens * meta.num_heads * meta.head_size * itemsize
     if max_bytes is not None and size > max_bytes:
         raise InvalidArgumentError(f"max_bytes: the container decodes to {size} bytes, more than max_bytes = {max_bytes}")
+    if _is_device_tensor(out):  # staged through host memory, like encode
+        host = decode(blob, out=torch.empty(out.shape, dtype=out.dtype), max_bytes=max_bytes)
+        return out.copy_(host)
     result = out if out is not None else _new_output(meta, as_numpy)
     info, heads, head_size = _kv_view(result, "out")
     if out is not None:
