@@ -12,7 +12,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Modules whose tests drive the C library; the child run covers whichever exist.
-C_TEST_GLOBS = ("test_transfer_*.py", "test_codec*.py", "test_rope*.py", "fuzz/test_fuzz_*.py")
+C_TEST_GLOBS = ("test_transfer_*.py", "test_codec*.py", "test_rope*.py", "test_staged_codec.py", "fuzz/test_fuzz_*.py")
 
 pytestmark = [
     pytest.mark.skipif(os.environ.get("KVX_SANITIZER_RUN") == "1", reason="already inside the sanitizer run"),

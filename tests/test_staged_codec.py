@@ -352,7 +352,7 @@ def test_data_errors_come_from_the_cpu_step_before_any_output(dev):
 def test_runtime_failures_while_staging_in(dev, stage, code):
     """A failing staging allocation, device -> host copy or wait: a kvx error naming the vendor
     function and its code, nothing written to the device outputs, the stream left drained and the
-    staging memory freed."""
+    staging memory freed, except after a failed wait (then the device may still use it)."""
     function = {"copy": COPY, "alloc": HOST_ALLOC, "sync": SYNC}[stage][dev.backend]
     rng = np.random.default_rng(4)
     symbols = rng.integers(0, 15, (2, 33, 5), dtype=np.uint8)
@@ -363,7 +363,11 @@ def test_runtime_failures_while_staging_in(dev, stage, code):
     assert function in msg and str(code) in msg
     assert (cdf == 0xBEEF).all()
     assert dev.st.sync(dev.handle) == 0
-    assert dev.st.calls(HOST_ALLOC[dev.backend]) - (stage == "alloc") == dev.st.calls(HOST_FREE[dev.backend])
+    allocated, freed = dev.st.calls(HOST_ALLOC[dev.backend]), dev.st.calls(HOST_FREE[dev.backend])
+    if stage == "sync":  # copies were queued when the wait failed: the block may still be in use,
+        assert freed == 0  # so it is left allocated rather than freed under a running copy
+    else:
+        assert allocated - (stage == "alloc") == freed
     # and the next call works
     dev.st.lib.stub_clear_injections()
     same(calculate_cdf(symbols, 16, on=dev), calculate_cdf(symbols, 16))

@@ -178,6 +178,17 @@ static void reap(const kvx_acl_api *acl, int wait)
     pthread_mutex_unlock(&pending_lock);
 }
 
+/* Synchronises the stream, then frees `block`, which queued copies may still read. If the
+ * synchronisation fails they may still run: the block is then left allocated (a leak, after a
+ * runtime failure) rather than freed under them. */
+static kvx_acl_error free_after_sync(const kvx_acl_api *acl, kvx_acl_stream stream, void *block)
+{
+    kvx_acl_error sync = acl->aclrtSynchronizeStream(stream);
+    if (sync == KVX_ACL_SUCCESS)
+        free(block);
+    return sync;
+}
+
 /* Keeps `block` alive until the stream has passed this point. If no event can be recorded the
  * stream is synchronised instead, so the block is never freed while the runtime may read it. */
 static int32_t keep_until_done(const kvx_acl_api *acl, kvx_acl_stream stream, void *block)
@@ -203,8 +214,7 @@ static int32_t keep_until_done(const kvx_acl_api *acl, kvx_acl_stream stream, vo
         retire_event(acl, event);
     pthread_mutex_unlock(&pending_lock);
     free(p);
-    kvx_acl_error sync = acl->aclrtSynchronizeStream(stream);
-    free(block);
+    kvx_acl_error sync = free_after_sync(acl, stream, block);
     if (rc != KVX_ACL_SUCCESS)
         return kvx_acl_fail("aclrtCreateEvent/aclrtRecordEvent", rc,
                             "tracking a batch copy (the stream was synchronised instead)");
@@ -282,8 +292,7 @@ static int32_t submit_batch(const submit *s)
     }
     if (rc != KVX_ACL_SUCCESS) {
         /* Part of the batch may have been queued: wait before the block is freed. */
-        s->acl->aclrtSynchronizeStream(s->stream);
-        free(block);
+        free_after_sync(s->acl, s->stream, block);
         if (fail_index != SIZE_MAX)
             return kvx_fail(KVX_ERR_DEVICE, "%s failed with AscendCL error %d at copy %zu of %zu",
                             name, (int)rc, fail_index, n);

@@ -30,6 +30,7 @@ typedef struct staging {
     int count;
     void *block;
     int pinned; /* block came from ops->host_alloc (else malloc) */
+    int in_flight; /* copies may be queued on the stream that no successful wait has covered */
     int entered;
     kvx_device_guard guard;
 } staging;
@@ -79,9 +80,18 @@ static int32_t copy_runs(staging *s, const staged_array *a, int to_device)
                                                   s->stream, doing);
             if (rc)
                 return rc;
+            s->in_flight = 1;
             packed += a->run_bytes;
         }
     return KVX_OK;
+}
+
+static int32_t wait_stream(staging *s)
+{
+    int32_t rc = s->ops->wait(s->stream);
+    if (rc == KVX_OK)
+        s->in_flight = 0;
+    return rc;
 }
 
 /* Waits for the stream without losing the error message already recorded (cleanup path). */
@@ -89,7 +99,7 @@ static void drain_quietly(staging *s)
 {
     char saved[512];
     snprintf(saved, sizeof saved, "%s", kvx_last_error());
-    s->ops->wait(s->stream);
+    wait_stream(s);
     kvx_fail(KVX_OK, "%s", saved);
 }
 
@@ -140,7 +150,7 @@ static int32_t stage_in(staging *s)
         }
     }
     /* Even with nothing staged in: the CPU step must come after the stream's earlier work. */
-    return s->ops->wait(s->stream);
+    return wait_stream(s);
 }
 
 /* Copies the outputs back (after a successful CPU step) and waits. */
@@ -157,15 +167,19 @@ static int32_t stage_out(staging *s)
                             "queued)", saved);
         }
     }
-    return s->ops->wait(s->stream);
+    return wait_stream(s);
 }
 
 static void stage_end(staging *s)
 {
-    if (s->block && s->pinned)
-        s->ops->host_free(s->block);
-    else
-        free(s->block);
+    /* After a failed wait with copies queued the device may still access the block: it is
+     * left allocated (a leak, after a runtime failure) rather than freed under a running DMA. */
+    if (!s->in_flight) {
+        if (s->block && s->pinned)
+            s->ops->host_free(s->block);
+        else
+            free(s->block);
+    }
     if (s->entered)
         s->ops->leave(&s->guard);
 }
