@@ -12,7 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Modules whose tests drive the C library; the child run covers whichever exist.
-C_TEST_GLOBS = ("test_transfer_*.py", "test_codec*.py", "test_rope*.py", "test_staged_codec.py", "fuzz/test_fuzz_*.py")
+C_TEST_GLOBS = ("test_transfer_*.py", "test_codec*.py", "test_rope*.py", "test_staged_codec.py",
+                "test_ascend_transfer.py", "test_cnrt_transfer.py", "fuzz/test_fuzz_*.py")
 
 pytestmark = [
     pytest.mark.skipif(os.environ.get("KVX_SANITIZER_RUN") == "1", reason="already inside the sanitizer run"),
@@ -49,3 +50,4 @@ def test_c_library_under_asan_and_ubsan(tmp_path):
     reports = "".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("sanitizer.*")))
     assert not reports, reports[:6000]
     assert result.returncode == 0 and " passed" in result.stdout, (result.stdout + result.stderr)[-6000:]
+    print(result.stdout.strip().splitlines()[-1])  # the child's summary, for `pytest -s`
