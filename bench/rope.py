@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gptj", action="store_true", help="GPT-J (interleaved) pairing instead of NeoX")
     p.add_argument("--positions", choices=["shifted", "random"], default="shifted",
                    help="shifted: old = 0..T-1, new = old + T/2 (a reused chunk, CacheBlend); random: uniform")
-    p.add_argument("--repeats", type=int, default=100, help="timed calls per method (torch reference: 1/10)")
+    p.add_argument("--repeats", type=int, default=300, help="timed calls per method (torch reference: 1/10)")
     p.add_argument("--threads", type=int, default=0, help="libkvx CPU threads (0: its default)")
     return p
 
