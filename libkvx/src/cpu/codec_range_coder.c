@@ -331,6 +331,21 @@ static void stream_extent(const decode_job *job, int64_t i, int64_t *start, int6
     }
 }
 
+/* The token loop for `num_symbols` symbols per table; inlined with the common counts as
+ * constants, so the decoder's symbol search unrolls into a few full-width compares. */
+static inline __attribute__((always_inline)) void decode_tokens(const decode_job *job,
+                                                                decoder *dec,
+                                                                const cdf_tables *tables,
+                                                                uint8_t *row, int width,
+                                                                int32_t num_symbols)
+{
+    for (int64_t t = 0; t < job->num_tokens; t++, row += job->num_channels) {
+        int last = t == job->num_tokens - 1;
+        for (int g = 0; g < width; g++)
+            row[g] = decode_symbol(&dec[g], tables->entry[g], num_symbols, last);
+    }
+}
+
 KVX_CODER_CLONES static void decode_group(const decode_job *job, int64_t layer, int64_t c0, int width)
 {
     cdf_tables tables;
@@ -342,12 +357,11 @@ KVX_CODER_CLONES static void decode_group(const decode_job *job, int64_t layer, 
         stream_extent(job, first + g, &start, &len);
         decoder_init(&dec[g], job->bytes + start, len);
     }
-    int32_t num_symbols = job->cdf_len - 1;
     uint8_t *row = job->symbols + layer * job->num_tokens * job->num_channels + c0;
-    for (int64_t t = 0; t < job->num_tokens; t++, row += job->num_channels) {
-        int last = t == job->num_tokens - 1;
-        for (int g = 0; g < width; g++)
-            row[g] = decode_symbol(&dec[g], tables.entry[g], num_symbols, last);
+    switch (job->cdf_len - 1) { /* LMCache's schedule uses 32 and 16 bins */
+    case 32: decode_tokens(job, dec, &tables, row, width, 32); break;
+    case 16: decode_tokens(job, dec, &tables, row, width, 16); break;
+    default: decode_tokens(job, dec, &tables, row, width, job->cdf_len - 1); break;
     }
 }
 
