@@ -27,6 +27,8 @@ Untested on real NPUs/MLUs: the tests run both routes on CPU tensors, with a sta
 
 from __future__ import annotations
 
+import functools
+
 import importlib
 import os
 import sys
@@ -119,8 +121,8 @@ class _Fallback:
         self.tensors = [(t, name) for t, name in tensors if t is not None]
         self.cache, self.is_neox, self.head_size = cache, is_neox, head_size
 
-    @property
-    def route(self) -> str:
+    @functools.cached_property
+    def route(self) -> str:  # asked twice per call: for the warning, then to run
         layers = heads = 1
         for t, name in self.tensors:
             view = _heads(t, name, self.head_size)

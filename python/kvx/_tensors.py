@@ -78,8 +78,8 @@ class ArrayInfo:
     device_index: int
     writable: bool
     storage: tuple[int, int]  # [start, end) byte addresses of the allocation behind the view
+    span: tuple[int, int]  # [first, last + 1) byte addresses the view can address
     pinned: bool = False  # page-locked host memory that GPUs can address directly
-    span: tuple[int, int] = (0, 0)  # what extent() returns, filled in by describe()
 
     @property
     def device(self) -> tuple[int, int]:
@@ -126,6 +126,7 @@ def _describe_torch(x: Any, name: str) -> ArrayInfo:
         raise InvalidArgumentError(f"{name}: dtype {x.dtype} has no libkvx equivalent") from None
     storage = x.untyped_storage()
     start = storage.data_ptr()
+    ptr, shape, strides, itemsize = x.data_ptr(), tuple(x.shape), x.stride(), x.element_size()
     if x.is_cpu:  # the common case, without building a torch.device (slow to query)
         device_type, device_index = DEVICE_CPU, 0
         pinned = _accelerator_present() and x.is_pinned()
@@ -135,15 +136,16 @@ def _describe_torch(x: Any, name: str) -> ArrayInfo:
     return ArrayInfo(
         obj=x,
         name=name,
-        ptr=x.data_ptr(),
+        ptr=ptr,
         dtype=code,
-        itemsize=x.element_size(),
-        shape=tuple(x.shape),
-        strides=x.stride(),
+        itemsize=itemsize,
+        shape=shape,
+        strides=strides,
         device_type=device_type,
         device_index=device_index,
         writable=True,  # torch has no read-only tensors
         storage=(start, start + storage.nbytes()),
+        span=_extent(ptr, shape, strides, itemsize),
         pinned=pinned,
     )
 
@@ -170,18 +172,20 @@ def _describe_numpy(x: np.ndarray, name: str) -> ArrayInfo:
         raise InvalidArgumentError(f"{name}: strides {x.strides} are not multiples of the item size")
     root = _numpy_root(x)
     lo, hi = np.lib.array_utils.byte_bounds(root) if hasattr(np.lib, "array_utils") else np.byte_bounds(root)
+    ptr, shape, strides = x.__array_interface__["data"][0], tuple(x.shape), tuple(s // x.itemsize for s in x.strides)
     return ArrayInfo(
         obj=x,
         name=name,
-        ptr=x.__array_interface__["data"][0],
+        ptr=ptr,
         dtype=code,
         itemsize=x.itemsize,
-        shape=tuple(x.shape),
-        strides=tuple(s // x.itemsize for s in x.strides),
+        shape=shape,
+        strides=strides,
         device_type=DEVICE_CPU,
         device_index=0,
         writable=bool(x.flags.writeable),
         storage=(lo, hi),
+        span=_extent(ptr, shape, strides, x.itemsize),
     )
 
 
@@ -195,7 +199,7 @@ def describe(x: Any, name: str) -> ArrayInfo:
         raise InvalidArgumentError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
     if info.strides and min(info.strides) < 0:
         raise InvalidArgumentError(f"{name}: negative strides {info.strides} are not supported")
-    info.span = lo, hi = _extent(info.ptr, info.shape, info.strides, info.itemsize)
+    lo, hi = info.span
     if hi > lo and (lo < info.storage[0] or hi > info.storage[1]):  # empty views address nothing
         raise InvalidArgumentError(f"{name}: view reaches outside its storage")
     return info

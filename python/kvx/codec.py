@@ -6,9 +6,10 @@ High level::
     kv2 = kvx.codec.decode(blob)           # [2, L, T, H*D], same dtype
 
 ``kv`` is a torch tensor or numpy array, float32, float16 or bfloat16 (bf16 needs torch); a
-tensor on a device goes through host memory. Bins default to LMCache's schedule (:func:`default_bins`). The blob is kvx's own
-container (``docs/codec-container.md``): little-endian, no pickle, CRC-32 checked; decoding
-damaged or hostile bytes raises :class:`kvx.CorruptInputError` naming the field.
+tensor on a device goes through host memory. Bins default to LMCache's schedule
+(:func:`default_bins`). The blob is kvx's own container (``docs/codec-container.md``):
+little-endian, no pickle, CRC-32 checked; decoding damaged or hostile bytes raises
+:class:`kvx.CorruptInputError` naming the field.
 
 Low level, mirroring LMCache's ``lmcache.c_ops`` so an adapter is thin: :func:`calculate_cdf`,
 :func:`encode_fast_new`, :func:`decode_fast_new`, :func:`decode_fast_prefsum`, plus
@@ -18,7 +19,9 @@ laid out ``[layers, tokens, channels]`` (int8 or uint8), CDF tables ``[layers, c
 The low-level functions also take CUDA/HIP tensors (all on one device, or pinned host memory):
 they run on the device's current stream without synchronising, outputs are allocated on that
 device, and errors found in the data on the device (non-finite values, symbols or CDF tables out
-of range, a stream longer than its slot) are raised by :func:`kvx.synchronize`.
+of range, a stream longer than its slot) are raised by :func:`kvx.synchronize`. On Ascend NPUs
+and Cambricon MLUs they run host-staged (copies to pinned host memory, the CPU codec, copies
+back): those calls synchronise the stream and raise data errors at once.
 """
 
 from __future__ import annotations
@@ -501,6 +504,7 @@ def decode(blob: BytesLike, out: Any = None, as_numpy: bool = False, max_bytes: 
     if max_bytes is not None and size > max_bytes:
         raise InvalidArgumentError(f"max_bytes: the container decodes to {size} bytes, more than max_bytes = {max_bytes}")
     if _is_device_tensor(out):  # staged through host memory, like encode
+        require_writable(describe(out, "out"))  # the host copy would hide broadcast views
         host = decode(blob, out=torch.empty(out.shape, dtype=out.dtype), max_bytes=max_bytes)
         return out.copy_(host)
     result = out if out is not None else _new_output(meta, as_numpy)

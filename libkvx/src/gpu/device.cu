@@ -99,11 +99,13 @@ static int32_t report_codec(const kvx_gpu_deferred_error *seen, unsigned long lo
                         "end_offsets[%llu]: expected non-decreasing offsets at most num_bytes "
                         "%lld, got %lld (found on the device; that stream was not decoded)",
                         index, seen->limit, seen->value);
-    default:
+    case KVX_GPU_STREAM_OVERFLOW:
         return kvx_fail(KVX_ERR_BUFFER_TOO_SMALL,
                         "stream_capacity: stream %llu needs %lld bytes, got %lld "
                         "(kvx_codec_stream_bound gives a safe capacity; found on the device)",
                         index, seen->value, seen->limit);
+    default:
+        return kvx_fail(KVX_ERR_INTERNAL, "unknown device error kind %d", (int)seen->kind);
     }
 }
 
