@@ -2,6 +2,8 @@
 several Python threads at once (cffi releases the GIL) each get their own correct result."""
 
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,8 +69,8 @@ def test_concurrent_calls_from_python_threads():
 
 def test_pool_survives_count_changes_and_idle_gaps(restore_threads):
     """Workers spin for a while after each job, then sleep: calls back to back (spinning
-    workers), after an idle gap (sleeping workers) and after the count is lowered (surplus
-    workers must stay out) all give the same result."""
+    workers), after an idle gap (sleeping workers) and after the count is lowered all give the
+    same result."""
     import time
 
     paged, dense, slots, expected = _case(7)
@@ -80,3 +82,39 @@ def test_pool_survives_count_changes_and_idle_gaps(restore_threads):
             kvx.store(paged, dense, slots)
             assert tc.bits_equal(dense, expected), (threads, gap)
             time.sleep(gap)
+
+
+def _cpu_ticks_by_thread() -> dict[int, int]:
+    """user + system clock ticks of each thread of this process (Linux /proc)."""
+    ticks = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        ticks[int(task.name)] = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks
+
+
+def _busy_threads_while(work, seconds: float) -> int:
+    """How many threads other than this one used at least 5 ticks while `work` ran repeatedly."""
+    before = _cpu_ticks_by_thread()
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        work()
+    after = _cpu_ticks_by_thread()
+    me = threading.get_native_id()
+    return sum(1 for tid, t in after.items() if tid != me and t - before.get(tid, 0) >= 5)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_lowered_thread_count_is_honoured(restore_threads):
+    """After 8 threads have worked, a lower count uses exactly that many: the surplus workers
+    neither take part nor spin (counted by each thread's CPU time)."""
+    paged, dense, slots, _ = _case(9)
+    kvx.set_num_threads(8)
+    kvx.store(paged, dense, slots)  # starts 7 workers
+    for threads in (2, 1):  # no more than this machine's 2 cores, so that every helper gets time
+        kvx.set_num_threads(threads)
+        busy = _busy_threads_while(lambda: kvx.store(paged, dense, slots), 0.6)
+        assert busy == threads - 1, f"{busy} worker threads busy with kvx.set_num_threads({threads})"

@@ -26,7 +26,9 @@
 
 static pthread_mutex_t pool_owner = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t job_posted = PTHREAD_COND_INITIALIZER;
+/* One per worker, so that a job wakes only the workers it needs (waking surplus workers after
+ * the thread count was lowered would cost them CPU time on every call). */
+static pthread_cond_t job_posted[MAX_THREADS];
 static pthread_cond_t job_finished = PTHREAD_COND_INITIALIZER;
 
 /* The job is published by storing `ticket` (release); a worker that loads a new ticket (acquire)
@@ -135,13 +137,13 @@ static int workers_done(const void *unused)
     return atomic_load_explicit(&workers_busy, memory_order_acquire) == 0;
 }
 
-/* The next ticket after `seen`: spinning first, then sleeping. */
-static uint64_t wait_for_job(uint64_t seen)
+/* The next ticket after `seen`: spinning first (if `spin`), then sleeping until woken. */
+static uint64_t wait_for_job(int index, uint64_t seen, int spin)
 {
-    if (!spin_until(ticket_changed, &seen)) {
+    if (!spin || !spin_until(ticket_changed, &seen)) {
         pthread_mutex_lock(&state_lock);
         while (!ticket_changed(&seen))
-            pthread_cond_wait(&job_posted, &state_lock);
+            pthread_cond_wait(&job_posted[index], &state_lock);
         pthread_mutex_unlock(&state_lock);
     }
     return atomic_load_explicit(&ticket, memory_order_acquire);
@@ -151,9 +153,13 @@ static void *worker_main(void *arg)
 {
     uint64_t index = (uint64_t)(intptr_t)arg;
     uint64_t seen = 0;
+    int helped = 0;
     for (;;) {
-        seen = wait_for_job(seen);
-        if (index >= (seen & ((1u << TICKET_HELPER_BITS) - 1)))
+        /* Only a worker that just helped spins: one left out (the thread count was lowered)
+         * goes back to sleep, so surplus workers cost no CPU time. */
+        seen = wait_for_job((int)index, seen, helped);
+        helped = index < (seen & ((1u << TICKET_HELPER_BITS) - 1));
+        if (!helped)
             continue;
         run_chunks();
         if (atomic_fetch_sub_explicit(&workers_busy, 1, memory_order_acq_rel) == 1) {
@@ -174,11 +180,14 @@ static int ensure_workers(int wanted)
         pthread_attr_t attr;
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_cond_init(&job_posted[workers_started], NULL);
         int failed = pthread_create(&thread, &attr, worker_main,
                                     (void *)(intptr_t)workers_started);
         pthread_attr_destroy(&attr);
-        if (failed)
+        if (failed) {
+            pthread_cond_destroy(&job_posted[workers_started]);
             break; /* run with the workers we have */
+        }
         workers_started++;
     }
     return workers_started;
@@ -213,7 +222,8 @@ void kvx_parallel_for(int64_t count, int64_t grain, kvx_range_fn fn, void *ctx)
     pthread_mutex_lock(&state_lock);
     atomic_store_explicit(&ticket, generation << TICKET_HELPER_BITS | (uint64_t)helpers,
                           memory_order_release);
-    pthread_cond_broadcast(&job_posted);
+    for (int i = 0; i < helpers; i++)
+        pthread_cond_signal(&job_posted[i]);
     pthread_mutex_unlock(&state_lock);
 
     run_chunks();
