@@ -20,7 +20,7 @@ def test_demo_verifies_every_step():
     assert "bit-identical, no other slot touched" in out  # transfer
     assert "bits/element" in out and "relative L2 error" in out  # codec
     assert "matches a float64 re-rotation" in out  # RoPE
-    assert "verified: transfers bit-identical, codec within its quantization error, RoPE within fp16 rounding" in out
+    assert "verified: transfers bit-identical, codec equal to the reference quantizer, RoPE within fp16 rounding" in out
 
 
 def test_transfer_benchmark_runs_and_prints_its_table():

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="version, backends, devices, threads").set_defaults(fn=cmd_info)
     demo = sub.add_parser("demo", help="offload and reload a request's KV cache, verify, time it")
-    demo.add_argument("--tokens", type=int, default=2000)
+    demo.add_argument("--tokens", type=int, default=1024)
     demo.set_defaults(fn=cmd_demo)
     bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCHMARKS)}")
     bench.add_argument("name", nargs="?", default="all", choices=BENCHMARKS + ("all",), help="default: all")
