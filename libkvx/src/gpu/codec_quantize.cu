@@ -16,13 +16,19 @@
 #define QUANT_THREADS 128
 #define MAX_ROWS 1024 /* rows per launch: one byte of parameters each */
 
-struct quant_args {
-    const char *x; /* the launch's first row; strides in bytes */
+/* What quantize and dequantize launches share: the geometry of the float tensor (strides in
+ * bytes) and the launch's rows with their MAX. */
+struct token_rows {
+    long long rows, tokens, channels;
     long long row_stride, token_stride;
     int dtype;
-    long long rows, tokens, channels;
-    long long first_row; /* of the whole call, for error reports */
     unsigned char max_int[MAX_ROWS];
+};
+
+struct quant_args {
+    token_rows g;
+    const char *x;        /* the launch's first row */
+    long long first_row;  /* of the whole call, for error reports */
     uint8_t *symbols;
     float *scales;
     kvx_gpu_deferred_error *error;
@@ -31,48 +37,47 @@ struct quant_args {
 __global__ void __launch_bounds__(QUANT_THREADS) quantize_tokens(const quant_args a)
 {
     __shared__ unsigned int max_bits;
-    const long long items = a.rows * a.tokens;
+    const token_rows &g = a.g;
+    const long long items = g.rows * g.tokens;
     for (long long i = blockIdx.x; i < items; i += gridDim.x) {
-        const long long r = i / a.tokens, t = i - r * a.tokens;
-        const void *x = a.x + r * a.row_stride + t * a.token_stride;
+        const long long r = i / g.tokens, t = i - r * g.tokens;
+        const void *x = a.x + r * g.row_stride + t * g.token_stride;
         if (threadIdx.x == 0)
             max_bits = 0;
         __syncthreads();
-        atomicMax(&max_bits, kvx_cc_max_magnitude(x, a.dtype, a.channels, threadIdx.x, blockDim.x));
+        atomicMax(&max_bits, kvx_cc_max_magnitude(x, g.dtype, g.channels, threadIdx.x, blockDim.x));
         __syncthreads();
         const unsigned int bits = max_bits;
         __syncthreads(); /* all have read it before thread 0 resets it for the next token */
-        if (bits >= kvx_cc_inf_bits(a.dtype)) {
+        if (bits >= kvx_cc_inf_bits(g.dtype)) {
             if (threadIdx.x == 0)
-                kvx_gpu_record_error(a.error, KVX_GPU_NON_FINITE, (a.first_row + r) * a.tokens + t,
+                kvx_gpu_record_error(a.error, KVX_GPU_NON_FINITE, (a.first_row + r) * g.tokens + t,
                                      a.first_row + r, t);
             continue;
         }
-        const float scale = kvx_cc_from_bits(bits, a.dtype);
-        kvx_cc_quantize_channels(x, a.dtype, a.channels, threadIdx.x, blockDim.x, a.max_int[r],
-                                 scale, a.symbols + i * a.channels);
+        const float scale = kvx_cc_from_bits(bits, g.dtype);
+        kvx_cc_quantize_channels(x, g.dtype, g.channels, threadIdx.x, blockDim.x, g.max_int[r],
+                                 scale, a.symbols + i * g.channels);
         if (threadIdx.x == 0)
             a.scales[i] = scale;
     }
 }
 
 struct dequant_args {
+    token_rows g;
     const uint8_t *symbols;
     const float *scales;
-    unsigned char max_int[MAX_ROWS];
-    long long rows, tokens, channels;
-    int dtype;
-    char *out; /* the launch's first row; strides in bytes */
-    long long row_stride, token_stride;
+    char *out; /* the launch's first row */
 };
 
 __global__ void __launch_bounds__(QUANT_THREADS) dequantize_tokens(const dequant_args a)
 {
-    const long long items = a.rows * a.tokens;
+    const token_rows &g = a.g;
+    const long long items = g.rows * g.tokens;
     for (long long i = blockIdx.x; i < items; i += gridDim.x) {
-        const long long r = i / a.tokens, t = i - r * a.tokens;
-        kvx_cc_dequantize_channels(a.symbols + i * a.channels, a.scales[i], a.max_int[r], a.dtype,
-                                   a.out + r * a.row_stride + t * a.token_stride, a.channels,
+        const long long r = i / g.tokens, t = i - r * g.tokens;
+        kvx_cc_dequantize_channels(a.symbols + i * g.channels, a.scales[i], g.max_int[r], g.dtype,
+                                   a.out + r * g.row_stride + t * g.token_stride, g.channels,
                                    threadIdx.x, blockDim.x);
     }
 }
@@ -83,9 +88,23 @@ static unsigned threads_for(long long channels)
     return channels >= 128 ? 128u : channels >= 64 ? 64u : 32u;
 }
 
-static int rows_in_launch(long long first, long long rows)
+static void init_rows(token_rows *g, int32_t dtype, int64_t tokens, int64_t channels,
+                      int64_t row_stride, int64_t token_stride)
 {
-    return (int)(rows - first < MAX_ROWS ? rows - first : MAX_ROWS);
+    const long long elem = kvx_dtype_size(dtype);
+    g->dtype = dtype;
+    g->tokens = tokens;
+    g->channels = channels;
+    g->row_stride = row_stride * elem;
+    g->token_stride = token_stride * elem;
+}
+
+/* Sets up the launch of rows [first, first + MAX_ROWS) of num_rows. */
+static void launch_rows(token_rows *g, long long first, long long num_rows, const int32_t *bins)
+{
+    g->rows = num_rows - first < MAX_ROWS ? num_rows - first : MAX_ROWS;
+    for (long long r = 0; r < g->rows; r++)
+        g->max_int[r] = (unsigned char)(bins[first + r] / 2 - 1);
 }
 
 extern "C" int32_t kvx_gpu_codec_quantize(const void *x, int32_t dtype, int64_t num_rows,
@@ -99,21 +118,14 @@ extern "C" int32_t kvx_gpu_codec_quantize(const void *x, int32_t dtype, int64_t 
     int32_t rc = kvx_codec_begin(stream, scope, &a.error);
     if (rc)
         return rc;
-    const long long elem = kvx_dtype_size(dtype);
-    a.dtype = dtype;
-    a.row_stride = row_stride * elem;
-    a.token_stride = token_stride * elem;
-    a.tokens = num_tokens;
-    a.channels = num_channels;
+    init_rows(&a.g, dtype, num_tokens, num_channels, row_stride, token_stride);
     for (long long first = 0; first < num_rows; first += MAX_ROWS) {
-        a.rows = rows_in_launch(first, num_rows);
+        launch_rows(&a.g, first, num_rows, bins);
         a.first_row = first;
-        a.x = (const char *)x + first * a.row_stride;
+        a.x = (const char *)x + first * a.g.row_stride;
         a.symbols = symbols + first * num_tokens * num_channels;
         a.scales = scales + first * num_tokens;
-        for (int r = 0; r < a.rows; r++)
-            a.max_int[r] = (unsigned char)(bins[first + r] / 2 - 1);
-        quantize_tokens<<<kvx_codec_blocks(a.rows * num_tokens, 1), threads_for(num_channels), 0,
+        quantize_tokens<<<kvx_codec_blocks(a.g.rows * num_tokens, 1), threads_for(num_channels), 0,
                           kvx_gpu_stream(stream)>>>(a);
         if ((rc = kvx_codec_launched("launching the quantize kernel")))
             return rc;
@@ -130,21 +142,14 @@ extern "C" int32_t kvx_gpu_codec_dequantize(const uint8_t *symbols, const float 
     kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
     if (scope.status() != gpuSuccess)
         return kvx_gpu_fail(scope.status(), "selecting stream->device_index");
-    const long long elem = kvx_dtype_size(dtype);
     dequant_args a = {};
-    a.dtype = dtype;
-    a.row_stride = row_stride * elem;
-    a.token_stride = token_stride * elem;
-    a.tokens = num_tokens;
-    a.channels = num_channels;
+    init_rows(&a.g, dtype, num_tokens, num_channels, row_stride, token_stride);
     for (long long first = 0; first < num_rows; first += MAX_ROWS) {
-        a.rows = rows_in_launch(first, num_rows);
+        launch_rows(&a.g, first, num_rows, bins);
         a.symbols = symbols + first * num_tokens * num_channels;
         a.scales = scales + first * num_tokens;
-        a.out = (char *)out + first * a.row_stride;
-        for (int r = 0; r < a.rows; r++)
-            a.max_int[r] = (unsigned char)(bins[first + r] / 2 - 1);
-        dequantize_tokens<<<kvx_codec_blocks(a.rows * num_tokens, 1), threads_for(num_channels), 0,
+        a.out = (char *)out + first * a.g.row_stride;
+        dequantize_tokens<<<kvx_codec_blocks(a.g.rows * num_tokens, 1), threads_for(num_channels), 0,
                             kvx_gpu_stream(stream)>>>(a);
         int32_t rc = kvx_codec_launched("launching the dequantize kernel");
         if (rc)
