@@ -87,7 +87,7 @@ def run(argv: list[str]) -> int:
         notes.append(note)
     print(f"{torch.cuda.get_device_name()}: {args.layers} layers x K/V, {args.channels} channels, bf16, LMCache bins; "
           "GB/s of the uncompressed KV bytes")
-    print(common.rows_table(rows).replace("vs memcpy", "vs copy_"))
+    print(common.rows_table(rows, baseline="copy_"))
     print("\n".join(notes))
     return 0
 

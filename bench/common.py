@@ -126,10 +126,10 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
-def rows_table(rows: Sequence[Row]) -> str:
-    """Table of rows: case, method, ms, GB/s, ratio to the case's memcpy baseline."""
+def rows_table(rows: Sequence[Row], baseline: str = "memcpy") -> str:
+    """Table of rows: case, method, ms, GB/s, ratio to the case's baseline."""
     return format_table(
-        ["case", "method", "ms", "GB/s", "vs memcpy"],
+        ["case", "method", "ms", "GB/s", f"vs {baseline}"],
         [
             [r.case, r.method, f"{r.seconds * 1e3:.2f}", f"{r.gbps:.2f}",
              "-" if r.ratio is None else f"{r.ratio * 100:.0f}%"]
