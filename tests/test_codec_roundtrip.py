@@ -3,6 +3,10 @@ the numpy reference, long streams, skewed CDFs, zero tokens and capacity limits.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -223,3 +227,25 @@ def test_high_entropy_chunks_take_the_worst_case_path(rng) -> None:
     out = codec.decode(blob)
     symbols, scales = codec.quantize(kv.reshape(4, 300, 16), [256] * 4)
     assert torch.equal(out.reshape(4, 300, 16), codec.dequantize(symbols, scales, [256] * 4))
+
+
+_ISA_SCRIPT = """
+import hashlib, numpy as np, torch, kvx
+from kvx import codec
+g = torch.Generator().manual_seed(5)
+kv = (torch.randn(2, 12, 300, 256, generator=g) * torch.rand(1, 12, 1, 256, generator=g)).to(torch.bfloat16)
+blob = codec.encode(kv, chunk_tokens=128)
+out = codec.decode(blob)
+print(hashlib.sha256(blob + out.view(torch.int16).numpy().tobytes()).hexdigest())
+"""
+
+
+def test_coder_variants_give_the_same_bytes():
+    """The range coder is compiled for the baseline instruction set and for AVX2, picked at run
+    time; KVX_CPU_ISA=baseline forces the first. Both must give the same container and values."""
+    digests = set()
+    for isa in ("baseline", ""):
+        env = dict(os.environ, KVX_CPU_ISA=isa)
+        run = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True, text=True, check=True)
+        digests.add(run.stdout.strip())
+    assert len(digests) == 1

@@ -25,13 +25,37 @@
 
 #include "codec_cpu.h"
 
-/* The coder loops compiled twice, for x86-64's baseline and for AVX2 (wider compares in the
- * decoder's symbol search), picked once at load time by CPU feature. The results are integers
- * computed the same way, so both give the same bytes. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#define KVX_CODER_CLONES __attribute__((target_clones("avx2", "default")))
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+/* The coder loops are compiled twice, for the baseline instruction set and for AVX2 (wider
+ * compares in the decoder's symbol search), and picked per call (kvx_cpu_avx2_allowed, so that
+ * KVX_CPU_ISA=baseline lets the tests run both). Both compute the same integers. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CODER_AVX2 1
+#define ATTR_AVX2 __attribute__((target("avx2")))
+#endif
+
+#if CODER_AVX2
+#define DEFINE_RANGE_VARIANTS(name)                                                            \
+    static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
+    {                                                                                         \
+        name##_body(ctx, begin, end);                                                         \
+    }                                                                                         \
+    ATTR_AVX2 static void name##_avx2(void *ctx, int64_t begin, int64_t end)                  \
+    {                                                                                         \
+        name##_body(ctx, begin, end);                                                         \
+    }                                                                                         \
+    static kvx_range_fn name##_variant(void)                                                  \
+    {                                                                                         \
+        return kvx_cpu_avx2_allowed() ? name##_avx2 : name##_baseline;                        \
+    }
 #else
-#define KVX_CODER_CLONES
+#define DEFINE_RANGE_VARIANTS(name)                                                            \
+    static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
+    {                                                                                         \
+        name##_body(ctx, begin, end);                                                         \
+    }                                                                                         \
+    static kvx_range_fn name##_variant(void) { return name##_baseline; }
 #endif
 
 static inline int clz32(uint32_t x) { return __builtin_clz(x); } /* x != 0 */
@@ -170,7 +194,7 @@ typedef struct encode_job {
     _Atomic int64_t overflow_needed;
 } encode_job;
 
-KVX_CODER_CLONES static void encode_group(encode_job *job, int64_t layer, int64_t c0, int width)
+static ALWAYS_INLINE void encode_group(encode_job *job, int64_t layer, int64_t c0, int width)
 {
     cdf_tables tables;
     encoder enc[KVX_CODEC_GROUP];
@@ -194,7 +218,7 @@ KVX_CODER_CLONES static void encode_group(encode_job *job, int64_t layer, int64_
     }
 }
 
-static void encode_range(void *ctx, int64_t begin, int64_t end)
+static ALWAYS_INLINE void encode_range_body(void *ctx, int64_t begin, int64_t end)
 {
     encode_job *job = ctx;
     for (int64_t i = begin; i < end; i++) {
@@ -203,6 +227,8 @@ static void encode_range(void *ctx, int64_t begin, int64_t end)
         encode_group(job, layer, c0, left < KVX_CODEC_GROUP ? (int)left : KVX_CODEC_GROUP);
     }
 }
+
+DEFINE_RANGE_VARIANTS(encode_range)
 
 int32_t kvx_cpu_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
                              int64_t num_layers, int64_t num_tokens, int64_t num_channels,
@@ -218,7 +244,7 @@ int32_t kvx_cpu_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t
     int64_t groups = (num_channels + KVX_CODEC_GROUP - 1) / KVX_CODEC_GROUP;
     encode_job job = {cdf, cdf_len, symbols, num_tokens, num_channels, groups, streams,
                       stream_capacity, lengths, -1, 0};
-    kvx_parallel_for(num_layers * groups, 1, encode_range, &job);
+    kvx_parallel_for(num_layers * groups, 1, encode_range_variant(), &job);
     int64_t bad = atomic_load(&job.overflow_stream);
     if (bad >= 0)
         return kvx_fail(KVX_ERR_BUFFER_TOO_SMALL,
@@ -333,11 +359,9 @@ static void stream_extent(const decode_job *job, int64_t i, int64_t *start, int6
 
 /* The token loop for `num_symbols` symbols per table; inlined with the common counts as
  * constants, so the decoder's symbol search unrolls into a few full-width compares. */
-static inline __attribute__((always_inline)) void decode_tokens(const decode_job *job,
-                                                                decoder *dec,
-                                                                const cdf_tables *tables,
-                                                                uint8_t *row, int width,
-                                                                int32_t num_symbols)
+static ALWAYS_INLINE void decode_tokens(const decode_job *job, decoder *dec,
+                                        const cdf_tables *tables, uint8_t *row, int width,
+                                        int32_t num_symbols)
 {
     for (int64_t t = 0; t < job->num_tokens; t++, row += job->num_channels) {
         int last = t == job->num_tokens - 1;
@@ -346,7 +370,8 @@ static inline __attribute__((always_inline)) void decode_tokens(const decode_job
     }
 }
 
-KVX_CODER_CLONES static void decode_group(const decode_job *job, int64_t layer, int64_t c0, int width)
+static ALWAYS_INLINE void decode_group(const decode_job *job, int64_t layer, int64_t c0,
+                                       int width)
 {
     cdf_tables tables;
     decoder dec[KVX_CODEC_GROUP];
@@ -365,7 +390,7 @@ KVX_CODER_CLONES static void decode_group(const decode_job *job, int64_t layer, 
     }
 }
 
-static void decode_range(void *ctx, int64_t begin, int64_t end)
+static ALWAYS_INLINE void decode_range_body(void *ctx, int64_t begin, int64_t end)
 {
     const decode_job *job = ctx;
     for (int64_t i = begin; i < end; i++) {
@@ -374,6 +399,8 @@ static void decode_range(void *ctx, int64_t begin, int64_t end)
         decode_group(job, layer, c0, left < KVX_CODEC_GROUP ? (int)left : KVX_CODEC_GROUP);
     }
 }
+
+DEFINE_RANGE_VARIANTS(decode_range)
 
 static int32_t check_extents(int64_t num_bytes, int64_t capacity, const int32_t *lengths,
                              const int64_t *end_offsets, int64_t num_streams)
@@ -410,6 +437,6 @@ int32_t kvx_cpu_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t
     int64_t groups = (num_channels + KVX_CODEC_GROUP - 1) / KVX_CODEC_GROUP;
     decode_job job = {cdf, cdf_len, bytes, stream_capacity, lengths, end_offsets,
                       num_tokens, num_channels, groups, symbols};
-    kvx_parallel_for(num_layers * groups, 1, decode_range, &job);
+    kvx_parallel_for(num_layers * groups, 1, decode_range_variant(), &job);
     return KVX_OK;
 }

@@ -8,6 +8,10 @@ int32_t kvx_cpu_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dens
                          const int64_t *slot_mapping, int32_t direction,
                          const kvx_stream *stream);
 
+/* Whether AVX2 variants may run: the CPU has AVX2 and KVX_CPU_ISA does not ask for
+ * "baseline" (the tests set it to run the baseline variants on any machine). isa.c. */
+int kvx_cpu_avx2_allowed(void);
+
 /* KVX-CPU-CODEC-FUNCTIONS */
 int32_t kvx_cpu_codec_quantize(const void *x, int32_t dtype, int64_t num_rows,
                                int64_t num_tokens, int64_t num_channels, int64_t row_stride,
