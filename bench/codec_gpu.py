@@ -70,15 +70,10 @@ def _one_size(torch, kvx, args: argparse.Namespace, tokens: int, progress) -> tu
 def run(argv: list[str]) -> int:
     """Runs the benchmark on the first CUDA/HIP device and prints the table."""
     args = _parse(argv)
-    try:
-        import torch
-    except ImportError:
-        print("the GPU codec benchmark needs torch with CUDA or ROCm")
+    modules = common.gpu_modules("GPU codec")
+    if modules is None:
         return 2
-    import kvx
-
-    if not common.gpu_ready(torch, kvx):
-        return 2
+    torch, kvx = modules
     progress = common.Progress(len(args.tokens), "bench codec_gpu")
     rows, notes = [], []
     for tokens in args.tokens:

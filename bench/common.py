@@ -67,12 +67,19 @@ def gpu_median(torch, fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def gpu_ready(torch, kvx) -> bool:
-    """Whether a GPU benchmark can run; if not, says why on stdout."""
+def gpu_modules(bench: str):
+    """``(torch, kvx)`` when a GPU benchmark can run; else None, after saying why on stdout."""
+    try:
+        import torch
+    except ImportError:
+        print(f"the {bench} benchmark needs torch with CUDA or ROCm")
+        return None
+    import kvx
+
     if torch.cuda.is_available() and any(b.available for b in kvx.backends() if b.name in ("cuda", "hip")):
-        return True
+        return torch, kvx
     print("no GPU: needs torch.cuda and a libkvx built with -Dcuda=enabled or -Dhip=enabled (see kvx info)")
-    return False
+    return None
 
 
 class Progress:

@@ -59,16 +59,12 @@ def _one_size(torch, rope, reference_rope, tokens: int, repeats: int, progress) 
 def run(argv: list[str]) -> int:
     """Runs the benchmark on the first CUDA/HIP device and prints the table."""
     args = _parse(argv)
-    try:
-        import torch
-    except ImportError:
-        print("the GPU RoPE benchmark needs torch with CUDA or ROCm")
+    modules = common.gpu_modules("GPU RoPE")
+    if modules is None:
         return 2
-    import kvx
+    torch, kvx = modules
     from kvx import reference_rope, rope
 
-    if not common.gpu_ready(torch, kvx):
-        return 2
     progress = common.Progress(len(args.tokens), "bench rope_gpu")
     rows = [row for tokens in args.tokens
             for row in _one_size(torch, rope, reference_rope, tokens, args.repeats, progress)]

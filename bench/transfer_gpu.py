@@ -67,15 +67,10 @@ def _one_size(torch, kvx, layers: int, tokens: int, repeats: int, progress) -> l
 def run(argv: list[str]) -> int:
     """Runs the benchmark on the first CUDA/HIP device and prints the table."""
     args = _parse(argv)
-    try:
-        import torch
-    except ImportError:
-        print("the GPU transfer benchmark needs torch with CUDA or ROCm")
+    modules = common.gpu_modules("GPU transfer")
+    if modules is None:
         return 2
-    import kvx
-
-    if not common.gpu_ready(torch, kvx):
-        return 2
+    torch, kvx = modules
     progress = common.Progress(len(args.tokens), "bench transfer_gpu")
     rows = [row for tokens in args.tokens for row in _one_size(torch, kvx, args.layers, tokens, args.repeats, progress)]
     print(f"{torch.cuda.get_device_name()}: Llama-3-8B shape, {args.layers} layers, 8 KV heads, head 128, bf16, block 16")
