@@ -79,7 +79,7 @@ def _routes(name: str, device_type: int, compiled: bool, available: bool) -> tup
         return ("unknown until the backend is available", fallback)
     codec = HOST_STAGED if name in _STAGED_CODEC else "native"
     if not _has_codec(device_type):
-        codec = "unsupported (kvx.codec works on CPU tensors)"
+        codec = "unsupported (kvx.codec.encode/decode go through host memory)"
     return (codec, "native" if _has_rope(device_type) else fallback)
 
 
