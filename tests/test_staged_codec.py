@@ -64,6 +64,13 @@ def ptr(x, ctype="void *"):
     return kffi.cast(ctype, x if isinstance(x, int) else x.ctypes.data)
 
 
+@pytest.fixture(autouse=True)
+def no_staging_pool(monkeypatch):
+    """Every staging block is allocated and freed within its call (the tests count both); the
+    pool that keeps blocks between calls has its own test below."""
+    monkeypatch.setenv("KVX_STAGING_POOL_BYTES", "0")
+
+
 @pytest.fixture(params=BACKENDS)
 def dev(request):
     d = Device(request.param)
@@ -440,3 +447,18 @@ def test_container_stays_host_only(dev):
     size = kffi.new("int64_t *")
     rc = klib.kvx_codec_compress(d, params, ptr(out), out.size, size, dev.stream)
     assert rc == klib.KVX_ERR_UNSUPPORTED and "host memory" in dsc.last_error()
+
+
+def test_staging_blocks_are_reused_between_calls(dev, monkeypatch):
+    """With the pool on, the second call of a similar size allocates no pinned memory, frees
+    none, and still gives the CPU backend's bytes; turning the pool off frees on give-back."""
+    monkeypatch.setenv("KVX_STAGING_POOL_BYTES", str(64 << 20))
+    symbols = np.random.default_rng(8).integers(0, 15, (2, 40, 7), dtype=np.uint8)
+    want = calculate_cdf(symbols, 16)
+    same(calculate_cdf(symbols, 16, on=dev), want)  # allocates, then keeps the block
+    allocated, freed = dev.st.calls(HOST_ALLOC[dev.backend]), dev.st.calls(HOST_FREE[dev.backend])
+    same(calculate_cdf(symbols, 16, on=dev), want)
+    assert dev.st.calls(HOST_ALLOC[dev.backend]) == allocated and dev.st.calls(HOST_FREE[dev.backend]) == freed
+    monkeypatch.setenv("KVX_STAGING_POOL_BYTES", "0")
+    same(calculate_cdf(symbols, 16, on=dev), want)  # the kept block stays kept; this one is freed
+    assert dev.st.calls(HOST_FREE[dev.backend]) == freed + 1

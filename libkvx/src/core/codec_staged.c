@@ -1,5 +1,6 @@
 /* codec_staged.c - the host-staged codec: see codec_staged.h. */
 #include "codec_staged.h"
+#include "staging_pool.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +30,8 @@ typedef struct staging {
     staged_array arrays[MAX_ARRAYS];
     int count;
     void *block;
-    int pinned; /* block came from ops->host_alloc (else malloc) */
+    int pinned; /* block came from ops->host_alloc or the pool (else malloc) */
+    size_t block_bytes;
     int in_flight; /* copies may be queued on the stream that no successful wait has covered */
     int entered;
     kvx_device_guard guard;
@@ -141,8 +143,12 @@ static int32_t stage_in(staging *s)
         a->offset = total;
         total += staged_piece_bytes(a);
     }
-    if (total > 0) {
-        rc = s->ops->host_alloc(total, &s->block);
+    if (total > 0 && (s->block = kvx_staging_pool_take(s->ops, s->stream->device_index, total,
+                                                       &s->block_bytes)))
+        s->pinned = 1;
+    else if (total > 0) {
+        s->block_bytes = kvx_staging_pool_round(total);
+        rc = s->ops->host_alloc(s->block_bytes, &s->block);
         s->pinned = rc == KVX_OK;
         if (rc == KVX_STAGING_NO_PINNED && !(s->block = malloc(total)))
             return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of staging memory "
@@ -186,10 +192,13 @@ static void stage_end(staging *s)
     /* After a failed wait with copies queued the device may still access the block: it is
      * left allocated (a leak, after a runtime failure) rather than freed under a running DMA. */
     if (!s->in_flight) {
-        if (s->block && s->pinned)
-            s->ops->host_free(s->block);
-        else
+        if (s->block && s->pinned) {
+            if (!kvx_staging_pool_give(s->ops, s->stream->device_index, s->block,
+                                       s->block_bytes))
+                s->ops->host_free(s->block);
+        } else {
             free(s->block);
+        }
     }
     if (s->entered)
         s->ops->leave(&s->guard);

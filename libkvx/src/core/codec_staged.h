@@ -12,8 +12,9 @@
  *     host memory (src/core/codec.c reads it).
  *   - They synchronise the stream, twice: after the device -> host copies (and so after all
  *     earlier work on the stream) and after the host -> device copies, so the staging memory is
- *     freed only once the stream has consumed it and the outputs are complete when the call
- *     returns. An error an earlier operation left on the stream surfaces here.
+ *     freed (or kept for later calls: staging_pool.h) only once the stream has consumed it,
+ *     and the outputs are complete when the call returns. An error an earlier operation left
+ *     on the stream surfaces here.
  *   - Data-dependent errors (non-finite input, bad symbols or CDF tables, stream offsets, a
  *     stream capacity too small) come from the CPU step, before anything is copied back: the
  *     device outputs are untouched. So are they when a runtime call fails while staging in or
