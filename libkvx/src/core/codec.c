@@ -8,7 +8,6 @@
  */
 #include "codec_internal.h"
 
-#define FAIL_ARG(...) kvx_fail(KVX_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 
 /* Bits one symbol can cost, at most (see src/cpu/codec_range_coder.c), plus the final flush. */
 #define MAX_BITS_PER_SYMBOL 18
@@ -93,14 +92,6 @@ static int32_t check_view(const char *name, int64_t rows, int64_t tokens, int64_
     return KVX_OK;
 }
 
-#define DISPATCH(entry, op)                                                                    \
-    const kvx_backend *backend = kvx_backend_for(stream);                                      \
-    if (!backend)                                                                              \
-        return KVX_ERR_NOT_AVAILABLE;                                                          \
-    if (!backend->entry)                                                                       \
-        return kvx_fail(KVX_ERR_UNSUPPORTED, op ": not supported by the %s backend",            \
-                        backend->name);
-
 int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64_t num_tokens,
                            int64_t num_channels, int64_t row_stride, int64_t token_stride,
                            const int32_t *bins, uint8_t *symbols, float *scales,
@@ -118,7 +109,7 @@ int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64
         (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
         (rc = kvx_codec_check_ptr("scales", scales, num_rows * num_tokens)))
         return rc;
-    DISPATCH(codec_quantize, "codec_quantize")
+    KVX_DISPATCH(backend, stream, codec_quantize, "codec_quantize");
     if (elements == 0)
         return KVX_OK;
     return backend->codec_quantize(x, dtype, num_rows, num_tokens, num_channels, row_stride,
@@ -142,7 +133,7 @@ int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales, const 
         (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
         (rc = kvx_codec_check_ptr("out", out, elements)))
         return rc;
-    DISPATCH(codec_dequantize, "codec_dequantize")
+    KVX_DISPATCH(backend, stream, codec_dequantize, "codec_dequantize");
     if (elements == 0)
         return KVX_OK;
     return backend->codec_dequantize(symbols, scales, bins, num_rows, num_tokens, num_channels,
@@ -163,7 +154,7 @@ int32_t kvx_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers, int6
         (rc = kvx_codec_product("cdf", num_layers, num_channels, num_bins + 1, &tables)) ||
         (rc = kvx_codec_check_ptr("cdf", cdf, tables)))
         return rc;
-    DISPATCH(codec_calculate_cdf, "codec_calculate_cdf")
+    KVX_DISPATCH(backend, stream, codec_calculate_cdf, "codec_calculate_cdf");
     return backend->codec_calculate_cdf(symbols, num_layers, num_tokens, num_channels, num_bins,
                                         cdf, stream);
 }
@@ -210,7 +201,7 @@ int32_t kvx_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *sy
         (rc = kvx_codec_check_ptr("streams", streams, slots)) ||
         (rc = kvx_codec_check_ptr("lengths", lengths, num_layers * num_channels)))
         return rc;
-    DISPATCH(codec_encode, "codec_encode")
+    KVX_DISPATCH(backend, stream, codec_encode, "codec_encode");
     return backend->codec_encode(cdf, cdf_len, symbols, num_layers, num_tokens, num_channels,
                                  streams, stream_capacity, lengths, stream);
 }
@@ -230,7 +221,7 @@ int32_t kvx_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *st
         (rc = kvx_codec_check_ptr("lengths", lengths, num_layers * num_channels)) ||
         (rc = kvx_codec_check_ptr("symbols", symbols, elements)))
         return rc;
-    DISPATCH(codec_decode, "codec_decode")
+    KVX_DISPATCH(backend, stream, codec_decode, "codec_decode");
     if (elements == 0)
         return KVX_OK;
     return backend->codec_decode(cdf, cdf_len, streams, slots, stream_capacity, lengths, NULL,
@@ -251,7 +242,7 @@ int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len, const uin
         (rc = kvx_codec_check_ptr("end_offsets", end_offsets, num_layers * num_channels)) ||
         (rc = kvx_codec_check_ptr("symbols", symbols, elements)))
         return rc;
-    DISPATCH(codec_decode, "codec_decode_prefsum")
+    KVX_DISPATCH(backend, stream, codec_decode, "codec_decode_prefsum");
     if (elements == 0)
         return KVX_OK;
     return backend->codec_decode(cdf, cdf_len, bytes, num_bytes, 0, NULL, end_offsets,

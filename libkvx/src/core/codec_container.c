@@ -20,7 +20,6 @@
 
 #include "codec_internal.h"
 
-#define FAIL_ARG(...) kvx_fail(KVX_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 #define FAIL_CORRUPT(...) kvx_fail(KVX_ERR_CORRUPT_INPUT, __VA_ARGS__)
 
 enum {

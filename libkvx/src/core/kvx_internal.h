@@ -24,6 +24,9 @@ int32_t kvx_fail(int32_t status, const char *fmt, ...) KVX_PRINTF(2, 3);
 /* Clears this thread's last error; every public entry point calls it first. */
 void kvx_clear_error(void);
 
+/* The failure of most argument checks. */
+#define FAIL_ARG(...) kvx_fail(KVX_ERR_INVALID_ARGUMENT, __VA_ARGS__)
+
 /* ---------------------------------------------------------------- shared argument checks */
 
 /* Each returns KVX_OK, or fails with KVX_ERR_INVALID_ARGUMENT naming `owner->field`. */
@@ -99,6 +102,16 @@ typedef struct kvx_backend {
 
 /* The backend that serves `stream` (NULL = CPU), or NULL after kvx_fail() with the reason. */
 const kvx_backend *kvx_backend_for(const kvx_stream *stream);
+
+/* In a public entry point: declares `backend`, the one serving `stream`, and returns when there
+ * is none (KVX_ERR_NOT_AVAILABLE) or it lacks `entry` (KVX_ERR_UNSUPPORTED naming `op`). */
+#define KVX_DISPATCH(backend, stream, entry, op)                                               \
+    const kvx_backend *backend = kvx_backend_for(stream);                                      \
+    if (!backend)                                                                              \
+        return KVX_ERR_NOT_AVAILABLE;                                                          \
+    if (!backend->entry)                                                                       \
+        return kvx_fail(KVX_ERR_UNSUPPORTED, op ": not supported by the %s backend",            \
+                        backend->name)
 
 extern const kvx_backend kvx_cpu_backend;
 extern const kvx_backend kvx_gpu_backend; /* CUDA or HIP, whichever this build has */

@@ -12,7 +12,6 @@
 
 #include "kvx_internal.h"
 
-#define FAIL_ARG(...) kvx_fail(KVX_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 
 static int is_float_dtype(int32_t dtype)
 {
@@ -126,12 +125,7 @@ int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cac
         (rc = require_pointer("old_positions", old_positions, keys->num_tokens)) ||
         (rc = require_pointer("new_positions", new_positions, keys->num_tokens)))
         return rc;
-    const kvx_backend *backend = kvx_backend_for(stream);
-    if (!backend)
-        return KVX_ERR_NOT_AVAILABLE;
-    if (!backend->rope_rerotate)
-        return kvx_fail(KVX_ERR_UNSUPPORTED, "rope_rerotate: not supported by the %s backend",
-                        backend->name);
+    KVX_DISPATCH(backend, stream, rope_rerotate, "rope_rerotate");
     if (positions_on_host(backend) &&
         ((rc = check_positions("old_positions", old_positions, positions_dtype,
                                keys->num_tokens, cache->max_position)) ||
@@ -162,12 +156,7 @@ int32_t kvx_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
     if ((rc = check_positions_dtype(positions_dtype)) ||
         (rc = require_pointer("positions", positions, query->num_tokens)))
         return rc;
-    const kvx_backend *backend = kvx_backend_for(stream);
-    if (!backend)
-        return KVX_ERR_NOT_AVAILABLE;
-    if (!backend->rope_apply)
-        return kvx_fail(KVX_ERR_UNSUPPORTED, "rope_apply: not supported by the %s backend",
-                        backend->name);
+    KVX_DISPATCH(backend, stream, rope_apply, "rope_apply");
     if (positions_on_host(backend) &&
         (rc = check_positions("positions", positions, positions_dtype, query->num_tokens,
                               cache->max_position)))

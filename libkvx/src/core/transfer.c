@@ -9,7 +9,6 @@
 
 #include "kvx_internal.h"
 
-#define FAIL_ARG(...) kvx_fail(KVX_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 
 static int32_t check_paged(const kvx_paged_desc *p)
 {
@@ -95,12 +94,7 @@ int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
     if (dense->num_tokens > 0 && !slot_mapping)
         return FAIL_ARG("slot_mapping: expected %lld int64 entries, got NULL",
                         (long long)dense->num_tokens);
-    const kvx_backend *backend = kvx_backend_for(stream);
-    if (!backend)
-        return KVX_ERR_NOT_AVAILABLE;
-    if (!backend->transfer)
-        return kvx_fail(KVX_ERR_UNSUPPORTED, "transfer: not supported by the %s backend",
-                        backend->name);
+    KVX_DISPATCH(backend, stream, transfer, "transfer");
     if (dense->num_tokens == 0)
         return KVX_OK;
     return backend->transfer(paged, dense, slot_mapping, direction, stream);
