@@ -92,6 +92,19 @@ static int32_t check_view(const char *name, int64_t rows, int64_t tokens, int64_
     return KVX_OK;
 }
 
+/* Checks shared by quantize and dequantize: the float tensor's dtype, shape and strides
+ * (`name` is its argument); *elements = rows * tokens * channels. */
+static int32_t check_float_tokens(const char *name, int32_t dtype, int64_t num_rows,
+                                  int64_t num_tokens, int64_t num_channels, int64_t row_stride,
+                                  int64_t token_stride, int64_t *elements)
+{
+    int32_t rc;
+    if ((rc = check_float_dtype("dtype", dtype)) ||
+        (rc = kvx_codec_check_shape(num_rows, num_tokens, num_channels, "num_rows", elements)))
+        return rc;
+    return check_view(name, num_rows, num_tokens, num_channels, row_stride, token_stride, dtype);
+}
+
 int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64_t num_tokens,
                            int64_t num_channels, int64_t row_stride, int64_t token_stride,
                            const int32_t *bins, uint8_t *symbols, float *scales,
@@ -100,10 +113,8 @@ int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64
     int32_t rc;
     int64_t elements = 0;
     kvx_clear_error();
-    if ((rc = check_float_dtype("dtype", dtype)) ||
-        (rc = kvx_codec_check_shape(num_rows, num_tokens, num_channels, "num_rows", &elements)) ||
-        (rc = check_view("x", num_rows, num_tokens, num_channels, row_stride, token_stride,
-                         dtype)) ||
+    if ((rc = check_float_tokens("x", dtype, num_rows, num_tokens, num_channels, row_stride,
+                                 token_stride, &elements)) ||
         (rc = kvx_codec_check_ptr("x", x, elements)) ||
         (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
         (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
@@ -124,10 +135,8 @@ int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales, const 
     int32_t rc;
     int64_t elements = 0;
     kvx_clear_error();
-    if ((rc = check_float_dtype("dtype", dtype)) ||
-        (rc = kvx_codec_check_shape(num_rows, num_tokens, num_channels, "num_rows", &elements)) ||
-        (rc = check_view("out", num_rows, num_tokens, num_channels, row_stride, token_stride,
-                         dtype)) ||
+    if ((rc = check_float_tokens("out", dtype, num_rows, num_tokens, num_channels, row_stride,
+                                 token_stride, &elements)) ||
         (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
         (rc = kvx_codec_check_ptr("scales", scales, num_rows * num_tokens)) ||
         (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
