@@ -218,20 +218,35 @@ _VARIANT_SCRIPT = textwrap.dedent("""
     import hashlib, torch
     from kvx import rope
     h = hashlib.sha256()
+    # pairs: 32 (one whole block of the AVX-512 bf16 loop), 20 (a tail only), 48 (a block and a
+    # tail), 64 (two blocks); caches of every dtype; positions in runs and scattered
+    shapes = ((64, 64, torch.float32), (40, 72, torch.float32), (96, 128, torch.bfloat16),
+              (128, 128, torch.float16))
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for is_neox in (True, False):
-            for rot_dim, head in ((64, 64), (40, 72)):  # 20 pairs: exercises vector tails
+            for rot_dim, head, cache_dtype in shapes:
                 g = torch.Generator().manual_seed(7)
                 keys = (torch.randn((53, 3, head), generator=g) * 3).to(dtype)
                 keys[0, 0] = (torch.randn(head, generator=g) * 1e-39).to(dtype)  # denormal results
                 keys[0, 1, :4] = torch.tensor([1e-39, -3e-39, 6e-5, 1e-8])  # tiny values
                 keys[1, 0] = 0.0  # a zero head
-                cs = rope.build_cos_sin_cache(rot_dim, 400)
+                query = (torch.randn((53, 2, head), generator=g) * 3).to(dtype)
+                cs = rope.build_cos_sin_cache(rot_dim, 400, dtype=cache_dtype)
                 old = torch.randint(0, 400, (53,), generator=g)
                 new = torch.randint(0, 400, (53,), generator=g)
+                new[10:40] = torch.arange(300, 330)  # a run of consecutive positions
                 rope.rerotate_keys(keys, old, new, cs, is_neox=is_neox)
-                rope.apply_rotary(new, keys, None, cs, is_neox=is_neox)
-                h.update(keys.view(torch.uint8 if dtype != torch.float32 else torch.int32).numpy().tobytes())
+                rope.apply_rotary(new, query, keys, cs, is_neox=is_neox)
+                for x in (keys, query):
+                    h.update(x.view(torch.uint8 if dtype != torch.float32 else torch.int32).numpy().tobytes())
+    # A float32 difference of one ulp rarely survives rounding to bf16: enough bf16 values that
+    # any would show (about 2**-16 of them flip per ulp of difference)
+    g = torch.Generator().manual_seed(8)
+    keys = torch.randn((2048, 4, 128), generator=g).to(torch.bfloat16)
+    cs = rope.build_cos_sin_cache(128, 8192)
+    rope.rerotate_keys(keys, torch.randint(0, 8192, (2048,), generator=g),
+                       torch.randint(0, 8192, (2048,), generator=g), cs)
+    h.update(keys.view(torch.uint8).numpy().tobytes())
     print(h.hexdigest())
 """)
 

@@ -8,7 +8,8 @@
  * read and written exactly once. The per-head loops are specialised by storage type and
  * pairing, written so that gcc vectorises them (no branches; conversions by integer arithmetic
  * in half.h), compiled for several instruction sets and chosen at run time; on AVX-512 the
- * 16-bit NeoX loops and all GPT-J loops are hand-written. What limits speed is the arithmetic,
+ * 16-bit NeoX loops and all GPT-J loops are hand-written, and jobs on bf16 NeoX keys have a
+ * token loop of their own that keeps the angles in registers. What limits speed is the arithmetic,
  * shuffles and conversions per element, not memory. Every variant computes the same float32
  * operations, so all give the same bits (and the same bits as torch computing a*cos - b*sin in
  * float32).
@@ -130,6 +131,7 @@ typedef struct rope_job {
     const void *positions;     /* the angle to rotate to (new positions, or the positions) */
     const void *old_positions; /* re-rotation only: the angle to rotate from; else NULL */
     int32_t positions_dtype;
+    int64_t row_bytes; /* distance between cache rows */
 } rope_job;
 
 static ALWAYS_INLINE int64_t position_at(const void *positions, int32_t dtype, int64_t t)
@@ -150,24 +152,61 @@ static ALWAYS_INLINE void rotate_token(const rope_target *target, int64_t t, con
                        x->head_stride * size, c, s, first, n, half);
 }
 
-/* Cache rows are read at arbitrary positions, which hardware prefetchers cannot foresee: ask for
- * those of a token a few tokens ahead while the heads of this one are rotated. */
+/* Row `pos` of the cos/sin cache. */
+static ALWAYS_INLINE const void *cache_row(const rope_job *job, int64_t pos)
+{
+    return (const char *)job->cache->cos_sin + pos * job->row_bytes;
+}
+
+/* Cache rows are read at arbitrary positions. Runs of consecutive positions (a reused chunk, a
+ * prompt) read consecutive rows, which the hardware prefetchers follow; elsewhere, ask for the
+ * rows of a token a few tokens ahead while the heads of this one are rotated. Prefetching rows
+ * that are on their way anyway measurably slows the consecutive case, hence the test. */
 #define PREFETCH_TOKENS 4
 
-static ALWAYS_INLINE void prefetch_row(const kvx_rope_cache *cache, int64_t pos)
+static ALWAYS_INLINE void prefetch_row(const rope_job *job, const void *positions, int64_t t)
 {
-    int64_t size = kvx_dtype_size(cache->dtype);
-    const char *row = (const char *)cache->cos_sin + pos * cache->row_stride * size;
-    int64_t bytes = (int64_t)cache->rot_dim * size;
+    int64_t pos = position_at(positions, job->positions_dtype, t);
+    if (pos == position_at(positions, job->positions_dtype, t - 1) + 1)
+        return;
+    const char *row = cache_row(job, pos);
+    int64_t bytes = (int64_t)job->cache->rot_dim * kvx_dtype_size(job->cache->dtype);
     for (int64_t offset = 0; offset < bytes; offset += 64)
         __builtin_prefetch(row + offset);
 }
 
-static ALWAYS_INLINE void prefetch_rows(const rope_job *job, int64_t t)
+/* Prefetches the cache rows of token t + PREFETCH_TOKENS when it is before `end`. */
+static ALWAYS_INLINE void prefetch_ahead(const rope_job *job, int64_t t, int64_t end)
 {
-    prefetch_row(job->cache, position_at(job->positions, job->positions_dtype, t));
+    if (t + PREFETCH_TOKENS >= end)
+        return;
+    prefetch_row(job, job->positions, t + PREFETCH_TOKENS);
     if (job->old_positions)
-        prefetch_row(job->cache, position_at(job->old_positions, job->positions_dtype, t));
+        prefetch_row(job, job->old_positions, t + PREFETCH_TOKENS);
+}
+
+/* Rotates pairs [first, first + n), n <= PAIR_SLICE, of token t of every target. */
+static ALWAYS_INLINE void rotate_token_pairs(const rope_job *job, int64_t t, int64_t first,
+                                             int64_t n)
+{
+    const kvx_rope_cache *cache = job->cache;
+    int64_t half = cache->rot_dim / 2;
+    /* converted new / old rows (16-bit caches), and the combined rotation */
+    float cn[PAIR_SLICE], sn[PAIR_SLICE], co[PAIR_SLICE], so[PAIR_SLICE];
+    float c[PAIR_SLICE], s[PAIR_SLICE];
+    const float *pc, *ps;
+    load_angles(cache, position_at(job->positions, job->positions_dtype, t), first, n, cn, sn,
+                &pc, &ps);
+    if (job->old_positions) {
+        const float *pco, *pso;
+        load_angles(cache, position_at(job->old_positions, job->positions_dtype, t), first, n,
+                    co, so, &pco, &pso);
+        combine_angles(c, s, pc, ps, pco, pso, n);
+        pc = c;
+        ps = s;
+    }
+    for (int i = 0; i < job->num_targets; i++)
+        rotate_token(&job->targets[i], t, pc, ps, first, n, half);
 }
 
 /* Tokens [begin, end) of a job. Compiled once per instruction set (the angle loops are worth
@@ -175,41 +214,24 @@ static ALWAYS_INLINE void prefetch_rows(const rope_job *job, int64_t t)
 static ALWAYS_INLINE void rope_range_body(void *ctx, int64_t begin, int64_t end)
 {
     const rope_job *job = ctx;
-    const kvx_rope_cache *cache = job->cache;
-    int64_t half = cache->rot_dim / 2;
-    /* converted new / old rows (16-bit caches), and the combined rotation */
-    float cn[PAIR_SLICE], sn[PAIR_SLICE], co[PAIR_SLICE], so[PAIR_SLICE];
-    float c[PAIR_SLICE], s[PAIR_SLICE];
+    int64_t half = job->cache->rot_dim / 2;
     for (int64_t t = begin; t < end; t++) {
-        int64_t pos = position_at(job->positions, job->positions_dtype, t);
-        if (t + PREFETCH_TOKENS < end)
-            prefetch_rows(job, t + PREFETCH_TOKENS);
-        for (int64_t first = 0; first < half; first += PAIR_SLICE) {
-            int64_t n = half - first < PAIR_SLICE ? half - first : PAIR_SLICE;
-            const float *pc, *ps;
-            load_angles(cache, pos, first, n, cn, sn, &pc, &ps);
-            if (job->old_positions) {
-                const float *pco, *pso;
-                int64_t old = position_at(job->old_positions, job->positions_dtype, t);
-                load_angles(cache, old, first, n, co, so, &pco, &pso);
-                combine_angles(c, s, pc, ps, pco, pso, n);
-                pc = c;
-                ps = s;
-            }
-            for (int i = 0; i < job->num_targets; i++)
-                rotate_token(&job->targets[i], t, pc, ps, first, n, half);
-        }
+        prefetch_ahead(job, t, end);
+        for (int64_t first = 0; first < half; first += PAIR_SLICE)
+            rotate_token_pairs(job, t, first, half - first < PAIR_SLICE ? half - first : PAIR_SLICE);
     }
 }
 
 /* ---------------------------------------------------------------- variants by instruction set */
 
-/* What one instruction set provides: the token loop and the rotations
- * [pairing: NeoX, GPT-J][dtype: f32, f16, bf16]. */
+/* What one instruction set provides: the token loop, the rotations
+ * [pairing: NeoX, GPT-J][dtype: f32, f16, bf16] it calls, and optionally a token loop of its own
+ * for jobs whose every target is bf16 with NeoX pairs. */
 typedef struct rope_isa {
     const char *name;
     kvx_range_fn range;
     rotate_heads_fn rotate[2][3];
+    kvx_range_fn range_neox_bf16; /* NULL: use `range` */
 } rope_isa;
 
 /* The same loops for each instruction set, gcc vectorising each for its own vector width. */
@@ -228,7 +250,8 @@ typedef struct rope_isa {
         {                                                                                     \
             {rotate_neox_f32_##isa, rotate_neox_f16_##isa, rotate_neox_bf16_##isa},           \
             {rotate_gptj_f32_##isa, rotate_gptj_f16_##isa, rotate_gptj_bf16_##isa},           \
-        }                                                                                     \
+        },                                                                                    \
+        NULL                                                                                  \
     }
 
 DEFINE_ISA_FUNCTIONS(baseline, )
@@ -337,7 +360,7 @@ ATTR_AVX512 static inline void narrow_f16_pair(__m512 vx, __m512 vy, __m256i *hx
     }
 
 DEFINE_ROTATE_NEOX_X16(f16_avx512x, widen_f16, narrow_f16_pair, ATTR_AVX512)
-DEFINE_ROTATE_NEOX_X16(bf16_x16_avx512bf16, widen_bf16, narrow_bf16_pair, ATTR_AVX512_BF16)
+DEFINE_ROTATE_NEOX_X16(bf16_avx512bf16, widen_bf16, narrow_bf16_pair, ATTR_AVX512_BF16)
 
 /* Redoes, by integer rounding, the lanes of a vcvtne2ps2bf16(b, a) result whose inputs were
  * float32 denormals. */
@@ -351,68 +374,126 @@ ATTR_AVX512_BF16 static inline __m512i fix_denormals_x32(__m512i h, __m512 a, __
 }
 
 /*
- * bf16 NeoX, 32 pairs at a time: the widening is one unpack per 16 values (a zero low half makes
+ * bf16 NeoX, 32 pairs at a time. The widening is one unpack per 16 values (a zero low half makes
  * a float32 of each bf16), which leaves the values permuted within 128-bit lanes, as
  * A = {0-3, 8-11, 16-19, 24-27} and B = {4-7, 12-15, 20-23, 28-31}; cos/sin are permuted the
- * same way once per call (shared by the heads), and one vcvtne2ps2bf16 plus a qword permute
+ * same way once per token (shared by its heads), and one vcvtne2ps2bf16 plus a qword permute
  * restores the order on the way back. About a third fewer instructions than 16 at a time.
  */
-ATTR_AVX512_BF16 static void rotate_neox_bf16_avx512bf16(char *base, int32_t num_heads,
-                                                         int64_t head_bytes, const float *c,
-                                                         const float *s, int64_t first,
-                                                         int64_t n, int64_t half)
+typedef struct angles_x32 {
+    __m512 cos_a, cos_b, sin_a, sin_b;
+} angles_x32;
+
+/* 16 angles of a cache row from index i, as float32 whatever the cache stores. */
+ATTR_AVX512 static inline __m512 load_angles_x16(const void *row, int32_t dtype, int64_t i)
+{
+    if (dtype == KVX_DTYPE_FLOAT32)
+        return _mm512_loadu_ps((const float *)row + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
+    return dtype == KVX_DTYPE_FLOAT16 ? widen_f16(h) : widen_bf16(h);
+}
+
+/* The rotation of pairs [first, first + 32): the angles of `new_row`, or, when `old_row` is
+ * given, those of new - old (same roundings as combine_angles), in A/B order. */
+ATTR_AVX512 static inline angles_x32 block_angles(const void *new_row, const void *old_row,
+                                                  int32_t dtype, int64_t first, int64_t half)
 {
     const __m512i pick_a = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25,
                                              26, 27);
     const __m512i pick_b = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29,
                                              30, 31);
+    __m512 c[2], s[2];
+    for (int j = 0; j < 2; j++) {
+        c[j] = load_angles_x16(new_row, dtype, first + 16 * j);
+        s[j] = load_angles_x16(new_row, dtype, half + first + 16 * j);
+        if (old_row) {
+            __m512 co = load_angles_x16(old_row, dtype, first + 16 * j);
+            __m512 so = load_angles_x16(old_row, dtype, half + first + 16 * j);
+            __m512 cn = c[j], sn = s[j];
+            c[j] = _mm512_add_ps(_mm512_mul_ps(cn, co), _mm512_mul_ps(sn, so));
+            s[j] = _mm512_sub_ps(_mm512_mul_ps(sn, co), _mm512_mul_ps(cn, so));
+        }
+    }
+    return (angles_x32){_mm512_permutex2var_ps(c[0], pick_a, c[1]),
+                        _mm512_permutex2var_ps(c[0], pick_b, c[1]),
+                        _mm512_permutex2var_ps(s[0], pick_a, s[1]),
+                        _mm512_permutex2var_ps(s[0], pick_b, s[1])};
+}
+
+/* Rotates pairs (x[i], y[i]), i < 32, by angles in A/B order. */
+ATTR_AVX512_BF16 static inline void rotate_x32_bf16(uint16_t *x, uint16_t *y, const angles_x32 *a)
+{
     const __m512i restore = _mm512_setr_epi64(0, 4, 1, 5, 2, 6, 3, 7);
     const __m512i zero = _mm512_setzero_si512();
     const __m512i magnitude = _mm512_set1_epi16(0x7fff);
-    int64_t blocks = n / 32;
-    /* cos A, cos B, sin A, sin B per block of 32 pairs */
-    float perm[PAIR_SLICE / 32][4][16] __attribute__((aligned(64)));
-    for (int64_t k = 0; k < blocks; k++) {
-        __m512 c0 = _mm512_loadu_ps(c + 32 * k), c1 = _mm512_loadu_ps(c + 32 * k + 16);
-        __m512 s0 = _mm512_loadu_ps(s + 32 * k), s1 = _mm512_loadu_ps(s + 32 * k + 16);
-        _mm512_store_ps(perm[k][0], _mm512_permutex2var_ps(c0, pick_a, c1));
-        _mm512_store_ps(perm[k][1], _mm512_permutex2var_ps(c0, pick_b, c1));
-        _mm512_store_ps(perm[k][2], _mm512_permutex2var_ps(s0, pick_a, s1));
-        _mm512_store_ps(perm[k][3], _mm512_permutex2var_ps(s0, pick_b, s1));
+    __m512i xv = _mm512_loadu_si512(x), yv = _mm512_loadu_si512(y);
+    __m512 xa = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, xv));
+    __m512 xb = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, xv));
+    __m512 ya = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, yv));
+    __m512 yb = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, yv));
+    __m512 rxa = _mm512_sub_ps(_mm512_mul_ps(xa, a->cos_a), _mm512_mul_ps(ya, a->sin_a));
+    __m512 rxb = _mm512_sub_ps(_mm512_mul_ps(xb, a->cos_b), _mm512_mul_ps(yb, a->sin_b));
+    __m512 rya = _mm512_add_ps(_mm512_mul_ps(ya, a->cos_a), _mm512_mul_ps(xa, a->sin_a));
+    __m512 ryb = _mm512_add_ps(_mm512_mul_ps(yb, a->cos_b), _mm512_mul_ps(xb, a->sin_b));
+    __m512i hx = (__m512i)_mm512_cvtne2ps_pbh(rxb, rxa);
+    __m512i hy = (__m512i)_mm512_cvtne2ps_pbh(ryb, rya);
+    /* vcvtne2ps2bf16 flushes float32 denormals to zero; a lane can only be one of those if its
+     * result is +-0, which is rare, so test for that first */
+    __mmask32 zx = _mm512_testn_epi16_mask(hx, magnitude);
+    __mmask32 zy = _mm512_testn_epi16_mask(hy, magnitude);
+    if (!_kortestz_mask32_u8(zx, zy)) {
+        hx = fix_denormals_x32(hx, rxa, rxb);
+        hy = fix_denormals_x32(hy, rya, ryb);
     }
-    for (int32_t h = 0; h < num_heads; h++) {
-        uint16_t *x = (uint16_t *)(base + h * head_bytes) + first;
-        uint16_t *y = x + half;
-        for (int64_t k = 0; k < blocks; k++) {
-            __m512i xv = _mm512_loadu_si512(x + 32 * k), yv = _mm512_loadu_si512(y + 32 * k);
-            __m512 xa = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, xv));
-            __m512 xb = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, xv));
-            __m512 ya = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, yv));
-            __m512 yb = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, yv));
-            __m512 ca = _mm512_load_ps(perm[k][0]), cb = _mm512_load_ps(perm[k][1]);
-            __m512 sa = _mm512_load_ps(perm[k][2]), sb = _mm512_load_ps(perm[k][3]);
-            __m512 rxa = _mm512_sub_ps(_mm512_mul_ps(xa, ca), _mm512_mul_ps(ya, sa));
-            __m512 rxb = _mm512_sub_ps(_mm512_mul_ps(xb, cb), _mm512_mul_ps(yb, sb));
-            __m512 rya = _mm512_add_ps(_mm512_mul_ps(ya, ca), _mm512_mul_ps(xa, sa));
-            __m512 ryb = _mm512_add_ps(_mm512_mul_ps(yb, cb), _mm512_mul_ps(xb, sb));
-            __m512i hx = (__m512i)_mm512_cvtne2ps_pbh(rxb, rxa);
-            __m512i hy = (__m512i)_mm512_cvtne2ps_pbh(ryb, rya);
-            /* vcvtne2ps2bf16 flushes float32 denormals to zero; a lane can only be one of
-             * those if its result is +-0, which is rare, so test for that first */
-            __mmask32 zx = _mm512_testn_epi16_mask(hx, magnitude);
-            __mmask32 zy = _mm512_testn_epi16_mask(hy, magnitude);
-            if (!_kortestz_mask32_u8(zx, zy)) {
-                hx = fix_denormals_x32(hx, rxa, rxb);
-                hy = fix_denormals_x32(hy, rya, ryb);
-            }
-            _mm512_storeu_si512(x + 32 * k, _mm512_permutexvar_epi64(restore, hx));
-            _mm512_storeu_si512(y + 32 * k, _mm512_permutexvar_epi64(restore, hy));
+    _mm512_storeu_si512(x, _mm512_permutexvar_epi64(restore, hx));
+    _mm512_storeu_si512(y, _mm512_permutexvar_epi64(restore, hy));
+}
+
+/* Rotates pairs [first, first + 32) of every head of every layer of token t of x. */
+ATTR_AVX512_BF16 static inline void rotate_token_x32_bf16(const kvx_rope_tensor *x, int64_t t,
+                                                          int64_t first, int64_t half,
+                                                          const angles_x32 *a)
+{
+    /* locals, so the stores to keys need not be assumed to change them */
+    const int64_t layer_stride = x->layer_stride, head_stride = x->head_stride;
+    const int32_t num_layers = x->num_layers, num_heads = x->num_heads;
+    uint16_t *layer = (uint16_t *)x->base + t * x->token_stride + first;
+    for (int32_t l = 0; l < num_layers; l++, layer += layer_stride) {
+        uint16_t *head = layer;
+        for (int32_t h = 0; h < num_heads; h++, head += head_stride)
+            rotate_x32_bf16(head, head + half, a);
+    }
+}
+
+/*
+ * The token loop for jobs whose every target is bf16 with NeoX pairs (the hot case). Unlike the
+ * generic loop it keeps each block's angles in registers, shared by all heads of the token: no
+ * cos/sin arrays written and read back, no call per layer. Single-threaded on Zen 5 (4096
+ * tokens x 8 heads x 128) that measured about 1.5x faster than the generic loop calling a
+ * 32-pair routine per token. Pairs past the last whole block of 32
+ * go through the generic per-token path.
+ */
+ATTR_AVX512_BF16 static void rope_range_neox_bf16_avx512bf16(void *ctx, int64_t begin,
+                                                             int64_t end)
+{
+    const rope_job *job = ctx;
+    const kvx_rope_cache *cache = job->cache;
+    int64_t half = cache->rot_dim / 2, whole = half / 32 * 32;
+    for (int64_t t = begin; t < end; t++) {
+        prefetch_ahead(job, t, end);
+        const void *new_row = cache_row(job, position_at(job->positions, job->positions_dtype, t));
+        const void *old_row = job->old_positions
+                                  ? cache_row(job, position_at(job->old_positions,
+                                                               job->positions_dtype, t))
+                                  : NULL;
+        for (int64_t first = 0; first < whole; first += 32) {
+            angles_x32 a = block_angles(new_row, old_row, cache->dtype, first, half);
+            for (int i = 0; i < job->num_targets; i++)
+                rotate_token_x32_bf16(job->targets[i].tensor, t, first, half, &a);
         }
+        if (whole < half)
+            rotate_token_pairs(job, t, whole, half - whole);
     }
-    if (n > 32 * blocks)
-        rotate_neox_bf16_x16_avx512bf16(base, num_heads, head_bytes, c + 32 * blocks,
-                                        s + 32 * blocks, first + 32 * blocks, n - 32 * blocks,
-                                        half);
 }
 
 /*
@@ -505,6 +586,7 @@ static const rope_isa avx512_isa = {
         {rotate_neox_f32_avx512, rotate_neox_f16_avx512x, rotate_neox_bf16_avx512},
         {rotate_gptj_f32_avx512x, rotate_gptj_f16_avx512x, rotate_gptj_bf16_avx512},
     },
+    NULL,
 };
 static const rope_isa avx512bf16_isa = {
     "avx512bf16",
@@ -513,6 +595,7 @@ static const rope_isa avx512bf16_isa = {
         {rotate_neox_f32_avx512, rotate_neox_f16_avx512x, rotate_neox_bf16_avx512bf16},
         {rotate_gptj_f32_avx512x, rotate_gptj_f16_avx512x, rotate_gptj_bf16_avx512bf16},
     },
+    rope_range_neox_bf16_avx512bf16,
 };
 #endif
 
@@ -558,6 +641,16 @@ static const rope_isa *current_isa(void)
 
 /* ---------------------------------------------------------------- entry points */
 
+static rope_job new_job(const kvx_rope_cache *cache, const void *positions,
+                        const void *old_positions, int32_t positions_dtype)
+{
+    return (rope_job){.cache = cache,
+                      .positions = positions,
+                      .old_positions = old_positions,
+                      .positions_dtype = positions_dtype,
+                      .row_bytes = cache->row_stride * kvx_dtype_size(cache->dtype)};
+}
+
 static void add_target(rope_job *job, const rope_isa *isa, const kvx_rope_tensor *tensor)
 {
     rope_target *target = &job->targets[job->num_targets++];
@@ -565,6 +658,17 @@ static void add_target(rope_job *job, const rope_isa *isa, const kvx_rope_tensor
     target->tensor = tensor;
     target->rotate = isa->rotate[job->cache->pairing == KVX_ROPE_NEOX ? 0 : 1][kind];
     target->elem_size = kvx_dtype_size(tensor->dtype);
+}
+
+/* The token loop for a job: the ISA's own for all-bf16 NeoX jobs when it has one. */
+static kvx_range_fn job_range(const rope_job *job, const rope_isa *isa)
+{
+    if (!isa->range_neox_bf16 || job->cache->pairing != KVX_ROPE_NEOX)
+        return isa->range;
+    for (int i = 0; i < job->num_targets; i++)
+        if (job->targets[i].tensor->dtype != KVX_DTYPE_BFLOAT16)
+            return isa->range;
+    return isa->range_neox_bf16;
 }
 
 /* Enough tokens per chunk that a chunk is worth handing to another thread (~64 Ki elements). */
@@ -585,12 +689,9 @@ int32_t kvx_cpu_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache 
 {
     (void)stream;
     const rope_isa *isa = current_isa();
-    rope_job job = {.cache = cache,
-                    .positions = new_positions,
-                    .old_positions = old_positions,
-                    .positions_dtype = positions_dtype};
+    rope_job job = new_job(cache, new_positions, old_positions, positions_dtype);
     add_target(&job, isa, keys);
-    kvx_parallel_for(keys->num_tokens, token_grain(&job), isa->range, &job);
+    kvx_parallel_for(keys->num_tokens, token_grain(&job), job_range(&job, isa), &job);
     return KVX_OK;
 }
 
@@ -600,10 +701,10 @@ int32_t kvx_cpu_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *
 {
     (void)stream;
     const rope_isa *isa = current_isa();
-    rope_job job = {.cache = cache, .positions = positions, .positions_dtype = positions_dtype};
+    rope_job job = new_job(cache, positions, NULL, positions_dtype);
     add_target(&job, isa, query);
     if (key)
         add_target(&job, isa, key);
-    kvx_parallel_for(query->num_tokens, token_grain(&job), isa->range, &job);
+    kvx_parallel_for(query->num_tokens, token_grain(&job), job_range(&job, isa), &job);
     return KVX_OK;
 }
