@@ -360,18 +360,35 @@ def test_fallback_runs_the_reference_with_one_warning(monkeypatch):
     from kvx._native import lib as native
 
     monkeypatch.setattr(rope, "_warned_fallback", set())
-    ran = []
+    ran, built = [], []
+
+    class Recorder:
+        route = "a stand-in route"
+
+        def __init__(self, tag: int) -> None:
+            self.tag = tag
+
+        def __call__(self) -> None:
+            ran.append(self.tag)
+
+    def factory(tag: int):
+        def make() -> Recorder:
+            built.append(tag)
+            return Recorder(tag)
+        return make
+
     cuda = (native.KVX_DEVICE_CUDA, 0)
-    with pytest.warns(RuntimeWarning, match=r"kvx.rope.rerotate_keys: no native kernel for this device"):
-        rope._native_or_fallback("rerotate_keys", cuda, lambda: native.KVX_ERR_NOT_AVAILABLE, lambda: ran.append(1))
+    with pytest.warns(RuntimeWarning, match=r"kvx.rope.rerotate_keys: no native kernel .*; using a stand-in route"):
+        rope._native_or_fallback("rerotate_keys", cuda, lambda: native.KVX_ERR_NOT_AVAILABLE, factory(1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        rope._native_or_fallback("rerotate_keys", cuda, lambda: native.KVX_ERR_UNSUPPORTED, lambda: ran.append(2))
+        rope._native_or_fallback("rerotate_keys", cuda, lambda: native.KVX_ERR_UNSUPPORTED, factory(2))
     assert ran == [1, 2]
     with pytest.raises(kvx.NotAvailableError):
         rope._native_or_fallback("rerotate_keys", (native.KVX_DEVICE_CPU, 0), lambda: native.KVX_ERR_NOT_AVAILABLE,
-                                 lambda: ran.append(3))
-    assert ran == [1, 2]
+                                 factory(3))
+    rope._native_or_fallback("rerotate_keys", cuda, lambda: native.KVX_OK, factory(4))
+    assert ran == [1, 2] and built == [1, 2]  # built only when the native call refused
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")

@@ -113,7 +113,7 @@ def _angles(cache: Any, positions: Any) -> tuple[Any, Any]:
     return cos.squeeze(-2), sin.squeeze(-2)
 
 
-class _Fallback:
+class Fallback:
     """One deferred RoPE call; ``route`` names what ``__call__`` will run."""
 
     def __init__(self, device_type: int, tensors: list, cache: Any, is_neox: bool, head_size: Optional[int]):
@@ -131,7 +131,7 @@ class _Fallback:
                             num_layers=layers, num_heads=heads)
 
 
-class Rerotate(_Fallback):
+class Rerotate(Fallback):
     def __init__(self, device_type: int, keys: Any, old_positions: Any, new_positions: Any, cache: Any, *,
                  is_neox: bool, head_size: Optional[int]):
         super().__init__(device_type, [(keys, "keys")], cache, is_neox, head_size)
@@ -149,7 +149,7 @@ class Rerotate(_Fallback):
         _rotate_npu(self.keys, "keys", cos, sin, self.cache.shape[1], self.head_size)
 
 
-class Apply(_Fallback):
+class Apply(Fallback):
     def __init__(self, device_type: int, positions: Any, query: Any, key: Any, cache: Any, *, is_neox: bool,
                  head_size: Optional[int]):
         super().__init__(device_type, [(query, "query"), (key, "key")], cache, is_neox, head_size)
@@ -164,7 +164,3 @@ class Apply(_Fallback):
         for t, name in self.tensors:
             _rotate_npu(t, name, cos, sin, self.cache.shape[1], self.head_size)
 
-
-def route_of(fallback: Any) -> str:
-    """The name the one-time warning gives a fallback (plain callables: the reference)."""
-    return getattr(fallback, "route", REFERENCE)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -210,18 +210,20 @@ def _require_separate(outputs: Sequence[ArrayInfo], inputs: Sequence[ArrayInfo])
                 raise InvalidArgumentError(f"{out.name}: expected memory separate from {other.name}, but they overlap")
 
 
-def _native_or_fallback(op: str, device: tuple[int, int], call: Any, fallback: Any) -> None:
+def _native_or_fallback(op: str, device: tuple[int, int], call: Callable[[], int],
+                        make_fallback: Callable[[], _rope_fallback.Fallback]) -> None:
     """Runs ``call`` (a libkvx status); on a device whose backend lacks the op, runs the plain-torch
-    ``fallback`` on the tensors' own device, with a one-time warning (never silently)."""
+    fallback that ``make_fallback`` builds (only then: it costs a microsecond per call) on the
+    tensors' own device, with a one-time warning (never silently)."""
     try:
         check(call())
     except (NotAvailableError, UnsupportedError) as error:
         if device[0] == DEVICE_CPU or torch is None:
             raise
-        route = _rope_fallback.route_of(fallback)
-        if (op, device[0], route) not in _warned_fallback:
-            _warned_fallback.add((op, device[0], route))
-            warnings.warn(f"kvx.rope.{op}: no native kernel for this device ({error}); using {route}",
+        fallback = make_fallback()
+        if (op, device[0], fallback.route) not in _warned_fallback:
+            _warned_fallback.add((op, device[0], fallback.route))
+            warnings.warn(f"kvx.rope.{op}: no native kernel for this device ({error}); using {fallback.route}",
                           RuntimeWarning, stacklevel=3)
         fallback()
 
@@ -271,7 +273,8 @@ def rerotate_keys(
         return lib.kvx_rope_rerotate(t, c, ffi.cast("void *", old.ptr), ffi.cast("void *", new.ptr), old.dtype,
                                      current_stream(device))
 
-    fallback = _rope_fallback.Rerotate(device[0], keys, old.obj, new.obj, cos_sin_cache, is_neox=is_neox,
+    def fallback() -> _rope_fallback.Fallback:
+        return _rope_fallback.Rerotate(device[0], keys, old.obj, new.obj, cos_sin_cache, is_neox=is_neox,
                                        head_size=head_size)
 
     _native_or_fallback("rerotate_keys", device, call, fallback)
@@ -319,7 +322,8 @@ def apply_rotary(
     def call() -> int:
         return lib.kvx_rope_apply(tq, tk, c, ffi.cast("void *", pos.ptr), pos.dtype, current_stream(device))
 
-    fallback = _rope_fallback.Apply(device[0], pos.obj, query, key, cos_sin_cache, is_neox=is_neox,
+    def fallback() -> _rope_fallback.Fallback:
+        return _rope_fallback.Apply(device[0], pos.obj, query, key, cos_sin_cache, is_neox=is_neox,
                                     head_size=head_size)
 
     _native_or_fallback("apply_rotary", device, call, fallback)
