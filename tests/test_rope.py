@@ -239,14 +239,16 @@ _VARIANT_SCRIPT = textwrap.dedent("""
                 rope.apply_rotary(new, query, keys, cs, is_neox=is_neox)
                 for x in (keys, query):
                     h.update(x.view(torch.uint8 if dtype != torch.float32 else torch.int32).numpy().tobytes())
-    # A float32 difference of one ulp rarely survives rounding to bf16: enough bf16 values that
-    # any would show (about 2**-16 of them flip per ulp of difference)
-    g = torch.Generator().manual_seed(8)
-    keys = torch.randn((2048, 4, 128), generator=g).to(torch.bfloat16)
-    cs = rope.build_cos_sin_cache(128, 8192)
-    rope.rerotate_keys(keys, torch.randint(0, 8192, (2048,), generator=g),
-                       torch.randint(0, 8192, (2048,), generator=g), cs)
-    h.update(keys.view(torch.uint8).numpy().tobytes())
+    # A float32 difference of one ulp rarely survives rounding to 16 bits: enough values that any
+    # would show (about 2**-16 of bf16 values flip per ulp of difference)
+    for dtype in (torch.float16, torch.bfloat16):
+        for is_neox in (True, False):
+            g = torch.Generator().manual_seed(8)
+            keys = torch.randn((2048, 4, 128), generator=g).to(dtype)
+            cs = rope.build_cos_sin_cache(128, 8192)
+            rope.rerotate_keys(keys, torch.randint(0, 8192, (2048,), generator=g),
+                               torch.randint(0, 8192, (2048,), generator=g), cs, is_neox=is_neox)
+            h.update(keys.view(torch.uint8).numpy().tobytes())
     print(h.hexdigest())
 """)
 

@@ -225,13 +225,13 @@ static ALWAYS_INLINE void rope_range_body(void *ctx, int64_t begin, int64_t end)
 /* ---------------------------------------------------------------- variants by instruction set */
 
 /* What one instruction set provides: the token loop, the rotations
- * [pairing: NeoX, GPT-J][dtype: f32, f16, bf16] it calls, and optionally a token loop of its own
- * for jobs whose every target is bf16 with NeoX pairs. */
+ * [pairing: NeoX, GPT-J][dtype: f32, f16, bf16] it calls, and, optionally, token loops of their
+ * own for jobs whose targets all have one dtype. */
 typedef struct rope_isa {
     const char *name;
     kvx_range_fn range;
     rotate_heads_fn rotate[2][3];
-    kvx_range_fn range_neox_bf16; /* NULL: use `range` */
+    kvx_range_fn token_loop[2][3]; /* same indices; NULL: use `range` */
 } rope_isa;
 
 /* The same loops for each instruction set, gcc vectorising each for its own vector width. */
@@ -251,7 +251,7 @@ typedef struct rope_isa {
             {rotate_neox_f32_##isa, rotate_neox_f16_##isa, rotate_neox_bf16_##isa},           \
             {rotate_gptj_f32_##isa, rotate_gptj_f16_##isa, rotate_gptj_bf16_##isa},           \
         },                                                                                    \
-        NULL                                                                                  \
+        {{NULL, NULL, NULL}, {NULL, NULL, NULL}},                                             \
     }
 
 DEFINE_ISA_FUNCTIONS(baseline, )
@@ -374,129 +374,6 @@ ATTR_AVX512_BF16 static inline __m512i fix_denormals_x32(__m512i h, __m512 a, __
 }
 
 /*
- * bf16 NeoX, 32 pairs at a time. The widening is one unpack per 16 values (a zero low half makes
- * a float32 of each bf16), which leaves the values permuted within 128-bit lanes, as
- * A = {0-3, 8-11, 16-19, 24-27} and B = {4-7, 12-15, 20-23, 28-31}; cos/sin are permuted the
- * same way once per token (shared by its heads), and one vcvtne2ps2bf16 plus a qword permute
- * restores the order on the way back. About a third fewer instructions than 16 at a time.
- */
-typedef struct angles_x32 {
-    __m512 cos_a, cos_b, sin_a, sin_b;
-} angles_x32;
-
-/* 16 angles of a cache row from index i, as float32 whatever the cache stores. */
-ATTR_AVX512 static inline __m512 load_angles_x16(const void *row, int32_t dtype, int64_t i)
-{
-    if (dtype == KVX_DTYPE_FLOAT32)
-        return _mm512_loadu_ps((const float *)row + i);
-    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
-    return dtype == KVX_DTYPE_FLOAT16 ? widen_f16(h) : widen_bf16(h);
-}
-
-/* The rotation of pairs [first, first + 32): the angles of `new_row`, or, when `old_row` is
- * given, those of new - old (same roundings as combine_angles), in A/B order. */
-ATTR_AVX512 static inline angles_x32 block_angles(const void *new_row, const void *old_row,
-                                                  int32_t dtype, int64_t first, int64_t half)
-{
-    const __m512i pick_a = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25,
-                                             26, 27);
-    const __m512i pick_b = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29,
-                                             30, 31);
-    __m512 c[2], s[2];
-    for (int j = 0; j < 2; j++) {
-        c[j] = load_angles_x16(new_row, dtype, first + 16 * j);
-        s[j] = load_angles_x16(new_row, dtype, half + first + 16 * j);
-        if (old_row) {
-            __m512 co = load_angles_x16(old_row, dtype, first + 16 * j);
-            __m512 so = load_angles_x16(old_row, dtype, half + first + 16 * j);
-            __m512 cn = c[j], sn = s[j];
-            c[j] = _mm512_add_ps(_mm512_mul_ps(cn, co), _mm512_mul_ps(sn, so));
-            s[j] = _mm512_sub_ps(_mm512_mul_ps(sn, co), _mm512_mul_ps(cn, so));
-        }
-    }
-    return (angles_x32){_mm512_permutex2var_ps(c[0], pick_a, c[1]),
-                        _mm512_permutex2var_ps(c[0], pick_b, c[1]),
-                        _mm512_permutex2var_ps(s[0], pick_a, s[1]),
-                        _mm512_permutex2var_ps(s[0], pick_b, s[1])};
-}
-
-/* Rotates pairs (x[i], y[i]), i < 32, by angles in A/B order. */
-ATTR_AVX512_BF16 static inline void rotate_x32_bf16(uint16_t *x, uint16_t *y, const angles_x32 *a)
-{
-    const __m512i restore = _mm512_setr_epi64(0, 4, 1, 5, 2, 6, 3, 7);
-    const __m512i zero = _mm512_setzero_si512();
-    const __m512i magnitude = _mm512_set1_epi16(0x7fff);
-    __m512i xv = _mm512_loadu_si512(x), yv = _mm512_loadu_si512(y);
-    __m512 xa = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, xv));
-    __m512 xb = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, xv));
-    __m512 ya = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, yv));
-    __m512 yb = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, yv));
-    __m512 rxa = _mm512_sub_ps(_mm512_mul_ps(xa, a->cos_a), _mm512_mul_ps(ya, a->sin_a));
-    __m512 rxb = _mm512_sub_ps(_mm512_mul_ps(xb, a->cos_b), _mm512_mul_ps(yb, a->sin_b));
-    __m512 rya = _mm512_add_ps(_mm512_mul_ps(ya, a->cos_a), _mm512_mul_ps(xa, a->sin_a));
-    __m512 ryb = _mm512_add_ps(_mm512_mul_ps(yb, a->cos_b), _mm512_mul_ps(xb, a->sin_b));
-    __m512i hx = (__m512i)_mm512_cvtne2ps_pbh(rxb, rxa);
-    __m512i hy = (__m512i)_mm512_cvtne2ps_pbh(ryb, rya);
-    /* vcvtne2ps2bf16 flushes float32 denormals to zero; a lane can only be one of those if its
-     * result is +-0, which is rare, so test for that first */
-    __mmask32 zx = _mm512_testn_epi16_mask(hx, magnitude);
-    __mmask32 zy = _mm512_testn_epi16_mask(hy, magnitude);
-    if (!_kortestz_mask32_u8(zx, zy)) {
-        hx = fix_denormals_x32(hx, rxa, rxb);
-        hy = fix_denormals_x32(hy, rya, ryb);
-    }
-    _mm512_storeu_si512(x, _mm512_permutexvar_epi64(restore, hx));
-    _mm512_storeu_si512(y, _mm512_permutexvar_epi64(restore, hy));
-}
-
-/* Rotates pairs [first, first + 32) of every head of every layer of token t of x. */
-ATTR_AVX512_BF16 static inline void rotate_token_x32_bf16(const kvx_rope_tensor *x, int64_t t,
-                                                          int64_t first, int64_t half,
-                                                          const angles_x32 *a)
-{
-    /* locals, so the stores to keys need not be assumed to change them */
-    const int64_t layer_stride = x->layer_stride, head_stride = x->head_stride;
-    const int32_t num_layers = x->num_layers, num_heads = x->num_heads;
-    uint16_t *layer = (uint16_t *)x->base + t * x->token_stride + first;
-    for (int32_t l = 0; l < num_layers; l++, layer += layer_stride) {
-        uint16_t *head = layer;
-        for (int32_t h = 0; h < num_heads; h++, head += head_stride)
-            rotate_x32_bf16(head, head + half, a);
-    }
-}
-
-/*
- * The token loop for jobs whose every target is bf16 with NeoX pairs (the hot case). Unlike the
- * generic loop it keeps each block's angles in registers, shared by all heads of the token: no
- * cos/sin arrays written and read back, no call per layer. Single-threaded on Zen 5 (4096
- * tokens x 8 heads x 128) that measured about 1.5x faster than the generic loop calling a
- * 32-pair routine per token. Pairs past the last whole block of 32
- * go through the generic per-token path.
- */
-ATTR_AVX512_BF16 static void rope_range_neox_bf16_avx512bf16(void *ctx, int64_t begin,
-                                                             int64_t end)
-{
-    const rope_job *job = ctx;
-    const kvx_rope_cache *cache = job->cache;
-    int64_t half = cache->rot_dim / 2, whole = half / 32 * 32;
-    for (int64_t t = begin; t < end; t++) {
-        prefetch_ahead(job, t, end);
-        const void *new_row = cache_row(job, position_at(job->positions, job->positions_dtype, t));
-        const void *old_row = job->old_positions
-                                  ? cache_row(job, position_at(job->old_positions,
-                                                               job->positions_dtype, t))
-                                  : NULL;
-        for (int64_t first = 0; first < whole; first += 32) {
-            angles_x32 a = block_angles(new_row, old_row, cache->dtype, first, half);
-            for (int i = 0; i < job->num_targets; i++)
-                rotate_token_x32_bf16(job->targets[i].tensor, t, first, half, &a);
-        }
-        if (whole < half)
-            rotate_token_pairs(job, t, whole, half - whole);
-    }
-}
-
-/*
  * GPT-J pairs are adjacent values, so a vector of 16 holds 8 whole pairs: with cos duplicated
  * (c0 c0 c1 c1 ...) and sin duplicated with the sign of the even lanes flipped (-s0 s0 -s1 s1
  * ...), the result is x * cc + swap(x) * ss, swap exchanging the members of each pair. That is
@@ -579,6 +456,262 @@ DEFINE_ROTATE_GPTJ_X16(f32_avx512x, 4, load16_f32, store16_f32, ATTR_AVX512)
 DEFINE_ROTATE_GPTJ_X16(f16_avx512x, 2, load16_f16, store16_f16, ATTR_AVX512)
 DEFINE_ROTATE_GPTJ_X16(bf16_avx512bf16, 2, load16_bf16, store16_bf16, ATTR_AVX512_BF16)
 
+/* ---------------------------------------------------------------- AVX-512 token loops */
+
+/*
+ * Token loops of their own for jobs whose targets all share one dtype. The generic loop writes a
+ * token's cos/sin to arrays and calls a routine per layer, which re-reads (and for GPT-J
+ * re-shuffles) them; these build each block's rotation once per token in registers and apply it
+ * to every head of every layer. Single-threaded on Zen 5, re-rotating 4096 tokens x 8 heads x
+ * 128 bf16 keys went from 277 to ~175 us. Pairs past the last whole block go through the
+ * generic per-token path.
+ */
+typedef struct block_angles {
+    __m512 cos[2], sin[2]; /* in the order the block's rotation routine wants them */
+} block_angles;
+
+/* 16 angles of a cache row from index i, as float32 whatever the cache stores. */
+ATTR_AVX512 static inline __m512 load_angles_x16(const void *row, int32_t dtype, int64_t i)
+{
+    if (dtype == KVX_DTYPE_FLOAT32)
+        return _mm512_loadu_ps((const float *)row + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
+    return dtype == KVX_DTYPE_FLOAT16 ? widen_f16(h) : widen_bf16(h);
+}
+
+/* cos/sin of pairs [i, i + 16): those of `new_row`, or, when `old_row` is given, those of
+ * new - old with the roundings of combine_angles. */
+ATTR_AVX512 static inline void angles_x16(const void *new_row, const void *old_row, int32_t dtype,
+                                          int64_t i, int64_t half, __m512 *c, __m512 *s)
+{
+    *c = load_angles_x16(new_row, dtype, i);
+    *s = load_angles_x16(new_row, dtype, half + i);
+    if (old_row) {
+        __m512 co = load_angles_x16(old_row, dtype, i), so = load_angles_x16(old_row, dtype, half + i);
+        __m512 cn = *c, sn = *s;
+        *c = _mm512_add_ps(_mm512_mul_ps(cn, co), _mm512_mul_ps(sn, so));
+        *s = _mm512_sub_ps(_mm512_mul_ps(sn, co), _mm512_mul_ps(cn, so));
+    }
+}
+
+/* NeoX, 32 pairs: pairs [first, first + 16) and [first + 16, first + 32), in order. */
+ATTR_AVX512 static inline block_angles neox_angles(const void *new_row, const void *old_row,
+                                                   int32_t dtype, int64_t first, int64_t half)
+{
+    block_angles a;
+    for (int j = 0; j < 2; j++)
+        angles_x16(new_row, old_row, dtype, first + 16 * j, half, &a.cos[j], &a.sin[j]);
+    return a;
+}
+
+/* GPT-J, 16 pairs (32 values): cos duplicated and sin duplicated with the even lanes negated, as
+ * in DEFINE_ROTATE_GPTJ_X16, for values [2 first, 2 first + 16) and [2 first + 16, 2 first + 32). */
+ATTR_AVX512 static inline block_angles gptj_angles(const void *new_row, const void *old_row,
+                                                   int32_t dtype, int64_t first, int64_t half)
+{
+    const __m512i dup_lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i dup_hi = _mm512_add_epi32(dup_lo, _mm512_set1_epi32(8));
+    const __m512 even_sign =
+        _mm512_castsi512_ps(_mm512_maskz_set1_epi32((__mmask16)0x5555, (int)0x80000000u));
+    __m512 c, s;
+    angles_x16(new_row, old_row, dtype, first, half, &c, &s);
+    block_angles a;
+    a.cos[0] = _mm512_permutexvar_ps(dup_lo, c);
+    a.cos[1] = _mm512_permutexvar_ps(dup_hi, c);
+    a.sin[0] = _mm512_xor_ps(_mm512_permutexvar_ps(dup_lo, s), even_sign);
+    a.sin[1] = _mm512_xor_ps(_mm512_permutexvar_ps(dup_hi, s), even_sign);
+    return a;
+}
+
+/*
+ * bf16 blocks of 32 values in "A/B order": widening bf16 is one unpack per 16 values (a zero low
+ * half makes a float32 of each bf16), which leaves them permuted within 128-bit lanes as
+ * A = {0-3, 8-11, 16-19, 24-27} and B = {4-7, 12-15, 20-23, 28-31} (GPT-J pairs stay adjacent);
+ * the angles are permuted the same way once per token, and one vcvtne2ps2bf16 plus a qword
+ * permute restores the order on the way back. About a third fewer instructions than 16 values
+ * at a time.
+ */
+ATTR_AVX512 static inline __m512 ab_pick(__m512 lo, __m512 hi, int b)
+{
+    const __m512i pick_a = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25,
+                                             26, 27);
+    const __m512i pick_b = _mm512_add_epi32(pick_a, _mm512_set1_epi32(4));
+    return _mm512_permutex2var_ps(lo, b ? pick_b : pick_a, hi);
+}
+
+/* Angles for values [0, 16) and [16, 32) of a block, put in A/B order. */
+ATTR_AVX512 static inline block_angles ab_order(block_angles in)
+{
+    block_angles a;
+    for (int b = 0; b < 2; b++) {
+        a.cos[b] = ab_pick(in.cos[0], in.cos[1], b);
+        a.sin[b] = ab_pick(in.sin[0], in.sin[1], b);
+    }
+    return a;
+}
+
+ATTR_AVX512 static inline block_angles neox_angles_ab(const void *new_row, const void *old_row,
+                                                      int32_t dtype, int64_t first, int64_t half)
+{
+    return ab_order(neox_angles(new_row, old_row, dtype, first, half));
+}
+
+ATTR_AVX512 static inline block_angles gptj_angles_ab(const void *new_row, const void *old_row,
+                                                      int32_t dtype, int64_t first, int64_t half)
+{
+    return ab_order(gptj_angles(new_row, old_row, dtype, first, half));
+}
+
+/* 32 bf16 values as float32 in A/B order. */
+ATTR_AVX512 static inline void load_x32_bf16_ab(const uint16_t *p, __m512 *a, __m512 *b)
+{
+    __m512i v = _mm512_loadu_si512(p);
+    *a = _mm512_castsi512_ps(_mm512_unpacklo_epi16(_mm512_setzero_si512(), v));
+    *b = _mm512_castsi512_ps(_mm512_unpackhi_epi16(_mm512_setzero_si512(), v));
+}
+
+/* 32 float32 values in A/B order rounded to bf16 (still in A/B order). vcvtne2ps2bf16 flushes
+ * float32 denormals to zero, so a lane can only need store_x32_bf16_ab's fix-up if it came out
+ * +-0: `*zero` gets those lanes, which are rare, so that callers test for any at once. */
+ATTR_AVX512_BF16 static inline __m512i narrow_x32_bf16_ab(__m512 a, __m512 b, __mmask32 *zero)
+{
+    __m512i h = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+    *zero = _mm512_testn_epi16_mask(h, _mm512_set1_epi16(0x7fff));
+    return h;
+}
+
+/* Stores h = narrow_x32_bf16_ab(a, b) in memory order, redoing denormal lanes if `fix`. */
+ATTR_AVX512_BF16 static inline void store_x32_bf16_ab(uint16_t *p, __m512i h, __m512 a, __m512 b,
+                                                      int fix)
+{
+    const __m512i restore = _mm512_setr_epi64(0, 4, 1, 5, 2, 6, 3, 7);
+    if (fix)
+        h = fix_denormals_x32(h, a, b);
+    _mm512_storeu_si512(p, _mm512_permutexvar_epi64(restore, h));
+}
+
+/* Rotates pairs [first, first + 32) of the bf16 NeoX head at `head`, angles in A/B order. */
+ATTR_AVX512_BF16 static inline void rotate_neox_block_bf16(char *head, int64_t first,
+                                                           int64_t half, const block_angles *a)
+{
+    uint16_t *x = (uint16_t *)head + first, *y = x + half;
+    __m512 xa, xb, ya, yb;
+    load_x32_bf16_ab(x, &xa, &xb);
+    load_x32_bf16_ab(y, &ya, &yb);
+    __m512 rxa = _mm512_sub_ps(_mm512_mul_ps(xa, a->cos[0]), _mm512_mul_ps(ya, a->sin[0]));
+    __m512 rxb = _mm512_sub_ps(_mm512_mul_ps(xb, a->cos[1]), _mm512_mul_ps(yb, a->sin[1]));
+    __m512 rya = _mm512_add_ps(_mm512_mul_ps(ya, a->cos[0]), _mm512_mul_ps(xa, a->sin[0]));
+    __m512 ryb = _mm512_add_ps(_mm512_mul_ps(yb, a->cos[1]), _mm512_mul_ps(xb, a->sin[1]));
+    __mmask32 zx, zy;
+    __m512i hx = narrow_x32_bf16_ab(rxa, rxb, &zx), hy = narrow_x32_bf16_ab(rya, ryb, &zy);
+    int fix = !_kortestz_mask32_u8(zx, zy); /* one test for both halves */
+    store_x32_bf16_ab(x, hx, rxa, rxb, fix);
+    store_x32_bf16_ab(y, hy, rya, ryb, fix);
+}
+
+/* Rotates pairs [first, first + 16) of the bf16 GPT-J head at `head`, angles in A/B order. */
+ATTR_AVX512_BF16 static inline void rotate_gptj_block_bf16(char *head, int64_t first,
+                                                           int64_t half, const block_angles *a)
+{
+    (void)half;
+    uint16_t *p = (uint16_t *)head + 2 * first;
+    __m512 va, vb;
+    load_x32_bf16_ab(p, &va, &vb);
+    __m512 ra = _mm512_add_ps(_mm512_mul_ps(va, a->cos[0]),
+                              _mm512_mul_ps(_mm512_permute_ps(va, 0xb1), a->sin[0]));
+    __m512 rb = _mm512_add_ps(_mm512_mul_ps(vb, a->cos[1]),
+                              _mm512_mul_ps(_mm512_permute_ps(vb, 0xb1), a->sin[1]));
+    __mmask32 zero;
+    __m512i h = narrow_x32_bf16_ab(ra, rb, &zero);
+    store_x32_bf16_ab(p, h, ra, rb, zero != 0);
+}
+
+/* Rotates pairs [first, first + 32) of the NeoX head at `head` (16 at a time, in order). */
+#define DEFINE_NEOX_BLOCK(suffix, elem_size, LOAD16, STORE16, ATTR)                             \
+    ATTR static inline void rotate_neox_block_##suffix(char *head, int64_t first, int64_t half, \
+                                                       const block_angles *a)                    \
+    {                                                                                           \
+        for (int j = 0; j < 2; j++) {                                                           \
+            char *x = head + (first + 16 * j) * (elem_size), *y = x + half * (elem_size);       \
+            __m512 xv = LOAD16(x, 16), yv = LOAD16(y, 16);                                      \
+            STORE16(x, _mm512_sub_ps(_mm512_mul_ps(xv, a->cos[j]), _mm512_mul_ps(yv, a->sin[j])), \
+                    16);                                                                        \
+            STORE16(y, _mm512_add_ps(_mm512_mul_ps(yv, a->cos[j]), _mm512_mul_ps(xv, a->sin[j])), \
+                    16);                                                                        \
+        }                                                                                       \
+    }
+
+/* Rotates pairs [first, first + 16) of the GPT-J head at `head`: x * cos + swap(x) * sin. */
+#define DEFINE_GPTJ_BLOCK(suffix, elem_size, LOAD16, STORE16, ATTR)                             \
+    ATTR static inline void rotate_gptj_block_##suffix(char *head, int64_t first, int64_t half, \
+                                                       const block_angles *a)                    \
+    {                                                                                           \
+        (void)half;                                                                             \
+        for (int j = 0; j < 2; j++) {                                                           \
+            char *p = head + (2 * first + 16 * j) * (elem_size);                                \
+            __m512 v = LOAD16(p, 16), swapped = _mm512_permute_ps(v, 0xb1);                     \
+            STORE16(p, _mm512_add_ps(_mm512_mul_ps(v, a->cos[j]),                               \
+                                     _mm512_mul_ps(swapped, a->sin[j])),                        \
+                    16);                                                                        \
+        }                                                                                       \
+    }
+
+DEFINE_NEOX_BLOCK(f32, 4, load16_f32, store16_f32, ATTR_AVX512)
+DEFINE_NEOX_BLOCK(f16, 2, load16_f16, store16_f16, ATTR_AVX512)
+DEFINE_GPTJ_BLOCK(f32, 4, load16_f32, store16_f32, ATTR_AVX512)
+DEFINE_GPTJ_BLOCK(f16, 2, load16_f16, store16_f16, ATTR_AVX512)
+
+/* Applies ROTATE (pairs [first, first + pairs)) to every head of every layer of token t of x. */
+#define ROTATE_TOKEN_BLOCK(x, elem_size, t, first, half, a, ROTATE)                              \
+    do {                                                                                        \
+        /* locals, so the stores to keys need not be assumed to change them */                 \
+        const int64_t layer_bytes = (x)->layer_stride * (elem_size);                            \
+        const int64_t head_bytes = (x)->head_stride * (elem_size);                              \
+        const int32_t num_layers = (x)->num_layers, num_heads = (x)->num_heads;                 \
+        char *layer = (char *)(x)->base + (t) * (x)->token_stride * (elem_size);                \
+        for (int32_t l = 0; l < num_layers; l++, layer += layer_bytes) {                        \
+            char *head = layer;                                                                 \
+            for (int32_t h = 0; h < num_heads; h++, head += head_bytes)                         \
+                ROTATE(head, first, half, a);                                                   \
+        }                                                                                       \
+    } while (0)
+
+/* A token loop over blocks of `pairs` pairs: ANGLES builds a block's rotation, ROTATE applies it
+ * to one head. */
+#define DEFINE_TOKEN_LOOP(name, pairs, elem_size, ANGLES, ROTATE, ATTR)                         \
+    ATTR static void name(void *ctx, int64_t begin, int64_t end)                                \
+    {                                                                                           \
+        const rope_job *job = ctx;                                                              \
+        int32_t dtype = job->cache->dtype;                                                      \
+        int64_t half = job->cache->rot_dim / 2, whole = half / (pairs) * (pairs);               \
+        for (int64_t t = begin; t < end; t++) {                                                 \
+            prefetch_ahead(job, t, end);                                                        \
+            const void *new_row = cache_row(job, position_at(job->positions,                    \
+                                                             job->positions_dtype, t));         \
+            const void *old_row =                                                               \
+                job->old_positions                                                              \
+                    ? cache_row(job, position_at(job->old_positions, job->positions_dtype, t))  \
+                    : NULL;                                                                     \
+            for (int64_t first = 0; first < whole; first += (pairs)) {                          \
+                block_angles a = ANGLES(new_row, old_row, dtype, first, half);                  \
+                for (int i = 0; i < job->num_targets; i++)                                      \
+                    ROTATE_TOKEN_BLOCK(job->targets[i].tensor, elem_size, t, first, half, &a,   \
+                                       ROTATE);                                                 \
+            }                                                                                   \
+            if (whole < half)                                                                   \
+                rotate_token_pairs(job, t, whole, half - whole);                                \
+        }                                                                                       \
+    }
+
+DEFINE_TOKEN_LOOP(token_loop_neox_f32, 32, 4, neox_angles, rotate_neox_block_f32, ATTR_AVX512)
+DEFINE_TOKEN_LOOP(token_loop_neox_f16, 32, 2, neox_angles, rotate_neox_block_f16, ATTR_AVX512)
+DEFINE_TOKEN_LOOP(token_loop_neox_bf16, 32, 2, neox_angles_ab, rotate_neox_block_bf16,
+                  ATTR_AVX512_BF16)
+DEFINE_TOKEN_LOOP(token_loop_gptj_f32, 16, 4, gptj_angles, rotate_gptj_block_f32, ATTR_AVX512)
+DEFINE_TOKEN_LOOP(token_loop_gptj_f16, 16, 2, gptj_angles, rotate_gptj_block_f16, ATTR_AVX512)
+DEFINE_TOKEN_LOOP(token_loop_gptj_bf16, 16, 2, gptj_angles_ab, rotate_gptj_block_bf16,
+                  ATTR_AVX512_BF16)
+
 static const rope_isa avx512_isa = {
     "avx512",
     rope_range_avx512,
@@ -586,7 +719,10 @@ static const rope_isa avx512_isa = {
         {rotate_neox_f32_avx512, rotate_neox_f16_avx512x, rotate_neox_bf16_avx512},
         {rotate_gptj_f32_avx512x, rotate_gptj_f16_avx512x, rotate_gptj_bf16_avx512},
     },
-    NULL,
+    {
+        {token_loop_neox_f32, token_loop_neox_f16, NULL},
+        {token_loop_gptj_f32, token_loop_gptj_f16, NULL},
+    },
 };
 static const rope_isa avx512bf16_isa = {
     "avx512bf16",
@@ -595,7 +731,10 @@ static const rope_isa avx512bf16_isa = {
         {rotate_neox_f32_avx512, rotate_neox_f16_avx512x, rotate_neox_bf16_avx512bf16},
         {rotate_gptj_f32_avx512x, rotate_gptj_f16_avx512x, rotate_gptj_bf16_avx512bf16},
     },
-    rope_range_neox_bf16_avx512bf16,
+    {
+        {token_loop_neox_f32, token_loop_neox_f16, token_loop_neox_bf16},
+        {token_loop_gptj_f32, token_loop_gptj_f16, token_loop_gptj_bf16},
+    },
 };
 #endif
 
@@ -651,24 +790,30 @@ static rope_job new_job(const kvx_rope_cache *cache, const void *positions,
                       .row_bytes = cache->row_stride * kvx_dtype_size(cache->dtype)};
 }
 
+/* Index of a key dtype in the ISA tables: f32, f16, bf16. */
+static int dtype_kind(int32_t dtype)
+{
+    return dtype == KVX_DTYPE_FLOAT16 ? 1 : dtype == KVX_DTYPE_BFLOAT16 ? 2 : 0;
+}
+
 static void add_target(rope_job *job, const rope_isa *isa, const kvx_rope_tensor *tensor)
 {
     rope_target *target = &job->targets[job->num_targets++];
-    int kind = tensor->dtype == KVX_DTYPE_FLOAT16 ? 1 : tensor->dtype == KVX_DTYPE_BFLOAT16 ? 2 : 0;
     target->tensor = tensor;
-    target->rotate = isa->rotate[job->cache->pairing == KVX_ROPE_NEOX ? 0 : 1][kind];
+    target->rotate = isa->rotate[job->cache->pairing == KVX_ROPE_NEOX ? 0 : 1][dtype_kind(tensor->dtype)];
     target->elem_size = kvx_dtype_size(tensor->dtype);
 }
 
-/* The token loop for a job: the ISA's own for all-bf16 NeoX jobs when it has one. */
+/* The token loop for a job: the ISA's own for its pairing and dtype when every target has that
+ * dtype and the ISA has one, else the generic loop. */
 static kvx_range_fn job_range(const rope_job *job, const rope_isa *isa)
 {
-    if (!isa->range_neox_bf16 || job->cache->pairing != KVX_ROPE_NEOX)
-        return isa->range;
-    for (int i = 0; i < job->num_targets; i++)
-        if (job->targets[i].tensor->dtype != KVX_DTYPE_BFLOAT16)
+    int kind = dtype_kind(job->targets[0].tensor->dtype);
+    for (int i = 1; i < job->num_targets; i++)
+        if (dtype_kind(job->targets[i].tensor->dtype) != kind)
             return isa->range;
-    return isa->range_neox_bf16;
+    kvx_range_fn loop = isa->token_loop[job->cache->pairing == KVX_ROPE_NEOX ? 0 : 1][kind];
+    return loop ? loop : isa->range;
 }
 
 /* Enough tokens per chunk that a chunk is worth handing to another thread (~64 Ki elements). */
