@@ -1,0 +1,261 @@
+/*
+ * rope_cpu.h - what the CPU RoPE files share: the job a call becomes, the per-token work of the
+ * generic loop (written so that gcc vectorises it for whatever instruction set includes it), and
+ * the table of loops one instruction set provides. rope.c holds the generic variants and the
+ * entry points; rope_avx512.c the hand-written AVX-512 loops.
+ */
+#ifndef KVX_CPU_ROPE_CPU_H
+#define KVX_CPU_ROPE_CPU_H
+
+#include <stdint.h>
+
+#include "cpu_backend.h"
+#include "../core/half.h"
+
+/* Pairs whose cos/sin a token holds at once; wider rotations are done in slices of this many
+ * pairs, so stack use stays fixed (6 KiB) whatever rot_dim is. */
+#define PAIR_SLICE 256
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+/* A table may prefer a hand-written loop to the generic one of the same ISA. */
+#define UNUSED __attribute__((unused))
+
+/* Rotates pairs [first, first + n) of `num_heads` head vectors (head h at base + h*head_bytes)
+ * by the angles whose cos/sin are c[0..n) and s[0..n); `half` is rot_dim / 2. */
+typedef void (*rotate_heads_fn)(char *base, int32_t num_heads, int64_t head_bytes,
+                                const float *c, const float *s, int64_t first, int64_t n,
+                                int64_t half);
+
+#define LOAD_F32(v) (v)
+#define STORE_F32(v) (v)
+
+/* One pair (a, b) -> (a cos - b sin, b cos + a sin), in float32 whatever T is, as separate
+ * roundings (C11 mode keeps gcc from contracting into FMAs), so every ISA variant below gives
+ * the same bits. */
+#define DEFINE_ROTATE(suffix, T, LOAD, STORE, ATTR)                                           \
+    ATTR UNUSED static void rotate_neox_##suffix(char *base, int32_t num_heads,              \
+                                                 int64_t head_bytes, const float *restrict c, \
+                                                 const float *restrict s, int64_t first,      \
+                                                 int64_t n, int64_t half)                     \
+    {                                                                                         \
+        for (int32_t h = 0; h < num_heads; h++) {                                             \
+            T *restrict x = (T *)(base + h * head_bytes) + first;                             \
+            T *restrict y = x + half;                                                         \
+            for (int64_t i = 0; i < n; i++) {                                                 \
+                float a = LOAD(x[i]), b = LOAD(y[i]);                                         \
+                x[i] = STORE(a * c[i] - b * s[i]);                                            \
+                y[i] = STORE(b * c[i] + a * s[i]);                                            \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    ATTR UNUSED static void rotate_gptj_##suffix(char *base, int32_t num_heads,              \
+                                                 int64_t head_bytes, const float *restrict c, \
+                                                 const float *restrict s, int64_t first,      \
+                                                 int64_t n, int64_t half)                     \
+    {                                                                                         \
+        (void)half;                                                                           \
+        for (int32_t h = 0; h < num_heads; h++) {                                             \
+            T *restrict p = (T *)(base + h * head_bytes) + 2 * first;                         \
+            for (int64_t i = 0; i < n; i++) {                                                 \
+                float a = LOAD(p[2 * i]), b = LOAD(p[2 * i + 1]);                             \
+                p[2 * i] = STORE(a * c[i] - b * s[i]);                                        \
+                p[2 * i + 1] = STORE(b * c[i] + a * s[i]);                                    \
+            }                                                                                 \
+        }                                                                                     \
+    }
+
+/* ---------------------------------------------------------------- per-token work */
+
+/* cos[first .. first + n) and sin[...] of cache row `pos` as float32: pointers into the cache
+ * itself when it is float32 (copying would only cost time), else converted into (c, s). */
+static ALWAYS_INLINE void load_angles(const kvx_rope_cache *cache, int64_t pos, int64_t first,
+                                      int64_t n, float *restrict c, float *restrict s,
+                                      const float **c_out, const float **s_out)
+{
+    int64_t half = cache->rot_dim / 2;
+    int64_t offset = pos * cache->row_stride + first;
+    if (cache->dtype == KVX_DTYPE_FLOAT32) {
+        const float *row = (const float *)cache->cos_sin + offset;
+        *c_out = row;
+        *s_out = row + half;
+        return;
+    }
+    const uint16_t *row = (const uint16_t *)cache->cos_sin + offset;
+    if (cache->dtype == KVX_DTYPE_FLOAT16) {
+        for (int64_t i = 0; i < n; i++) {
+            c[i] = kvx_f16_to_f32(row[i]);
+            s[i] = kvx_f16_to_f32(row[half + i]);
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            c[i] = kvx_bf16_to_f32(row[i]);
+            s[i] = kvx_bf16_to_f32(row[half + i]);
+        }
+    }
+    *c_out = c;
+    *s_out = s;
+}
+
+/* (c, s) <- the rotation by new - old, given new in (cn, sn) and old in (co, so). */
+static ALWAYS_INLINE void combine_angles(float *restrict c, float *restrict s,
+                                         const float *cn, const float *sn, const float *co,
+                                         const float *so, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        c[i] = cn[i] * co[i] + sn[i] * so[i];
+        s[i] = sn[i] * co[i] - cn[i] * so[i];
+    }
+}
+
+typedef struct rope_target {
+    const kvx_rope_tensor *tensor;
+    rotate_heads_fn rotate;
+    int64_t elem_size;
+} rope_target;
+
+typedef struct rope_job {
+    rope_target targets[2];
+    int num_targets;
+    const kvx_rope_cache *cache;
+    const void *positions;     /* the angle to rotate to (new positions, or the positions) */
+    const void *old_positions; /* re-rotation only: the angle to rotate from; else NULL */
+    int32_t positions_dtype;
+    int64_t row_bytes; /* distance between cache rows */
+} rope_job;
+
+static ALWAYS_INLINE int64_t position_at(const void *positions, int32_t dtype, int64_t t)
+{
+    return dtype == KVX_DTYPE_INT64 ? ((const int64_t *)positions)[t]
+                                    : ((const int32_t *)positions)[t];
+}
+
+/* Rotates pairs [first, first + n) of every head of every layer of token t of one tensor. */
+static ALWAYS_INLINE void rotate_token(const rope_target *target, int64_t t, const float *c,
+                                       const float *s, int64_t first, int64_t n, int64_t half)
+{
+    const kvx_rope_tensor *x = target->tensor;
+    int64_t size = target->elem_size;
+    char *token = (char *)x->base + t * x->token_stride * size;
+    for (int32_t l = 0; l < x->num_layers; l++)
+        target->rotate(token + (int64_t)l * x->layer_stride * size, x->num_heads,
+                       x->head_stride * size, c, s, first, n, half);
+}
+
+/* Row `pos` of the cos/sin cache. */
+static ALWAYS_INLINE const void *cache_row(const rope_job *job, int64_t pos)
+{
+    return (const char *)job->cache->cos_sin + pos * job->row_bytes;
+}
+
+/* Cache rows are read at arbitrary positions. Runs of consecutive positions (a reused chunk, a
+ * prompt) read consecutive rows, which the hardware prefetchers follow; elsewhere, ask for the
+ * rows of a token a few tokens ahead while the heads of this one are rotated. Prefetching rows
+ * that are on their way anyway measurably slows the consecutive case, hence the test. */
+#define PREFETCH_TOKENS 4
+
+static ALWAYS_INLINE void prefetch_row(const rope_job *job, const void *positions, int64_t t)
+{
+    int64_t pos = position_at(positions, job->positions_dtype, t);
+    if (pos == position_at(positions, job->positions_dtype, t - 1) + 1)
+        return;
+    const char *row = cache_row(job, pos);
+    int64_t bytes = (int64_t)job->cache->rot_dim * kvx_dtype_size(job->cache->dtype);
+    for (int64_t offset = 0; offset < bytes; offset += 64)
+        __builtin_prefetch(row + offset);
+}
+
+/* Prefetches the cache rows of token t + PREFETCH_TOKENS when it is before `end`. */
+static ALWAYS_INLINE void prefetch_ahead(const rope_job *job, int64_t t, int64_t end)
+{
+    if (t + PREFETCH_TOKENS >= end)
+        return;
+    prefetch_row(job, job->positions, t + PREFETCH_TOKENS);
+    if (job->old_positions)
+        prefetch_row(job, job->old_positions, t + PREFETCH_TOKENS);
+}
+
+/* Rotates pairs [first, first + n), n <= PAIR_SLICE, of token t of every target. */
+static ALWAYS_INLINE void rotate_token_pairs(const rope_job *job, int64_t t, int64_t first,
+                                             int64_t n)
+{
+    const kvx_rope_cache *cache = job->cache;
+    int64_t half = cache->rot_dim / 2;
+    /* converted new / old rows (16-bit caches), and the combined rotation */
+    float cn[PAIR_SLICE], sn[PAIR_SLICE], co[PAIR_SLICE], so[PAIR_SLICE];
+    float c[PAIR_SLICE], s[PAIR_SLICE];
+    const float *pc, *ps;
+    load_angles(cache, position_at(job->positions, job->positions_dtype, t), first, n, cn, sn,
+                &pc, &ps);
+    if (job->old_positions) {
+        const float *pco, *pso;
+        load_angles(cache, position_at(job->old_positions, job->positions_dtype, t), first, n,
+                    co, so, &pco, &pso);
+        combine_angles(c, s, pc, ps, pco, pso, n);
+        pc = c;
+        ps = s;
+    }
+    for (int i = 0; i < job->num_targets; i++)
+        rotate_token(&job->targets[i], t, pc, ps, first, n, half);
+}
+
+/* Tokens [begin, end) of a job. Compiled once per instruction set (the angle loops are worth
+ * vectorising too: re-rotation combines two rows per token). */
+static ALWAYS_INLINE void rope_range_body(void *ctx, int64_t begin, int64_t end)
+{
+    const rope_job *job = ctx;
+    int64_t half = job->cache->rot_dim / 2;
+    for (int64_t t = begin; t < end; t++) {
+        prefetch_ahead(job, t, end);
+        for (int64_t first = 0; first < half; first += PAIR_SLICE)
+            rotate_token_pairs(job, t, first, half - first < PAIR_SLICE ? half - first : PAIR_SLICE);
+    }
+}
+
+/* ---------------------------------------------------------------- variants by instruction set */
+
+/* What one instruction set provides: the token loop, the rotations
+ * [pairing: NeoX, GPT-J][dtype: f32, f16, bf16] it calls, and, optionally, token loops of their
+ * own for jobs whose targets all have one dtype. */
+typedef struct rope_isa {
+    const char *name;
+    kvx_range_fn range;
+    rotate_heads_fn rotate[2][3];
+    kvx_range_fn token_loop[2][3]; /* same indices; NULL: use `range` */
+} rope_isa;
+
+/* The same loops for each instruction set, gcc vectorising each for its own vector width. */
+#define DEFINE_ISA_FUNCTIONS(isa, ATTR)                                                       \
+    DEFINE_ROTATE(f32_##isa, float, LOAD_F32, STORE_F32, ATTR)                                \
+    DEFINE_ROTATE(f16_##isa, uint16_t, kvx_f16_to_f32, kvx_f32_to_f16, ATTR)                  \
+    DEFINE_ROTATE(bf16_##isa, uint16_t, kvx_bf16_to_f32, kvx_f32_to_bf16, ATTR)               \
+    ATTR static void rope_range_##isa(void *ctx, int64_t begin, int64_t end)                 \
+    {                                                                                         \
+        rope_range_body(ctx, begin, end);                                                     \
+    }
+
+#define ISA_TABLE(isa)                                                                        \
+    {                                                                                         \
+        #isa, rope_range_##isa,                                                               \
+        {                                                                                     \
+            {rotate_neox_f32_##isa, rotate_neox_f16_##isa, rotate_neox_bf16_##isa},           \
+            {rotate_gptj_f32_##isa, rotate_gptj_f16_##isa, rotate_gptj_bf16_##isa},           \
+        },                                                                                    \
+        {{NULL, NULL, NULL}, {NULL, NULL, NULL}},                                             \
+    }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KVX_ROPE_X86 1
+
+#define ATTR_AVX2 __attribute__((target("avx2")))
+#define ATTR_AVX512                                                                           \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
+#define ATTR_AVX512_BF16                                                                      \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,"                   \
+                          "prefer-vector-width=512")))
+
+/* rope_avx512.c: AVX-512 (F, BW, VL, DQ) and the same with AVX512-BF16. */
+extern const rope_isa kvx_rope_avx512_isa;
+extern const rope_isa kvx_rope_avx512bf16_isa;
+#endif
+
+#endif /* KVX_CPU_ROPE_CPU_H */
