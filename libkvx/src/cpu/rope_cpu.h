@@ -30,8 +30,9 @@ typedef void (*rotate_heads_fn)(char *base, int32_t num_heads, int64_t head_byte
 #define STORE_F32(v) (v)
 
 /* One pair (a, b) -> (a cos - b sin, b cos + a sin), in float32 whatever T is, as separate
- * roundings (C11 mode keeps gcc from contracting into FMAs), so every ISA variant below gives
- * the same bits. */
+ * roundings (the build passes -ffp-contract=off, so no compiler fuses them into FMAs), so every
+ * ISA variant gives the same bits. Except for one thing IEEE leaves open: when both members of a
+ * pair are NaNs, which payload a sum passes on depends on the operand order the compiler picks. */
 #define DEFINE_ROTATE(suffix, T, LOAD, STORE, ATTR)                                           \
     ATTR UNUSED static void rotate_neox_##suffix(char *base, int32_t num_heads,              \
                                                  int64_t head_bytes, const float *restrict c, \
