@@ -236,6 +236,7 @@ g = torch.Generator().manual_seed(5)
 kv = (torch.randn(2, 12, 300, 256, generator=g) * torch.rand(1, 12, 1, 256, generator=g)).to(torch.bfloat16)
 blob = codec.encode(kv, chunk_tokens=128)
 out = codec.decode(blob)
+print(kvx.cpu_kernels())  # which coder ran: checked by the caller
 print(hashlib.sha256(blob + out.view(torch.int16).numpy().tobytes()).hexdigest())
 """
 
@@ -243,9 +244,12 @@ print(hashlib.sha256(blob + out.view(torch.int16).numpy().tobytes()).hexdigest()
 def test_coder_variants_give_the_same_bytes():
     """The range coder is compiled for the baseline instruction set and for AVX2, picked at run
     time; KVX_CPU_ISA=baseline forces the first. Both must give the same container and values."""
-    digests = set()
+    digests, coders = set(), set()
     for isa in ("baseline", ""):
         env = dict(os.environ, KVX_CPU_ISA=isa)
         run = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True, text=True, check=True)
-        digests.add(run.stdout.strip())
+        kernels, digest = run.stdout.split("\n")[:2]
+        digests.add(digest)
+        coders.add(kernels.split("range_coder=")[1])
     assert len(digests) == 1
+    assert "baseline" in coders  # KVX_CPU_ISA=baseline took effect

@@ -215,8 +215,9 @@ def test_rerotate_to_same_positions_is_near_identity():
 # ---------------------------------------------------------------- every instruction-set variant
 
 _VARIANT_SCRIPT = textwrap.dedent("""
-    import hashlib, torch
+    import hashlib, torch, kvx
     from kvx import rope
+    print(kvx.cpu_kernels())  # which variant ran: checked by the caller
     h = hashlib.sha256()
     # pairs: 32 (one whole block of the AVX-512 bf16 loop), 20 (a tail only), 48 (a block and a
     # tail), 64 (two blocks); caches of every dtype; positions in runs and scattered
@@ -230,6 +231,9 @@ _VARIANT_SCRIPT = textwrap.dedent("""
                 keys[0, 0] = (torch.randn(head, generator=g) * 1e-39).to(dtype)  # denormal results
                 keys[0, 1, :4] = torch.tensor([1e-39, -3e-39, 6e-5, 1e-8])  # tiny values
                 keys[1, 0] = 0.0  # a zero head
+                if dtype != torch.float32:  # NaNs with payloads: every variant gives half.h's NaN
+                    # (one per pair: which of two NaNs a sum passes on is the compiler's choice)
+                    keys.view(torch.int16)[2, 1, 0:8:2] = torch.tensor([0x7F00, 0x7C01, 0xFD55 - 0x10000, 0x7FC1])
                 query = (torch.randn((53, 2, head), generator=g) * 3).to(dtype)
                 cs = rope.build_cos_sin_cache(rot_dim, 400, dtype=cache_dtype)
                 old = torch.randint(0, 400, (53,), generator=g)
@@ -287,7 +291,8 @@ def test_every_isa_variant_gives_the_same_bits():
         env = dict(os.environ, KVX_CPU_ISA=name)
         out = subprocess.run([sys.executable, "-c", _VARIANT_SCRIPT], env=env, capture_output=True, text=True,
                              check=True)
-        digests[name] = out.stdout.strip()
+        kernels, digests[name] = out.stdout.split("\n")[:2]
+        assert kernels.startswith(f"rope={name} "), (name, kernels)  # KVX_CPU_ISA took effect
     assert len(set(digests.values())) == 1, digests
 
 

@@ -18,7 +18,7 @@ from ._errors import (
     OutOfMemoryError,
     UnsupportedError,
 )
-from ._info import backends, get_num_threads, set_num_threads, version
+from ._info import backends, cpu_kernels, get_num_threads, set_num_threads, version
 from .transfer import Direction, load, store, synchronize, transfer
 
 # codec: package import (issue 3)
@@ -40,6 +40,7 @@ __all__ = [
     "OutOfMemoryError",
     "UnsupportedError",
     "backends",
+    "cpu_kernels",
     "get_num_threads",
     "layouts",
     "load",

@@ -103,3 +103,9 @@ def set_num_threads(num_threads: int) -> None:
 def get_num_threads() -> int:
     """Threads the CPU backend uses now."""
     return int(lib.kvx_get_num_threads())
+
+
+def cpu_kernels() -> str:
+    """The instruction-set variants the CPU kernels run in this process, chosen from the CPU and
+    ``KVX_CPU_ISA``, e.g. ``"rope=avx512bf16 range_coder=avx2"``."""
+    return ffi.string(lib.kvx_cpu_kernels()).decode()

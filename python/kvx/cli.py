@@ -40,7 +40,7 @@ def cmd_info(_: argparse.Namespace) -> int:
     print(f"kvx {_info.version()} (ABI {_native.lib.kvx_abi_version()})")
     print(f"library: {_native.library_path()}")
     print(f"header:  {_native.header_path()}")
-    print(f"CPU threads: {_info.get_num_threads()}")
+    print(f"CPU threads: {_info.get_num_threads()}; kernels: {_info.cpu_kernels()}")
     print(f"devices: {', '.join(_devices())}")
     print("backends (state, then the codec and RoPE routes on its devices):")
     for state in _info.backends():

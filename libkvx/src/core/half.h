@@ -75,8 +75,9 @@ KVX_HALF_FN uint16_t kvx_f32_to_f16(float f)
     uint32_t u = kvx_f32_to_bits(f);
     uint32_t sign = (u >> 16) & 0x8000u;
     u &= 0x7fffffffu;
-    /* |f| >= 2^16 (beyond the largest finite half after rounding): infinity, or a quiet NaN. */
-    uint32_t overflow = u > 0x7f800000u ? 0x7e00u : 0x7c00u;
+    /* |f| >= 2^16 (beyond the largest finite half after rounding): infinity, or a quiet NaN
+     * keeping the top bits of the payload (as x86's vcvtps2ph does, so vector code agrees). */
+    uint32_t overflow = u > 0x7f800000u ? 0x7e00u | ((u & 0x7fffffu) >> 13) : 0x7c00u;
     /* Normal half range [2^-14, 2^16): rebias, then round to nearest even on the 13 dropped
      * bits; a carry out of the mantissa correctly bumps the exponent (up to infinity). */
     uint32_t normal = (u - ((uint32_t)(127 - 15) << 23) + 0x0fffu + ((u >> 13) & 1u)) >> 13;

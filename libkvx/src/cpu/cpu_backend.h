@@ -11,6 +11,8 @@ int32_t kvx_cpu_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dens
 /* Whether AVX2 variants may run: the CPU has AVX2 and KVX_CPU_ISA does not ask for
  * "baseline" (the tests set it to run the baseline variants on any machine). isa.c. */
 int kvx_cpu_avx2_allowed(void);
+/* Name of the RoPE variant this process runs (rope.c). */
+const char *kvx_cpu_rope_variant(void);
 
 /* KVX-CPU-CODEC-FUNCTIONS */
 int32_t kvx_cpu_codec_quantize(const void *x, int32_t dtype, int64_t num_rows,

@@ -1,6 +1,8 @@
 /* isa.c - which instruction-set variants of the CPU kernels may run (RoPE keeps its own, finer
- * choice in rope.c). */
+ * choice in rope.c), and the public query naming them. */
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,4 +30,19 @@ int kvx_cpu_avx2_allowed(void)
         atomic_store_explicit(&cached, allowed, memory_order_relaxed);
     }
     return allowed;
+}
+
+static char kernels[64];
+static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
+
+static void describe_kernels(void)
+{
+    snprintf(kernels, sizeof kernels, "rope=%s range_coder=%s", kvx_cpu_rope_variant(),
+             kvx_cpu_avx2_allowed() ? "avx2" : "baseline");
+}
+
+const char *kvx_cpu_kernels(void)
+{
+    pthread_once(&kernels_once, describe_kernels);
+    return kernels;
 }

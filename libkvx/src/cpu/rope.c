@@ -69,6 +69,8 @@ static const rope_isa *current_isa(void)
     return isa;
 }
 
+const char *kvx_cpu_rope_variant(void) { return current_isa()->name; }
+
 /* ---------------------------------------------------------------- entry points */
 
 static rope_job new_job(const kvx_rope_cache *cache, const void *positions,
@@ -107,16 +109,17 @@ static kvx_range_fn job_range(const rope_job *job, const rope_isa *isa)
     return loop ? loop : isa->range;
 }
 
-/* Enough tokens per chunk that a chunk is worth handing to another thread (~64 Ki elements). */
+/* Enough tokens per chunk that a chunk is worth handing to another thread (~64 Ki elements).
+ * In floating point: the element count of a token cannot overflow it, whatever the strides. */
 static int64_t token_grain(const rope_job *job)
 {
-    int64_t per_token = 0;
+    double per_token = 0.0;
     for (int i = 0; i < job->num_targets; i++) {
         const kvx_rope_tensor *x = job->targets[i].tensor;
-        per_token += (int64_t)x->num_layers * x->num_heads * job->cache->rot_dim;
+        per_token += (double)x->num_layers * x->num_heads * job->cache->rot_dim;
     }
-    int64_t grain = ((int64_t)1 << 16) / (per_token > 0 ? per_token : 1);
-    return grain < 1 ? 1 : grain;
+    double grain = 65536.0 / per_token;
+    return grain < 1.0 ? 1 : (int64_t)grain;
 }
 
 int32_t kvx_cpu_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
