@@ -93,7 +93,8 @@ static void add_target(rope_job *job, const rope_isa *isa, const kvx_rope_tensor
 {
     rope_target *target = &job->targets[job->num_targets++];
     target->tensor = tensor;
-    target->rotate = isa->rotate[job->cache->pairing == KVX_ROPE_NEOX ? 0 : 1][dtype_kind(tensor->dtype)];
+    int pairing = job->cache->pairing == KVX_ROPE_NEOX ? 0 : 1;
+    target->rotate = isa->rotate[pairing][dtype_kind(tensor->dtype)];
     target->elem_size = kvx_dtype_size(tensor->dtype);
 }
 

@@ -151,8 +151,9 @@ typedef struct block_angles {
             int64_t n = 2 * pairs - 16 * j;                                                    \
             char *p = head + (2 * first + 16 * j) * (elem_size);                               \
             __m512 v = LOAD16(p, n), swapped = _mm512_permute_ps(v, 0xb1);                     \
-            STORE16(p, _mm512_add_ps(_mm512_mul_ps(v, a->cos[j]), _mm512_mul_ps(swapped, a->sin[j])), \
-                    n);                                                                        \
+            __m512 rotated = _mm512_add_ps(_mm512_mul_ps(v, a->cos[j]),                        \
+                                           _mm512_mul_ps(swapped, a->sin[j]));                 \
+            STORE16(p, rotated, n);                                                            \
         }                                                                                      \
     }
 
@@ -175,7 +176,7 @@ ATTR_AVX512 static inline block_angles gptj_duplicate(__m512 c, __m512 s)
     return a;
 }
 
-/* ---------------------------------------------------------------- whole bf16 blocks, token loops */
+/* ---------------------------------------------------------------- whole bf16 blocks */
 
 /*
  * Whole bf16 NeoX blocks of 32 values, for the token loops: widening bf16 is one unpack per 16
@@ -349,7 +350,8 @@ ATTR_AVX512 static inline void angles_x16(const void *new_row, const void *old_r
     *c = load_angles_x16(new_row, dtype, i);
     *s = load_angles_x16(new_row, dtype, half + i);
     if (old_row) {
-        __m512 co = load_angles_x16(old_row, dtype, i), so = load_angles_x16(old_row, dtype, half + i);
+        __m512 co = load_angles_x16(old_row, dtype, i);
+        __m512 so = load_angles_x16(old_row, dtype, half + i);
         __m512 cn = *c, sn = *s;
         *c = _mm512_add_ps(_mm512_mul_ps(cn, co), _mm512_mul_ps(sn, so));
         *s = _mm512_sub_ps(_mm512_mul_ps(sn, co), _mm512_mul_ps(cn, so));

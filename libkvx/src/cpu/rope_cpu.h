@@ -208,7 +208,8 @@ static ALWAYS_INLINE void rope_range_body(void *ctx, int64_t begin, int64_t end)
     for (int64_t t = begin; t < end; t++) {
         prefetch_ahead(job, t, end);
         for (int64_t first = 0; first < half; first += PAIR_SLICE)
-            rotate_token_pairs(job, t, first, half - first < PAIR_SLICE ? half - first : PAIR_SLICE);
+            rotate_token_pairs(job, t, first,
+                               half - first < PAIR_SLICE ? half - first : PAIR_SLICE);
     }
 }
 
