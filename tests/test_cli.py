@@ -15,6 +15,15 @@ def test_info_lists_backends_and_threads():
     assert "cpu     available" in out and "CPU threads:" in out and "devices:" in out
 
 
+def test_info_into_a_closed_pipe_is_quiet():
+    """`python -m kvx info | head -1`: the reader leaves early; no traceback."""
+    script = f"{sys.executable} -m kvx info | head -1"
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {script}"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.startswith("kvx ") and result.stdout.count("\n") == 1
+    assert "Traceback" not in result.stderr, result.stderr
+
+
 def test_demo_verifies_every_step():
     out = _run("demo", "--tokens", "300")
     assert "bit-identical, no other slot touched" in out  # transfer
