@@ -428,6 +428,15 @@ def test_python_decode_rejects_bad_arguments() -> None:
         codec.decode(b"not a container at all")
 
 
+def test_python_decode_rejects_an_out_tracked_by_autograd() -> None:
+    torch = pytest.importorskip("torch")
+    blob = codec.encode(np.ones((2, 1, 3, 4), dtype=np.float32))
+    tracked = torch.zeros((2, 1, 3, 4), dtype=torch.float32, requires_grad=True)
+    with pytest.raises(kvx.InvalidArgumentError, match="out: expected a tensor that does not require grad"):
+        codec.decode(blob, out=tracked)
+    assert not tracked.detach().any()
+
+
 def test_python_low_level_rejects_bad_arguments() -> None:
     sym = np.zeros((2, 5, 3), dtype=np.uint8)
     cdf = codec.calculate_cdf(sym, 16)

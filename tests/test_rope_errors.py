@@ -69,6 +69,15 @@ def test_read_only_numpy_keys(args):
     _rejects(_rerotate(args, keys=keys), r"keys: expected a writable array", keys)
 
 
+def test_keys_tracked_by_autograd(args):
+    """In-place writes through raw pointers would be invisible to autograd: refused unless grad
+    mode is off (as torch allows in-place changes of leaves under no_grad)."""
+    keys = args["keys"].clone().requires_grad_()
+    _rejects(_rerotate(args, keys=keys), r"keys: expected a tensor that does not require grad", keys.detach())
+    with torch.no_grad():
+        _rerotate(args, keys=keys)()
+
+
 def test_head_size_mismatch(args):
     _rejects(_rerotate(args, head_size=8), r"head_size: expected keys.shape\[-1\] \(16\), got 8", args["keys"])
 

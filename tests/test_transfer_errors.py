@@ -169,6 +169,17 @@ def test_paged_read_only_numpy_on_load(setup):
         kvx.transfer(ro, dense.numpy(), slots.numpy(), direction="load")
 
 
+def test_outputs_tracked_by_autograd(setup):
+    paged, dense, slots = setup
+    tracked = dense.float().requires_grad_()
+    src = [p.float() for p in paged]
+    with pytest.raises(kvx.InvalidArgumentError, match=r"dense: expected a tensor that does not require grad"):
+        kvx.transfer(src, tracked, slots, direction="store")
+    tracked = [p.float().requires_grad_() for p in paged]
+    with pytest.raises(kvx.InvalidArgumentError, match=r"paged\[0\]: expected a tensor that does not require grad"):
+        kvx.transfer(tracked, dense.float(), slots, direction="load")
+
+
 def test_dense_broadcast_output(setup):
     paged, _, slots = setup
     dense = torch.zeros(1, 1, 1, 16, dtype=torch.float16).expand(2, 2, 6, 16)

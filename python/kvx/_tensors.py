@@ -197,9 +197,15 @@ def describe(x: Any, name: str) -> ArrayInfo:
 
 
 def require_writable(info: ArrayInfo) -> None:
-    """Outputs must be writable and must not alias themselves (no stride-0 broadcast dims)."""
+    """Outputs must be writable, must not alias themselves (no stride-0 broadcast dims), and must
+    not be tracked by autograd: kvx writes through raw pointers, which autograd would not see."""
     if not info.writable:
         raise InvalidArgumentError(f"{info.name}: expected a writable array, got a read-only one")
+    if getattr(info.obj, "requires_grad", False) and torch.is_grad_enabled():
+        raise InvalidArgumentError(
+            f"{info.name}: expected a tensor that does not require grad (kvx writes it in place, unseen by "
+            f"autograd); pass .detach() or run under torch.no_grad()"
+        )
     if any(s == 0 and n > 1 for n, s in zip(info.shape, info.strides)):
         raise InvalidArgumentError(
             f"{info.name}: expected a writable view, got one with broadcast (stride 0) dimensions "
