@@ -241,7 +241,10 @@ def rerotate_keys(
     """Rotates keys that were rotated at ``old_positions`` to ``new_positions``, in place.
 
     LMCache's ``rotary_embedding_k_fused`` (CacheBlend): each key is rotated by the angle of
-    ``new - old`` in one pass, in float32.
+    ``new - old`` in one pass, in float32. The rotation is built from the two cache rows
+    (``cos n cos o + sin n sin o``, ...), so the rows must be unit rotations, as those of
+    :func:`build_cos_sin_cache` are: a cache whose rows carry a magnitude (YaRN's attention
+    factor ``m`` multiplied into cos and sin) would scale the keys by ``m**2``.
 
     Args:
         keys: ``[T, H, D]``, ``[L, T, H, D]`` or ``[T, H*D]`` (then pass ``head_size``);
