@@ -1,0 +1,236 @@
+/*
+ * digests.c - runs the CPU kernels on fixed pseudo-random inputs and prints a 64-bit FNV-1a
+ * digest of every output, one "name digest" line each. The data depend on nothing but the
+ * code, so the same program built for two machines must print the same lines: that is how
+ * tests/test_cross_build.py checks an aarch64 build (run under qemu) against the x86-64 build,
+ * which the Python tests check against LMCache's golden vectors and float64 references.
+ *
+ * Usage: digests [threads]   (0 or nothing: the library's default)
+ */
+#include <kvx.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK(call)                                                                           \
+    do {                                                                                      \
+        int32_t status_ = (call);                                                             \
+        if (status_ != KVX_OK) {                                                              \
+            fprintf(stderr, "%s:%d: %s -> %s: %s\n", __FILE__, __LINE__, #call,               \
+                    kvx_status_name(status_), kvx_last_error());                              \
+            exit(1);                                                                          \
+        }                                                                                     \
+    } while (0)
+
+static uint64_t fnv1a(const void *data, size_t bytes)
+{
+    const unsigned char *p = data;
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < bytes; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static void print_digest(const char *name, const void *data, size_t bytes)
+{
+    printf("%s %016llx\n", name, (unsigned long long)fnv1a(data, bytes));
+}
+
+/* A fixed sequence of floats in about [-4, 4), normal-ish (sum of uniforms). */
+static uint64_t lcg_state = 88172645463325252ull;
+
+static float next_float(void)
+{
+    float sum = 0.0f;
+    for (int i = 0; i < 4; i++) {
+        lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
+        sum += (float)(lcg_state >> 40) / (float)(1ull << 24) - 0.5f;
+    }
+    return 2.0f * sum;
+}
+
+/* bf16 by truncating the float32; f16 built from the same draw (sign, an exponent for
+ * 2^-3 .. 2^2, ten mantissa bits): only sources of varied values. */
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (uint16_t)(u >> 16);
+}
+
+static uint16_t to_f16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (uint16_t)(((u >> 16) & 0x8000u) | ((12u + (u >> 13) % 6u) << 10) | ((u >> 3) & 0x3ffu));
+}
+
+static void fill(void *data, int32_t dtype, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        float f = next_float();
+        if (dtype == KVX_DTYPE_FLOAT32)
+            ((float *)data)[i] = f;
+        else
+            ((uint16_t *)data)[i] = dtype == KVX_DTYPE_BFLOAT16 ? to_bf16(f) : to_f16(f);
+    }
+}
+
+/* ---------------------------------------------------------------- RoPE */
+
+static void rope_case(const char *name, int32_t dtype, int32_t pairing, int32_t rot_dim,
+                      int32_t cache_dtype)
+{
+    enum { T = 97, H = 3, D = 128, MAXPOS = 300 };
+    size_t elem = (size_t)kvx_dtype_size(dtype), cache_elem = (size_t)kvx_dtype_size(cache_dtype);
+    void *keys = calloc((size_t)T * H * D, elem), *query = calloc((size_t)T * 2 * D, elem);
+    void *cache = calloc((size_t)MAXPOS * rot_dim, cache_elem);
+    int64_t old_pos[T], new_pos[T];
+    fill(keys, dtype, (size_t)T * H * D);
+    fill(query, dtype, (size_t)T * 2 * D);
+    /* any bounded values do as angles' cos/sin: the kernels do not assume unit rows */
+    fill(cache, cache_dtype, (size_t)MAXPOS * rot_dim);
+    for (int t = 0; t < T; t++) {
+        old_pos[t] = (t * 37) % MAXPOS;
+        new_pos[t] = t < 40 ? 100 + t : (t * 53 + 11) % MAXPOS; /* a run, then scattered */
+    }
+    kvx_rope_tensor k = {.struct_size = sizeof k, .dtype = dtype, .num_layers = 1,
+                         .num_heads = H, .head_size = D, .num_tokens = T, .base = keys,
+                         .token_stride = H * D, .head_stride = D};
+    kvx_rope_tensor q = k;
+    q.num_heads = 2, q.base = query, q.token_stride = 2 * D;
+    kvx_rope_cache c = {.struct_size = sizeof c, .dtype = cache_dtype, .rot_dim = rot_dim,
+                        .pairing = pairing, .max_position = MAXPOS, .row_stride = rot_dim,
+                        .cos_sin = cache};
+    CHECK(kvx_rope_rerotate(&k, &c, old_pos, new_pos, KVX_DTYPE_INT64, NULL));
+    CHECK(kvx_rope_apply(&q, &k, &c, new_pos, KVX_DTYPE_INT64, NULL));
+    char label[96];
+    snprintf(label, sizeof label, "rope.%s.keys", name);
+    print_digest(label, keys, (size_t)T * H * D * elem);
+    snprintf(label, sizeof label, "rope.%s.query", name);
+    print_digest(label, query, (size_t)T * 2 * D * elem);
+    free(keys);
+    free(query);
+    free(cache);
+}
+
+static void rope_cases(void)
+{
+    static const struct {
+        const char *name;
+        int32_t dtype;
+    } dtypes[] = {{"f32", KVX_DTYPE_FLOAT32}, {"f16", KVX_DTYPE_FLOAT16}, {"bf16", KVX_DTYPE_BFLOAT16}};
+    for (size_t d = 0; d < 3; d++)
+        for (int neox = 0; neox < 2; neox++)
+            for (int32_t rot_dim = 40; rot_dim <= 128; rot_dim += 88) { /* 40: tails; 128: blocks */
+                char name[64];
+                snprintf(name, sizeof name, "%s.%s.rot%d", dtypes[d].name, neox ? "neox" : "gptj",
+                         rot_dim);
+                rope_case(name, dtypes[d].dtype, neox ? KVX_ROPE_NEOX : KVX_ROPE_GPTJ, rot_dim,
+                          rot_dim == 128 ? KVX_DTYPE_FLOAT32 : KVX_DTYPE_BFLOAT16);
+            }
+}
+
+/* ---------------------------------------------------------------- codec */
+
+static void codec_cases(void)
+{
+    enum { L = 3, T = 300, H = 4, D = 32, C = H * D };
+    const int32_t key_bins[L] = {32, 32, 16}, value_bins[L] = {16, 16, 8};
+    size_t count = (size_t)2 * L * T * C;
+    uint16_t *kv = malloc(count * sizeof *kv), *back = malloc(count * sizeof *back);
+    fill(kv, KVX_DTYPE_BFLOAT16, count);
+    kvx_dense_desc desc = {.struct_size = sizeof desc, .dtype = KVX_DTYPE_BFLOAT16,
+                           .num_layers = L, .num_kv = 2, .num_heads = H, .head_size = D,
+                           .num_tokens = T, .base = kv, .kv_stride = (int64_t)L * T * C,
+                           .layer_stride = (int64_t)T * C, .token_stride = C, .head_stride = D};
+    kvx_codec_params params = {.struct_size = sizeof params, .key_bins = key_bins,
+                               .value_bins = value_bins, .chunk_tokens = 128};
+    int64_t bound = 0, size = 0;
+    CHECK(kvx_codec_compress_bound(&desc, &params, &bound));
+    void *blob = malloc((size_t)bound);
+    CHECK(kvx_codec_compress(&desc, &params, blob, bound, &size, NULL));
+    print_digest("codec.container", blob, (size_t)size);
+    kvx_dense_desc out = desc;
+    out.base = back;
+    CHECK(kvx_codec_decompress(blob, size, &out, NULL));
+    print_digest("codec.decompressed", back, count * sizeof *back);
+
+    /* The LMCache-level entry points on the K plane: quantize, CDF, encode, decode. */
+    enum { BINS = 32 };
+    int32_t bins[L] = {BINS, BINS, BINS};
+    uint8_t *symbols = malloc((size_t)L * T * C), *decoded = malloc((size_t)L * T * C);
+    float scales[L * T];
+    uint16_t *cdf = malloc((size_t)L * C * (BINS + 1) * sizeof *cdf);
+    CHECK(kvx_codec_quantize(kv, KVX_DTYPE_BFLOAT16, L, T, C, (int64_t)T * C, C, bins, symbols,
+                             scales, NULL));
+    print_digest("codec.symbols", symbols, (size_t)L * T * C);
+    print_digest("codec.scales", scales, sizeof scales);
+    CHECK(kvx_codec_calculate_cdf(symbols, L, T, C, BINS, cdf, NULL));
+    print_digest("codec.cdf", cdf, (size_t)L * C * (BINS + 1) * sizeof *cdf);
+    int64_t capacity = 0;
+    CHECK(kvx_codec_stream_bound(T, &capacity));
+    uint8_t *streams = calloc((size_t)L * C, (size_t)capacity);
+    int32_t *lengths = malloc((size_t)L * C * sizeof *lengths);
+    CHECK(kvx_codec_encode(cdf, BINS + 1, symbols, L, T, C, streams, capacity, lengths, NULL));
+    print_digest("codec.lengths", lengths, (size_t)L * C * sizeof *lengths);
+    print_digest("codec.streams", streams, (size_t)L * C * (size_t)capacity);
+    CHECK(kvx_codec_decode(cdf, BINS + 1, streams, capacity, lengths, L, T, C, decoded, NULL));
+    if (memcmp(decoded, symbols, (size_t)L * T * C) != 0) {
+        fprintf(stderr, "codec: decode did not give back the symbols\n");
+        exit(1);
+    }
+    free(kv), free(back), free(blob), free(symbols), free(decoded), free(cdf), free(streams),
+        free(lengths);
+}
+
+/* ---------------------------------------------------------------- transfer */
+
+static void transfer_cases(void)
+{
+    enum { L = 2, NB = 40, BS = 16, H = 2, D = 64, T = 200 };
+    size_t plane = (size_t)NB * BS * H * D;
+    uint16_t *paged[L], *dense = malloc((size_t)2 * L * T * H * D * sizeof *dense);
+    void *bases[L];
+    for (int l = 0; l < L; l++) {
+        paged[l] = malloc(2 * plane * sizeof *paged[l]);
+        fill(paged[l], KVX_DTYPE_BFLOAT16, 2 * plane);
+        bases[l] = paged[l];
+    }
+    int64_t slots[T];
+    for (int t = 0; t < T; t++)
+        slots[t] = t % 9 == 4 ? -1 : (t * 131) % (NB * BS);
+    kvx_paged_desc p = {.struct_size = sizeof p, .dtype = KVX_DTYPE_BFLOAT16, .num_layers = L,
+                        .num_kv = 2, .num_heads = H, .head_size = D, .num_bases = L,
+                        .bases = bases, .block_size = BS, .num_blocks = NB,
+                        .kv_stride = (int64_t)plane, .block_stride = BS * H * D,
+                        .token_stride = D, .head_stride = BS * D}; /* vLLM HND */
+    kvx_dense_desc d = {.struct_size = sizeof d, .dtype = KVX_DTYPE_BFLOAT16, .num_layers = L,
+                        .num_kv = 2, .num_heads = H, .head_size = D, .num_tokens = T,
+                        .base = dense, .kv_stride = (int64_t)L * T * H * D,
+                        .layer_stride = (int64_t)T * H * D, .token_stride = H * D,
+                        .head_stride = D};
+    memset(dense, 0, (size_t)2 * L * T * H * D * sizeof *dense);
+    CHECK(kvx_transfer(&p, &d, slots, KVX_PAGED_TO_DENSE, NULL));
+    print_digest("transfer.store", dense, (size_t)2 * L * T * H * D * sizeof *dense);
+    for (int l = 0; l < L; l++)
+        memset(paged[l], 0, 2 * plane * sizeof *paged[l]);
+    CHECK(kvx_transfer(&p, &d, slots, KVX_DENSE_TO_PAGED, NULL));
+    for (int l = 0; l < L; l++) {
+        char label[32];
+        snprintf(label, sizeof label, "transfer.load.%d", l);
+        print_digest(label, paged[l], 2 * plane * sizeof *paged[l]);
+        free(paged[l]);
+    }
+    free(dense);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1)
+        CHECK(kvx_set_num_threads(atoi(argv[1])));
+    rope_cases();
+    codec_cases();
+    transfer_cases();
+    return 0;
+}
