@@ -119,7 +119,8 @@ static void rope_cases(void)
     static const struct {
         const char *name;
         int32_t dtype;
-    } dtypes[] = {{"f32", KVX_DTYPE_FLOAT32}, {"f16", KVX_DTYPE_FLOAT16}, {"bf16", KVX_DTYPE_BFLOAT16}};
+    } dtypes[] = {
+        {"f32", KVX_DTYPE_FLOAT32}, {"f16", KVX_DTYPE_FLOAT16}, {"bf16", KVX_DTYPE_BFLOAT16}};
     for (size_t d = 0; d < 3; d++)
         for (int neox = 0; neox < 2; neox++)
             for (int32_t rot_dim = 40; rot_dim <= 128; rot_dim += 88) { /* 40: tails; 128: blocks */
