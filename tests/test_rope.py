@@ -212,6 +212,34 @@ def test_rerotate_to_same_positions_is_near_identity():
     torch.testing.assert_close(keys, before, rtol=1e-6, atol=1e-6)
 
 
+# ---------------------------------------------------------------- LMCache / vLLM signatures
+
+
+@pytest.mark.parametrize("is_neox", [True, False])
+def test_lmcache_signature_is_rerotate_keys(is_neox):
+    """LMCache passes flattened keys [T, H*D] and the head size; same bits as rerotate_keys."""
+    cs = cache(D, MAXPOS)
+    keys = randn((T, H * D), torch.bfloat16)
+    before, want = keys.clone(), keys.clone()
+    old, new = positions(T, MAXPOS, seed=4), positions(T, MAXPOS, seed=5)
+    rope.rerotate_keys(want, old, new, cs, is_neox=is_neox, head_size=D)
+    assert rope.rotary_embedding_k_fused(old, new, keys, D, cs, is_neox) is None
+    assert torch.equal(keys, want) and not torch.equal(keys, before)
+    with pytest.raises(kvx.InvalidArgumentError, match="head_size"):
+        rope.rotary_embedding_k_fused(old, new, keys, D + 1, cs, is_neox)
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+def test_vllm_signature_is_apply_rotary(with_key):
+    cs = cache(D, MAXPOS)
+    query, key = randn((T, 4 * D), torch.float16), randn((T, 2, D), torch.float16)
+    want_q, want_k = query.clone(), key.clone()
+    pos = positions(T, MAXPOS, seed=6)
+    rope.apply_rotary(pos, want_q, want_k if with_key else None, cs, is_neox=False, head_size=D)
+    assert rope.rotary_embedding(pos, query, key if with_key else None, D, cs, False) is None
+    assert torch.equal(query, want_q) and torch.equal(key, want_k)
+
+
 # ---------------------------------------------------------------- every instruction-set variant
 
 _VARIANT_SCRIPT = textwrap.dedent("""

@@ -17,6 +17,9 @@ Pairs are NeoX-style (dims r and r + rot_dim/2, ``is_neox=True``) or GPT-J-style
 2r + 1). Positions are int64 or int32 ``[T]``; one outside ``[0, max_position)`` is an error and
 nothing is modified.
 
+:func:`rotary_embedding_k_fused` (LMCache) and :func:`rotary_embedding` (vLLM) take those projects'
+arguments in their order, for adapters that swap one call.
+
 On a device whose libkvx backend lacks RoPE (not compiled in, or no kernel: Ascend, Cambricon),
 a fallback runs on the tensors' own device instead (:mod:`kvx._rope_fallback`: the vendor's
 torch op where its contract fits, e.g. ``torch_npu.npu_rotary_mul``, else the plain-torch
@@ -333,6 +336,21 @@ def apply_rotary(
     return query, key
 
 
+def rotary_embedding_k_fused(old_positions: Any, new_positions: Any, key: Any, head_size: int,
+                             cos_sin_cache: Any, is_neox: bool) -> None:
+    """LMCache's ``lmcache.c_ops.rotary_embedding_k_fused``, same arguments in the same order, so
+    that a CacheBlend adapter swaps one call: :func:`rerotate_keys` of ``key`` (LMCache passes
+    ``[T, H*D]``; the other forms work too, with ``head_size`` equal to their last dim)."""
+    rerotate_keys(key, old_positions, new_positions, cos_sin_cache, is_neox=is_neox, head_size=head_size)
+
+
+def rotary_embedding(positions: Any, query: Any, key: Any, head_size: int, cos_sin_cache: Any,
+                     is_neox: bool) -> None:
+    """vLLM's ``_custom_ops.rotary_embedding``, same arguments in the same order (``key`` may be
+    None): :func:`apply_rotary` of ``query`` and ``key`` at ``positions``."""
+    apply_rotary(positions, query, key, cos_sin_cache, is_neox=is_neox, head_size=head_size)
+
+
 def _llama3_inv_freq(inv_freq: Any, params: Mapping[str, Any]) -> Any:
     """Llama 3.1 frequency scaling (vLLM ``Llama3RotaryEmbedding._compute_inv_freq``): long
     wavelengths are divided by ``factor``, short ones kept, the band between interpolated."""
@@ -424,4 +442,4 @@ def build_cos_sin_cache(
     return cache.to(dtype=dtype or torch.float32, device=device)
 
 
-__all__ = ["apply_rotary", "build_cos_sin_cache", "rerotate_keys"]
+__all__ = ["apply_rotary", "build_cos_sin_cache", "rerotate_keys", "rotary_embedding", "rotary_embedding_k_fused"]
