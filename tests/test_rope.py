@@ -233,11 +233,11 @@ def test_lmcache_signature_is_rerotate_keys(is_neox):
 def test_vllm_signature_is_apply_rotary(with_key):
     cs = cache(D, MAXPOS)
     query, key = randn((T, 4 * D), torch.float16), randn((T, 2, D), torch.float16)
-    want_q, want_k = query.clone(), key.clone()
+    before, want_q, want_k = query.clone(), query.clone(), key.clone()
     pos = positions(T, MAXPOS, seed=6)
     rope.apply_rotary(pos, want_q, want_k if with_key else None, cs, is_neox=False, head_size=D)
     assert rope.rotary_embedding(pos, query, key if with_key else None, D, cs, False) is None
-    assert torch.equal(query, want_q) and torch.equal(key, want_k)
+    assert torch.equal(query, want_q) and torch.equal(key, want_k) and not torch.equal(query, before)
 
 
 # ---------------------------------------------------------------- every instruction-set variant
@@ -377,21 +377,30 @@ def test_build_llama3_scaling():
     assert not torch.equal(cs, plain)
 
 
-def test_cache_drives_the_kernel():
-    """A rotation by the built cache is the rotation by the angle p * f_r (NeoX pairs)."""
-    cs = rope.build_cos_sin_cache(8, 50, 100.0)
-    x = torch.zeros((1, 1, 8), dtype=torch.float32)
-    x[0, 0, 0] = 1.0  # pair 0: (x0, x4)
-    rope.apply_rotary(torch.tensor([7]), x, None, cs)
-    assert torch.allclose(x[0, 0, [0, 4]], torch.tensor([math.cos(7.0), math.sin(7.0)]), atol=1e-6)
+@pytest.mark.parametrize("is_neox", [True, False])
+def test_cache_drives_the_kernel(is_neox):
+    """Computed by hand, independently of kvx.reference_rope: with the first member of every pair
+    1 and the second 0, applying at position p gives (cos p f_r, sin p f_r), f_r = base^(-2r/rot),
+    in pair r's members: dims (r, r + rot/2) for NeoX, (2r, 2r + 1) for GPT-J."""
+    rot, base, p = 8, 100.0, 7
+    cs = rope.build_cos_sin_cache(rot, 50, base)
+    first = list(range(rot // 2)) if is_neox else list(range(0, rot, 2))
+    second = list(range(rot // 2, rot)) if is_neox else list(range(1, rot, 2))
+    x = torch.zeros((1, 1, rot), dtype=torch.float32)
+    x[0, 0, first] = 1.0
+    rope.apply_rotary(torch.tensor([p]), x, None, cs, is_neox=is_neox)
+    angles = torch.tensor([p * base ** (-2 * r / rot) for r in range(rot // 2)], dtype=torch.float64)
+    torch.testing.assert_close(x[0, 0, first].double(), angles.cos(), rtol=0, atol=1e-6)
+    torch.testing.assert_close(x[0, 0, second].double(), angles.sin(), rtol=0, atol=1e-6)
 
 
 # ---------------------------------------------------------------- fallback on devices without a kernel
 
 
-def test_fallback_runs_the_reference_with_one_warning(monkeypatch):
-    """Where the device's backend lacks RoPE (not compiled, or no entry), the plain-torch reference
-    runs instead, with one RuntimeWarning per op and device type; on the CPU nothing falls back."""
+def test_fallback_runs_with_one_warning(monkeypatch):
+    """Where the device's backend lacks RoPE (not compiled, or no entry), the fallback runs instead
+    (built only then), with one RuntimeWarning per op and device type naming its route; on the CPU
+    nothing falls back. A stand-in fallback here; test_rope_fallback.py runs the real routes."""
     from kvx._native import lib as native
 
     monkeypatch.setattr(rope, "_warned_fallback", set())

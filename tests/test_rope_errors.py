@@ -76,6 +76,7 @@ def test_keys_tracked_by_autograd(args):
     _rejects(_rerotate(args, keys=keys), r"keys: expected a tensor that does not require grad", keys.detach())
     with torch.no_grad():
         _rerotate(args, keys=keys)()
+    assert not torch.equal(keys.detach(), args["keys"])  # rotated
 
 
 def test_head_size_mismatch(args):
@@ -331,11 +332,20 @@ def test_c_positions(c):
     c.new[T - 1] = 0
     c.old[0] = -7
     _expect(c.rerotate(), r"old_positions\[0\]: expected a position in \[0, 40\) .*got -7")
-    # int32 positions are read as int32: 9 int32 values fit in the first half of the int64 array
-    c.old[:] = 0
-    c.pos_dtype = lib.KVX_DTYPE_INT32
-    status, message, _ = c.rerotate()
+
+
+def test_c_int32_positions_are_read_as_int32():
+    """The first 9 int32 slots hold valid positions; read as int64 they would be 1 + 2**32, out
+    of range. The int32 call must succeed and equal the same call with int64 positions."""
+    as_int64, as_int32 = CCall(), CCall()
+    as_int64.old[:], as_int64.new[:] = 1, 6
+    status, message, _ = as_int64.rerotate()
     assert status == lib.KVX_OK, message
+    as_int32.old.view(np.int32)[:T], as_int32.new.view(np.int32)[:T] = 1, 6
+    as_int32.pos_dtype = lib.KVX_DTYPE_INT32
+    status, message, untouched = as_int32.rerotate()
+    assert status == lib.KVX_OK and not untouched, message
+    np.testing.assert_array_equal(as_int32.keys, as_int64.keys)
 
 
 def test_c_apply_key_checks(c):
