@@ -13,6 +13,7 @@ import pytest
 import kvx
 from kvx import _native
 from kvx._native import ffi, lib
+from machine import exported_symbols
 
 REPO = Path(__file__).resolve().parent.parent
 CC = shutil.which("cc") or shutil.which("gcc")
@@ -56,9 +57,7 @@ def test_exported_symbols_are_exactly_the_declared_functions():
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("nm (binutils) is not installed")
-    out = subprocess.run([nm, "-D", "--defined-only", str(_native.library_path())], check=True,
-                         capture_output=True, text=True).stdout
-    exported = {line.split()[-1].split("@")[0] for line in out.splitlines() if line.split()[1] in "TW"}
+    exported = exported_symbols(_native.library_path(), nm, kinds="TW")
     declared = {name for name in dir(lib) if name.startswith("kvx_")}
     assert exported == declared
 

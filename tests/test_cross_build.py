@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from kvx import _native
+from machine import exported_symbols
 
 REPO = Path(__file__).resolve().parent.parent
 CROSS = "aarch64-linux-gnu-"
@@ -52,11 +53,6 @@ def aarch64_build(tmp_path_factory) -> Path:
     return build / "libkvx"
 
 
-def _exported(nm: str, library: Path) -> set[str]:
-    out = subprocess.run([nm, "-D", "--defined-only", str(library)], capture_output=True, text=True, check=True)
-    return {line.split()[-1].split("@")[0] for line in out.stdout.splitlines() if line.split()[1] == "T"}
-
-
 def _digests_program(cc: str, library_dir: Path, out: Path) -> Path:
     subprocess.run([cc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{_native.header_path().parent}",
                     str(REPO / "tests" / "c" / "digests.c"), "-o", str(out), f"-L{library_dir}", "-lkvx",
@@ -68,7 +64,7 @@ def test_aarch64_build_is_warning_free_and_exports_the_api(aarch64_build):
     library = aarch64_build / "libkvx.so"
     machine = subprocess.run(["file", "-L", str(library)], capture_output=True, text=True).stdout
     assert "aarch64" in machine, machine
-    assert _exported(f"{CROSS}nm", library) == _exported("nm", _native.library_path())
+    assert exported_symbols(library, f"{CROSS}nm") == exported_symbols(_native.library_path())
 
 
 @pytest.mark.skipif(shutil.which("qemu-aarch64") is None or not SYSROOT.is_dir(),

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from machine import exported_symbols
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,6 +50,5 @@ def test_cuda_flavour_builds_and_reports_its_state(tmp_path):
 @pytest.mark.skipif(shutil.which("hipcc") is None, reason="hipcc is not installed (apt-get install hipcc libamdhip64-dev)")
 def test_hip_flavour_builds(tmp_path):
     library = _build(tmp_path, "hip")
-    nm = subprocess.run(["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True, check=True)
-    exported = {line.split()[-1].split("@")[0] for line in nm.stdout.splitlines() if line.split()[1] == "T"}
+    exported = exported_symbols(library)
     assert "kvx_transfer" in exported and all(name.startswith("kvx_") for name in exported)

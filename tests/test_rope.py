@@ -17,6 +17,7 @@ import torch
 
 import kvx
 from kvx import reference_rope, rope
+from machine import cpu_flags
 from rope_cases import DTYPES, assert_close_to, cache, expected_apply, expected_rerotate, positions, randn
 
 T, H, D = 37, 3, 64
@@ -285,19 +286,8 @@ _VARIANT_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _variants() -> list[str]:
-    flags = _cpu_flags()
+    flags = cpu_flags()
     out = ["baseline"]
     if "avx2" in flags:
         out.append("avx2")

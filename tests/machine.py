@@ -1,0 +1,27 @@
+"""What several test files ask of this machine and its binutils: the CPU's feature flags, and the
+functions a shared library exports."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo names, e.g. "avx2", "avx512_bf16"); empty if unknown."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def exported_symbols(library: Path | str, nm: str = "nm", kinds: str = "T") -> set[str]:
+    """Names `library` defines in its dynamic symbol table with an nm type letter in `kinds`
+    ("T": functions; "TW": weak ones too), symbol versions stripped."""
+    out = subprocess.run([nm, "-D", "--defined-only", str(library)], capture_output=True, text=True,
+                         check=True).stdout
+    return {line.split()[-1].split("@")[0] for line in out.splitlines() if line.split()[1] in kinds}
