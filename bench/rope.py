@@ -6,13 +6,13 @@ in place and reports bandwidth over the key bytes, read + write (2 * T * H * D *
 - ``kvx.rope.rerotate_keys``: the Python API, argument checks included;
 - ``kvx_rope_rerotate``: the C entry point alone, descriptors built once;
 - ``memcpy``: libc ``memcpy`` of the same bytes into a preallocated buffer (one call, one thread)
-  — the "plain memcpy" baseline of DESIGN.md §10;
+  — the "plain memcpy" baseline of docs/design.md, "Performance bars";
 - ``torch copy_``: ``Tensor.copy_`` of the same bytes into a preallocated tensor (torch's own
   threads), a stricter baseline;
 - ``torch reference``: ``kvx.reference_rope.rerotate_keys`` (plain torch, float32).
 
 All in one run: medians per call over ``--repeats`` calls of each method, timed in alternating
-blocks so that load from other processes does not favour one of them. The bar (DESIGN.md §10) is kvx at >= 80%
+blocks so that load from other processes does not favour one of them. The bar (docs/design.md) is kvx at >= 80%
 of memcpy; the table gives the ratio against both baselines.
 """
 

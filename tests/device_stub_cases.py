@@ -339,7 +339,7 @@ def expected_copies(case: DeviceCase, allow_2d: bool) -> int:
 
 
 def expected_plan(case: DeviceCase, allow_2d: bool) -> tuple[int, bool]:
-    """(copies, whether 2D copies are used) libkvx should submit, from the documented planning rule (DESIGN.md section 4,
+    """(copies, whether 2D copies are used) libkvx should submit, from the documented planning rule (docs/design.md,
     src/core/transfer_plan.h): one per (plane, run) for whole-row runs, else one per token (and
     head when rows are split), or one 2D copy per (plane, run[, head]) where 2D copies exist."""
     p, d = case.paged_desc, case.dense_desc

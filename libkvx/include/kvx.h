@@ -186,8 +186,6 @@ KVX_API int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *
  * the last check. */
 KVX_API int32_t kvx_synchronize(const kvx_stream *stream);
 
-/* KVX-CODEC-DECLARATIONS */
-
 /* ---------------------------------------------------------------- KV codec (CacheGen) */
 
 /*
@@ -335,8 +333,6 @@ KVX_API int32_t kvx_codec_inspect(const void *src, int64_t src_size, kvx_codec_i
  * checksums but inconsistent symbol counts fails later, leaving out partly written. */
 KVX_API int32_t kvx_codec_decompress(const void *src, int64_t src_size,
                                      const kvx_dense_desc *out, const kvx_stream *stream);
-
-/* KVX-ROPE-DECLARATIONS */
 
 /* ---------------------------------------------------------------- RoPE */
 

@@ -21,10 +21,7 @@ from ._errors import (
 from ._info import backends, cpu_kernels, get_num_threads, set_num_threads, version
 from .transfer import Direction, load, store, synchronize, transfer
 
-# codec: package import (issue 3)
-from . import codec
-# rope: package import (issue 4)
-from . import rope
+from . import codec, rope
 
 __version__ = version()
 

@@ -3,7 +3,7 @@ C backends answer "unsupported"), and on GPUs whose backend is not compiled in.
 
 :mod:`kvx.rope` tries libkvx first; when the backend refuses, it runs one of these fallbacks on
 the tensors' own device and warns once per (operation, device type, route) with the route's name
-(DESIGN.md section 7: vendor torch ops first, then the plain-torch reference; never silently).
+(docs/design.md, "Backends": vendor torch ops first, then the plain-torch reference; never silently).
 
 Routes:
 
@@ -14,8 +14,8 @@ Routes:
   the Ascend docs of older releases); the strictest of them is the envelope used here: last
   dimension exactly 128 (``rot_dim == 128``), B and N below 1000 and B*N at most 1024 (B = layers,
   N = heads, layout BSND with ``r1``/``r2`` of shape ``[1, S, 1, D]``). The op's
-  internal precision is not documented, so the inputs are cast to float32 first (DESIGN.md
-  section 6: float32 arithmetic whatever the storage dtype) and the result rounded back once.
+  internal precision is not documented, so the inputs are cast to float32 first (docs/design.md,
+  "RoPE": float32 arithmetic whatever the storage dtype) and the result rounded back once.
   Re-rotation uses one rotation by ``new - old`` (angles combined in float32), as the C kernels
   do. Set ``KVX_ROPE_VENDOR_OPS=0`` to skip vendor ops.
 - ``kvx.reference_rope``: the plain-torch reference, on any device, for everything else (MLUs:

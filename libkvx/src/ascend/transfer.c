@@ -17,7 +17,7 @@
  *     already queued is harmless: the same bytes land in the same order).
  *   - device <-> device, or no batch API: one aclrtMemcpyAsync per run.
  * Out-of-range slots are rejected on the host before anything is enqueued (stronger than the
- * "skip and report at synchronisation" that DESIGN.md section 4 allows asynchronous backends).
+ * "skip and report at synchronisation" that docs/design.md allows asynchronous backends).
  *
  * The descriptor arrays of a batch call are owned by libkvx until an event recorded after the
  * call has completed (AscendCL may read them when the stream reaches the copy, after the call

@@ -9,7 +9,7 @@ static const kvx_backend *const compiled_backends[] = {
 #if defined(KVX_WITH_CUDA) || defined(KVX_WITH_HIP)
     &kvx_gpu_backend,
 #endif
-    /* runtime-loaded backends (issue 6), each behind #ifdef KVX_WITH_<NAME> */
+    /* runtime-loaded backends, each behind #ifdef KVX_WITH_<NAME> */
 #ifdef KVX_WITH_ASCEND
     &kvx_ascend_backend,
 #endif

@@ -59,7 +59,6 @@ typedef struct kvx_backend {
                         const int64_t *slot_mapping, int32_t direction, const kvx_stream *stream);
     /* Waits for `stream` and returns deferred errors; NULL for synchronous backends. */
     int32_t (*synchronize)(const kvx_stream *stream);
-    /* KVX-BACKEND-CODEC-ENTRIES */
     /* Codec (src/core/codec.c has checked shapes, pointers and sizes). Data-dependent checks
      * (non-finite input, symbol ranges, CDF monotonicity, stream offsets) belong to the backend,
      * which knows where the data lives; a CPU backend makes them before writing anything. The
@@ -86,7 +85,6 @@ typedef struct kvx_backend {
                             int64_t num_bytes, int64_t stream_capacity, const int32_t *lengths,
                             const int64_t *end_offsets, int64_t num_layers, int64_t num_tokens,
                             int64_t num_channels, uint8_t *symbols, const kvx_stream *stream);
-    /* KVX-BACKEND-ROPE-ENTRIES */
     /* Positions were range-checked by src/core/rope.c when they live in host memory (CPU
      * streams); device backends check them where they live. */
     int32_t (*rope_rerotate)(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
@@ -115,7 +113,7 @@ const kvx_backend *kvx_backend_for(const kvx_stream *stream);
 
 extern const kvx_backend kvx_cpu_backend;
 extern const kvx_backend kvx_gpu_backend; /* CUDA or HIP, whichever this build has */
-/* runtime-loaded backends (issue 6) */
+/* runtime-loaded backends */
 extern const kvx_backend kvx_ascend_backend;
 extern const kvx_backend kvx_cnrt_backend;
 

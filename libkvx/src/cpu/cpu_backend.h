@@ -14,7 +14,7 @@ int kvx_cpu_avx2_allowed(void);
 /* Name of the RoPE variant this process runs (rope.c). */
 const char *kvx_cpu_rope_variant(void);
 
-/* KVX-CPU-CODEC-FUNCTIONS */
+/* codec_*.c */
 int32_t kvx_cpu_codec_quantize(const void *x, int32_t dtype, int64_t num_rows,
                                int64_t num_tokens, int64_t num_channels, int64_t row_stride,
                                int64_t token_stride, const int32_t *bins, uint8_t *symbols,
@@ -35,7 +35,7 @@ int32_t kvx_cpu_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t
                              int64_t num_bytes, int64_t stream_capacity, const int32_t *lengths,
                              const int64_t *end_offsets, int64_t num_layers, int64_t num_tokens,
                              int64_t num_channels, uint8_t *symbols, const kvx_stream *stream);
-/* KVX-CPU-ROPE-FUNCTIONS */
+/* rope.c */
 int32_t kvx_cpu_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
                               const void *old_positions, const void *new_positions,
                               int32_t positions_dtype, const kvx_stream *stream);
