@@ -178,20 +178,80 @@ def test_forged_payload_bytes_decode_to_something_valid(kv, blob) -> None:
         assert out.shape == kv.shape and np.isfinite(out).all()
 
 
-def test_huge_declared_sizes_fail_before_allocating() -> None:
-    """A 100-byte blob claiming 2^29 tokens of 2^31 channels must fail on size, not allocate."""
-    fields = dict(magic=b"KVXC", version=1, header_size=60, dtype=1, num_kv=2, num_layers=1, num_heads=65536,
-                  head_size=32767, num_bins=16, num_tokens=2**29, chunk_tokens=65535, num_chunks=(2**29 + 65534) // 65535,
-                  flags=0, reserved=0)
+def _header(**overrides: int) -> bytes:
+    """A container header (with bins and a valid header CRC) for one row of the given shape."""
+    fields = dict(magic=b"KVXC", version=1, header_size=60, dtype=1, num_kv=1, num_layers=1, num_heads=1,
+                  head_size=1, num_bins=16, num_tokens=0, chunk_tokens=65535, num_chunks=0, flags=0, reserved=0)
+    fields.update(overrides)
+    fields["num_chunks"] = -(-fields["num_tokens"] // fields["chunk_tokens"])
     head = bytearray(60)
     for name, off, size in ref.HEADER_FIELDS:
         v = fields[name]
         head[off : off + size] = v if isinstance(v, bytes) else v.to_bytes(size, "little")
-    head += struct.pack("<HH", 16, 16)
-    head += struct.pack("<I", zlib.crc32(bytes(head)))
-    _decode_fails(bytes(head) + b"\0" * 40, "src_size: the header declares 536870912 tokens")
+    head += struct.pack("<H", 16) * (fields["num_kv"] * fields["num_layers"])
+    return bytes(head + struct.pack("<I", zlib.crc32(bytes(head))))
+
+
+def test_huge_declared_sizes_fail_before_allocating() -> None:
+    """A 100-byte blob claiming 2^29 tokens of 2^31 channels must fail on size, not allocate."""
+    head = _header(num_kv=2, num_heads=65536, head_size=32767, num_tokens=2**29)
+    _decode_fails(head + b"\0" * 40, "src_size: the header declares 536870912 tokens")
     with pytest.raises(kvx.CorruptInputError):
-        codec.inspect(bytes(head))
+        codec.inspect(head)
+
+
+def test_decode_bomb_fails_on_the_chunk_table_before_allocating() -> None:
+    """A 6 MB blob whose header (valid CRC, least size satisfied) declares 6 chunks of 65535
+    tokens of 2^17 float32 channels, 206 GB decoded: the chunk table is checked before the
+    output is allocated, so the caller gets CorruptInputError, not torch's or numpy's
+    out-of-memory error."""
+    head = _header(num_heads=1024, head_size=128, num_tokens=6 * 65535)
+    blob = head + bytes(6_000_000)
+    for as_numpy in (True, False):
+        with pytest.raises(kvx.CorruptInputError, match=r"chunk\[0\]\.tokens: expected 65535, got 0"):
+            codec.decode(blob, as_numpy=as_numpy, max_ratio=None)
+    with pytest.raises(kvx.CorruptInputError, match=r"chunk\[0\]\.tokens"):
+        codec.inspect(blob)
+
+
+def _forged_chunk(tokens: int, streams: int, index: int = 0) -> bytes:
+    """A chunk whose frame is well formed (sizes add up) but whose contents are zeros."""
+    sizes = (3 * streams, streams, streams)
+    frame = struct.pack("<IIQQQ", index, tokens, *sizes) + bytes(4 * tokens + sum(sizes))
+    return frame + struct.pack("<I", 0)
+
+
+def test_declared_size_is_bounded_relative_to_the_blob() -> None:
+    """A forged blob with a well-formed chunk table declaring ~1900x its own size is refused by
+    decode's default max_ratio before anything is allocated; max_ratio=None lets decode allocate
+    and the chunk checksum then fails."""
+    head = _header(dtype=2, num_heads=32, head_size=128, num_tokens=65535)
+    blob = head + _forged_chunk(65535, 4096)
+    meta = codec.inspect(blob)  # the frame is well formed
+    assert meta.num_tokens == 65535
+    for as_numpy in (True, False):
+        with pytest.raises(kvx.CorruptInputError, match="more than max_ratio = 1024"):
+            codec.decode(blob, as_numpy=as_numpy)
+    with pytest.raises(kvx.CorruptInputError, match=r"chunk\[0\]\.crc32"):
+        codec.decode(blob, as_numpy=True, max_ratio=None)
+    with pytest.raises(kvx.CorruptInputError, match=r"chunk\[0\]\.crc32"):  # out given: no allocation, no ratio
+        codec.decode(blob, out=np.empty(meta.shape, np.float16))
+
+
+def test_default_ratio_admits_all_zero_data() -> None:
+    """All-zero float32 tokens in the default 256-token chunks expand ~150x: within the default."""
+    kv = np.zeros((2, 2, 600, 512), np.float32)
+    blob = codec.encode(kv)
+    assert kv.nbytes > 100 * len(blob)
+    assert (codec.decode(blob, as_numpy=True) == 0).all()
+
+
+def test_inspect_checks_the_chunk_table(blob) -> None:
+    for cut in (1, 5, 40):
+        with pytest.raises(kvx.CorruptInputError, match="chunk|src_size"):
+            codec.inspect(blob[:-cut])
+    with pytest.raises(kvx.CorruptInputError, match="bytes follow the last chunk"):
+        codec.inspect(blob + b"\0")
 
 
 def test_inspect_reports_header(blob) -> None:

@@ -322,8 +322,11 @@ typedef struct kvx_codec_info {
     int64_t decoded_bytes; /* num_kv * num_layers * num_tokens * heads * head_size * elem size */
 } kvx_codec_info;
 
-/* Checks the header of src[src_size] (not the chunks) and fills *info; when bins is not NULL
- * it receives num_kv * num_layers bins (K layers, then V layers), bins_capacity entries at most. */
+/* Checks the header of src[src_size] and its chunk table (each chunk's index, token count and
+ * section sizes, and that the chunks fill the blob exactly; not their checksums or contents),
+ * then fills *info; when bins is not NULL it receives num_kv * num_layers bins (K layers, then
+ * V layers), bins_capacity entries at most. Callers that decode untrusted blobs should compare
+ * info->decoded_bytes with src_size before allocating the output. */
 KVX_API int32_t kvx_codec_inspect(const void *src, int64_t src_size, kvx_codec_info *info,
                                   int32_t *bins, int64_t bins_capacity);
 

@@ -31,7 +31,7 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
-from ._errors import InvalidArgumentError
+from ._errors import CorruptInputError, InvalidArgumentError
 from ._native import check, ffi, lib
 from ._tensors import DEVICE_CPU, ArrayInfo, current_stream, describe, require_same_device, require_writable
 from .reference_codec import default_bins
@@ -63,6 +63,8 @@ BytesLike = Union[bytes, bytearray, memoryview, np.ndarray, Any]
 _FLOAT_DTYPES = {lib.KVX_DTYPE_FLOAT32: "float32", lib.KVX_DTYPE_FLOAT16: "float16", lib.KVX_DTYPE_BFLOAT16: "bfloat16"}
 _SYMBOL_DTYPES = (lib.KVX_DTYPE_UINT8, lib.KVX_DTYPE_INT8)
 DEFAULT_CHUNK_TOKENS = 256
+# decode's default bound on the decoded size, as a multiple of the blob's size (see decode).
+DEFAULT_MAX_RATIO = 1024
 
 
 # ---------------------------------------------------------------- helpers
@@ -486,7 +488,8 @@ def _new_output(meta: CodecInfo, as_numpy: bool) -> Any:
     return np.empty(meta.shape, dtype=meta.dtype)
 
 
-def decode(blob: BytesLike, out: Any = None, as_numpy: bool = False, max_bytes: int | None = None) -> Any:
+def decode(blob: BytesLike, out: Any = None, as_numpy: bool = False, max_bytes: int | None = None,
+           max_ratio: float | None = DEFAULT_MAX_RATIO) -> Any:
     """Decodes a container made by :func:`encode`.
 
     Returns ``[num_kv, L, T, H*D]`` in the container's dtype: a torch tensor (numpy array when
@@ -494,18 +497,32 @@ def decode(blob: BytesLike, out: Any = None, as_numpy: bool = False, max_bytes: 
     H*D]`` or ``[num_kv, L, T, H, D]``, same dtype, any strides with contiguous heads; on a
     device, it is filled from a host copy).
     Damaged or hostile bytes raise :class:`kvx.CorruptInputError` naming the field.
-    max_bytes caps the decoded size (highly compressible data, e.g. all-zero tokens, can expand
-    by a factor of thousands): a larger container raises before anything is allocated.
+
+    Before anything is allocated, the header and the chunk table are checked against the blob,
+    and the decoded size the header declares is bounded, since highly compressible data (e.g.
+    all-zero tokens) legitimately expands a lot while a forged header could ask for any size:
+
+    max_bytes: largest decoded size accepted, in bytes (None: no absolute cap); a larger
+        container raises :class:`kvx.InvalidArgumentError`.
+    max_ratio: largest decoded size accepted, as a multiple of ``len(blob)``, applied when
+        ``decode`` allocates the output (``out`` not given, or on a device). The default, 1024,
+        is seven times what all-zero float32 data reaches with the default 256-token chunks;
+        all-zero data in chunks of thousands of tokens can exceed it: pass a larger value, or
+        None, for blobs you trust. A larger declared size raises
+        :class:`kvx.CorruptInputError`.
     """
     buf = _blob_buffer(blob)
     meta = inspect(blob)
-    itemsize = 4 if meta.dtype == "float32" else 2
-    size = meta.num_kv * meta.num_layers * meta.num_tokens * meta.num_heads * meta.head_size * itemsize
+    size = int(np.prod(meta.shape)) * (4 if meta.dtype == "float32" else 2)
     if max_bytes is not None and size > max_bytes:
         raise InvalidArgumentError(f"max_bytes: the container decodes to {size} bytes, more than max_bytes = {max_bytes}")
+    if max_ratio is not None and (out is None or _is_device_tensor(out)) and size > max_ratio * len(buf):
+        raise CorruptInputError(f"blob: the header declares {size} decoded bytes from {len(buf)} bytes "
+                                f"(ratio {size / max(len(buf), 1):.0f}), more than max_ratio = {max_ratio}; "
+                                "pass a larger max_ratio (or None) for a blob you trust")
     if _is_device_tensor(out):  # staged through host memory, like encode
         require_writable(describe(out, "out"))  # the host copy would hide broadcast views
-        host = decode(blob, out=torch.empty(out.shape, dtype=out.dtype), max_bytes=max_bytes)
+        host = decode(blob, out=torch.empty(out.shape, dtype=out.dtype), max_bytes=max_bytes, max_ratio=None)
         return out.copy_(host)
     result = out if out is not None else _new_output(meta, as_numpy)
     info, heads, head_size = _kv_view(result, "out")

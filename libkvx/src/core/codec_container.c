@@ -760,6 +760,75 @@ static int32_t fill_info(const layout *lo, kvx_codec_info *info)
     return KVX_OK;
 }
 
+/* ---------------------------------------------------------------- chunk frames */
+
+typedef struct chunk_view {
+    int64_t tokens;
+    const uint8_t *scales, *counts, *lengths, *payload;
+    int64_t counts_size, lengths_size, payload_size;
+} chunk_view;
+
+/* One chunk's frame at r->pos: its index and token count as expected, its sections within the
+ * blob; fills *c, stores the chunk's CRC in *stored_crc and leaves r after it. */
+static int32_t read_chunk_frame(reader *r, const layout *lo, int64_t index, chunk_view *c,
+                                uint32_t *stored_crc)
+{
+    int32_t rc;
+    uint64_t idx, tokens, sizes[3], crc;
+    if ((rc = get_le(r, 4, &idx, "chunk.index")) || (rc = get_le(r, 4, &tokens, "chunk.tokens")) ||
+        (rc = get_le(r, 8, &sizes[0], "chunk.counts_size")) ||
+        (rc = get_le(r, 8, &sizes[1], "chunk.lengths_size")) ||
+        (rc = get_le(r, 8, &sizes[2], "chunk.payload_size")))
+        return rc;
+    if (idx != (uint64_t)index)
+        return FAIL_CORRUPT("chunk[%lld].index: expected %lld, got %llu", (long long)index,
+                            (long long)index, (unsigned long long)idx);
+    if (tokens != (uint64_t)chunk_len(lo, index))
+        return FAIL_CORRUPT("chunk[%lld].tokens: expected %lld, got %llu", (long long)index,
+                            (long long)chunk_len(lo, index), (unsigned long long)tokens);
+    c->tokens = (int64_t)tokens;
+    static const char *const names[3] = {"chunk.counts_size", "chunk.lengths_size",
+                                         "chunk.payload_size"};
+    const uint8_t **parts[3] = {&c->counts, &c->lengths, &c->payload};
+    int64_t *part_sizes[3] = {&c->counts_size, &c->lengths_size, &c->payload_size};
+    if ((rc = need(r, 4 * lo->rows * c->tokens, "chunk.scales")))
+        return rc;
+    c->scales = r->p + r->pos;
+    r->pos += 4 * lo->rows * c->tokens;
+    for (int i = 0; i < 3; i++) {
+        if (sizes[i] > (uint64_t)(r->size - r->pos))
+            return FAIL_CORRUPT("%s: chunk %lld declares %llu bytes, only %lld remain", names[i],
+                                (long long)index, (unsigned long long)sizes[i],
+                                (long long)(r->size - r->pos));
+        *parts[i] = r->p + r->pos;
+        *part_sizes[i] = (int64_t)sizes[i];
+        r->pos += (int64_t)sizes[i];
+    }
+    if ((rc = get_le(r, 4, &crc, "chunk.crc32")))
+        return rc;
+    *stored_crc = (uint32_t)crc;
+    return KVX_OK;
+}
+
+/* Every chunk's frame, in order, and nothing after the last: what can be verified of the blob
+ * without reading its contents, so that a forged header cannot make a reader allocate the
+ * decoded size before the first chunk is found missing. */
+static int32_t walk_chunks(const void *src, int64_t src_size, const layout *lo)
+{
+    int32_t rc;
+    reader r = {src, header_bytes(lo->rows), src_size};
+    for (int64_t k = 0; k < lo->num_chunks; k++) {
+        chunk_view c;
+        uint32_t crc;
+        if ((rc = read_chunk_frame(&r, lo, k, &c, &crc)))
+            return rc;
+    }
+    if (r.pos != src_size)
+        return FAIL_CORRUPT("src_size: %lld bytes follow the last chunk",
+                            (long long)(src_size - r.pos));
+    return KVX_OK;
+}
+
 static int32_t check_source(const void *src, int64_t src_size)
 {
     int32_t rc;
@@ -782,6 +851,10 @@ int32_t kvx_codec_inspect(const void *src, int64_t src_size, kvx_codec_info *inf
                         (unsigned)info->struct_size);
     if ((rc = parse_header(src, src_size, &lo)))
         return rc;
+    if ((rc = walk_chunks(src, src_size, lo))) {
+        free(lo);
+        return rc;
+    }
     if (bins && bins_capacity < lo->rows) {
         rc = FAIL_ARG("bins_capacity: expected >= %lld (num_kv * num_layers), got %lld",
                       (long long)lo->rows, (long long)bins_capacity);
@@ -793,12 +866,6 @@ int32_t kvx_codec_inspect(const void *src, int64_t src_size, kvx_codec_info *inf
 }
 
 /* ---------------------------------------------------------------- decompress */
-
-typedef struct chunk_view {
-    int64_t tokens;
-    const uint8_t *scales, *counts, *lengths, *payload;
-    int64_t counts_size, lengths_size, payload_size;
-} chunk_view;
 
 /* Walks the counts of every stream: each a varint, summing to the chunk's tokens per stream.
  * With `counts` non-NULL also stores them (uint16, [streams, num_bins], zero-filled). */
@@ -893,43 +960,13 @@ static int32_t parse_chunk(reader *r, const layout *lo, int64_t index, chunk_vie
 {
     int32_t rc;
     int64_t start = r->pos;
-    uint64_t idx, tokens, sizes[3];
-    if ((rc = get_le(r, 4, &idx, "chunk.index")) || (rc = get_le(r, 4, &tokens, "chunk.tokens")) ||
-        (rc = get_le(r, 8, &sizes[0], "chunk.counts_size")) ||
-        (rc = get_le(r, 8, &sizes[1], "chunk.lengths_size")) ||
-        (rc = get_le(r, 8, &sizes[2], "chunk.payload_size")))
-        return rc;
-    if (idx != (uint64_t)index)
-        return FAIL_CORRUPT("chunk[%lld].index: expected %lld, got %llu", (long long)index,
-                            (long long)index, (unsigned long long)idx);
-    if (tokens != (uint64_t)chunk_len(lo, index))
-        return FAIL_CORRUPT("chunk[%lld].tokens: expected %lld, got %llu", (long long)index,
-                            (long long)chunk_len(lo, index), (unsigned long long)tokens);
-    c->tokens = (int64_t)tokens;
-    static const char *const names[3] = {"chunk.counts_size", "chunk.lengths_size",
-                                         "chunk.payload_size"};
-    const uint8_t **parts[3] = {&c->counts, &c->lengths, &c->payload};
-    int64_t *part_sizes[3] = {&c->counts_size, &c->lengths_size, &c->payload_size};
-    if ((rc = need(r, 4 * lo->rows * c->tokens, "chunk.scales")))
-        return rc;
-    c->scales = r->p + r->pos;
-    r->pos += 4 * lo->rows * c->tokens;
-    for (int i = 0; i < 3; i++) {
-        if (sizes[i] > (uint64_t)(r->size - r->pos))
-            return FAIL_CORRUPT("%s: chunk %lld declares %llu bytes, only %lld remain", names[i],
-                                (long long)index, (unsigned long long)sizes[i],
-                                (long long)(r->size - r->pos));
-        *parts[i] = r->p + r->pos;
-        *part_sizes[i] = (int64_t)sizes[i];
-        r->pos += (int64_t)sizes[i];
-    }
-    uint64_t crc;
-    if ((rc = get_le(r, 4, &crc, "chunk.crc32")))
+    uint32_t crc;
+    if ((rc = read_chunk_frame(r, lo, index, c, &crc)))
         return rc;
     uint32_t computed = crc32_of(r->p + start, r->pos - CRC_SIZE - start);
     if (crc != computed)
-        return FAIL_CORRUPT("chunk[%lld].crc32: checksum mismatch (stored %08llx, computed %08x)",
-                            (long long)index, (unsigned long long)crc, (unsigned)computed);
+        return FAIL_CORRUPT("chunk[%lld].crc32: checksum mismatch (stored %08x, computed %08x)",
+                            (long long)index, (unsigned)crc, (unsigned)computed);
     if ((rc = check_scales(lo, index, c)) || (rc = read_lengths(lo, index, c, NULL)))
         return rc;
     return KVX_OK;
