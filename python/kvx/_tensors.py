@@ -99,6 +99,14 @@ def _extent(ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], itemsize
     return (ptr, ptr + (last + 1) * itemsize)
 
 
+def _row_major_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
+
+
 def is_tensor(x: Any) -> bool:
     return (torch is not None and isinstance(x, torch.Tensor)) or isinstance(x, np.ndarray)
 
@@ -188,6 +196,11 @@ def describe(x: Any, name: str) -> ArrayInfo:
         info = _describe_numpy(x, name)
     else:
         raise InvalidArgumentError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+    if 0 in info.shape:
+        # An empty array addresses no element, so any strides describe it; numpy gives empty
+        # arrays zero strides, which would fail the contiguity checks of a perfectly normal
+        # empty request (every token already cached). Row-major strides pass them.
+        info.strides = _row_major_strides(info.shape)
     if info.strides and min(info.strides) < 0:
         raise InvalidArgumentError(f"{name}: negative strides {info.strides} are not supported")
     lo, hi = info.span

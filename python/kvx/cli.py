@@ -37,6 +37,13 @@ def _devices() -> list[str]:
     return found or ["none (CPU only)"]
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of tokens >= 0, got {value}")
+    return value
+
+
 def cmd_info(_: argparse.Namespace) -> int:
     """Version, backends compiled in and usable, CPU threads, where the files are."""
     print(f"kvx {_info.version()} (ABI {_native.lib.kvx_abi_version()})")
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="version, backends, devices, threads").set_defaults(fn=cmd_info)
     demo = sub.add_parser("demo", help="offload and reload a request's KV cache, verify, time it")
-    demo.add_argument("--tokens", type=int, default=1024)
+    demo.add_argument("--tokens", type=_non_negative, default=1024, help="tokens in the request (default 1024; 0 works)")
     demo.set_defaults(fn=cmd_demo)
     bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCHMARKS)}")
     bench.add_argument("name", nargs="?", default="all", choices=BENCHMARKS + ("all",), help="default: all")
