@@ -166,8 +166,8 @@ CASES = [
     (calculate_cdf, "layers", 0, INVALID, "num_layers: expected 1.."),
     (calculate_cdf, "tokens", -2, INVALID, "num_tokens"),
     (calculate_cdf, "channels", -1, INVALID, "num_channels"),
-    (calculate_cdf, "num_bins", 1, INVALID, "num_bins: expected 2..256, got 1"),
-    (calculate_cdf, "num_bins", 257, INVALID, "num_bins: expected 2..256, got 257"),
+    (calculate_cdf, "num_bins", 0, INVALID, "num_bins: expected 1..256, got 0"),
+    (calculate_cdf, "num_bins", 257, INVALID, "num_bins: expected 1..256, got 257"),
     (calculate_cdf, "cdf", ffi.NULL, INVALID, "cdf: expected a pointer"),
     (calculate_cdf, "stream", BAD_STREAM, None, ""),
     (stream_bound, "tokens", -1, INVALID, "num_tokens: expected 0.."),
@@ -442,7 +442,7 @@ def test_python_low_level_rejects_bad_arguments() -> None:
     cdf = codec.calculate_cdf(sym, 16)
     with pytest.raises(kvx.InvalidArgumentError, match="input_sym: expected int8 or uint8 symbols"):
         codec.calculate_cdf(sym.astype(np.int32), 16)
-    with pytest.raises(kvx.InvalidArgumentError, match="max_bins: expected 2..256, got 300"):
+    with pytest.raises(kvx.InvalidArgumentError, match="num_bins: expected 1..256, got 300"):
         codec.calculate_cdf(sym, 300)
     with pytest.raises(kvx.InvalidArgumentError, match="cdf: expected int16 or uint16"):
         codec.encode_streams(cdf.astype(np.int32), sym)

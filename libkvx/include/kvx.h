@@ -241,7 +241,7 @@ KVX_API int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales
 
 /*
  * LMCache calculate_cdf: one table per (layer, channel) over symbols [num_layers, num_tokens,
- * num_channels] (each < num_bins, 2 .. KVX_CODEC_MAX_BINS), written to cdf [num_layers,
+ * num_channels] (each < num_bins, 1 .. KVX_CODEC_MAX_BINS), written to cdf [num_layers,
  * num_channels, num_bins + 1]: cdf[i] = (65535 - num_bins) * (count of symbols < i) / num_tokens
  * + i (integer division). num_tokens may be 0 (uniform tables).
  */

@@ -235,14 +235,18 @@ def dequantize(symbols: Any, scales: Any, bins: Sequence[int], dtype: Any = None
     return out
 
 
-def calculate_cdf(input_sym: Any, max_bins: int) -> Any:
-    """LMCache ``calculate_cdf``: symbols ``[layers, tokens, channels]`` (each < max_bins) ->
-    int16 CDF tables ``[layers, channels, max_bins + 1]`` (torch if the input is torch)."""
+def calculate_cdf(input_sym: Any, num_bins: int) -> Any:
+    """LMCache ``calculate_cdf``: symbols ``[layers, tokens, channels]`` (int8 or uint8, each
+    ``< num_bins``) -> int16 CDF tables ``[layers, channels, num_bins + 1]`` (torch if the
+    input is torch). ``num_bins`` is 1 .. 256; with no tokens the tables are ``0, 1, ..,
+    num_bins``, as LMCache's. A symbol outside ``0 .. num_bins - 1`` raises
+    :class:`kvx.InvalidArgumentError` (LMCache's torch path clamps it into range, its CUDA
+    kernel does not check)."""
     info = _symbols_info(input_sym, "input_sym")
     layers, tokens, channels = info.shape
-    nb = int(max_bins)
-    if not 2 <= nb <= lib.KVX_CODEC_MAX_BINS:
-        raise InvalidArgumentError(f"max_bins: expected 2..{lib.KVX_CODEC_MAX_BINS}, got {max_bins}")
+    nb = int(num_bins)
+    if not 1 <= nb <= lib.KVX_CODEC_MAX_BINS:
+        raise InvalidArgumentError(f"num_bins: expected 1..{lib.KVX_CODEC_MAX_BINS}, got {num_bins}")
     cdf = _like(input_sym, (layers, channels, nb + 1), np.int16, torch.int16 if torch else None)
     ptr = cdf.data_ptr() if torch is not None and isinstance(cdf, torch.Tensor) else cdf.__array_interface__["data"][0]
     check(lib.kvx_codec_calculate_cdf(_ptr(info, "const uint8_t *"), layers, tokens, channels, nb,

@@ -158,7 +158,7 @@ int32_t kvx_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers, int6
     kvx_clear_error();
     if ((rc = kvx_codec_check_shape(num_layers, num_tokens, num_channels, "num_layers",
                                     &elements)) ||
-        (rc = kvx_codec_check_count("num_bins", num_bins, 2, KVX_CODEC_MAX_BINS)) ||
+        (rc = kvx_codec_check_count("num_bins", num_bins, 1, KVX_CODEC_MAX_BINS)) ||
         (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
         (rc = kvx_codec_product("cdf", num_layers, num_channels, num_bins + 1, &tables)) ||
         (rc = kvx_codec_check_ptr("cdf", cdf, tables)))
