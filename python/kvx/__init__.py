@@ -6,7 +6,10 @@ at build time. Arrays are torch tensors on any supported device, or numpy arrays
 
 from __future__ import annotations
 
-from . import layouts, reference
+import importlib
+from typing import Any
+
+from . import layouts
 from ._errors import (
     BufferTooSmallError,
     CorruptInputError,
@@ -20,10 +23,18 @@ from ._errors import (
 )
 from ._info import backends, cpu_kernels, get_num_threads, set_num_threads, version
 from .transfer import Direction, load, store, synchronize, transfer
-
-from . import codec, rope
+from . import codec, rope  # noqa: E402 - after the names they use
 
 __version__ = version()
+
+
+def __getattr__(name: str) -> Any:
+    # kvx.reference is plain torch: imported on first use, so that `import kvx` (and the CLI)
+    # does not pay for importing torch.
+    if name == "reference":
+        return importlib.import_module(".reference", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BufferTooSmallError",

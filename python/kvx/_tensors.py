@@ -13,13 +13,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import _torch
 from ._errors import InvalidArgumentError
 from ._native import ffi, lib
-
-try:  # torch is optional: numpy arrays work without it
-    import torch
-except ImportError:  # pragma: no cover - exercised only where torch is absent
-    torch = None
 
 DEVICE_CPU, DEVICE_CUDA, DEVICE_HIP, DEVICE_ASCEND, DEVICE_CNRT = 1, 2, 10, 32, 33
 
@@ -34,7 +30,10 @@ _NUMPY_DTYPES = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _torch_dtypes() -> dict[Any, int]:
+    """torch dtype -> kvx dtype (built on first use: torch is imported by then)."""
+    torch = _torch.imported()
     table = {
         torch.float32: lib.KVX_DTYPE_FLOAT32,
         torch.float16: lib.KVX_DTYPE_FLOAT16,
@@ -50,8 +49,6 @@ def _torch_dtypes() -> dict[Any, int]:
             table[getattr(torch, name)] = code
     return table
 
-
-_TORCH_DTYPES = _torch_dtypes() if torch is not None else {}
 
 # torch device type -> (kvx device type, attribute path of the current-stream handle)
 _TORCH_DEVICES = {
@@ -108,11 +105,11 @@ def _row_major_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def is_tensor(x: Any) -> bool:
-    return (torch is not None and isinstance(x, torch.Tensor)) or isinstance(x, np.ndarray)
+    return isinstance(x, np.ndarray) or _torch.is_tensor(x)
 
 
 def _device_type(device: Any) -> int:
-    if device.type == "cuda" and getattr(torch.version, "hip", None):
+    if device.type == "cuda" and getattr(_torch.imported().version, "hip", None):
         return DEVICE_HIP
     try:
         return _TORCH_DEVICES[device.type]
@@ -123,13 +120,14 @@ def _device_type(device: Any) -> int:
 @functools.lru_cache(maxsize=None)
 def _accelerator_present() -> bool:
     """Whether torch has a device whose pinned host memory matters (asked once: it is slow)."""
+    torch = _torch.imported()
     accelerator = getattr(torch, "accelerator", None)
     return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
 
 
 def _describe_torch(x: Any, name: str) -> ArrayInfo:
     try:
-        code = _TORCH_DTYPES[x.dtype]
+        code = _torch_dtypes()[x.dtype]
     except KeyError:
         raise InvalidArgumentError(f"{name}: dtype {x.dtype} has no libkvx equivalent") from None
     storage = x.untyped_storage()
@@ -190,10 +188,10 @@ def _describe_numpy(x: np.ndarray, name: str) -> ArrayInfo:
 
 def describe(x: Any, name: str) -> ArrayInfo:
     """Describes a torch tensor or numpy array; ``name`` is used in error messages."""
-    if torch is not None and isinstance(x, torch.Tensor):
-        info = _describe_torch(x, name)
-    elif isinstance(x, np.ndarray):
+    if isinstance(x, np.ndarray):
         info = _describe_numpy(x, name)
+    elif _torch.is_tensor(x):
+        info = _describe_torch(x, name)
     else:
         raise InvalidArgumentError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
     if 0 in info.shape:
@@ -214,7 +212,7 @@ def require_writable(info: ArrayInfo) -> None:
     not be tracked by autograd: kvx writes through raw pointers, which autograd would not see."""
     if not info.writable:
         raise InvalidArgumentError(f"{info.name}: expected a writable array, got a read-only one")
-    if getattr(info.obj, "requires_grad", False) and torch.is_grad_enabled():
+    if getattr(info.obj, "requires_grad", False) and _torch.imported().is_grad_enabled():
         raise InvalidArgumentError(
             f"{info.name}: expected a tensor that does not require grad (kvx writes it in place, unseen by "
             f"autograd); pass .detach() or run under torch.no_grad()"
@@ -254,6 +252,7 @@ def current_stream(device: tuple[int, int]) -> Any:
     device_type, index = device
     if device_type == DEVICE_CPU:
         return ffi.NULL
+    torch = _torch.imported()  # a device tensor was passed: torch is imported
     if device_type in (DEVICE_CUDA, DEVICE_HIP):
         handle = torch.cuda.current_stream(index).cuda_stream
     elif device_type == DEVICE_ASCEND:

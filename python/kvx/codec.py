@@ -31,15 +31,11 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 
+from . import _torch
 from ._errors import CorruptInputError, InvalidArgumentError
 from ._native import check, ffi, lib
 from ._tensors import DEVICE_CPU, ArrayInfo, current_stream, describe, require_same_device, require_writable
 from .reference_codec import default_bins
-
-try:
-    import torch
-except ImportError:  # pragma: no cover - numpy-only installs
-    torch = None
 
 __all__ = [
     "CodecInfo",
@@ -112,7 +108,8 @@ def _dtype_name(code: int) -> str:
 
 def _cdf_pointer(cdf: Any, name: str = "cdf") -> tuple[Any, tuple[int, ...]]:
     """The CDF tables ``[layers, channels, Lp]`` int16/uint16, contiguous -> (ptr, shape)."""
-    if torch is not None and isinstance(cdf, torch.Tensor):
+    if _torch.is_tensor(cdf):
+        torch = _torch.imported()
         ok = cdf.dtype == torch.int16 or cdf.dtype == getattr(torch, "uint16", None)
         if not ok:
             raise InvalidArgumentError(f"{name}: expected int16 or uint16 CDF tables, got {cdf.dtype}")
@@ -137,11 +134,13 @@ def _same(name: str, got: int, expected: int, what: str) -> None:
         raise InvalidArgumentError(f"{name}: expected {what} = {expected}, got {got}")
 
 
-def _like(template: Any, shape: Sequence[int], np_dtype: Any, torch_dtype: Any = None) -> Any:
-    """A new array of the same family (torch or numpy) and on the same device as ``template``."""
-    if torch is not None and isinstance(template, torch.Tensor):
-        return torch.empty(tuple(shape), dtype=torch_dtype, device=template.device)
-    return np.empty(tuple(shape), dtype=np_dtype)
+def _like(template: Any, shape: Sequence[int], dtype: str) -> Any:
+    """A new array of the same family (torch or numpy) and on the same device as ``template``;
+    ``dtype`` is a name both know (``"uint8"``, ``"float32"``, ...)."""
+    if _torch.is_tensor(template):
+        torch = _torch.imported()
+        return torch.empty(tuple(shape), dtype=getattr(torch, dtype), device=template.device)
+    return np.empty(tuple(shape), dtype=dtype)
 
 
 def _bins_list(bins: Bins, default: list[int], num_layers: int, name: str) -> list[int]:
@@ -172,8 +171,7 @@ def _same_device(*infos: ArrayInfo) -> tuple[int, int]:
 def _cdf_info(cdf: Any) -> ArrayInfo:
     """Where the CDF tables (checked by :func:`_cdf_pointer`) live, through a byte view: int16
     has no kvx dtype."""
-    is_torch = torch is not None and isinstance(cdf, torch.Tensor)
-    return describe(cdf.view(torch.uint8) if is_torch else cdf.view(np.uint8), "cdf")
+    return describe(cdf.view(_torch.imported().uint8) if _torch.is_tensor(cdf) else cdf.view(np.uint8), "cdf")
 
 
 def _int32_array(values: Sequence[int]) -> Any:
@@ -203,8 +201,8 @@ def quantize(x: Any, bins: Sequence[int]) -> tuple[Any, Any]:
     if channels > 1 and info.strides[2] != 1 and rows * tokens > 0:
         raise InvalidArgumentError(f"x: expected contiguous channels (last stride 1), got strides {info.strides}")
     b = _bins_list(bins, [], rows, "bins")
-    symbols = _like(x, (rows, tokens, channels), np.uint8, torch.uint8 if torch else None)
-    scales = _like(x, (rows, tokens), np.float32, torch.float32 if torch else None)
+    symbols = _like(x, (rows, tokens, channels), "uint8")
+    scales = _like(x, (rows, tokens), "float32")
     s_info, sc_info = describe(symbols, "symbols"), describe(scales, "scales")
     check(lib.kvx_codec_quantize(ffi.cast("const void *", info.ptr), info.dtype, rows, tokens, channels,
                                  info.strides[0], info.strides[1], _int32_array(b), _ptr(s_info, "uint8_t *"),
@@ -222,7 +220,8 @@ def dequantize(symbols: Any, scales: Any, bins: Sequence[int], dtype: Any = None
         raise InvalidArgumentError(f"scales: expected shape {(rows, tokens)}, got {sc_info.shape}")
     b = _bins_list(bins, [], rows, "bins")
     device = _same_device(s_info, sc_info)
-    if torch is not None and isinstance(symbols, torch.Tensor):
+    if _torch.is_tensor(symbols):
+        torch = _torch.imported()
         out = torch.empty((rows, tokens, channels), dtype=dtype or torch.float32, device=symbols.device)
     else:
         out = np.empty((rows, tokens, channels), dtype=dtype or np.float32)
@@ -247,8 +246,8 @@ def calculate_cdf(input_sym: Any, num_bins: int) -> Any:
     nb = int(num_bins)
     if not 1 <= nb <= lib.KVX_CODEC_MAX_BINS:
         raise InvalidArgumentError(f"num_bins: expected 1..{lib.KVX_CODEC_MAX_BINS}, got {num_bins}")
-    cdf = _like(input_sym, (layers, channels, nb + 1), np.int16, torch.int16 if torch else None)
-    ptr = cdf.data_ptr() if torch is not None and isinstance(cdf, torch.Tensor) else cdf.__array_interface__["data"][0]
+    cdf = _like(input_sym, (layers, channels, nb + 1), "int16")
+    ptr = cdf.data_ptr() if _torch.is_tensor(cdf) else cdf.__array_interface__["data"][0]
     check(lib.kvx_codec_calculate_cdf(_ptr(info, "const uint8_t *"), layers, tokens, channels, nb,
                                       ffi.cast("uint16_t *", ptr), current_stream(info.device)))
     return cdf
@@ -283,8 +282,8 @@ def encode_streams(cdf: Any, input_sym: Any) -> tuple[Any, Any]:
     s_info = _symbols_info(input_sym, "input_sym")
     layers, tokens, channels = s_info.shape
     capacity = stream_bound(tokens)
-    out = _like(input_sym, (layers, channels, capacity), np.uint8, torch.uint8 if torch else None)
-    lengths = _like(input_sym, (layers, channels), np.int32, torch.int32 if torch else None)
+    out = _like(input_sym, (layers, channels, capacity), "uint8")
+    lengths = _like(input_sym, (layers, channels), "int32")
     encode_fast_new(cdf, input_sym, out, lengths)
     return out, lengths
 
@@ -333,9 +332,10 @@ def decode_fast_prefsum(cdf: Any, bytestreams: Any, lengths_prefsum: Any, output
     o_info = _decode_output(output, layers, channels)
     device = _same_device(o_info, _cdf_info(cdf), b_info)
     if device[0] == DEVICE_CPU:
-        ends = np.ascontiguousarray(lengths_prefsum.cpu().numpy() if torch is not None and isinstance(lengths_prefsum, torch.Tensor) else lengths_prefsum, dtype=np.int64).reshape(-1)
+        ends = np.ascontiguousarray(lengths_prefsum.cpu().numpy() if _torch.is_tensor(lengths_prefsum) else lengths_prefsum, dtype=np.int64).reshape(-1)
         ends_ptr = ends.__array_interface__["data"][0]
     else:  # int64 on the device, allocated on the current stream (freed after the kernel there)
+        torch = _torch.imported()
         ends = torch.as_tensor(lengths_prefsum).to(device=output.device, dtype=torch.int64).contiguous().reshape(-1)
         ends_ptr = ends.data_ptr()
     check(lib.kvx_codec_decode_prefsum(cdf_ptr, cdf_shape[2], _ptr(b_info, "const uint8_t *"), b_info.shape[0],
@@ -371,7 +371,7 @@ class CodecInfo:
 
 
 def _is_device_tensor(x: Any) -> bool:
-    return torch is not None and isinstance(x, torch.Tensor) and not x.is_cpu
+    return _torch.is_tensor(x) and not x.is_cpu
 
 
 def _kv_view(kv: Any, name: str) -> tuple[ArrayInfo, int, int]:
@@ -444,8 +444,8 @@ def encode(kv: Any, key_bins: Bins = None, value_bins: Bins = None, chunk_tokens
 
 
 def _blob_buffer(blob: BytesLike) -> Any:
-    if torch is not None and isinstance(blob, torch.Tensor):
-        if blob.dtype != torch.uint8 or blob.device.type != "cpu":
+    if _torch.is_tensor(blob):
+        if blob.dtype != _torch.imported().uint8 or blob.device.type != "cpu":
             raise InvalidArgumentError(f"blob: expected a CPU uint8 tensor, got {blob.dtype} on {blob.device}")
         blob = blob.contiguous().numpy()
     if isinstance(blob, np.ndarray):
@@ -485,7 +485,8 @@ def inspect(blob: BytesLike) -> CodecInfo:
 
 
 def _new_output(meta: CodecInfo, as_numpy: bool) -> Any:
-    if not as_numpy and torch is not None:
+    torch = None if as_numpy else _torch.load()
+    if torch is not None:
         return torch.empty(meta.shape, dtype=getattr(torch, meta.dtype))
     if meta.dtype == "bfloat16":
         raise InvalidArgumentError("as_numpy: numpy has no bfloat16; decode this container with torch installed and as_numpy=False")
@@ -526,7 +527,7 @@ def decode(blob: BytesLike, out: Any = None, as_numpy: bool = False, max_bytes: 
                                 "pass a larger max_ratio (or None) for a blob you trust")
     if _is_device_tensor(out):  # staged through host memory, like encode
         require_writable(describe(out, "out"))  # the host copy would hide broadcast views
-        host = decode(blob, out=torch.empty(out.shape, dtype=out.dtype), max_bytes=max_bytes, max_ratio=None)
+        host = decode(blob, out=_torch.imported().empty(out.shape, dtype=out.dtype), max_bytes=max_bytes, max_ratio=None)
         return out.copy_(host)
     result = out if out is not None else _new_output(meta, as_numpy)
     info, heads, head_size = _kv_view(result, "out")

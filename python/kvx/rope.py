@@ -32,19 +32,17 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import _rope_fallback
+from . import _torch
 from ._errors import InvalidArgumentError, NotAvailableError, UnsupportedError
 from ._native import check, ffi, lib
 from ._tensors import DEVICE_CPU, ArrayInfo, current_stream, describe, require_same_device, require_writable
 
-try:
-    import torch
-except ImportError:  # pragma: no cover - numpy-only installs
-    torch = None
+if TYPE_CHECKING:
+    from ._rope_fallback import Fallback
 
 _FLOAT_DTYPES = (lib.KVX_DTYPE_FLOAT32, lib.KVX_DTYPE_FLOAT16, lib.KVX_DTYPE_BFLOAT16)
 _POSITION_DTYPES = (lib.KVX_DTYPE_INT64, lib.KVX_DTYPE_INT32)
@@ -149,7 +147,7 @@ def _contiguous(x: Any) -> Any:
 
 
 def _as_int64(x: Any) -> Any:
-    return x.astype(np.int64) if isinstance(x, np.ndarray) else x.to(torch.int64)
+    return x.astype(np.int64) if isinstance(x, np.ndarray) else x.to(_torch.imported().int64)
 
 
 def _resolve_positions(positions: Sequence[Any], names: Sequence[str], num_tokens: int) -> list[ArrayInfo]:
@@ -214,14 +212,14 @@ def _require_separate(outputs: Sequence[ArrayInfo], inputs: Sequence[ArrayInfo])
 
 
 def _native_or_fallback(op: str, device: tuple[int, int], call: Callable[[], int],
-                        make_fallback: Callable[[], _rope_fallback.Fallback]) -> None:
+                        make_fallback: Callable[[], Fallback]) -> None:
     """Runs ``call`` (a libkvx status); on a device whose backend lacks the op, runs the plain-torch
     fallback that ``make_fallback`` builds (only then: it costs a microsecond per call) on the
     tensors' own device, with a one-time warning (never silently)."""
     try:
         check(call())
     except (NotAvailableError, UnsupportedError) as error:
-        if device[0] == DEVICE_CPU or torch is None:
+        if device[0] == DEVICE_CPU or _torch.imported() is None:
             raise
         fallback = make_fallback()
         if (op, device[0], fallback.route) not in _warned_fallback:
@@ -279,9 +277,11 @@ def rerotate_keys(
         return lib.kvx_rope_rerotate(t, c, ffi.cast("void *", old.ptr), ffi.cast("void *", new.ptr), old.dtype,
                                      current_stream(device))
 
-    def fallback() -> _rope_fallback.Fallback:
-        return _rope_fallback.Rerotate(device[0], keys, old.obj, new.obj, cos_sin_cache, is_neox=is_neox,
-                                       head_size=head_size)
+    def fallback() -> Fallback:
+        from ._rope_fallback import Rerotate
+
+        return Rerotate(device[0], keys, old.obj, new.obj, cos_sin_cache, is_neox=is_neox,
+                        head_size=head_size)
 
     _native_or_fallback("rerotate_keys", device, call, fallback)
     return keys
@@ -328,9 +328,10 @@ def apply_rotary(
     def call() -> int:
         return lib.kvx_rope_apply(tq, tk, c, ffi.cast("void *", pos.ptr), pos.dtype, current_stream(device))
 
-    def fallback() -> _rope_fallback.Fallback:
-        return _rope_fallback.Apply(device[0], pos.obj, query, key, cos_sin_cache, is_neox=is_neox,
-                                    head_size=head_size)
+    def fallback() -> Fallback:
+        from ._rope_fallback import Apply
+
+        return Apply(device[0], pos.obj, query, key, cos_sin_cache, is_neox=is_neox, head_size=head_size)
 
     _native_or_fallback("apply_rotary", device, call, fallback)
     return query, key
@@ -351,7 +352,7 @@ def rotary_embedding(positions: Any, query: Any, key: Any, head_size: int, cos_s
     apply_rotary(positions, query, key, cos_sin_cache, is_neox=is_neox, head_size=head_size)
 
 
-def _llama3_inv_freq(inv_freq: Any, params: Mapping[str, Any]) -> Any:
+def _llama3_inv_freq(torch: Any, inv_freq: Any, params: Mapping[str, Any]) -> Any:
     """Llama 3.1 frequency scaling (vLLM ``Llama3RotaryEmbedding._compute_inv_freq``): long
     wavelengths are divided by ``factor``, short ones kept, the band between interpolated."""
     try:
@@ -419,8 +420,9 @@ def build_cos_sin_cache(
         dtype: torch dtype of the result (default float32).
         device: torch device of the result (default CPU).
     """
-    if torch is None:  # pragma: no cover
-        raise NotAvailableError("build_cos_sin_cache: needs torch")
+    torch = _torch.load()
+    if torch is None:  # pragma: no cover - numpy-only installs
+        raise NotAvailableError("build_cos_sin_cache: needs torch (pip install torch)")
     if isinstance(rot_dim, bool) or not isinstance(rot_dim, int) or rot_dim < 2 or rot_dim % 2:
         raise InvalidArgumentError(f"rot_dim: expected an even integer >= 2, got {rot_dim!r}")
     if isinstance(max_position, bool) or not isinstance(max_position, int) or max_position < 1:
@@ -436,7 +438,7 @@ def build_cos_sin_cache(
             raise InvalidArgumentError(f"scaling: expected a positive linear factor, got {params.get('factor')!r}")
         t = t / factor
     elif kind == "llama3":
-        inv_freq = _llama3_inv_freq(inv_freq, params)
+        inv_freq = _llama3_inv_freq(torch, inv_freq, params)
     freqs = torch.einsum("i,j -> ij", t, inv_freq)
     cache = torch.cat((freqs.cos(), freqs.sin()), dim=-1)
     return cache.to(dtype=dtype or torch.float32, device=device)
