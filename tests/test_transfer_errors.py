@@ -85,6 +85,16 @@ def test_layout_name(setup):
     _rejects(r"layout: expected one of .*got 'vllm'", paged, dense, slots, layout="vllm")
 
 
+def test_wrong_layout_names_how_each_axis_was_read():
+    """An NHD cache passed as vllm_hnd: the message says which axis the layout took for what."""
+    gen = torch.Generator().manual_seed(1)
+    nhd = [torch.zeros(2, 4, 16, 2, 8) for _ in range(2)]  # [2, NB, BS=16, H=2, D=8]
+    dense = tc.make_dense("vllm_nhd", tc.Geometry(2, 4, 16, 2, 8), 3, torch.float32, gen)
+    _rejects(r"expected num_heads \* head_size 128, got 16 \(layout vllm_hnd read paged\[0\] of shape "
+             r"\(2, 4, 16, 2, 8\) as \[kv=2, block=4, head=16, token=2, dim=8\]; dense format KV_2LTD",
+             nhd, dense, torch.tensor([0, 1, 2]), layout="vllm_hnd")
+
+
 def test_dense_format_name(setup):
     paged, dense, slots = setup
     _rejects(r"dense_format: expected one of .*got 'KV_X'", paged, dense, slots, dense_format="KV_X")

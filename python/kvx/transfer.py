@@ -74,6 +74,12 @@ class PagedCache:
     def device(self) -> tuple[int, int]:
         return self.infos[0].device
 
+    def reading(self) -> str:
+        """How the layout read the engine's tensors, for messages about sizes that disagree."""
+        info = self.infos[0]
+        axes = ", ".join(f"{axis}={size}" for axis, size in zip(self.layout.axes, info.shape))
+        return f"layout {self.layout.name} read {info.name} of shape {info.shape} as [{axes}]"
+
     def bases(self) -> list[int]:
         """Base addresses: per layer, or per (kv, layer) with K first."""
         if self.layout.container == layouts.SINGLE:
@@ -132,9 +138,9 @@ def resolve_paged(paged: Any, layout: str | int | layouts.PagedLayout) -> PagedC
     )
 
 
-def _expect(name: str, what: str, expected: int, got: int) -> None:
+def _expect(name: str, what: str, expected: int, got: int, why: str = "") -> None:
     if expected != got:
-        raise InvalidArgumentError(f"{name}: expected {what} {expected}, got {got}")
+        raise InvalidArgumentError(f"{name}: expected {what} {expected}, got {got}{why}")
 
 
 def _dense_strides(info: ArrayInfo, fmt: layouts.DenseFormat, cache: PagedCache, num_tokens: int) -> dict[str, int]:
@@ -142,17 +148,20 @@ def _dense_strides(info: ArrayInfo, fmt: layouts.DenseFormat, cache: PagedCache,
     axes = layouts.dense_axes(fmt, len(info.shape))
     sizes = layouts.axis_sizes(axes, info.shape, f"dense (format {fmt.name})")
     strides = dict(zip(axes, info.strides))
-    _expect("dense", "K/V planes (first axis of the kv dimension)", cache.num_kv, sizes["kv"])
-    _expect("dense", "layers", cache.num_layers, sizes.get("layer", 1))
+    # Sizes taken from the paged cache say how they were read: a tensor in another layout than
+    # the one named (NHD passed as HND) shows up here first.
+    why = f" ({cache.reading()}; dense format {fmt.name} reads shape {info.shape} as [{', '.join(axes)}])"
+    _expect("dense", "K/V planes (first axis of the kv dimension)", cache.num_kv, sizes["kv"], why)
+    _expect("dense", "layers", cache.num_layers, sizes.get("layer", 1), why)
     _expect("dense", "tokens (len(slot_mapping))", num_tokens, sizes["token"])
     if "hd" in sizes:
-        _expect("dense", "num_heads * head_size", cache.num_heads * cache.head_size, sizes["hd"])
+        _expect("dense", "num_heads * head_size", cache.num_heads * cache.head_size, sizes["hd"], why)
         if sizes["hd"] > 1 and strides["hd"] != 1:
             raise InvalidArgumentError(f"dense: the H*D axis must be contiguous (stride 1), got stride {strides['hd']}")
         strides["head"] = cache.head_size
     else:
-        _expect("dense", "heads", cache.num_heads, sizes["head"])
-        _expect("dense", "head size", cache.head_size, sizes["dim"])
+        _expect("dense", "heads", cache.num_heads, sizes["head"], why)
+        _expect("dense", "head size", cache.head_size, sizes["dim"], why)
         if sizes["dim"] > 1 and strides["dim"] != 1:
             raise InvalidArgumentError(f"dense: head vectors must be contiguous (stride 1), got stride {strides['dim']}")
     return strides
