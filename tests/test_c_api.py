@@ -1,6 +1,7 @@
 """The C side: cffi declarations vs the C compiler's view of kvx.h, exported symbols, a C consumer
-built through pkg-config (from the wheel and from a plain `meson install`), and bad arguments at
-the C level."""
+built through pkg-config and `python -m kvx --cflags --libs` (from the wheel and from a plain
+`meson install`), the library's SONAME and what consumers record, and bad arguments at the C
+level."""
 
 import os
 import shutil
@@ -18,6 +19,15 @@ from machine import exported_symbols
 REPO = Path(__file__).resolve().parent.parent
 CC = shutil.which("cc") or shutil.which("gcc")
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
+
+
+def _dynamic(path: Path, tag: str) -> list[str]:
+    """The values of one dynamic-section tag (SONAME, NEEDED) of an ELF file, as readelf shows them."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf (binutils) is not installed")
+    out = subprocess.run([readelf, "-d", str(path)], check=True, capture_output=True, text=True).stdout
+    return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if f"({tag})" in line]
 
 
 def _compile_and_run(source: str, tmp_path: Path, flags: list[str]) -> str:
@@ -79,6 +89,7 @@ def test_c_consumer_against_the_wheel(tmp_path):
                             text=True).stdout.strip()
     flags = _pkg_config_flags(pc_dir)
     assert _compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
 
 
 @needs_cc
@@ -86,6 +97,17 @@ def test_cli_flags_build_a_consumer(tmp_path):
     flags = subprocess.run([sys.executable, "-m", "kvx", "--cflags", "--libs"], check=True, capture_output=True,
                            text=True).stdout.split()
     assert _compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
+
+
+def test_wheel_library_is_versioned_by_soname():
+    """The wheel ships the library as libkvx.so.0 with SONAME libkvx.so.0 (as a meson install does),
+    and the cffi loader loads that file; there is no unversioned copy beside it."""
+    library = _native.library_path()
+    if "KVX_LIBRARY" not in os.environ:
+        assert library.name == "libkvx.so.0" and library.parent == Path(kvx.__file__).parent
+        assert not (library.parent / "libkvx.so").exists()
+    assert _dynamic(library, "SONAME") == ["libkvx.so.0"]
 
 
 @needs_cc
@@ -98,6 +120,8 @@ def test_plain_meson_install(tmp_path):
                    capture_output=True)
     subprocess.run(["meson", "install", "-C", str(build)], check=True, capture_output=True)
     assert (prefix / "include" / "kvx.h").exists()
-    assert (prefix / "lib" / f"libkvx.so.0.{kvx.version().split('.', 1)[1]}").exists()
+    library = prefix / "lib" / f"libkvx.so.0.{kvx.version().split('.', 1)[1]}"
+    assert library.exists() and _dynamic(library, "SONAME") == ["libkvx.so.0"]
     flags = _pkg_config_flags(str(prefix / "lib" / "pkgconfig")) + [f"-Wl,-rpath,{prefix / 'lib'}"]
     assert _compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")

@@ -38,8 +38,14 @@ def test_transfer_benchmark_runs_and_prints_its_table():
 
 
 def test_cflags_and_libs():
-    out = _run("--cflags", "--libs")
-    assert "-I" in out and "-lkvx" in out
+    """-I the folder of kvx.h; the library's folder on -L and the rpath, and the versioned file by
+    name (the wheel has no libkvx.so for -lkvx). tests/test_c_api.py builds and runs a program
+    with these flags."""
+    from kvx import _native
+
+    include, library = _native.header_path().parent, _native.library_path()
+    assert _run("--cflags", "--libs").split() == [f"-I{include}", f"-L{library.parent}",
+                                                  f"-Wl,-rpath,{library.parent}", f"-l:{library.name}"]
 
 
 def test_every_benchmark_is_installed():

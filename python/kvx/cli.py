@@ -18,6 +18,12 @@ def _pkgconfig_dir() -> Path:
     return _native.package_file("lib", "pkgconfig", "kvx.pc").parent
 
 
+def _link_flags(library: Path) -> str:
+    """Linker flags for ``library``: its folder on the search path and the rpath, and the file by
+    its own name (``-l:libkvx.so.0``: the wheel has no ``libkvx.so`` link for ``-lkvx``)."""
+    return f"-L{library.parent} -Wl,-rpath,{library.parent} -l:{library.name}"
+
+
 def _devices() -> list[str]:
     """Accelerators torch can see, when torch and its device plugins are importable."""
     try:
@@ -93,8 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cflags:
             flags.append(f"-I{include}")
         if args.libs:
-            lib_dir = _native.library_path().parent
-            flags.append(f"-L{lib_dir} -Wl,-rpath,{lib_dir} -lkvx")
+            flags.append(_link_flags(_native.library_path()))
         print(" ".join(flags))
         return 0
     if not getattr(args, "fn", None):
