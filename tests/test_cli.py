@@ -1,7 +1,8 @@
-"""The command line: info, the demo (the README's main job), the benchmark's plumbing, C flags."""
+"""The command line: info, the demo (the README's main job), the benchmark's plumbing, --version, C flags."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _run(*args: str) -> str:
@@ -41,11 +42,19 @@ def test_cflags_and_libs():
     """-I the folder of kvx.h; the library's folder on -L and the rpath, and the versioned file by
     name (the wheel has no libkvx.so for -lkvx). tests/test_c_api.py builds and runs a program
     with these flags."""
-    from kvx import _native
+    import kvx
 
-    include, library = _native.header_path().parent, _native.library_path()
+    include, library = Path(kvx.get_include()), Path(kvx.get_library())
     assert _run("--cflags", "--libs").split() == [f"-I{include}", f"-L{library.parent}",
                                                   f"-Wl,-rpath,{library.parent}", f"-l:{library.name}"]
+
+
+def test_version():
+    import kvx
+
+    result = subprocess.run([sys.executable, "-m", "kvx", "--version"], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"kvx {kvx.version()}\n", "")
+    assert kvx.version() == kvx.__version__
 
 
 def test_every_benchmark_is_installed():

@@ -18,7 +18,7 @@ from ._errors import (
     OutOfMemoryError,
     UnsupportedError,
 )
-from ._info import backends, cpu_kernels, get_num_threads, set_num_threads, version
+from ._info import backends, cpu_kernels, get_include, get_library, get_num_threads, set_num_threads, version
 from .transfer import Direction, load, store, synchronize, transfer
 
 from . import codec, rope
@@ -38,6 +38,8 @@ __all__ = [
     "UnsupportedError",
     "backends",
     "cpu_kernels",
+    "get_include",
+    "get_library",
     "get_num_threads",
     "layouts",
     "load",

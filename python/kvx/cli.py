@@ -1,4 +1,5 @@
-"""Command line: ``python -m kvx info | demo | bench NAME... | --cflags | --libs``."""
+"""Command line: ``python -m kvx info | demo | bench NAME... | --version``, and for C/C++ users of the wheel
+``--cflags | --libs | --pkgconfig-dir``."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def _devices() -> list[str]:
 def cmd_info(_: argparse.Namespace) -> int:
     """Version, backends compiled in and usable, CPU threads, where the files are."""
     print(f"kvx {_info.version()} (ABI {_native.lib.kvx_abi_version()})")
-    print(f"library: {_native.library_path()}")
+    print(f"library: {_info.get_library()}")
     print(f"header:  {_native.header_path()}")
     print(f"CPU threads: {_info.get_num_threads()}; kernels: {_info.cpu_kernels()}")
     print(f"devices: {', '.join(_devices())}")
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cflags", action="store_true", help="print compiler flags for C users of the wheel")
     parser.add_argument("--libs", action="store_true", help="print linker flags for C users of the wheel")
     parser.add_argument("--pkgconfig-dir", action="store_true", help="print the folder holding kvx.pc")
+    parser.add_argument("--version", action="version", version=f"kvx {_info.version()}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="version, backends, devices, threads").set_defaults(fn=cmd_info)
     demo = sub.add_parser("demo", help="offload and reload a request's KV cache, verify, time it")
@@ -91,15 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     bench.set_defaults(fn=cmd_bench)
     args = parser.parse_args(argv)
 
-    include = _native.header_path().parent
     if args.cflags or args.libs or args.pkgconfig_dir:
         flags = []
         if args.pkgconfig_dir:
             flags.append(str(_pkgconfig_dir()))
         if args.cflags:
-            flags.append(f"-I{include}")
+            flags.append(f"-I{_info.get_include()}")
         if args.libs:
-            flags.append(_link_flags(_native.library_path()))
+            flags.append(_link_flags(Path(_info.get_library())))
         print(" ".join(flags))
         return 0
     if not getattr(args, "fn", None):
