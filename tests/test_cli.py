@@ -1,4 +1,5 @@
-"""The command line: info, the demo (the README's main job), the benchmark's plumbing, --version, C flags."""
+"""The command line: info, the demo (the README's main job), the benchmark's plumbing, --version, C flags
+and the folders of the pkg-config and CMake files."""
 
 import subprocess
 import sys
@@ -55,6 +56,17 @@ def test_version():
     result = subprocess.run([sys.executable, "-m", "kvx", "--version"], capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout, result.stderr) == (0, f"kvx {kvx.version()}\n", "")
     assert kvx.version() == kvx.__version__
+
+
+def test_pkgconfig_and_cmake_dirs():
+    """The folders of the wheel's kvx.pc and kvxConfig.cmake, both inside the installed package."""
+    import kvx
+
+    package = Path(kvx.__file__).parent
+    assert Path(_run("--pkgconfig-dir").strip()) == package / "lib" / "pkgconfig"
+    cmake_dir = Path(_run("--cmake-dir").strip())
+    assert cmake_dir == package / "lib" / "cmake" / "kvx"
+    assert {p.name for p in cmake_dir.iterdir()} == {"kvxConfig.cmake", "kvxConfigVersion.cmake"}
 
 
 def test_every_benchmark_is_installed():

@@ -1,5 +1,5 @@
 """Command line: ``python -m kvx info | demo | bench NAME... | --version``, and for C/C++ users of the wheel
-``--cflags | --libs | --pkgconfig-dir``."""
+``--cflags | --libs | --pkgconfig-dir | --cmake-dir``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,12 @@ BENCHMARKS = ("transfer", "codec", "rope", "device_plan", "transfer_gpu", "rope_
 def _pkgconfig_dir() -> Path:
     """Folder of the relocatable kvx.pc shipped in the wheel (its paths suit installed wheels)."""
     return _native.package_file("lib", "pkgconfig", "kvx.pc").parent
+
+
+def _cmake_dir() -> Path:
+    """Folder of the wheel's relocatable kvxConfig.cmake: CMake's ``kvx_DIR``. (The package folder
+    itself also works as a ``CMAKE_PREFIX_PATH`` entry: CMake looks in its lib/cmake/kvx.)"""
+    return _native.package_file("lib", "cmake", "kvx", "kvxConfig.cmake").parent
 
 
 def _link_flags(library: Path) -> str:
@@ -81,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cflags", action="store_true", help="print compiler flags for C users of the wheel")
     parser.add_argument("--libs", action="store_true", help="print linker flags for C users of the wheel")
     parser.add_argument("--pkgconfig-dir", action="store_true", help="print the folder holding kvx.pc")
+    parser.add_argument("--cmake-dir", action="store_true",
+                        help="print the folder holding kvxConfig.cmake (for -Dkvx_DIR=...)")
     parser.add_argument("--version", action="version", version=f"kvx {_info.version()}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="version, backends, devices, threads").set_defaults(fn=cmd_info)
@@ -93,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.set_defaults(fn=cmd_bench)
     args = parser.parse_args(argv)
 
-    if args.cflags or args.libs or args.pkgconfig_dir:
+    if args.cflags or args.libs or args.pkgconfig_dir or args.cmake_dir:
         flags = []
         if args.pkgconfig_dir:
             flags.append(str(_pkgconfig_dir()))
+        if args.cmake_dir:
+            flags.append(str(_cmake_dir()))
         if args.cflags:
             flags.append(f"-I{_info.get_include()}")
         if args.libs:
