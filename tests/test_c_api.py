@@ -1,11 +1,13 @@
 """The C side: cffi declarations vs the C compiler's view of kvx.h, exported symbols, a C consumer
-built through pkg-config (from the wheel and from a plain `meson install`), and bad arguments at
-the C level."""
+built through pkg-config, `python -m kvx --cflags --libs` and CMake's find_package (from the wheel
+and from a plain `meson install`), the library's SONAME and what consumers record, and bad
+arguments at the C level."""
 
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,27 @@ from machine import exported_symbols
 REPO = Path(__file__).resolve().parent.parent
 CC = shutil.which("cc") or shutil.which("gcc")
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
+
+
+def _tool(name: str) -> str | None:
+    """A build tool, preferring the one pip installed beside this interpreter (the `test` extra
+    brings cmake, ninja and meson) to whatever PATH has."""
+    scripts = Path(sysconfig.get_path("scripts")) / name
+    return str(scripts) if scripts.is_file() and os.access(scripts, os.X_OK) else shutil.which(name)
+
+
+def _dynamic(path: Path, tag: str) -> list[str]:
+    """The values of one dynamic-section tag (SONAME, NEEDED) of an ELF file, as readelf shows them."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf (binutils) is not installed")
+    out = subprocess.run([readelf, "-d", str(path)], check=True, capture_output=True, text=True).stdout
+    return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if f"({tag})" in line]
+
+
+def _rpath(path: Path) -> list[str]:
+    """Where the program looks for its libraries: DT_RUNPATH, or DT_RPATH with old linker defaults."""
+    return _dynamic(path, "RUNPATH") or _dynamic(path, "RPATH")
 
 
 def _compile_and_run(source: str, tmp_path: Path, flags: list[str]) -> str:
@@ -79,6 +102,7 @@ def test_c_consumer_against_the_wheel(tmp_path):
                             text=True).stdout.strip()
     flags = _pkg_config_flags(pc_dir)
     assert _compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
 
 
 @needs_cc
@@ -86,18 +110,126 @@ def test_cli_flags_build_a_consumer(tmp_path):
     flags = subprocess.run([sys.executable, "-m", "kvx", "--cflags", "--libs"], check=True, capture_output=True,
                            text=True).stdout.split()
     assert _compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
+
+
+def test_wheel_library_is_versioned_by_soname():
+    """The wheel ships the library as libkvx.so.0 with SONAME libkvx.so.0 (as a meson install does),
+    and the cffi loader loads that file; there is no unversioned copy beside it."""
+    library = Path(kvx.get_library())
+    assert library == _native.library_path()
+    if "KVX_LIBRARY" not in os.environ:
+        assert library.name == "libkvx.so.0" and library.parent == Path(kvx.__file__).parent
+        assert not (library.parent / "libkvx.so").exists()
+    assert _dynamic(library, "SONAME") == ["libkvx.so.0"]
+
+
+def _tool_env() -> dict[str, str]:
+    """The environment for build tools: this interpreter's scripts folder first on PATH (meson runs
+    ninja, cmake runs the compiler and ninja), no inherited CMake search hints."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CMAKE_PREFIX_PATH", "kvx_DIR", "CMAKE_GENERATOR")}
+    env["PATH"] = sysconfig.get_path("scripts") + os.pathsep + env.get("PATH", "")
+    return env
+
+
+@pytest.fixture(scope="module")
+def meson_prefix(tmp_path_factory) -> Path:
+    """`meson setup && meson install` of the library into a temporary prefix (libdir: lib)."""
+    meson = _tool("meson")
+    if meson is None or _tool("ninja") is None:
+        pytest.skip("meson or ninja is not installed")
+    tmp = tmp_path_factory.mktemp("meson_install")
+    build, prefix = tmp / "build", tmp / "prefix"
+    for args in (["setup", str(build), str(REPO), f"--prefix={prefix}", "--libdir=lib"], ["install", "-C", str(build)]):
+        result = subprocess.run([meson, *args], capture_output=True, text=True, env=_tool_env())
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return prefix
 
 
 @needs_cc
 @needs_pkg_config
-@pytest.mark.skipif(shutil.which("meson") is None, reason="meson is not installed")
-def test_plain_meson_install(tmp_path):
-    """`meson setup && meson install` gives kvx.h, a versioned libkvx.so and kvx.pc."""
-    build, prefix = tmp_path / "build", tmp_path / "prefix"
-    subprocess.run(["meson", "setup", str(build), str(REPO), f"--prefix={prefix}", "--libdir=lib"], check=True,
-                   capture_output=True)
-    subprocess.run(["meson", "install", "-C", str(build)], check=True, capture_output=True)
+def test_plain_meson_install(meson_prefix, tmp_path):
+    """`meson setup && meson install` gives kvx.h, a versioned libkvx.so, kvx.pc and the CMake package."""
+    prefix = meson_prefix
     assert (prefix / "include" / "kvx.h").exists()
-    assert (prefix / "lib" / f"libkvx.so.0.{kvx.version().split('.', 1)[1]}").exists()
+    library = prefix / "lib" / f"libkvx.so.0.{kvx.version().split('.', 1)[1]}"
+    assert library.exists() and _dynamic(library, "SONAME") == ["libkvx.so.0"]
+    for name in ("kvxConfig.cmake", "kvxConfigVersion.cmake"):
+        assert (prefix / "lib" / "cmake" / "kvx" / name).exists()
     flags = _pkg_config_flags(str(prefix / "lib" / "pkgconfig")) + [f"-Wl,-rpath,{prefix / 'lib'}"]
     assert _compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
+
+
+CMAKE_CONSUMER = REPO / "tests" / "cmake_consumer"
+
+
+def _cmake(tmp_path: Path, *defines: str) -> subprocess.CompletedProcess:
+    """Configures (and, when that works, builds) tests/cmake_consumer with these -D definitions."""
+    cmake = _tool("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed (pip install cmake)")
+    ninja, make = _tool("ninja"), shutil.which("make")
+    if ninja is not None:
+        generator = ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]
+    elif make is not None:
+        generator = ["-G", "Unix Makefiles"]
+    else:
+        pytest.skip("neither ninja nor make is installed for cmake to build with")
+    build = tmp_path / "cmake_build"
+    env = _tool_env()
+    configure = subprocess.run([cmake, "-S", str(CMAKE_CONSUMER), "-B", str(build), *generator, f"-DCMAKE_C_COMPILER={CC}",
+                                *defines], capture_output=True, text=True, env=env)
+    if configure.returncode != 0:
+        return configure
+    return subprocess.run([cmake, "--build", str(build)], capture_output=True, text=True, env=env)
+
+
+def _check_cmake_consumer(tmp_path: Path, *defines: str) -> Path:
+    """find_package(kvx) works, kvx::kvx links, the program runs (from its build tree: CMake's
+    rpath) and records NEEDED libkvx.so.0. Returns the program."""
+    result = _cmake(tmp_path, *defines)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    exe = tmp_path / "cmake_build" / "consumer"
+    assert subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout == "ok\n"
+    assert "libkvx.so.0" in _dynamic(exe, "NEEDED")
+    return exe
+
+
+def _wheel_cmake_dir() -> str:
+    return subprocess.run([sys.executable, "-m", "kvx", "--cmake-dir"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@needs_cc
+@pytest.mark.parametrize("how", ["kvx_DIR", "CMAKE_PREFIX_PATH"])
+def test_cmake_consumer_against_the_wheel(tmp_path, how):
+    """-Dkvx_DIR=$(python -m kvx --cmake-dir), or the package folder on CMAKE_PREFIX_PATH (CMake
+    looks in its lib/cmake/kvx); asking for this very version."""
+    cmake_dir = Path(_wheel_cmake_dir())
+    assert (cmake_dir / "kvxConfig.cmake").is_file() and (cmake_dir / "kvxConfigVersion.cmake").is_file()
+    where = f"-Dkvx_DIR={cmake_dir}" if how == "kvx_DIR" else f"-DCMAKE_PREFIX_PATH={Path(kvx.__file__).parent}"
+    _check_cmake_consumer(tmp_path, where, f"-DKVX_WANTED_VERSION={kvx.version()}")
+
+
+@needs_cc
+@pytest.mark.parametrize("wanted", ["next_major", "next_minor"])
+def test_cmake_package_refuses_an_incompatible_version(tmp_path, wanted):
+    """SameMajorVersion: find_package(kvx X.Y) fails for another major version, or a newer minor."""
+    major, minor = (int(part) for part in kvx.version().split(".")[:2])
+    version = f"{major + 1}.0" if wanted == "next_major" else f"{major}.{minor + 1}"
+    result = _cmake(tmp_path, f"-Dkvx_DIR={_wheel_cmake_dir()}", f"-DKVX_WANTED_VERSION={version}")
+    assert result.returncode != 0
+    assert "kvxConfig.cmake" in result.stderr and kvx.version() in result.stderr, result.stderr[-4000:]
+
+
+@needs_cc
+def test_cmake_consumer_against_a_plain_meson_install(meson_prefix, tmp_path):
+    """The meson install's CMake package, found through CMAKE_PREFIX_PATH; and from a copy of the
+    prefix elsewhere, it names the copy's library (its paths are relative to the config file)."""
+    exe = _check_cmake_consumer(tmp_path, f"-DCMAKE_PREFIX_PATH={meson_prefix}")
+    assert _rpath(exe) == [str(meson_prefix / "lib")]
+    moved = tmp_path / "moved"
+    shutil.copytree(meson_prefix, moved, symlinks=True)
+    exe = _check_cmake_consumer(tmp_path / "from_moved", f"-DCMAKE_PREFIX_PATH={moved}")
+    assert _rpath(exe) == [str(moved / "lib")]

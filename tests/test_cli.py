@@ -1,7 +1,9 @@
-"""The command line: info, the demo (the README's main job), the benchmark's plumbing, C flags."""
+"""The command line: info, the demo (the README's main job), the benchmark's plumbing, --version, C flags
+and the folders of the pkg-config and CMake files."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _run(*args: str) -> str:
@@ -38,8 +40,33 @@ def test_transfer_benchmark_runs_and_prints_its_table():
 
 
 def test_cflags_and_libs():
-    out = _run("--cflags", "--libs")
-    assert "-I" in out and "-lkvx" in out
+    """-I the folder of kvx.h; the library's folder on -L and the rpath, and the versioned file by
+    name (the wheel has no libkvx.so for -lkvx). tests/test_c_api.py builds and runs a program
+    with these flags."""
+    import kvx
+
+    include, library = Path(kvx.get_include()), Path(kvx.get_library())
+    assert _run("--cflags", "--libs").split() == [f"-I{include}", f"-L{library.parent}",
+                                                  f"-Wl,-rpath,{library.parent}", f"-l:{library.name}"]
+
+
+def test_version():
+    import kvx
+
+    result = subprocess.run([sys.executable, "-m", "kvx", "--version"], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, f"kvx {kvx.version()}\n", "")
+    assert kvx.version() == kvx.__version__
+
+
+def test_pkgconfig_and_cmake_dirs():
+    """The folders of the wheel's kvx.pc and kvxConfig.cmake, both inside the installed package."""
+    import kvx
+
+    package = Path(kvx.__file__).parent
+    assert Path(_run("--pkgconfig-dir").strip()) == package / "lib" / "pkgconfig"
+    cmake_dir = Path(_run("--cmake-dir").strip())
+    assert cmake_dir == package / "lib" / "cmake" / "kvx"
+    assert {p.name for p in cmake_dir.iterdir()} == {"kvxConfig.cmake", "kvxConfigVersion.cmake"}
 
 
 def test_every_benchmark_is_installed():

@@ -1,10 +1,10 @@
-"""Library-wide queries and settings: version, backends, CPU thread count."""
+"""Library-wide queries and settings: version, backends, CPU thread count, where the files are."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._native import check, ffi, last_error, lib
+from ._native import check, ffi, header_path, last_error, lib, library_path
 
 _BACKENDS = (
     ("cpu", lib.KVX_DEVICE_CPU),
@@ -18,6 +18,25 @@ _BACKENDS = (
 def version() -> str:
     """Version of the loaded libkvx, e.g. ``"0.1.0"``."""
     return ffi.string(lib.kvx_version_string()).decode()
+
+
+def get_include() -> str:
+    """Folder holding ``kvx.h``, for C and C++ code built against the installed package.
+
+    Like ``numpy.get_include()``: pass it as ``-I`` (or to ``include_directories``). The header
+    declares the same API the package loads (``python -m kvx --cflags`` prints ``-I`` with it).
+    """
+    return str(header_path().parent)
+
+
+def get_library() -> str:
+    """Path of the libkvx shared library this package loads (``.../kvx/libkvx.so.0`` in a wheel).
+
+    Link against it by path (``cc app.c /path/libkvx.so.0``), which records ``NEEDED libkvx.so.0``,
+    and add its folder to the program's rpath or ``LD_LIBRARY_PATH``; ``python -m kvx --libs``
+    prints such flags. The wheel has no ``libkvx.so`` link, so a bare ``-lkvx`` does not find it.
+    """
+    return str(library_path())
 
 
 # Backends whose codec entries are the host-staged codec (src/core/codec_staged.c).

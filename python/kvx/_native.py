@@ -65,7 +65,13 @@ def header_to_cdef(text: str) -> str:
     return re.sub(r"\bKVX_API\b", "", cdef)
 
 
+# The wheel's library file, named by its SONAME (libkvx/meson.build: soversion). Wheels cannot hold
+# the usual libkvx.so -> libkvx.so.0 symlink, so this is the only name the library has there.
+LIBRARY_NAME = "libkvx.so.0"
+
+
 def package_file(*parts: str) -> Path:
+    """Path of a file inside the installed ``kvx`` package."""
     return Path(str(resources.files("kvx").joinpath(*parts)))
 
 
@@ -78,7 +84,7 @@ def header_path() -> Path:
 def library_path() -> Path:
     """Path of the libkvx shared library this process loads."""
     override = os.environ.get("KVX_LIBRARY")
-    return Path(override) if override else package_file("libkvx.so")
+    return Path(override) if override else package_file(LIBRARY_NAME)
 
 
 ffi = cffi.FFI()

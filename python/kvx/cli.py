@@ -1,4 +1,5 @@
-"""Command line: ``python -m kvx info | demo | bench NAME... | --cflags | --libs``."""
+"""Command line: ``python -m kvx info | demo | bench NAME... | --version``, and for C/C++ users of the wheel
+``--cflags | --libs | --pkgconfig-dir | --cmake-dir``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,18 @@ BENCHMARKS = ("transfer", "codec", "rope", "device_plan", "transfer_gpu", "rope_
 def _pkgconfig_dir() -> Path:
     """Folder of the relocatable kvx.pc shipped in the wheel (its paths suit installed wheels)."""
     return _native.package_file("lib", "pkgconfig", "kvx.pc").parent
+
+
+def _cmake_dir() -> Path:
+    """Folder of the wheel's relocatable kvxConfig.cmake: CMake's ``kvx_DIR``. (The package folder
+    itself also works as a ``CMAKE_PREFIX_PATH`` entry: CMake looks in its lib/cmake/kvx.)"""
+    return _native.package_file("lib", "cmake", "kvx", "kvxConfig.cmake").parent
+
+
+def _link_flags(library: Path) -> str:
+    """Linker flags for ``library``: its folder on the search path and the rpath, and the file by
+    its own name (``-l:libkvx.so.0``: the wheel has no ``libkvx.so`` link for ``-lkvx``)."""
+    return f"-L{library.parent} -Wl,-rpath,{library.parent} -l:{library.name}"
 
 
 def _devices() -> list[str]:
@@ -47,7 +60,7 @@ def _non_negative(text: str) -> int:
 def cmd_info(_: argparse.Namespace) -> int:
     """Version, backends compiled in and usable, CPU threads, where the files are."""
     print(f"kvx {_info.version()} (ABI {_native.lib.kvx_abi_version()})")
-    print(f"library: {_native.library_path()}")
+    print(f"library: {_info.get_library()}")
     print(f"header:  {_native.header_path()}")
     print(f"CPU threads: {_info.get_num_threads()}; kernels: {_info.cpu_kernels()}")
     print(f"devices: {', '.join(_devices())}")
@@ -81,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cflags", action="store_true", help="print compiler flags for C users of the wheel")
     parser.add_argument("--libs", action="store_true", help="print linker flags for C users of the wheel")
     parser.add_argument("--pkgconfig-dir", action="store_true", help="print the folder holding kvx.pc")
+    parser.add_argument("--cmake-dir", action="store_true",
+                        help="print the folder holding kvxConfig.cmake (for -Dkvx_DIR=...)")
+    parser.add_argument("--version", action="version", version=f"kvx {_info.version()}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="version, backends, devices, threads").set_defaults(fn=cmd_info)
     demo = sub.add_parser("demo", help="offload and reload a request's KV cache, verify, time it")
@@ -92,16 +108,16 @@ def main(argv: list[str] | None = None) -> int:
     bench.set_defaults(fn=cmd_bench)
     args = parser.parse_args(argv)
 
-    include = _native.header_path().parent
-    if args.cflags or args.libs or args.pkgconfig_dir:
+    if args.cflags or args.libs or args.pkgconfig_dir or args.cmake_dir:
         flags = []
         if args.pkgconfig_dir:
             flags.append(str(_pkgconfig_dir()))
+        if args.cmake_dir:
+            flags.append(str(_cmake_dir()))
         if args.cflags:
-            flags.append(f"-I{include}")
+            flags.append(f"-I{_info.get_include()}")
         if args.libs:
-            lib_dir = _native.library_path().parent
-            flags.append(f"-L{lib_dir} -Wl,-rpath,{lib_dir} -lkvx")
+            flags.append(_link_flags(Path(_info.get_library())))
         print(" ".join(flags))
         return 0
     if not getattr(args, "fn", None):
