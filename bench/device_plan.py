@@ -30,11 +30,20 @@ COPY_FUNCTIONS = {
 }
 
 
+def _default_tests_dir() -> Path:
+    """The checkout's tests/: beside bench/ when this file is the checkout's, else under the
+    working directory (``python -m kvx bench device_plan`` from a checkout runs the installed
+    copy of this file)."""
+    beside = Path(__file__).resolve().parent.parent / "tests"
+    return beside if (beside / "stubs").is_dir() else Path.cwd() / "tests"
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kvx bench device_plan", description=__doc__.splitlines()[0])
     common.add_kv_shape_args(parser, repeats=7)
-    parser.add_argument("--tests-dir", type=Path, default=Path(__file__).resolve().parent.parent / "tests",
-                        help="the repository's tests/ (holds the stub runtimes)")
+    parser.add_argument("--tests-dir", type=Path, default=_default_tests_dir(),
+                        help="the repository's tests/ (holds the stub runtimes); default: next to this file "
+                             "when run from a checkout, else ./tests")
     return parser.parse_args(argv)
 
 
@@ -120,8 +129,8 @@ def run(argv: list[str]) -> int:
     args = _parse(argv)
     if not (args.tests_dir / "stubs" / "stub_common.c").exists():
         print(f"device_plan: the stub runtimes are test code and need the repository checkout "
-              f"({args.tests_dir}/stubs not found); skipped", file=sys.stderr)
-        return 0
+              f"({args.tests_dir}/stubs not found: run it from the checkout's top folder, or pass --tests-dir)")
+        return 2
     sys.path.insert(0, str(args.tests_dir))
     import numpy as np
 
@@ -130,8 +139,8 @@ def run(argv: list[str]) -> int:
     from kvx._native import lib as klib
 
     if dsc.compiler() is None:
-        print("device_plan: no C compiler to build the stub runtimes; skipped", file=sys.stderr)
-        return 0
+        print("device_plan: no C compiler to build the stub runtimes")
+        return 2
     rng = np.random.default_rng(0)
     rows, cases = [], [(b, lay, dev) for b in ("ascend", "cnrt") for lay in ("vllm_nhd", "vllm_hnd")
                        for dev in (False, True)]

@@ -88,3 +88,38 @@ def test_gpu_codec_benchmark_runs_or_says_why_not():
     else:
         assert result.returncode == 0, result.stdout + result.stderr
         assert "torch copy_ device->device (baseline)" in result.stdout and "kvx decode" in result.stdout
+
+
+def test_bench_all_skips_what_cannot_run_here(monkeypatch, capsys):
+    """`python -m kvx bench` runs every benchmark: those that cannot run on this machine (status
+    2: the GPU ones without a GPU) are listed as skipped and do not fail the run; a failure does."""
+    from kvx import cli
+
+    outcomes = {"ok": 0, "no_gpu": cli.CANNOT_RUN, "broken": 1}
+    fake = {name: type("Bench", (), {"run": staticmethod(lambda argv, s=status: s)}) for name, status in outcomes.items()}
+    monkeypatch.setattr(cli, "BENCHMARKS", ("ok", "no_gpu"))
+    monkeypatch.setattr(cli.importlib, "import_module", lambda path: fake[path.rsplit(".", 1)[1]])
+    assert cli.main(["bench"]) == 0
+    assert "1 ran; skipped (cannot run here, see above): no_gpu" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "BENCHMARKS", ("ok", "no_gpu", "broken"))
+    assert cli.main(["bench"]) == 1
+    assert "FAILED: broken" in capsys.readouterr().out
+    assert cli.main(["bench", "all", "--tokens", "5"]) == cli.CANNOT_RUN  # options name one benchmark
+
+
+def test_gpu_benchmarks_on_this_machine_run_or_cannot():
+    """Each GPU benchmark either runs or exits 2 saying why (what `bench all` counts as skipped)."""
+    for name in ("transfer_gpu", "rope_gpu"):
+        result = subprocess.run([sys.executable, "-m", "kvx", "bench", name, "--tokens", "64", "--repeats", "1"],
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode in (0, 2), result.stdout + result.stderr
+        assert result.returncode == 0 or result.stdout.startswith("no GPU:") or "needs torch" in result.stdout
+
+
+def test_device_plan_benchmark_runs_from_a_checkout():
+    """From the top of a checkout the installed kvx.bench.device_plan finds tests/stubs and runs."""
+    checkout = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "-m", "kvx", "bench", "device_plan", "--layers", "2", "--tokens", "64",
+                             "--repeats", "1"], capture_output=True, text=True, timeout=600, cwd=checkout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ascend" in result.stdout and "cnrt" in result.stdout

@@ -81,12 +81,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(tokens=args.tokens)
 
 
+# A benchmark's run() returns 0 when it ran, 1 when it failed, CANNOT_RUN when this machine lacks
+# what it needs (a GPU, torch, the repository's stub runtimes), after saying what.
+CANNOT_RUN = 2
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    status = 0
-    for name in BENCHMARKS if args.name == "all" else (args.name,):
-        module = importlib.import_module(f"kvx.bench.{name}")
-        status |= module.run(args.bench_args)
-    return status
+    """One benchmark: its own exit status. All: 0 unless one failed; those that cannot run here
+    (the GPU ones on a CPU-only machine) are listed as skipped."""
+    if args.name != "all":
+        return importlib.import_module(f"kvx.bench.{args.name}").run(args.bench_args)
+    if args.bench_args:
+        print("python -m kvx bench: options belong to one benchmark (python -m kvx bench NAME --help)", file=sys.stderr)
+        return CANNOT_RUN
+    failed, skipped = [], []
+    for name in BENCHMARKS:
+        status = importlib.import_module(f"kvx.bench.{name}").run([])
+        if status == CANNOT_RUN:
+            skipped.append(name)
+        elif status != 0:
+            failed.append(name)
+    print(f"benchmarks: {len(BENCHMARKS) - len(failed) - len(skipped)} ran"
+          + (f"; skipped (cannot run here, see above): {', '.join(skipped)}" if skipped else "")
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
