@@ -5,6 +5,10 @@
  * works too; items are handed out in chunks through an atomic counter. A caller that finds the
  * pool busy (another thread's job, or a nested call) runs its range on its own thread, so the
  * library stays re-entrant without queues or deadlocks.
+ *
+ * fork() copies only the calling thread: the pool's workers do not exist in the child. Fork
+ * handlers make the child start with no workers (it builds its own on demand) and never inherit
+ * a lock held, or a job half published, by a thread of the parent.
  */
 #include <pthread.h>
 #include <sched.h>
@@ -172,9 +176,45 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Before fork(): waits for the job in flight, if any, and holds both locks, so that the child
+ * copies a pool with no job and no lock held by a thread that does not exist there. A caller
+ * that finds the pool held meanwhile runs its range on its own thread, as usual. */
+static void hold_pool_locks(void)
+{
+    pthread_mutex_lock(&pool_owner);
+    pthread_mutex_lock(&state_lock);
+}
+
+static void release_pool_locks(void)
+{
+    pthread_mutex_unlock(&state_lock);
+    pthread_mutex_unlock(&pool_owner);
+}
+
+/* The child's only thread is the one that forked: forget the parent's workers, so that the next
+ * job starts the child's own. Their condition variables may record waiters that do not exist
+ * here; ensure_workers initialises each one afresh before its new worker uses it. */
+static void forget_workers_in_child(void)
+{
+    workers_started = 0;
+    /* A new worker waits for a ticket other than 0: no stale job must look new to it. */
+    atomic_store(&ticket, 0);
+    atomic_store(&workers_busy, 0);
+    release_pool_locks();
+}
+
+static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+
+static void register_fork_handlers(void)
+{
+    pthread_atfork(hold_pool_locks, release_pool_locks, forget_workers_in_child);
+}
+
 /* Starts workers up to `wanted`; returns how many exist. Called by the pool owner only. */
 static int ensure_workers(int wanted)
 {
+    /* Before the first worker exists, so that no fork can copy a pool the child cannot use. */
+    pthread_once(&fork_handlers_once, register_fork_handlers);
     while (workers_started < wanted) {
         pthread_t thread;
         pthread_attr_t attr;
