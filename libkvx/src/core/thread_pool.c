@@ -10,6 +10,7 @@
  * handlers make the child start with no workers (it builds its own on demand) and never inherit
  * a lock held, or a job half published, by a thread of the parent.
  */
+#include <ctype.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -53,19 +54,67 @@ static _Atomic int64_t next_item;
 
 static _Atomic int32_t requested_threads; /* 0 = default */
 
+/* The CPUs this process may run on (its affinity mask), else the CPUs online, at most
+ * MAX_THREADS; `*which` names the count for messages. */
+static int32_t cpu_threads(const char **which)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
+        *which = "the CPUs this process may run on";
+        return CPU_COUNT(&set) > MAX_THREADS ? MAX_THREADS : CPU_COUNT(&set);
+    }
+    *which = "the CPUs online";
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online < 1 ? 1 : online > MAX_THREADS ? MAX_THREADS : (int32_t)online;
+}
+
+/* 1 for the first caller only, also when threads race: a refused setting is reported once. */
+static int first_report(void)
+{
+    static _Atomic int reported;
+    return !atomic_load_explicit(&reported, memory_order_relaxed) &&
+           !atomic_exchange(&reported, 1);
+}
+
+/* KVX_NUM_THREADS (`text`) as a thread count: a whole number, blanks around it allowed, more
+ * than MAX_THREADS meaning MAX_THREADS; 0 (the default count) for anything else. Says so on
+ * stderr the first time it refuses or clamps a value, rather than silently running with a
+ * thread count the user did not ask for. */
+static int32_t threads_from_env(const char *text)
+{
+    char *end;
+    long n = strtol(text, &end, 10);
+    while (isspace((unsigned char)*end))
+        end++;
+    int whole = end != text && *end == '\0';
+    if (whole && n >= 1 && n <= MAX_THREADS)
+        return (int32_t)n;
+    if (whole && n > MAX_THREADS) {
+        if (first_report())
+            kvx_warn("KVX_NUM_THREADS=\"%s\" is more than %d (expected an integer 1..%d); "
+                     "using %d threads",
+                     text, MAX_THREADS, MAX_THREADS, MAX_THREADS);
+        return MAX_THREADS;
+    }
+    if (first_report()) {
+        const char *which;
+        int32_t cpus = cpu_threads(&which);
+        kvx_warn("KVX_NUM_THREADS=\"%s\" ignored (expected an integer 1..%d); using %d "
+                 "thread%s (%s)",
+                 text, MAX_THREADS, cpus, cpus == 1 ? "" : "s", which);
+    }
+    return 0;
+}
+
 static int32_t default_threads(void)
 {
     const char *env = getenv("KVX_NUM_THREADS");
-    if (env) {
-        long n = strtol(env, NULL, 10);
-        if (n >= 1)
-            return n > MAX_THREADS ? MAX_THREADS : (int32_t)n;
-    }
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return CPU_COUNT(&set) > MAX_THREADS ? MAX_THREADS : CPU_COUNT(&set);
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    return online < 1 ? 1 : online > MAX_THREADS ? MAX_THREADS : (int32_t)online;
+    /* Empty counts as unset, as in `KVX_NUM_THREADS= command`. */
+    int32_t n = env && *env ? threads_from_env(env) : 0;
+    if (n > 0)
+        return n;
+    const char *which;
+    return cpu_threads(&which);
 }
 
 int32_t kvx_set_num_threads(int32_t num_threads)
