@@ -84,9 +84,10 @@ KVX_API int32_t kvx_backend_available(int32_t device_type);
 /* 1 if the backend for `device_type` was compiled into this library, else 0. */
 KVX_API int32_t kvx_backend_compiled(int32_t device_type);
 
-/* Threads used by the CPU backend. 0 restores the default (KVX_NUM_THREADS, else the number of
- * online CPUs). Calls from several threads at once are safe; each caller may fall back to running
- * on its own thread while the pool serves another. */
+/* Threads used by the CPU backend. 0 restores the default (KVX_NUM_THREADS, an integer 1..256,
+ * more meaning 256, another value ignored with a warning on stderr; else the number of CPUs the
+ * process may run on). Calls from several threads at once are safe; each caller may fall back to
+ * running on its own thread while the pool serves another. */
 KVX_API int32_t kvx_set_num_threads(int32_t num_threads);
 KVX_API int32_t kvx_get_num_threads(void);
 /* The instruction-set variants the CPU kernels run, chosen once per process from the CPU and

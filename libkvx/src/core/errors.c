@@ -1,4 +1,4 @@
-/* errors.c - status names and the thread-local last-error message. */
+/* errors.c - status names, the thread-local last-error message, and warnings on stderr. */
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -19,6 +19,16 @@ int32_t kvx_fail(int32_t status, const char *fmt, ...)
 void kvx_clear_error(void) { last_error[0] = '\0'; }
 
 const char *kvx_last_error(void) { return last_error; }
+
+void kvx_warn(const char *fmt, ...)
+{
+    char message[512];
+    va_list args;
+    va_start(args, fmt);
+    vsnprintf(message, sizeof message, fmt, args);
+    va_end(args);
+    fprintf(stderr, "kvx: %s\n", message); /* one call: racing threads' lines stay whole */
+}
 
 const char *kvx_status_name(int32_t status)
 {

@@ -24,6 +24,10 @@ int32_t kvx_fail(int32_t status, const char *fmt, ...) KVX_PRINTF(2, 3);
 /* Clears this thread's last error; every public entry point calls it first. */
 void kvx_clear_error(void);
 
+/* Writes "kvx: <message>" as one line on stderr: for a setting the library refuses (an
+ * environment variable), saying what it does instead. Callers make sure it is said once. */
+void kvx_warn(const char *fmt, ...) KVX_PRINTF(1, 2);
+
 /* The failure of most argument checks. */
 #define FAIL_ARG(...) kvx_fail(KVX_ERR_INVALID_ARGUMENT, __VA_ARGS__)
 

@@ -5,7 +5,12 @@
  * works too; items are handed out in chunks through an atomic counter. A caller that finds the
  * pool busy (another thread's job, or a nested call) runs its range on its own thread, so the
  * library stays re-entrant without queues or deadlocks.
+ *
+ * fork() copies only the calling thread: the pool's workers do not exist in the child. Fork
+ * handlers make the child start with no workers (it builds its own on demand) and never inherit
+ * a lock held, or a job half published, by a thread of the parent.
  */
+#include <ctype.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -49,19 +54,67 @@ static _Atomic int64_t next_item;
 
 static _Atomic int32_t requested_threads; /* 0 = default */
 
+/* The CPUs this process may run on (its affinity mask), else the CPUs online, at most
+ * MAX_THREADS; `*which` names the count for messages. */
+static int32_t cpu_threads(const char **which)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0) {
+        *which = "the CPUs this process may run on";
+        return CPU_COUNT(&set) > MAX_THREADS ? MAX_THREADS : CPU_COUNT(&set);
+    }
+    *which = "the CPUs online";
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    return online < 1 ? 1 : online > MAX_THREADS ? MAX_THREADS : (int32_t)online;
+}
+
+/* 1 for the first caller only, also when threads race: a refused setting is reported once. */
+static int first_report(void)
+{
+    static _Atomic int reported;
+    return !atomic_load_explicit(&reported, memory_order_relaxed) &&
+           !atomic_exchange(&reported, 1);
+}
+
+/* KVX_NUM_THREADS (`text`) as a thread count: a whole number, blanks around it allowed, more
+ * than MAX_THREADS meaning MAX_THREADS; 0 (the default count) for anything else. Says so on
+ * stderr the first time it refuses or clamps a value, rather than silently running with a
+ * thread count the user did not ask for. */
+static int32_t threads_from_env(const char *text)
+{
+    char *end;
+    long n = strtol(text, &end, 10);
+    while (isspace((unsigned char)*end))
+        end++;
+    int whole = end != text && *end == '\0';
+    if (whole && n >= 1 && n <= MAX_THREADS)
+        return (int32_t)n;
+    if (whole && n > MAX_THREADS) {
+        if (first_report())
+            kvx_warn("KVX_NUM_THREADS=\"%s\" is more than %d (expected an integer 1..%d); "
+                     "using %d threads",
+                     text, MAX_THREADS, MAX_THREADS, MAX_THREADS);
+        return MAX_THREADS;
+    }
+    if (first_report()) {
+        const char *which;
+        int32_t cpus = cpu_threads(&which);
+        kvx_warn("KVX_NUM_THREADS=\"%s\" ignored (expected an integer 1..%d); using %d "
+                 "thread%s (%s)",
+                 text, MAX_THREADS, cpus, cpus == 1 ? "" : "s", which);
+    }
+    return 0;
+}
+
 static int32_t default_threads(void)
 {
     const char *env = getenv("KVX_NUM_THREADS");
-    if (env) {
-        long n = strtol(env, NULL, 10);
-        if (n >= 1)
-            return n > MAX_THREADS ? MAX_THREADS : (int32_t)n;
-    }
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return CPU_COUNT(&set) > MAX_THREADS ? MAX_THREADS : CPU_COUNT(&set);
-    long online = sysconf(_SC_NPROCESSORS_ONLN);
-    return online < 1 ? 1 : online > MAX_THREADS ? MAX_THREADS : (int32_t)online;
+    /* Empty counts as unset, as in `KVX_NUM_THREADS= command`. */
+    int32_t n = env && *env ? threads_from_env(env) : 0;
+    if (n > 0)
+        return n;
+    const char *which;
+    return cpu_threads(&which);
 }
 
 int32_t kvx_set_num_threads(int32_t num_threads)
@@ -172,9 +225,45 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* Before fork(): waits for the job in flight, if any, and holds both locks, so that the child
+ * copies a pool with no job and no lock held by a thread that does not exist there. A caller
+ * that finds the pool held meanwhile runs its range on its own thread, as usual. */
+static void hold_pool_locks(void)
+{
+    pthread_mutex_lock(&pool_owner);
+    pthread_mutex_lock(&state_lock);
+}
+
+static void release_pool_locks(void)
+{
+    pthread_mutex_unlock(&state_lock);
+    pthread_mutex_unlock(&pool_owner);
+}
+
+/* The child's only thread is the one that forked: forget the parent's workers, so that the next
+ * job starts the child's own. Their condition variables may record waiters that do not exist
+ * here; ensure_workers initialises each one afresh before its new worker uses it. */
+static void forget_workers_in_child(void)
+{
+    workers_started = 0;
+    /* A new worker waits for a ticket other than 0: no stale job must look new to it. */
+    atomic_store(&ticket, 0);
+    atomic_store(&workers_busy, 0);
+    release_pool_locks();
+}
+
+static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+
+static void register_fork_handlers(void)
+{
+    pthread_atfork(hold_pool_locks, release_pool_locks, forget_workers_in_child);
+}
+
 /* Starts workers up to `wanted`; returns how many exist. Called by the pool owner only. */
 static int ensure_workers(int wanted)
 {
+    /* Before the first worker exists, so that no fork can copy a pool the child cannot use. */
+    pthread_once(&fork_handlers_once, register_fork_handlers);
     while (workers_started < wanted) {
         pthread_t thread;
         pthread_attr_t attr;

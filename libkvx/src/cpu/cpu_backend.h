@@ -13,6 +13,9 @@ int32_t kvx_cpu_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dens
 int kvx_cpu_avx2_allowed(void);
 /* Name of the RoPE variant this process runs (rope.c). */
 const char *kvx_cpu_rope_variant(void);
+/* Says once per process, on stderr, when KVX_CPU_ISA names no variant or one this CPU cannot
+ * run, and which variants run instead. Both choices above call it once they are made. isa.c. */
+void kvx_cpu_check_isa_setting(void);
 
 /* codec_*.c */
 int32_t kvx_cpu_codec_quantize(const void *x, int32_t dtype, int64_t num_rows,

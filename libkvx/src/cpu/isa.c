@@ -1,5 +1,6 @@
 /* isa.c - which instruction-set variants of the CPU kernels may run (RoPE keeps its own, finer
- * choice in rope.c), and the public query naming them. */
+ * choice in rope.c), the public query naming them, and the warning about a KVX_CPU_ISA value
+ * that is not followed. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -28,8 +29,39 @@ int kvx_cpu_avx2_allowed(void)
     if (allowed < 0) {
         allowed = detect_avx2();
         atomic_store_explicit(&cached, allowed, memory_order_relaxed);
+        kvx_cpu_check_isa_setting();
     }
     return allowed;
+}
+
+static int names_a_variant(const char *name)
+{
+    static const char *const variants[] = {"baseline", "avx2", "avx512", "avx512bf16"};
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++)
+        if (strcmp(name, variants[i]) == 0)
+            return 1;
+    return 0;
+}
+
+void kvx_cpu_check_isa_setting(void)
+{
+    /* Set first: asking for the variants below calls this again, which must return at once. */
+    static _Atomic int checked;
+    if (atomic_load_explicit(&checked, memory_order_relaxed) || atomic_exchange(&checked, 1))
+        return;
+    const char *wanted = getenv("KVX_CPU_ISA");
+    if (!wanted || !*wanted) /* empty counts as unset */
+        return;
+    const char *rope = kvx_cpu_rope_variant();
+    const char *coder = kvx_cpu_avx2_allowed() ? "avx2" : "baseline";
+    if (!names_a_variant(wanted))
+        kvx_warn("KVX_CPU_ISA=\"%s\" ignored (expected baseline, avx2, avx512 or avx512bf16); "
+                 "using the best variants this CPU runs: rope=%s range_coder=%s",
+                 wanted, rope, coder);
+    else if (strcmp(rope, wanted) != 0) /* RoPE runs the named variant whenever the CPU can */
+        kvx_warn("KVX_CPU_ISA=\"%s\" ignored (this CPU cannot run it); using the best "
+                 "variants it runs: rope=%s range_coder=%s",
+                 wanted, rope, coder);
 }
 
 static char kernels[64];

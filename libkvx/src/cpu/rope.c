@@ -65,6 +65,7 @@ static const rope_isa *current_isa(void)
         /* Racing first calls compute the same answer; storing it twice is harmless. */
         isa = choose_isa();
         atomic_store_explicit(&chosen_isa, isa, memory_order_release);
+        kvx_cpu_check_isa_setting();
     }
     return isa;
 }
