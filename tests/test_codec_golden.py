@@ -1,5 +1,5 @@
 """Bit-exactness with LMCache's CacheGen coder, on golden vectors LMCache itself produced
-(../shared/golden/cachegen/, see its README): quantized symbols and scales, CDF tables, stream
+(tests/golden/cachegen/, see its README): quantized symbols and scales, CDF tables, stream
 bytes and lengths, and decoding back to the symbols."""
 
 from __future__ import annotations
@@ -18,17 +18,7 @@ from kvx import reference_codec as ref  # noqa: E402
 
 def _golden_dir() -> Path:
     env = os.environ.get("KVX_GOLDEN_DIR")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent.parent / "shared" / "golden" / "cachegen"
-        if candidate.is_dir():
-            return candidate
-        candidate = parent / "shared" / "golden" / "cachegen"
-        if candidate.is_dir():
-            return candidate
-    return Path("/work/shared/golden/cachegen")
+    return Path(env) if env else Path(__file__).resolve().parent / "golden" / "cachegen"
 
 
 GOLDEN = _golden_dir()
