@@ -165,6 +165,7 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
     else:
         rows.append(("zstd level 3 ratio", f"{len(raw) / zstd['size']:.2f}x ({8 * zstd['size'] / symbols:.3f} bits/element)"))
         rows.append(("zstd level 3 speed", f"compress {len(raw) / zstd['t_encode'] / 1e6:.0f} MB/s, decompress {len(raw) / zstd['t_decode'] / 1e6:.0f} MB/s (1 thread)"))
+    common.print_machine()
     print(common.format_table(["measure", "value"], rows))
     return 0
 

@@ -15,6 +15,14 @@ _libc.memcpy.restype = ctypes.c_void_p
 _libc.memcpy.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
+def print_machine() -> None:
+    """The line every CPU benchmark starts with: figures are only comparable on the same CPU
+    (machines of one kind here differ: some have AVX-512, some only AVX2)."""
+    import kvx
+
+    print(f"CPU: {kvx.cpu_isa()}; kvx kernels: {kvx.cpu_kernels()}; kvx threads: {kvx.get_num_threads()}")
+
+
 def memcpy(dst: int, src: int, nbytes: int) -> None:
     """libc's memcpy between raw addresses: the plain single-call baseline."""
     _libc.memcpy(dst, src, nbytes)

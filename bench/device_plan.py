@@ -176,6 +176,7 @@ def run(argv: list[str]) -> int:
             st.free(b)
         st.free(dev_dense)
         st.lib.stub_host_free(host_dense)
+    common.print_machine()
     print(f"\nKV transfer plans on the stub runtimes: {args.layers} layers x 2 x {args.tokens} tokens x "
           f"{args.heads} heads x {args.head_size} (bf16), block {args.block_size}, random blocks; "
           f"median of {args.repeats}")

@@ -121,6 +121,7 @@ def run(argv: list[str]) -> int:
         ("kvx_rope_rerotate (C)", c_call),
         ("torch reference", lambda: reference_rope.rerotate_keys(ref_keys, old, new, cos_sin, is_neox=is_neox)),
     ]
+    common.print_machine()
     print(f"RoPE re-rotation: {T} tokens x {H} heads x {D} (rot_dim {rot_dim}), {args.dtype} keys, "
           f"{args.cache_dtype} cache, {'NeoX' if is_neox else 'GPT-J'} pairs, {args.positions} positions; "
           f"{nbytes / 2**20:.1f} MiB of keys; libkvx threads {kvx.get_num_threads()}, "

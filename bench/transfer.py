@@ -110,6 +110,7 @@ def run(argv: list[str]) -> int:
 
     _case_paged(torch, kvx, args, add)
     _case_token_pool(torch, kvx, args, add)
+    common.print_machine()
     print(
         f"Llama-3-8B shape: {args.layers} layers, {args.heads} KV heads, head {args.head_size}, bf16, "
         f"{args.tokens} tokens = {nbytes / 2**20:.0f} MiB moved per call; kvx threads {kvx.get_num_threads()}"

@@ -15,6 +15,8 @@ def _run(*args: str) -> str:
 def test_info_lists_backends_and_threads():
     out = _run("info")
     assert "cpu     available" in out and "CPU threads:" in out and "devices:" in out
+    import platform
+    assert f"CPU: {platform.machine()}, " in out  # the machine's ISA line, quoted with benchmark figures
 
 
 def test_info_into_a_closed_pipe_is_quiet():

@@ -21,7 +21,7 @@ from ._errors import (
     OutOfMemoryError,
     UnsupportedError,
 )
-from ._info import backends, cpu_kernels, get_include, get_library, get_num_threads, set_num_threads, version
+from ._info import backends, cpu_isa, cpu_kernels, get_include, get_library, get_num_threads, set_num_threads, version
 from .transfer import Direction, load, store, synchronize, transfer
 from . import codec, rope  # noqa: E402 - after the names they use
 
@@ -48,6 +48,7 @@ __all__ = [
     "OutOfMemoryError",
     "UnsupportedError",
     "backends",
+    "cpu_isa",
     "cpu_kernels",
     "get_include",
     "get_library",

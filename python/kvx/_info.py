@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 
 from ._native import check, ffi, header_path, last_error, lib, library_path
@@ -122,6 +123,31 @@ def set_num_threads(num_threads: int) -> None:
 def get_num_threads() -> int:
     """Threads the CPU backend uses now."""
     return int(lib.kvx_get_num_threads())
+
+
+# Instruction-set extensions the CPU kernels choose between (x86-64 and aarch64 /proc/cpuinfo names).
+_ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16",
+              "asimd", "asimdhp", "fphp", "bf16", "sve", "sve2")
+
+
+def cpu_isa() -> str:
+    """This machine's CPU and the extensions kvx's kernels choose between, e.g.
+    ``"x86_64, Intel(R) Xeon(R) Platinum 8481C: avx2 fma f16c avx512f ..."``: what a benchmark
+    figure should be quoted with, since machines of one kind differ (AVX-512 or AVX2 only)."""
+    model, flags = "unknown model", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "CPU part") and model == "unknown model":
+                    model = value.strip() if key == "model name" else f"CPU part {value.strip()}"
+                elif key in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    present = [flag for flag in _ISA_FLAGS if flag in flags]
+    return f"{platform.machine()}, {model}: {' '.join(present) or 'none of ' + ' '.join(_ISA_FLAGS)}"
 
 
 def cpu_kernels() -> str:

@@ -62,6 +62,7 @@ def cmd_info(_: argparse.Namespace) -> int:
     print(f"kvx {_info.version()} (ABI {_native.lib.kvx_abi_version()})")
     print(f"library: {_info.get_library()}")
     print(f"header:  {_native.header_path()}")
+    print(f"CPU: {_info.cpu_isa()}")
     print(f"CPU threads: {_info.get_num_threads()}; kernels: {_info.cpu_kernels()}")
     print(f"devices: {', '.join(_devices())}")
     print("backends (state, then the codec and RoPE routes on its devices):")
