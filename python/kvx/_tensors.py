@@ -8,6 +8,7 @@ can be checked against their allocation before C ever touches them). torch is op
 from __future__ import annotations
 
 import functools
+from sys import modules as _modules
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -30,9 +31,11 @@ _NUMPY_DTYPES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
-def _torch_dtypes() -> dict[Any, int]:
-    """torch dtype -> kvx dtype (built on first use: torch is imported by then)."""
+# torch dtype -> kvx dtype, filled by the first torch tensor described (torch is imported by then).
+_TORCH_DTYPES: dict[Any, int] = {}
+
+
+def _fill_torch_dtypes() -> dict[Any, int]:
     torch = _torch.imported()
     table = {
         torch.float32: lib.KVX_DTYPE_FLOAT32,
@@ -47,7 +50,8 @@ def _torch_dtypes() -> dict[Any, int]:
     for name, code in (("float8_e4m3fn", lib.KVX_DTYPE_FLOAT8_E4M3), ("float8_e5m2", lib.KVX_DTYPE_FLOAT8_E5M2)):
         if hasattr(torch, name):
             table[getattr(torch, name)] = code
-    return table
+    _TORCH_DTYPES.update(table)
+    return _TORCH_DTYPES
 
 
 # torch device type -> (kvx device type, attribute path of the current-stream handle)
@@ -126,10 +130,9 @@ def _accelerator_present() -> bool:
 
 
 def _describe_torch(x: Any, name: str) -> ArrayInfo:
-    try:
-        code = _torch_dtypes()[x.dtype]
-    except KeyError:
-        raise InvalidArgumentError(f"{name}: dtype {x.dtype} has no libkvx equivalent") from None
+    code = _TORCH_DTYPES.get(x.dtype) or _fill_torch_dtypes().get(x.dtype)
+    if code is None:
+        raise InvalidArgumentError(f"{name}: dtype {x.dtype} has no libkvx equivalent")
     storage = x.untyped_storage()
     start = storage.data_ptr()
     ptr, shape, strides, itemsize = x.data_ptr(), tuple(x.shape), x.stride(), x.element_size()
@@ -188,10 +191,11 @@ def _describe_numpy(x: np.ndarray, name: str) -> ArrayInfo:
 
 def describe(x: Any, name: str) -> ArrayInfo:
     """Describes a torch tensor or numpy array; ``name`` is used in error messages."""
-    if isinstance(x, np.ndarray):
-        info = _describe_numpy(x, name)
-    elif _torch.is_tensor(x):
+    torch = _modules.get("torch")  # _torch.is_tensor, inlined: this runs for every argument of every call
+    if torch is not None and isinstance(x, torch.Tensor):
         info = _describe_torch(x, name)
+    elif isinstance(x, np.ndarray):
+        info = _describe_numpy(x, name)
     else:
         raise InvalidArgumentError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
     if 0 in info.shape:
