@@ -19,6 +19,19 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def isa_variants() -> list[str]:
+    """The KVX_CPU_ISA variants this CPU can run, baseline first."""
+    flags = cpu_flags()
+    runs = ["baseline"]
+    if "avx2" in flags:
+        runs.append("avx2")
+    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
+        runs.append("avx512")
+        if "avx512_bf16" in flags:
+            runs.append("avx512bf16")
+    return runs
+
+
 def exported_symbols(library: Path | str, nm: str = "nm", kinds: str = "T") -> set[str]:
     """Names `library` defines in its dynamic symbol table with an nm type letter in `kinds`
     ("T": functions; "TW": weak ones too), symbol versions stripped."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from machine import cpu_flags
+from machine import isa_variants
 
 TESTS = Path(__file__).resolve().parent
 MAX_THREADS = 256
@@ -28,16 +28,8 @@ import kvx
 from kvx import codec, reference_codec, reference_rope, rope
 import transfer_cases as tc
 
-G = tc.Geometry(layers=4, blocks=64, block_size=16, heads=4, head_size=64)
-
-
 def transfer_is_correct(seed):
-    gen = torch.Generator().manual_seed(seed)
-    paged = tc.make_paged("vllm_nhd", G, torch.bfloat16, gen)
-    dense = tc.make_dense("vllm_nhd", G, 700, torch.bfloat16, gen)
-    slots = tc.make_slots(G.blocks * G.block_size, G.block_size, 700, np.random.default_rng(seed))
-    expected = dense.clone()
-    kvx.reference.transfer(paged, expected, slots, direction="store")
+    paged, dense, slots, expected = tc.pool_store_case(seed)
     kvx.store(paged, dense, slots)
     return tc.bits_equal(dense, expected)
 
@@ -133,20 +125,8 @@ def test_unknown_isa_warns_once_and_runs_the_best(value, best_kernels):
                         f"using the best variants this CPU runs: {kernels}"]
 
 
-def _isas_this_cpu_runs() -> list[str]:
-    flags = cpu_flags()
-    runs = ["baseline"]
-    if "avx2" in flags:
-        runs.append("avx2")
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
-        runs.append("avx512")
-        if "avx512_bf16" in flags:
-            runs.append("avx512bf16")
-    return runs
-
-
 def test_isa_this_cpu_cannot_run_warns_once_and_runs_the_best(best_kernels):
-    missing = [name for name in ISA_NAMES if name not in _isas_this_cpu_runs()]
+    missing = [name for name in ISA_NAMES if name not in isa_variants()]
     if not missing:
         pytest.skip("this CPU runs every variant")
     for value in missing:
@@ -156,7 +136,7 @@ def test_isa_this_cpu_cannot_run_warns_once_and_runs_the_best(best_kernels):
                             f"using the best variants it runs: {kernels}"]
 
 
-@pytest.mark.parametrize("value", ["", *_isas_this_cpu_runs()])
+@pytest.mark.parametrize("value", ["", *isa_variants()])
 def test_isa_this_cpu_runs_prints_nothing(value, best_kernels):
     _, kernels, warnings = _run(KVX_CPU_ISA=value)
     assert kernels.startswith(f"rope={value} " if value else best_kernels)

@@ -17,7 +17,7 @@ import torch
 
 import kvx
 from kvx import reference_rope, rope
-from machine import cpu_flags
+from machine import isa_variants
 from rope_cases import DTYPES, assert_close_to, cache, expected_apply, expected_rerotate, positions, randn
 
 T, H, D = 37, 3, 64
@@ -286,22 +286,10 @@ _VARIANT_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _variants() -> list[str]:
-    flags = cpu_flags()
-    out = ["baseline"]
-    if "avx2" in flags:
-        out.append("avx2")
-    if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags:
-        out.append("avx512")
-        if "avx512_bf16" in flags:
-            out.append("avx512bf16")
-    return out
-
-
 def test_every_isa_variant_gives_the_same_bits():
     """The CPU kernel is compiled for several instruction sets (chosen at run time); all must
     produce identical results. KVX_CPU_ISA selects one in a fresh process."""
-    variants = _variants()
+    variants = isa_variants()
     if len(variants) < 2:
         pytest.skip("this CPU runs only the baseline variant; nothing to compare")
     digests = {}

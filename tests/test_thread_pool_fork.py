@@ -33,16 +33,10 @@ import kvx
 import transfer_cases as tc
 
 THREADS = 4
-G = tc.Geometry(layers=4, blocks=64, block_size=16, heads=4, head_size=64)
 
 
 def case(seed):
-    gen = torch.Generator().manual_seed(seed)
-    paged = tc.make_paged("vllm_nhd", G, torch.bfloat16, gen)
-    dense = tc.make_dense("vllm_nhd", G, 700, torch.bfloat16, gen)
-    slots = tc.make_slots(G.blocks * G.block_size, G.block_size, 700, np.random.default_rng(seed))
-    expected = dense.clone()
-    kvx.reference.transfer(paged, expected, slots, direction="store")
+    paged, dense, slots, expected = tc.pool_store_case(seed)
     return paged, dense.clone(), slots, expected, dense
 
 

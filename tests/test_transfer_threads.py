@@ -6,9 +6,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 import kvx
 import transfer_cases as tc
@@ -16,17 +14,7 @@ import transfer_cases as tc
 REPO = Path(__file__).resolve().parent.parent
 DEADLOCK_GUARD_S = 300  # the driver's own guard gives up on a job after 60 s
 
-G = tc.Geometry(layers=4, blocks=64, block_size=16, heads=4, head_size=64)
 
-
-def _case(seed):
-    gen = torch.Generator().manual_seed(seed)
-    paged = tc.make_paged("vllm_nhd", G, torch.bfloat16, gen)
-    dense = tc.make_dense("vllm_nhd", G, 700, torch.bfloat16, gen)
-    slots = tc.make_slots(G.blocks * G.block_size, G.block_size, 700, np.random.default_rng(seed))
-    expected = dense.clone()
-    kvx.reference.transfer(paged, expected, slots, direction="store")
-    return paged, dense, slots, expected
 
 
 @pytest.fixture
@@ -39,7 +27,7 @@ def restore_threads():
 def test_result_independent_of_thread_count(threads, restore_threads):
     kvx.set_num_threads(threads)
     assert kvx.get_num_threads() == threads
-    paged, dense, slots, expected = _case(threads)
+    paged, dense, slots, expected = tc.pool_store_case(threads)
     kvx.store(paged, dense, slots)
     assert tc.bits_equal(dense, expected)
 
@@ -50,7 +38,7 @@ def test_set_num_threads_rejects_out_of_range(restore_threads):
 
 
 def test_concurrent_calls_from_python_threads():
-    cases = [_case(100 + i) for i in range(6)]
+    cases = [tc.pool_store_case(100 + i) for i in range(6)]
     errors = []
 
     def work(case):
@@ -77,7 +65,7 @@ def test_pool_survives_count_changes_and_idle_gaps(restore_threads):
     same result."""
     import time
 
-    paged, dense, slots, expected = _case(7)
+    paged, dense, slots, expected = tc.pool_store_case(7)
     before = dense.clone()  # padding slots leave these values in place
     for threads, gap in [(8, 0.0), (2, 0.0), (2, 0.005), (1, 0.0), (4, 0.005), (3, 0.0)]:
         kvx.set_num_threads(threads)

@@ -140,6 +140,23 @@ def unique_valid(slots: torch.Tensor) -> bool:
     return len(torch.unique(valid)) == len(valid)
 
 
+# A store big enough that the thread pool splits it (the thread and fork tests use it).
+POOL_GEOMETRY = Geometry(layers=4, blocks=64, block_size=16, heads=4, head_size=64)
+
+
+def pool_store_case(seed: int, tokens: int = 700):
+    """(paged, dense, slots, expected): a vLLM NHD store of `tokens` tokens over POOL_GEOMETRY and
+    the dense buffer kvx.reference gives for it (padding tokens keep dense's values)."""
+    gen = torch.Generator().manual_seed(seed)
+    paged = make_paged("vllm_nhd", POOL_GEOMETRY, torch.bfloat16, gen)
+    dense = make_dense("vllm_nhd", POOL_GEOMETRY, tokens, torch.bfloat16, gen)
+    slots = make_slots(POOL_GEOMETRY.blocks * POOL_GEOMETRY.block_size, POOL_GEOMETRY.block_size, tokens,
+                       np.random.default_rng(seed))
+    expected = dense.clone()
+    kvx.reference.transfer(paged, expected, slots, direction="store")
+    return paged, dense, slots, expected
+
+
 def run_both(layout_name, paged, dense, slots, direction, fmt="KV_2LTD"):
     """Runs kvx and the reference on copies; returns ((paged, dense) of kvx, (paged, dense) of ref)."""
     kp, kd = clone_paged(paged), clone_keep_layout(dense)
