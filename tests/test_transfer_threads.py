@@ -15,8 +15,6 @@ REPO = Path(__file__).resolve().parent.parent
 DEADLOCK_GUARD_S = 300  # the driver's own guard gives up on a job after 60 s
 
 
-
-
 @pytest.fixture
 def restore_threads():
     yield
