@@ -249,11 +249,18 @@ typedef struct rope_isa {
 #define KVX_ROPE_X86 1
 
 #define ATTR_AVX2 __attribute__((target("avx2")))
-#define ATTR_AVX512                                                                           \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
-#define ATTR_AVX512_BF16                                                                      \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,"                   \
-                          "prefer-vector-width=512")))
+/* 512-bit vectors in the AVX-512 functions. gcc's prefer-vector-width target option keeps its
+ * vectoriser at 512 bits even when tuning for cores that prefer 256 (-mtune=skylake-avx512 and
+ * later). clang rejects that option, and would then drop the whole attribute, features included;
+ * its min_vector_width(512) keeps 512-bit vectors legal in the function (its vectoriser picks them
+ * under the default tuning; a 256-bit -mtune also needs -mprefer-vector-width=512). */
+#if defined(__clang__)
+#define ATTR_WIDE_VECTORS(features) __attribute__((target(features), min_vector_width(512)))
+#else
+#define ATTR_WIDE_VECTORS(features) __attribute__((target(features ",prefer-vector-width=512")))
+#endif
+#define ATTR_AVX512 ATTR_WIDE_VECTORS("avx512f,avx512bw,avx512vl,avx512dq")
+#define ATTR_AVX512_BF16 ATTR_WIDE_VECTORS("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
 
 /* rope_avx512.c: AVX-512 (F, BW, VL, DQ) and the same with AVX512-BF16. */
 extern const rope_isa kvx_rope_avx512_isa;
