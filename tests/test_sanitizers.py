@@ -45,7 +45,8 @@ def test_c_library_under_asan_and_ubsan(tmp_path):
         ASAN_OPTIONS=f"detect_leaks=0:alloc_dealloc_mismatch=0:detect_odr_violation=0:abort_on_error=1:log_path={logs}",
         UBSAN_OPTIONS=f"halt_on_error=1:print_stacktrace=1:log_path={logs}",
     )
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+    # No -x: one run reports every failing test, not only the first.
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
                             cwd=REPO, env=env, capture_output=True, text=True)
     reports = "".join(p.read_text(errors="replace") for p in sorted(tmp_path.glob("sanitizer.*")))
     assert not reports, reports[:6000]
