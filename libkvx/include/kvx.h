@@ -174,6 +174,9 @@ enum kvx_direction {
  * the device can read). A negative slot skips its token in both directions. Copies are byte-exact.
  * A slot >= num_blocks * block_size is an error: the CPU backend rejects the call before writing
  * anything; asynchronous backends skip such tokens and report when the stream is checked.
+ * Each slot is read once and that value checked and used, so a slot_mapping that another thread
+ * rewrites during the call can change what is copied (or fail the call) but never makes it touch
+ * memory outside the cache and the dense buffer.
  */
 KVX_API int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
                              const int64_t *slot_mapping, int32_t direction,

@@ -38,6 +38,21 @@ int32_t kvx_check_extent(const char *owner, const char *field, int64_t stride, i
 /* The largest element offset a view can address must fit in int64 bytes. */
 int32_t kvx_check_bytes_fit(const char *owner, int64_t max_offset, int64_t elem_size);
 
+/* ---------------------------------------------------------------- caller arrays read once */
+
+/* One element of an array in caller memory that another thread may change during the call
+ * (Python releases the GIL around it): a volatile load, which the compiler may neither repeat nor
+ * drop, so a value that was checked is the value used. Check the copy, and use only the copy. */
+static inline int64_t kvx_read_once_i64(const int64_t *array, int64_t index)
+{
+    return ((const volatile int64_t *)array)[index];
+}
+
+static inline int32_t kvx_read_once_i32(const int32_t *array, int64_t index)
+{
+    return ((const volatile int32_t *)array)[index];
+}
+
 /* ---------------------------------------------------------------- thread pool */
 
 /* Runs fn(ctx, begin, end) over [0, count) split into contiguous ranges of at least `grain`
