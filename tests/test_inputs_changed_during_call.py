@@ -1,7 +1,7 @@
 """Index arrays that another thread changes during the call. cffi releases the GIL around every
-library call, so another thread can rewrite slot_mapping while the library works on it. The
-promise that an out-of-range slot never touches memory must hold anyway: each value is read
-once, checked, and only the checked copy used.
+library call, so another thread can rewrite slot_mapping or the positions while the library works
+on them. The promise that an out-of-range slot or position never touches memory must hold
+anyway: each value is read once, checked, and only the checked copy used.
 
 Each case runs in a child process (a wild write or read is a crash there, not a dead pytest): a
 writer thread flips one entry between a valid value and a huge one while the main thread calls
@@ -198,6 +198,51 @@ else:
 hammer(slots.numpy(), 0, 5, BAD, call, check_success, check_rejected)
 """
 
+# The last token's position changes: the library reads it last when checking and last when
+# rotating, so the whole rotation (a millisecond or two) lies between the two reads.
+ROPE = """
+TOKENS, HEADS, HEAD, MAX_POSITION = 4096, 4, 128, 4096
+cache = kvx.rope.build_cos_sin_cache(HEAD, MAX_POSITION, 10000.0)
+gen = torch.Generator().manual_seed(2)
+dtype = torch.int64 if sys.argv[1] == "rerotate_keys" else torch.int32
+positions = torch.randint(0, MAX_POSITION, (TOKENS,), generator=gen, dtype=dtype)
+old = torch.randint(0, MAX_POSITION, (TOKENS,), generator=gen, dtype=dtype)
+good = int(positions[-1])
+# rows of 512 bytes: far outside any mapping either way
+BAD = (1 << 40) if dtype == torch.int64 else (1 << 30)
+original = torch.randn(TOKENS, HEADS, HEAD, generator=gen)
+keys = original.clone()
+query = original.clone()
+
+if sys.argv[1] == "rerotate_keys":
+    expected = kvx.rope.rerotate_keys(original.clone(), old, positions.clone(), cache)
+
+    def call():
+        keys.copy_(original)
+        kvx.rope.rerotate_keys(keys, old, positions, cache)
+
+    def check_success():
+        assert torch.equal(keys, expected), "rerotate_keys computed wrong keys"
+
+    def check_rejected():
+        assert torch.equal(keys, original), "a rejected rerotate_keys modified keys"
+else:
+    expected_q, expected_k = kvx.rope.apply_rotary(positions.clone(), original.clone(), original.clone(), cache)
+
+    def call():
+        query.copy_(original)
+        keys.copy_(original)
+        kvx.rope.apply_rotary(positions, query, keys, cache)
+
+    def check_success():
+        assert torch.equal(query, expected_q) and torch.equal(keys, expected_k), "apply_rotary: wrong result"
+
+    def check_rejected():
+        assert torch.equal(query, original) and torch.equal(keys, original), "a rejected apply_rotary wrote"
+
+hammer(positions.numpy(), TOKENS - 1, good, BAD, call, check_success, check_rejected)
+"""
+
 
 @pytest.fixture(scope="module")
 def flipper(tmp_path_factory) -> Path:
@@ -224,3 +269,8 @@ def _run(script: str, operation: str, flipper: Path) -> None:
 @pytest.mark.parametrize("operation", ["store", "load"])
 def test_slot_mapping_changed_during_transfer(operation, flipper):
     _run(TRANSFER, operation, flipper)
+
+
+@pytest.mark.parametrize("operation", ["rerotate_keys", "apply_rotary"])
+def test_positions_changed_during_rope(operation, flipper):
+    _run(ROPE, operation, flipper)

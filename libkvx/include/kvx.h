@@ -393,7 +393,8 @@ typedef struct kvx_rope_cache {
  * old_positions and new_positions hold keys->num_tokens entries of `positions_dtype` (INT64 or
  * INT32). Every position must lie in [0, cache->max_position): the CPU backend rejects the call
  * before modifying anything; asynchronous backends skip such tokens and report the error when
- * the stream is checked.
+ * the stream is checked. As for slots, each position is read once and that value checked and
+ * used: positions rewritten during the call never make it read outside the cache.
  */
 KVX_API int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
                                   const void *old_positions, const void *new_positions,

@@ -100,8 +100,9 @@ typedef struct kvx_backend {
                             int64_t num_bytes, int64_t stream_capacity, const int32_t *lengths,
                             const int64_t *end_offsets, int64_t num_layers, int64_t num_tokens,
                             int64_t num_channels, uint8_t *symbols, const kvx_stream *stream);
-    /* Positions were range-checked by src/core/rope.c when they live in host memory (CPU
-     * streams); device backends check them where they live. */
+    /* Backends on host memory (CPU streams) get positions as checked int64 copies made by
+     * src/core/rope.c (positions_dtype KVX_DTYPE_INT64, every entry in [0, max_position));
+     * device backends get the caller's array and check each position where they read it. */
     int32_t (*rope_rerotate)(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
                              const void *old_positions, const void *new_positions,
                              int32_t positions_dtype, const kvx_stream *stream);
