@@ -175,6 +175,9 @@ enum kvx_direction {
  * the device can read). A negative slot skips its token in both directions. Copies are byte-exact.
  * A slot >= num_blocks * block_size is an error: the CPU backend rejects the call before writing
  * anything; asynchronous backends skip such tokens and report when the stream is checked.
+ * Each slot is read once and that value checked and used, so a slot_mapping that another thread
+ * rewrites during the call can change what is copied (or fail the call) but never makes it touch
+ * memory outside the cache and the dense buffer.
  */
 KVX_API int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
                              const int64_t *slot_mapping, int32_t direction,
@@ -394,7 +397,8 @@ typedef struct kvx_rope_cache {
  * old_positions and new_positions hold keys->num_tokens entries of `positions_dtype` (INT64 or
  * INT32). Every position must lie in [0, cache->max_position): the CPU backend rejects the call
  * before modifying anything; asynchronous backends skip such tokens and report the error when
- * the stream is checked.
+ * the stream is checked. As for slots, each position is read once and that value checked and
+ * used: positions rewritten during the call never make it read outside the cache.
  */
 KVX_API int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
                                   const void *old_positions, const void *new_positions,

@@ -42,6 +42,21 @@ int32_t kvx_check_extent(const char *owner, const char *field, int64_t stride, i
 /* The largest element offset a view can address must fit in int64 bytes. */
 int32_t kvx_check_bytes_fit(const char *owner, int64_t max_offset, int64_t elem_size);
 
+/* ---------------------------------------------------------------- caller arrays read once */
+
+/* One element of an array in caller memory that another thread may change during the call
+ * (Python releases the GIL around it): a volatile load, which the compiler may neither repeat nor
+ * drop, so a value that was checked is the value used. Check the copy, and use only the copy. */
+static inline int64_t kvx_read_once_i64(const int64_t *array, int64_t index)
+{
+    return ((const volatile int64_t *)array)[index];
+}
+
+static inline int32_t kvx_read_once_i32(const int32_t *array, int64_t index)
+{
+    return ((const volatile int32_t *)array)[index];
+}
+
 /* ---------------------------------------------------------------- thread pool */
 
 /* Runs fn(ctx, begin, end) over [0, count) split into contiguous ranges of at least `grain`
@@ -89,8 +104,9 @@ typedef struct kvx_backend {
                             int64_t num_bytes, int64_t stream_capacity, const int32_t *lengths,
                             const int64_t *end_offsets, int64_t num_layers, int64_t num_tokens,
                             int64_t num_channels, uint8_t *symbols, const kvx_stream *stream);
-    /* Positions were range-checked by src/core/rope.c when they live in host memory (CPU
-     * streams); device backends check them where they live. */
+    /* Backends on host memory (CPU streams) get positions as checked int64 copies made by
+     * src/core/rope.c (positions_dtype KVX_DTYPE_INT64, every entry in [0, max_position));
+     * device backends get the caller's array and check each position where they read it. */
     int32_t (*rope_rerotate)(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
                              const void *old_positions, const void *new_positions,
                              int32_t positions_dtype, const kvx_stream *stream);

@@ -5,10 +5,12 @@
  * After these checks a backend may assume: dtypes are FLOAT32/FLOAT16/BFLOAT16 (tensors, cache)
  * and INT32/INT64 (positions); rot_dim is even and fits every head; strides are non-negative and
  * every element offset the views can produce fits in int64 bytes; pointers are non-NULL where
- * data will be touched; and, for backends that run on host memory, every position lies in
- * [0, max_position), so the cache is never read out of bounds.
+ * data will be touched; and, for backends that run on host memory, positions come as a checked
+ * int64 copy whose every entry lies in [0, max_position), so the cache is never read out of
+ * bounds.
  */
 #include <stddef.h>
+#include <stdlib.h>
 
 #include "kvx_internal.h"
 
@@ -86,17 +88,52 @@ static int32_t check_positions_dtype(int32_t dtype)
     return KVX_OK;
 }
 
-/* Host-side range check of one positions array, before anything is modified. */
-static int32_t check_positions(const char *name, const void *positions, int32_t dtype,
-                               int64_t count, int64_t max_position)
+/*
+ * Positions a host backend (the CPU's) rotates by: a checked int64 copy of the caller's array, so
+ * that the kernels, which read a position several times (prefetching, one slice of pairs at a
+ * time), read only values that were checked, whatever another thread writes to the caller's
+ * array during the call. Each caller value is read once. The decode step's few tokens fit on the
+ * stack; longer arrays are copied to the heap, where the copy costs little next to the rotation.
+ */
+#define STACK_POSITIONS 256
+
+typedef struct checked_positions {
+    int64_t *values;
+    int64_t on_stack[STACK_POSITIONS];
+} checked_positions;
+
+static int64_t caller_position(const void *positions, int32_t dtype, int64_t t)
 {
+    return dtype == KVX_DTYPE_INT64 ? kvx_read_once_i64(positions, t)
+                                    : kvx_read_once_i32(positions, t);
+}
+
+static void release_positions(checked_positions *checked)
+{
+    if (checked->values != checked->on_stack)
+        free(checked->values);
+    checked->values = NULL;
+}
+
+/* Fills *checked from the caller's array, failing (nothing copied for the caller to free) when
+ * a position is outside [0, max_position). Called before anything is modified. */
+static int32_t check_positions(const char *name, const void *positions, int32_t dtype,
+                               int64_t count, int64_t max_position, checked_positions *checked)
+{
+    checked->values = count <= STACK_POSITIONS ? checked->on_stack
+                                               : malloc((size_t)count * sizeof(int64_t));
+    if (!checked->values)
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "%s: cannot allocate a copy of %lld positions",
+                        name, (long long)count);
     for (int64_t t = 0; t < count; t++) {
-        int64_t p = dtype == KVX_DTYPE_INT64 ? ((const int64_t *)positions)[t]
-                                              : ((const int32_t *)positions)[t];
-        if (p < 0 || p >= max_position)
+        int64_t p = caller_position(positions, dtype, t);
+        if (p < 0 || p >= max_position) {
+            release_positions(checked);
             return FAIL_ARG("%s[%lld]: expected a position in [0, %lld) (the cache's "
                             "max_position), got %lld", name, (long long)t,
                             (long long)max_position, (long long)p);
+        }
+        checked->values[t] = p;
     }
     return KVX_OK;
 }
@@ -114,6 +151,21 @@ static int32_t require_pointer(const char *name, const void *p, int64_t count)
     return KVX_OK;
 }
 
+/* Checked copies of the old and new positions into old_pos / new_pos, both or neither. */
+static int32_t check_rerotation(const void *old_positions, const void *new_positions,
+                                int32_t dtype, int64_t count, int64_t max_position,
+                                checked_positions *old_pos, checked_positions *new_pos)
+{
+    int32_t rc = check_positions("old_positions", old_positions, dtype, count, max_position,
+                                 old_pos);
+    if (rc)
+        return rc;
+    if ((rc = check_positions("new_positions", new_positions, dtype, count, max_position,
+                              new_pos)))
+        release_positions(old_pos);
+    return rc;
+}
+
 int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
                           const void *old_positions, const void *new_positions,
                           int32_t positions_dtype, const kvx_stream *stream)
@@ -126,16 +178,20 @@ int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cac
         (rc = require_pointer("new_positions", new_positions, keys->num_tokens)))
         return rc;
     KVX_DISPATCH(backend, stream, rope_rerotate, "rope_rerotate");
-    if (positions_on_host(backend) &&
-        ((rc = check_positions("old_positions", old_positions, positions_dtype,
-                               keys->num_tokens, cache->max_position)) ||
-         (rc = check_positions("new_positions", new_positions, positions_dtype,
-                               keys->num_tokens, cache->max_position))))
-        return rc;
     if (keys->num_tokens == 0)
         return KVX_OK;
-    return backend->rope_rerotate(keys, cache, old_positions, new_positions, positions_dtype,
-                                  stream);
+    if (!positions_on_host(backend))
+        return backend->rope_rerotate(keys, cache, old_positions, new_positions,
+                                      positions_dtype, stream);
+    checked_positions old_pos, new_pos;
+    if ((rc = check_rerotation(old_positions, new_positions, positions_dtype, keys->num_tokens,
+                               cache->max_position, &old_pos, &new_pos)))
+        return rc;
+    rc = backend->rope_rerotate(keys, cache, old_pos.values, new_pos.values, KVX_DTYPE_INT64,
+                                stream);
+    release_positions(&old_pos);
+    release_positions(&new_pos);
+    return rc;
 }
 
 int32_t kvx_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
@@ -157,11 +213,15 @@ int32_t kvx_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
         (rc = require_pointer("positions", positions, query->num_tokens)))
         return rc;
     KVX_DISPATCH(backend, stream, rope_apply, "rope_apply");
-    if (positions_on_host(backend) &&
-        (rc = check_positions("positions", positions, positions_dtype, query->num_tokens,
-                              cache->max_position)))
-        return rc;
     if (query->num_tokens == 0)
         return KVX_OK;
-    return backend->rope_apply(query, key, cache, positions, positions_dtype, stream);
+    if (!positions_on_host(backend))
+        return backend->rope_apply(query, key, cache, positions, positions_dtype, stream);
+    checked_positions pos;
+    if ((rc = check_positions("positions", positions, positions_dtype, query->num_tokens,
+                              cache->max_position, &pos)))
+        return rc;
+    rc = backend->rope_apply(query, key, cache, pos.values, KVX_DTYPE_INT64, stream);
+    release_positions(&pos);
+    return rc;
 }

@@ -3,19 +3,6 @@
 
 #include "transfer_plan.h"
 
-int32_t kvx_plan_check_slots(const kvx_paged_desc *paged, const int64_t *slots, int64_t count)
-{
-    int64_t capacity = paged->num_blocks * paged->block_size;
-    for (int64_t t = 0; t < count; t++)
-        if (slots[t] >= capacity)
-            return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
-                            "slot_mapping[%lld]: slot %lld is out of range; the paged cache "
-                            "holds %lld slots (num_blocks %lld * block_size %lld)",
-                            (long long)t, (long long)slots[t], (long long)capacity,
-                            (long long)paged->num_blocks, (long long)paged->block_size);
-    return KVX_OK;
-}
-
 /* Heads of one token lie back to back, so a token row is one contiguous piece. */
 static int rows_contiguous(int64_t head_stride, const kvx_paged_desc *p)
 {
@@ -39,25 +26,38 @@ static int next_slot_adjacent(const kvx_paged_desc *p, int64_t slot)
     return (slot + 1) % p->block_size != 0 || p->block_stride == p->block_size * p->token_stride;
 }
 
-int64_t kvx_plan_runs(const kvx_paged_desc *p, const int64_t *slots, int64_t count, int merge,
-                      kvx_run *runs)
+static int32_t slot_out_of_range(const kvx_paged_desc *p, int64_t t, int64_t slot)
 {
-    int64_t n = 0;
+    return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                    "slot_mapping[%lld]: slot %lld is out of range; the paged cache holds %lld "
+                    "slots (num_blocks %lld * block_size %lld)",
+                    (long long)t, (long long)slot, (long long)(p->num_blocks * p->block_size),
+                    (long long)p->num_blocks, (long long)p->block_size);
+}
+
+int32_t kvx_plan_runs(const kvx_paged_desc *p, const int64_t *slots, int64_t count, int merge,
+                      kvx_run *runs, int64_t *num_runs)
+{
+    int64_t capacity = p->num_blocks * p->block_size, n = 0;
     for (int64_t t = 0; t < count; t++) {
-        if (slots[t] < 0)
+        int64_t slot = kvx_read_once_i64(slots, t);
+        if (slot >= capacity)
+            return slot_out_of_range(p, t, slot);
+        if (slot < 0)
             continue;
         if (merge && n > 0) {
             kvx_run *last = &runs[n - 1];
             int64_t last_slot = last->slot + last->count - 1;
-            if (last->token + last->count == t && slots[t] == last_slot + 1 &&
+            if (last->token + last->count == t && slot == last_slot + 1 &&
                 next_slot_adjacent(p, last_slot)) {
                 last->count++;
                 continue;
             }
         }
-        runs[n++] = (kvx_run){t, slots[t], 1};
+        runs[n++] = (kvx_run){t, slot, 1};
     }
-    return n;
+    *num_runs = n;
+    return KVX_OK;
 }
 
 /* ---------------------------------------------------------------- copy lists */
@@ -122,15 +122,18 @@ int32_t kvx_plan_copies(const kvx_paged_desc *paged, const kvx_dense_desc *dense
 {
     int64_t count = dense->num_tokens;
     *plan = (kvx_copy_plan){0};
-    int32_t rc = kvx_plan_check_slots(paged, slots, count);
-    if (rc)
-        return rc;
     copy_shape s = shape_of(paged, dense, max_2d_height);
     kvx_run *runs = malloc((size_t)(count > 0 ? count : 1) * sizeof *runs);
     if (!runs)
         return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "transfer: cannot allocate %lld run records",
                         (long long)count);
-    int64_t num_runs = kvx_plan_runs(paged, slots, count, s.unit == KVX_COPY_RUN || s.use_2d, runs);
+    int64_t num_runs = 0;
+    int32_t rc = kvx_plan_runs(paged, slots, count, s.unit == KVX_COPY_RUN || s.use_2d, runs,
+                               &num_runs);
+    if (rc) {
+        free(runs);
+        return rc;
+    }
     int64_t per_plane = 0, valid_tokens = 0;
     for (int64_t r = 0; r < num_runs; r++) {
         per_plane += copies_per_run(&s, &runs[r]);

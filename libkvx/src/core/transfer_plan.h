@@ -19,18 +19,21 @@ typedef struct kvx_run {
 
 enum kvx_copy_unit { KVX_COPY_RUN, KVX_COPY_ROW, KVX_COPY_HEAD };
 
-/* Rejects the call (KVX_ERR_INVALID_ARGUMENT naming the entry) if any slot is at or past the
- * paged cache's capacity. `slots` must be host memory. */
-int32_t kvx_plan_check_slots(const kvx_paged_desc *paged, const int64_t *slots, int64_t count);
-
 /* The copy unit both layouts allow. */
 enum kvx_copy_unit kvx_plan_unit(const kvx_paged_desc *p, const kvx_dense_desc *d);
 
-/* Splits the valid (non-negative) slots into runs, written to `runs` (room for `count`); returns
- * how many. With merge == 0 every valid token is its own run. Merged runs cover consecutive dense
- * tokens whose slots follow one another in memory at token_stride spacing. */
-int64_t kvx_plan_runs(const kvx_paged_desc *p, const int64_t *slots, int64_t count, int merge,
-                      kvx_run *runs);
+/*
+ * Splits the valid (non-negative) slots into runs, written to `runs` (room for `count`), and
+ * *num_runs = how many. With merge == 0 every valid token is its own run. Merged runs cover
+ * consecutive dense tokens whose slots follow one another in memory at token_stride spacing.
+ *
+ * `slots` must be host memory. Each slot is read once and checked as it is read, and runs hold
+ * only checked values, so copying from the runs never leaves the paged cache, whatever another
+ * thread writes to `slots` meanwhile. A slot at or past the cache's capacity fails the call
+ * (KVX_ERR_INVALID_ARGUMENT naming the entry); nothing has been copied then.
+ */
+int32_t kvx_plan_runs(const kvx_paged_desc *p, const int64_t *slots, int64_t count, int merge,
+                      kvx_run *runs, int64_t *num_runs);
 
 /* Start of plane (layer, kv) of the paged cache, in bytes. */
 static inline char *kvx_paged_plane(const kvx_paged_desc *p, int64_t layer, int64_t kv,
@@ -76,12 +79,12 @@ typedef struct kvx_copy_plan {
 } kvx_copy_plan;
 
 /*
- * Plans the whole transfer as copies for a device backend: slots are checked (host memory),
- * runs formed, and one copy emitted per (plane, run) for whole-run units, else per (plane, run,
- * token[, head]); with max_2d_height > 1, the per-token pieces of a run become 2D copies of
- * at most max_2d_height rows per (plane, run[, head]) when the pitches allow it (pitch >= width
- * on both sides). Copies are ordered plane-major. On success the caller frees plan->copies with
- * free().
+ * Plans the whole transfer as copies for a device backend: runs are formed from the slots (host
+ * memory, each read once and checked: kvx_plan_runs), and one copy emitted per (plane, run) for
+ * whole-run units, else per (plane, run, token[, head]); with max_2d_height > 1, the per-token
+ * pieces of a run become 2D copies of at most max_2d_height rows per (plane, run[, head]) when
+ * the pitches allow it (pitch >= width on both sides). Copies are ordered plane-major. On success
+ * the caller frees plan->copies with free().
  */
 int32_t kvx_plan_copies(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
                         const int64_t *slots, int64_t max_2d_height, kvx_copy_plan *plan);

@@ -38,7 +38,10 @@ static void cdf_group(const cdf_job *job, int64_t layer, int64_t c0, int64_t wid
     for (int64_t g = 0; g < width; g++)
         for (int32_t s = 0; s < nb; s++)
             hist[g][s] = 0;
-    const uint8_t *row = job->symbols + layer * job->num_tokens * job->num_channels + c0;
+    /* Zero tokens may come with NULL symbols, and C defines no offset from NULL, not even 0. */
+    const uint8_t *row = job->num_tokens == 0
+                             ? NULL
+                             : job->symbols + layer * job->num_tokens * job->num_channels + c0;
     for (int64_t t = 0; t < job->num_tokens; t++, row += job->num_channels)
         for (int64_t g = 0; g < width; g++)
             hist[g][row[g]]++;

@@ -203,7 +203,10 @@ static ALWAYS_INLINE void encode_group(encode_job *job, int64_t layer, int64_t c
     for (int g = 0; g < width; g++)
         enc[g] = (encoder){0, 0xffffffffu, 0, 0, 0, job->streams + (first + g) * job->capacity,
                            0, job->capacity};
-    const uint8_t *row = job->symbols + layer * job->num_tokens * job->num_channels + c0;
+    /* Zero tokens may come with NULL symbols, and C defines no offset from NULL, not even 0. */
+    const uint8_t *row = job->num_tokens == 0
+                             ? NULL
+                             : job->symbols + layer * job->num_tokens * job->num_channels + c0;
     for (int64_t t = 0; t < job->num_tokens; t++, row += job->num_channels)
         for (int g = 0; g < width; g++)
             encode_symbol(&enc[g], tables.entry[g], row[g]);
@@ -380,7 +383,9 @@ static ALWAYS_INLINE void decode_group(const decode_job *job, int64_t layer, int
     for (int g = 0; g < width; g++) {
         int64_t start, len;
         stream_extent(job, first + g, &start, &len);
-        decoder_init(&dec[g], job->bytes + start, len);
+        /* Empty streams may lie in an empty, NULL buffer, which C forbids offsetting (even by
+         * 0); the decoder never dereferences an empty stream's pointer. */
+        decoder_init(&dec[g], len == 0 ? NULL : job->bytes + start, len);
     }
     uint8_t *row = job->symbols + layer * job->num_tokens * job->num_channels + c0;
     switch (job->cdf_len - 1) { /* LMCache's schedule uses 32 and 16 bins */

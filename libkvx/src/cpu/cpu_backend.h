@@ -38,7 +38,8 @@ int32_t kvx_cpu_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t
                              int64_t num_bytes, int64_t stream_capacity, const int32_t *lengths,
                              const int64_t *end_offsets, int64_t num_layers, int64_t num_tokens,
                              int64_t num_channels, uint8_t *symbols, const kvx_stream *stream);
-/* rope.c */
+/* rope.c: positions are the checked int64 copies src/core/rope.c makes (positions_dtype
+ * KVX_DTYPE_INT64), never the caller's array. */
 int32_t kvx_cpu_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
                               const void *old_positions, const void *new_positions,
                               int32_t positions_dtype, const kvx_stream *stream);

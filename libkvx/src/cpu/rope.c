@@ -13,7 +13,8 @@
  * best variant is chosen at run time. Every variant computes the same float32 operations, so all
  * give the same bits (and the same bits as torch computing a*cos - b*sin in float32).
  *
- * Positions were range-checked by src/core/rope.c before this runs.
+ * Positions come from src/core/rope.c as checked int64 copies (every entry in [0, max_position)),
+ * which nothing else writes during the call.
  */
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -75,13 +76,21 @@ const char *kvx_cpu_rope_variant(void) { return current_isa()->name; }
 /* ---------------------------------------------------------------- entry points */
 
 static rope_job new_job(const kvx_rope_cache *cache, const void *positions,
-                        const void *old_positions, int32_t positions_dtype)
+                        const void *old_positions)
 {
     return (rope_job){.cache = cache,
                       .positions = positions,
                       .old_positions = old_positions,
-                      .positions_dtype = positions_dtype,
                       .row_bytes = cache->row_stride * kvx_dtype_size(cache->dtype)};
+}
+
+/* The core hands this backend checked int64 copies of the positions; anything else is a bug. */
+static int32_t require_checked_positions(int32_t positions_dtype)
+{
+    if (positions_dtype != KVX_DTYPE_INT64)
+        return kvx_fail(KVX_ERR_INTERNAL, "rope: the CPU backend got positions of dtype %d, "
+                        "not the checked int64 copy", (int)positions_dtype);
+    return KVX_OK;
 }
 
 /* Index of a key dtype in the ISA tables: f32, f16, bf16. */
@@ -129,8 +138,11 @@ int32_t kvx_cpu_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache 
                               int32_t positions_dtype, const kvx_stream *stream)
 {
     (void)stream;
+    int32_t rc = require_checked_positions(positions_dtype);
+    if (rc)
+        return rc;
     const rope_isa *isa = current_isa();
-    rope_job job = new_job(cache, new_positions, old_positions, positions_dtype);
+    rope_job job = new_job(cache, new_positions, old_positions);
     add_target(&job, isa, keys);
     kvx_parallel_for(keys->num_tokens, token_grain(&job), job_range(&job, isa), &job);
     return KVX_OK;
@@ -141,8 +153,11 @@ int32_t kvx_cpu_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *
                            int32_t positions_dtype, const kvx_stream *stream)
 {
     (void)stream;
+    int32_t rc = require_checked_positions(positions_dtype);
+    if (rc)
+        return rc;
     const rope_isa *isa = current_isa();
-    rope_job job = new_job(cache, positions, NULL, positions_dtype);
+    rope_job job = new_job(cache, positions, NULL);
     add_target(&job, isa, query);
     if (key)
         add_target(&job, isa, key);

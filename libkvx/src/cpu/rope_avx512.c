@@ -427,12 +427,9 @@ ATTR_AVX512 static inline block_angles gptj_angles_pairs(const void *new_row, co
         int64_t half = job->cache->rot_dim / 2, whole = half / (pairs) * (pairs);              \
         for (int64_t t = begin; t < end; t++) {                                                \
             prefetch_ahead(job, t, end);                                                       \
-            const void *new_row = cache_row(job, position_at(job->positions,                   \
-                                                             job->positions_dtype, t));        \
+            const void *new_row = cache_row(job, job->positions[t]);                          \
             const void *old_row =                                                              \
-                job->old_positions                                                             \
-                    ? cache_row(job, position_at(job->old_positions, job->positions_dtype, t)) \
-                    : NULL;                                                                    \
+                job->old_positions ? cache_row(job, job->old_positions[t]) : NULL;             \
             for (int64_t first = 0; first < whole; first += (pairs)) {                         \
                 block_angles a = ANGLES(new_row, old_row, dtype, first, half);                 \
                 for (int i = 0; i < job->num_targets; i++)                                     \

@@ -118,17 +118,12 @@ typedef struct rope_job {
     rope_target targets[2];
     int num_targets;
     const kvx_rope_cache *cache;
-    const void *positions;     /* the angle to rotate to (new positions, or the positions) */
-    const void *old_positions; /* re-rotation only: the angle to rotate from; else NULL */
-    int32_t positions_dtype;
+    /* Checked copies (src/core/rope.c), private to the call: every entry is in [0, max_position)
+     * however often it is read. */
+    const int64_t *positions;     /* the angle to rotate to (new positions, or the positions) */
+    const int64_t *old_positions; /* re-rotation only: the angle to rotate from; else NULL */
     int64_t row_bytes; /* distance between cache rows */
 } rope_job;
-
-static ALWAYS_INLINE int64_t position_at(const void *positions, int32_t dtype, int64_t t)
-{
-    return dtype == KVX_DTYPE_INT64 ? ((const int64_t *)positions)[t]
-                                    : ((const int32_t *)positions)[t];
-}
 
 /* Rotates pairs [first, first + n) of every head of every layer of token t of one tensor. */
 static ALWAYS_INLINE void rotate_token(const rope_target *target, int64_t t, const float *c,
@@ -154,10 +149,10 @@ static ALWAYS_INLINE const void *cache_row(const rope_job *job, int64_t pos)
  * that are on their way anyway measurably slows the consecutive case, hence the test. */
 #define PREFETCH_TOKENS 4
 
-static ALWAYS_INLINE void prefetch_row(const rope_job *job, const void *positions, int64_t t)
+static ALWAYS_INLINE void prefetch_row(const rope_job *job, const int64_t *positions, int64_t t)
 {
-    int64_t pos = position_at(positions, job->positions_dtype, t);
-    if (pos == position_at(positions, job->positions_dtype, t - 1) + 1)
+    int64_t pos = positions[t];
+    if (pos == positions[t - 1] + 1)
         return;
     const char *row = cache_row(job, pos);
     int64_t bytes = (int64_t)job->cache->rot_dim * kvx_dtype_size(job->cache->dtype);
@@ -185,12 +180,10 @@ static ALWAYS_INLINE void rotate_token_pairs(const rope_job *job, int64_t t, int
     float cn[PAIR_SLICE], sn[PAIR_SLICE], co[PAIR_SLICE], so[PAIR_SLICE];
     float c[PAIR_SLICE], s[PAIR_SLICE];
     const float *pc, *ps;
-    load_angles(cache, position_at(job->positions, job->positions_dtype, t), first, n, cn, sn,
-                &pc, &ps);
+    load_angles(cache, job->positions[t], first, n, cn, sn, &pc, &ps);
     if (job->old_positions) {
         const float *pco, *pso;
-        load_angles(cache, position_at(job->old_positions, job->positions_dtype, t), first, n,
-                    co, so, &pco, &pso);
+        load_angles(cache, job->old_positions[t], first, n, co, so, &pco, &pso);
         combine_angles(c, s, pc, ps, pco, pso, n);
         pc = c;
         ps = s;
@@ -249,11 +242,18 @@ typedef struct rope_isa {
 #define KVX_ROPE_X86 1
 
 #define ATTR_AVX2 __attribute__((target("avx2")))
-#define ATTR_AVX512                                                                           \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
-#define ATTR_AVX512_BF16                                                                      \
-    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,"                   \
-                          "prefer-vector-width=512")))
+/* 512-bit vectors in the AVX-512 functions. gcc's prefer-vector-width target option keeps its
+ * vectoriser at 512 bits even when tuning for cores that prefer 256 (-mtune=skylake-avx512 and
+ * later). clang rejects that option, and would then drop the whole attribute, features included;
+ * its min_vector_width(512) keeps 512-bit vectors legal in the function (its vectoriser picks them
+ * under the default tuning; a 256-bit -mtune also needs -mprefer-vector-width=512). */
+#if defined(__clang__)
+#define ATTR_WIDE_VECTORS(features) __attribute__((target(features), min_vector_width(512)))
+#else
+#define ATTR_WIDE_VECTORS(features) __attribute__((target(features ",prefer-vector-width=512")))
+#endif
+#define ATTR_AVX512 ATTR_WIDE_VECTORS("avx512f,avx512bw,avx512vl,avx512dq")
+#define ATTR_AVX512_BF16 ATTR_WIDE_VECTORS("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
 
 /* rope_avx512.c: AVX-512 (F, BW, VL, DQ) and the same with AVX512-BF16. */
 extern const rope_isa kvx_rope_avx512_isa;

@@ -83,9 +83,6 @@ int32_t kvx_cpu_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dens
 {
     (void)stream;
     int64_t count = dense->num_tokens;
-    int32_t rc = kvx_plan_check_slots(paged, slot_mapping, count);
-    if (rc)
-        return rc;
     run *runs = malloc((size_t)count * sizeof *runs);
     if (!runs)
         return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "transfer: cannot allocate %lld run records",
@@ -100,8 +97,10 @@ int32_t kvx_cpu_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dens
     };
     job.head_bytes = paged->head_size * job.elem_size;
     job.row_bytes = paged->num_heads * job.head_bytes;
-    job.num_runs = kvx_plan_runs(paged, slot_mapping, count, job.unit == COPY_RUN, runs);
-    if (job.num_runs > 0) {
+    /* The copies read only the runs, whose slots were checked as they were read. */
+    int32_t rc = kvx_plan_runs(paged, slot_mapping, count, job.unit == COPY_RUN, runs,
+                               &job.num_runs);
+    if (rc == KVX_OK && job.num_runs > 0) {
         int64_t planes = (int64_t)paged->num_kv * paged->num_layers;
         int64_t run_bytes = count * job.row_bytes / job.num_runs;
         /* Hand out at least ~64 KiB per chunk so the counter is not contended. */
@@ -109,5 +108,5 @@ int32_t kvx_cpu_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dens
         kvx_parallel_for(planes * job.num_runs, grain, copy_items, &job);
     }
     free(runs);
-    return KVX_OK;
+    return rc;
 }

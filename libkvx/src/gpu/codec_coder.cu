@@ -40,9 +40,11 @@ __device__ void count_symbols(const cdf_args &a, long long layer, long long c0, 
     const int g = threadIdx.x % CDF_GROUP;
     if (g >= width)
         return;
-    const uint8_t *column = a.symbols + layer * a.tokens * a.channels + c0 + g;
+    /* Indexed from a.symbols, which is NULL when there are no tokens: a column pointer would
+     * offset NULL, undefined unless by 0. */
+    const long long column = layer * a.tokens * a.channels + c0 + g;
     for (long long t = threadIdx.x / CDF_GROUP; t < a.tokens; t += blockDim.x / CDF_GROUP) {
-        const uint8_t s = column[t * a.channels];
+        const uint8_t s = a.symbols[column + t * a.channels];
         if (s < a.num_bins)
             atomicAdd(&counts[g][s], 1u);
         else
@@ -115,7 +117,9 @@ __device__ void encode_one(const encode_args &a, long long i)
         a.lengths[i] = 0;
         return;
     }
-    const uint8_t *symbols = a.symbols + layer * a.tokens * a.channels + c;
+    /* Zero tokens may come with NULL symbols, which only an offset of 0 leaves defined. */
+    const uint8_t *symbols =
+        a.tokens == 0 ? a.symbols : a.symbols + layer * a.tokens * a.channels + c;
     int64_t needed = 0;
     const int64_t bad_token = kvx_cc_encode_stream(cdf, a.cdf_len, symbols, a.channels, a.tokens,
                                                    a.streams + i * a.capacity, a.capacity, &needed);

@@ -36,9 +36,12 @@ struct rope_args {
     kvx_gpu_deferred_error *error;
 };
 
+/* One volatile load: positions may be pinned host memory that a host thread rewrites while the
+ * kernel runs, and the value checked must be the value used. */
 __device__ inline long long position_at(const void *positions, int is_int64, long long t)
 {
-    return is_int64 ? ((const long long *)positions)[t] : ((const int *)positions)[t];
+    return is_int64 ? ((const volatile long long *)positions)[t]
+                    : ((const volatile int *)positions)[t];
 }
 
 __device__ inline float load_value(const void *base, int dtype, long long i)
@@ -58,19 +61,28 @@ __device__ inline void store_value(void *base, int dtype, long long i, float v)
                                                                  : kvx_f32_to_bf16(v);
 }
 
-/* Reads position p's cos/sin (or, with old_positions, the rotation new - old) into shared memory;
- * false (and recorded) when a position is outside the cache. Uniform across the block. */
-__device__ bool load_angles(const rope_args &a, long long t, float *c, float *s)
+/* Thread 0's part: reads token t's positions once and checks them; rows[0] = the new position,
+ * rows[1] = the old one (0 without re-rotation), or rows[0] = -1 (recorded) when one is outside
+ * the cache. Shared memory then gives every thread of the block the same checked values, where
+ * threads reading for themselves could see different ones and disagree about skipping. */
+__device__ void read_positions(const rope_args &a, long long t, long long *rows)
 {
     long long pos = position_at(a.positions, a.positions_are_int64, t);
     long long old = a.old_positions ? position_at(a.old_positions, a.positions_are_int64, t) : 0;
     bool bad_new = pos < 0 || pos >= a.max_position, bad_old = old < 0 || old >= a.max_position;
     if (bad_new || bad_old) {
-        if (threadIdx.x == 0)
-            kvx_gpu_record_error(a.error, bad_old ? KVX_GPU_BAD_OLD_POSITION : KVX_GPU_BAD_POSITION,
-                                 t, bad_old ? old : pos, a.max_position);
-        return false;
+        kvx_gpu_record_error(a.error, bad_old ? KVX_GPU_BAD_OLD_POSITION : KVX_GPU_BAD_POSITION,
+                             t, bad_old ? old : pos, a.max_position);
+        pos = -1;
     }
+    rows[0] = pos;
+    rows[1] = old;
+}
+
+/* Reads the cos/sin of checked position pos (or, with old_positions, the rotation pos - old)
+ * into shared memory. */
+__device__ void load_angles(const rope_args &a, long long pos, long long old, float *c, float *s)
+{
     const char *row = (const char *)a.cos_sin;
     long long elem = a.cache_dtype == KVX_DTYPE_FLOAT32 ? 4 : 2;
     const void *now = row + pos * a.row_stride * elem, *then = row + old * a.row_stride * elem;
@@ -85,7 +97,6 @@ __device__ bool load_angles(const rope_args &a, long long t, float *c, float *s)
         c[i] = cn * co + sn * so;
         s[i] = sn * co - cn * so;
     }
-    return true;
 }
 
 __device__ void rotate_target(const rope_target_args &x, const rope_args &a, long long t,
@@ -107,9 +118,14 @@ __device__ void rotate_target(const rope_target_args &x, const rope_args &a, lon
 __global__ void __launch_bounds__(ROPE_THREADS) rope_tokens(const rope_args a)
 {
     extern __shared__ float angles[]; /* c[half], then s[half] */
+    __shared__ long long rows[2];     /* the token's checked positions (read_positions) */
     const long long t = a.first_token + blockIdx.x;
-    if (!load_angles(a, t, angles, angles + a.half))
+    if (threadIdx.x == 0)
+        read_positions(a, t, rows);
+    __syncthreads();
+    if (rows[0] < 0) /* the same for every thread of the block */
         return;
+    load_angles(a, rows[0], rows[1], angles, angles + a.half);
     __syncthreads();
     for (int i = 0; i < a.num_targets; i++)
         rotate_target(a.targets[i], a, t, angles, angles + a.half);

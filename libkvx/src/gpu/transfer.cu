@@ -37,7 +37,9 @@ __global__ void __launch_bounds__(BLOCK_THREADS) transfer_rows(const transfer_ar
     const int lane = threadIdx.x % GROUP;
     if (token >= a.num_tokens)
         return;
-    const long long slot = a.slots[token];
+    /* One volatile load into a register, checked below and the only value used: the mapping may
+     * be pinned host memory that a host thread rewrites during the kernel. */
+    const long long slot = *(const volatile long long *)&a.slots[token];
     if (slot < 0)
         return;
     if (slot >= a.capacity) {

@@ -1,0 +1,78 @@
+"""clang, the other compiler distributions and sanitizer users build with: the library builds
+warning-free with it (-Wall -Wextra, --werror; the AVX-512 code uses target attributes whose
+spelling differs between gcc and clang), exports the same API as the gcc build the rest of the
+suite checks, and computes the same bits: tests/c/digests.c prints digests of RoPE, codec and
+transfer outputs on fixed inputs for both builds, and the RoPE tests run against the clang build
+in a child pytest."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kvx import _native
+from machine import exported_symbols
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed (apt-get install clang)"),
+    pytest.mark.skipif(shutil.which("meson") is None or shutil.which("ninja") is None, reason="needs meson and ninja"),
+]
+
+
+@pytest.fixture(scope="module")
+def clang_build(tmp_path_factory) -> Path:
+    """A --werror clang build of the library; the ninja output is checked for warnings too."""
+    build = tmp_path_factory.mktemp("clang") / "build"
+    env = dict(os.environ, CC="clang")
+    setup = subprocess.run(["meson", "setup", str(build), str(REPO), "-Dpython_package=false", "--werror"],
+                           env=env, capture_output=True, text=True)
+    assert setup.returncode == 0, setup.stdout[-4000:] + setup.stderr[-4000:]
+    assert "clang" in (build / "meson-logs" / "meson-log.txt").read_text(), "meson did not pick clang"
+    compile_ = subprocess.run(["ninja", "-C", str(build)], env=env, capture_output=True, text=True)
+    assert compile_.returncode == 0, compile_.stdout[-6000:]
+    assert "warning:" not in compile_.stdout.lower(), compile_.stdout[-6000:]
+    return build / "libkvx"
+
+
+def _digests_program(library_dir: Path, out: Path) -> Path:
+    cc = shutil.which("cc") or "gcc"
+    subprocess.run([cc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{_native.header_path().parent}",
+                    str(REPO / "tests" / "c" / "digests.c"), "-o", str(out), f"-L{library_dir}", "-lkvx",
+                    f"-Wl,-rpath,{library_dir}"], check=True, capture_output=True, text=True)
+    return out
+
+
+def test_clang_build_is_warning_free_and_exports_the_api(clang_build):
+    assert exported_symbols(clang_build / "libkvx.so") == exported_symbols(_native.library_path())
+
+
+@pytest.mark.parametrize("isa", ["default", "baseline", "avx2"])
+def test_clang_build_computes_the_same_bits_as_gcc(clang_build, tmp_path, isa):
+    """Every kernel's digest, for the variant this CPU picks and for the lower ones it can be asked
+    for (KVX_CPU_ISA; a variant the CPU lacks falls back to the best it has, on both sides)."""
+    gcc_program = _digests_program(_native.library_path().parent, tmp_path / "digests_gcc")
+    clang_program = _digests_program(clang_build, tmp_path / "digests_clang")
+    env = dict(os.environ)
+    if isa != "default":
+        env["KVX_CPU_ISA"] = isa
+    expected = subprocess.run([str(gcc_program)], env=env, capture_output=True, text=True, check=True).stdout
+    assert len(expected.splitlines()) >= 30, expected
+    got = subprocess.run([str(clang_program)], env=env, capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    different = [f"{a}  !=  {b}" for a, b in zip(expected.splitlines(), got.stdout.splitlines()) if a != b]
+    assert got.stdout == expected, "\n".join(different) or got.stdout
+
+
+def test_rope_tests_pass_against_the_clang_build(clang_build):
+    """The RoPE tests (every variant against torch's float32 arithmetic, bit for bit) in a child
+    pytest that loads the clang build."""
+    env = dict(os.environ, KVX_LIBRARY=str(clang_build / "libkvx.so"))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             str(REPO / "tests" / "test_rope.py")], cwd=REPO, env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0 and " passed" in result.stdout, (result.stdout + result.stderr)[-6000:]
