@@ -1,10 +1,12 @@
-"""What several test files ask of this machine and its binutils: the CPU's feature flags, and the
-functions a shared library exports."""
+"""What several test files ask of this machine and its toolchain: the CPU's feature flags, the
+functions a shared library exports, and tests/c/digests.c built against a given library."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+
+TESTS = Path(__file__).resolve().parent
 
 
 def cpu_flags() -> set[str]:
@@ -30,6 +32,18 @@ def isa_variants() -> list[str]:
         if "avx512_bf16" in flags:
             runs.append("avx512bf16")
     return runs
+
+
+def digests_program(cc: str, library: Path, out: Path) -> Path:
+    """tests/c/digests.c (digests of RoPE, codec and transfer outputs on fixed inputs) built with
+    `cc` against `library` by path (the wheel's libkvx.so.0 has no libkvx.so link for -lkvx),
+    its folder as the rpath."""
+    from kvx import get_include
+
+    subprocess.run([cc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{get_include()}",
+                    str(TESTS / "c" / "digests.c"), "-o", str(out), str(library), f"-Wl,-rpath,{library.parent}"],
+                   check=True, capture_output=True, text=True)
+    return out
 
 
 def exported_symbols(library: Path | str, nm: str = "nm", kinds: str = "T") -> set[str]:

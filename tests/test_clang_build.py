@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kvx import _native
-from machine import exported_symbols
+from machine import digests_program, exported_symbols
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,14 +39,6 @@ def clang_build(tmp_path_factory) -> Path:
     return build / "libkvx"
 
 
-def _digests_program(library_dir: Path, out: Path) -> Path:
-    cc = shutil.which("cc") or "gcc"
-    subprocess.run([cc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{_native.header_path().parent}",
-                    str(REPO / "tests" / "c" / "digests.c"), "-o", str(out), f"-L{library_dir}", "-lkvx",
-                    f"-Wl,-rpath,{library_dir}"], check=True, capture_output=True, text=True)
-    return out
-
-
 def test_clang_build_is_warning_free_and_exports_the_api(clang_build):
     assert exported_symbols(clang_build / "libkvx.so") == exported_symbols(_native.library_path())
 
@@ -55,8 +47,9 @@ def test_clang_build_is_warning_free_and_exports_the_api(clang_build):
 def test_clang_build_computes_the_same_bits_as_gcc(clang_build, tmp_path, isa):
     """Every kernel's digest, for the variant this CPU picks and for the lower ones it can be asked
     for (KVX_CPU_ISA; a variant the CPU lacks falls back to the best it has, on both sides)."""
-    gcc_program = _digests_program(_native.library_path().parent, tmp_path / "digests_gcc")
-    clang_program = _digests_program(clang_build, tmp_path / "digests_clang")
+    cc = shutil.which("cc") or "gcc"
+    gcc_program = digests_program(cc, _native.library_path(), tmp_path / "digests_gcc")
+    clang_program = digests_program(cc, clang_build / "libkvx.so", tmp_path / "digests_clang")
     env = dict(os.environ)
     if isa != "default":
         env["KVX_CPU_ISA"] = isa

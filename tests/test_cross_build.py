@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kvx import _native
-from machine import exported_symbols
+from machine import digests_program, exported_symbols
 
 REPO = Path(__file__).resolve().parent.parent
 CROSS = "aarch64-linux-gnu-"
@@ -53,15 +53,6 @@ def aarch64_build(tmp_path_factory) -> Path:
     return build / "libkvx"
 
 
-def _digests_program(cc: str, library: Path, out: Path) -> Path:
-    """tests/c/digests.c linked against ``library`` by path (the wheel's libkvx.so.0 has no
-    libkvx.so link for -lkvx), with its folder as the rpath."""
-    subprocess.run([cc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{_native.header_path().parent}",
-                    str(REPO / "tests" / "c" / "digests.c"), "-o", str(out), str(library),
-                    f"-Wl,-rpath,{library.parent}"], check=True, capture_output=True, text=True)
-    return out
-
-
 def test_aarch64_build_is_warning_free_and_exports_the_api(aarch64_build):
     library = aarch64_build / "libkvx.so"
     machine = subprocess.run(["file", "-L", str(library)], capture_output=True, text=True).stdout
@@ -73,8 +64,8 @@ def test_aarch64_build_is_warning_free_and_exports_the_api(aarch64_build):
                     reason="no qemu-aarch64 or aarch64 libc (apt-get install qemu-user gcc-aarch64-linux-gnu)")
 def test_aarch64_computes_the_same_bits_as_the_host(aarch64_build, tmp_path):
     cc = shutil.which("cc") or "gcc"
-    host = _digests_program(cc, _native.library_path(), tmp_path / "digests_host")
-    arm = _digests_program(f"{CROSS}gcc", aarch64_build / "libkvx.so", tmp_path / "digests_arm")
+    host = digests_program(cc, _native.library_path(), tmp_path / "digests_host")
+    arm = digests_program(f"{CROSS}gcc", aarch64_build / "libkvx.so", tmp_path / "digests_arm")
     expected = subprocess.run([str(host)], capture_output=True, text=True, check=True).stdout
     assert len(expected.splitlines()) >= 30, expected
     # one thread and the default split the work differently: the bits must not depend on it
