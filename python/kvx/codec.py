@@ -459,7 +459,8 @@ def _blob_buffer(blob: BytesLike) -> Any:
 
 
 def inspect(blob: BytesLike) -> CodecInfo:
-    """Reads a container's header (checked, CRC included) without decoding it."""
+    """Reads a container's header (checked, CRC included) and checks its chunk table (each
+    chunk's frame within the blob), without decoding anything."""
     buf = _blob_buffer(blob)
     info = ffi.new("kvx_codec_info *")
     info.struct_size = ffi.sizeof("kvx_codec_info")
