@@ -3,16 +3,14 @@ shipped in the torch-npu wheel on PyPI: function types, constants, struct sizes 
 offsets must all match (tests/stubs/acl_header_check.c). Needs the network (pip download) and a
 C compiler; skips saying which is missing."""
 
-import os
 import subprocess
-import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
 import device_stub_cases as dsc
+import pypi_wheels
 
 ROOT = Path(__file__).resolve().parent.parent
 ACL_API = ROOT / "libkvx" / "src" / "ascend" / "acl_api.h"
@@ -24,24 +22,12 @@ def acl_include() -> Path:
     """torch_npu/include from the torch-npu wheel (downloaded once per user into the temp dir)."""
     if dsc.compiler() is None:
         pytest.skip("no C compiler")
-    cache = Path(tempfile.gettempdir()) / f"kvx-torch-npu-{os.getuid()}"
-    cache.mkdir(exist_ok=True)
-    wheels = sorted(cache.glob("torch_npu-*.whl"))
-    if not wheels:
-        cmd = [sys.executable, "-m", "pip", "download", "torch-npu", "--no-deps", "--only-binary=:all:",
-               "-d", str(cache)]
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-        except subprocess.TimeoutExpired:
-            pytest.skip("pip download torch-npu timed out (network too slow or blocked)")
-        wheels = sorted(cache.glob("torch_npu-*.whl"))
-        if r.returncode != 0 or not wheels:
-            pytest.skip(f"cannot download the torch-npu wheel (network refused?): {r.stderr.strip()[-300:]}")
-    out = cache / (wheels[-1].stem + "-include")
+    whl = pypi_wheels.wheel("torch-npu", "torch_npu-*.whl")
+    out = whl.parent / (whl.stem + "-include")
     if not (out / "torch_npu" / "include" / "acl" / "acl_rt.h").exists():
-        with zipfile.ZipFile(wheels[-1]) as z:
+        with zipfile.ZipFile(whl) as z:
             members = [n for n in z.namelist() if n.startswith("torch_npu/include/acl/")]
-            assert "torch_npu/include/acl/acl_rt.h" in members, f"{wheels[-1].name} has no acl/acl_rt.h"
+            assert "torch_npu/include/acl/acl_rt.h" in members, f"{whl.name} has no acl/acl_rt.h"
             z.extractall(out, members)
     return out / "torch_npu" / "include"
 
