@@ -363,6 +363,7 @@ class CodecInfo:
     chunk_tokens: int
     num_chunks: int
     format_version: int
+    decoded_bytes: int  # what decode writes: num_kv * L * T * H * D * element size
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -482,6 +483,7 @@ def inspect(blob: BytesLike) -> CodecInfo:
         chunk_tokens=int(info.chunk_tokens),
         num_chunks=int(info.num_chunks),
         format_version=int(info.format_version),
+        decoded_bytes=int(info.decoded_bytes),
     )
 
 
@@ -519,7 +521,7 @@ def decode(blob: BytesLike, out: Any = None, as_numpy: bool = False, max_bytes: 
     """
     buf = _blob_buffer(blob)
     meta = inspect(blob)
-    size = int(np.prod(meta.shape)) * (4 if meta.dtype == "float32" else 2)
+    size = meta.decoded_bytes
     if max_bytes is not None and size > max_bytes:
         raise InvalidArgumentError(f"max_bytes: the container decodes to {size} bytes, more than max_bytes = {max_bytes}")
     if max_ratio is not None and (out is None or _is_device_tensor(out)) and size > max_ratio * len(buf):
