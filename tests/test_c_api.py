@@ -43,7 +43,7 @@ def _rpath(path: Path) -> list[str]:
     return _dynamic(path, "RUNPATH") or _dynamic(path, "RPATH")
 
 
-def _compile_and_run(source: str, tmp_path: Path, flags: list[str]) -> str:
+def compile_and_run(source: str, tmp_path: Path, flags: list[str]) -> str:
     src = tmp_path / "prog.c"
     src.write_text(source)
     exe = tmp_path / "prog"
@@ -69,7 +69,7 @@ def test_cffi_layouts_and_constants_match_the_compiler(tmp_path):
             checks.append((f"(long long)({name})", getattr(lib, name)))
     body = "\n".join(f'    printf("%lld\\n", (long long)({expr}));' for expr, _ in checks)
     source = f"#include <stddef.h>\n#include <stdio.h>\n#include <kvx.h>\nint main(void) {{\n{body}\n    return 0;\n}}\n"
-    out = _compile_and_run(source, tmp_path, [f"-I{_native.header_path().parent}"])
+    out = compile_and_run(source, tmp_path, [f"-I{_native.header_path().parent}"])
     got = [int(v) for v in out.split()]
     mismatches = [(expr, want, c) for (expr, want), c in zip(checks, got) if want != c]
     assert len(got) == len(checks) and not mismatches, mismatches
@@ -101,7 +101,7 @@ def test_c_consumer_against_the_wheel(tmp_path):
     pc_dir = subprocess.run([sys.executable, "-m", "kvx", "--pkgconfig-dir"], check=True, capture_output=True,
                             text=True).stdout.strip()
     flags = _pkg_config_flags(pc_dir)
-    assert _compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    assert compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
     assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
 
 
@@ -109,7 +109,7 @@ def test_c_consumer_against_the_wheel(tmp_path):
 def test_cli_flags_build_a_consumer(tmp_path):
     flags = subprocess.run([sys.executable, "-m", "kvx", "--cflags", "--libs"], check=True, capture_output=True,
                            text=True).stdout.split()
-    assert _compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    assert compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
     assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
 
 
@@ -157,7 +157,7 @@ def test_plain_meson_install(meson_prefix, tmp_path):
     for name in ("kvxConfig.cmake", "kvxConfigVersion.cmake"):
         assert (prefix / "lib" / "cmake" / "kvx" / name).exists()
     flags = _pkg_config_flags(str(prefix / "lib" / "pkgconfig")) + [f"-Wl,-rpath,{prefix / 'lib'}"]
-    assert _compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    assert compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
     assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from test_c_api import compile_and_run
+
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -42,10 +44,4 @@ def test_c_block_compiles_warning_free_and_runs(index: int, tmp_path: Path) -> N
         pytest.skip("no C compiler (cc)")
     flags = subprocess.run([sys.executable, "-m", "kvx", "--cflags", "--libs"], capture_output=True, text=True,
                            check=True).stdout.split()
-    source, program = tmp_path / "readme.c", tmp_path / "readme"
-    source.write_text(C_BLOCKS[index])
-    build = subprocess.run(["cc", "-std=c11", "-Wall", "-Wextra", "-Werror", str(source), "-o", str(program),
-                            *flags], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(program)], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
+    compile_and_run(C_BLOCKS[index], tmp_path, flags)  # -Wall -Wextra -Werror; fails on a non-zero exit
