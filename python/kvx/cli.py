@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import _info, _native
+from . import _devices, _info, _native
 
 BENCHMARKS = ("transfer", "codec", "rope", "device_plan", "transfer_gpu", "rope_gpu", "codec_gpu")  # each is kvx.bench.NAME with run(argv) -> int
 
@@ -31,22 +31,20 @@ def _link_flags(library: Path) -> str:
     return f"-L{library.parent} -Wl,-rpath,{library.parent} -l:{library.name}"
 
 
-def _devices() -> list[str]:
+def _torch_devices() -> list[str]:
     """Accelerators torch can see, when torch and its device plugins are importable."""
     try:
         import torch
     except ImportError:
         return ["(torch not installed: device detection skipped)"]
-    found = []
-    for name, plugin in (("cuda", None), ("npu", "torch_npu"), ("mlu", "torch_mlu")):
-        if plugin and not hasattr(torch, name):
-            try:  # the vendor plugin adds torch.npu / torch.mlu when installed
-                importlib.import_module(plugin)
-            except Exception:  # noqa: BLE001 - not installed, or broken: no such device then
-                pass
-        module = getattr(torch, name, None)
+    found, seen = [], set()
+    for kind in _devices.accelerators():
+        if kind.torch_type in seen:  # CUDA and HIP devices are both torch.cuda's
+            continue
+        seen.add(kind.torch_type)
+        module = kind.torch_module(torch)
         if module is not None and module.is_available():
-            found.append(f"{name}: {module.device_count()} device(s)")
+            found.append(f"{kind.torch_type}: {module.device_count()} device(s)")
     return found or ["none (CPU only)"]
 
 
@@ -64,7 +62,7 @@ def cmd_info(_: argparse.Namespace) -> int:
     print(f"header:  {_native.header_path()}")
     print(f"CPU: {_info.cpu_isa()}")
     print(f"CPU threads: {_info.get_num_threads()}; kernels: {_info.cpu_kernels()}")
-    print(f"devices: {', '.join(_devices())}")
+    print(f"devices: {', '.join(_torch_devices())}")
     print("backends (state, then the codec and RoPE routes on its devices):")
     for state in _info.backends():
         status = "available" if state.available else ("compiled, unavailable" if state.compiled else "not compiled")
