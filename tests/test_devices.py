@@ -1,9 +1,13 @@
 """kvx._devices, the one registry of device kinds: its records agree with the loaded library
 (device type constants, kvx_backend_compiled / _available / _supports for every op), the torch
-device mapping round-trips (ROCm's "cuda" included), and streams are read through it."""
+device mapping round-trips (ROCm's "cuda" included), streams are read through it, and
+`python -m kvx info` prints the capability matrix the library answers."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -147,3 +151,46 @@ def test_current_stream_is_read_from_the_vendor_attribute(kind, monkeypatch):
 def test_the_cpu_has_the_null_stream():
     assert _devices.CPU.current_stream_handle(fake_device_torch(), 0) == 0
     assert _tensors.current_stream((lib.KVX_DEVICE_CPU, 0)) == ffi.NULL
+
+
+def test_no_other_module_keeps_a_table_of_devices():
+    """Device facts live in _devices.py only: no other module of the package names an
+    accelerator's device type or reads a vendor's stream attribute itself."""
+    package = Path(kvx.__file__).parent
+    accelerator_names = [name for name in DEVICE_CONSTANTS if name != "KVX_DEVICE_CPU"]
+    words = accelerator_names + ["cuda_stream", "npu_stream", "mlu_stream"]
+    for path in package.glob("*.py"):
+        if path.name == "_devices.py":
+            continue
+        text = path.read_text()
+        assert not [word for word in words if word in text], path.name
+
+
+# ---------------------------------------------------------------- kvx info
+
+
+def info_matrix() -> tuple[list[str], dict[str, list[str]]]:
+    out = subprocess.run([sys.executable, "-m", "kvx", "info"], capture_output=True, text=True,
+                         timeout=600, check=True).stdout.splitlines()
+    start = next(i for i, line in enumerate(out) if line.startswith("operations each backend runs"))
+    header, *rows = out[start + 1:start + 2 + len(_devices.KINDS)]
+    return header.split(), {row.split()[0]: row.split()[1:] for row in rows}
+
+
+def test_info_prints_the_capability_matrix():
+    header, rows = info_matrix()
+    assert header == [op.name for op in _devices.OPS]
+    assert list(rows) == [kind.name for kind in _devices.KINDS]
+    for kind in _devices.KINDS:
+        expected = [_devices.SUPPORT_WORDS[lib.kvx_backend_supports(kind.kvx_type, op.code)]
+                    for op in _devices.OPS]
+        assert rows[kind.name] == expected, kind.name
+    assert rows["cpu"] == ["native"] * len(_devices.OPS)
+
+
+def test_backend_states_carry_the_matrix():
+    for state in kvx.backends():
+        kind = _devices.by_name(state.name)
+        words = {op.name: _devices.SUPPORT_WORDS[kind.support(op.code)] for op in _devices.OPS}
+        assert state.ops == words
+    assert len({state for state in kvx.backends()}) == len(_devices.KINDS)  # still hashable

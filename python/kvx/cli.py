@@ -48,6 +48,19 @@ def _torch_devices() -> list[str]:
     return found or ["none (CPU only)"]
 
 
+def _capability_lines(states: list[_info.BackendState]) -> list[str]:
+    """The capability matrix: a row per backend, a column per operation, each cell how the build
+    runs it there ("native", "staged": through host memory, "-": not at all)."""
+    names = [op.name for op in _devices.OPS]
+    cell = max(len(word) for word in _devices.SUPPORT_WORDS.values())
+    widths = [max(len(name), cell) for name in names]
+    lines = [f"    {'':<7} " + " ".join(f"{name:<{w}}" for name, w in zip(names, widths)).rstrip()]
+    for state in states:
+        cells = " ".join(f"{state.ops[name]:<{w}}" for name, w in zip(names, widths))
+        lines.append(f"    {state.name:<7} {cells}".rstrip())
+    return lines
+
+
 def _non_negative(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -63,14 +76,19 @@ def cmd_info(_: argparse.Namespace) -> int:
     print(f"CPU: {_info.cpu_isa()}")
     print(f"CPU threads: {_info.get_num_threads()}; kernels: {_info.cpu_kernels()}")
     print(f"devices: {', '.join(_torch_devices())}")
+    states = _info.backends()
     print("backends (state, then the codec and RoPE routes on its devices):")
-    for state in _info.backends():
+    for state in states:
         status = "available" if state.available else ("compiled, unavailable" if state.compiled else "not compiled")
         reason = f" ({state.reason})" if state.compiled and not state.available else ""
         print(f"  {state.name:<7} {status}{reason}")
         if state.compiled:
             print(f"  {'':<7} codec: {state.codec}")
             print(f"  {'':<7} rope:  {state.rope}")
+    print("operations each backend runs (native; staged: through host memory, synchronously; "
+          "-: none):")
+    for line in _capability_lines(states):
+        print(line)
     return 0
 
 
