@@ -20,9 +20,10 @@ nothing is modified.
 :func:`rotary_embedding_k_fused` (LMCache) and :func:`rotary_embedding` (vLLM) take those projects'
 arguments in their order, for adapters that swap one call.
 
-On a device whose libkvx backend lacks RoPE (not compiled in, or no kernel: Ascend, Cambricon),
-a fallback runs on the tensors' own device instead (:mod:`kvx._rope_fallback`: the vendor's
-torch op where its contract fits, e.g. ``torch_npu.npu_rotary_mul``, else the plain-torch
+On a device whose libkvx backend cannot run RoPE (not compiled in, not available, or no kernel:
+Ascend, Cambricon; asked up front with ``kvx_backend_supports``), a fallback runs on the
+tensors' own device instead (:mod:`kvx._rope_fallback`: the vendor's torch op where its
+contract fits, e.g. ``torch_npu.npu_rotary_mul``, else the plain-torch
 :mod:`kvx.reference_rope`), with a one-time ``RuntimeWarning`` per operation, device type and
 route that names the route.
 """
@@ -36,8 +37,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import _torch
-from ._errors import InvalidArgumentError, NotAvailableError, UnsupportedError
+from . import _devices, _torch
+from ._errors import InvalidArgumentError, NotAvailableError
 from ._native import check, ffi, lib
 from ._tensors import DEVICE_CPU, ArrayInfo, current_stream, describe, require_same_device, require_writable
 
@@ -211,22 +212,34 @@ def _require_separate(outputs: Sequence[ArrayInfo], inputs: Sequence[ArrayInfo])
                 raise InvalidArgumentError(f"{out.name}: expected memory separate from {other.name}, but they overlap")
 
 
+# The kvx_op of each public RoPE function, for kvx_backend_supports.
+_OPS = {"rerotate_keys": lib.KVX_OP_ROPE_REROTATE, "apply_rotary": lib.KVX_OP_ROPE_APPLY}
+
+
+def _fallback_reason(op: str, device_type: int) -> str:
+    """Why libkvx cannot run ``op`` on ``device_type``'s devices now, or "" where it can: asked
+    up front (kvx_backend_supports, a fact of the build, then kvx_backend_available)."""
+    return _devices.by_kvx_type(device_type).why_not(_OPS[op])
+
+
 def _native_or_fallback(op: str, device: tuple[int, int], call: Callable[[], int],
                         make_fallback: Callable[[], Fallback]) -> None:
-    """Runs ``call`` (a libkvx status); on a device whose backend lacks the op, runs the plain-torch
-    fallback that ``make_fallback`` builds (only then: it costs a microsecond per call) on the
-    tensors' own device, with a one-time warning (never silently)."""
-    try:
+    """Runs ``call`` (a libkvx status) where libkvx runs ``op`` on the device (always on the
+    CPU, whose errors are raised); elsewhere runs the plain-torch fallback that ``make_fallback``
+    builds (only then: it costs a microsecond per call) on the tensors' own device instead, with a
+    one-time warning (never silently)."""
+    reason = ""
+    if device[0] != DEVICE_CPU and _torch.imported() is not None:
+        reason = _fallback_reason(op, device[0])
+    if not reason:
         check(call())
-    except (NotAvailableError, UnsupportedError) as error:
-        if device[0] == DEVICE_CPU or _torch.imported() is None:
-            raise
-        fallback = make_fallback()
-        if (op, device[0], fallback.route) not in _warned_fallback:
-            _warned_fallback.add((op, device[0], fallback.route))
-            warnings.warn(f"kvx.rope.{op}: no native kernel for this device ({error}); using {fallback.route}",
-                          RuntimeWarning, stacklevel=3)
-        fallback()
+        return
+    fallback = make_fallback()
+    if (op, device[0], fallback.route) not in _warned_fallback:
+        _warned_fallback.add((op, device[0], fallback.route))
+        warnings.warn(f"kvx.rope.{op}: no native kernel for this device ({reason}); "
+                      f"using {fallback.route}", RuntimeWarning, stacklevel=3)
+    fallback()
 
 
 def rerotate_keys(
