@@ -14,7 +14,11 @@ from ._tensors import ArrayInfo, describe, require_same_device, require_writable
 
 Bins = Union[int, Sequence[int], None]
 
-_FLOAT_DTYPES = {lib.KVX_DTYPE_FLOAT32: "float32", lib.KVX_DTYPE_FLOAT16: "float16", lib.KVX_DTYPE_BFLOAT16: "bfloat16"}
+_FLOAT_DTYPES = {
+    lib.KVX_DTYPE_FLOAT32: "float32",
+    lib.KVX_DTYPE_FLOAT16: "float16",
+    lib.KVX_DTYPE_BFLOAT16: "bfloat16",
+}
 _SYMBOL_DTYPES = (lib.KVX_DTYPE_UINT8, lib.KVX_DTYPE_INT8)
 
 
@@ -26,27 +30,40 @@ def _contiguous(info: ArrayInfo, shape_desc: str) -> None:
         expected.insert(0, step)
         step *= n
     if any(n > 1 and s != e for n, s, e in zip(info.shape, info.strides, expected)):
-        raise InvalidArgumentError(f"{info.name}: expected a contiguous {shape_desc}, got strides {info.strides} for shape {info.shape}")
+        raise InvalidArgumentError(
+            f"{info.name}: expected a contiguous {shape_desc}, got strides {info.strides} "
+            f"for shape {info.shape}"
+        )
 
 
 def _symbols_info(x: Any, name: str, ndim: int = 3, writable: bool = False) -> ArrayInfo:
     info = describe(x, name)
     if info.dtype not in _SYMBOL_DTYPES:
-        raise InvalidArgumentError(f"{name}: expected int8 or uint8 symbols, got {getattr(x, 'dtype', None)}")
+        raise InvalidArgumentError(
+            f"{name}: expected int8 or uint8 symbols, got {getattr(x, 'dtype', None)}"
+        )
     if len(info.shape) != ndim:
-        raise InvalidArgumentError(f"{name}: expected {ndim} dimensions [layers, tokens, channels], got shape {info.shape}")
+        raise InvalidArgumentError(
+            f"{name}: expected {ndim} dimensions [layers, tokens, channels], got shape {info.shape}"
+        )
     _contiguous(info, "[layers, tokens, channels] array")
     if writable:
         require_writable(info)
     return info
 
 
-def _typed_info(x: Any, name: str, dtype: int, ndim: int, shape_desc: str, writable: bool = False) -> ArrayInfo:
+def _typed_info(
+    x: Any, name: str, dtype: int, ndim: int, shape_desc: str, writable: bool = False
+) -> ArrayInfo:
     info = describe(x, name)
     if info.dtype != dtype:
-        raise InvalidArgumentError(f"{name}: expected dtype {_dtype_name(dtype)}, got {getattr(x, 'dtype', None)}")
+        raise InvalidArgumentError(
+            f"{name}: expected dtype {_dtype_name(dtype)}, got {getattr(x, 'dtype', None)}"
+        )
     if len(info.shape) != ndim:
-        raise InvalidArgumentError(f"{name}: expected {ndim} dimensions {shape_desc}, got shape {info.shape}")
+        raise InvalidArgumentError(
+            f"{name}: expected {ndim} dimensions {shape_desc}, got shape {info.shape}"
+        )
     _contiguous(info, shape_desc)
     if writable:
         require_writable(info)
@@ -54,7 +71,12 @@ def _typed_info(x: Any, name: str, dtype: int, ndim: int, shape_desc: str, writa
 
 
 def _dtype_name(code: int) -> str:
-    names = {lib.KVX_DTYPE_INT32: "int32", lib.KVX_DTYPE_INT64: "int64", lib.KVX_DTYPE_UINT8: "uint8", lib.KVX_DTYPE_FLOAT32: "float32"}
+    names = {
+        lib.KVX_DTYPE_INT32: "int32",
+        lib.KVX_DTYPE_INT64: "int64",
+        lib.KVX_DTYPE_UINT8: "uint8",
+        lib.KVX_DTYPE_FLOAT32: "float32",
+    }
     return names.get(code, _FLOAT_DTYPES.get(code, str(code)))
 
 
@@ -64,17 +86,28 @@ def _cdf_pointer(cdf: Any, name: str = "cdf") -> tuple[Any, tuple[int, ...]]:
         torch = _torch.imported()
         ok = cdf.dtype == torch.int16 or cdf.dtype == getattr(torch, "uint16", None)
         if not ok:
-            raise InvalidArgumentError(f"{name}: expected int16 or uint16 CDF tables, got {cdf.dtype}")
+            raise InvalidArgumentError(
+                f"{name}: expected int16 or uint16 CDF tables, got {cdf.dtype}"
+            )
         if cdf.dim() != 3 or not cdf.is_contiguous():
-            raise InvalidArgumentError(f"{name}: expected a contiguous [layers, channels, Lp] tensor, got shape {tuple(cdf.shape)}")
+            raise InvalidArgumentError(
+                f"{name}: expected a contiguous [layers, channels, Lp] tensor, "
+                f"got shape {tuple(cdf.shape)}"
+            )
         return ffi.cast("const uint16_t *", cdf.data_ptr()), tuple(cdf.shape)
     if isinstance(cdf, np.ndarray):
         if cdf.dtype not in (np.int16, np.uint16):
-            raise InvalidArgumentError(f"{name}: expected int16 or uint16 CDF tables, got {cdf.dtype}")
+            raise InvalidArgumentError(
+                f"{name}: expected int16 or uint16 CDF tables, got {cdf.dtype}"
+            )
         if cdf.ndim != 3 or not cdf.flags.c_contiguous:
-            raise InvalidArgumentError(f"{name}: expected a contiguous [layers, channels, Lp] array, got shape {cdf.shape}")
+            raise InvalidArgumentError(
+                f"{name}: expected a contiguous [layers, channels, Lp] array, got shape {cdf.shape}"
+            )
         return ffi.cast("const uint16_t *", cdf.__array_interface__["data"][0]), tuple(cdf.shape)
-    raise InvalidArgumentError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(cdf).__name__}")
+    raise InvalidArgumentError(
+        f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(cdf).__name__}"
+    )
 
 
 def _ptr(info: ArrayInfo, ctype: str) -> Any:
@@ -106,12 +139,19 @@ def _bins_list(bins: Bins, default: list[int], num_layers: int, name: str) -> li
                 raise TypeError
             values = [int(b) for b in bins]  # type: ignore[union-attr]
         except (TypeError, ValueError):
-            raise InvalidArgumentError(f"{name}: expected an int, a sequence of {num_layers} ints or None, got {type(bins).__name__}") from None
+            raise InvalidArgumentError(
+                f"{name}: expected an int, a sequence of {num_layers} ints or None, "
+                f"got {type(bins).__name__}"
+            ) from None
     if len(values) != num_layers:
-        raise InvalidArgumentError(f"{name}: expected {num_layers} entries (one per layer), got {len(values)}")
+        raise InvalidArgumentError(
+            f"{name}: expected {num_layers} entries (one per layer), got {len(values)}"
+        )
     for i, b in enumerate(values):
         if not lib.KVX_CODEC_MIN_BINS <= b <= lib.KVX_CODEC_MAX_BINS:
-            raise InvalidArgumentError(f"{name}[{i}]: expected {lib.KVX_CODEC_MIN_BINS}..{lib.KVX_CODEC_MAX_BINS}, got {b}")
+            raise InvalidArgumentError(
+                f"{name}[{i}]: expected {lib.KVX_CODEC_MIN_BINS}..{lib.KVX_CODEC_MAX_BINS}, got {b}"
+            )
     return values
 
 
@@ -123,7 +163,9 @@ def _same_device(*infos: ArrayInfo) -> tuple[int, int]:
 def _cdf_info(cdf: Any) -> ArrayInfo:
     """Where the CDF tables (checked by :func:`_cdf_pointer`) live, through a byte view: int16
     has no kvx dtype."""
-    return describe(cdf.view(_torch.imported().uint8) if _torch.is_tensor(cdf) else cdf.view(np.uint8), "cdf")
+    return describe(
+        cdf.view(_torch.imported().uint8) if _torch.is_tensor(cdf) else cdf.view(np.uint8), "cdf"
+    )
 
 
 def _int32_array(values: Sequence[int]) -> Any:

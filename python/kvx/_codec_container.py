@@ -55,19 +55,32 @@ def _kv_view(kv: Any, name: str) -> tuple[ArrayInfo, int, int]:
     empty = any(n == 0 for n in getattr(kv, "shape", (1,)))
     info = describe(kv, name)
     if info.dtype not in _FLOAT_DTYPES:
-        raise InvalidArgumentError(f"{name}: expected float32, float16 or bfloat16, got {getattr(kv, 'dtype', None)}")
+        raise InvalidArgumentError(
+            f"{name}: expected float32, float16 or bfloat16, got {getattr(kv, 'dtype', None)}"
+        )
     if len(info.shape) == 4:
         heads, head_size = 1, info.shape[3]
         if not empty and info.shape[3] > 1 and info.strides[3] != 1:
-            raise InvalidArgumentError(f"{name}: expected contiguous channels (last stride 1), got strides {info.strides}")
+            raise InvalidArgumentError(
+                f"{name}: expected contiguous channels (last stride 1), got strides {info.strides}"
+            )
     elif len(info.shape) == 5:
         heads, head_size = info.shape[3], info.shape[4]
-        if not empty and ((head_size > 1 and info.strides[4] != 1) or (heads > 1 and info.strides[3] != head_size)):
-            raise InvalidArgumentError(f"{name}: expected each token's heads contiguous, got strides {info.strides}")
+        if not empty and (
+            (head_size > 1 and info.strides[4] != 1) or (heads > 1 and info.strides[3] != head_size)
+        ):
+            raise InvalidArgumentError(
+                f"{name}: expected each token's heads contiguous, got strides {info.strides}"
+            )
     else:
-        raise InvalidArgumentError(f"{name}: expected [num_kv, layers, tokens, channels] or [num_kv, layers, tokens, heads, head_size], got shape {info.shape}")
+        raise InvalidArgumentError(
+            f"{name}: expected [num_kv, layers, tokens, channels] or "
+            f"[num_kv, layers, tokens, heads, head_size], got shape {info.shape}"
+        )
     if info.shape[0] not in (1, 2):
-        raise InvalidArgumentError(f"{name}: expected 2 planes (K, V) or 1 (MLA) in dimension 0, got {info.shape[0]}")
+        raise InvalidArgumentError(
+            f"{name}: expected 2 planes (K, V) or 1 (MLA) in dimension 0, got {info.shape[0]}"
+        )
     return info, heads, head_size
 
 
@@ -84,7 +97,12 @@ def _dense_desc(info: ArrayInfo, heads: int, head_size: int) -> Any:
     return d
 
 
-def encode(kv: Any, key_bins: Bins = None, value_bins: Bins = None, chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> bytes:
+def encode(
+    kv: Any,
+    key_bins: Bins = None,
+    value_bins: Bins = None,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> bytes:
     """Compresses a dense KV cache into kvx's CacheGen container.
 
     kv: ``[2, L, T, H*D]`` (LMCache KV_2LTD), ``[2, L, T, H, D]``, or ``[1, L, T, D]`` (MLA);
@@ -122,7 +140,9 @@ def encode(kv: Any, key_bins: Bins = None, value_bins: Bins = None, chunk_tokens
 def _blob_buffer(blob: BytesLike) -> Any:
     if _torch.is_tensor(blob):
         if blob.dtype != _torch.imported().uint8 or blob.device.type != "cpu":
-            raise InvalidArgumentError(f"blob: expected a CPU uint8 tensor, got {blob.dtype} on {blob.device}")
+            raise InvalidArgumentError(
+                f"blob: expected a CPU uint8 tensor, got {blob.dtype} on {blob.device}"
+            )
         blob = blob.contiguous().numpy()
     if isinstance(blob, np.ndarray):
         if blob.dtype != np.uint8:
@@ -131,7 +151,10 @@ def _blob_buffer(blob: BytesLike) -> Any:
     try:
         return ffi.from_buffer(blob)
     except TypeError:
-        raise InvalidArgumentError(f"blob: expected bytes, bytearray, memoryview or a uint8 array, got {type(blob).__name__}") from None
+        raise InvalidArgumentError(
+            "blob: expected bytes, bytearray, memoryview or a uint8 array, "
+            f"got {type(blob).__name__}"
+        ) from None
 
 
 def inspect(blob: BytesLike) -> CodecInfo:
@@ -167,12 +190,20 @@ def _new_output(meta: CodecInfo, as_numpy: bool) -> Any:
     if torch is not None:
         return torch.empty(meta.shape, dtype=getattr(torch, meta.dtype))
     if meta.dtype == "bfloat16":
-        raise InvalidArgumentError("as_numpy: numpy has no bfloat16; decode this container with torch installed and as_numpy=False")
+        raise InvalidArgumentError(
+            "as_numpy: numpy has no bfloat16; decode this container with torch installed and "
+            "as_numpy=False"
+        )
     return np.empty(meta.shape, dtype=meta.dtype)
 
 
-def decode(blob: BytesLike, out: Any = None, as_numpy: bool = False, max_bytes: int | None = None,
-           max_ratio: float | None = DEFAULT_MAX_RATIO) -> Any:
+def decode(
+    blob: BytesLike,
+    out: Any = None,
+    as_numpy: bool = False,
+    max_bytes: int | None = None,
+    max_ratio: float | None = DEFAULT_MAX_RATIO,
+) -> Any:
     """Decodes a container made by :func:`encode`.
 
     Returns ``[num_kv, L, T, H*D]`` in the container's dtype: a torch tensor (numpy array when
@@ -198,23 +229,41 @@ def decode(blob: BytesLike, out: Any = None, as_numpy: bool = False, max_bytes: 
     meta = inspect(blob)
     size = meta.decoded_bytes
     if max_bytes is not None and size > max_bytes:
-        raise InvalidArgumentError(f"max_bytes: the container decodes to {size} bytes, more than max_bytes = {max_bytes}")
-    if max_ratio is not None and (out is None or _is_device_tensor(out)) and size > max_ratio * len(buf):
-        raise CorruptInputError(f"blob: the header declares {size} decoded bytes from {len(buf)} bytes "
-                                f"(ratio {size / max(len(buf), 1):.0f}), more than max_ratio = {max_ratio}; "
-                                "pass a larger max_ratio (or None) for a blob you trust")
+        raise InvalidArgumentError(
+            f"max_bytes: the container decodes to {size} bytes, more than max_bytes = {max_bytes}"
+        )
+    if (
+        max_ratio is not None
+        and (out is None or _is_device_tensor(out))
+        and size > max_ratio * len(buf)
+    ):
+        raise CorruptInputError(
+            f"blob: the header declares {size} decoded bytes from {len(buf)} bytes "
+            f"(ratio {size / max(len(buf), 1):.0f}), more than max_ratio = {max_ratio}; "
+            "pass a larger max_ratio (or None) for a blob you trust"
+        )
     if _is_device_tensor(out):  # staged through host memory, like encode
         require_writable(describe(out, "out"))  # the host copy would hide broadcast views
-        host = decode(blob, out=_torch.imported().empty(out.shape, dtype=out.dtype), max_bytes=max_bytes, max_ratio=None)
+        host = decode(
+            blob,
+            out=_torch.imported().empty(out.shape, dtype=out.dtype),
+            max_bytes=max_bytes,
+            max_ratio=None,
+        )
         return out.copy_(host)
     result = out if out is not None else _new_output(meta, as_numpy)
     info, heads, head_size = _kv_view(result, "out")
     if out is not None:
         require_writable(info)
         if info.dtype != {name: code for code, name in _FLOAT_DTYPES.items()}[meta.dtype]:
-            raise InvalidArgumentError(f"out: expected dtype {meta.dtype} (the container's), got {getattr(out, 'dtype', None)}")
+            raise InvalidArgumentError(
+                f"out: expected dtype {meta.dtype} (the container's), "
+                f"got {getattr(out, 'dtype', None)}"
+            )
         if heads * head_size != meta.num_heads * meta.head_size or info.shape[:3] != meta.shape[:3]:
-            raise InvalidArgumentError(f"out: expected shape {meta.shape} (the container's), got {info.shape}")
+            raise InvalidArgumentError(
+                f"out: expected shape {meta.shape} (the container's), got {info.shape}"
+            )
     desc = _dense_desc(info, meta.num_heads, meta.head_size)
     if info.shape[3:] != (meta.num_heads, meta.head_size):
         # a [.., H*D] view with contiguous channels is the same memory as [.., H, D]
