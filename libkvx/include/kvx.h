@@ -5,7 +5,11 @@
  *   - every entry point returns an int32_t status: KVX_OK (0) or a negative kvx_status;
  *     kvx_last_error() then holds a message naming the argument, its value and the limit;
  *   - fixed-width types only, enums for constants, no inline functions or bitfields;
- *   - descriptor structs start with `struct_size` (set it to sizeof(the struct)) so they can grow;
+ *   - descriptor structs start with `struct_size` (set it to sizeof(the struct)) so they can grow:
+ *     the library reads a smaller struct_size (a program built against an older kvx.h) as far as
+ *     it goes, taking the fields past it as zero, and refuses a larger one (a newer kvx.h than
+ *     the library); output structs get only the bytes their struct_size declares. Fields named
+ *     reserved* must be 0;
  *   - a NULL stream means the CPU backend; device backends never synchronise unless asked.
  *
  * The Python package parses this file with cffi. cffi reads no preprocessor directives, so every
@@ -159,7 +163,7 @@ typedef struct kvx_paged_desc {
     int32_t num_heads;
     int32_t head_size; /* elements per head vector */
     int32_t num_bases; /* num_layers or num_kv * num_layers */
-    int32_t reserved0;
+    int32_t reserved0; /* set to 0 */
     void *const *bases;
     int64_t block_size;
     int64_t num_blocks;

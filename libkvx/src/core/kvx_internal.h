@@ -43,6 +43,25 @@ int32_t kvx_check_extent(const char *owner, const char *field, int64_t stride, i
 /* The largest element offset a view can address must fit in int64 bytes. */
 int32_t kvx_check_bytes_fit(const char *owner, int64_t max_offset, int64_t elem_size);
 
+/* ---------------------------------------------------------------- versioned structs */
+
+/* Public structs start with `uint32_t struct_size` so they can grow. kvx_read_struct copies the
+ * caller's struct `name` (of C type `type`) into *copy, this library's `size` bytes: a smaller
+ * struct (built against an older kvx.h) is read as far as it goes and the fields it lacks read
+ * as zero; a larger one (a newer kvx.h than this library) is refused, since fields this library
+ * does not know could change what the call means. The copy is what gets checked and used, so it
+ * cannot change during the call. NULL is refused, naming `name`. */
+int32_t kvx_read_struct(const char *name, const char *type, const void *user, void *copy,
+                        size_t size);
+/* The output side: writes this library's struct `value` (`size` bytes) into the caller's
+ * `user`, as many bytes as its struct_size declares (larger is refused, as above); the caller's
+ * struct_size is kept. */
+int32_t kvx_write_struct(const char *name, const char *type, void *user, const void *value,
+                         size_t size);
+/* The check both make, alone: *declared = the caller's struct_size if it is 4 .. size. */
+int32_t kvx_struct_size(const char *name, const char *type, const void *user, size_t size,
+                        uint32_t *declared);
+
 /* ---------------------------------------------------------------- caller arrays read once */
 
 /* One element of an array in caller memory that another thread may change during the call
