@@ -21,7 +21,7 @@ int32_t kvx_cpu_codec_dequantize(const kvx_codec_dequantize_args *args, const kv
 int32_t kvx_cpu_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream);
 int32_t kvx_cpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream);
 int32_t kvx_cpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream);
-/* rope.c: positions are the checked int64 copies src/core/rope.c makes (positions_dtype
+/* rope.c: positions are the checked int64 copies src/ops/rope.c makes (positions_dtype
  * KVX_DTYPE_INT64), never the caller's array. */
 int32_t kvx_cpu_rope_rerotate(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
 int32_t kvx_cpu_rope_apply(const kvx_rope_apply_args *args, const kvx_stream *stream);

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 
-#include "kvx_internal.h"
+#include "../core/kvx_internal.h"
 
 
 static int is_float_dtype(int32_t dtype)

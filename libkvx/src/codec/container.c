@@ -1,5 +1,5 @@
 /*
- * codec_container.c - kvx's CacheGen container (docs/codec-container.md): serialisation and a
+ * container.c - kvx's CacheGen container (docs/codec-container.md): serialisation and a
  * parser that treats every byte as hostile.
  *
  * Host-side and backend-independent: quantization, range coding and dequantization go through
@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec_internal.h"
+#include "../ops/codec_checks.h"
 
 #define FAIL_CORRUPT(...) kvx_fail(KVX_ERR_CORRUPT_INPUT, __VA_ARGS__)
 

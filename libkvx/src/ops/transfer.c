@@ -7,7 +7,7 @@
  */
 #include <stddef.h>
 
-#include "kvx_internal.h"
+#include "../core/kvx_internal.h"
 
 
 static int32_t check_paged(const kvx_paged_desc *p)
