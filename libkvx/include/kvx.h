@@ -126,17 +126,23 @@ KVX_API const char *kvx_cpu_kernels(void);
 
 /* ---------------------------------------------------------------- element types */
 
+/* The fp8 formats are the four torch and DLPack name: "fn" = finite (no infinities, one NaN
+ * pattern; OCP, NVIDIA Hopper and later), "fnuz" = finite with unsigned zero (its NaN is 0x80;
+ * AMD MI300). Transfer copies their bytes; the codec and RoPE do not take them. */
 enum kvx_dtype {
     KVX_DTYPE_FLOAT32 = 1,
     KVX_DTYPE_FLOAT16 = 2,
     KVX_DTYPE_BFLOAT16 = 3,
-    KVX_DTYPE_FLOAT8_E4M3 = 4,
-    KVX_DTYPE_FLOAT8_E5M2 = 5,
+    KVX_DTYPE_FLOAT8_E4M3FN = 4,  /* torch.float8_e4m3fn */
+    KVX_DTYPE_FLOAT8_E4M3 = 4,    /* the name KVX_DTYPE_FLOAT8_E4M3FN had before the split */
+    KVX_DTYPE_FLOAT8_E5M2 = 5,    /* torch.float8_e5m2 */
     KVX_DTYPE_UINT8 = 6,
     KVX_DTYPE_INT8 = 7,
     KVX_DTYPE_FLOAT64 = 8,
     KVX_DTYPE_INT32 = 9,
-    KVX_DTYPE_INT64 = 10
+    KVX_DTYPE_INT64 = 10,
+    KVX_DTYPE_FLOAT8_E4M3FNUZ = 11, /* torch.float8_e4m3fnuz */
+    KVX_DTYPE_FLOAT8_E5M2FNUZ = 12  /* torch.float8_e5m2fnuz */
 };
 
 /* Size in bytes of one element of `dtype`, or 0 if `dtype` is not a kvx_dtype. */
