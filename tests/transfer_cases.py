@@ -14,7 +14,8 @@ import torch
 import kvx
 from kvx import layouts
 
-DTYPES = [torch.uint8, torch.float8_e4m3fn, torch.float16, torch.bfloat16, torch.float32, torch.float64]
+DTYPES = [torch.uint8, torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float16, torch.bfloat16,
+          torch.float32, torch.float64]
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,13 @@ def _fill_torch_dtypes() -> dict[Any, int]:
         torch.int32: lib.KVX_DTYPE_INT32,
         torch.int64: lib.KVX_DTYPE_INT64,
     }
-    for name, code in (("float8_e4m3fn", lib.KVX_DTYPE_FLOAT8_E4M3), ("float8_e5m2", lib.KVX_DTYPE_FLOAT8_E5M2)):
+    fp8 = (
+        ("float8_e4m3fn", lib.KVX_DTYPE_FLOAT8_E4M3FN),
+        ("float8_e5m2", lib.KVX_DTYPE_FLOAT8_E5M2),
+        ("float8_e4m3fnuz", lib.KVX_DTYPE_FLOAT8_E4M3FNUZ),
+        ("float8_e5m2fnuz", lib.KVX_DTYPE_FLOAT8_E5M2FNUZ),
+    )
+    for name, code in fp8:  # torch releases before 2.1 (2.2 for fnuz) lack some of them
         if hasattr(torch, name):
             table[getattr(torch, name)] = code
     _TORCH_DTYPES.update(table)
