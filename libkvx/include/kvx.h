@@ -84,6 +84,32 @@ KVX_API int32_t kvx_backend_available(int32_t device_type);
 /* 1 if the backend for `device_type` was compiled into this library, else 0. */
 KVX_API int32_t kvx_backend_compiled(int32_t device_type);
 
+/* The operations, for kvx_backend_supports. */
+enum kvx_op {
+    KVX_OP_TRANSFER = 1,
+    KVX_OP_CODEC_QUANTIZE = 2,
+    KVX_OP_CODEC_DEQUANTIZE = 3,
+    KVX_OP_CODEC_CALCULATE_CDF = 4,
+    KVX_OP_CODEC_ENCODE = 5,
+    KVX_OP_CODEC_DECODE = 6,    /* kvx_codec_decode and kvx_codec_decode_prefsum */
+    KVX_OP_CODEC_CONTAINER = 7, /* kvx_codec_compress and kvx_codec_decompress */
+    KVX_OP_ROPE_REROTATE = 8,
+    KVX_OP_ROPE_APPLY = 9
+};
+
+/* How a backend runs an operation. */
+enum kvx_support {
+    KVX_SUPPORT_NONE = 0,       /* KVX_ERR_UNSUPPORTED (or the backend is not compiled in) */
+    KVX_SUPPORT_NATIVE = 1,     /* kernels on the stream's device */
+    KVX_SUPPORT_HOST_STAGED = 2 /* device data copied to host memory, run by the CPU kernels and
+                                   copied back; the call synchronises the stream */
+};
+
+/* How the backend compiled in for `device_type` runs `op` (a kvx_op): a kvx_support value, or
+ * KVX_ERR_INVALID_ARGUMENT when `op` is not a kvx_op. A fact of this build, answered without
+ * loading any runtime: whether the device can be used now is kvx_backend_available's answer. */
+KVX_API int32_t kvx_backend_supports(int32_t device_type, int32_t op);
+
 /* Threads used by the CPU backend. 0 restores the default (KVX_NUM_THREADS, an integer 1..256,
  * more meaning 256, another value ignored with a warning on stderr; else the number of CPUs the
  * process may run on). Calls from several threads at once are safe; each caller may fall back to

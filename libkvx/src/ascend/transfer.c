@@ -383,19 +383,17 @@ static int32_t transfer_on_device(submit *s, const kvx_paged_desc *paged,
     return rc;
 }
 
-int32_t kvx_ascend_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
-                            const int64_t *slot_mapping, int32_t direction,
-                            const kvx_stream *stream)
+int32_t kvx_ascend_transfer(const kvx_transfer_args *args, const kvx_stream *stream)
 {
     const kvx_acl_api *acl = kvx_acl_load();
     if (!acl)
         return KVX_ERR_NOT_AVAILABLE;
-    submit s = {acl, stream->handle, direction, stream->device_index, {WHERE_HOST, 0}, NULL};
+    submit s = {acl, stream->handle, args->direction, stream->device_index, {WHERE_HOST, 0}, NULL};
     kvx_device_guard guard;
     int32_t rc = kvx_acl_enter_device(acl, s.npu, &guard);
     if (rc)
         return rc;
-    rc = transfer_on_device(&s, paged, dense, slot_mapping, stream);
+    rc = transfer_on_device(&s, args->paged, args->dense, args->slot_mapping, stream);
     kvx_acl_leave_device(acl, &guard);
     return rc;
 }

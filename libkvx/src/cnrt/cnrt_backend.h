@@ -12,9 +12,7 @@ const kvx_cnrt_api *kvx_cnrt_load(void);
 /* KVX_ERR_DEVICE naming the CNRT function and its error code, plus what kvx was doing. */
 int32_t kvx_cnrt_fail(const char *function, kvx_cnrt_ret code, const char *doing);
 
-int32_t kvx_cnrt_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
-                          const int64_t *slot_mapping, int32_t direction,
-                          const kvx_stream *stream);
+int32_t kvx_cnrt_transfer(const kvx_transfer_args *args, const kvx_stream *stream);
 int32_t kvx_cnrt_synchronize(const kvx_stream *stream);
 
 /* Makes MLU `mlu` current on this thread (cnrtSetDevice only when it is not); undo with

@@ -157,9 +157,7 @@ static int32_t transfer_on_device(const kvx_cnrt_api *cnrt, const kvx_paged_desc
     return rc;
 }
 
-int32_t kvx_cnrt_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
-                          const int64_t *slot_mapping, int32_t direction,
-                          const kvx_stream *stream)
+int32_t kvx_cnrt_transfer(const kvx_transfer_args *args, const kvx_stream *stream)
 {
     const kvx_cnrt_api *cnrt = kvx_cnrt_load();
     if (!cnrt)
@@ -168,7 +166,7 @@ int32_t kvx_cnrt_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *den
     int32_t rc = kvx_cnrt_enter_device(cnrt, stream->device_index, &guard);
     if (rc)
         return rc;
-    rc = transfer_on_device(cnrt, paged, dense, slot_mapping, direction, stream);
+    rc = transfer_on_device(cnrt, args->paged, args->dense, args->slot_mapping, args->direction, stream);
     kvx_cnrt_leave_device(cnrt, &guard);
     return rc;
 }

@@ -123,8 +123,10 @@ int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64
     KVX_DISPATCH(backend, stream, codec_quantize, "codec_quantize");
     if (elements == 0)
         return KVX_OK;
-    return backend->codec_quantize(x, dtype, num_rows, num_tokens, num_channels, row_stride,
-                                   token_stride, bins, symbols, scales, stream);
+    kvx_codec_quantize_args args = {.x = x, .dtype = dtype, .num_rows = num_rows,
+        .num_tokens = num_tokens, .num_channels = num_channels, .row_stride = row_stride,
+        .token_stride = token_stride, .bins = bins, .symbols = symbols, .scales = scales};
+    return backend->codec_quantize(&args, stream);
 }
 
 int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales, const int32_t *bins,
@@ -145,8 +147,10 @@ int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales, const 
     KVX_DISPATCH(backend, stream, codec_dequantize, "codec_dequantize");
     if (elements == 0)
         return KVX_OK;
-    return backend->codec_dequantize(symbols, scales, bins, num_rows, num_tokens, num_channels,
-                                     dtype, out, row_stride, token_stride, stream);
+    kvx_codec_dequantize_args args = {.symbols = symbols, .scales = scales, .bins = bins,
+        .num_rows = num_rows, .num_tokens = num_tokens, .num_channels = num_channels,
+        .dtype = dtype, .out = out, .row_stride = row_stride, .token_stride = token_stride};
+    return backend->codec_dequantize(&args, stream);
 }
 
 int32_t kvx_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers, int64_t num_tokens,
@@ -164,8 +168,9 @@ int32_t kvx_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers, int6
         (rc = kvx_codec_check_ptr("cdf", cdf, tables)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_calculate_cdf, "codec_calculate_cdf");
-    return backend->codec_calculate_cdf(symbols, num_layers, num_tokens, num_channels, num_bins,
-                                        cdf, stream);
+    kvx_codec_cdf_args args = {.symbols = symbols, .num_layers = num_layers,
+        .num_tokens = num_tokens, .num_channels = num_channels, .num_bins = num_bins, .cdf = cdf};
+    return backend->codec_calculate_cdf(&args, stream);
 }
 
 int32_t kvx_codec_stream_bound(int64_t num_tokens, int64_t *bytes)
@@ -211,8 +216,10 @@ int32_t kvx_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *sy
         (rc = kvx_codec_check_ptr("lengths", lengths, num_layers * num_channels)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_encode, "codec_encode");
-    return backend->codec_encode(cdf, cdf_len, symbols, num_layers, num_tokens, num_channels,
-                                 streams, stream_capacity, lengths, stream);
+    kvx_codec_encode_args args = {.cdf = cdf, .cdf_len = cdf_len, .symbols = symbols,
+        .num_layers = num_layers, .num_tokens = num_tokens, .num_channels = num_channels,
+        .streams = streams, .stream_capacity = stream_capacity, .lengths = lengths};
+    return backend->codec_encode(&args, stream);
 }
 
 int32_t kvx_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *streams,
@@ -233,8 +240,11 @@ int32_t kvx_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *st
     KVX_DISPATCH(backend, stream, codec_decode, "codec_decode");
     if (elements == 0)
         return KVX_OK;
-    return backend->codec_decode(cdf, cdf_len, streams, slots, stream_capacity, lengths, NULL,
-                                 num_layers, num_tokens, num_channels, symbols, stream);
+    kvx_codec_decode_args args = {.cdf = cdf, .cdf_len = cdf_len, .bytes = streams,
+        .num_bytes = slots, .stream_capacity = stream_capacity, .lengths = lengths,
+        .num_layers = num_layers, .num_tokens = num_tokens, .num_channels = num_channels,
+        .symbols = symbols};
+    return backend->codec_decode(&args, stream);
 }
 
 int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len, const uint8_t *bytes,
@@ -254,6 +264,8 @@ int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len, const uin
     KVX_DISPATCH(backend, stream, codec_decode, "codec_decode_prefsum");
     if (elements == 0)
         return KVX_OK;
-    return backend->codec_decode(cdf, cdf_len, bytes, num_bytes, 0, NULL, end_offsets,
-                                 num_layers, num_tokens, num_channels, symbols, stream);
+    kvx_codec_decode_args args = {.cdf = cdf, .cdf_len = cdf_len, .bytes = bytes,
+        .num_bytes = num_bytes, .end_offsets = end_offsets, .num_layers = num_layers,
+        .num_tokens = num_tokens, .num_channels = num_channels, .symbols = symbols};
+    return backend->codec_decode(&args, stream);
 }

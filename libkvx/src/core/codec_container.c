@@ -473,11 +473,11 @@ static int32_t quantize_chunk(const kvx_backend *be, const kvx_dense_desc *kv, c
     int64_t es = kvx_dtype_size(kv->dtype), plane = lo->num_layers * tokens;
     for (int32_t p = 0; p < lo->num_kv; p++) {
         const uint8_t *x = (const uint8_t *)kv->base + (p * kv->kv_stride + t0 * kv->token_stride) * es;
-        int32_t rc = be->codec_quantize(x, kv->dtype, lo->num_layers, tokens, lo->channels,
-                                        kv->layer_stride, kv->token_stride,
-                                        lo->bins + p * lo->num_layers,
-                                        b->symbols + p * plane * lo->channels,
-                                        b->scales + p * plane, stream);
+        kvx_codec_quantize_args args = {.x = x, .dtype = kv->dtype, .num_rows = lo->num_layers,
+            .num_tokens = tokens, .num_channels = lo->channels, .row_stride = kv->layer_stride,
+            .token_stride = kv->token_stride, .bins = lo->bins + p * lo->num_layers,
+            .symbols = b->symbols + p * plane * lo->channels, .scales = b->scales + p * plane};
+        int32_t rc = be->codec_quantize(&args, stream);
         if (rc) {
             /* The backend names rows and tokens of this chunk's plane; say where that is. */
             char detail[400];
@@ -554,6 +554,17 @@ static void write_header(writer *w, const layout *lo)
         reserve(w, CRC_SIZE);
 }
 
+/* Encodes a chunk's streams into b->streams (slots of b->stream_capacity bytes). */
+static int32_t encode_chunk(const kvx_backend *be, const layout *lo, int64_t tokens,
+                            chunk_buffers *b, const kvx_stream *stream)
+{
+    kvx_codec_encode_args args = {.cdf = b->cdf, .cdf_len = lo->num_bins + 1,
+        .symbols = b->symbols, .num_layers = lo->rows, .num_tokens = tokens,
+        .num_channels = lo->channels, .streams = b->streams,
+        .stream_capacity = b->stream_capacity, .lengths = b->lengths};
+    return be->codec_encode(&args, stream);
+}
+
 /* Re-encodes a chunk whose streams did not fit the typical-size slots into worst-case ones. */
 static int32_t grow_streams(const kvx_backend *be, const layout *lo, int64_t tokens,
                             chunk_buffers *b, const kvx_stream *stream)
@@ -567,8 +578,7 @@ static int32_t grow_streams(const kvx_backend *be, const layout *lo, int64_t tok
     b->streams = bigger;
     b->stream_capacity = capacity;
     kvx_clear_error();
-    return be->codec_encode(b->cdf, lo->num_bins + 1, b->symbols, lo->rows, tokens, lo->channels,
-                            b->streams, b->stream_capacity, b->lengths, stream);
+    return encode_chunk(be, lo, tokens, b, stream);
 }
 
 static int32_t compress_chunks(const kvx_backend *be, const kvx_dense_desc *kv, const layout *lo,
@@ -583,8 +593,7 @@ static int32_t compress_chunks(const kvx_backend *be, const kvx_dense_desc *kv, 
         if ((rc = quantize_chunk(be, kv, lo, k * lo->chunk_tokens, tokens, &b, stream)))
             break;
         kvx_parallel_for(lo->rows * lo->channels, 64, count_range, &job);
-        rc = be->codec_encode(b.cdf, lo->num_bins + 1, b.symbols, lo->rows, tokens, lo->channels,
-                              b.streams, b.stream_capacity, b.lengths, stream);
+        rc = encode_chunk(be, lo, tokens, &b, stream);
         if (rc == KVX_ERR_BUFFER_TOO_SMALL)
             rc = grow_streams(be, lo, tokens, &b, stream);
         if (!rc)
@@ -1024,17 +1033,21 @@ static int32_t decode_chunk(const kvx_backend *be, const layout *lo, int64_t ind
     cdf_build_job job = {lo, b->counts, c->tokens, b->cdf};
     kvx_parallel_for(streams, 256, cdf_build_range, &job);
     scales_from_le(c->scales, lo->rows * c->tokens, b->scales);
-    if ((rc = be->codec_decode(b->cdf, lo->num_bins + 1, c->payload, c->payload_size, 0, NULL,
-                               b->end_offsets, lo->rows, c->tokens, lo->channels, b->symbols,
-                               stream)))
+    kvx_codec_decode_args coded = {.cdf = b->cdf, .cdf_len = lo->num_bins + 1,
+        .bytes = c->payload, .num_bytes = c->payload_size, .end_offsets = b->end_offsets,
+        .num_layers = lo->rows, .num_tokens = c->tokens, .num_channels = lo->channels,
+        .symbols = b->symbols};
+    if ((rc = be->codec_decode(&coded, stream)))
         return rc;
     int64_t es = kvx_dtype_size(lo->dtype), plane = lo->num_layers * c->tokens;
     for (int32_t p = 0; p < lo->num_kv; p++) {
         uint8_t *dst = (uint8_t *)out->base + (p * out->kv_stride + t0 * out->token_stride) * es;
-        rc = be->codec_dequantize(b->symbols + p * plane * lo->channels, b->scales + p * plane,
-                                  lo->bins + p * lo->num_layers, lo->num_layers, c->tokens,
-                                  lo->channels, lo->dtype, dst, out->layer_stride,
-                                  out->token_stride, stream);
+        kvx_codec_dequantize_args args = {.symbols = b->symbols + p * plane * lo->channels,
+            .scales = b->scales + p * plane, .bins = lo->bins + p * lo->num_layers,
+            .num_rows = lo->num_layers, .num_tokens = c->tokens, .num_channels = lo->channels,
+            .dtype = lo->dtype, .out = dst, .row_stride = out->layer_stride,
+            .token_stride = out->token_stride};
+        rc = be->codec_dequantize(&args, stream);
         if (rc)
             return rc;
     }

@@ -241,119 +241,119 @@ static int32_t begin_coder(staging *s, const kvx_stream *stream, const uint16_t 
         return rc;                                                                             \
     } while (0)
 
-int32_t kvx_staged_codec_quantize(const void *x, int32_t dtype, int64_t num_rows,
-                                  int64_t num_tokens, int64_t num_channels, int64_t row_stride,
-                                  int64_t token_stride, const int32_t *bins, uint8_t *symbols,
-                                  float *scales, const kvx_stream *stream)
+int32_t kvx_staged_codec_quantize(const kvx_codec_quantize_args *args, const kvx_stream *stream)
 {
     staging s;
     int32_t status = begin(&s, stream);
     if (status)
         return status;
-    add_view(&s, "x", x, num_rows, num_tokens, num_channels, row_stride, token_stride,
-             kvx_dtype_size(dtype), STAGE_IN);
-    add_flat(&s, "symbols", symbols, num_rows * num_tokens * num_channels, STAGE_OUT);
-    add_flat(&s, "scales", scales, num_rows * num_tokens * (int64_t)sizeof(float), STAGE_OUT);
-    int packed;
+    add_view(&s, "x", args->x, args->num_rows, args->num_tokens, args->num_channels,
+             args->row_stride, args->token_stride, kvx_dtype_size(args->dtype), STAGE_IN);
+    int64_t tokens = args->num_rows * args->num_tokens;
+    add_flat(&s, "symbols", args->symbols, tokens * args->num_channels, STAGE_OUT);
+    add_flat(&s, "scales", args->scales, tokens * (int64_t)sizeof(float), STAGE_OUT);
+    kvx_codec_quantize_args host = *args;
     STAGED_RUN(s, {
-        packed = s.arrays[0].staged;
-        rc = kvx_cpu_backend.codec_quantize(
-            s.arrays[0].host, dtype, num_rows, num_tokens, num_channels,
-            packed ? num_tokens * num_channels : row_stride, packed ? num_channels : token_stride,
-            bins, (uint8_t *)s.arrays[1].host, (float *)s.arrays[2].host, NULL);
+        host.x = (void *)s.arrays[0].host;
+        if (s.arrays[0].staged) { /* packed [rows, tokens, channels] */
+            host.row_stride = args->num_tokens * args->num_channels;
+            host.token_stride = args->num_channels;
+        }
+        host.symbols = (void *)s.arrays[1].host;
+        host.scales = (void *)s.arrays[2].host;
+        rc = kvx_cpu_backend.codec_quantize(&host, NULL);
     });
 }
 
-int32_t kvx_staged_codec_dequantize(const uint8_t *symbols, const float *scales,
-                                    const int32_t *bins, int64_t num_rows, int64_t num_tokens,
-                                    int64_t num_channels, int32_t dtype, void *out,
-                                    int64_t row_stride, int64_t token_stride,
+int32_t kvx_staged_codec_dequantize(const kvx_codec_dequantize_args *args,
                                     const kvx_stream *stream)
 {
     staging s;
     int32_t status = begin(&s, stream);
     if (status)
         return status;
-    add_flat(&s, "symbols", symbols, num_rows * num_tokens * num_channels, STAGE_IN);
-    add_flat(&s, "scales", scales, num_rows * num_tokens * (int64_t)sizeof(float), STAGE_IN);
+    int64_t tokens = args->num_rows * args->num_tokens;
+    add_flat(&s, "symbols", args->symbols, tokens * args->num_channels, STAGE_IN);
+    add_flat(&s, "scales", args->scales, tokens * (int64_t)sizeof(float), STAGE_IN);
     /* Every element of the view is written, and only those: packed out, scattered back. */
-    add_view(&s, "out", out, num_rows, num_tokens, num_channels, row_stride, token_stride,
-             kvx_dtype_size(dtype), STAGE_OUT);
-    int packed;
+    add_view(&s, "out", args->out, args->num_rows, args->num_tokens, args->num_channels,
+             args->row_stride, args->token_stride, kvx_dtype_size(args->dtype), STAGE_OUT);
+    kvx_codec_dequantize_args host = *args;
     STAGED_RUN(s, {
-        packed = s.arrays[2].staged;
-        rc = kvx_cpu_backend.codec_dequantize(
-            (const uint8_t *)s.arrays[0].host, (const float *)s.arrays[1].host, bins, num_rows,
-            num_tokens, num_channels, dtype, s.arrays[2].host,
-            packed ? num_tokens * num_channels : row_stride, packed ? num_channels : token_stride,
-            NULL);
+        host.symbols = (void *)s.arrays[0].host;
+        host.scales = (void *)s.arrays[1].host;
+        host.out = (void *)s.arrays[2].host;
+        if (s.arrays[2].staged) {
+            host.row_stride = args->num_tokens * args->num_channels;
+            host.token_stride = args->num_channels;
+        }
+        rc = kvx_cpu_backend.codec_dequantize(&host, NULL);
     });
 }
 
-int32_t kvx_staged_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers,
-                                       int64_t num_tokens, int64_t num_channels,
-                                       int32_t num_bins, uint16_t *cdf,
-                                       const kvx_stream *stream)
+int32_t kvx_staged_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream)
 {
     staging s;
     int32_t status = begin(&s, stream);
     if (status)
         return status;
-    add_flat(&s, "symbols", symbols, num_layers * num_tokens * num_channels, STAGE_IN);
-    add_flat(&s, "cdf", cdf, num_layers * num_channels * (num_bins + 1) * (int64_t)sizeof(uint16_t),
+    int64_t tables = args->num_layers * args->num_channels;
+    add_flat(&s, "symbols", args->symbols, tables * args->num_tokens, STAGE_IN);
+    add_flat(&s, "cdf", args->cdf, tables * (args->num_bins + 1) * (int64_t)sizeof(uint16_t),
              STAGE_OUT);
+    kvx_codec_cdf_args host = *args;
     STAGED_RUN(s, {
-        rc = kvx_cpu_backend.codec_calculate_cdf((const uint8_t *)s.arrays[0].host, num_layers,
-                                                 num_tokens, num_channels, num_bins,
-                                                 (uint16_t *)s.arrays[1].host, NULL);
+        host.symbols = (void *)s.arrays[0].host;
+        host.cdf = (void *)s.arrays[1].host;
+        rc = kvx_cpu_backend.codec_calculate_cdf(&host, NULL);
     });
 }
 
-int32_t kvx_staged_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
-                                int64_t num_layers, int64_t num_tokens, int64_t num_channels,
-                                uint8_t *streams, int64_t stream_capacity, int32_t *lengths,
-                                const kvx_stream *stream)
+int32_t kvx_staged_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream)
 {
     staging s;
-    int64_t tables = num_layers * num_channels;
-    int32_t status = begin_coder(&s, stream, cdf, cdf_len, tables);
+    int64_t tables = args->num_layers * args->num_channels;
+    int32_t status = begin_coder(&s, stream, args->cdf, args->cdf_len, tables);
     if (status)
         return status;
-    add_flat(&s, "symbols", symbols, num_layers * num_tokens * num_channels, STAGE_IN);
+    add_flat(&s, "symbols", args->symbols, tables * args->num_tokens, STAGE_IN);
     /* Slot bytes past each stream's length are not written: staged in so they come back as
      * they were. */
-    add_flat(&s, "streams", streams, tables * stream_capacity, STAGE_INOUT);
-    add_flat(&s, "lengths", lengths, tables * (int64_t)sizeof(int32_t), STAGE_OUT);
+    add_flat(&s, "streams", args->streams, tables * args->stream_capacity, STAGE_INOUT);
+    add_flat(&s, "lengths", args->lengths, tables * (int64_t)sizeof(int32_t), STAGE_OUT);
+    kvx_codec_encode_args host = *args;
     STAGED_RUN(s, {
-        rc = kvx_cpu_backend.codec_encode(
-            (const uint16_t *)s.arrays[0].host, cdf_len, (const uint8_t *)s.arrays[1].host,
-            num_layers, num_tokens, num_channels, (uint8_t *)s.arrays[2].host, stream_capacity,
-            (int32_t *)s.arrays[3].host, NULL);
+        host.cdf = (void *)s.arrays[0].host;
+        host.symbols = (void *)s.arrays[1].host;
+        host.streams = (void *)s.arrays[2].host;
+        host.lengths = (void *)s.arrays[3].host;
+        rc = kvx_cpu_backend.codec_encode(&host, NULL);
     });
 }
 
-int32_t kvx_staged_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *bytes,
-                                int64_t num_bytes, int64_t stream_capacity,
-                                const int32_t *lengths, const int64_t *end_offsets,
-                                int64_t num_layers, int64_t num_tokens, int64_t num_channels,
-                                uint8_t *symbols, const kvx_stream *stream)
+int32_t kvx_staged_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream)
 {
     staging s;
-    int64_t tables = num_layers * num_channels;
-    int32_t status = begin_coder(&s, stream, cdf, cdf_len, tables);
+    int64_t tables = args->num_layers * args->num_channels;
+    int32_t status = begin_coder(&s, stream, args->cdf, args->cdf_len, tables);
     if (status)
         return status;
-    add_flat(&s, lengths ? "streams" : "bytes", bytes, num_bytes, STAGE_IN);
-    if (lengths)
-        add_flat(&s, "lengths", lengths, tables * (int64_t)sizeof(int32_t), STAGE_IN);
+    add_flat(&s, args->lengths ? "streams" : "bytes", args->bytes, args->num_bytes, STAGE_IN);
+    if (args->lengths)
+        add_flat(&s, "lengths", args->lengths, tables * (int64_t)sizeof(int32_t), STAGE_IN);
     else
-        add_flat(&s, "end_offsets", end_offsets, tables * (int64_t)sizeof(int64_t), STAGE_IN);
-    add_flat(&s, "symbols", symbols, num_layers * num_tokens * num_channels, STAGE_OUT);
+        add_flat(&s, "end_offsets", args->end_offsets, tables * (int64_t)sizeof(int64_t),
+                 STAGE_IN);
+    add_flat(&s, "symbols", args->symbols, tables * args->num_tokens, STAGE_OUT);
+    kvx_codec_decode_args host = *args;
     STAGED_RUN(s, {
-        rc = kvx_cpu_backend.codec_decode(
-            (const uint16_t *)s.arrays[0].host, cdf_len, (const uint8_t *)s.arrays[1].host,
-            num_bytes, stream_capacity, lengths ? (const int32_t *)s.arrays[2].host : NULL,
-            lengths ? NULL : (const int64_t *)s.arrays[2].host, num_layers, num_tokens,
-            num_channels, (uint8_t *)s.arrays[3].host, NULL);
+        host.cdf = (void *)s.arrays[0].host;
+        host.bytes = (void *)s.arrays[1].host;
+        if (args->lengths)
+            host.lengths = (void *)s.arrays[2].host;
+        else
+            host.end_offsets = (void *)s.arrays[2].host;
+        host.symbols = (void *)s.arrays[3].host;
+        rc = kvx_cpu_backend.codec_decode(&host, NULL);
     });
 }

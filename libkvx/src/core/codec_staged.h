@@ -55,28 +55,12 @@ typedef struct kvx_staging_ops {
 } kvx_staging_ops;
 
 /* Vtable-compatible codec entries; they find the ops through kvx_backend_for(stream)->staging. */
-int32_t kvx_staged_codec_quantize(const void *x, int32_t dtype, int64_t num_rows,
-                                  int64_t num_tokens, int64_t num_channels, int64_t row_stride,
-                                  int64_t token_stride, const int32_t *bins, uint8_t *symbols,
-                                  float *scales, const kvx_stream *stream);
-int32_t kvx_staged_codec_dequantize(const uint8_t *symbols, const float *scales,
-                                    const int32_t *bins, int64_t num_rows, int64_t num_tokens,
-                                    int64_t num_channels, int32_t dtype, void *out,
-                                    int64_t row_stride, int64_t token_stride,
+int32_t kvx_staged_codec_quantize(const kvx_codec_quantize_args *args, const kvx_stream *stream);
+int32_t kvx_staged_codec_dequantize(const kvx_codec_dequantize_args *args,
                                     const kvx_stream *stream);
-int32_t kvx_staged_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers,
-                                       int64_t num_tokens, int64_t num_channels,
-                                       int32_t num_bins, uint16_t *cdf,
-                                       const kvx_stream *stream);
-int32_t kvx_staged_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
-                                int64_t num_layers, int64_t num_tokens, int64_t num_channels,
-                                uint8_t *streams, int64_t stream_capacity, int32_t *lengths,
-                                const kvx_stream *stream);
-int32_t kvx_staged_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *bytes,
-                                int64_t num_bytes, int64_t stream_capacity,
-                                const int32_t *lengths, const int64_t *end_offsets,
-                                int64_t num_layers, int64_t num_tokens, int64_t num_channels,
-                                uint8_t *symbols, const kvx_stream *stream);
+int32_t kvx_staged_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream);
+int32_t kvx_staged_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream);
+int32_t kvx_staged_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream);
 
 /* Designated initialisers for a backend's vtable. */
 #define KVX_STAGED_CODEC_ENTRIES(ops)                                                          \

@@ -6,6 +6,7 @@
 #define KVX_INTERNAL_H
 
 #include "kvx.h"
+#include "op_args.h"
 
 #ifdef __cplusplus
 extern "C" { /* the GPU backend's .cu files are C++ */
@@ -67,54 +68,31 @@ void kvx_parallel_for(int64_t count, int64_t grain, kvx_range_fn fn, void *ctx);
 
 /* ---------------------------------------------------------------- backends */
 
-/* One table per backend; a NULL entry means "unsupported on this backend". Arguments have
- * already passed the backend-independent checks in src/core/. */
+/* One table per backend; a NULL entry means "unsupported on this backend". Each operation's
+ * slot takes its arguments struct (op_args.h), filled by the operation's front-end after the
+ * backend-independent checks, and the caller's stream. */
 typedef struct kvx_backend {
     const char *name;
     int32_t device_type;
     /* 1 if usable now; else 0 with kvx_fail() already called to say why. */
     int32_t (*available)(void);
-    int32_t (*transfer)(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
-                        const int64_t *slot_mapping, int32_t direction, const kvx_stream *stream);
+    int32_t (*transfer)(const kvx_transfer_args *args, const kvx_stream *stream);
     /* Waits for `stream` and returns deferred errors; NULL for synchronous backends. */
     int32_t (*synchronize)(const kvx_stream *stream);
-    /* Codec (src/core/codec.c has checked shapes, pointers and sizes). Data-dependent checks
-     * (non-finite input, symbol ranges, CDF monotonicity, stream offsets) belong to the backend,
-     * which knows where the data lives; a CPU backend makes them before writing anything. The
-     * unit of parallelism is one (row, token) for quantization and one (layer, channel) stream
-     * for the CDF and the range coder, so a GPU can run one stream per thread. */
-    int32_t (*codec_quantize)(const void *x, int32_t dtype, int64_t num_rows, int64_t num_tokens,
-                              int64_t num_channels, int64_t row_stride, int64_t token_stride,
-                              const int32_t *bins, uint8_t *symbols, float *scales,
-                              const kvx_stream *stream);
-    int32_t (*codec_dequantize)(const uint8_t *symbols, const float *scales, const int32_t *bins,
-                                int64_t num_rows, int64_t num_tokens, int64_t num_channels,
-                                int32_t dtype, void *out, int64_t row_stride,
-                                int64_t token_stride, const kvx_stream *stream);
-    int32_t (*codec_calculate_cdf)(const uint8_t *symbols, int64_t num_layers, int64_t num_tokens,
-                                   int64_t num_channels, int32_t num_bins, uint16_t *cdf,
-                                   const kvx_stream *stream);
-    int32_t (*codec_encode)(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
-                            int64_t num_layers, int64_t num_tokens, int64_t num_channels,
-                            uint8_t *streams, int64_t stream_capacity, int32_t *lengths,
-                            const kvx_stream *stream);
-    /* Exactly one of `lengths` (streams in fixed slots of stream_capacity bytes) and
-     * `end_offsets` (streams back to back in num_bytes, inclusive prefix sums) is non-NULL. */
-    int32_t (*codec_decode)(const uint16_t *cdf, int32_t cdf_len, const uint8_t *bytes,
-                            int64_t num_bytes, int64_t stream_capacity, const int32_t *lengths,
-                            const int64_t *end_offsets, int64_t num_layers, int64_t num_tokens,
-                            int64_t num_channels, uint8_t *symbols, const kvx_stream *stream);
-    /* Backends on host memory (CPU streams) get positions as checked int64 copies made by
-     * src/core/rope.c (positions_dtype KVX_DTYPE_INT64, every entry in [0, max_position));
-     * device backends get the caller's array and check each position where they read it. */
-    int32_t (*rope_rerotate)(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
-                             const void *old_positions, const void *new_positions,
-                             int32_t positions_dtype, const kvx_stream *stream);
-    int32_t (*rope_apply)(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
-                          const kvx_rope_cache *cache, const void *positions,
-                          int32_t positions_dtype, const kvx_stream *stream);
+    /* Codec. Data-dependent checks (non-finite input, symbol ranges, CDF monotonicity, stream
+     * offsets) belong to the backend, which knows where the data lives; a CPU backend makes them
+     * before writing anything. The unit of parallelism is one (row, token) for quantization and
+     * one (layer, channel) stream for the CDF and the range coder, so a GPU can run one stream
+     * per thread. */
+    int32_t (*codec_quantize)(const kvx_codec_quantize_args *args, const kvx_stream *stream);
+    int32_t (*codec_dequantize)(const kvx_codec_dequantize_args *args, const kvx_stream *stream);
+    int32_t (*codec_calculate_cdf)(const kvx_codec_cdf_args *args, const kvx_stream *stream);
+    int32_t (*codec_encode)(const kvx_codec_encode_args *args, const kvx_stream *stream);
+    int32_t (*codec_decode)(const kvx_codec_decode_args *args, const kvx_stream *stream);
+    int32_t (*rope_rerotate)(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
+    int32_t (*rope_apply)(const kvx_rope_apply_args *args, const kvx_stream *stream);
     /* Backends without device codec kernels point their codec entries at the host-staged codec
-     * (src/core/codec_staged.h) and this at their staging operations; NULL otherwise. */
+     * (codec_staged.h) and this at their staging operations; NULL otherwise. */
     const struct kvx_staging_ops *staging;
 } kvx_backend;
 

@@ -180,15 +180,17 @@ int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cac
     KVX_DISPATCH(backend, stream, rope_rerotate, "rope_rerotate");
     if (keys->num_tokens == 0)
         return KVX_OK;
+    kvx_rope_rerotate_args args = {keys, cache, old_positions, new_positions, positions_dtype};
     if (!positions_on_host(backend))
-        return backend->rope_rerotate(keys, cache, old_positions, new_positions,
-                                      positions_dtype, stream);
+        return backend->rope_rerotate(&args, stream);
     checked_positions old_pos, new_pos;
     if ((rc = check_rerotation(old_positions, new_positions, positions_dtype, keys->num_tokens,
                                cache->max_position, &old_pos, &new_pos)))
         return rc;
-    rc = backend->rope_rerotate(keys, cache, old_pos.values, new_pos.values, KVX_DTYPE_INT64,
-                                stream);
+    args.old_positions = old_pos.values;
+    args.new_positions = new_pos.values;
+    args.positions_dtype = KVX_DTYPE_INT64;
+    rc = backend->rope_rerotate(&args, stream);
     release_positions(&old_pos);
     release_positions(&new_pos);
     return rc;
@@ -215,13 +217,16 @@ int32_t kvx_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
     KVX_DISPATCH(backend, stream, rope_apply, "rope_apply");
     if (query->num_tokens == 0)
         return KVX_OK;
+    kvx_rope_apply_args args = {query, key, cache, positions, positions_dtype};
     if (!positions_on_host(backend))
-        return backend->rope_apply(query, key, cache, positions, positions_dtype, stream);
+        return backend->rope_apply(&args, stream);
     checked_positions pos;
     if ((rc = check_positions("positions", positions, positions_dtype, query->num_tokens,
                               cache->max_position, &pos)))
         return rc;
-    rc = backend->rope_apply(query, key, cache, pos.values, KVX_DTYPE_INT64, stream);
+    args.positions = pos.values;
+    args.positions_dtype = KVX_DTYPE_INT64;
+    rc = backend->rope_apply(&args, stream);
     release_positions(&pos);
     return rc;
 }

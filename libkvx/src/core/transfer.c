@@ -97,5 +97,6 @@ int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
     KVX_DISPATCH(backend, stream, transfer, "transfer");
     if (dense->num_tokens == 0)
         return KVX_OK;
-    return backend->transfer(paged, dense, slot_mapping, direction, stream);
+    kvx_transfer_args args = {paged, dense, slot_mapping, direction};
+    return backend->transfer(&args, stream);
 }

@@ -67,30 +67,28 @@ static void cdf_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-int32_t kvx_cpu_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers,
-                                    int64_t num_tokens, int64_t num_channels, int32_t num_bins,
-                                    uint16_t *cdf, const kvx_stream *stream)
+int32_t kvx_cpu_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream)
 {
     (void)stream;
-    int32_t rc = kvx_cpu_codec_check_symbols(symbols, num_layers, num_tokens, num_channels,
-                                             num_bins - 1, "symbols");
+    int32_t rc = kvx_cpu_codec_check_symbols(args->symbols, args->num_layers, args->num_tokens, args->num_channels,
+                                             args->num_bins - 1, "symbols");
     if (rc)
         return rc;
     /* Every stream divides by the same token count: one table of quotients replaces a 64-bit
      * division per CDF entry. Long inputs (rare) divide directly. */
     uint16_t *norm = NULL;
-    if (num_tokens > 0 && num_tokens <= (1 << 20)) {
-        norm = malloc((size_t)(num_tokens + 1) * sizeof *norm);
+    if (args->num_tokens > 0 && args->num_tokens <= (1 << 20)) {
+        norm = malloc((size_t)(args->num_tokens + 1) * sizeof *norm);
         if (!norm)
             return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "calculate_cdf: cannot allocate %lld entries",
-                            (long long)num_tokens + 1);
-        for (int64_t k = 0; k <= num_tokens; k++)
-            norm[k] = (uint16_t)((uint64_t)(0xffff - num_bins) * (uint64_t)k /
-                                 (uint64_t)num_tokens);
+                            (long long)args->num_tokens + 1);
+        for (int64_t k = 0; k <= args->num_tokens; k++)
+            norm[k] = (uint16_t)((uint64_t)(0xffff - args->num_bins) * (uint64_t)k /
+                                 (uint64_t)args->num_tokens);
     }
-    int64_t groups = (num_channels + KVX_CDF_GROUP - 1) / KVX_CDF_GROUP;
-    cdf_job job = {symbols, num_tokens, num_channels, groups, num_bins, norm, cdf};
-    kvx_parallel_for(num_layers * groups, 1, cdf_range, &job);
+    int64_t groups = (args->num_channels + KVX_CDF_GROUP - 1) / KVX_CDF_GROUP;
+    cdf_job job = {args->symbols, args->num_tokens, args->num_channels, groups, args->num_bins, norm, args->cdf};
+    kvx_parallel_for(args->num_layers * groups, 1, cdf_range, &job);
     free(norm);
     return KVX_OK;
 }

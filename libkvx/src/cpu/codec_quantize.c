@@ -138,30 +138,27 @@ static void quantize_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-int32_t kvx_cpu_codec_quantize(const void *x, int32_t dtype, int64_t num_rows,
-                               int64_t num_tokens, int64_t num_channels, int64_t row_stride,
-                               int64_t token_stride, const int32_t *bins, uint8_t *symbols,
-                               float *scales, const kvx_stream *stream)
+int32_t kvx_cpu_codec_quantize(const kvx_codec_quantize_args *args, const kvx_stream *stream)
 {
     (void)stream;
-    int64_t items = num_rows * num_tokens;
+    int64_t items = args->num_rows * args->num_tokens;
     float *found = malloc((size_t)items * sizeof *found);
     if (!found)
         return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "quantize: cannot allocate %lld scales",
                         (long long)items);
-    quant_job job = {x, dtype, kvx_dtype_size(dtype), num_tokens, num_channels, row_stride,
-                     token_stride, bins, symbols, found, found};
-    int64_t grain = 1 + 16384 / (num_channels + 1);
+    quant_job job = {args->x, args->dtype, kvx_dtype_size(args->dtype), args->num_tokens, args->num_channels, args->row_stride,
+                     args->token_stride, args->bins, args->symbols, found, found};
+    int64_t grain = 1 + 16384 / (args->num_channels + 1);
     kvx_parallel_for(items, grain, scale_range, &job);
     for (int64_t i = 0; i < items; i++) {
         if (found[i] == NON_FINITE_SCALE) {
             free(found);
             return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
                             "x: expected finite values, got inf or NaN in row %lld token %lld",
-                            (long long)(i / num_tokens), (long long)(i % num_tokens));
+                            (long long)(i / args->num_tokens), (long long)(i % args->num_tokens));
         }
     }
-    job.scales = scales;
+    job.scales = args->scales;
     kvx_parallel_for(items, grain, quantize_range, &job);
     free(found);
     return KVX_OK;
@@ -223,15 +220,11 @@ static void dequant_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-int32_t kvx_cpu_codec_dequantize(const uint8_t *symbols, const float *scales,
-                                 const int32_t *bins, int64_t num_rows, int64_t num_tokens,
-                                 int64_t num_channels, int32_t dtype, void *out,
-                                 int64_t row_stride, int64_t token_stride,
-                                 const kvx_stream *stream)
+int32_t kvx_cpu_codec_dequantize(const kvx_codec_dequantize_args *args, const kvx_stream *stream)
 {
     (void)stream;
-    dequant_job job = {symbols, scales, bins, num_tokens, num_channels, dtype, out,
-                       kvx_dtype_size(dtype), row_stride, token_stride};
-    kvx_parallel_for(num_rows * num_tokens, 1 + 16384 / (num_channels + 1), dequant_range, &job);
+    dequant_job job = {args->symbols, args->scales, args->bins, args->num_tokens, args->num_channels, args->dtype, args->out,
+                       kvx_dtype_size(args->dtype), args->row_stride, args->token_stride};
+    kvx_parallel_for(args->num_rows * args->num_tokens, 1 + 16384 / (args->num_channels + 1), dequant_range, &job);
     return KVX_OK;
 }

@@ -233,29 +233,26 @@ static ALWAYS_INLINE void encode_range_body(void *ctx, int64_t begin, int64_t en
 
 DEFINE_RANGE_VARIANTS(encode_range)
 
-int32_t kvx_cpu_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
-                             int64_t num_layers, int64_t num_tokens, int64_t num_channels,
-                             uint8_t *streams, int64_t stream_capacity, int32_t *lengths,
-                             const kvx_stream *stream)
+int32_t kvx_cpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream)
 {
     (void)stream;
     int32_t rc;
-    if ((rc = kvx_cpu_codec_check_cdf(cdf, cdf_len, num_layers * num_channels)) ||
-        (rc = kvx_cpu_codec_check_symbols(symbols, num_layers, num_tokens, num_channels,
-                                          cdf_len - 2, "symbols")))
+    if ((rc = kvx_cpu_codec_check_cdf(args->cdf, args->cdf_len, args->num_layers * args->num_channels)) ||
+        (rc = kvx_cpu_codec_check_symbols(args->symbols, args->num_layers, args->num_tokens, args->num_channels,
+                                          args->cdf_len - 2, "symbols")))
         return rc;
-    int64_t groups = (num_channels + KVX_CODEC_GROUP - 1) / KVX_CODEC_GROUP;
-    encode_job job = {cdf, cdf_len, symbols, num_tokens, num_channels, groups, streams,
-                      stream_capacity, lengths, -1, 0};
-    kvx_parallel_for(num_layers * groups, 1, encode_range_variant(), &job);
+    int64_t groups = (args->num_channels + KVX_CODEC_GROUP - 1) / KVX_CODEC_GROUP;
+    encode_job job = {args->cdf, args->cdf_len, args->symbols, args->num_tokens, args->num_channels, groups, args->streams,
+                      args->stream_capacity, args->lengths, -1, 0};
+    kvx_parallel_for(args->num_layers * groups, 1, encode_range_variant(), &job);
     int64_t bad = atomic_load(&job.overflow_stream);
     if (bad >= 0)
         return kvx_fail(KVX_ERR_BUFFER_TOO_SMALL,
                         "stream_capacity: stream %lld (layer %lld, channel %lld) needs %lld "
                         "bytes, got %lld (kvx_codec_stream_bound gives a safe capacity)",
-                        (long long)bad, (long long)(bad / num_channels),
-                        (long long)(bad % num_channels), (long long)atomic_load(&job.overflow_needed),
-                        (long long)stream_capacity);
+                        (long long)bad, (long long)(bad / args->num_channels),
+                        (long long)(bad % args->num_channels), (long long)atomic_load(&job.overflow_needed),
+                        (long long)args->stream_capacity);
     return KVX_OK;
 }
 
@@ -428,20 +425,17 @@ static int32_t check_extents(int64_t num_bytes, int64_t capacity, const int32_t 
     return KVX_OK;
 }
 
-int32_t kvx_cpu_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *bytes,
-                             int64_t num_bytes, int64_t stream_capacity, const int32_t *lengths,
-                             const int64_t *end_offsets, int64_t num_layers, int64_t num_tokens,
-                             int64_t num_channels, uint8_t *symbols, const kvx_stream *stream)
+int32_t kvx_cpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream)
 {
     (void)stream;
     int32_t rc;
-    int64_t num_streams = num_layers * num_channels;
-    if ((rc = kvx_cpu_codec_check_cdf(cdf, cdf_len, num_streams)) ||
-        (rc = check_extents(num_bytes, stream_capacity, lengths, end_offsets, num_streams)))
+    int64_t num_streams = args->num_layers * args->num_channels;
+    if ((rc = kvx_cpu_codec_check_cdf(args->cdf, args->cdf_len, num_streams)) ||
+        (rc = check_extents(args->num_bytes, args->stream_capacity, args->lengths, args->end_offsets, num_streams)))
         return rc;
-    int64_t groups = (num_channels + KVX_CODEC_GROUP - 1) / KVX_CODEC_GROUP;
-    decode_job job = {cdf, cdf_len, bytes, stream_capacity, lengths, end_offsets,
-                      num_tokens, num_channels, groups, symbols};
-    kvx_parallel_for(num_layers * groups, 1, decode_range_variant(), &job);
+    int64_t groups = (args->num_channels + KVX_CODEC_GROUP - 1) / KVX_CODEC_GROUP;
+    decode_job job = {args->cdf, args->cdf_len, args->bytes, args->stream_capacity, args->lengths, args->end_offsets,
+                      args->num_tokens, args->num_channels, groups, args->symbols};
+    kvx_parallel_for(args->num_layers * groups, 1, decode_range_variant(), &job);
     return KVX_OK;
 }

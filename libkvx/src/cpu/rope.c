@@ -133,34 +133,30 @@ static int64_t token_grain(const rope_job *job)
     return grain < 1.0 ? 1 : (int64_t)grain;
 }
 
-int32_t kvx_cpu_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
-                              const void *old_positions, const void *new_positions,
-                              int32_t positions_dtype, const kvx_stream *stream)
+int32_t kvx_cpu_rope_rerotate(const kvx_rope_rerotate_args *args, const kvx_stream *stream)
 {
     (void)stream;
-    int32_t rc = require_checked_positions(positions_dtype);
+    int32_t rc = require_checked_positions(args->positions_dtype);
     if (rc)
         return rc;
     const rope_isa *isa = current_isa();
-    rope_job job = new_job(cache, new_positions, old_positions);
-    add_target(&job, isa, keys);
-    kvx_parallel_for(keys->num_tokens, token_grain(&job), job_range(&job, isa), &job);
+    rope_job job = new_job(args->cache, args->new_positions, args->old_positions);
+    add_target(&job, isa, args->keys);
+    kvx_parallel_for(args->keys->num_tokens, token_grain(&job), job_range(&job, isa), &job);
     return KVX_OK;
 }
 
-int32_t kvx_cpu_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
-                           const kvx_rope_cache *cache, const void *positions,
-                           int32_t positions_dtype, const kvx_stream *stream)
+int32_t kvx_cpu_rope_apply(const kvx_rope_apply_args *args, const kvx_stream *stream)
 {
     (void)stream;
-    int32_t rc = require_checked_positions(positions_dtype);
+    int32_t rc = require_checked_positions(args->positions_dtype);
     if (rc)
         return rc;
     const rope_isa *isa = current_isa();
-    rope_job job = new_job(cache, positions, NULL);
-    add_target(&job, isa, query);
-    if (key)
-        add_target(&job, isa, key);
-    kvx_parallel_for(query->num_tokens, token_grain(&job), job_range(&job, isa), &job);
+    rope_job job = new_job(args->cache, args->positions, NULL);
+    add_target(&job, isa, args->query);
+    if (args->key)
+        add_target(&job, isa, args->key);
+    kvx_parallel_for(args->query->num_tokens, token_grain(&job), job_range(&job, isa), &job);
     return KVX_OK;
 }

@@ -77,31 +77,29 @@ static void copy_items(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-int32_t kvx_cpu_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
-                         const int64_t *slot_mapping, int32_t direction,
-                         const kvx_stream *stream)
+int32_t kvx_cpu_transfer(const kvx_transfer_args *args, const kvx_stream *stream)
 {
     (void)stream;
-    int64_t count = dense->num_tokens;
+    int64_t count = args->dense->num_tokens;
     run *runs = malloc((size_t)count * sizeof *runs);
     if (!runs)
         return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "transfer: cannot allocate %lld run records",
                         (long long)count);
     transfer_job job = {
-        .paged = paged,
-        .dense = dense,
-        .direction = direction,
-        .unit = (enum copy_unit)kvx_plan_unit(paged, dense),
-        .elem_size = kvx_dtype_size(paged->dtype),
+        .paged = args->paged,
+        .dense = args->dense,
+        .direction = args->direction,
+        .unit = (enum copy_unit)kvx_plan_unit(args->paged, args->dense),
+        .elem_size = kvx_dtype_size(args->paged->dtype),
         .runs = runs,
     };
-    job.head_bytes = paged->head_size * job.elem_size;
-    job.row_bytes = paged->num_heads * job.head_bytes;
+    job.head_bytes = args->paged->head_size * job.elem_size;
+    job.row_bytes = args->paged->num_heads * job.head_bytes;
     /* The copies read only the runs, whose slots were checked as they were read. */
-    int32_t rc = kvx_plan_runs(paged, slot_mapping, count, job.unit == COPY_RUN, runs,
+    int32_t rc = kvx_plan_runs(args->paged, args->slot_mapping, count, job.unit == COPY_RUN, runs,
                                &job.num_runs);
     if (rc == KVX_OK && job.num_runs > 0) {
-        int64_t planes = (int64_t)paged->num_kv * paged->num_layers;
+        int64_t planes = (int64_t)args->paged->num_kv * args->paged->num_layers;
         int64_t run_bytes = count * job.row_bytes / job.num_runs;
         /* Hand out at least ~64 KiB per chunk so the counter is not contended. */
         int64_t grain = run_bytes >= 65536 ? 1 : 65536 / (run_bytes > 0 ? run_bytes : 1);

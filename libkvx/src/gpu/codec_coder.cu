@@ -77,18 +77,15 @@ __global__ void __launch_bounds__(CDF_THREADS) cdf_tables(const cdf_args a)
     }
 }
 
-extern "C" int32_t kvx_gpu_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers,
-                                               int64_t num_tokens, int64_t num_channels,
-                                               int32_t num_bins, uint16_t *cdf,
-                                               const kvx_stream *stream)
+extern "C" int32_t kvx_gpu_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream)
 {
     kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
-    cdf_args a = {symbols, num_layers, num_tokens, num_channels,
-                  (num_channels + CDF_GROUP - 1) / CDF_GROUP, num_bins, cdf, NULL};
+    cdf_args a = {args->symbols, args->num_layers, args->num_tokens, args->num_channels,
+                  (args->num_channels + CDF_GROUP - 1) / CDF_GROUP, args->num_bins, args->cdf, NULL};
     int32_t rc = kvx_codec_begin(stream, scope, &a.error);
     if (rc)
         return rc;
-    cdf_tables<<<kvx_codec_blocks(num_layers * a.groups, 1), CDF_THREADS, 0,
+    cdf_tables<<<kvx_codec_blocks(args->num_layers * a.groups, 1), CDF_THREADS, 0,
                  kvx_gpu_stream(stream)>>>(a);
     return kvx_codec_launched("launching the calculate_cdf kernel");
 }
@@ -143,19 +140,15 @@ __global__ void __launch_bounds__(CODER_THREADS) encode_streams(const encode_arg
         encode_one(a, i);
 }
 
-extern "C" int32_t kvx_gpu_codec_encode(const uint16_t *cdf, int32_t cdf_len,
-                                        const uint8_t *symbols, int64_t num_layers,
-                                        int64_t num_tokens, int64_t num_channels,
-                                        uint8_t *streams, int64_t stream_capacity,
-                                        int32_t *lengths, const kvx_stream *stream)
+extern "C" int32_t kvx_gpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream)
 {
     kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
-    encode_args a = {cdf, cdf_len, symbols, num_layers, num_tokens, num_channels,
-                     streams, stream_capacity, lengths, NULL};
+    encode_args a = {args->cdf, args->cdf_len, args->symbols, args->num_layers, args->num_tokens, args->num_channels,
+                     args->streams, args->stream_capacity, args->lengths, NULL};
     int32_t rc = kvx_codec_begin(stream, scope, &a.error);
     if (rc)
         return rc;
-    encode_streams<<<kvx_codec_blocks(num_layers * num_channels, CODER_THREADS), CODER_THREADS, 0,
+    encode_streams<<<kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS), CODER_THREADS, 0,
                      kvx_gpu_stream(stream)>>>(a);
     return kvx_codec_launched("launching the encode kernel");
 }
@@ -205,20 +198,15 @@ __global__ void __launch_bounds__(CODER_THREADS) decode_streams(const decode_arg
         decode_one(a, i);
 }
 
-extern "C" int32_t kvx_gpu_codec_decode(const uint16_t *cdf, int32_t cdf_len,
-                                        const uint8_t *bytes, int64_t num_bytes,
-                                        int64_t stream_capacity, const int32_t *lengths,
-                                        const int64_t *end_offsets, int64_t num_layers,
-                                        int64_t num_tokens, int64_t num_channels,
-                                        uint8_t *symbols, const kvx_stream *stream)
+extern "C" int32_t kvx_gpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream)
 {
     kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
-    decode_args a = {cdf, cdf_len, bytes, num_bytes, stream_capacity, lengths, end_offsets,
-                     num_layers, num_tokens, num_channels, symbols, NULL};
+    decode_args a = {args->cdf, args->cdf_len, args->bytes, args->num_bytes, args->stream_capacity, args->lengths, args->end_offsets,
+                     args->num_layers, args->num_tokens, args->num_channels, args->symbols, NULL};
     int32_t rc = kvx_codec_begin(stream, scope, &a.error);
     if (rc)
         return rc;
-    decode_streams<<<kvx_codec_blocks(num_layers * num_channels, CODER_THREADS), CODER_THREADS, 0,
+    decode_streams<<<kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS), CODER_THREADS, 0,
                      kvx_gpu_stream(stream)>>>(a);
     return kvx_codec_launched("launching the decode kernel");
 }

@@ -10,36 +10,17 @@ extern "C" {
 #endif
 
 int32_t kvx_gpu_available(void);
-int32_t kvx_gpu_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
-                         const int64_t *slot_mapping, int32_t direction, const kvx_stream *stream);
+int32_t kvx_gpu_transfer(const kvx_transfer_args *args, const kvx_stream *stream);
 int32_t kvx_gpu_synchronize(const kvx_stream *stream);
 /* codec: arrays live where the stream's device can read them (device memory, or pinned host
  * memory), except bins, which src/core/codec.c reads on the host. */
-int32_t kvx_gpu_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64_t num_tokens,
-                               int64_t num_channels, int64_t row_stride, int64_t token_stride,
-                               const int32_t *bins, uint8_t *symbols, float *scales,
-                               const kvx_stream *stream);
-int32_t kvx_gpu_codec_dequantize(const uint8_t *symbols, const float *scales, const int32_t *bins,
-                                 int64_t num_rows, int64_t num_tokens, int64_t num_channels,
-                                 int32_t dtype, void *out, int64_t row_stride,
-                                 int64_t token_stride, const kvx_stream *stream);
-int32_t kvx_gpu_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers,
-                                    int64_t num_tokens, int64_t num_channels, int32_t num_bins,
-                                    uint16_t *cdf, const kvx_stream *stream);
-int32_t kvx_gpu_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
-                             int64_t num_layers, int64_t num_tokens, int64_t num_channels,
-                             uint8_t *streams, int64_t stream_capacity, int32_t *lengths,
-                             const kvx_stream *stream);
-int32_t kvx_gpu_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *bytes,
-                             int64_t num_bytes, int64_t stream_capacity, const int32_t *lengths,
-                             const int64_t *end_offsets, int64_t num_layers, int64_t num_tokens,
-                             int64_t num_channels, uint8_t *symbols, const kvx_stream *stream);
-int32_t kvx_gpu_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
-                              const void *old_positions, const void *new_positions,
-                              int32_t positions_dtype, const kvx_stream *stream);
-int32_t kvx_gpu_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
-                           const kvx_rope_cache *cache, const void *positions,
-                           int32_t positions_dtype, const kvx_stream *stream);
+int32_t kvx_gpu_codec_quantize(const kvx_codec_quantize_args *args, const kvx_stream *stream);
+int32_t kvx_gpu_codec_dequantize(const kvx_codec_dequantize_args *args, const kvx_stream *stream);
+int32_t kvx_gpu_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream);
+int32_t kvx_gpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream);
+int32_t kvx_gpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream);
+int32_t kvx_gpu_rope_rerotate(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
+int32_t kvx_gpu_rope_apply(const kvx_rope_apply_args *args, const kvx_stream *stream);
 
 #ifdef __cplusplus
 }

@@ -186,25 +186,21 @@ static rope_args common_args(const kvx_rope_cache *cache, const void *positions,
     return a;
 }
 
-extern "C" int32_t kvx_gpu_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
-                                         const void *old_positions, const void *new_positions,
-                                         int32_t positions_dtype, const kvx_stream *stream)
+extern "C" int32_t kvx_gpu_rope_rerotate(const kvx_rope_rerotate_args *args, const kvx_stream *stream)
 {
-    rope_args a = common_args(cache, new_positions, positions_dtype, keys->num_tokens);
-    a.old_positions = old_positions;
-    a.targets[0] = target_args(keys);
+    rope_args a = common_args(args->cache, args->new_positions, args->positions_dtype, args->keys->num_tokens);
+    a.old_positions = args->old_positions;
+    a.targets[0] = target_args(args->keys);
     a.num_targets = 1;
-    return run(a, cache, stream);
+    return run(a, args->cache, stream);
 }
 
-extern "C" int32_t kvx_gpu_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
-                                      const kvx_rope_cache *cache, const void *positions,
-                                      int32_t positions_dtype, const kvx_stream *stream)
+extern "C" int32_t kvx_gpu_rope_apply(const kvx_rope_apply_args *args, const kvx_stream *stream)
 {
-    rope_args a = common_args(cache, positions, positions_dtype, query->num_tokens);
-    a.targets[0] = target_args(query);
+    rope_args a = common_args(args->cache, args->positions, args->positions_dtype, args->query->num_tokens);
+    a.targets[0] = target_args(args->query);
     a.num_targets = 1;
-    if (key)
-        a.targets[a.num_targets++] = target_args(key);
-    return run(a, cache, stream);
+    if (args->key)
+        a.targets[a.num_targets++] = target_args(args->key);
+    return run(a, args->cache, stream);
 }

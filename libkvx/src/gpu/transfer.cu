@@ -121,16 +121,16 @@ static transfer_args base_args(const kvx_paged_desc *p, const kvx_dense_desc *d,
     return a;
 }
 
-extern "C" int32_t kvx_gpu_transfer(const kvx_paged_desc *p, const kvx_dense_desc *d,
-                                    const int64_t *slots, int32_t direction,
-                                    const kvx_stream *stream)
+extern "C" int32_t kvx_gpu_transfer(const kvx_transfer_args *args, const kvx_stream *stream)
 {
+    const kvx_paged_desc *p = args->paged;
+    const kvx_dense_desc *d = args->dense;
     int device = kvx_gpu_device_index(stream);
     kvx_gpu_device_scope scope(device);
     if (scope.status() != gpuSuccess)
         return kvx_gpu_fail(scope.status(), "selecting stream->device_index");
     long long elem = kvx_dtype_size(p->dtype);
-    transfer_args a = base_args(p, d, slots, direction, elem);
+    transfer_args a = base_args(p, d, args->slot_mapping, args->direction, elem);
     a.error = kvx_gpu_error_record(device);
     if (!a.error)
         return KVX_ERR_DEVICE;
