@@ -4,6 +4,7 @@ and from a plain `meson install`), the library's SONAME and what consumers recor
 arguments at the C level."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -83,6 +84,33 @@ def test_exported_symbols_are_exactly_the_declared_functions():
     exported = exported_symbols(_native.library_path(), nm, kinds="TW")
     declared = {name for name in dir(lib) if name.startswith("kvx_")}
     assert exported == declared
+
+
+def _version_nodes() -> dict[str, set[str]]:
+    """libkvx.map's version nodes and the symbols each lists by name."""
+    text = re.sub(r"/\*.*?\*/", "", (REPO / "libkvx" / "libkvx.map").read_text(), flags=re.S)
+    nodes = {}
+    for name, body in re.findall(r"(KVX_[\d.]+)\s*\{(.*?)\}", text, flags=re.S):
+        exported = body.split("local:")[0].replace("global:", "")
+        nodes[name] = {sym.strip() for sym in exported.split(";") if sym.strip()}
+    return nodes
+
+
+def test_version_script_lists_every_function_once_by_name():
+    """Each KVX_API function is in exactly one node of the map, named (no wildcard), and the
+    built library exports each with that node's version."""
+    nodes = _version_nodes()
+    listed = [sym for symbols in nodes.values() for sym in symbols]
+    declared = {name for name in dir(lib) if name.startswith("kvx_")}
+    assert sorted(listed) == sorted(declared)
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) is not installed")
+    out = subprocess.run([nm, "-D", "--defined-only", str(_native.library_path())],
+                         capture_output=True, text=True, check=True).stdout
+    versions = dict(line.split()[-1].split("@@") for line in out.splitlines() if "@@KVX_" in line)
+    node_of = {sym: node for node, symbols in nodes.items() for sym in symbols}
+    assert versions == node_of
 
 
 def _pkg_config_flags(pc_dir: str) -> list[str]:

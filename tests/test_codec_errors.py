@@ -264,7 +264,8 @@ def _params(bins: Any, **kw: Any) -> Any:
 
 
 DESC_CASES = [
-    ("struct_size", 8, "kv->struct_size: expected >= "),
+    ("struct_size", 2, "kv->struct_size: expected sizeof(kvx_dense_desc) ("),
+    ("struct_size", 1000, "kv->struct_size: expected sizeof(kvx_dense_desc) ("),
     ("dtype", lib.KVX_DTYPE_INT8, "kv->dtype: expected KVX_DTYPE_FLOAT32"),
     ("num_kv", 3, "kv->num_kv: expected 1 or 2, got 3"),
     ("num_layers", 0, "expected num_layers, num_heads, head_size >= 1"),
@@ -277,7 +278,8 @@ DESC_CASES = [
     ("token_stride", 2**61, "kv: strides address more than 2^63 bytes"),
 ]
 PARAM_CASES = [
-    ("struct_size", 4, "params->struct_size: expected >= "),
+    ("struct_size", 0, "params->struct_size: expected sizeof(kvx_codec_params) ("),
+    ("struct_size", 33, "params->struct_size: expected sizeof(kvx_codec_params) ("),
     ("reserved0", 1, "params->reserved0: expected 0, got 1"),
     ("key_bins", ffi.NULL, "params->key_bins: expected a pointer to 2"),
     ("value_bins", ffi.NULL, "params->value_bins: expected a pointer to 2"),
@@ -361,11 +363,11 @@ def test_inspect_and_decompress_reject_bad_arguments(kv) -> None:
     assert lib.kvx_codec_inspect(src, -1, info, ffi.NULL, 0) == INVALID
     assert "src_size: expected 0.." in kvx._native.last_error()
     assert lib.kvx_codec_inspect(src, len(blob), ffi.NULL, ffi.NULL, 0) == INVALID
-    assert "info: expected a pointer" in kvx._native.last_error()
+    assert "info: expected a kvx_codec_info, got NULL" == kvx._native.last_error()
     small = ffi.new("kvx_codec_info *")
-    small.struct_size = 4
+    small.struct_size = 3
     assert lib.kvx_codec_inspect(src, len(blob), small, ffi.NULL, 0) == INVALID
-    assert "info->struct_size: expected >= " in kvx._native.last_error()
+    assert "info->struct_size: expected sizeof(kvx_codec_info) (" in kvx._native.last_error()
     bins = ffi.new("int32_t[]", [-1] * 4)
     assert lib.kvx_codec_inspect(src, len(blob), info, bins, 3) == INVALID
     assert "bins_capacity: expected >= 4" in kvx._native.last_error() and list(bins) == [-1] * 4

@@ -35,3 +35,23 @@ def test_exported_with_type_hints_and_docs():
 
 def test_package_is_marked_typed():
     assert (Path(kvx.__file__).parent / "py.typed").is_file()
+
+
+def test_split_modules_keep_their_public_names():
+    """kvx.codec and kvx.rope are the public modules; the code behind them lives in private
+    modules (_codec_lowlevel, _codec_container, _codec_arrays, _rope_cache) and every name they
+    offered before stays reachable from them."""
+    from kvx import codec, rope
+
+    assert codec.__all__ == [
+        "CodecInfo", "calculate_cdf", "decode", "decode_fast_new", "decode_fast_prefsum",
+        "default_bins", "dequantize", "encode", "encode_fast_new", "encode_streams", "inspect",
+        "quantize", "stream_bound",
+    ]
+    assert rope.__all__ == ["apply_rotary", "build_cos_sin_cache", "rerotate_keys",
+                            "rotary_embedding", "rotary_embedding_k_fused"]
+    for module in (codec, rope):
+        for name in module.__all__:
+            assert getattr(module, name).__doc__, f"{module.__name__}.{name}"
+    assert (codec.DEFAULT_CHUNK_TOKENS, codec.DEFAULT_MAX_RATIO) == (256, 1024)
+    assert codec.Bins is not None and codec.BytesLike is not None

@@ -376,13 +376,17 @@ def test_cache_drives_the_kernel(is_neox):
 
 
 def test_fallback_runs_with_one_warning(monkeypatch):
-    """Where the device's backend lacks RoPE (not compiled, or no entry), the fallback runs instead
-    (built only then), with one RuntimeWarning per op and device type naming its route; on the CPU
-    nothing falls back. A stand-in fallback here; test_rope_fallback.py runs the real routes."""
+    """Where libkvx cannot run the op on the device now (asked up front: rope._fallback_reason),
+    the fallback runs instead of the native call, which is not even tried (the fallback is built
+    only then), with one RuntimeWarning per op and device type naming the reason and the route.
+    Where libkvx can, and always on the CPU, the native call runs and its errors are raised. A
+    stand-in reason and fallback here; test_rope_fallback.py runs the real routes."""
     from kvx._native import lib as native
 
     monkeypatch.setattr(rope, "_warned_fallback", set())
-    ran, built = [], []
+    reason = "a stand-in reason"
+    monkeypatch.setattr(rope, "_fallback_reason", lambda op, device_type: reason)
+    ran, built, called = [], [], []
 
     class Recorder:
         route = "a stand-in route"
@@ -399,18 +403,51 @@ def test_fallback_runs_with_one_warning(monkeypatch):
             return Recorder(tag)
         return make
 
-    cuda = (native.KVX_DEVICE_CUDA, 0)
-    with pytest.warns(RuntimeWarning, match=r"kvx.rope.rerotate_keys: no native kernel .*; using a stand-in route"):
-        rope._native_or_fallback("rerotate_keys", cuda, lambda: native.KVX_ERR_NOT_AVAILABLE, factory(1))
+    def native_call(status: int):
+        def call() -> int:
+            called.append(status)
+            return status
+        return call
+
+    def run(device, status, tag):
+        rope._native_or_fallback("rerotate_keys", device, native_call(status), factory(tag))
+
+    cuda, cpu = (native.KVX_DEVICE_CUDA, 0), (native.KVX_DEVICE_CPU, 0)
+    with pytest.warns(RuntimeWarning, match=r"kvx.rope.rerotate_keys: no native kernel for this "
+                      r"device \(a stand-in reason\); using a stand-in route"):
+        run(cuda, native.KVX_OK, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        rope._native_or_fallback("rerotate_keys", cuda, lambda: native.KVX_ERR_UNSUPPORTED, factory(2))
-    assert ran == [1, 2]
-    with pytest.raises(kvx.NotAvailableError):
-        rope._native_or_fallback("rerotate_keys", (native.KVX_DEVICE_CPU, 0), lambda: native.KVX_ERR_NOT_AVAILABLE,
-                                 factory(3))
-    rope._native_or_fallback("rerotate_keys", cuda, lambda: native.KVX_OK, factory(4))
-    assert ran == [1, 2] and built == [1, 2]  # built only when the native call refused
+        run(cuda, native.KVX_ERR_UNSUPPORTED, 2)
+    assert ran == [1, 2] and called == []
+    with pytest.raises(kvx.NotAvailableError):  # the CPU never falls back
+        run(cpu, native.KVX_ERR_NOT_AVAILABLE, 3)
+    reason = ""  # libkvx runs the op on the device: the native call, its errors raised
+    run(cuda, native.KVX_OK, 4)
+    with pytest.raises(kvx.UnsupportedError):
+        run(cuda, native.KVX_ERR_UNSUPPORTED, 5)
+    assert ran == [1, 2] and built == [1, 2]
+    assert called == [native.KVX_ERR_NOT_AVAILABLE, native.KVX_OK, native.KVX_ERR_UNSUPPORTED]
+
+
+@pytest.mark.parametrize("op,code", [("rerotate_keys", "KVX_OP_ROPE_REROTATE"),
+                                     ("apply_rotary", "KVX_OP_ROPE_APPLY")])
+@pytest.mark.parametrize("device", ["KVX_DEVICE_CUDA", "KVX_DEVICE_HIP", "KVX_DEVICE_ASCEND",
+                                    "KVX_DEVICE_CNRT"])
+def test_fallback_reason_is_the_library_answer(op, code, device):
+    """kvx.rope falls back exactly where kvx_backend_supports answers none or the backend is not
+    available now, and says why."""
+    from kvx._native import lib as native
+
+    device_type, op_code = getattr(native, device), getattr(native, code)
+    reason = rope._fallback_reason(op, device_type)
+    runs = (native.kvx_backend_supports(device_type, op_code) != native.KVX_SUPPORT_NONE
+            and native.kvx_backend_available(device_type))
+    assert (reason == "") == bool(runs)
+    if not native.kvx_backend_compiled(device_type):
+        assert "not compiled" in reason
+    elif native.kvx_backend_supports(device_type, op_code) == native.KVX_SUPPORT_NONE:
+        assert f"no {op.split('_')[0]}" in reason
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")

@@ -273,7 +273,8 @@ def _expect(result, match, status=lib.KVX_ERR_INVALID_ARGUMENT):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("struct_size", 4, r"keys->struct_size: expected >= \d+, got 4"),
+    ("struct_size", 3, r"keys->struct_size: expected sizeof\(kvx_rope_tensor\) \(\d+; .*\), got 3"),
+    ("struct_size", 4096, r"keys->struct_size: expected sizeof\(kvx_rope_tensor\) \(\d+; .*\), got 4096"),
     ("dtype", lib.KVX_DTYPE_INT8, r"keys->dtype: expected KVX_DTYPE_FLOAT32, FLOAT16 or BFLOAT16, got 7"),
     ("num_layers", 0, r"keys->num_layers: expected 1\.\.\d+, got 0"),
     ("num_heads", -2, r"keys->num_heads: expected 1\.\.\d+, got -2"),
@@ -292,7 +293,8 @@ def test_c_tensor_fields(c, field, value, match):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("struct_size", 0, r"cache->struct_size: expected >= \d+, got 0"),
+    ("struct_size", 0, r"cache->struct_size: expected sizeof\(kvx_rope_cache\) \(\d+; .*\), got 0"),
+    ("struct_size", 49, r"cache->struct_size: expected sizeof\(kvx_rope_cache\) \(\d+; .*\), got 49"),
     ("dtype", lib.KVX_DTYPE_FLOAT64, r"cache->dtype: expected KVX_DTYPE_FLOAT32, FLOAT16 or BFLOAT16, got 8"),
     ("rot_dim", 15, r"cache->rot_dim: expected an even number >= 2, got 15"),
     ("rot_dim", 0, r"cache->rot_dim: expected an even number >= 2, got 0"),

@@ -45,7 +45,9 @@ def test_valid_call_succeeds(call):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("struct_size", 8, r"paged->struct_size: expected >= \d+, got 8"),
+    ("struct_size", 2, r"paged->struct_size: expected sizeof\(kvx_paged_desc\) \(\d+; .*\), got 2"),
+    ("struct_size", 97, r"paged->struct_size: expected sizeof\(kvx_paged_desc\) \(\d+; .*\), got 97"),
+    ("reserved0", 5, r"paged->reserved0: expected 0, got 5"),
     ("dtype", 99, r"paged->dtype: expected a kvx_dtype, got 99"),
     ("num_layers", 0, r"paged->num_layers: expected 1\.\.\d+, got 0"),
     ("num_kv", 3, r"paged->num_kv: expected 1\.\.2, got 3"),
@@ -65,7 +67,8 @@ def test_paged_fields(call, field, value, match):
 
 
 @pytest.mark.parametrize("field,value,match", [
-    ("struct_size", 0, r"dense->struct_size: expected >= \d+, got 0"),
+    ("struct_size", 0, r"dense->struct_size: expected sizeof\(kvx_dense_desc\) \(\d+; .*\), got 0"),
+    ("struct_size", 1 << 20, r"dense->struct_size: expected sizeof\(kvx_dense_desc\) \(\d+; .*\), got 1048576"),
     ("dtype", lib.KVX_DTYPE_FLOAT16, r"dense->dtype: expected 1 \(paged->dtype\), got 2"),
     ("num_layers", 3, r"dense->num_layers: expected 2 \(paged->num_layers\), got 3"),
     ("head_size", 4, r"dense->head_size: expected 5 \(paged->head_size\), got 4"),

@@ -5,7 +5,11 @@
  *   - every entry point returns an int32_t status: KVX_OK (0) or a negative kvx_status;
  *     kvx_last_error() then holds a message naming the argument, its value and the limit;
  *   - fixed-width types only, enums for constants, no inline functions or bitfields;
- *   - descriptor structs start with `struct_size` (set it to sizeof(the struct)) so they can grow;
+ *   - descriptor structs start with `struct_size` (set it to sizeof(the struct)) so they can grow:
+ *     the library reads a smaller struct_size (a program built against an older kvx.h) as far as
+ *     it goes, taking the fields past it as zero, and refuses a larger one (a newer kvx.h than
+ *     the library); output structs get only the bytes their struct_size declares. Fields named
+ *     reserved* must be 0;
  *   - a NULL stream means the CPU backend; device backends never synchronise unless asked.
  *
  * The Python package parses this file with cffi. cffi reads no preprocessor directives, so every
@@ -122,17 +126,23 @@ KVX_API const char *kvx_cpu_kernels(void);
 
 /* ---------------------------------------------------------------- element types */
 
+/* The fp8 formats are the four torch and DLPack name: "fn" = finite (no infinities, one NaN
+ * pattern; OCP, NVIDIA Hopper and later), "fnuz" = finite with unsigned zero (its NaN is 0x80;
+ * AMD MI300). Transfer copies their bytes; the codec and RoPE do not take them. */
 enum kvx_dtype {
     KVX_DTYPE_FLOAT32 = 1,
     KVX_DTYPE_FLOAT16 = 2,
     KVX_DTYPE_BFLOAT16 = 3,
-    KVX_DTYPE_FLOAT8_E4M3 = 4,
-    KVX_DTYPE_FLOAT8_E5M2 = 5,
+    KVX_DTYPE_FLOAT8_E4M3FN = 4,  /* torch.float8_e4m3fn */
+    KVX_DTYPE_FLOAT8_E4M3 = 4,    /* the name KVX_DTYPE_FLOAT8_E4M3FN had before the split */
+    KVX_DTYPE_FLOAT8_E5M2 = 5,    /* torch.float8_e5m2 */
     KVX_DTYPE_UINT8 = 6,
     KVX_DTYPE_INT8 = 7,
     KVX_DTYPE_FLOAT64 = 8,
     KVX_DTYPE_INT32 = 9,
-    KVX_DTYPE_INT64 = 10
+    KVX_DTYPE_INT64 = 10,
+    KVX_DTYPE_FLOAT8_E4M3FNUZ = 11, /* torch.float8_e4m3fnuz */
+    KVX_DTYPE_FLOAT8_E5M2FNUZ = 12  /* torch.float8_e5m2fnuz */
 };
 
 /* Size in bytes of one element of `dtype`, or 0 if `dtype` is not a kvx_dtype. */
@@ -159,7 +169,7 @@ typedef struct kvx_paged_desc {
     int32_t num_heads;
     int32_t head_size; /* elements per head vector */
     int32_t num_bases; /* num_layers or num_kv * num_layers */
-    int32_t reserved0;
+    int32_t reserved0; /* set to 0 */
     void *const *bases;
     int64_t block_size;
     int64_t num_blocks;

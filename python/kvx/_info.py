@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from . import _devices
 from ._native import check, ffi, header_path, last_error, lib, library_path
-
-_BACKENDS = (
-    ("cpu", lib.KVX_DEVICE_CPU),
-    ("cuda", lib.KVX_DEVICE_CUDA),
-    ("hip", lib.KVX_DEVICE_HIP),
-    ("ascend", lib.KVX_DEVICE_ASCEND),
-    ("cnrt", lib.KVX_DEVICE_CNRT),
-)
 
 
 def version() -> str:
@@ -40,17 +33,21 @@ def get_library() -> str:
     return str(library_path())
 
 
-# Backends whose codec entries are the host-staged codec (src/core/codec_staged.c).
-_STAGED_CODEC = ("ascend", "cnrt")
-# torch device type of each backend, for the RoPE fallback's route
-_TORCH_DEVICE = {"cuda": "cuda", "hip": "cuda", "ascend": "npu", "cnrt": "mlu"}
-HOST_STAGED = "host-staged (copies to pinned host memory, CPU codec, copies back; synchronises the stream)"
+HOST_STAGED = ("host-staged (copies to pinned host memory, CPU codec, copies back; "
+               "synchronises the stream)")
+_CODEC_ROUTES = {
+    lib.KVX_SUPPORT_NATIVE: "native",
+    lib.KVX_SUPPORT_HOST_STAGED: HOST_STAGED,
+    lib.KVX_SUPPORT_NONE: "unsupported (kvx.codec.encode/decode go through host memory)",
+}
 
 
 @dataclass(frozen=True)
 class BackendState:
-    """Whether a backend is compiled in and usable now, and if not, why; and how the codec and
-    RoPE run on its devices ("native", "host-staged ...", "fallback: ...", "unsupported ...")."""
+    """Whether a backend is compiled in and usable now, and if not, why; how the codec and RoPE
+    run on its devices ("native", "host-staged ...", "fallback: ...", "unsupported ..."); and
+    ``ops``: how the build runs each operation there, by the operation's name in ``kvx info``
+    ("transfer", "quantize", ..., "rerotate", "apply"): "native", "staged" or "-"."""
 
     name: str
     compiled: bool
@@ -58,61 +55,55 @@ class BackendState:
     reason: str
     codec: str = ""
     rope: str = ""
+    # left out of the hash, so that states stay hashable as before
+    ops: dict[str, str] = field(default_factory=dict, hash=False)
 
 
-def _stream(device_type: int) -> object:
-    stream = ffi.new("kvx_stream *")
-    stream.device_type, stream.device_index, stream.handle = device_type, 0, ffi.NULL
-    return stream
+def _by_support(kind: _devices.DeviceKind, ops: tuple[_devices.Op, ...]) -> dict[int, list[str]]:
+    """The names of ``ops``, grouped by how ``kind``'s backend runs them (kvx_support)."""
+    groups: dict[int, list[str]] = {}
+    for op in ops:
+        groups.setdefault(kind.support(op.code), []).append(op.name)
+    return groups
 
 
-def _has_codec(device_type: int) -> bool:
-    """Asks the backend itself: an empty quantize touches no memory, and answers
-    KVX_ERR_UNSUPPORTED when the backend has no codec entries."""
-    bins = ffi.new("int32_t[1]", [4])
-    return lib.kvx_codec_quantize(ffi.NULL, lib.KVX_DTYPE_FLOAT32, 1, 0, 1, 0, 1, bins, ffi.NULL, ffi.NULL,
-                                  _stream(device_type)) == lib.KVX_OK
+def _route(groups: dict[int, list[str]], words: dict[int, str]) -> str:
+    """One route when every op shares it, else each route with its ops."""
+    if len(groups) == 1:
+        return words[next(iter(groups))]
+    return "; ".join(f"{', '.join(names)}: {words[support]}" for support, names in groups.items())
 
 
-def _has_rope(device_type: int) -> bool:
-    """The same for RoPE: an apply over zero tokens."""
-    t = ffi.new("kvx_rope_tensor *", {"struct_size": ffi.sizeof("kvx_rope_tensor"), "dtype": lib.KVX_DTYPE_FLOAT32,
-                                      "num_layers": 1, "num_heads": 1, "head_size": 2})
-    table = ffi.new("float[2]")
-    c = ffi.new("kvx_rope_cache *", {"struct_size": ffi.sizeof("kvx_rope_cache"), "dtype": lib.KVX_DTYPE_FLOAT32,
-                                     "rot_dim": 2, "pairing": lib.KVX_ROPE_NEOX, "max_position": 1,
-                                     "row_stride": 2, "cos_sin": table})
-    return lib.kvx_rope_apply(t, ffi.NULL, c, ffi.NULL, lib.KVX_DTYPE_INT64, _stream(device_type)) == lib.KVX_OK
-
-
-def _routes(name: str, device_type: int, compiled: bool, available: bool) -> tuple[str, str]:
-    """(codec route, RoPE route) of a backend: asked of the backend when it is available; for
-    a runtime-loaded backend without its runtime, what its compiled-in table says."""
+def _routes(kind: _devices.DeviceKind, compiled: bool, available: bool) -> tuple[str, str]:
+    """(codec route, RoPE route) on ``kind``'s devices. The codec's is a fact of the build
+    (kvx_backend_supports); RoPE runs libkvx's kernel where the backend has one and is available
+    now, else the fallback kvx.rope picks (kvx._rope_fallback), whatever the runtime."""
     from . import _rope_fallback
 
-    fallback = _rope_fallback.routes(_TORCH_DEVICE.get(name, name))
+    fallback = _rope_fallback.routes(kind.torch_type)
     if not compiled:
-        return ("-", fallback if name != "cpu" else "-")
+        return ("-", "-" if kind is _devices.CPU else fallback)
+    codec = _route(_by_support(kind, _devices.CODEC_OPS), _CODEC_ROUTES)
     if not available:
-        if name in _STAGED_CODEC:
-            return (HOST_STAGED, fallback)
-        return ("unknown until the backend is available", fallback)
-    codec = HOST_STAGED if name in _STAGED_CODEC else "native"
-    if not _has_codec(device_type):
-        codec = "unsupported (kvx.codec.encode/decode go through host memory)"
-    return (codec, "native" if _has_rope(device_type) else fallback)
+        return (codec, fallback)
+    rope_words = {lib.KVX_SUPPORT_NATIVE: "native", lib.KVX_SUPPORT_HOST_STAGED: "host-staged",
+                  lib.KVX_SUPPORT_NONE: fallback}
+    return (codec, _route(_by_support(kind, _devices.ROPE_OPS), rope_words))
+
+
+def _state(kind: _devices.DeviceKind) -> BackendState:
+    compiled = kind.compiled()
+    available = kind.available()
+    reason = "" if available else last_error()
+    codec, rope = _routes(kind, compiled, available)
+    ops = {op.name: _devices.SUPPORT_WORDS[kind.support(op.code)] for op in _devices.OPS}
+    return BackendState(kind.name, compiled, available, reason, codec, rope, ops)
 
 
 def backends() -> list[BackendState]:
-    """The state of every backend libkvx knows of, and which codec and RoPE route it uses."""
-    states = []
-    for name, device_type in _BACKENDS:
-        compiled = bool(lib.kvx_backend_compiled(device_type))
-        available = bool(lib.kvx_backend_available(device_type))
-        reason = "" if available else last_error()
-        codec, rope = _routes(name, device_type, compiled, available)
-        states.append(BackendState(name, compiled, available, reason, codec, rope))
-    return states
+    """The state of every backend libkvx knows of, how the codec and RoPE run on its devices, and
+    how the build runs each operation there."""
+    return [_state(kind) for kind in _devices.KINDS]
 
 
 def set_num_threads(num_threads: int) -> None:

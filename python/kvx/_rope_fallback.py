@@ -1,7 +1,8 @@
 """RoPE on devices whose libkvx backend has no RoPE kernel (Ascend NPUs and Cambricon MLUs: their
 C backends answer "unsupported"), and on GPUs whose backend is not compiled in.
 
-:mod:`kvx.rope` tries libkvx first; when the backend refuses, it runs one of these fallbacks on
+:mod:`kvx.rope` asks libkvx first (``kvx_backend_supports`` and ``kvx_backend_available``, through
+:mod:`kvx._devices`); where the backend cannot run the op, it runs one of these fallbacks on
 the tensors' own device and warns once per (operation, device type, route) with the route's name
 (docs/design.md, "Backends": vendor torch ops first, then the plain-torch reference; never silently).
 
@@ -34,8 +35,7 @@ import os
 import sys
 from typing import Any, Callable, Optional
 
-from . import reference_rope
-from ._tensors import DEVICE_ASCEND, DEVICE_CNRT, DEVICE_CUDA, DEVICE_HIP
+from . import _devices, reference_rope
 
 try:
     import torch
@@ -49,13 +49,6 @@ REFERENCE = "kvx.reference_rope (plain torch on the tensors' device)"
 NPU_HEAD_DIM = 128
 NPU_MAX_BN = 999  # B, N < 1000
 NPU_MAX_BROADCAST = 1024
-
-_DEVICE_NAMES = {DEVICE_ASCEND: "npu", DEVICE_CNRT: "mlu", DEVICE_CUDA: "cuda", DEVICE_HIP: "cuda"}
-
-
-def device_name(device_type: int) -> str:
-    return _DEVICE_NAMES.get(device_type, str(device_type))
-
 
 def _npu_rotary_mul() -> Optional[Callable[..., Any]]:
     """torch_npu's op if torch_npu is importable (it is, wherever tensors live on an NPU)."""
@@ -72,7 +65,7 @@ def choose_route(device: str, *, is_neox: bool, rot_dim: int, num_layers: int, n
     """The fallback for a RoPE call on torch device type `device` ("npu", "mlu", "cuda", ...):
     VENDOR_NPU where its contract fits, else REFERENCE."""
     if (
-        device == "npu"
+        device == _devices.ASCEND.torch_type
         and os.environ.get("KVX_ROPE_VENDOR_OPS", "1") != "0"
         and is_neox
         and rot_dim == NPU_HEAD_DIM
@@ -87,7 +80,7 @@ def choose_route(device: str, *, is_neox: bool, rot_dim: int, num_layers: int, n
 
 def routes(device: str) -> str:
     """What `kvx info` says about RoPE on torch device type `device` without a kernel."""
-    if device == "npu":
+    if device == _devices.ASCEND.torch_type:
         return f"fallback: {VENDOR_NPU} (NeoX, rot_dim 128) else kvx.reference_rope"
     return "fallback: kvx.reference_rope"
 
@@ -127,7 +120,8 @@ class Fallback:
         for t, name in self.tensors:
             view = _heads(t, name, self.head_size)
             layers, heads = max(layers, view.shape[0]), max(heads, view.shape[2])
-        return choose_route(device_name(self.device_type), is_neox=self.is_neox, rot_dim=self.cache.shape[1],
+        torch_type = _devices.by_kvx_type(self.device_type).torch_type
+        return choose_route(torch_type, is_neox=self.is_neox, rot_dim=self.cache.shape[1],
                             num_layers=layers, num_heads=heads)
 
 

@@ -14,11 +14,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _torch
+from . import _devices, _torch
+from ._devices import DEVICE_CPU
 from ._errors import InvalidArgumentError
 from ._native import ffi, lib
-
-DEVICE_CPU, DEVICE_CUDA, DEVICE_HIP, DEVICE_ASCEND, DEVICE_CNRT = 1, 2, 10, 32, 33
 
 _NUMPY_DTYPES = {
     np.dtype(np.float32): lib.KVX_DTYPE_FLOAT32,
@@ -52,15 +51,6 @@ def _fill_torch_dtypes() -> dict[Any, int]:
             table[getattr(torch, name)] = code
     _TORCH_DTYPES.update(table)
     return _TORCH_DTYPES
-
-
-# torch device type -> (kvx device type, attribute path of the current-stream handle)
-_TORCH_DEVICES = {
-    "cpu": DEVICE_CPU,
-    "cuda": DEVICE_CUDA,  # also HIP builds of torch; see _device_type
-    "npu": DEVICE_ASCEND,
-    "mlu": DEVICE_CNRT,
-}
 
 
 @dataclass(slots=True)
@@ -112,15 +102,6 @@ def is_tensor(x: Any) -> bool:
     return isinstance(x, np.ndarray) or _torch.is_tensor(x)
 
 
-def _device_type(device: Any) -> int:
-    if device.type == "cuda" and getattr(_torch.imported().version, "hip", None):
-        return DEVICE_HIP
-    try:
-        return _TORCH_DEVICES[device.type]
-    except KeyError:
-        raise InvalidArgumentError(f"device: libkvx does not support torch device type {device.type!r}") from None
-
-
 @functools.lru_cache(maxsize=None)
 def _accelerator_present() -> bool:
     """Whether torch has a device whose pinned host memory matters (asked once: it is slow)."""
@@ -141,7 +122,8 @@ def _describe_torch(x: Any, name: str) -> ArrayInfo:
         pinned = _accelerator_present() and x.is_pinned()
     else:
         device = x.device
-        device_type, device_index, pinned = _device_type(device), device.index or 0, False
+        device_type = _devices.by_torch_device(device).kvx_type
+        device_index, pinned = device.index or 0, False
     # dense views (the usual case) need no walk over the strides for their span
     span = (ptr, ptr + x.numel() * itemsize) if x.is_contiguous() else _extent(ptr, shape, strides, itemsize)
     # positional: keyword arguments make this constructor three times slower (~0.35 us a call)
@@ -246,8 +228,7 @@ def require_same_device(infos: Sequence[ArrayInfo]) -> tuple[int, int]:
 
 
 def _device_name(info: ArrayInfo) -> str:
-    names = {DEVICE_CPU: "cpu", DEVICE_CUDA: "cuda", DEVICE_HIP: "hip", DEVICE_ASCEND: "npu", DEVICE_CNRT: "mlu"}
-    return f"{names.get(info.device_type, info.device_type)}:{info.device_index}"
+    return f"{_devices.by_kvx_type(info.device_type).label}:{info.device_index}"
 
 
 def current_stream(device: tuple[int, int]) -> Any:
@@ -257,12 +238,7 @@ def current_stream(device: tuple[int, int]) -> Any:
     if device_type == DEVICE_CPU:
         return ffi.NULL
     torch = _torch.imported()  # a device tensor was passed: torch is imported
-    if device_type in (DEVICE_CUDA, DEVICE_HIP):
-        handle = torch.cuda.current_stream(index).cuda_stream
-    elif device_type == DEVICE_ASCEND:
-        handle = torch.npu.current_stream(index).npu_stream
-    else:
-        handle = torch.mlu.current_stream(index).mlu_stream
+    handle = _devices.by_kvx_type(device_type).current_stream_handle(torch, index)
     stream = ffi.new("kvx_stream *")
     stream.device_type, stream.device_index, stream.handle = device_type, index, ffi.cast("void *", handle)
     return stream

@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import _info, _native
+from . import _devices, _info, _native
 
 BENCHMARKS = ("transfer", "codec", "rope", "device_plan", "transfer_gpu", "rope_gpu", "codec_gpu")  # each is kvx.bench.NAME with run(argv) -> int
 
@@ -31,23 +31,34 @@ def _link_flags(library: Path) -> str:
     return f"-L{library.parent} -Wl,-rpath,{library.parent} -l:{library.name}"
 
 
-def _devices() -> list[str]:
+def _torch_devices() -> list[str]:
     """Accelerators torch can see, when torch and its device plugins are importable."""
     try:
         import torch
     except ImportError:
         return ["(torch not installed: device detection skipped)"]
-    found = []
-    for name, plugin in (("cuda", None), ("npu", "torch_npu"), ("mlu", "torch_mlu")):
-        if plugin and not hasattr(torch, name):
-            try:  # the vendor plugin adds torch.npu / torch.mlu when installed
-                importlib.import_module(plugin)
-            except Exception:  # noqa: BLE001 - not installed, or broken: no such device then
-                pass
-        module = getattr(torch, name, None)
+    found, seen = [], set()
+    for kind in _devices.accelerators():
+        if kind.torch_type in seen:  # CUDA and HIP devices are both torch.cuda's
+            continue
+        seen.add(kind.torch_type)
+        module = kind.torch_module(torch)
         if module is not None and module.is_available():
-            found.append(f"{name}: {module.device_count()} device(s)")
+            found.append(f"{kind.torch_type}: {module.device_count()} device(s)")
     return found or ["none (CPU only)"]
+
+
+def _capability_lines(states: list[_info.BackendState]) -> list[str]:
+    """The capability matrix: a row per backend, a column per operation, each cell how the build
+    runs it there ("native", "staged": through host memory, "-": not at all)."""
+    names = [op.name for op in _devices.OPS]
+    cell = max(len(word) for word in _devices.SUPPORT_WORDS.values())
+    widths = [max(len(name), cell) for name in names]
+    lines = [f"    {'':<7} " + " ".join(f"{name:<{w}}" for name, w in zip(names, widths)).rstrip()]
+    for state in states:
+        cells = " ".join(f"{state.ops[name]:<{w}}" for name, w in zip(names, widths))
+        lines.append(f"    {state.name:<7} {cells}".rstrip())
+    return lines
 
 
 def _non_negative(text: str) -> int:
@@ -64,15 +75,20 @@ def cmd_info(_: argparse.Namespace) -> int:
     print(f"header:  {_native.header_path()}")
     print(f"CPU: {_info.cpu_isa()}")
     print(f"CPU threads: {_info.get_num_threads()}; kernels: {_info.cpu_kernels()}")
-    print(f"devices: {', '.join(_devices())}")
+    print(f"devices: {', '.join(_torch_devices())}")
+    states = _info.backends()
     print("backends (state, then the codec and RoPE routes on its devices):")
-    for state in _info.backends():
+    for state in states:
         status = "available" if state.available else ("compiled, unavailable" if state.compiled else "not compiled")
         reason = f" ({state.reason})" if state.compiled and not state.available else ""
         print(f"  {state.name:<7} {status}{reason}")
         if state.compiled:
             print(f"  {'':<7} codec: {state.codec}")
             print(f"  {'':<7} rope:  {state.rope}")
+    print("operations each backend runs (native; staged: through host memory, synchronously; "
+          "-: none):")
+    for line in _capability_lines(states):
+        print(line)
     return 0
 
 

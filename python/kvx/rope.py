@@ -20,25 +20,26 @@ nothing is modified.
 :func:`rotary_embedding_k_fused` (LMCache) and :func:`rotary_embedding` (vLLM) take those projects'
 arguments in their order, for adapters that swap one call.
 
-On a device whose libkvx backend lacks RoPE (not compiled in, or no kernel: Ascend, Cambricon),
-a fallback runs on the tensors' own device instead (:mod:`kvx._rope_fallback`: the vendor's
-torch op where its contract fits, e.g. ``torch_npu.npu_rotary_mul``, else the plain-torch
+On a device whose libkvx backend cannot run RoPE (not compiled in, not available, or no kernel:
+Ascend, Cambricon; asked up front with ``kvx_backend_supports``), a fallback runs on the
+tensors' own device instead (:mod:`kvx._rope_fallback`: the vendor's torch op where its
+contract fits, e.g. ``torch_npu.npu_rotary_mul``, else the plain-torch
 :mod:`kvx.reference_rope`), with a one-time ``RuntimeWarning`` per operation, device type and
 route that names the route.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
-from . import _torch
-from ._errors import InvalidArgumentError, NotAvailableError, UnsupportedError
+from . import _devices, _torch
+from ._errors import InvalidArgumentError
 from ._native import check, ffi, lib
+from ._rope_cache import build_cos_sin_cache
 from ._tensors import DEVICE_CPU, ArrayInfo, current_stream, describe, require_same_device, require_writable
 
 if TYPE_CHECKING:
@@ -211,22 +212,34 @@ def _require_separate(outputs: Sequence[ArrayInfo], inputs: Sequence[ArrayInfo])
                 raise InvalidArgumentError(f"{out.name}: expected memory separate from {other.name}, but they overlap")
 
 
+# The kvx_op of each public RoPE function, for kvx_backend_supports.
+_OPS = {"rerotate_keys": lib.KVX_OP_ROPE_REROTATE, "apply_rotary": lib.KVX_OP_ROPE_APPLY}
+
+
+def _fallback_reason(op: str, device_type: int) -> str:
+    """Why libkvx cannot run ``op`` on ``device_type``'s devices now, or "" where it can: asked
+    up front (kvx_backend_supports, a fact of the build, then kvx_backend_available)."""
+    return _devices.by_kvx_type(device_type).why_not(_OPS[op])
+
+
 def _native_or_fallback(op: str, device: tuple[int, int], call: Callable[[], int],
                         make_fallback: Callable[[], Fallback]) -> None:
-    """Runs ``call`` (a libkvx status); on a device whose backend lacks the op, runs the plain-torch
-    fallback that ``make_fallback`` builds (only then: it costs a microsecond per call) on the
-    tensors' own device, with a one-time warning (never silently)."""
-    try:
+    """Runs ``call`` (a libkvx status) where libkvx runs ``op`` on the device (always on the
+    CPU, whose errors are raised); elsewhere runs the plain-torch fallback that ``make_fallback``
+    builds (only then: it costs a microsecond per call) on the tensors' own device instead, with a
+    one-time warning (never silently)."""
+    reason = ""
+    if device[0] != DEVICE_CPU and _torch.imported() is not None:
+        reason = _fallback_reason(op, device[0])
+    if not reason:
         check(call())
-    except (NotAvailableError, UnsupportedError) as error:
-        if device[0] == DEVICE_CPU or _torch.imported() is None:
-            raise
-        fallback = make_fallback()
-        if (op, device[0], fallback.route) not in _warned_fallback:
-            _warned_fallback.add((op, device[0], fallback.route))
-            warnings.warn(f"kvx.rope.{op}: no native kernel for this device ({error}); using {fallback.route}",
-                          RuntimeWarning, stacklevel=3)
-        fallback()
+        return
+    fallback = make_fallback()
+    if (op, device[0], fallback.route) not in _warned_fallback:
+        _warned_fallback.add((op, device[0], fallback.route))
+        warnings.warn(f"kvx.rope.{op}: no native kernel for this device ({reason}); "
+                      f"using {fallback.route}", RuntimeWarning, stacklevel=3)
+    fallback()
 
 
 def rerotate_keys(
@@ -350,98 +363,6 @@ def rotary_embedding(positions: Any, query: Any, key: Any, head_size: int, cos_s
     """vLLM's ``_custom_ops.rotary_embedding``, same arguments in the same order (``key`` may be
     None): :func:`apply_rotary` of ``query`` and ``key`` at ``positions``."""
     apply_rotary(positions, query, key, cos_sin_cache, is_neox=is_neox, head_size=head_size)
-
-
-def _llama3_inv_freq(torch: Any, inv_freq: Any, params: Mapping[str, Any]) -> Any:
-    """Llama 3.1 frequency scaling (vLLM ``Llama3RotaryEmbedding._compute_inv_freq``): long
-    wavelengths are divided by ``factor``, short ones kept, the band between interpolated."""
-    try:
-        factor = float(params["factor"])
-        low = float(params.get("low_freq_factor", 1.0))
-        high = float(params.get("high_freq_factor", 4.0))
-        original = float(params["original_max_position_embeddings"])
-    except KeyError as missing:
-        raise InvalidArgumentError(f"scaling: llama3 scaling needs {missing.args[0]!r}") from None
-    if factor <= 0 or low <= 0 or high <= 0 or original <= 0:
-        raise InvalidArgumentError(f"scaling: llama3 factors must be positive, got {dict(params)}")
-    low_freq_wavelen = original / low
-    high_freq_wavelen = original / high
-    wave_len = 2 * math.pi / inv_freq
-    smooth = (original / wave_len - low) / (high - low) if low != high else 0
-    return torch.where(
-        wave_len < high_freq_wavelen,
-        inv_freq,
-        torch.where(
-            wave_len > low_freq_wavelen,
-            inv_freq / factor,
-            (1 - smooth) * inv_freq / factor + smooth * inv_freq,
-        ),
-    )
-
-
-def _scaling_kind(scaling: Any) -> tuple[str, Mapping[str, Any]]:
-    if scaling is None:
-        return "default", {}
-    if isinstance(scaling, (int, float)) and not isinstance(scaling, bool):
-        return "linear", {"factor": scaling}
-    if isinstance(scaling, Mapping):
-        kind = scaling.get("rope_type", scaling.get("type", "default"))
-        if kind in ("default", "linear", "llama3"):
-            return kind, scaling
-        raise InvalidArgumentError(f"scaling: expected rope_type 'default', 'linear' or 'llama3', got {kind!r}")
-    raise InvalidArgumentError(
-        f"scaling: expected None, a linear factor or a mapping with 'rope_type', got {scaling!r}"
-    )
-
-
-def build_cos_sin_cache(
-    rot_dim: int,
-    max_position: int,
-    base: float = 10000.0,
-    *,
-    scaling: None | float | Mapping[str, Any] = None,
-    dtype: Any = None,
-    device: Any = None,
-) -> Any:
-    """vLLM's ``cos_sin_cache``: ``[max_position, rot_dim]``, cos half then sin half.
-
-    Row p holds ``cos(t_p * f_r)`` for ``r < rot_dim/2``, then ``sin(t_p * f_r)``, with
-    ``f_r = base ** (-2r / rot_dim)``, computed in float32 as vLLM does, then cast to ``dtype``.
-
-    Args:
-        rot_dim: even number of rotated dims per head.
-        max_position: number of rows (positions 0 .. max_position - 1).
-        base: the model's ``rope_theta``.
-        scaling: None; a number (linear scaling: ``t_p = p / factor``; vLLM builds
-            ``max_position_embeddings * factor`` rows, so pass that as ``max_position`` to match);
-            or a Hugging Face style ``rope_scaling`` mapping with ``rope_type`` (or ``type``)
-            ``"linear"`` (``factor``) or ``"llama3"`` (``factor``, ``low_freq_factor``,
-            ``high_freq_factor``, ``original_max_position_embeddings``).
-        dtype: torch dtype of the result (default float32).
-        device: torch device of the result (default CPU).
-    """
-    torch = _torch.load()
-    if torch is None:  # pragma: no cover - numpy-only installs
-        raise NotAvailableError("build_cos_sin_cache: needs torch (pip install torch)")
-    if isinstance(rot_dim, bool) or not isinstance(rot_dim, int) or rot_dim < 2 or rot_dim % 2:
-        raise InvalidArgumentError(f"rot_dim: expected an even integer >= 2, got {rot_dim!r}")
-    if isinstance(max_position, bool) or not isinstance(max_position, int) or max_position < 1:
-        raise InvalidArgumentError(f"max_position: expected an integer >= 1, got {max_position!r}")
-    if not base > 0:
-        raise InvalidArgumentError(f"base: expected a positive number, got {base!r}")
-    kind, params = _scaling_kind(scaling)
-    inv_freq = 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float) / rot_dim))
-    t = torch.arange(max_position, dtype=torch.float)
-    if kind == "linear":
-        factor = float(params.get("factor", 0))
-        if not factor > 0:
-            raise InvalidArgumentError(f"scaling: expected a positive linear factor, got {params.get('factor')!r}")
-        t = t / factor
-    elif kind == "llama3":
-        inv_freq = _llama3_inv_freq(torch, inv_freq, params)
-    freqs = torch.einsum("i,j -> ij", t, inv_freq)
-    cache = torch.cat((freqs.cos(), freqs.sin()), dim=-1)
-    return cache.to(dtype=dtype or torch.float32, device=device)
 
 
 __all__ = ["apply_rotary", "build_cos_sin_cache", "rerotate_keys", "rotary_embedding", "rotary_embedding_k_fused"]

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import layouts
+from . import _devices, layouts
 from ._errors import InvalidArgumentError
 from ._native import check, ffi, lib
 from ._tensors import (
@@ -173,9 +173,10 @@ def _slot_mapping(slot_mapping: Any, device: tuple[int, int]) -> ArrayInfo:
         raise InvalidArgumentError(f"slot_mapping: expected dtype int64, got {getattr(slot_mapping, 'dtype', '?')}")
     if len(info.shape) != 1:
         raise InvalidArgumentError(f"slot_mapping: expected a 1-D array, got shape {info.shape}")
-    if device[0] in (lib.KVX_DEVICE_ASCEND, lib.KVX_DEVICE_CNRT):
-        # These backends plan on the host: take the mapping from the host or the cache's device
-        # and hand over a host copy (`.cpu()` waits for the device work that produced it).
+    if _devices.by_kvx_type(device[0]).plans_on_host:
+        # These backends (Ascend, CNRT) plan on the host: take the mapping from the host or the
+        # cache's device and hand over a host copy (`.cpu()` waits for the device work that
+        # produced it).
         if info.device != device and info.device_type != lib.KVX_DEVICE_CPU:
             raise InvalidArgumentError(
                 f"slot_mapping: expected the host or the paged cache's device {device}, got {info.device}"

@@ -45,24 +45,21 @@ int32_t kvx_backend_compiled(int32_t device_type)
     return find_compiled(device_type) != NULL;
 }
 
-/* The vtable entry serving `op`, as a flag: whether it is set. The container is built and read
- * in host memory, so only a CPU backend with the codec entries has it. */
+/* 1 if backend b has the slot that runs `op` (KVX_OP_SLOTS), 0 if not, -1 for no kvx_op. The
+ * container is built and read in host memory, so only a CPU backend with the codec slots has
+ * it. */
 static int has_entry(const kvx_backend *b, int32_t op)
 {
+#define SLOT_SET(kvx_op, slot)                                                                 \
+    case kvx_op: return b->slot != NULL;
     switch (op) {
-    case KVX_OP_TRANSFER: return b->transfer != NULL;
-    case KVX_OP_CODEC_QUANTIZE: return b->codec_quantize != NULL;
-    case KVX_OP_CODEC_DEQUANTIZE: return b->codec_dequantize != NULL;
-    case KVX_OP_CODEC_CALCULATE_CDF: return b->codec_calculate_cdf != NULL;
-    case KVX_OP_CODEC_ENCODE: return b->codec_encode != NULL;
-    case KVX_OP_CODEC_DECODE: return b->codec_decode != NULL;
+        KVX_OP_SLOTS(SLOT_SET)
     case KVX_OP_CODEC_CONTAINER:
         return b->device_type == KVX_DEVICE_CPU && b->codec_quantize && b->codec_encode &&
                b->codec_decode && b->codec_dequantize;
-    case KVX_OP_ROPE_REROTATE: return b->rope_rerotate != NULL;
-    case KVX_OP_ROPE_APPLY: return b->rope_apply != NULL;
-    default: return 0;
+    default: return -1;
     }
+#undef SLOT_SET
 }
 
 static int is_codec_op(int32_t op)
@@ -73,13 +70,10 @@ static int is_codec_op(int32_t op)
 int32_t kvx_backend_supports(int32_t device_type, int32_t op)
 {
     kvx_clear_error();
-    if (op < KVX_OP_TRANSFER || op > KVX_OP_ROPE_APPLY)
-        return FAIL_ARG("op: expected a kvx_op (%d..%d), got %d", (int)KVX_OP_TRANSFER,
-                        (int)KVX_OP_ROPE_APPLY, (int)op);
+    if (has_entry(&kvx_cpu_backend, op) < 0)
+        return FAIL_ARG("op: expected a kvx_op, got %d", (int)op);
     const kvx_backend *backend = find_compiled(device_type);
-    if (!backend)
-        return KVX_SUPPORT_NONE;
-    if (!has_entry(backend, op))
+    if (!backend || !has_entry(backend, op))
         return KVX_SUPPORT_NONE;
     return backend->staging && is_codec_op(op) ? KVX_SUPPORT_HOST_STAGED : KVX_SUPPORT_NATIVE;
 }

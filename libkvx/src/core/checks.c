@@ -1,4 +1,6 @@
 /* checks.c - argument checks shared by the public entry points (see kvx_internal.h). */
+#include <string.h>
+
 #include "kvx_internal.h"
 
 int32_t kvx_check_range(const char *owner, const char *field, int64_t value, int64_t lo,
@@ -34,5 +36,43 @@ int32_t kvx_check_bytes_fit(const char *owner, int64_t max_offset, int64_t elem_
     if (__builtin_mul_overflow(max_offset, elem_size, &bytes))
         return kvx_fail(KVX_ERR_INVALID_ARGUMENT, "%s: strides address more than 2^63 bytes",
                         owner);
+    return KVX_OK;
+}
+
+int32_t kvx_struct_size(const char *name, const char *type, const void *user, size_t size,
+                        uint32_t *declared)
+{
+    if (!user)
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT, "%s: expected a %s, got NULL", name, type);
+    memcpy(declared, user, sizeof *declared);
+    if (*declared < sizeof(uint32_t) || *declared > size)
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                        "%s->struct_size: expected sizeof(%s) (%zu; an older kvx.h's smaller "
+                        "size also works), got %u",
+                        name, type, size, (unsigned)*declared);
+    return KVX_OK;
+}
+
+int32_t kvx_read_struct(const char *name, const char *type, const void *user, void *copy,
+                        size_t size)
+{
+    uint32_t declared = 0;
+    int32_t rc = kvx_struct_size(name, type, user, size, &declared);
+    if (rc)
+        return rc;
+    memset(copy, 0, size);
+    memcpy(copy, user, declared);
+    return KVX_OK;
+}
+
+int32_t kvx_write_struct(const char *name, const char *type, void *user, const void *value,
+                         size_t size)
+{
+    uint32_t declared = 0;
+    int32_t rc = kvx_struct_size(name, type, user, size, &declared);
+    if (rc)
+        return rc;
+    memcpy((char *)user + sizeof declared, (const char *)value + sizeof declared,
+           declared - sizeof declared);
     return KVX_OK;
 }

@@ -4,8 +4,10 @@
 int32_t kvx_dtype_size(int32_t dtype)
 {
     switch (dtype) {
-    case KVX_DTYPE_FLOAT8_E4M3:
+    case KVX_DTYPE_FLOAT8_E4M3FN:
     case KVX_DTYPE_FLOAT8_E5M2:
+    case KVX_DTYPE_FLOAT8_E4M3FNUZ:
+    case KVX_DTYPE_FLOAT8_E5M2FNUZ:
     case KVX_DTYPE_UINT8:
     case KVX_DTYPE_INT8: return 1;
     case KVX_DTYPE_FLOAT16:

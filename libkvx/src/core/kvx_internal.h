@@ -1,12 +1,12 @@
 /*
- * kvx_internal.h - what the core and every backend share: error reporting, the CPU thread
- * pool, and the backend vtable. Never installed.
+ * kvx_internal.h - what the core and every backend share: error reporting, argument checks,
+ * versioned structs, the CPU thread pool, and (backend.h) the backend interface. Never
+ * installed.
  */
 #ifndef KVX_INTERNAL_H
 #define KVX_INTERNAL_H
 
 #include "kvx.h"
-#include "op_args.h"
 
 #ifdef __cplusplus
 extern "C" { /* the GPU backend's .cu files are C++ */
@@ -43,6 +43,25 @@ int32_t kvx_check_extent(const char *owner, const char *field, int64_t stride, i
 /* The largest element offset a view can address must fit in int64 bytes. */
 int32_t kvx_check_bytes_fit(const char *owner, int64_t max_offset, int64_t elem_size);
 
+/* ---------------------------------------------------------------- versioned structs */
+
+/* Public structs start with `uint32_t struct_size` so they can grow. kvx_read_struct copies the
+ * caller's struct `name` (of C type `type`) into *copy, this library's `size` bytes: a smaller
+ * struct (built against an older kvx.h) is read as far as it goes and the fields it lacks read
+ * as zero; a larger one (a newer kvx.h than this library) is refused, since fields this library
+ * does not know could change what the call means. The copy is what gets checked and used, so it
+ * cannot change during the call. NULL is refused, naming `name`. */
+int32_t kvx_read_struct(const char *name, const char *type, const void *user, void *copy,
+                        size_t size);
+/* The output side: writes this library's struct `value` (`size` bytes) into the caller's
+ * `user`, as many bytes as its struct_size declares (larger is refused, as above); the caller's
+ * struct_size is kept. */
+int32_t kvx_write_struct(const char *name, const char *type, void *user, const void *value,
+                         size_t size);
+/* The check both make, alone: *declared = the caller's struct_size if it is 4 .. size. */
+int32_t kvx_struct_size(const char *name, const char *type, const void *user, size_t size,
+                        uint32_t *declared);
+
 /* ---------------------------------------------------------------- caller arrays read once */
 
 /* One element of an array in caller memory that another thread may change during the call
@@ -66,57 +85,11 @@ static inline int32_t kvx_read_once_i32(const int32_t *array, int64_t index)
 typedef void (*kvx_range_fn)(void *ctx, int64_t begin, int64_t end);
 void kvx_parallel_for(int64_t count, int64_t grain, kvx_range_fn fn, void *ctx);
 
-/* ---------------------------------------------------------------- backends */
-
-/* One table per backend; a NULL entry means "unsupported on this backend". Each operation's
- * slot takes its arguments struct (op_args.h), filled by the operation's front-end after the
- * backend-independent checks, and the caller's stream. */
-typedef struct kvx_backend {
-    const char *name;
-    int32_t device_type;
-    /* 1 if usable now; else 0 with kvx_fail() already called to say why. */
-    int32_t (*available)(void);
-    int32_t (*transfer)(const kvx_transfer_args *args, const kvx_stream *stream);
-    /* Waits for `stream` and returns deferred errors; NULL for synchronous backends. */
-    int32_t (*synchronize)(const kvx_stream *stream);
-    /* Codec. Data-dependent checks (non-finite input, symbol ranges, CDF monotonicity, stream
-     * offsets) belong to the backend, which knows where the data lives; a CPU backend makes them
-     * before writing anything. The unit of parallelism is one (row, token) for quantization and
-     * one (layer, channel) stream for the CDF and the range coder, so a GPU can run one stream
-     * per thread. */
-    int32_t (*codec_quantize)(const kvx_codec_quantize_args *args, const kvx_stream *stream);
-    int32_t (*codec_dequantize)(const kvx_codec_dequantize_args *args, const kvx_stream *stream);
-    int32_t (*codec_calculate_cdf)(const kvx_codec_cdf_args *args, const kvx_stream *stream);
-    int32_t (*codec_encode)(const kvx_codec_encode_args *args, const kvx_stream *stream);
-    int32_t (*codec_decode)(const kvx_codec_decode_args *args, const kvx_stream *stream);
-    int32_t (*rope_rerotate)(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
-    int32_t (*rope_apply)(const kvx_rope_apply_args *args, const kvx_stream *stream);
-    /* The runtime-loaded backends (src/runtime/) point their codec entries at the host-staged
-     * codec and this at their runtime operations, which it stages through; NULL otherwise. */
-    const struct kvx_runtime_ops *staging;
-} kvx_backend;
-
-/* The backend that serves `stream` (NULL = CPU), or NULL after kvx_fail() with the reason. */
-const kvx_backend *kvx_backend_for(const kvx_stream *stream);
-
-/* In a public entry point: declares `backend`, the one serving `stream`, and returns when there
- * is none (KVX_ERR_NOT_AVAILABLE) or it lacks `entry` (KVX_ERR_UNSUPPORTED naming `op`). */
-#define KVX_DISPATCH(backend, stream, entry, op)                                               \
-    const kvx_backend *backend = kvx_backend_for(stream);                                      \
-    if (!backend)                                                                              \
-        return KVX_ERR_NOT_AVAILABLE;                                                          \
-    if (!backend->entry)                                                                       \
-        return kvx_fail(KVX_ERR_UNSUPPORTED, op ": not supported by the %s backend",            \
-                        backend->name)
-
-extern const kvx_backend kvx_cpu_backend;
-extern const kvx_backend kvx_gpu_backend; /* CUDA or HIP, whichever this build has */
-/* runtime-loaded backends */
-extern const kvx_backend kvx_ascend_backend;
-extern const kvx_backend kvx_cnrt_backend;
-
 #ifdef __cplusplus
 }
 #endif
+
+/* The backend interface: every op's arguments struct and slot, the registry (backend.h). */
+#include "backend.h"
 
 #endif /* KVX_INTERNAL_H */

@@ -1,5 +1,16 @@
-/* backend.c - the CPU backend's vtable: always compiled in, always available. */
+/* backend.c - the CPU backend's table: always compiled in, always available. Each entry is
+ * defined in the file of its operation (transfer.c, codec_*.c, rope.c). */
 #include "cpu_backend.h"
+
+int32_t kvx_cpu_transfer(const kvx_transfer_args *args, const kvx_stream *stream);
+int32_t kvx_cpu_codec_quantize(const kvx_codec_quantize_args *args, const kvx_stream *stream);
+int32_t kvx_cpu_codec_dequantize(const kvx_codec_dequantize_args *args, const kvx_stream *stream);
+int32_t kvx_cpu_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream);
+int32_t kvx_cpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream);
+int32_t kvx_cpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream);
+/* Positions are the checked int64 copies src/ops/rope.c makes, never the caller's array. */
+int32_t kvx_cpu_rope_rerotate(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
+int32_t kvx_cpu_rope_apply(const kvx_rope_apply_args *args, const kvx_stream *stream);
 
 static int32_t cpu_available(void) { return 1; }
 

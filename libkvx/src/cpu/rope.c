@@ -13,7 +13,7 @@
  * best variant is chosen at run time. Every variant computes the same float32 operations, so all
  * give the same bits (and the same bits as torch computing a*cos - b*sin in float32).
  *
- * Positions come from src/core/rope.c as checked int64 copies (every entry in [0, max_position)),
+ * Positions come from src/ops/rope.c as checked int64 copies (every entry in [0, max_position)),
  * which nothing else writes during the call.
  */
 #include <stdatomic.h>

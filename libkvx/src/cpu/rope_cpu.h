@@ -118,7 +118,7 @@ typedef struct rope_job {
     rope_target targets[2];
     int num_targets;
     const kvx_rope_cache *cache;
-    /* Checked copies (src/core/rope.c), private to the call: every entry is in [0, max_position)
+    /* Checked copies (src/ops/rope.c), private to the call: every entry is in [0, max_position)
      * however often it is read. */
     const int64_t *positions;     /* the angle to rotate to (new positions, or the positions) */
     const int64_t *old_positions; /* re-rotation only: the angle to rotate from; else NULL */

@@ -7,7 +7,7 @@
  * channels with codec_core.h's arithmetic. A token holding inf or NaN is skipped and recorded for
  * kvx_synchronize() (the CPU backend rejects the call up front instead).
  *
- * bins come from host memory (src/core/codec.c has range-checked them there), so each launch
+ * bins come from host memory (src/ops/codec.c has range-checked them there), so each launch
  * carries MAX = bins / 2 - 1 of up to MAX_ROWS rows in its parameters: no device allocation, no
  * copy to wait for.
  */

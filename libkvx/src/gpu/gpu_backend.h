@@ -13,7 +13,7 @@ int32_t kvx_gpu_available(void);
 int32_t kvx_gpu_transfer(const kvx_transfer_args *args, const kvx_stream *stream);
 int32_t kvx_gpu_synchronize(const kvx_stream *stream);
 /* codec: arrays live where the stream's device can read them (device memory, or pinned host
- * memory), except bins, which src/core/codec.c reads on the host. */
+ * memory), except bins, which src/ops/codec.c reads on the host. */
 int32_t kvx_gpu_codec_quantize(const kvx_codec_quantize_args *args, const kvx_stream *stream);
 int32_t kvx_gpu_codec_dequantize(const kvx_codec_dequantize_args *args, const kvx_stream *stream);
 int32_t kvx_gpu_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream);

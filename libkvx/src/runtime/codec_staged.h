@@ -10,7 +10,7 @@
  * (KVX_RUNTIME_BACKEND_ENTRIES). Contract of the staged entries:
  *   - Arrays may live in device memory of the stream's device (staged) or in host memory (used
  *     in place); device memory of another device is KVX_ERR_INVALID_ARGUMENT. `bins` is always
- *     host memory (src/core/codec.c reads it).
+ *     host memory (src/ops/codec.c reads it).
  *   - They synchronise the stream, twice: after the device -> host copies (and so after all
  *     earlier work on the stream) and after the host -> device copies, so the staging memory is
  *     freed (or kept for later calls: staging_pool.h) only once the stream has consumed it,

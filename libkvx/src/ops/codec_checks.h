@@ -1,8 +1,8 @@
-/* codec_internal.h - helpers shared by the codec entry points (codec.c, codec_container.c). */
-#ifndef KVX_CODEC_INTERNAL_H
-#define KVX_CODEC_INTERNAL_H
+/* codec_checks.h - argument checks shared by the codec front-ends (ops/codec.c, codec/). */
+#ifndef KVX_CODEC_CHECKS_H
+#define KVX_CODEC_CHECKS_H
 
-#include "kvx_internal.h"
+#include "../core/kvx_internal.h"
 
 /* Fail with KVX_ERR_INVALID_ARGUMENT and a message naming `name` unless the check holds. */
 int32_t kvx_codec_check_count(const char *name, int64_t value, int64_t lo, int64_t hi);
@@ -17,4 +17,4 @@ int32_t kvx_codec_check_shape(int64_t num_layers, int64_t num_tokens, int64_t nu
 /* What kvx_codec_stream_bound returns, for num_tokens already checked. */
 int64_t kvx_codec_stream_bound_of(int64_t num_tokens);
 
-#endif /* KVX_CODEC_INTERNAL_H */
+#endif /* KVX_CODEC_CHECKS_H */

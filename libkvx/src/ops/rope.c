@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 
-#include "kvx_internal.h"
+#include "../core/kvx_internal.h"
 
 
 static int is_float_dtype(int32_t dtype)
@@ -24,11 +24,6 @@ static int is_float_dtype(int32_t dtype)
 static int32_t check_cache(const kvx_rope_cache *c)
 {
     int32_t rc;
-    if (!c)
-        return FAIL_ARG("cache: expected a kvx_rope_cache, got NULL");
-    if (c->struct_size < sizeof(kvx_rope_cache))
-        return FAIL_ARG("cache->struct_size: expected >= %zu, got %u", sizeof(kvx_rope_cache),
-                        (unsigned)c->struct_size);
     if (!is_float_dtype(c->dtype))
         return FAIL_ARG("cache->dtype: expected KVX_DTYPE_FLOAT32, FLOAT16 or BFLOAT16, got %d",
                         (int)c->dtype);
@@ -51,11 +46,6 @@ static int32_t check_cache(const kvx_rope_cache *c)
 static int32_t check_tensor(const char *name, const kvx_rope_tensor *t, const kvx_rope_cache *c)
 {
     int32_t rc;
-    if (!t)
-        return FAIL_ARG("%s: expected a kvx_rope_tensor, got NULL", name);
-    if (t->struct_size < sizeof(kvx_rope_tensor))
-        return FAIL_ARG("%s->struct_size: expected >= %zu, got %u", name,
-                        sizeof(kvx_rope_tensor), (unsigned)t->struct_size);
     if (!is_float_dtype(t->dtype))
         return FAIL_ARG("%s->dtype: expected KVX_DTYPE_FLOAT32, FLOAT16 or BFLOAT16, got %d", name,
                         (int)t->dtype);
@@ -166,26 +156,43 @@ static int32_t check_rerotation(const void *old_positions, const void *new_posit
     return rc;
 }
 
+/* The caller's cache, read once into *c (kvx_read_struct) and checked. */
+static int32_t read_cache(const kvx_rope_cache *user, kvx_rope_cache *c)
+{
+    int32_t rc = kvx_read_struct("cache", "kvx_rope_cache", user, c, sizeof *c);
+    return rc ? rc : check_cache(c);
+}
+
+/* The same for a tensor to rotate with cache c. */
+static int32_t read_tensor(const char *name, const kvx_rope_tensor *user, kvx_rope_tensor *t,
+                           const kvx_rope_cache *c)
+{
+    int32_t rc = kvx_read_struct(name, "kvx_rope_tensor", user, t, sizeof *t);
+    return rc ? rc : check_tensor(name, t, c);
+}
+
 int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cache,
                           const void *old_positions, const void *new_positions,
                           int32_t positions_dtype, const kvx_stream *stream)
 {
     int32_t rc;
+    kvx_rope_cache c;
+    kvx_rope_tensor k;
     kvx_clear_error();
-    if ((rc = check_cache(cache)) || (rc = check_tensor("keys", keys, cache)) ||
+    if ((rc = read_cache(cache, &c)) || (rc = read_tensor("keys", keys, &k, &c)) ||
         (rc = check_positions_dtype(positions_dtype)) ||
-        (rc = require_pointer("old_positions", old_positions, keys->num_tokens)) ||
-        (rc = require_pointer("new_positions", new_positions, keys->num_tokens)))
+        (rc = require_pointer("old_positions", old_positions, k.num_tokens)) ||
+        (rc = require_pointer("new_positions", new_positions, k.num_tokens)))
         return rc;
     KVX_DISPATCH(backend, stream, rope_rerotate, "rope_rerotate");
-    if (keys->num_tokens == 0)
+    if (k.num_tokens == 0)
         return KVX_OK;
-    kvx_rope_rerotate_args args = {keys, cache, old_positions, new_positions, positions_dtype};
+    kvx_rope_rerotate_args args = {&k, &c, old_positions, new_positions, positions_dtype};
     if (!positions_on_host(backend))
         return backend->rope_rerotate(&args, stream);
     checked_positions old_pos, new_pos;
-    if ((rc = check_rerotation(old_positions, new_positions, positions_dtype, keys->num_tokens,
-                               cache->max_position, &old_pos, &new_pos)))
+    if ((rc = check_rerotation(old_positions, new_positions, positions_dtype, k.num_tokens,
+                               c.max_position, &old_pos, &new_pos)))
         return rc;
     args.old_positions = old_pos.values;
     args.new_positions = new_pos.values;
@@ -201,28 +208,30 @@ int32_t kvx_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
                        int32_t positions_dtype, const kvx_stream *stream)
 {
     int32_t rc;
+    kvx_rope_cache c;
+    kvx_rope_tensor q, k;
     kvx_clear_error();
-    if ((rc = check_cache(cache)) || (rc = check_tensor("query", query, cache)))
+    if ((rc = read_cache(cache, &c)) || (rc = read_tensor("query", query, &q, &c)))
         return rc;
     if (key) {
-        if ((rc = check_tensor("key", key, cache)))
+        if ((rc = read_tensor("key", key, &k, &c)))
             return rc;
-        if (key->num_tokens != query->num_tokens)
+        if (k.num_tokens != q.num_tokens)
             return FAIL_ARG("key->num_tokens: expected query->num_tokens (%lld), got %lld",
-                            (long long)query->num_tokens, (long long)key->num_tokens);
+                            (long long)q.num_tokens, (long long)k.num_tokens);
     }
     if ((rc = check_positions_dtype(positions_dtype)) ||
-        (rc = require_pointer("positions", positions, query->num_tokens)))
+        (rc = require_pointer("positions", positions, q.num_tokens)))
         return rc;
     KVX_DISPATCH(backend, stream, rope_apply, "rope_apply");
-    if (query->num_tokens == 0)
+    if (q.num_tokens == 0)
         return KVX_OK;
-    kvx_rope_apply_args args = {query, key, cache, positions, positions_dtype};
+    kvx_rope_apply_args args = {&q, key ? &k : NULL, &c, positions, positions_dtype};
     if (!positions_on_host(backend))
         return backend->rope_apply(&args, stream);
     checked_positions pos;
-    if ((rc = check_positions("positions", positions, positions_dtype, query->num_tokens,
-                              cache->max_position, &pos)))
+    if ((rc = check_positions("positions", positions, positions_dtype, q.num_tokens,
+                              c.max_position, &pos)))
         return rc;
     args.positions = pos.values;
     args.positions_dtype = KVX_DTYPE_INT64;

@@ -1,5 +1,5 @@
 /*
- * codec_container.c - kvx's CacheGen container (docs/codec-container.md): serialisation and a
+ * container.c - kvx's CacheGen container (docs/codec-container.md): serialisation and a
  * parser that treats every byte as hostile.
  *
  * Host-side and backend-independent: quantization, range coding and dequantization go through
@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codec_internal.h"
+#include "../ops/codec_checks.h"
 
 #define FAIL_CORRUPT(...) kvx_fail(KVX_ERR_CORRUPT_INPUT, __VA_ARGS__)
 
@@ -195,11 +195,6 @@ static void cdf_from_counts(const uint16_t *counts, int32_t num_bins, int64_t to
 static int32_t check_kv_desc(const char *name, const kvx_dense_desc *d)
 {
     int32_t rc;
-    if (!d)
-        return FAIL_ARG("%s: expected a kvx_dense_desc, got NULL", name);
-    if (d->struct_size < sizeof(kvx_dense_desc))
-        return FAIL_ARG("%s->struct_size: expected >= %zu, got %u", name, sizeof(kvx_dense_desc),
-                        (unsigned)d->struct_size);
     if (d->dtype != KVX_DTYPE_FLOAT32 && d->dtype != KVX_DTYPE_FLOAT16 &&
         d->dtype != KVX_DTYPE_BFLOAT16)
         return FAIL_ARG("%s->dtype: expected KVX_DTYPE_FLOAT32 (1), FLOAT16 (2) or BFLOAT16 (3), "
@@ -239,11 +234,6 @@ static int32_t check_kv_desc(const char *name, const kvx_dense_desc *d)
 static int32_t check_params(const kvx_dense_desc *kv, const kvx_codec_params *p)
 {
     int32_t rc;
-    if (!p)
-        return FAIL_ARG("params: expected a kvx_codec_params, got NULL");
-    if (p->struct_size < sizeof(kvx_codec_params))
-        return FAIL_ARG("params->struct_size: expected >= %zu, got %u", sizeof(kvx_codec_params),
-                        (unsigned)p->struct_size);
     if (p->reserved0 != 0)
         return FAIL_ARG("params->reserved0: expected 0, got %d", (int)p->reserved0);
     if ((rc = kvx_codec_check_bins("params->key_bins", p->key_bins, kv->num_layers)) ||
@@ -251,6 +241,19 @@ static int32_t check_params(const kvx_dense_desc *kv, const kvx_codec_params *p)
          (rc = kvx_codec_check_bins("params->value_bins", p->value_bins, kv->num_layers))))
         return rc;
     return kvx_codec_check_count("params->chunk_tokens", p->chunk_tokens, 1, MAX_CHUNK_TOKENS);
+}
+
+/* The caller's kv descriptor and parameters, read once into *kv and *params and checked. */
+static int32_t read_kv_args(const kvx_dense_desc *kv_user, const kvx_codec_params *params_user,
+                            kvx_dense_desc *kv, kvx_codec_params *params)
+{
+    int32_t rc;
+    if ((rc = kvx_read_struct("kv", "kvx_dense_desc", kv_user, kv, sizeof *kv)) ||
+        (rc = kvx_read_struct("params", "kvx_codec_params", params_user, params,
+                              sizeof *params)) ||
+        (rc = check_kv_desc("kv", kv)))
+        return rc;
+    return check_params(kv, params);
 }
 
 static layout *layout_new(int64_t rows)
@@ -321,15 +324,17 @@ static int32_t container_size(const layout *lo, int worst, int64_t *out)
     return KVX_OK;
 }
 
-int32_t kvx_codec_compress_bound(const kvx_dense_desc *kv, const kvx_codec_params *params,
-                                 int64_t *bound)
+int32_t kvx_codec_compress_bound(const kvx_dense_desc *kv_user,
+                                 const kvx_codec_params *params_user, int64_t *bound)
 {
     int32_t rc;
+    kvx_dense_desc kv;
+    kvx_codec_params params;
     kvx_clear_error();
-    if ((rc = check_kv_desc("kv", kv)) || (rc = check_params(kv, params)) ||
+    if ((rc = read_kv_args(kv_user, params_user, &kv, &params)) ||
         (rc = kvx_codec_check_ptr("bound", bound, 1)))
         return rc;
-    layout *lo = layout_from_desc(kv, params);
+    layout *lo = layout_from_desc(&kv, &params);
     if (!lo)
         return KVX_ERR_OUT_OF_MEMORY;
     rc = container_size(lo, 1, bound);
@@ -603,12 +608,15 @@ static int32_t compress_chunks(const kvx_backend *be, const kvx_dense_desc *kv, 
     return rc;
 }
 
-int32_t kvx_codec_compress(const kvx_dense_desc *kv, const kvx_codec_params *params, void *dst,
-                           int64_t dst_capacity, int64_t *dst_size, const kvx_stream *stream)
+int32_t kvx_codec_compress(const kvx_dense_desc *kv_user, const kvx_codec_params *params_user,
+                           void *dst, int64_t dst_capacity, int64_t *dst_size,
+                           const kvx_stream *stream)
 {
     int32_t rc;
+    kvx_dense_desc kv;
+    kvx_codec_params params;
     kvx_clear_error();
-    if ((rc = check_kv_desc("kv", kv)) || (rc = check_params(kv, params)) ||
+    if ((rc = read_kv_args(kv_user, params_user, &kv, &params)) ||
         (rc = kvx_codec_check_count("dst_capacity", dst_capacity, 0, INT64_MAX)) ||
         (rc = kvx_codec_check_ptr("dst", dst, dst_capacity)) ||
         (rc = kvx_codec_check_ptr("dst_size", dst_size, 1)))
@@ -619,12 +627,12 @@ int32_t kvx_codec_compress(const kvx_dense_desc *kv, const kvx_codec_params *par
     if (be->device_type != KVX_DEVICE_CPU || !be->codec_quantize || !be->codec_encode)
         return kvx_fail(KVX_ERR_UNSUPPORTED, "codec_compress: the container is built in host "
                         "memory; the %s backend is not supported yet", be->name);
-    layout *lo = layout_from_desc(kv, params);
+    layout *lo = layout_from_desc(&kv, &params);
     if (!lo)
         return KVX_ERR_OUT_OF_MEMORY;
     writer w = {dst, 0, dst_capacity};
     write_header(&w, lo);
-    rc = compress_chunks(be, kv, lo, &w, stream);
+    rc = compress_chunks(be, &kv, lo, &w, stream);
     free(lo);
     if (rc)
         return rc;
@@ -756,17 +764,18 @@ fail:
     return rc;
 }
 
-static int32_t fill_info(const layout *lo, kvx_codec_info *info)
+/* Writes what the container holds into the caller's info (as much as its struct_size asks). */
+static int32_t fill_info(const layout *lo, kvx_codec_info *user)
 {
     int64_t bytes;
     if (kvx_codec_product("decoded_bytes", lo->rows * lo->channels, lo->num_tokens,
                           kvx_dtype_size(lo->dtype), &bytes))
         return FAIL_CORRUPT("header: the decoded size overflows int64");
-    *info = (kvx_codec_info){sizeof(kvx_codec_info), KVX_CODEC_FORMAT_VERSION, lo->dtype,
-                             lo->num_kv, lo->num_layers, lo->num_heads, lo->head_size,
-                             lo->num_bins, lo->num_tokens, lo->chunk_tokens, lo->num_chunks,
-                             bytes};
-    return KVX_OK;
+    kvx_codec_info info = {sizeof(kvx_codec_info), KVX_CODEC_FORMAT_VERSION, lo->dtype,
+                           lo->num_kv, lo->num_layers, lo->num_heads, lo->head_size,
+                           lo->num_bins, lo->num_tokens, lo->chunk_tokens, lo->num_chunks,
+                           bytes};
+    return kvx_write_struct("info", "kvx_codec_info", user, &info, sizeof info);
 }
 
 /* ---------------------------------------------------------------- chunk frames */
@@ -853,11 +862,10 @@ int32_t kvx_codec_inspect(const void *src, int64_t src_size, kvx_codec_info *inf
     int32_t rc;
     layout *lo;
     kvx_clear_error();
-    if ((rc = check_source(src, src_size)) || (rc = kvx_codec_check_ptr("info", info, 1)))
+    uint32_t info_size;
+    if ((rc = check_source(src, src_size)) ||
+        (rc = kvx_struct_size("info", "kvx_codec_info", info, sizeof *info, &info_size)))
         return rc;
-    if (info->struct_size < sizeof(kvx_codec_info))
-        return FAIL_ARG("info->struct_size: expected >= %zu, got %u", sizeof(kvx_codec_info),
-                        (unsigned)info->struct_size);
     if ((rc = parse_header(src, src_size, &lo)))
         return rc;
     if ((rc = walk_chunks(src, src_size, lo))) {
@@ -981,10 +989,12 @@ static int32_t parse_chunk(reader *r, const layout *lo, int64_t index, chunk_vie
     return KVX_OK;
 }
 
-static int32_t check_out_desc(const kvx_dense_desc *out, const layout *lo)
+/* The caller's output descriptor, read once into *out and checked against the container. */
+static int32_t read_out_desc(const kvx_dense_desc *user, const layout *lo, kvx_dense_desc *out)
 {
-    int32_t rc = check_kv_desc("out", out);
-    if (rc)
+    int32_t rc;
+    if ((rc = kvx_read_struct("out", "kvx_dense_desc", user, out, sizeof *out)) ||
+        (rc = check_kv_desc("out", out)))
         return rc;
 #define SAME(field, value)                                                                     \
     if ((int64_t)out->field != (int64_t)(value))                                               \
@@ -1081,11 +1091,12 @@ static int32_t decompress_chunks(const kvx_backend *be, const void *src, int64_t
     return rc;
 }
 
-int32_t kvx_codec_decompress(const void *src, int64_t src_size, const kvx_dense_desc *out,
+int32_t kvx_codec_decompress(const void *src, int64_t src_size, const kvx_dense_desc *out_user,
                              const kvx_stream *stream)
 {
     int32_t rc;
     layout *lo;
+    kvx_dense_desc out;
     kvx_clear_error();
     if ((rc = check_source(src, src_size)))
         return rc;
@@ -1097,8 +1108,8 @@ int32_t kvx_codec_decompress(const void *src, int64_t src_size, const kvx_dense_
                         "memory; the %s backend is not supported yet", be->name);
     if ((rc = parse_header(src, src_size, &lo)))
         return rc;
-    if (!(rc = check_out_desc(out, lo)))
-        rc = decompress_chunks(be, src, src_size, lo, out, stream);
+    if (!(rc = read_out_desc(out_user, lo, &out)))
+        rc = decompress_chunks(be, src, src_size, lo, &out, stream);
     free(lo);
     return rc;
 }

@@ -6,7 +6,7 @@
  * the data (finite values, symbol ranges, CDF tables, stream offsets) is checked by the backend,
  * which knows where the data lives.
  */
-#include "codec_internal.h"
+#include "codec_checks.h"
 
 
 /* Bits one symbol can cost, at most (see src/cpu/codec_range_coder.c), plus the final flush. */

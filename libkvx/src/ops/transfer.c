@@ -7,17 +7,12 @@
  */
 #include <stddef.h>
 
-#include "kvx_internal.h"
+#include "../core/kvx_internal.h"
 
 
 static int32_t check_paged(const kvx_paged_desc *p)
 {
     int32_t rc;
-    if (!p)
-        return FAIL_ARG("paged: expected a kvx_paged_desc, got NULL");
-    if (p->struct_size < sizeof(kvx_paged_desc))
-        return FAIL_ARG("paged->struct_size: expected >= %zu, got %u", sizeof(kvx_paged_desc),
-                        (unsigned)p->struct_size);
     if (kvx_dtype_size(p->dtype) == 0)
         return FAIL_ARG("paged->dtype: expected a kvx_dtype, got %d", (int)p->dtype);
     if ((rc = kvx_check_range("paged", "num_layers", p->num_layers, 1, INT32_MAX)) ||
@@ -27,6 +22,8 @@ static int32_t check_paged(const kvx_paged_desc *p)
         (rc = kvx_check_range("paged", "block_size", p->block_size, 1, INT64_MAX)) ||
         (rc = kvx_check_range("paged", "num_blocks", p->num_blocks, 0, INT64_MAX)))
         return rc;
+    if (p->reserved0 != 0)
+        return FAIL_ARG("paged->reserved0: expected 0, got %d", (int)p->reserved0);
     int64_t capacity;
     if (__builtin_mul_overflow(p->num_blocks, p->block_size, &capacity))
         return FAIL_ARG("paged: num_blocks * block_size (%lld * %lld) overflows int64",
@@ -55,11 +52,6 @@ static int32_t check_paged(const kvx_paged_desc *p)
 static int32_t check_dense(const kvx_dense_desc *d, const kvx_paged_desc *p)
 {
     int32_t rc;
-    if (!d)
-        return FAIL_ARG("dense: expected a kvx_dense_desc, got NULL");
-    if (d->struct_size < sizeof(kvx_dense_desc))
-        return FAIL_ARG("dense->struct_size: expected >= %zu, got %u", sizeof(kvx_dense_desc),
-                        (unsigned)d->struct_size);
 #define SAME(field)                                                                            \
     if (d->field != p->field)                                                                  \
         return FAIL_ARG("dense->" #field ": expected %lld (paged->" #field "), got %lld",       \
@@ -85,18 +77,22 @@ int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
                      const int64_t *slot_mapping, int32_t direction, const kvx_stream *stream)
 {
     int32_t rc;
+    kvx_paged_desc p;
+    kvx_dense_desc d;
     kvx_clear_error();
-    if ((rc = check_paged(paged)) || (rc = check_dense(dense, paged)))
+    if ((rc = kvx_read_struct("paged", "kvx_paged_desc", paged, &p, sizeof p)) ||
+        (rc = kvx_read_struct("dense", "kvx_dense_desc", dense, &d, sizeof d)) ||
+        (rc = check_paged(&p)) || (rc = check_dense(&d, &p)))
         return rc;
     if (direction != KVX_PAGED_TO_DENSE && direction != KVX_DENSE_TO_PAGED)
         return FAIL_ARG("direction: expected KVX_PAGED_TO_DENSE (0) or KVX_DENSE_TO_PAGED (1), "
                         "got %d", (int)direction);
-    if (dense->num_tokens > 0 && !slot_mapping)
+    if (d.num_tokens > 0 && !slot_mapping)
         return FAIL_ARG("slot_mapping: expected %lld int64 entries, got NULL",
-                        (long long)dense->num_tokens);
+                        (long long)d.num_tokens);
     KVX_DISPATCH(backend, stream, transfer, "transfer");
-    if (dense->num_tokens == 0)
+    if (d.num_tokens == 0)
         return KVX_OK;
-    kvx_transfer_args args = {paged, dense, slot_mapping, direction};
+    kvx_transfer_args args = {&p, &d, slot_mapping, direction};
     return backend->transfer(&args, stream);
 }
