@@ -4,10 +4,25 @@
  * stub_common.h). Its types are written from the AscendCL documentation independently of
  * libkvx's acl_api.h, so a wrong declaration there shows up as a wrong copy here.
  *
+ * It enforces the rules of the AscendCL reference that a backend can get wrong, answering as the
+ * real runtime does, so that breaking one fails a test:
+ *   - aclrtMemcpy2dAsync copies between host and device only: a device-to-device one is
+ *     ACL_ERROR_INVALID_PARAM (not only "feature not supported").
+ *   - an on-chip device-to-device aclrtMemcpyAsync needs 64-byte-aligned source and
+ *     destination: ACL_ERROR_RT_PARAM_INVALID otherwise.
+ *   - an event belongs to the device whose context was current when it was created; recording
+ *     it on a stream of another device is ACL_ERROR_RT_STREAM_CONTEXT.
+ *   - aclrtSetDevice counts references per device (aclrtResetDevice gives one back) and makes
+ *     the device's default context current; contexts are per thread (aclrtGetCurrentContext,
+ *     aclrtSetCurrentContext, aclrtCreateContext). stub_acl_device_refs() shows the count.
+ *   - aclrtPointerGetAttributes knows AscendCL allocations only: plain malloc memory fails it.
+ *   - a NULL stream is the default stream of the current context's device, and needs one.
+ *
  * Variants (compile-time): -DSTUB_NO_BATCH_V2 drops aclrtMemcpyBatchAsyncV2, -DSTUB_NO_BATCH
  * drops both batch functions (a runtime older than the batch API), -DSTUB_NO_2D drops
- * aclrtMemcpy2dAsync, -DSTUB_2D_NO_D2D makes it refuse device-to-device copies (older CANN),
- * -DSTUB_NO_PINNED drops aclrtMallocHost/aclrtFreeHost.
+ * aclrtMemcpy2dAsync, -DSTUB_2D_HOST_REFUSED makes it refuse host <-> device copies too (with
+ * ACL_ERROR_INVALID_PARAM, as a chip without 2D copies does), -DSTUB_NO_PINNED drops
+ * aclrtMallocHost/aclrtFreeHost.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,6 +32,7 @@
 typedef int aclError;
 typedef void *aclrtStream;
 typedef void *aclrtEvent;
+typedef void *aclrtContext;
 typedef enum { HOST_TO_HOST, HOST_TO_DEVICE, DEVICE_TO_HOST, DEVICE_TO_DEVICE } aclrtMemcpyKind;
 typedef enum { LOC_HOST = 0, LOC_DEVICE = 1, LOC_UNREGISTERED = 2, LOC_HOST_NUMA = 4 } aclrtMemLocationType;
 typedef struct { uint32_t id; aclrtMemLocationType type; } aclrtMemLocation;
@@ -38,6 +54,31 @@ enum {
         if (injected_)                                                                         \
             return injected_;                                                                  \
     } while (0)
+
+/* ---- contexts: one default context per device, made current by aclrtSetDevice */
+
+enum { DEVICES = 8 };
+
+typedef struct context {
+    int device;
+} context;
+
+static context default_contexts[DEVICES] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
+static long device_refs[DEVICES];
+static _Thread_local context *current_context;
+
+static void make_current(context *c)
+{
+    current_context = c;
+    stub_set_current_device(c ? c->device : -1);
+}
+
+/* aclrtSetDevice references of `device` that no aclrtResetDevice gave back. */
+API long stub_acl_device_refs(int device)
+{
+    return device < 0 || device >= DEVICES ? -1 : __atomic_load_n(&device_refs[device],
+                                                                   __ATOMIC_RELAXED);
+}
 
 /* Work may only be enqueued from a thread whose current device is the stream's (AscendCL's
  * per-thread context): this is what makes libkvx's device selection observable. */
@@ -87,6 +128,8 @@ API aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t
     ENTER("aclrtMemcpyAsync");
     if (destMax < count)
         return ACL_ERROR_INVALID_PARAM;
+    if (kind == DEVICE_TO_DEVICE && (((uintptr_t)dst | (uintptr_t)src) & 63))
+        return ACL_ERROR_RT_PARAM_INVALID; /* on-chip copies need 64-byte alignment */
     stub_task t = {.kind = STUB_TASK_COPY, .function = "aclrtMemcpyAsync", .dst = dst,
                    .src = src, .bytes = count};
     return submit_copy(stream, kind, &t);
@@ -98,9 +141,11 @@ API aclError aclrtMemcpy2dAsync(void *dst, size_t dpitch, const void *src, size_
                                 size_t height, aclrtMemcpyKind kind, aclrtStream stream)
 {
     ENTER("aclrtMemcpy2dAsync");
-#ifdef STUB_2D_NO_D2D
-    if (kind == DEVICE_TO_DEVICE)
-        return 207000; /* as documented for older CANN: host <-> device only */
+    /* "between host and device": the runtime calls any other kind an invalid parameter */
+    if (kind != HOST_TO_DEVICE && kind != DEVICE_TO_HOST)
+        return ACL_ERROR_INVALID_PARAM;
+#ifdef STUB_2D_HOST_REFUSED
+    return ACL_ERROR_INVALID_PARAM;
 #endif
     if (height > 5242880)
         return ACL_ERROR_INVALID_PARAM;
@@ -178,7 +223,9 @@ API aclError aclrtPointerGetAttributes(const void *ptr, aclrtPtrAttributes *attr
         return ACL_ERROR_INVALID_PARAM;
     int device = 0;
     int where = stub_where(ptr, &device);
-    attributes->location.type = where == 2 ? LOC_DEVICE : where == 1 ? LOC_HOST : LOC_UNREGISTERED;
+    if (where == 0)
+        return ACL_ERROR_RT_PARAM_INVALID; /* not an AscendCL allocation */
+    attributes->location.type = where == 2 ? LOC_DEVICE : LOC_HOST;
     attributes->location.id = where == 2 ? (uint32_t)device : 0;
     attributes->pageSize = 4096;
     return ACL_SUCCESS;
@@ -191,65 +238,140 @@ API aclError aclrtGetDevice(int32_t *deviceId)
 
 API aclError aclrtSetDevice(int32_t deviceId)
 {
-    return status(stub_call_set_device("aclrtSetDevice", deviceId));
+    ENTER("aclrtSetDevice");
+    if (deviceId < 0 || deviceId >= DEVICES)
+        return ACL_ERROR_INVALID_PARAM;
+    __atomic_add_fetch(&device_refs[deviceId], 1, __ATOMIC_RELAXED);
+    make_current(&default_contexts[deviceId]);
+    return ACL_SUCCESS;
 }
 
-API aclError aclrtCreateEvent(aclrtEvent *event)
+API aclError aclrtResetDevice(int32_t deviceId)
+{
+    ENTER("aclrtResetDevice");
+    if (deviceId < 0 || deviceId >= DEVICES || stub_acl_device_refs(deviceId) <= 0)
+        return ACL_ERROR_INVALID_PARAM;
+    __atomic_sub_fetch(&device_refs[deviceId], 1, __ATOMIC_RELAXED);
+    if (current_context == &default_contexts[deviceId])
+        make_current(NULL);
+    return ACL_SUCCESS;
+}
+
+API aclError aclrtGetCurrentContext(aclrtContext *ctx)
+{
+    ENTER("aclrtGetCurrentContext");
+    if (!ctx)
+        return ACL_ERROR_INVALID_PARAM;
+    if (!current_context)
+        return ACL_ERROR_RT_CONTEXT_NULL;
+    *ctx = current_context;
+    return ACL_SUCCESS;
+}
+
+API aclError aclrtSetCurrentContext(aclrtContext ctx)
+{
+    ENTER("aclrtSetCurrentContext");
+    if (!ctx)
+        return ACL_ERROR_INVALID_PARAM;
+    make_current(ctx);
+    return ACL_SUCCESS;
+}
+
+/* for the tests: a context of the caller's own, as an application may create */
+API aclError aclrtCreateContext(aclrtContext *ctx, int32_t deviceId)
+{
+    ENTER("aclrtCreateContext");
+    if (!ctx || deviceId < 0 || deviceId >= DEVICES)
+        return ACL_ERROR_INVALID_PARAM;
+    context *c = malloc(sizeof *c);
+    if (!c)
+        return ACL_ERROR_INVALID_PARAM;
+    c->device = deviceId;
+    make_current(c);
+    *ctx = c;
+    return ACL_SUCCESS;
+}
+
+/* ---- events: each belongs to the device whose context was current at its creation */
+
+typedef struct event {
+    stub_event *done;
+    int device;
+} event;
+
+API aclError aclrtCreateEvent(aclrtEvent *out)
 {
     ENTER("aclrtCreateEvent");
-    if (!event)
+    if (!out)
         return ACL_ERROR_INVALID_PARAM;
-    *event = stub_event_new();
-    return *event ? ACL_SUCCESS : ACL_ERROR_INVALID_PARAM;
+    if (stub_current_device() < 0)
+        return ACL_ERROR_RT_CONTEXT_NULL;
+    event *e = malloc(sizeof *e);
+    if (!e || !(e->done = stub_event_new())) {
+        free(e);
+        return ACL_ERROR_INVALID_PARAM;
+    }
+    e->device = stub_current_device();
+    *out = e;
+    return ACL_SUCCESS;
 }
 
-API aclError aclrtRecordEvent(aclrtEvent event, aclrtStream stream)
+API aclError aclrtRecordEvent(aclrtEvent handle, aclrtStream stream)
 {
     ENTER("aclrtRecordEvent");
     stub_stream *s;
     aclError rc = stream_for(stream, &s);
     if (rc)
         return rc;
-    if (!event)
+    event *e = handle;
+    if (!e)
         return ACL_ERROR_INVALID_PARAM;
-    stub_event_record(event, s);
+    if (e->device != stub_stream_device(s))
+        return ACL_ERROR_RT_STREAM_CONTEXT; /* an event of another device */
+    stub_event_record(e->done, s);
     return ACL_SUCCESS;
 }
 
-API aclError aclrtQueryEventStatus(aclrtEvent event, int *status)
+API aclError aclrtQueryEventStatus(aclrtEvent handle, int *status)
 {
     ENTER("aclrtQueryEventStatus");
-    if (!event || !status)
+    event *e = handle;
+    if (!e || !status)
         return ACL_ERROR_INVALID_PARAM;
-    *status = stub_event_done(event) ? 1 : 0;
+    *status = stub_event_done(e->done) ? 1 : 0;
     return ACL_SUCCESS;
 }
 
-API aclError aclrtSynchronizeEvent(aclrtEvent event)
+API aclError aclrtSynchronizeEvent(aclrtEvent handle)
 {
     ENTER("aclrtSynchronizeEvent");
-    if (!event)
+    event *e = handle;
+    if (!e)
         return ACL_ERROR_INVALID_PARAM;
-    stub_event_wait(event);
+    stub_event_wait(e->done);
     return ACL_SUCCESS;
 }
 
-API aclError aclrtDestroyEvent(aclrtEvent event)
+API aclError aclrtDestroyEvent(aclrtEvent handle)
 {
     ENTER("aclrtDestroyEvent");
-    if (!event)
+    event *e = handle;
+    if (!e)
         return ACL_ERROR_INVALID_PARAM;
-    if (stub_event_pending(event)) {
-        stub_error("aclrtDestroyEvent: event %p destroyed while still pending", event);
+    if (stub_event_pending(e->done)) {
+        stub_error("aclrtDestroyEvent: event %p destroyed while still pending", handle);
         return ACL_SUCCESS; /* leaked on purpose: the stream still writes to it */
     }
-    stub_event_free(event);
+    stub_event_free(e->done);
+    free(e);
     return ACL_SUCCESS;
 }
 
 API aclError aclrtSynchronizeStream(aclrtStream stream)
 {
     ENTER("aclrtSynchronizeStream");
+    if (!stream && stub_current_device() < 0)
+        return ACL_ERROR_RT_CONTEXT_NULL; /* the default stream of which device? */
     return stub_stream_sync(stream);
 }
 

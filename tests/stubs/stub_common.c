@@ -500,22 +500,45 @@ int stub_stream_destroy(void *stream)
     return 0;
 }
 
-static pthread_once_t default_once = PTHREAD_ONCE_INIT;
-static stub_stream *default_stream;
-static void make_default(void) { default_stream = stub_stream_create(0); }
+/* Each device has its own default stream, which a NULL handle names on a thread whose current
+ * device is that one (device 0 on a thread that chose none). */
+enum { STUB_DEVICES = 8 };
+static pthread_mutex_t default_lock = PTHREAD_MUTEX_INITIALIZER;
+static stub_stream *default_streams[STUB_DEVICES];
+static long default_syncs[STUB_DEVICES];
+
+static int default_device(void)
+{
+    int device = stub_current_device();
+    return device < 0 || device >= STUB_DEVICES ? 0 : device;
+}
 
 stub_stream *stub_resolve_stream(void *handle)
 {
     if (handle)
         return handle;
-    pthread_once(&default_once, make_default);
-    return default_stream;
+    int device = default_device();
+    pthread_mutex_lock(&default_lock);
+    if (!default_streams[device])
+        default_streams[device] = stub_stream_create(device);
+    stub_stream *s = default_streams[device];
+    pthread_mutex_unlock(&default_lock);
+    return s;
+}
+
+long stub_default_sync_count(int device)
+{
+    if (device < 0 || device >= STUB_DEVICES)
+        return -1;
+    return __atomic_load_n(&default_syncs[device], __ATOMIC_RELAXED);
 }
 
 int stub_stream_device(const stub_stream *s) { return s->device; }
 
 int stub_stream_sync(void *stream)
 {
+    if (!stream)
+        __atomic_add_fetch(&default_syncs[default_device()], 1, __ATOMIC_RELAXED);
     stub_stream *s = stub_resolve_stream(stream);
     pthread_mutex_lock(&s->lock);
     while (s->head || s->busy)

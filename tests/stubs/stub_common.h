@@ -11,7 +11,10 @@
  *   call's return code or as an error the stream reports when synchronised.
  * - Anything a real runtime would choke on (a device range out of bounds, a copy kind or batch
  *   attribute that does not match the pointers, destMax < size) is recorded as a stub error that
- *   the tests require to be absent.
+ *   the tests require to be absent; what it refuses outright (acl_stub.c lists its rules) is
+ *   refused with the runtime's own error code.
+ * - Each device has its own default stream, named by a NULL handle on a thread whose current
+ *   device is that one.
  */
 #ifndef STUB_COMMON_H
 #define STUB_COMMON_H
@@ -39,7 +42,10 @@ STUB_API int stub_stream_destroy(void *stream);
 STUB_API int stub_stream_sync(void *stream); /* returns and clears the stream's async error */
 STUB_API void stub_stream_pause(void *stream, int paused);
 STUB_API void stub_stream_delay_us(void *stream, int delay_us); /* before each task */
-stub_stream *stub_resolve_stream(void *handle); /* NULL handle: the default stream */
+/* NULL handle: the default stream of the thread's current device (device 0 when none). */
+stub_stream *stub_resolve_stream(void *handle);
+/* How often the default stream of `device` was synchronised (through a NULL handle). */
+STUB_API long stub_default_sync_count(int device);
 int stub_stream_device(const stub_stream *s);
 
 enum stub_task_kind { STUB_TASK_COPY, STUB_TASK_COPY_2D, STUB_TASK_BATCH, STUB_TASK_EVENT };

@@ -19,6 +19,7 @@
 typedef int32_t kvx_acl_error;  /* aclError (int); 0 = ACL_SUCCESS */
 typedef void *kvx_acl_stream;   /* aclrtStream */
 typedef void *kvx_acl_event;    /* aclrtEvent */
+typedef void *kvx_acl_context;  /* aclrtContext */
 typedef uint32_t kvx_acl_enum;  /* every AscendCL enum we pass has non-negative values */
 
 /* aclrtMemcpyKind */
@@ -44,9 +45,14 @@ enum { KVX_ACL_EVENT_RECORDED_STATUS_NOT_READY = 0, KVX_ACL_EVENT_RECORDED_STATU
 /* aclrtMemcpy2dAsync: at most this many rows per call (AscendCL reference). */
 enum { KVX_ACL_MEMCPY_2D_MAX_HEIGHT = 5242880 };
 
+/* aclrtMemcpyAsync: on-chip device-to-device copies need source and destination aligned so
+ * (AscendCL reference, "Restriction"). */
+enum { KVX_ACL_ON_CHIP_COPY_ALIGNMENT = 64 };
+
 /* Error codes the backend acts on (acl_base_rt.h, error_codes/rt_error_codes.h). */
 enum {
     KVX_ACL_SUCCESS = 0,
+    /* also what aclrtMemcpy2dAsync answers for a kind it does not copy */
     KVX_ACL_ERROR_INVALID_PARAM = 100000,
     KVX_ACL_ERROR_RT_PARAM_INVALID = 107000,
     /* what batch copies return on chips without them (310P and older) */
@@ -95,6 +101,8 @@ typedef struct kvx_acl_batch_attr {
     X(aclrtPointerGetAttributes, 1, (const void *ptr, PTR_ATTR *attributes))                   \
     X(aclrtGetDevice, 1, (int32_t *device_id))                                                 \
     X(aclrtSetDevice, 1, (int32_t device_id))                                                  \
+    X(aclrtGetCurrentContext, 1, (kvx_acl_context *context))                                   \
+    X(aclrtSetCurrentContext, 1, (kvx_acl_context context))                                    \
     X(aclrtCreateEvent, 1, (kvx_acl_event *event))                                             \
     X(aclrtRecordEvent, 1, (kvx_acl_event event, kvx_acl_stream stream))                       \
     X(aclrtQueryEventStatus, 1, (kvx_acl_event event, kvx_acl_enum *status))                   \

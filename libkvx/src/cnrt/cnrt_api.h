@@ -56,7 +56,11 @@ enum {
 };
 
 /* cnrtMemType_t */
-enum { KVX_CNRT_MEM_TYPE_UNREGISTERED = 0, KVX_CNRT_MEM_TYPE_HOST = 1, KVX_CNRT_MEM_TYPE_DEVICE = 2 };
+enum {
+    KVX_CNRT_MEM_TYPE_UNREGISTERED = 0,
+    KVX_CNRT_MEM_TYPE_HOST = 1,
+    KVX_CNRT_MEM_TYPE_DEVICE = 2
+};
 
 /* cnrtPointerAttributes_t (48 bytes on LP64), padded: see above. */
 typedef struct kvx_cnrt_pointer_attributes {

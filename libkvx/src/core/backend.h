@@ -127,9 +127,9 @@ typedef struct kvx_backend {
     int32_t (*codec_decode)(const kvx_codec_decode_args *args, const kvx_stream *stream);
     int32_t (*rope_rerotate)(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
     int32_t (*rope_apply)(const kvx_rope_apply_args *args, const kvx_stream *stream);
-    /* Backends without device codec kernels point their codec entries at the host-staged codec
-     * (codec_staged.h) and this at their staging operations; NULL otherwise. */
-    const struct kvx_staging_ops *staging;
+    /* The runtime-loaded backends (src/runtime/) point their codec entries at the host-staged
+     * codec and this at their runtime operations, which it stages through; NULL otherwise. */
+    const struct kvx_runtime_ops *staging;
 } kvx_backend;
 
 /* The backend that serves `stream` (NULL = CPU), or NULL after kvx_fail() with the reason. */

@@ -25,12 +25,13 @@ typedef struct staged_array {
 } staged_array;
 
 typedef struct staging {
-    const kvx_staging_ops *ops;
+    const kvx_runtime_ops *ops;
     const kvx_stream *stream;
     staged_array arrays[MAX_ARRAYS];
     int count;
     void *block;
     int pinned; /* block came from ops->host_alloc or the pool (else malloc) */
+    unsigned features;
     size_t block_bytes;
     int in_flight; /* copies may be queued on the stream that no successful wait has covered */
     int entered;
@@ -76,12 +77,17 @@ static int32_t copy_runs(staging *s, const staged_array *a, int to_device)
     for (int64_t o = 0; o < a->outer; o++)
         for (int64_t i = 0; i < a->inner; i++) {
             char *user = a->user + o * a->outer_stride + i * a->inner_stride;
-            int32_t rc = to_device ? s->ops->copy(user, packed, (size_t)a->run_bytes, 1,
-                                                  s->stream, doing)
-                                   : s->ops->copy(packed, user, (size_t)a->run_bytes, 0,
-                                                  s->stream, doing);
-            if (rc)
-                return rc;
+            const char *function = "";
+            const uint32_t *kinds = s->ops->kind_codes;
+            int64_t code =
+                to_device ? s->ops->copy_1d(user, packed, (size_t)a->run_bytes,
+                                            kinds[KVX_COPY_HOST_TO_DEVICE], s->stream->handle,
+                                            &function)
+                          : s->ops->copy_1d(packed, user, (size_t)a->run_bytes,
+                                            kinds[KVX_COPY_DEVICE_TO_HOST], s->stream->handle,
+                                            &function);
+            if (code != 0)
+                return kvx_runtime_fail(s->ops, function, code, doing);
             s->in_flight = 1;
             packed += a->run_bytes;
         }
@@ -90,7 +96,7 @@ static int32_t copy_runs(staging *s, const staged_array *a, int to_device)
 
 static int32_t wait_stream(staging *s)
 {
-    int32_t rc = s->ops->wait(s->stream);
+    int32_t rc = kvx_runtime_synchronize(s->stream);
     if (rc == KVX_OK)
         s->in_flight = 0;
     return rc;
@@ -114,6 +120,27 @@ static size_t staged_piece_bytes(const staged_array *a)
     return (len + STAGING_ALIGN - 1) / STAGING_ALIGN * STAGING_ALIGN;
 }
 
+/* Pinned memory where the runtime has an allocator for it, else malloc. */
+static int32_t allocate_block(staging *s, size_t total)
+{
+    if (!(s->features & KVX_RUNTIME_HAS_PINNED)) {
+        if (!(s->block = malloc(total)))
+            return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of staging memory "
+                            "for the host-staged codec", total);
+        return KVX_OK;
+    }
+    s->block_bytes = kvx_staging_pool_round(total);
+    int64_t code = s->ops->host_alloc(s->block_bytes, &s->block);
+    if (code != 0) {
+        s->block = NULL;
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "%s failed with %s error %lld for %zu bytes of "
+                        "staging memory for the host-staged codec", s->ops->calls.host_alloc,
+                        s->ops->words.runtime, (long long)code, s->block_bytes);
+    }
+    s->pinned = 1;
+    return KVX_OK;
+}
+
 /* Makes the stream's device current, locates the arrays, allocates the staging block, stages
  * the inputs in and waits. */
 static int32_t stage_in(staging *s)
@@ -121,7 +148,7 @@ static int32_t stage_in(staging *s)
     size_t total = 0;
     int32_t rc;
     /* First: pointer queries and pinned allocations need the stream's device current. */
-    if ((rc = s->ops->enter(s->stream, &s->guard)))
+    if ((rc = kvx_runtime_enter(s->ops, s->stream, &s->guard)))
         return rc;
     s->entered = 1;
     for (int k = 0; k < s->count; k++) {
@@ -137,8 +164,8 @@ static int32_t stage_in(staging *s)
         if (device != s->stream->device_index)
             return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
                             "%s: expected host memory or memory of %s %d (the stream's), got %s "
-                            "%d", a->name, s->ops->device_name, (int)s->stream->device_index,
-                            s->ops->device_name, (int)device);
+                            "%d", a->name, s->ops->words.device, (int)s->stream->device_index,
+                            s->ops->words.device, (int)device);
         a->staged = 1;
         a->offset = total;
         total += staged_piece_bytes(a);
@@ -146,16 +173,8 @@ static int32_t stage_in(staging *s)
     if (total > 0 && (s->block = kvx_staging_pool_take(s->ops, s->stream->device_index, total,
                                                        &s->block_bytes)))
         s->pinned = 1;
-    else if (total > 0) {
-        s->block_bytes = kvx_staging_pool_round(total);
-        rc = s->ops->host_alloc(s->block_bytes, &s->block);
-        s->pinned = rc == KVX_OK;
-        if (rc == KVX_STAGING_NO_PINNED && !(s->block = malloc(total)))
-            return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of staging memory "
-                            "for the host-staged codec", total);
-        if (rc != KVX_OK && rc != KVX_STAGING_NO_PINNED)
-            return rc;
-    }
+    else if (total > 0 && (rc = allocate_block(s, total)))
+        return rc;
     for (int k = 0; k < s->count; k++)
         if (s->arrays[k].staged)
             s->arrays[k].host = (char *)s->block + s->arrays[k].offset;
@@ -207,13 +226,9 @@ static void stage_end(staging *s)
 static int32_t begin(staging *s, const kvx_stream *stream)
 {
     memset(s, 0, sizeof *s);
-    const kvx_backend *backend = kvx_backend_for(stream);
-    if (!backend)
+    s->ops = kvx_runtime_ops_for(stream);
+    if (!s->ops || !s->ops->load(&s->features))
         return KVX_ERR_NOT_AVAILABLE;
-    if (!backend->staging)
-        return kvx_fail(KVX_ERR_INTERNAL, "the %s backend has no staging operations",
-                        backend->name);
-    s->ops = backend->staging;
     s->stream = stream;
     return KVX_OK;
 }

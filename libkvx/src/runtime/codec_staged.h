@@ -4,9 +4,10 @@
  * caller's stream, waits, runs the CPU backend's entry on the host copies, copies the outputs
  * back on the stream and waits again.
  *
- * A backend provides a kvx_staging_ops table and points its vtable's codec entries at the
- * kvx_staged_codec_* functions below (KVX_STAGED_CODEC_ENTRIES) and its `staging` field at the
- * table. Contract of the staged entries:
+ * It works on the backend's runtime ops (runtime_ops.h: enter/leave the device, locate, pinned
+ * host memory, 1D copies, waiting for the stream): a backend points its vtable's codec entries
+ * at the kvx_staged_codec_* functions below and its `staging` field at its ops table
+ * (KVX_RUNTIME_BACKEND_ENTRIES). Contract of the staged entries:
  *   - Arrays may live in device memory of the stream's device (staged) or in host memory (used
  *     in place); device memory of another device is KVX_ERR_INVALID_ARGUMENT. `bins` is always
  *     host memory (src/ops/codec.c reads it).
@@ -28,33 +29,9 @@
 #ifndef KVX_CODEC_STAGED_H
 #define KVX_CODEC_STAGED_H
 
-#include <stddef.h>
+#include "runtime_ops.h"
 
-#include "kvx_internal.h"
-#include "runtime_loader.h"
-
-enum { KVX_STAGING_NO_PINNED = 1 };
-
-typedef struct kvx_staging_ops {
-    const char *device_name; /* "NPU", "MLU": for messages */
-    /* Makes the stream's device current on this thread; leave() undoes it. */
-    int32_t (*enter)(const kvx_stream *stream, kvx_device_guard *guard);
-    void (*leave)(const kvx_device_guard *guard);
-    /* *device = the device index holding ptr, or -1 for host memory. */
-    int32_t (*locate)(const void *ptr, const char *what, int32_t *device);
-    /* Page-locked host memory; KVX_STAGING_NO_PINNED when the runtime has no such allocator
-     * (the staged codec then uses malloc). */
-    int32_t (*host_alloc)(size_t bytes, void **ptr);
-    void (*host_free)(void *ptr);
-    /* Enqueues one asynchronous copy on the stream, host -> device when to_device, else
-     * device -> host. `doing` says what for (for the error message). */
-    int32_t (*copy)(void *dst, const void *src, size_t bytes, int to_device,
-                    const kvx_stream *stream, const char *doing);
-    /* Waits for the stream; reports what its work left behind. */
-    int32_t (*wait)(const kvx_stream *stream);
-} kvx_staging_ops;
-
-/* Vtable-compatible codec entries; they find the ops through kvx_backend_for(stream)->staging. */
+/* Vtable-compatible codec entries; they find the ops through the stream (kvx_runtime_ops_for). */
 int32_t kvx_staged_codec_quantize(const kvx_codec_quantize_args *args, const kvx_stream *stream);
 int32_t kvx_staged_codec_dequantize(const kvx_codec_dequantize_args *args,
                                     const kvx_stream *stream);
@@ -62,12 +39,19 @@ int32_t kvx_staged_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx
 int32_t kvx_staged_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream);
 int32_t kvx_staged_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream);
 
-/* Designated initialisers for a backend's vtable. */
-#define KVX_STAGED_CODEC_ENTRIES(ops)                                                          \
+/* Designated initialisers for a runtime-loaded backend's vtable: the copy engine's transfer and
+ * synchronize, the host-staged codec, and the ops table they all work on. */
+#define KVX_RUNTIME_BACKEND_ENTRIES(ops)                                                       \
+    .transfer = kvx_runtime_transfer, .synchronize = kvx_runtime_synchronize,                  \
     .codec_quantize = kvx_staged_codec_quantize,                                               \
     .codec_dequantize = kvx_staged_codec_dequantize,                                           \
     .codec_calculate_cdf = kvx_staged_codec_calculate_cdf,                                     \
     .codec_encode = kvx_staged_codec_encode, .codec_decode = kvx_staged_codec_decode,          \
     .staging = &(ops)
+
+/* A runtime-loaded backend's whole vtable. */
+#define KVX_RUNTIME_BACKEND(backend_name, type, available_fn, ops)                              \
+    {.name = (backend_name), .device_type = (type), .available = (available_fn),               \
+     KVX_RUNTIME_BACKEND_ENTRIES(ops)}
 
 #endif /* KVX_CODEC_STAGED_H */

@@ -13,16 +13,16 @@
 
 #include <stddef.h>
 
-#include "codec_staged.h"
+#include "runtime_ops.h"
 
 /* A kept block of at least `bytes` for this runtime and device (the smallest that fits), with
  * its size in *capacity; NULL when there is none. */
-void *kvx_staging_pool_take(const kvx_staging_ops *ops, int32_t device, size_t bytes,
+void *kvx_staging_pool_take(const kvx_runtime_ops *ops, int32_t device, size_t bytes,
                             size_t *capacity);
 
 /* Keeps a block for later calls; returns 0 when the pool is full or off (then the caller frees
  * it). */
-int kvx_staging_pool_give(const kvx_staging_ops *ops, int32_t device, void *block,
+int kvx_staging_pool_give(const kvx_runtime_ops *ops, int32_t device, void *block,
                           size_t capacity);
 
 /* The size to allocate for `bytes`: a power of two (at least 64 KiB), so that calls of

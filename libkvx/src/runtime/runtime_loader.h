@@ -15,33 +15,40 @@
 #include <stdatomic.h>
 #include <stddef.h>
 
-#include "kvx_internal.h"
+#include "../core/kvx_internal.h"
 
-/* Fills the backend's function table from an open library; on failure returns 0 and writes
- * why (e.g. which required function is missing) into reason. */
-typedef int (*kvx_runtime_resolve_fn)(void *handle, void *table, char *reason, size_t size);
+/* One function a backend resolves: its name, whether the backend cannot work without it, and
+ * where its pointer goes in the backend's function table (offsetof). */
+typedef struct kvx_runtime_symbol {
+    const char *name;
+    int required;
+    size_t offset;
+} kvx_runtime_symbol;
+
+/* After the symbols: derives what the table needs from them (e.g. the best of several copy
+ * entry points); on failure returns 0 and writes why into reason. May be NULL. */
+typedef int (*kvx_runtime_finish_fn)(void *table, char *reason, size_t size);
 
 typedef struct kvx_runtime {
     const char *backend;      /* "ascend", for messages */
     const char *library;      /* soname, e.g. "libascendcl.so" */
     const char *install_hint; /* how to make the library loadable */
-    kvx_runtime_resolve_fn resolve;
+    const char *too_old_hint; /* said when a required function is missing */
+    const kvx_runtime_symbol *symbols;
+    size_t num_symbols;
+    kvx_runtime_finish_fn finish;
     void *table; /* the backend's function table, published once fully resolved */
     pthread_mutex_t lock;
     _Atomic(void *) ready;
 } kvx_runtime;
 
-#define KVX_RUNTIME_INIT(backend, library, hint, resolve, table)                              \
-    {(backend), (library), (hint), (resolve), (table), PTHREAD_MUTEX_INITIALIZER, NULL}
+#define KVX_RUNTIME_INIT(backend, library, install_hint, too_old_hint, symbols, finish, table) \
+    {(backend),       (library), (install_hint), (too_old_hint),                              \
+     (symbols),       sizeof(symbols) / sizeof((symbols)[0]),                                  \
+     (finish),        (table),   PTHREAD_MUTEX_INITIALIZER,                                    \
+     NULL}
 
 /* The resolved table, or NULL after kvx_fail(KVX_ERR_NOT_AVAILABLE, reason). Thread-safe. */
 void *kvx_runtime_load(kvx_runtime *runtime);
-
-/* What a backend's "make the stream's device current" step must undo afterwards: restore
- * `previous` when `restore` is set (a thread that had no current device keeps the new one). */
-typedef struct kvx_device_guard {
-    int32_t previous;
-    int restore;
-} kvx_device_guard;
 
 #endif /* KVX_RUNTIME_LOADER_H */

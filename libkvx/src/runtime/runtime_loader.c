@@ -3,6 +3,7 @@
 
 #include <dlfcn.h>
 #include <stdio.h>
+#include <string.h>
 
 static void *open_runtime(const kvx_runtime *rt, char *reason, size_t size)
 {
@@ -17,6 +18,24 @@ static void *open_runtime(const kvx_runtime *rt, char *reason, size_t size)
     return handle;
 }
 
+/* Fills the table's function pointers; fails on a missing required one, leaves optional ones
+ * NULL. */
+static int resolve(const kvx_runtime *rt, void *handle, char *reason, size_t size)
+{
+    for (size_t i = 0; i < rt->num_symbols; i++) {
+        const kvx_runtime_symbol *s = &rt->symbols[i];
+        void *sym = dlsym(handle, s->name);
+        if (!sym && s->required) {
+            snprintf(reason, size, "%s lacks %s (%s)", rt->library, s->name, rt->too_old_hint);
+            return 0;
+        }
+        /* POSIX: a function's address round-trips through void *; stored as the field's own
+         * pointer type, which has the same representation. */
+        memcpy((char *)rt->table + s->offset, &sym, sizeof sym);
+    }
+    return !rt->finish || rt->finish(rt->table, reason, size);
+}
+
 void *kvx_runtime_load(kvx_runtime *rt)
 {
     void *ready = atomic_load_explicit(&rt->ready, memory_order_acquire);
@@ -28,7 +47,7 @@ void *kvx_runtime_load(kvx_runtime *rt)
     if (!ready) {
         void *handle = open_runtime(rt, reason, sizeof reason);
         /* The table is only published when complete, so a half-filled one is never used. */
-        if (handle && rt->resolve(handle, rt->table, reason, sizeof reason)) {
+        if (handle && resolve(rt, handle, reason, sizeof reason)) {
             ready = rt->table; /* the handle stays open for the life of the process */
             atomic_store_explicit(&rt->ready, ready, memory_order_release);
         } else if (handle) {

@@ -9,7 +9,7 @@
 #define MIN_BLOCK ((size_t)64 << 10)
 
 typedef struct kept_block {
-    const kvx_staging_ops *ops; /* NULL: free slot */
+    const kvx_runtime_ops *ops; /* NULL: free slot */
     int32_t device;
     void *block;
     size_t capacity;
@@ -36,7 +36,7 @@ size_t kvx_staging_pool_round(size_t bytes)
     return size < bytes ? bytes : size;
 }
 
-void *kvx_staging_pool_take(const kvx_staging_ops *ops, int32_t device, size_t bytes,
+void *kvx_staging_pool_take(const kvx_runtime_ops *ops, int32_t device, size_t bytes,
                             size_t *capacity)
 {
     if (pool_limit() == 0)
@@ -59,7 +59,7 @@ void *kvx_staging_pool_take(const kvx_staging_ops *ops, int32_t device, size_t b
     return block;
 }
 
-int kvx_staging_pool_give(const kvx_staging_ops *ops, int32_t device, void *block,
+int kvx_staging_pool_give(const kvx_runtime_ops *ops, int32_t device, void *block,
                           size_t capacity)
 {
     size_t limit = pool_limit();
