@@ -442,6 +442,24 @@ def check_against_reference(backend: str, layout_name: str, size: str, direction
     return case
 
 
+def run_for_plan(backend: str, layout_name: str, size: str, direction: str, dense_on_device: bool,
+                 seed: int = 11) -> DeviceCase:
+    """Runs one transfer of the matrix through the stub, its counters reset first, for the plan
+    assertions: which runtime calls and how many copies. The bytes it moves are checked by
+    tests/test_conformance.py (every backend against kvx.reference); the stub must still record
+    no misuse."""
+    st = stub(backend)
+    paged, dense, slots, fmt = make_inputs(layout_name, size, seed)
+    case = stage(st, backend, layout_name, paged, dense, slots, fmt, dense_on_device)
+    st.reset()
+    d = kvx.Direction.PAGED_TO_DENSE if direction == "store" else kvx.Direction.DENSE_TO_PAGED
+    assert case.run(int(d)) == 0, last_error()
+    assert case.synchronize() == 0, last_error()
+    case.release()
+    assert st.errors() == (0, ""), st.errors()
+    return case
+
+
 # ---------------------------------------------------------------- subprocesses
 
 

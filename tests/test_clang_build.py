@@ -2,8 +2,8 @@
 warning-free with it (-Wall -Wextra, --werror; the AVX-512 code uses target attributes whose
 spelling differs between gcc and clang), exports the same API as the gcc build the rest of the
 suite checks, and computes the same bits: tests/c/digests.c prints digests of RoPE, codec and
-transfer outputs on fixed inputs for both builds, and the RoPE tests run against the clang build
-in a child pytest."""
+transfer outputs on fixed inputs for both builds, and the RoPE tests (test_rope.py and the
+conformance test's RoPE cases) run against the clang build in a child pytest."""
 
 import os
 import shutil
@@ -62,10 +62,11 @@ def test_clang_build_computes_the_same_bits_as_gcc(clang_build, tmp_path, isa):
 
 
 def test_rope_tests_pass_against_the_clang_build(clang_build):
-    """The RoPE tests (every variant against torch's float32 arithmetic, bit for bit) in a child
-    pytest that loads the clang build."""
+    """The RoPE tests (against torch's float32 arithmetic, bit for bit; every CPU variant alike,
+    through the conformance test) in a child pytest that loads the clang build."""
     env = dict(os.environ, KVX_LIBRARY=str(clang_build / "libkvx.so"))
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             str(REPO / "tests" / "test_rope.py")], cwd=REPO, env=env, capture_output=True,
-                            text=True)
+                             str(REPO / "tests" / "test_rope.py"),
+                             str(REPO / "tests" / "test_conformance.py") + "::test_rope"],
+                            cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0 and " passed" in result.stdout, (result.stdout + result.stderr)[-6000:]

@@ -1,7 +1,9 @@
-"""The CNRT backend against kvx.reference on the stub CNRT runtime: every paged layout x both
+"""How the CNRT backend plans transfers, on the stub CNRT runtime: over every paged layout x both
 directions x sizes (odd rows, padded heads and blocks) x -1 padding, dense buffer in host and in
-device memory. Byte-exact, padding included; the stub records no misuse (out-of-bounds device
-ranges, directions that do not match the pointers, 2D copies outside CNRT's limits)."""
+device memory, the copies submitted follow the documented planning rule through the newest entry
+points, and the stub records no misuse (out-of-bounds device ranges, directions that do not match
+the pointers, 2D copies outside CNRT's limits). The bytes moved are checked, on this matrix and
+more, by tests/test_conformance.py."""
 
 import pytest
 import torch
@@ -15,9 +17,9 @@ pytestmark = dsc.needs_compiler("cnrt")
 
 
 @dsc.over_the_matrix
-def test_matrix(layout_name, size, direction, dense_on_device):
+def test_plan_over_the_matrix(layout_name, size, direction, dense_on_device):
     st = dsc.stub("cnrt")
-    case = dsc.check_against_reference("cnrt", layout_name, size, direction, dense_on_device)
+    case = dsc.run_for_plan("cnrt", layout_name, size, direction, dense_on_device)
     expected = dsc.expected_copies(case, allow_2d=True)
     assert st.copies() == expected
     # every 1D copy through the newest entry point, the queue before the direction

@@ -1,7 +1,8 @@
-"""RoPE on a CUDA/HIP GPU against the CPU backend on copies of the same data: the kernels do the
-CPU's float32 operations in the same order without FMA contraction, so results must be bitwise
-equal. Also: positions outside the cache reported by kvx.synchronize, and ordering on a side
-stream. Skips unless this libkvx has the GPU backend and torch sees a device."""
+"""RoPE on a CUDA/HIP GPU, where it differs from the other backends: positions outside the cache
+reported by kvx.synchronize, and ordering on a side stream. The bits against the CPU backend
+(the kernels do the CPU's float32 operations in the same order without FMA contraction) are
+checked by tests/test_conformance.py. Skips unless this libkvx has the GPU backend and torch sees
+a device."""
 
 import pytest
 import torch
@@ -15,47 +16,6 @@ pytestmark = [
     pytest.mark.skipif(not _GPU_COMPILED, reason="this libkvx was built without the GPU backend (-Dcuda/-Dhip)"),
     pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA/HIP device"),
 ]
-
-
-def _bits(x: torch.Tensor) -> torch.Tensor:
-    return x.cpu().contiguous().view(torch.uint8)
-
-
-@pytest.mark.parametrize("is_neox", [True, False], ids=["neox", "gptj"])
-@pytest.mark.parametrize("dtype", rc.DTYPES, ids=str)
-@pytest.mark.parametrize("cache_dtype", rc.DTYPES, ids=str)
-@pytest.mark.parametrize("rot_dim", [128, 64])
-def test_rerotate_equals_cpu(is_neox, dtype, cache_dtype, rot_dim):
-    cos_sin = rc.cache(rot_dim, 600, cache_dtype)
-    keys = rc.randn((257, 8, 128), dtype)
-    old, new = rc.positions(257, 600, seed=1), rc.positions(257, 600, torch.int32, seed=2)  # mixed dtypes
-    gpu = keys.cuda()
-    rope.rerotate_keys(gpu, old.cuda(), new.cuda(), cos_sin.cuda(), is_neox=is_neox)
-    rope.rerotate_keys(keys, old, new, cos_sin, is_neox=is_neox)
-    assert torch.equal(_bits(gpu), _bits(keys))
-
-
-@pytest.mark.parametrize("is_neox", [True, False], ids=["neox", "gptj"])
-@pytest.mark.parametrize("dtype", rc.DTYPES, ids=str)
-def test_apply_equals_cpu(is_neox, dtype):
-    cos_sin = rc.cache(96, 600)
-    query, key = rc.randn((100, 32, 128), dtype, seed=3), rc.randn((100, 8, 128), dtype, seed=4)
-    pos = rc.positions(100, 600, torch.int32)
-    gq, gk = query.cuda(), key.cuda()
-    rope.apply_rotary(pos.cuda(), gq, gk, cos_sin.cuda(), is_neox=is_neox)
-    rope.apply_rotary(pos, query, key, cos_sin, is_neox=is_neox)
-    assert torch.equal(_bits(gq), _bits(query)) and torch.equal(_bits(gk), _bits(key))
-
-
-def test_strided_keys_of_every_layer_at_once():
-    """The K plane of a KV_2LTD buffer [2, L, T, H*D], all layers in one call; V untouched."""
-    cos_sin = rc.cache(128, 300)
-    kv = rc.randn((2, 4, 200, 8 * 128), torch.bfloat16)
-    old, new = rc.positions(200, 300, seed=5), rc.positions(200, 300, seed=6)
-    gkv = kv.cuda()
-    rope.rerotate_keys(gkv[0].unflatten(-1, (8, 128)), old.cuda(), new.cuda(), cos_sin.cuda())
-    rope.rerotate_keys(kv[0].unflatten(-1, (8, 128)), old, new, cos_sin)
-    assert torch.equal(_bits(gkv), _bits(kv))
 
 
 def test_position_outside_the_cache_is_reported():
@@ -83,4 +43,4 @@ def test_runs_on_the_current_stream():
         copy = keys.clone()  # ordered after the kernel on the same stream
     torch.cuda.current_stream().wait_stream(side)
     rope.rerotate_keys(expected, old, new, cos_sin)  # on the current stream, after the side's work
-    assert torch.equal(_bits(copy), _bits(expected))
+    assert torch.equal(copy.cpu().view(torch.int16), expected.cpu().view(torch.int16))

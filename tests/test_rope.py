@@ -1,14 +1,11 @@
 """kvx.rope on the CPU against a float64 oracle: both pairings, partial rotary, strided and
 multi-layer keys, every key and cache dtype, int32/int64 positions; plus bit-exactness against
-the float32 reference (same formula, same roundings) and build_cos_sin_cache."""
+the float32 reference (same formula, same roundings) and build_cos_sin_cache. That every CPU
+instruction-set variant and the GPU give the same bits is checked by tests/test_conformance.py."""
 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-import textwrap
 import warnings
 
 import numpy as np
@@ -17,7 +14,6 @@ import torch
 
 import kvx
 from kvx import reference_rope, rope
-from machine import isa_variants
 from rope_cases import DTYPES, assert_close_to, cache, expected_apply, expected_rerotate, positions, randn
 
 T, H, D = 37, 3, 64
@@ -239,67 +235,6 @@ def test_vllm_signature_is_apply_rotary(with_key):
     rope.apply_rotary(pos, want_q, want_k if with_key else None, cs, is_neox=False, head_size=D)
     assert rope.rotary_embedding(pos, query, key if with_key else None, D, cs, False) is None
     assert torch.equal(query, want_q) and torch.equal(key, want_k) and not torch.equal(query, before)
-
-
-# ---------------------------------------------------------------- every instruction-set variant
-
-_VARIANT_SCRIPT = textwrap.dedent("""
-    import hashlib, torch, kvx
-    from kvx import rope
-    print(kvx.cpu_kernels())  # which variant ran: checked by the caller
-    h = hashlib.sha256()
-    # pairs: 32 (one whole block of the AVX-512 bf16 loop), 20 (a tail only), 48 (a block and a
-    # tail), 64 (two blocks); caches of every dtype; positions in runs and scattered
-    shapes = ((64, 64, torch.float32), (40, 72, torch.float32), (96, 128, torch.bfloat16),
-              (128, 128, torch.float16))
-    for dtype in (torch.float32, torch.float16, torch.bfloat16):
-        for is_neox in (True, False):
-            for rot_dim, head, cache_dtype in shapes:
-                g = torch.Generator().manual_seed(7)
-                keys = (torch.randn((53, 3, head), generator=g) * 3).to(dtype)
-                keys[0, 0] = (torch.randn(head, generator=g) * 1e-39).to(dtype)  # denormal results
-                keys[0, 1, :4] = torch.tensor([1e-39, -3e-39, 6e-5, 1e-8])  # tiny values
-                keys[1, 0] = 0.0  # a zero head
-                if dtype != torch.float32:  # NaNs with payloads: every variant gives half.h's NaN
-                    # (one per pair: which of two NaNs a sum passes on is the compiler's choice)
-                    keys.view(torch.int16)[2, 1, 0:8:2] = torch.tensor([0x7F00, 0x7C01, 0xFD55 - 0x10000, 0x7FC1])
-                query = (torch.randn((53, 2, head), generator=g) * 3).to(dtype)
-                cs = rope.build_cos_sin_cache(rot_dim, 400, dtype=cache_dtype)
-                old = torch.randint(0, 400, (53,), generator=g)
-                new = torch.randint(0, 400, (53,), generator=g)
-                new[10:40] = torch.arange(300, 330)  # a run of consecutive positions
-                rope.rerotate_keys(keys, old, new, cs, is_neox=is_neox)
-                rope.apply_rotary(new, query, keys, cs, is_neox=is_neox)
-                for x in (keys, query):
-                    h.update(x.view(torch.uint8 if dtype != torch.float32 else torch.int32).numpy().tobytes())
-    # A float32 difference of one ulp rarely survives rounding to 16 bits: enough values that any
-    # would show (about 2**-16 of bf16 values flip per ulp of difference)
-    for dtype in (torch.float16, torch.bfloat16):
-        for is_neox in (True, False):
-            g = torch.Generator().manual_seed(8)
-            keys = torch.randn((2048, 4, 128), generator=g).to(dtype)
-            cs = rope.build_cos_sin_cache(128, 8192)
-            rope.rerotate_keys(keys, torch.randint(0, 8192, (2048,), generator=g),
-                               torch.randint(0, 8192, (2048,), generator=g), cs, is_neox=is_neox)
-            h.update(keys.view(torch.uint8).numpy().tobytes())
-    print(h.hexdigest())
-""")
-
-
-def test_every_isa_variant_gives_the_same_bits():
-    """The CPU kernel is compiled for several instruction sets (chosen at run time); all must
-    produce identical results. KVX_CPU_ISA selects one in a fresh process."""
-    variants = isa_variants()
-    if len(variants) < 2:
-        pytest.skip("this CPU runs only the baseline variant; nothing to compare")
-    digests = {}
-    for name in variants:
-        env = dict(os.environ, KVX_CPU_ISA=name)
-        out = subprocess.run([sys.executable, "-c", _VARIANT_SCRIPT], env=env, capture_output=True, text=True,
-                             check=True)
-        kernels, digests[name] = out.stdout.split("\n")[:2]
-        assert kernels.startswith(f"rope={name} "), (name, kernels)  # KVX_CPU_ISA took effect
-    assert len(set(digests.values())) == 1, digests
 
 
 # ---------------------------------------------------------------- build_cos_sin_cache

@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 # Modules whose tests drive the C library; the child run covers whichever exist.
 C_TEST_GLOBS = ("test_transfer_*.py", "test_codec*.py", "test_rope*.py", "test_staged_codec.py",
-                "test_ascend_transfer.py", "test_cnrt_transfer.py", "fuzz/test_fuzz_*.py")
+                "test_ascend_transfer.py", "test_cnrt_transfer.py", "test_conformance.py", "fuzz/test_fuzz_*.py")
 
 pytestmark = [
     pytest.mark.skipif(os.environ.get("KVX_SANITIZER_RUN") == "1", reason="already inside the sanitizer run"),
