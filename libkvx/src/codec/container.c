@@ -216,7 +216,7 @@ static int32_t check_kv_desc(const char *name, const kvx_dense_desc *d)
         return FAIL_ARG("%s: expected non-negative strides, got kv %lld, layer %lld, token %lld",
                         name, (long long)d->kv_stride, (long long)d->layer_stride,
                         (long long)d->token_stride);
-    if ((rc = kvx_codec_check_count("num_tokens", d->num_tokens, 0, KVX_CODEC_MAX_TOKENS)))
+    if ((rc = kvx_check_range("num_tokens", d->num_tokens, 0, KVX_CODEC_MAX_TOKENS)))
         return rc;
     if (d->num_tokens > 0 && !d->base)
         return FAIL_ARG("%s->base: expected a pointer, got NULL", name);
@@ -240,7 +240,7 @@ static int32_t check_params(const kvx_dense_desc *kv, const kvx_codec_params *p)
         (kv->num_kv == 2 &&
          (rc = kvx_codec_check_bins("params->value_bins", p->value_bins, kv->num_layers))))
         return rc;
-    return kvx_codec_check_count("params->chunk_tokens", p->chunk_tokens, 1, MAX_CHUNK_TOKENS);
+    return kvx_check_range("params->chunk_tokens", p->chunk_tokens, 1, MAX_CHUNK_TOKENS);
 }
 
 /* The caller's kv descriptor and parameters, read once into *kv and *params and checked. */
@@ -332,7 +332,7 @@ int32_t kvx_codec_compress_bound(const kvx_dense_desc *kv_user,
     kvx_codec_params params;
     kvx_clear_error();
     if ((rc = read_kv_args(kv_user, params_user, &kv, &params)) ||
-        (rc = kvx_codec_check_ptr("bound", bound, 1)))
+        (rc = kvx_check_pointer("bound", bound, 1)))
         return rc;
     layout *lo = layout_from_desc(&kv, &params);
     if (!lo)
@@ -617,9 +617,9 @@ int32_t kvx_codec_compress(const kvx_dense_desc *kv_user, const kvx_codec_params
     kvx_codec_params params;
     kvx_clear_error();
     if ((rc = read_kv_args(kv_user, params_user, &kv, &params)) ||
-        (rc = kvx_codec_check_count("dst_capacity", dst_capacity, 0, INT64_MAX)) ||
-        (rc = kvx_codec_check_ptr("dst", dst, dst_capacity)) ||
-        (rc = kvx_codec_check_ptr("dst_size", dst_size, 1)))
+        (rc = kvx_check_range("dst_capacity", dst_capacity, 0, INT64_MAX)) ||
+        (rc = kvx_check_pointer("dst", dst, dst_capacity)) ||
+        (rc = kvx_check_pointer("dst_size", dst_size, 1)))
         return rc;
     const kvx_backend *be = kvx_backend_for(stream);
     if (!be)
@@ -850,8 +850,8 @@ static int32_t walk_chunks(const void *src, int64_t src_size, const layout *lo)
 static int32_t check_source(const void *src, int64_t src_size)
 {
     int32_t rc;
-    if ((rc = kvx_codec_check_count("src_size", src_size, 0, INT64_MAX)) ||
-        (rc = kvx_codec_check_ptr("src", src, src_size)))
+    if ((rc = kvx_check_range("src_size", src_size, 0, INT64_MAX)) ||
+        (rc = kvx_check_pointer("src", src, src_size)))
         return rc;
     return KVX_OK;
 }
