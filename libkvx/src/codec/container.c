@@ -12,13 +12,13 @@
  * counts (checked again: they must sum to the chunk's tokens) and decodes. Nothing is allocated
  * from a declared size before the blob is known to be large enough to hold what it declares.
  */
-#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../ops/codec_checks.h"
+#include "crc32.h"
 
 #define FAIL_CORRUPT(...) kvx_fail(KVX_ERR_CORRUPT_INPUT, __VA_ARGS__)
 
@@ -31,41 +31,6 @@ enum {
 };
 
 static const uint8_t MAGIC[4] = {'K', 'V', 'X', 'C'};
-
-/* ---------------------------------------------------------------- CRC-32 (zlib's) */
-
-static uint32_t crc_table[8][256];
-static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
-
-static void crc_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
-        crc_table[0][i] = c;
-    }
-    for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_table[t][i] = (crc_table[t - 1][i] >> 8) ^ crc_table[0][crc_table[t - 1][i] & 0xff];
-}
-
-/* Slicing-by-8: about 1.5 GB/s per core, so checksums stay a few percent of coding time. */
-static uint32_t crc32_of(const uint8_t *p, int64_t n)
-{
-    pthread_once(&crc_once, crc_init);
-    uint32_t c = 0xffffffffu;
-    for (; n >= 8; n -= 8, p += 8) {
-        uint32_t lo = c ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                           (uint32_t)p[3] << 24);
-        c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
-            crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][p[4]] ^
-            crc_table[2][p[5]] ^ crc_table[1][p[6]] ^ crc_table[0][p[7]];
-    }
-    for (; n > 0; n--, p++)
-        c = (c >> 8) ^ crc_table[0][(c ^ *p) & 0xff];
-    return c ^ 0xffffffffu;
-}
 
 /* ---------------------------------------------------------------- little-endian writer */
 
@@ -528,7 +493,7 @@ static void write_chunk(writer *w, const layout *lo, int64_t index, int64_t toke
             memcpy(at, b->streams + i * b->stream_capacity, (size_t)b->lengths[i]);
     }
     if (w->pos <= w->cap)
-        put_le(w, crc32_of(w->p + start, w->pos - start), 4);
+        put_le(w, kvx_codec_crc32(w->p + start, w->pos - start), 4);
     else
         reserve(w, CRC_SIZE);
 }
@@ -554,7 +519,7 @@ static void write_header(writer *w, const layout *lo)
     for (int64_t r = 0; r < lo->rows; r++)
         put_le(w, (uint64_t)lo->bins[r], 2);
     if (w->pos <= w->cap)
-        put_le(w, crc32_of(w->p, w->pos), 4);
+        put_le(w, kvx_codec_crc32(w->p, w->pos), 4);
     else
         reserve(w, CRC_SIZE);
 }
@@ -742,9 +707,10 @@ static int32_t parse_header(const void *src, int64_t src_size, layout **out)
     uint64_t crc;
     if ((rc = parse_bins(&r, lo)) || (rc = get_le(&r, 4, &crc, "header.crc32")))
         goto fail;
-    if (crc != crc32_of(src, r.pos - CRC_SIZE)) {
+    if (crc != kvx_codec_crc32(src, r.pos - CRC_SIZE)) {
         rc = FAIL_CORRUPT("header.crc32: checksum mismatch (stored %08llx, computed %08x)",
-                          (unsigned long long)crc, (unsigned)crc32_of(src, r.pos - CRC_SIZE));
+                          (unsigned long long)crc,
+                          (unsigned)kvx_codec_crc32(src, r.pos - CRC_SIZE));
         goto fail;
     }
     int64_t least;
@@ -980,7 +946,7 @@ static int32_t parse_chunk(reader *r, const layout *lo, int64_t index, chunk_vie
     uint32_t crc;
     if ((rc = read_chunk_frame(r, lo, index, c, &crc)))
         return rc;
-    uint32_t computed = crc32_of(r->p + start, r->pos - CRC_SIZE - start);
+    uint32_t computed = kvx_codec_crc32(r->p + start, r->pos - CRC_SIZE - start);
     if (crc != computed)
         return FAIL_CORRUPT("chunk[%lld].crc32: checksum mismatch (stored %08x, computed %08x)",
                             (long long)index, (unsigned)crc, (unsigned)computed);
