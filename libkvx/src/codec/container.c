@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "../ops/codec_checks.h"
+#include "bytes.h"
 #include "crc32.h"
 
 #define FAIL_CORRUPT(...) kvx_fail(KVX_ERR_CORRUPT_INPUT, __VA_ARGS__)
@@ -26,102 +27,10 @@ enum {
     HEADER_SIZE = 60,        /* fixed part of the file header, before the bins table */
     CHUNK_HEADER_SIZE = 32,  /* index, tokens, three section sizes */
     CRC_SIZE = 4,
-    MAX_CHUNK_TOKENS = 65535, /* symbol counts stay uint16 */
-    MAX_VARINT32 = 5
+    MAX_CHUNK_TOKENS = 65535 /* symbol counts stay uint16 */
 };
 
 static const uint8_t MAGIC[4] = {'K', 'V', 'X', 'C'};
-
-/* ---------------------------------------------------------------- little-endian writer */
-
-typedef struct writer {
-    uint8_t *p;
-    int64_t pos, cap;
-} writer;
-
-/* Reserves n bytes; NULL once the buffer is full (pos keeps counting the size needed). */
-static uint8_t *reserve(writer *w, int64_t n)
-{
-    uint8_t *at = w->pos + n <= w->cap ? w->p + w->pos : NULL;
-    w->pos += n;
-    return at;
-}
-
-static void put_le(writer *w, uint64_t v, int bytes)
-{
-    uint8_t *at = reserve(w, bytes);
-    for (int i = 0; at && i < bytes; i++)
-        at[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_varint(writer *w, uint32_t v)
-{
-    uint8_t buf[MAX_VARINT32];
-    int n = 0;
-    do {
-        buf[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-        v >>= 7;
-    } while (v);
-    uint8_t *at = reserve(w, n);
-    if (at)
-        memcpy(at, buf, (size_t)n);
-}
-
-/* ---------------------------------------------------------------- bounds-checked reader */
-
-typedef struct reader {
-    const uint8_t *p;
-    int64_t pos, size;
-} reader;
-
-static int32_t need(const reader *r, int64_t n, const char *field)
-{
-    if (n < 0 || n > r->size - r->pos)
-        return FAIL_CORRUPT("%s: truncated: needs %lld bytes at offset %lld, the container "
-                            "has %lld",
-                            field, (long long)n, (long long)r->pos, (long long)r->size);
-    return KVX_OK;
-}
-
-static uint64_t le_at(const uint8_t *p, int bytes)
-{
-    uint64_t v = 0;
-    for (int i = bytes - 1; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-static int32_t get_le(reader *r, int bytes, uint64_t *v, const char *field)
-{
-    int32_t rc = need(r, bytes, field);
-    if (rc)
-        return rc;
-    *v = le_at(r->p + r->pos, bytes);
-    r->pos += bytes;
-    return KVX_OK;
-}
-
-static int32_t get_varint(reader *r, uint32_t *v, const char *field)
-{
-    if (r->pos < r->size && r->p[r->pos] < 0x80) { /* the common one-byte case */
-        *v = r->p[r->pos++];
-        return KVX_OK;
-    }
-    uint64_t value = 0;
-    for (int i = 0; i < MAX_VARINT32; i++) {
-        if (r->pos >= r->size)
-            return FAIL_CORRUPT("%s: truncated varint at offset %lld", field, (long long)r->pos);
-        uint8_t b = r->p[r->pos++];
-        value |= (uint64_t)(b & 0x7f) << (7 * i);
-        if (!(b & 0x80)) {
-            if (value > 0xffffffffu)
-                break;
-            *v = (uint32_t)value;
-            return KVX_OK;
-        }
-    }
-    return FAIL_CORRUPT("%s: malformed varint ending at offset %lld", field, (long long)r->pos);
-}
 
 /* ---------------------------------------------------------------- shared layout */
 
@@ -370,8 +279,6 @@ typedef struct count_job {
     uint8_t *out;         /* write pass: the counts section; count_bytes then holds offsets */
 } count_job;
 
-static int varint_size(uint32_t v) { return v < (1u << 7) ? 1 : v < (1u << 14) ? 2 : 3; }
-
 /* The run of symbols a stream's counts cover: from the first to the last non-zero count (a
  * stream's values sit in a few symbols around the middle, so this halves the counts section).
  * An all-zero histogram (no tokens) gives an empty run. */
@@ -386,16 +293,6 @@ static void count_span(const uint16_t *counts, int32_t symbols, int32_t *first, 
     *n = hi >= lo ? hi - lo + 1 : 0;
 }
 
-static uint8_t *write_varint(uint8_t *p, uint32_t v)
-{
-    while (v > 0x7f) {
-        *p++ = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    *p++ = (uint8_t)v;
-    return p;
-}
-
 /* Writes every stream's counts at its offset: streams are independent, so this runs in
  * parallel (a chunk holds millions of counts). */
 static void write_counts_range(void *ctx, int64_t begin, int64_t end)
@@ -406,10 +303,10 @@ static void write_counts_range(void *ctx, int64_t begin, int64_t end)
         const uint16_t *counts = job->counts + i * lo->num_bins;
         int32_t first, n;
         count_span(counts, row_symbols(lo, i / lo->channels), &first, &n);
-        uint8_t *p = write_varint(job->out + job->count_bytes[i], (uint32_t)first);
-        p = write_varint(p, (uint32_t)n);
+        uint8_t *p = varint_write(job->out + job->count_bytes[i], (uint32_t)first);
+        p = varint_write(p, (uint32_t)n);
         for (int32_t s = first; s < first + n; s++)
-            p = write_varint(p, counts[s]);
+            p = varint_write(p, counts[s]);
     }
 }
 
@@ -463,18 +360,18 @@ static void write_chunk(writer *w, const layout *lo, int64_t index, int64_t toke
                         const chunk_buffers *b, count_job *job)
 {
     int64_t streams = lo->rows * lo->channels, start = w->pos, payload = 0, counts = 0;
-    writer lengths = {NULL, 0, 0};
+    int64_t lengths = 0;
     for (int64_t i = 0; i < streams; i++) {
         int64_t bytes = b->end_offsets[i];
         b->end_offsets[i] = counts; /* sizes become offsets for write_counts_range */
         counts += bytes;
-        put_varint(&lengths, (uint32_t)b->lengths[i]);
+        lengths += varint_size((uint32_t)b->lengths[i]);
         payload += b->lengths[i];
     }
     put_le(w, (uint64_t)index, 4);
     put_le(w, (uint64_t)tokens, 4);
     put_le(w, (uint64_t)counts, 8);
-    put_le(w, (uint64_t)lengths.pos, 8);
+    put_le(w, (uint64_t)lengths, 8);
     put_le(w, (uint64_t)payload, 8);
     uint8_t *at = reserve(w, 4 * lo->rows * tokens);
     for (int64_t i = 0; at && i < lo->rows * tokens; i++) {
