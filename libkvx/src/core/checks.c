@@ -1,14 +1,40 @@
 /* checks.c - argument checks shared by the public entry points (see kvx_internal.h). */
+#include <stdio.h>
 #include <string.h>
 
 #include "kvx_internal.h"
 
-int32_t kvx_check_range(const char *owner, const char *field, int64_t value, int64_t lo,
-                        int64_t hi)
+int32_t kvx_check_range(const char *name, int64_t value, int64_t lo, int64_t hi)
 {
     if (value < lo || value > hi)
-        return kvx_fail(KVX_ERR_INVALID_ARGUMENT, "%s->%s: expected %lld..%lld, got %lld", owner,
-                        field, (long long)lo, (long long)hi, (long long)value);
+        return FAIL_ARG("%s: expected %lld..%lld, got %lld", name, (long long)lo, (long long)hi,
+                        (long long)value);
+    return KVX_OK;
+}
+
+int32_t kvx_check_field(const char *owner, const char *field, int64_t value, int64_t lo,
+                        int64_t hi)
+{
+    /* Checks run on every call, failures rarely: the name is formatted only for a message. */
+    if (value >= lo && value <= hi)
+        return KVX_OK;
+    char name[128];
+    snprintf(name, sizeof name, "%s->%s", owner, field);
+    return kvx_check_range(name, value, lo, hi);
+}
+
+int32_t kvx_check_pointer(const char *name, const void *ptr, int64_t count)
+{
+    if (!ptr && count > 0)
+        return FAIL_ARG("%s: expected a pointer to %lld elements, got NULL", name,
+                        (long long)count);
+    return KVX_OK;
+}
+
+int32_t kvx_check_array(const char *name, const void *ptr, int64_t count, const char *what)
+{
+    if (!ptr && count > 0)
+        return FAIL_ARG("%s: expected %lld %s, got NULL", name, (long long)count, what);
     return KVX_OK;
 }
 

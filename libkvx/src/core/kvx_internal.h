@@ -34,9 +34,19 @@ void kvx_warn(const char *fmt, ...) KVX_PRINTF(1, 2);
 
 /* ---------------------------------------------------------------- shared argument checks */
 
-/* Each returns KVX_OK, or fails with KVX_ERR_INVALID_ARGUMENT naming `owner->field`. */
-int32_t kvx_check_range(const char *owner, const char *field, int64_t value, int64_t lo,
+/* Each returns KVX_OK, or fails with KVX_ERR_INVALID_ARGUMENT naming what it checks: `name`,
+ * or `owner->field` for a struct's field. The messages are part of the API (tests match them). */
+/* lo <= value <= hi, else "<name>: expected <lo>..<hi>, got <value>". */
+int32_t kvx_check_range(const char *name, int64_t value, int64_t lo, int64_t hi);
+/* The same for a struct's field, named "<owner>-><field>". */
+int32_t kvx_check_field(const char *owner, const char *field, int64_t value, int64_t lo,
                         int64_t hi);
+/* ptr may be NULL only when the call touches none of its `count` elements, else
+ * "<name>: expected a pointer to <count> elements, got NULL". */
+int32_t kvx_check_pointer(const char *name, const void *ptr, int64_t count);
+/* The same check for arrays whose message says what they hold: "<name>: expected <count>
+ * <what>, got NULL" (rope's positions: "entries", transfer's slot_mapping: "int64 entries"). */
+int32_t kvx_check_array(const char *name, const void *ptr, int64_t count, const char *what);
 /* Adds stride * (count - 1) to *max_offset; a negative stride or an overflow fails. */
 int32_t kvx_check_extent(const char *owner, const char *field, int64_t stride, int64_t count,
                          int64_t *max_offset);

@@ -12,22 +12,6 @@
 /* Bits one symbol can cost, at most (see src/cpu/codec_range_coder.c), plus the final flush. */
 #define MAX_BITS_PER_SYMBOL 18
 
-int32_t kvx_codec_check_count(const char *name, int64_t value, int64_t lo, int64_t hi)
-{
-    if (value < lo || value > hi)
-        return FAIL_ARG("%s: expected %lld..%lld, got %lld", name, (long long)lo, (long long)hi,
-                        (long long)value);
-    return KVX_OK;
-}
-
-int32_t kvx_codec_check_ptr(const char *name, const void *ptr, int64_t count)
-{
-    if (!ptr && count > 0)
-        return FAIL_ARG("%s: expected a pointer to %lld elements, got NULL", name,
-                        (long long)count);
-    return KVX_OK;
-}
-
 /* a * b * c into *out, failing (naming `what`) on int64 overflow. */
 int32_t kvx_codec_product(const char *what, int64_t a, int64_t b, int64_t c, int64_t *out)
 {
@@ -47,9 +31,9 @@ int32_t kvx_codec_check_shape(int64_t num_layers, int64_t num_tokens, int64_t nu
                               const char *layers_name, int64_t *elements)
 {
     int32_t rc;
-    if ((rc = kvx_codec_check_count(layers_name, num_layers, 1, INT32_MAX)) ||
-        (rc = kvx_codec_check_count("num_tokens", num_tokens, 0, KVX_CODEC_MAX_TOKENS)) ||
-        (rc = kvx_codec_check_count("num_channels", num_channels, 1, INT32_MAX)))
+    if ((rc = kvx_check_range(layers_name, num_layers, 1, INT32_MAX)) ||
+        (rc = kvx_check_range("num_tokens", num_tokens, 0, KVX_CODEC_MAX_TOKENS)) ||
+        (rc = kvx_check_range("num_channels", num_channels, 1, INT32_MAX)))
         return rc;
     return kvx_codec_product("symbols", num_layers, num_tokens, num_channels, elements);
 }
@@ -64,7 +48,7 @@ static int32_t check_float_dtype(const char *name, int32_t dtype)
 
 int32_t kvx_codec_check_bins(const char *name, const int32_t *bins, int64_t count)
 {
-    int32_t rc = kvx_codec_check_ptr(name, bins, count);
+    int32_t rc = kvx_check_pointer(name, bins, count);
     if (rc || !bins)
         return rc;
     for (int64_t i = 0; i < count; i++)
@@ -115,10 +99,10 @@ int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64
     kvx_clear_error();
     if ((rc = check_float_tokens("x", dtype, num_rows, num_tokens, num_channels, row_stride,
                                  token_stride, &elements)) ||
-        (rc = kvx_codec_check_ptr("x", x, elements)) ||
+        (rc = kvx_check_pointer("x", x, elements)) ||
         (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
-        (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
-        (rc = kvx_codec_check_ptr("scales", scales, num_rows * num_tokens)))
+        (rc = kvx_check_pointer("symbols", symbols, elements)) ||
+        (rc = kvx_check_pointer("scales", scales, num_rows * num_tokens)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_quantize, "codec_quantize");
     if (elements == 0)
@@ -139,10 +123,10 @@ int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales, const 
     kvx_clear_error();
     if ((rc = check_float_tokens("out", dtype, num_rows, num_tokens, num_channels, row_stride,
                                  token_stride, &elements)) ||
-        (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
-        (rc = kvx_codec_check_ptr("scales", scales, num_rows * num_tokens)) ||
+        (rc = kvx_check_pointer("symbols", symbols, elements)) ||
+        (rc = kvx_check_pointer("scales", scales, num_rows * num_tokens)) ||
         (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
-        (rc = kvx_codec_check_ptr("out", out, elements)))
+        (rc = kvx_check_pointer("out", out, elements)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_dequantize, "codec_dequantize");
     if (elements == 0)
@@ -162,10 +146,10 @@ int32_t kvx_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers, int6
     kvx_clear_error();
     if ((rc = kvx_codec_check_shape(num_layers, num_tokens, num_channels, "num_layers",
                                     &elements)) ||
-        (rc = kvx_codec_check_count("num_bins", num_bins, 1, KVX_CODEC_MAX_BINS)) ||
-        (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
+        (rc = kvx_check_range("num_bins", num_bins, 1, KVX_CODEC_MAX_BINS)) ||
+        (rc = kvx_check_pointer("symbols", symbols, elements)) ||
         (rc = kvx_codec_product("cdf", num_layers, num_channels, num_bins + 1, &tables)) ||
-        (rc = kvx_codec_check_ptr("cdf", cdf, tables)))
+        (rc = kvx_check_pointer("cdf", cdf, tables)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_calculate_cdf, "codec_calculate_cdf");
     kvx_codec_cdf_args args = {.symbols = symbols, .num_layers = num_layers,
@@ -177,8 +161,8 @@ int32_t kvx_codec_stream_bound(int64_t num_tokens, int64_t *bytes)
 {
     int32_t rc;
     kvx_clear_error();
-    if ((rc = kvx_codec_check_count("num_tokens", num_tokens, 0, KVX_CODEC_MAX_TOKENS)) ||
-        (rc = kvx_codec_check_ptr("bytes", bytes, 1)))
+    if ((rc = kvx_check_range("num_tokens", num_tokens, 0, KVX_CODEC_MAX_TOKENS)) ||
+        (rc = kvx_check_pointer("bytes", bytes, 1)))
         return rc;
     *bytes = kvx_codec_stream_bound_of(num_tokens);
     return KVX_OK;
@@ -192,9 +176,9 @@ static int32_t check_coder_args(const uint16_t *cdf, int32_t cdf_len, int64_t nu
     int64_t tables = 0;
     if ((rc = kvx_codec_check_shape(num_layers, num_tokens, num_channels, "num_layers",
                                     elements)) ||
-        (rc = kvx_codec_check_count("cdf_len", cdf_len, 3, KVX_CODEC_MAX_CDF_LEN)) ||
+        (rc = kvx_check_range("cdf_len", cdf_len, 3, KVX_CODEC_MAX_CDF_LEN)) ||
         (rc = kvx_codec_product("cdf", num_layers, num_channels, cdf_len, &tables)) ||
-        (rc = kvx_codec_check_ptr("cdf", cdf, tables)))
+        (rc = kvx_check_pointer("cdf", cdf, tables)))
         return rc;
     return KVX_OK;
 }
@@ -208,12 +192,12 @@ int32_t kvx_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *sy
     int64_t elements = 0, slots = 0;
     kvx_clear_error();
     if ((rc = check_coder_args(cdf, cdf_len, num_layers, num_tokens, num_channels, &elements)) ||
-        (rc = kvx_codec_check_ptr("symbols", symbols, elements)) ||
-        (rc = kvx_codec_check_count("stream_capacity", stream_capacity, 1,
-                                    KVX_CODEC_MAX_STREAM_BYTES)) ||
+        (rc = kvx_check_pointer("symbols", symbols, elements)) ||
+        (rc = kvx_check_range("stream_capacity", stream_capacity, 1,
+                               KVX_CODEC_MAX_STREAM_BYTES)) ||
         (rc = kvx_codec_product("streams", num_layers, num_channels, stream_capacity, &slots)) ||
-        (rc = kvx_codec_check_ptr("streams", streams, slots)) ||
-        (rc = kvx_codec_check_ptr("lengths", lengths, num_layers * num_channels)))
+        (rc = kvx_check_pointer("streams", streams, slots)) ||
+        (rc = kvx_check_pointer("lengths", lengths, num_layers * num_channels)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_encode, "codec_encode");
     kvx_codec_encode_args args = {.cdf = cdf, .cdf_len = cdf_len, .symbols = symbols,
@@ -231,11 +215,11 @@ int32_t kvx_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *st
     int64_t elements = 0, slots = 0;
     kvx_clear_error();
     if ((rc = check_coder_args(cdf, cdf_len, num_layers, num_tokens, num_channels, &elements)) ||
-        (rc = kvx_codec_check_count("stream_capacity", stream_capacity, 0, INT64_MAX)) ||
+        (rc = kvx_check_range("stream_capacity", stream_capacity, 0, INT64_MAX)) ||
         (rc = kvx_codec_product("streams", num_layers, num_channels, stream_capacity, &slots)) ||
-        (rc = kvx_codec_check_ptr("streams", streams, slots)) ||
-        (rc = kvx_codec_check_ptr("lengths", lengths, num_layers * num_channels)) ||
-        (rc = kvx_codec_check_ptr("symbols", symbols, elements)))
+        (rc = kvx_check_pointer("streams", streams, slots)) ||
+        (rc = kvx_check_pointer("lengths", lengths, num_layers * num_channels)) ||
+        (rc = kvx_check_pointer("symbols", symbols, elements)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_decode, "codec_decode");
     if (elements == 0)
@@ -256,10 +240,10 @@ int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len, const uin
     int64_t elements = 0;
     kvx_clear_error();
     if ((rc = check_coder_args(cdf, cdf_len, num_layers, num_tokens, num_channels, &elements)) ||
-        (rc = kvx_codec_check_count("num_bytes", num_bytes, 0, INT64_MAX)) ||
-        (rc = kvx_codec_check_ptr("bytes", bytes, num_bytes)) ||
-        (rc = kvx_codec_check_ptr("end_offsets", end_offsets, num_layers * num_channels)) ||
-        (rc = kvx_codec_check_ptr("symbols", symbols, elements)))
+        (rc = kvx_check_range("num_bytes", num_bytes, 0, INT64_MAX)) ||
+        (rc = kvx_check_pointer("bytes", bytes, num_bytes)) ||
+        (rc = kvx_check_pointer("end_offsets", end_offsets, num_layers * num_channels)) ||
+        (rc = kvx_check_pointer("symbols", symbols, elements)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_decode, "codec_decode_prefsum");
     if (elements == 0)

@@ -4,9 +4,8 @@
 
 #include "../core/kvx_internal.h"
 
-/* Fail with KVX_ERR_INVALID_ARGUMENT and a message naming `name` unless the check holds. */
-int32_t kvx_codec_check_count(const char *name, int64_t value, int64_t lo, int64_t hi);
-int32_t kvx_codec_check_ptr(const char *name, const void *ptr, int64_t count);
+/* Fail with KVX_ERR_INVALID_ARGUMENT and a message naming `name` unless the check holds (the
+ * generic range and pointer checks are core's: kvx_check_range, kvx_check_pointer). */
 int32_t kvx_codec_check_bins(const char *name, const int32_t *bins, int64_t count);
 int32_t kvx_codec_product(const char *what, int64_t a, int64_t b, int64_t c, int64_t *out);
 /* Layers 1..INT32_MAX, tokens 0..KVX_CODEC_MAX_TOKENS, channels 1..INT32_MAX; *elements is

@@ -32,7 +32,7 @@ static int32_t check_cache(const kvx_rope_cache *c)
     if (c->pairing != KVX_ROPE_NEOX && c->pairing != KVX_ROPE_GPTJ)
         return FAIL_ARG("cache->pairing: expected KVX_ROPE_NEOX (0) or KVX_ROPE_GPTJ (1), got %d",
                         (int)c->pairing);
-    if ((rc = kvx_check_range("cache", "max_position", c->max_position, 1, INT64_MAX)))
+    if ((rc = kvx_check_field("cache", "max_position", c->max_position, 1, INT64_MAX)))
         return rc;
     if (!c->cos_sin)
         return FAIL_ARG("cache->cos_sin: expected a [%lld, %d] table, got NULL",
@@ -49,9 +49,9 @@ static int32_t check_tensor(const char *name, const kvx_rope_tensor *t, const kv
     if (!is_float_dtype(t->dtype))
         return FAIL_ARG("%s->dtype: expected KVX_DTYPE_FLOAT32, FLOAT16 or BFLOAT16, got %d", name,
                         (int)t->dtype);
-    if ((rc = kvx_check_range(name, "num_layers", t->num_layers, 1, INT32_MAX)) ||
-        (rc = kvx_check_range(name, "num_heads", t->num_heads, 1, INT32_MAX)) ||
-        (rc = kvx_check_range(name, "num_tokens", t->num_tokens, 0, INT64_MAX)))
+    if ((rc = kvx_check_field(name, "num_layers", t->num_layers, 1, INT32_MAX)) ||
+        (rc = kvx_check_field(name, "num_heads", t->num_heads, 1, INT32_MAX)) ||
+        (rc = kvx_check_field(name, "num_tokens", t->num_tokens, 0, INT64_MAX)))
         return rc;
     if (t->head_size < c->rot_dim)
         return FAIL_ARG("%s->head_size: expected >= cache->rot_dim (%d), got %d", name,
@@ -134,13 +134,6 @@ static int positions_on_host(const kvx_backend *backend)
     return backend->device_type == KVX_DEVICE_CPU;
 }
 
-static int32_t require_pointer(const char *name, const void *p, int64_t count)
-{
-    if (count > 0 && !p)
-        return FAIL_ARG("%s: expected %lld entries, got NULL", name, (long long)count);
-    return KVX_OK;
-}
-
 /* Checked copies of the old and new positions into old_pos / new_pos, both or neither. */
 static int32_t check_rerotation(const void *old_positions, const void *new_positions,
                                 int32_t dtype, int64_t count, int64_t max_position,
@@ -181,8 +174,8 @@ int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cac
     kvx_clear_error();
     if ((rc = read_cache(cache, &c)) || (rc = read_tensor("keys", keys, &k, &c)) ||
         (rc = check_positions_dtype(positions_dtype)) ||
-        (rc = require_pointer("old_positions", old_positions, k.num_tokens)) ||
-        (rc = require_pointer("new_positions", new_positions, k.num_tokens)))
+        (rc = kvx_check_array("old_positions", old_positions, k.num_tokens, "entries")) ||
+        (rc = kvx_check_array("new_positions", new_positions, k.num_tokens, "entries")))
         return rc;
     KVX_DISPATCH(backend, stream, rope_rerotate, "rope_rerotate");
     if (k.num_tokens == 0)
@@ -221,7 +214,7 @@ int32_t kvx_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
                             (long long)q.num_tokens, (long long)k.num_tokens);
     }
     if ((rc = check_positions_dtype(positions_dtype)) ||
-        (rc = require_pointer("positions", positions, q.num_tokens)))
+        (rc = kvx_check_array("positions", positions, q.num_tokens, "entries")))
         return rc;
     KVX_DISPATCH(backend, stream, rope_apply, "rope_apply");
     if (q.num_tokens == 0)

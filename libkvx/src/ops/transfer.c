@@ -15,12 +15,12 @@ static int32_t check_paged(const kvx_paged_desc *p)
     int32_t rc;
     if (kvx_dtype_size(p->dtype) == 0)
         return FAIL_ARG("paged->dtype: expected a kvx_dtype, got %d", (int)p->dtype);
-    if ((rc = kvx_check_range("paged", "num_layers", p->num_layers, 1, INT32_MAX)) ||
-        (rc = kvx_check_range("paged", "num_kv", p->num_kv, 1, 2)) ||
-        (rc = kvx_check_range("paged", "num_heads", p->num_heads, 1, INT32_MAX)) ||
-        (rc = kvx_check_range("paged", "head_size", p->head_size, 1, INT32_MAX)) ||
-        (rc = kvx_check_range("paged", "block_size", p->block_size, 1, INT64_MAX)) ||
-        (rc = kvx_check_range("paged", "num_blocks", p->num_blocks, 0, INT64_MAX)))
+    if ((rc = kvx_check_field("paged", "num_layers", p->num_layers, 1, INT32_MAX)) ||
+        (rc = kvx_check_field("paged", "num_kv", p->num_kv, 1, 2)) ||
+        (rc = kvx_check_field("paged", "num_heads", p->num_heads, 1, INT32_MAX)) ||
+        (rc = kvx_check_field("paged", "head_size", p->head_size, 1, INT32_MAX)) ||
+        (rc = kvx_check_field("paged", "block_size", p->block_size, 1, INT64_MAX)) ||
+        (rc = kvx_check_field("paged", "num_blocks", p->num_blocks, 0, INT64_MAX)))
         return rc;
     if (p->reserved0 != 0)
         return FAIL_ARG("paged->reserved0: expected 0, got %d", (int)p->reserved0);
@@ -33,8 +33,8 @@ static int32_t check_paged(const kvx_paged_desc *p)
         return FAIL_ARG("paged->num_bases: expected num_layers (%d) or num_kv * num_layers "
                         "(%lld), got %d", (int)p->num_layers, (long long)per_kv,
                         (int)p->num_bases);
-    if (!p->bases)
-        return FAIL_ARG("paged->bases: expected %d pointers, got NULL", (int)p->num_bases);
+    if ((rc = kvx_check_array("paged->bases", p->bases, p->num_bases, "pointers")))
+        return rc;
     for (int32_t i = 0; i < p->num_bases; i++)
         if (!p->bases[i])
             return FAIL_ARG("paged->bases[%d]: expected a pointer, got NULL", (int)i);
@@ -87,9 +87,8 @@ int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
     if (direction != KVX_PAGED_TO_DENSE && direction != KVX_DENSE_TO_PAGED)
         return FAIL_ARG("direction: expected KVX_PAGED_TO_DENSE (0) or KVX_DENSE_TO_PAGED (1), "
                         "got %d", (int)direction);
-    if (d.num_tokens > 0 && !slot_mapping)
-        return FAIL_ARG("slot_mapping: expected %lld int64 entries, got NULL",
-                        (long long)d.num_tokens);
+    if ((rc = kvx_check_array("slot_mapping", slot_mapping, d.num_tokens, "int64 entries")))
+        return rc;
     KVX_DISPATCH(backend, stream, transfer, "transfer");
     if (d.num_tokens == 0)
         return KVX_OK;

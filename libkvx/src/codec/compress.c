@@ -1,0 +1,256 @@
+/*
+ * compress.c - kvx_codec_compress: per chunk, quantize and count symbols, build the CDF tables,
+ * range-code one stream per (row, channel), and write the frame (docs/codec-container.md).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "container.h"
+
+typedef struct count_job {
+    const layout *lo;
+    const uint8_t *symbols;
+    int64_t tokens;
+    uint16_t *counts;
+    uint16_t *cdf;
+    int64_t *count_bytes; /* [streams]: bytes of the stream's counts as varints */
+    uint8_t *out;         /* write pass: the counts section; count_bytes then holds offsets */
+} count_job;
+
+/* The run of symbols a stream's counts cover: from the first to the last non-zero count (a
+ * stream's values sit in a few symbols around the middle, so this halves the counts section).
+ * An all-zero histogram (no tokens) gives an empty run. */
+static void count_span(const uint16_t *counts, int32_t symbols, int32_t *first, int32_t *n)
+{
+    int32_t lo = 0, hi = symbols - 1;
+    while (lo < symbols && counts[lo] == 0)
+        lo++;
+    while (hi >= lo && counts[hi] == 0)
+        hi--;
+    *first = lo < symbols ? lo : 0;
+    *n = hi >= lo ? hi - lo + 1 : 0;
+}
+
+/* Writes every stream's counts at its offset: streams are independent, so this runs in
+ * parallel (a chunk holds millions of counts). */
+static void write_counts_range(void *ctx, int64_t begin, int64_t end)
+{
+    const count_job *job = ctx;
+    const layout *lo = job->lo;
+    for (int64_t i = begin; i < end; i++) {
+        const uint16_t *counts = job->counts + i * lo->num_bins;
+        int32_t first, n;
+        count_span(counts, row_symbols(lo, i / lo->channels), &first, &n);
+        uint8_t *p = varint_write(job->out + job->count_bytes[i], (uint32_t)first);
+        p = varint_write(p, (uint32_t)n);
+        for (int32_t s = first; s < first + n; s++)
+            p = varint_write(p, counts[s]);
+    }
+}
+
+/* Histogram and CDF of one stream, per work item: channels are read token by token. */
+static void count_range(void *ctx, int64_t begin, int64_t end)
+{
+    const count_job *job = ctx;
+    const layout *lo = job->lo;
+    int32_t nb = lo->num_bins;
+    for (int64_t i = begin; i < end; i++) {
+        int64_t row = i / lo->channels, c = i % lo->channels;
+        uint16_t *counts = job->counts + i * nb;
+        memset(counts, 0, (size_t)nb * sizeof *counts);
+        const uint8_t *p = job->symbols + row * job->tokens * lo->channels + c;
+        for (int64_t t = 0; t < job->tokens; t++, p += lo->channels)
+            counts[*p]++;
+        kvx_codec_cdf_from_counts(counts, nb, job->tokens, job->cdf + i * (nb + 1));
+        int32_t first, n;
+        count_span(counts, row_symbols(lo, row), &first, &n);
+        int64_t bytes = varint_size((uint32_t)first) + varint_size((uint32_t)n);
+        for (int32_t s = first; s < first + n; s++)
+            bytes += varint_size(counts[s]);
+        job->count_bytes[i] = bytes;
+    }
+}
+
+static int32_t quantize_chunk(const kvx_backend *be, const kvx_dense_desc *kv, const layout *lo,
+                              int64_t t0, int64_t tokens, chunk_buffers *b,
+                              const kvx_stream *stream)
+{
+    int64_t es = kvx_dtype_size(kv->dtype), plane = lo->num_layers * tokens;
+    for (int32_t p = 0; p < lo->num_kv; p++) {
+        const uint8_t *x =
+            (const uint8_t *)kv->base + (p * kv->kv_stride + t0 * kv->token_stride) * es;
+        kvx_codec_quantize_args args = {.x = x, .dtype = kv->dtype, .num_rows = lo->num_layers,
+            .num_tokens = tokens, .num_channels = lo->channels, .row_stride = kv->layer_stride,
+            .token_stride = kv->token_stride, .bins = lo->bins + p * lo->num_layers,
+            .symbols = b->symbols + p * plane * lo->channels, .scales = b->scales + p * plane};
+        int32_t rc = be->codec_quantize(&args, stream);
+        if (rc) {
+            /* The backend names rows and tokens of this chunk's plane; say where that is. */
+            char detail[400];
+            snprintf(detail, sizeof detail, "%s", kvx_last_error());
+            return kvx_fail(rc, "kv (plane %d, chunk from token %lld): %s", (int)p,
+                            (long long)t0, detail);
+        }
+    }
+    return KVX_OK;
+}
+
+/* The CRC-32 of what was written from `start` on; a writer past its capacity only counts it. */
+static void put_crc(writer *w, int64_t start)
+{
+    if (w->pos <= w->cap)
+        put_le(w, kvx_codec_crc32(w->p + start, w->pos - start), 4);
+    else
+        reserve(w, CRC_SIZE);
+}
+
+static void write_header(writer *w, const layout *lo)
+{
+    uint8_t *at = reserve(w, 4);
+    if (at)
+        memcpy(at, CONTAINER_MAGIC, 4);
+    put_le(w, KVX_CODEC_FORMAT_VERSION, 2);
+    put_le(w, HEADER_SIZE, 2);
+    put_le(w, (uint64_t)lo->dtype, 4);
+    put_le(w, (uint64_t)lo->num_kv, 4);
+    put_le(w, (uint64_t)lo->num_layers, 4);
+    put_le(w, (uint64_t)lo->num_heads, 4);
+    put_le(w, (uint64_t)lo->head_size, 4);
+    put_le(w, (uint64_t)lo->num_bins, 4);
+    put_le(w, (uint64_t)lo->num_tokens, 8);
+    put_le(w, (uint64_t)lo->chunk_tokens, 4);
+    put_le(w, (uint64_t)lo->num_chunks, 4);
+    put_le(w, 0, 4); /* flags */
+    put_le(w, 0, 8); /* reserved */
+    for (int64_t r = 0; r < lo->rows; r++)
+        put_le(w, (uint64_t)lo->bins[r], 2);
+    put_crc(w, 0);
+}
+
+/* n scales as little-endian f32 (their bits, whatever the host's byte order). */
+static void put_scales(writer *w, const float *scales, int64_t n)
+{
+    uint8_t *at = reserve(w, 4 * n);
+    for (int64_t i = 0; at && i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &scales[i], sizeof bits);
+        for (int k = 0; k < 4; k++)
+            at[4 * i + k] = (uint8_t)(bits >> (8 * k));
+    }
+}
+
+static void write_chunk(writer *w, const layout *lo, int64_t index, int64_t tokens,
+                        const chunk_buffers *b, count_job *job)
+{
+    int64_t streams = lo->rows * lo->channels, start = w->pos, payload = 0, counts = 0;
+    int64_t lengths = 0;
+    for (int64_t i = 0; i < streams; i++) {
+        int64_t bytes = b->end_offsets[i];
+        b->end_offsets[i] = counts; /* sizes become offsets for write_counts_range */
+        counts += bytes;
+        lengths += varint_size((uint32_t)b->lengths[i]);
+        payload += b->lengths[i];
+    }
+    put_le(w, (uint64_t)index, 4);
+    put_le(w, (uint64_t)tokens, 4);
+    put_le(w, (uint64_t)counts, 8);
+    put_le(w, (uint64_t)lengths, 8);
+    put_le(w, (uint64_t)payload, 8);
+    put_scales(w, b->scales, lo->rows * tokens);
+    if ((job->out = reserve(w, counts)))
+        kvx_parallel_for(streams, 256, write_counts_range, job);
+    for (int64_t i = 0; i < streams; i++)
+        put_varint(w, (uint32_t)b->lengths[i]);
+    for (int64_t i = 0; i < streams; i++) {
+        uint8_t *at = reserve(w, b->lengths[i]);
+        if (at)
+            memcpy(at, b->streams + i * b->stream_capacity, (size_t)b->lengths[i]);
+    }
+    put_crc(w, start);
+}
+
+/* Encodes a chunk's streams into b->streams (slots of b->stream_capacity bytes). */
+static int32_t encode_chunk(const kvx_backend *be, const layout *lo, int64_t tokens,
+                            chunk_buffers *b, const kvx_stream *stream)
+{
+    kvx_codec_encode_args args = {.cdf = b->cdf, .cdf_len = lo->num_bins + 1,
+        .symbols = b->symbols, .num_layers = lo->rows, .num_tokens = tokens,
+        .num_channels = lo->channels, .streams = b->streams,
+        .stream_capacity = b->stream_capacity, .lengths = b->lengths};
+    return be->codec_encode(&args, stream);
+}
+
+/* Re-encodes a chunk whose streams did not fit the typical-size slots into worst-case ones. */
+static int32_t grow_streams(const kvx_backend *be, const layout *lo, int64_t tokens,
+                            chunk_buffers *b, const kvx_stream *stream)
+{
+    int64_t capacity = kvx_codec_stream_bound_of(lo->chunk_tokens);
+    uint8_t *bigger = malloc((size_t)(lo->rows * lo->channels * capacity));
+    if (!bigger)
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "codec: cannot allocate %lld stream bytes",
+                        (long long)(lo->rows * lo->channels * capacity));
+    free(b->streams);
+    b->streams = bigger;
+    b->stream_capacity = capacity;
+    kvx_clear_error();
+    return encode_chunk(be, lo, tokens, b, stream);
+}
+
+static int32_t compress_chunks(const kvx_backend *be, const kvx_dense_desc *kv, const layout *lo,
+                               writer *w, const kvx_stream *stream)
+{
+    chunk_buffers b;
+    int64_t most = lo->chunk_tokens < lo->num_tokens ? lo->chunk_tokens : lo->num_tokens;
+    int32_t rc = kvx_codec_buffers_alloc(&b, lo, most, 1);
+    for (int64_t k = 0; !rc && k < lo->num_chunks; k++) {
+        int64_t tokens = chunk_len(lo, k);
+        count_job job = {lo, b.symbols, tokens, b.counts, b.cdf, b.end_offsets, NULL};
+        if ((rc = quantize_chunk(be, kv, lo, k * lo->chunk_tokens, tokens, &b, stream)))
+            break;
+        kvx_parallel_for(lo->rows * lo->channels, 64, count_range, &job);
+        rc = encode_chunk(be, lo, tokens, &b, stream);
+        if (rc == KVX_ERR_BUFFER_TOO_SMALL)
+            rc = grow_streams(be, lo, tokens, &b, stream);
+        if (!rc)
+            write_chunk(w, lo, k, tokens, &b, &job);
+    }
+    kvx_codec_buffers_free(&b);
+    return rc;
+}
+
+int32_t kvx_codec_compress(const kvx_dense_desc *kv_user, const kvx_codec_params *params_user,
+                           void *dst, int64_t dst_capacity, int64_t *dst_size,
+                           const kvx_stream *stream)
+{
+    int32_t rc;
+    kvx_dense_desc kv;
+    kvx_codec_params params;
+    kvx_clear_error();
+    if ((rc = kvx_codec_read_kv_args(kv_user, params_user, &kv, &params)) ||
+        (rc = kvx_check_range("dst_capacity", dst_capacity, 0, INT64_MAX)) ||
+        (rc = kvx_check_pointer("dst", dst, dst_capacity)) ||
+        (rc = kvx_check_pointer("dst_size", dst_size, 1)))
+        return rc;
+    const kvx_backend *be = kvx_backend_for(stream);
+    if (!be)
+        return KVX_ERR_NOT_AVAILABLE;
+    if (be->device_type != KVX_DEVICE_CPU || !be->codec_quantize || !be->codec_encode)
+        return kvx_fail(KVX_ERR_UNSUPPORTED, "codec_compress: the container is built in host "
+                        "memory; the %s backend is not supported yet", be->name);
+    layout *lo = kvx_codec_layout_from_desc(&kv, &params);
+    if (!lo)
+        return KVX_ERR_OUT_OF_MEMORY;
+    writer w = {dst, 0, dst_capacity};
+    write_header(&w, lo);
+    rc = compress_chunks(be, &kv, lo, &w, stream);
+    free(lo);
+    if (rc)
+        return rc;
+    if (w.pos > dst_capacity)
+        return kvx_fail(KVX_ERR_BUFFER_TOO_SMALL, "dst_capacity: expected >= %lld bytes, got "
+                        "%lld (kvx_codec_compress_bound gives a safe size)",
+                        (long long)w.pos, (long long)dst_capacity);
+    *dst_size = w.pos;
+    return KVX_OK;
+}

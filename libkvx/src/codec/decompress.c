@@ -1,0 +1,249 @@
+/*
+ * decompress.c - kvx_codec_decompress: pass 1 checks every chunk (frame, CRC, scales, stream
+ * lengths) before anything is written; pass 2 reads each chunk's counts, rebuilds its CDF tables,
+ * range-decodes and dequantizes into the caller's buffer.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "container.h"
+
+/* Walks the counts of every stream: each a varint, summing to the chunk's tokens per stream.
+ * With `counts` non-NULL also stores them (uint16, [streams, num_bins], zero-filled). */
+static int32_t read_counts(const layout *lo, int64_t index, const chunk_view *c, uint16_t *counts)
+{
+    int32_t rc;
+    reader r = {c->counts, 0, c->counts_size};
+    for (int64_t i = 0; i < lo->rows * lo->channels; i++) {
+        int32_t symbols = row_symbols(lo, i / lo->channels);
+        uint64_t sum = 0;
+        uint32_t first = 0, n = 0;
+        if (counts)
+            memset(counts + i * lo->num_bins, 0, (size_t)lo->num_bins * sizeof *counts);
+        if ((rc = get_varint(&r, &first, "chunk.counts")) ||
+            (rc = get_varint(&r, &n, "chunk.counts")))
+            return rc;
+        if ((uint64_t)first + n > (uint64_t)symbols)
+            return FAIL_CORRUPT("chunk[%lld].counts[%lld]: expected a run of symbols within "
+                                "0..%d, got %u counts from symbol %u",
+                                (long long)index, (long long)i, (int)symbols - 1, (unsigned)n,
+                                (unsigned)first);
+        for (uint32_t s = first; s < first + n; s++) {
+            uint32_t v = 0;
+            if ((rc = get_varint(&r, &v, "chunk.counts")))
+                return rc;
+            sum += v;
+            if (counts)
+                counts[i * lo->num_bins + s] = (uint16_t)v;
+        }
+        if (sum != (uint64_t)c->tokens)
+            return FAIL_CORRUPT("chunk[%lld].counts[%lld]: expected symbol counts summing to %lld "
+                                "tokens, got %llu",
+                                (long long)index, (long long)i, (long long)c->tokens,
+                                (unsigned long long)sum);
+    }
+    if (r.pos != r.size)
+        return FAIL_CORRUPT("chunk[%lld].counts_size: expected %lld bytes, got %lld",
+                            (long long)index, (long long)r.pos, (long long)r.size);
+    return KVX_OK;
+}
+
+/* Stream lengths as inclusive prefix sums (end_offsets may be NULL: check only). */
+static int32_t read_lengths(const layout *lo, int64_t index, const chunk_view *c,
+                            int64_t *end_offsets)
+{
+    int32_t rc;
+    reader r = {c->lengths, 0, c->lengths_size};
+    int64_t end = 0;
+    for (int64_t i = 0; i < lo->rows * lo->channels; i++) {
+        uint32_t v = 0;
+        if ((rc = get_varint(&r, &v, "chunk.lengths")))
+            return rc;
+        end += v; /* cannot overflow: end <= payload_size < 2^63 before adding < 2^32 */
+        if (end > c->payload_size)
+            return FAIL_CORRUPT("chunk[%lld].lengths[%lld]: streams run past the payload "
+                                "(%lld bytes)",
+                                (long long)index, (long long)i, (long long)c->payload_size);
+        if (end_offsets)
+            end_offsets[i] = end;
+    }
+    if (r.pos != r.size)
+        return FAIL_CORRUPT("chunk[%lld].lengths_size: expected %lld bytes, got %lld",
+                            (long long)index, (long long)r.pos, (long long)r.size);
+    if (end != c->payload_size)
+        return FAIL_CORRUPT("chunk[%lld].payload_size: expected the sum of the stream lengths "
+                            "(%lld), got %lld",
+                            (long long)index, (long long)end, (long long)c->payload_size);
+    return KVX_OK;
+}
+
+/* Scales are max |x| of values of the KV dtype: finite, >= 0 and at most the dtype's largest
+ * value, which keeps every decoded value (|value| <= scale) finite in that dtype. */
+static int32_t check_scales(const layout *lo, int64_t index, const chunk_view *c)
+{
+    float largest = lo->dtype == KVX_DTYPE_FLOAT16    ? 65504.0f
+                    : lo->dtype == KVX_DTYPE_BFLOAT16 ? 3.3895313892515355e38f
+                                                      : 3.4028234663852886e38f;
+    for (int64_t i = 0; i < lo->rows * c->tokens; i++) {
+        uint32_t bits = (uint32_t)le_at(c->scales + 4 * i, 4);
+        float f;
+        memcpy(&f, &bits, sizeof f);
+        if (!(f >= 0.0f && f <= largest))
+            return FAIL_CORRUPT("chunk[%lld].scales[%lld]: expected a finite value >= 0 and <= "
+                                "%g (the dtype's largest), got %g",
+                                (long long)index, (long long)i, (double)largest, (double)f);
+    }
+    return KVX_OK;
+}
+
+/* Pass 1 for one chunk at r->pos: structure, sizes and CRC; fills *c. */
+static int32_t parse_chunk(reader *r, const layout *lo, int64_t index, chunk_view *c)
+{
+    int32_t rc;
+    int64_t start = r->pos;
+    uint32_t crc;
+    if ((rc = kvx_codec_read_chunk_frame(r, lo, index, c, &crc)))
+        return rc;
+    uint32_t computed = kvx_codec_crc32(r->p + start, r->pos - CRC_SIZE - start);
+    if (crc != computed)
+        return FAIL_CORRUPT("chunk[%lld].crc32: checksum mismatch (stored %08x, computed %08x)",
+                            (long long)index, (unsigned)crc, (unsigned)computed);
+    if ((rc = check_scales(lo, index, c)) || (rc = read_lengths(lo, index, c, NULL)))
+        return rc;
+    return KVX_OK;
+}
+
+/* The caller's output descriptor, read once into *out and checked against the container. */
+static int32_t read_out_desc(const kvx_dense_desc *user, const layout *lo, kvx_dense_desc *out)
+{
+    int32_t rc;
+    if ((rc = kvx_read_struct("out", "kvx_dense_desc", user, out, sizeof *out)) ||
+        (rc = kvx_codec_check_kv_desc("out", out)))
+        return rc;
+#define SAME(field, value)                                                                     \
+    if ((int64_t)out->field != (int64_t)(value))                                               \
+        return FAIL_ARG("out->" #field ": expected %lld (the container's), got %lld",          \
+                        (long long)(value), (long long)out->field);
+    SAME(dtype, lo->dtype) SAME(num_kv, lo->num_kv) SAME(num_layers, lo->num_layers)
+    SAME(num_heads, lo->num_heads) SAME(head_size, lo->head_size)
+    SAME(num_tokens, lo->num_tokens)
+#undef SAME
+    return KVX_OK;
+}
+
+static void scales_from_le(const uint8_t *p, int64_t n, float *out)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits = (uint32_t)le_at(p + 4 * i, 4);
+        memcpy(&out[i], &bits, sizeof bits);
+    }
+}
+
+typedef struct cdf_build_job {
+    const layout *lo;
+    const uint16_t *counts;
+    int64_t tokens;
+    uint16_t *cdf;
+} cdf_build_job;
+
+static void cdf_build_range(void *ctx, int64_t begin, int64_t end)
+{
+    const cdf_build_job *job = ctx;
+    int32_t nb = job->lo->num_bins;
+    for (int64_t i = begin; i < end; i++)
+        kvx_codec_cdf_from_counts(job->counts + i * nb, nb, job->tokens, job->cdf + i * (nb + 1));
+}
+
+/* Dequantizes a chunk's decoded symbols, plane by plane, into its tokens of out. */
+static int32_t dequantize_chunk(const kvx_backend *be, const layout *lo, int64_t index,
+                                const chunk_view *c, const chunk_buffers *b,
+                                const kvx_dense_desc *out, const kvx_stream *stream)
+{
+    int64_t es = kvx_dtype_size(lo->dtype), plane = lo->num_layers * c->tokens;
+    int64_t t0 = index * lo->chunk_tokens;
+    for (int32_t p = 0; p < lo->num_kv; p++) {
+        uint8_t *dst = (uint8_t *)out->base + (p * out->kv_stride + t0 * out->token_stride) * es;
+        kvx_codec_dequantize_args args = {.symbols = b->symbols + p * plane * lo->channels,
+            .scales = b->scales + p * plane, .bins = lo->bins + p * lo->num_layers,
+            .num_rows = lo->num_layers, .num_tokens = c->tokens, .num_channels = lo->channels,
+            .dtype = lo->dtype, .out = dst, .row_stride = out->layer_stride,
+            .token_stride = out->token_stride};
+        int32_t rc = be->codec_dequantize(&args, stream);
+        if (rc)
+            return rc;
+    }
+    return KVX_OK;
+}
+
+/* Pass 2 for one chunk: tables, range decoding, dequantization into out. */
+static int32_t decode_chunk(const kvx_backend *be, const layout *lo, int64_t index,
+                            const chunk_view *c, chunk_buffers *b, const kvx_dense_desc *out,
+                            const kvx_stream *stream)
+{
+    int32_t rc;
+    int64_t streams = lo->rows * lo->channels;
+    if ((rc = read_counts(lo, index, c, b->counts)) ||
+        (rc = read_lengths(lo, index, c, b->end_offsets)))
+        return rc;
+    cdf_build_job job = {lo, b->counts, c->tokens, b->cdf};
+    kvx_parallel_for(streams, 256, cdf_build_range, &job);
+    scales_from_le(c->scales, lo->rows * c->tokens, b->scales);
+    kvx_codec_decode_args coded = {.cdf = b->cdf, .cdf_len = lo->num_bins + 1,
+        .bytes = c->payload, .num_bytes = c->payload_size, .end_offsets = b->end_offsets,
+        .num_layers = lo->rows, .num_tokens = c->tokens, .num_channels = lo->channels,
+        .symbols = b->symbols};
+    if ((rc = be->codec_decode(&coded, stream)))
+        return rc;
+    return dequantize_chunk(be, lo, index, c, b, out, stream);
+}
+
+static int32_t decompress_chunks(const kvx_backend *be, const void *src, int64_t src_size,
+                                 const layout *lo, const kvx_dense_desc *out,
+                                 const kvx_stream *stream)
+{
+    int32_t rc = KVX_OK;
+    reader r = {src, header_bytes(lo->rows), src_size};
+    /* num_chunks is backed by the blob (kvx_codec_parse_header checked its least size). */
+    chunk_view *views = calloc((size_t)lo->num_chunks + 1, sizeof *views);
+    if (!views)
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "codec: cannot allocate %lld chunk views",
+                        (long long)lo->num_chunks);
+    for (int64_t k = 0; !rc && k < lo->num_chunks; k++)
+        rc = parse_chunk(&r, lo, k, &views[k]);
+    if (!rc && r.pos != src_size)
+        rc = FAIL_CORRUPT("src_size: %lld bytes follow the last chunk",
+                          (long long)(src_size - r.pos));
+    chunk_buffers b;
+    memset(&b, 0, sizeof b);
+    if (!rc && lo->num_chunks > 0)
+        rc = kvx_codec_buffers_alloc(&b, lo, views[0].tokens, 0);
+    for (int64_t k = 0; !rc && k < lo->num_chunks; k++)
+        rc = decode_chunk(be, lo, k, &views[k], &b, out, stream);
+    kvx_codec_buffers_free(&b);
+    free(views);
+    return rc;
+}
+
+int32_t kvx_codec_decompress(const void *src, int64_t src_size, const kvx_dense_desc *out_user,
+                             const kvx_stream *stream)
+{
+    int32_t rc;
+    layout *lo;
+    kvx_dense_desc out;
+    kvx_clear_error();
+    if ((rc = kvx_codec_check_source(src, src_size)))
+        return rc;
+    const kvx_backend *be = kvx_backend_for(stream);
+    if (!be)
+        return KVX_ERR_NOT_AVAILABLE;
+    if (be->device_type != KVX_DEVICE_CPU || !be->codec_decode || !be->codec_dequantize)
+        return kvx_fail(KVX_ERR_UNSUPPORTED, "codec_decompress: the container is read in host "
+                        "memory; the %s backend is not supported yet", be->name);
+    if ((rc = kvx_codec_parse_header(src, src_size, &lo)))
+        return rc;
+    if (!(rc = read_out_desc(out_user, lo, &out)))
+        rc = decompress_chunks(be, src, src_size, lo, &out, stream);
+    free(lo);
+    return rc;
+}
+
