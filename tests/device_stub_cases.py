@@ -338,10 +338,33 @@ def expected_copies(case: DeviceCase, allow_2d: bool) -> int:
     return expected_plan(case, allow_2d)[0]
 
 
-def expected_plan(case: DeviceCase, allow_2d: bool) -> tuple[int, bool]:
+def _piece_starts(case: DeviceCase, runs: list, unit: str) -> list[tuple[int, int]]:
+    """(paged address, dense address) of every 1D piece of the plan, plane-major."""
+    p, d = case.paged_desc, case.dense_desc
+    es = klib.kvx_dtype_size(p.dtype)
+    base = int(kffi.cast("uintptr_t", d.base))
+    starts = []
+    for kv in range(p.num_kv):
+        for layer in range(p.num_layers):
+            index = layer if p.num_bases == p.num_layers else kv * p.num_layers + layer
+            plane = int(kffi.cast("uintptr_t", p.bases[index])) + kv * p.kv_stride * es
+            dense_plane = base + (kv * d.kv_stride + layer * d.layer_stride) * es
+            for tok, slot, n in runs:
+                for i in range(1 if unit == "run" else n):
+                    block, offset = divmod(slot + i, p.block_size)
+                    token = plane + (block * p.block_stride + offset * p.token_stride) * es
+                    dense = dense_plane + (tok + i) * d.token_stride * es
+                    for h in range(p.num_heads if unit == "head" else 1):
+                        starts.append((token + h * p.head_stride * es, dense + h * d.head_stride * es))
+    return starts
+
+
+def expected_plan(case: DeviceCase, allow_2d: bool, d2d_alignment: int = 0) -> tuple[int, bool]:
     """(copies, whether 2D copies are used) libkvx should submit, from the documented planning rule (docs/design.md,
     src/core/transfer_plan.h): one per (plane, run) for whole-row runs, else one per token (and
-    head when rows are split), or one 2D copy per (plane, run[, head]) where 2D copies exist."""
+    head when rows are split), or one 2D copy per (plane, run[, head]) where 2D copies exist.
+    With d2d_alignment (AscendCL's on-chip copies between device buffers), a piece whose two ends
+    are not both aligned goes through host memory: two copies instead of one."""
     p, d = case.paged_desc, case.dense_desc
     es = klib.kvx_dtype_size(p.dtype)
     row = p.num_heads * p.head_size
@@ -371,7 +394,10 @@ def expected_plan(case: DeviceCase, allow_2d: bool) -> tuple[int, bool]:
         runs.append([t, slot, 1])
     pieces = p.num_heads if unit == "head" else 1
     per_plane = sum(1 if unit == "run" else (1 if use_2d else n) * pieces for _, _, n in runs)
-    return p.num_kv * p.num_layers * per_plane, use_2d
+    copies = p.num_kv * p.num_layers * per_plane
+    if d2d_alignment and not use_2d:
+        copies += sum(1 for a, b in _piece_starts(case, runs, unit) if a % d2d_alignment or b % d2d_alignment)
+    return copies, use_2d
 
 
 # ---------------------------------------------------------------- the matrix
