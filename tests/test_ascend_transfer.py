@@ -1,9 +1,9 @@
 """How the Ascend backend plans transfers, on the stub AscendCL runtime: over every paged layout x
 both directions x sizes (odd rows, padded heads and blocks) x -1 padding, with the dense buffer in
 host memory (batch copies) and in device memory (aclrtMemcpyAsync; unaligned pieces through
-host memory), the copies submitted
-follow the documented planning rule and the stub records no misuse (out-of-bounds device ranges,
-copy kinds or batch attributes that do not match the pointers, destMax < size). The bytes moved
+host memory), the copies submitted follow the documented planning rule and the stub records no
+misuse (out-of-bounds device ranges, copy kinds or batch attributes that do not match the
+pointers, destMax < size). The bytes moved
 are checked, on this matrix and more, by tests/test_conformance.py."""
 
 import pytest
