@@ -15,8 +15,8 @@ import argparse
 import statistics
 import sys
 import time
-from typing import Any, Callable
-
+from collections.abc import Callable
+from typing import Any
 
 try:
     from . import common
@@ -119,7 +119,9 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
     key_bins, value_bins = codec.default_bins(args.layers)
 
     _progress("kvx encode (container)", 2, steps)
-    t_enc, blob = best_time(lambda: codec.encode(kv, key_bins, value_bins, args.chunk_tokens), args.repeat)
+    t_enc, blob = best_time(
+        lambda: codec.encode(kv, key_bins, value_bins, args.chunk_tokens), args.repeat
+    )
     c_enc = CPU_TIMES[id(blob)]
     _progress("kvx decode (container)", 3, steps)
     t_dec, out = best_time(lambda: codec.decode(blob), args.repeat)
@@ -131,7 +133,9 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
     cdf = codec.calculate_cdf(sym, max(key_bins + value_bins))
     t_rc_enc, (streams, lengths) = best_time(lambda: codec.encode_streams(cdf, sym), args.repeat)
     dec_sym = torch.empty_like(sym)
-    t_rc_dec, _ = best_time(lambda: codec.decode_fast_new(cdf, streams, lengths, dec_sym), args.repeat)
+    t_rc_dec, _ = best_time(
+        lambda: codec.decode_fast_new(cdf, streams, lengths, dec_sym), args.repeat
+    )
     if not torch.equal(dec_sym, sym):
         print("kvx bench codec: range coder round trip FAILED", file=sys.stderr)
         return 1
@@ -149,22 +153,41 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
         return text
 
     rows = [
-        ("input", f"{args.dtype} [2, {args.layers}, {args.tokens}, {args.channels}] = {symbols / 1e6:.2f} M elements, {len(raw) / 1e6:.1f} MB"),
+        (
+            "input",
+            f"{args.dtype} [2, {args.layers}, {args.tokens}, {args.channels}] = {symbols / 1e6:.2f} M elements, {len(raw) / 1e6:.1f} MB",
+        ),
         ("bins", "LMCache schedule: K 32 x first 10 layers, V 32 x first 2, 16 after"),
         ("threads", f"{kvx.get_num_threads()} (kvx); torch set to 1 while measuring"),
         ("kvx encode (container)", msym(t_enc, c_enc)),
         ("kvx decode (container)", msym(t_dec, c_dec)),
         ("range coder encode only", msym(t_rc_enc)),
         ("range coder decode only", msym(t_rc_dec)),
-        ("kvx size", f"{len(blob) / 1e6:.2f} MB: {8 * len(blob) / symbols:.3f} bits/element, ratio {len(raw) / len(blob):.2f}x vs raw {args.dtype}"),
-        ("  of which streams", f"{int(lengths.sum()) / 1e6:.2f} MB ({8 * int(lengths.sum()) / symbols:.3f} bits/element)"),
+        (
+            "kvx size",
+            f"{len(blob) / 1e6:.2f} MB: {8 * len(blob) / symbols:.3f} bits/element, ratio {len(raw) / len(blob):.2f}x vs raw {args.dtype}",
+        ),
+        (
+            "  of which streams",
+            f"{int(lengths.sum()) / 1e6:.2f} MB ({8 * int(lengths.sum()) / symbols:.3f} bits/element)",
+        ),
         ("relative L2 error", f"{rel_l2:.4f}"),
     ]
     if zstd is None:
         rows.append(("zstd level 3", "zstd not installed (pip install zstandard)"))
     else:
-        rows.append(("zstd level 3 ratio", f"{len(raw) / zstd['size']:.2f}x ({8 * zstd['size'] / symbols:.3f} bits/element)"))
-        rows.append(("zstd level 3 speed", f"compress {len(raw) / zstd['t_encode'] / 1e6:.0f} MB/s, decompress {len(raw) / zstd['t_decode'] / 1e6:.0f} MB/s (1 thread)"))
+        rows.append(
+            (
+                "zstd level 3 ratio",
+                f"{len(raw) / zstd['size']:.2f}x ({8 * zstd['size'] / symbols:.3f} bits/element)",
+            )
+        )
+        rows.append(
+            (
+                "zstd level 3 speed",
+                f"compress {len(raw) / zstd['t_encode'] / 1e6:.0f} MB/s, decompress {len(raw) / zstd['t_decode'] / 1e6:.0f} MB/s (1 thread)",
+            )
+        )
     common.print_machine()
     print(common.format_table(["measure", "value"], rows))
     return 0

@@ -21,7 +21,9 @@ except ImportError:  # run from the repository as `python -m bench.codec_gpu`
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m kvx bench codec_gpu", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kvx bench codec_gpu", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--tokens", type=int, nargs="+", default=[256, 4096])
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--channels", type=int, default=1024)
@@ -56,15 +58,35 @@ def _one_size(torch, kvx, args: argparse.Namespace, tokens: int, progress) -> tu
     measured = [
         ("torch copy_ device->device (baseline)", copy),
         ("kvx quantize", common.gpu_median(torch, lambda: codec.quantize(kv, bins), args.repeats)),
-        ("kvx calculate_cdf", common.gpu_median(torch, lambda: codec.calculate_cdf(symbols, nb), args.repeats)),
-        ("kvx encode", common.gpu_median(torch, lambda: codec.encode_fast_new(cdf, symbols, streams, lengths), args.repeats)),
-        ("kvx decode", common.gpu_median(torch, lambda: codec.decode_fast_new(cdf, streams, lengths, decoded), args.repeats)),
-        ("kvx dequantize", common.gpu_median(torch, lambda: codec.dequantize(symbols, scales, bins, torch.bfloat16), args.repeats)),
+        (
+            "kvx calculate_cdf",
+            common.gpu_median(torch, lambda: codec.calculate_cdf(symbols, nb), args.repeats),
+        ),
+        (
+            "kvx encode",
+            common.gpu_median(
+                torch, lambda: codec.encode_fast_new(cdf, symbols, streams, lengths), args.repeats
+            ),
+        ),
+        (
+            "kvx decode",
+            common.gpu_median(
+                torch, lambda: codec.decode_fast_new(cdf, streams, lengths, decoded), args.repeats
+            ),
+        ),
+        (
+            "kvx dequantize",
+            common.gpu_median(
+                torch, lambda: codec.dequantize(symbols, scales, bins, torch.bfloat16), args.repeats
+            ),
+        ),
     ]
     kvx.synchronize(decoded)
     bits = 8.0 * float(lengths.sum()) / symbols.numel()
     progress.step(case)
-    return [common.Row(case, m, s, nbytes, copy) for m, s in measured], f"{case}: {bits:.2f} bits per element"
+    return [
+        common.Row(case, m, s, nbytes, copy) for m, s in measured
+    ], f"{case}: {bits:.2f} bits per element"
 
 
 def run(argv: list[str]) -> int:
@@ -80,8 +102,10 @@ def run(argv: list[str]) -> int:
         more, note = _one_size(torch, kvx, args, tokens, progress)
         rows += more
         notes.append(note)
-    print(f"{torch.cuda.get_device_name()}: {args.layers} layers x K/V, {args.channels} channels, bf16, LMCache bins; "
-          "GB/s of the uncompressed KV bytes")
+    print(
+        f"{torch.cuda.get_device_name()}: {args.layers} layers x K/V, {args.channels} channels, bf16, LMCache bins; "
+        "GB/s of the uncompressed KV bytes"
+    )
     print(common.rows_table(rows, baseline="copy_"))
     print("\n".join(notes))
     return 0

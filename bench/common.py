@@ -7,8 +7,8 @@ import ctypes
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 _libc = ctypes.CDLL(None)
 _libc.memcpy.restype = ctypes.c_void_p
@@ -20,7 +20,9 @@ def print_machine() -> None:
     (machines of one kind here differ: some have AVX-512, some only AVX2)."""
     import kvx
 
-    print(f"CPU: {kvx.cpu_isa()}; kvx kernels: {kvx.cpu_kernels()}; kvx threads: {kvx.get_num_threads()}")
+    print(
+        f"CPU: {kvx.cpu_isa()}; kvx kernels: {kvx.cpu_kernels()}; kvx threads: {kvx.get_num_threads()}"
+    )
 
 
 def memcpy(dst: int, src: int, nbytes: int) -> None:
@@ -84,9 +86,13 @@ def gpu_modules(bench: str):
         return None
     import kvx
 
-    if torch.cuda.is_available() and any(b.available for b in kvx.backends() if b.name in ("cuda", "hip")):
+    if torch.cuda.is_available() and any(
+        b.available for b in kvx.backends() if b.name in ("cuda", "hip")
+    ):
         return torch, kvx
-    print("no GPU: needs torch.cuda and a libkvx built with -Dcuda=enabled or -Dhip=enabled (see kvx info)")
+    print(
+        "no GPU: needs torch.cuda and a libkvx built with -Dcuda=enabled or -Dhip=enabled (see kvx info)"
+    )
     return None
 
 
@@ -134,7 +140,9 @@ class Row:
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     """A plain-text table with columns padded to their widest cell."""
     rows = [list(map(str, r)) for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
@@ -146,8 +154,13 @@ def rows_table(rows: Sequence[Row], baseline: str = "memcpy") -> str:
     return format_table(
         ["case", "method", "ms", "GB/s", f"vs {baseline}"],
         [
-            [r.case, r.method, f"{r.seconds * 1e3:.2f}", f"{r.gbps:.2f}",
-             "-" if r.ratio is None else f"{r.ratio * 100:.0f}%"]
+            [
+                r.case,
+                r.method,
+                f"{r.seconds * 1e3:.2f}",
+                f"{r.gbps:.2f}",
+                "-" if r.ratio is None else f"{r.ratio * 100:.0f}%",
+            ]
             for r in rows
         ],
     )

@@ -25,7 +25,12 @@ except ImportError:  # run from the repository as `python -m bench.device_plan`
     import common  # type: ignore[no-redef]
 
 COPY_FUNCTIONS = {
-    "ascend": ("aclrtMemcpyBatchAsyncV2", "aclrtMemcpyBatchAsync", "aclrtMemcpyAsync", "aclrtMemcpy2dAsync"),
+    "ascend": (
+        "aclrtMemcpyBatchAsyncV2",
+        "aclrtMemcpyBatchAsync",
+        "aclrtMemcpyAsync",
+        "aclrtMemcpy2dAsync",
+    ),
     "cnrt": ("cnrtMemcpyAsync_V3", "cnrtMemcpyAsync_V2", "cnrtMemcpyAsync", "cnrtMemcpy2DAsync"),
 }
 
@@ -39,11 +44,17 @@ def _default_tests_dir() -> Path:
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m kvx bench device_plan", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kvx bench device_plan", description=__doc__.splitlines()[0]
+    )
     common.add_kv_shape_args(parser, repeats=7)
-    parser.add_argument("--tests-dir", type=Path, default=_default_tests_dir(),
-                        help="the repository's tests/ (holds the stub runtimes); default: next to this file "
-                             "when run from a checkout, else ./tests")
+    parser.add_argument(
+        "--tests-dir",
+        type=Path,
+        default=_default_tests_dir(),
+        help="the repository's tests/ (holds the stub runtimes); default: next to this file "
+        "when run from a checkout, else ./tests",
+    )
     return parser.parse_args(argv)
 
 
@@ -51,7 +62,13 @@ class _Shape:
     """Descriptors of one layout over device memory allocated from the stub."""
 
     def __init__(self, args, layout: str):
-        self.L, self.H, self.D, self.BS, self.T = args.layers, args.heads, args.head_size, args.block_size, args.tokens
+        self.L, self.H, self.D, self.BS, self.T = (
+            args.layers,
+            args.heads,
+            args.head_size,
+            args.block_size,
+            args.tokens,
+        )
         self.NB = -(-self.T * args.pool_factor // self.BS)
         self.layout = layout
         hd = self.H * self.D
@@ -68,7 +85,13 @@ def _descriptors(kffi, shape: _Shape, bases: list[int], dense_base: int):
     cbases = kffi.new("void *[]", [kffi.cast("void *", b) for b in bases])
     p = kffi.new("kvx_paged_desc *")
     p.struct_size = kffi.sizeof("kvx_paged_desc")
-    p.dtype, p.num_layers, p.num_kv, p.num_heads, p.head_size = 3, L, 2, H, D  # 3 = KVX_DTYPE_BFLOAT16
+    p.dtype, p.num_layers, p.num_kv, p.num_heads, p.head_size = (
+        3,
+        L,
+        2,
+        H,
+        D,
+    )  # 3 = KVX_DTYPE_BFLOAT16
     p.num_bases, p.bases = L, cbases
     p.block_size, p.num_blocks = shape.BS, shape.NB
     p.kv_stride, p.block_stride = shape.kv_stride, shape.strides["block"]
@@ -81,7 +104,9 @@ def _descriptors(kffi, shape: _Shape, bases: list[int], dense_base: int):
     return p, d, cbases
 
 
-def _measure(st, kffi, klib, p, d, slots, direction: int, stream, handle: int, repeats: int, backend: str):
+def _measure(
+    st, kffi, klib, p, d, slots, direction: int, stream, handle: int, repeats: int, backend: str
+):
     times, calls, copies, nbytes, used = [], [], [], [], set()
     slots_ptr = kffi.cast("int64_t *", slots.ctypes.data)
     for i in range(repeats + 1):
@@ -102,10 +127,18 @@ def _measure(st, kffi, klib, p, d, slots, direction: int, stream, handle: int, r
             calls.append(n_calls)
             copies.append(st.copies())
             nbytes.append(st.copied_bytes())
-    return statistics.median(times), statistics.median(calls), statistics.median(copies), statistics.median(nbytes), used
+    return (
+        statistics.median(times),
+        statistics.median(calls),
+        statistics.median(copies),
+        statistics.median(nbytes),
+        used,
+    )
 
 
-def _plan_only(st, kffi, klib, p, d, slots, direction: int, stream, repeats: int, backend: str) -> float:
+def _plan_only(
+    st, kffi, klib, p, d, slots, direction: int, stream, repeats: int, backend: str
+) -> float:
     """kvx_transfer's time when the runtime refuses the first copy: the host-side checks and
     planning, without the submission (one failing call, nothing enqueued)."""
     slots_ptr = kffi.cast("int64_t *", slots.ctypes.data)
@@ -128,13 +161,14 @@ def _plan_only(st, kffi, klib, p, d, slots, direction: int, stream, repeats: int
 def run(argv: list[str]) -> int:
     args = _parse(argv)
     if not (args.tests_dir / "stubs" / "stub_common.c").exists():
-        print(f"device_plan: the stub runtimes are test code and need the repository checkout "
-              f"({args.tests_dir}/stubs not found: run it from the checkout's top folder, or pass --tests-dir)")
+        print(
+            f"device_plan: the stub runtimes are test code and need the repository checkout "
+            f"({args.tests_dir}/stubs not found: run it from the checkout's top folder, or pass --tests-dir)"
+        )
         return 2
     sys.path.insert(0, str(args.tests_dir))
-    import numpy as np
-
     import device_stub_cases as dsc  # builds and loads the stubs
+    import numpy as np
     from kvx._native import ffi as kffi
     from kvx._native import lib as klib
 
@@ -142,19 +176,32 @@ def run(argv: list[str]) -> int:
         print("device_plan: no C compiler to build the stub runtimes")
         return 2
     rng = np.random.default_rng(0)
-    rows, cases = [], [(b, lay, dev) for b in ("ascend", "cnrt") for lay in ("vllm_nhd", "vllm_hnd")
-                       for dev in (False, True)]
+    rows, cases = (
+        [],
+        [
+            (b, lay, dev)
+            for b in ("ascend", "cnrt")
+            for lay in ("vllm_nhd", "vllm_hnd")
+            for dev in (False, True)
+        ],
+    )
     progress = common.Progress(len(cases) * 2, "device_plan")
     for backend, layout in sorted({(b, lay) for b, lay, _ in cases}):
         st = dsc.stub(backend)
         shape = _Shape(args, layout)
         bases = [st.alloc(shape.layer_bytes) for _ in range(shape.L)]
         dense_bytes = 2 * shape.L * shape.T * shape.H * shape.D * 2
-        host_dense = st.lib.stub_host_alloc(dense_bytes)  # pinned host memory, as an engine's offload buffer
+        host_dense = st.lib.stub_host_alloc(
+            dense_bytes
+        )  # pinned host memory, as an engine's offload buffer
         dev_dense = st.alloc(dense_bytes)
         needed = -(-shape.T // shape.BS)
         blocks = rng.permutation(shape.NB)[:needed]
-        slots = (blocks[:, None] * shape.BS + np.arange(shape.BS)[None, :]).reshape(-1)[: shape.T].astype(np.int64)
+        slots = (
+            (blocks[:, None] * shape.BS + np.arange(shape.BS)[None, :])
+            .reshape(-1)[: shape.T]
+            .astype(np.int64)
+        )
         slots = np.ascontiguousarray(slots)
         handle = st.stream()
         stream = kffi.new("kvx_stream *")
@@ -164,12 +211,26 @@ def run(argv: list[str]) -> int:
             base = dev_dense if dense_on_device else int(st.ffi.cast("uintptr_t", host_dense))
             p, d, keep = _descriptors(kffi, shape, bases, base)
             for direction, name in ((0, "store"), (1, "load")):
-                t, calls, copies, nbytes, used = _measure(st, kffi, klib, p, d, slots, direction, stream, handle,
-                                                         args.repeats, backend)
-                plan = _plan_only(st, kffi, klib, p, d, slots, direction, stream, args.repeats, backend)
-                rows.append([backend, layout, "device" if dense_on_device else "host", name, "+".join(sorted(used)),
-                             f"{copies:.0f}", f"{nbytes / max(copies, 1):.0f}", f"{calls:.0f}", f"{plan * 1e6:.0f}",
-                             f"{t * 1e6:.0f}"])
+                t, calls, copies, nbytes, used = _measure(
+                    st, kffi, klib, p, d, slots, direction, stream, handle, args.repeats, backend
+                )
+                plan = _plan_only(
+                    st, kffi, klib, p, d, slots, direction, stream, args.repeats, backend
+                )
+                rows.append(
+                    [
+                        backend,
+                        layout,
+                        "device" if dense_on_device else "host",
+                        name,
+                        "+".join(sorted(used)),
+                        f"{copies:.0f}",
+                        f"{nbytes / max(copies, 1):.0f}",
+                        f"{calls:.0f}",
+                        f"{plan * 1e6:.0f}",
+                        f"{t * 1e6:.0f}",
+                    ]
+                )
                 progress.step(f"{backend} {layout} {name}")
             del keep
         for b in bases:
@@ -177,14 +238,37 @@ def run(argv: list[str]) -> int:
         st.free(dev_dense)
         st.lib.stub_host_free(host_dense)
     common.print_machine()
-    print(f"\nKV transfer plans on the stub runtimes: {args.layers} layers x 2 x {args.tokens} tokens x "
-          f"{args.heads} heads x {args.head_size} (bf16), block {args.block_size}, random blocks; "
-          f"median of {args.repeats}")
-    print(common.format_table(["backend", "layout", "dense", "dir", "runtime API", "copies/transfer", "bytes/copy",
-                               "runtime calls/transfer", "plan us", "plan+submit us"], rows))
-    print("plan us: host time of kvx_transfer up to the first copy call (checks + planning), the runtime refusing it;")
-    print("plan+submit us: host time of kvx_transfer with the stream paused (planning plus every call into the stub).")
-    print("These backends are untested on real NPUs/MLUs: these numbers describe the plan, not the hardware.")
+    print(
+        f"\nKV transfer plans on the stub runtimes: {args.layers} layers x 2 x {args.tokens} tokens x "
+        f"{args.heads} heads x {args.head_size} (bf16), block {args.block_size}, random blocks; "
+        f"median of {args.repeats}"
+    )
+    print(
+        common.format_table(
+            [
+                "backend",
+                "layout",
+                "dense",
+                "dir",
+                "runtime API",
+                "copies/transfer",
+                "bytes/copy",
+                "runtime calls/transfer",
+                "plan us",
+                "plan+submit us",
+            ],
+            rows,
+        )
+    )
+    print(
+        "plan us: host time of kvx_transfer up to the first copy call (checks + planning), the runtime refusing it;"
+    )
+    print(
+        "plan+submit us: host time of kvx_transfer with the stream paused (planning plus every call into the stub)."
+    )
+    print(
+        "These backends are untested on real NPUs/MLUs: these numbers describe the plan, not the hardware."
+    )
     return 0
 
 

@@ -22,7 +22,7 @@ import argparse
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 try:
     from . import common
@@ -39,17 +39,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--head-size", type=int, default=128)
     p.add_argument("--rot-dim", type=int, default=None, help="rotary dims (default: the head size)")
     p.add_argument("--dtype", choices=sorted(_DTYPES), default="bf16", help="key dtype")
-    p.add_argument("--cache-dtype", choices=sorted(_DTYPES), default="fp32", help="cos_sin_cache dtype")
-    p.add_argument("--gptj", action="store_true", help="GPT-J (interleaved) pairing instead of NeoX")
-    p.add_argument("--positions", choices=["shifted", "random"], default="shifted",
-                   help="shifted: old = 0..T-1, new = old + T/2 (a reused chunk, CacheBlend); random: uniform")
-    p.add_argument("--repeats", type=int, default=300, help="timed calls per method (torch reference: 1/10)")
+    p.add_argument(
+        "--cache-dtype", choices=sorted(_DTYPES), default="fp32", help="cos_sin_cache dtype"
+    )
+    p.add_argument(
+        "--gptj", action="store_true", help="GPT-J (interleaved) pairing instead of NeoX"
+    )
+    p.add_argument(
+        "--positions",
+        choices=["shifted", "random"],
+        default="shifted",
+        help="shifted: old = 0..T-1, new = old + T/2 (a reused chunk, CacheBlend); random: uniform",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=300, help="timed calls per method (torch reference: 1/10)"
+    )
     p.add_argument("--threads", type=int, default=0, help="libkvx CPU threads (0: its default)")
     return p
 
 
-def _block_medians(cases: list[tuple[str, Callable[[], object]]], blocks: int, per_block: int,
-                   progress: Callable[[int], None] | None = None) -> dict[str, float]:
+def _block_medians(
+    cases: list[tuple[str, Callable[[], object]]],
+    blocks: int,
+    per_block: int,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, float]:
     """Median seconds per call for each case, timed in `blocks` rounds that run every case in turn
     (a few warm-up calls, then `per_block` timed ones): load from other processes on a small
     shared machine then hits all cases alike, while each case still runs back to back, as its
@@ -86,7 +100,10 @@ def run(argv: list[str]) -> int:
         kvx.set_num_threads(args.threads)
     T, H, D = args.tokens, args.heads, args.head_size
     rot_dim = args.rot_dim or D
-    dtype, cache_dtype = getattr(torch, _DTYPES[args.dtype]), getattr(torch, _DTYPES[args.cache_dtype])
+    dtype, cache_dtype = (
+        getattr(torch, _DTYPES[args.dtype]),
+        getattr(torch, _DTYPES[args.cache_dtype]),
+    )
     is_neox = not args.gptj
     g = torch.Generator().manual_seed(0)
     keys = torch.randn((T, H, D), generator=g).to(dtype)
@@ -102,11 +119,16 @@ def run(argv: list[str]) -> int:
 
     # C call with prebuilt descriptors: the kernel without the Python argument checks
     heads = rope._resolve_heads(keys, "keys", None)
-    t_desc, c_desc = rope._fill_tensor(heads), rope._fill_cache(rope._resolve_cache(cos_sin, None), is_neox)
+    t_desc, c_desc = (
+        rope._fill_tensor(heads),
+        rope._fill_cache(rope._resolve_cache(cos_sin, None), is_neox),
+    )
     old_ptr, new_ptr = ffi.cast("void *", old.data_ptr()), ffi.cast("void *", new.data_ptr())
 
     def c_call() -> None:
-        status = lib.kvx_rope_rerotate(t_desc, c_desc, old_ptr, new_ptr, lib.KVX_DTYPE_INT64, ffi.NULL)
+        status = lib.kvx_rope_rerotate(
+            t_desc, c_desc, old_ptr, new_ptr, lib.KVX_DTYPE_INT64, ffi.NULL
+        )
         if status:
             raise RuntimeError(kvx._native.last_error())
 
@@ -117,23 +139,35 @@ def run(argv: list[str]) -> int:
     cases = [
         ("memcpy (libc, 1 thread)", lambda: common.memcpy(dst.data_ptr(), src.data_ptr(), nbytes)),
         ("torch copy_", lambda: dst.copy_(src)),
-        ("kvx.rope.rerotate_keys", lambda: rope.rerotate_keys(keys, old, new, cos_sin, is_neox=is_neox)),
+        (
+            "kvx.rope.rerotate_keys",
+            lambda: rope.rerotate_keys(keys, old, new, cos_sin, is_neox=is_neox),
+        ),
         ("kvx_rope_rerotate (C)", c_call),
-        ("torch reference", lambda: reference_rope.rerotate_keys(ref_keys, old, new, cos_sin, is_neox=is_neox)),
+        (
+            "torch reference",
+            lambda: reference_rope.rerotate_keys(ref_keys, old, new, cos_sin, is_neox=is_neox),
+        ),
     ]
     common.print_machine()
-    print(f"RoPE re-rotation: {T} tokens x {H} heads x {D} (rot_dim {rot_dim}), {args.dtype} keys, "
-          f"{args.cache_dtype} cache, {'NeoX' if is_neox else 'GPT-J'} pairs, {args.positions} positions; "
-          f"{nbytes / 2**20:.1f} MiB of keys; libkvx threads {kvx.get_num_threads()}, "
-          f"torch threads {torch.get_num_threads()}; medians of {args.repeats} calls each", flush=True)
+    print(
+        f"RoPE re-rotation: {T} tokens x {H} heads x {D} (rot_dim {rot_dim}), {args.dtype} keys, "
+        f"{args.cache_dtype} cache, {'NeoX' if is_neox else 'GPT-J'} pairs, {args.positions} positions; "
+        f"{nbytes / 2**20:.1f} MiB of keys; libkvx threads {kvx.get_num_threads()}, "
+        f"torch threads {torch.get_num_threads()}; medians of {args.repeats} calls each",
+        flush=True,
+    )
     fast = [case for case in cases if case[0] != "torch reference"]
     blocks = 5
 
     def progress(done: int) -> None:
         print(f"  block {done}/{blocks} done", file=sys.stderr, flush=True)
 
-    print(f"[1/2] timing {', '.join(name for name, _ in fast)} in {blocks} alternating blocks ...",
-          file=sys.stderr, flush=True)
+    print(
+        f"[1/2] timing {', '.join(name for name, _ in fast)} in {blocks} alternating blocks ...",
+        file=sys.stderr,
+        flush=True,
+    )
     seconds = _block_medians(fast, blocks, max(1, args.repeats // blocks), progress)
     print("[2/2] timing torch reference ...", file=sys.stderr, flush=True)
     seconds.update(_block_medians(cases[-1:], 1, max(3, args.repeats // 10)))
@@ -141,17 +175,33 @@ def run(argv: list[str]) -> int:
     best = {name: b for name, (_, b) in seconds.items()}
     seconds = {name: m for name, (m, _) in seconds.items()}
     base_memcpy, base_copy = seconds["memcpy (libc, 1 thread)"], seconds["torch copy_"]
-    rows = [[name, f"{s * 1e3:.3f}", f"{best[name] * 1e3:.3f}", f"{traffic / s / 1e9:.1f}",
-             f"{base_memcpy / s * 100:.0f}%", f"{base_copy / s * 100:.0f}%"] for name, s in seconds.items()]
-    print(common.format_table(["method", "median ms", "best ms", "GB/s (r+w, median)", "vs memcpy", "vs torch copy_"], rows))
+    rows = [
+        [
+            name,
+            f"{s * 1e3:.3f}",
+            f"{best[name] * 1e3:.3f}",
+            f"{traffic / s / 1e9:.1f}",
+            f"{base_memcpy / s * 100:.0f}%",
+            f"{base_copy / s * 100:.0f}%",
+        ]
+        for name, s in seconds.items()
+    ]
+    print(
+        common.format_table(
+            ["method", "median ms", "best ms", "GB/s (r+w, median)", "vs memcpy", "vs torch copy_"],
+            rows,
+        )
+    )
     api, kernel = seconds["kvx.rope.rerotate_keys"], seconds["kvx_rope_rerotate (C)"]
     ok = base_memcpy / api >= 0.8
-    print(f"bar: kvx.rope.rerotate_keys at >= 80% of memcpy: {'PASS' if ok else 'FAIL'} "
-          f"({base_memcpy / api * 100:.0f}% by medians, "
-          f"{best['memcpy (libc, 1 thread)'] / best['kvx.rope.rerotate_keys'] * 100:.0f}% by best times; "
-          f"C kernel alone {base_memcpy / kernel * 100:.0f}%; "
-          f"vs torch copy_ {base_copy / api * 100:.0f}%); "
-          f"{seconds['torch reference'] / api:.1f}x faster than the torch reference")
+    print(
+        f"bar: kvx.rope.rerotate_keys at >= 80% of memcpy: {'PASS' if ok else 'FAIL'} "
+        f"({base_memcpy / api * 100:.0f}% by medians, "
+        f"{best['memcpy (libc, 1 thread)'] / best['kvx.rope.rerotate_keys'] * 100:.0f}% by best times; "
+        f"C kernel alone {base_memcpy / kernel * 100:.0f}%; "
+        f"vs torch copy_ {base_copy / api * 100:.0f}%); "
+        f"{seconds['torch reference'] / api:.1f}x faster than the torch reference"
+    )
     return 0
 
 

@@ -18,7 +18,9 @@ except ImportError:  # run from the repository as `python -m bench.rope_gpu`
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m kvx bench rope_gpu", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kvx bench rope_gpu", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--tokens", type=int, nargs="+", default=[4096, 32768])
     parser.add_argument("--repeats", type=int, default=20)
     return parser.parse_args(argv)
@@ -41,15 +43,39 @@ def _one_size(torch, rope, reference_rope, tokens: int, repeats: int, progress) 
     case = f"{tokens} tokens"
     rows = [
         (case, "torch copy_ of the key bytes (baseline)", copy_k, key_bytes, copy_k),
-        (case, "kvx rerotate_keys", common.gpu_median(
-            torch, lambda: rope.rerotate_keys(keys, old, new, cos_sin), repeats), key_bytes, copy_k),
-        (case, "torch reference rerotate_keys", common.gpu_median(
-            torch, lambda: reference_rope.rerotate_keys(keys, old, new, cos_sin), repeats), key_bytes, copy_k),
+        (
+            case,
+            "kvx rerotate_keys",
+            common.gpu_median(torch, lambda: rope.rerotate_keys(keys, old, new, cos_sin), repeats),
+            key_bytes,
+            copy_k,
+        ),
+        (
+            case,
+            "torch reference rerotate_keys",
+            common.gpu_median(
+                torch, lambda: reference_rope.rerotate_keys(keys, old, new, cos_sin), repeats
+            ),
+            key_bytes,
+            copy_k,
+        ),
         (case, "torch copy_ of the query+key bytes (baseline)", copy_qk, both_bytes, copy_qk),
-        (case, "kvx apply_rotary (query + key)", common.gpu_median(
-            torch, lambda: rope.apply_rotary(new, query, keys, cos_sin), repeats), both_bytes, copy_qk),
-        (case, "torch reference apply_rotary", common.gpu_median(
-            torch, lambda: reference_rope.apply_rotary(new, query, keys, cos_sin), repeats), both_bytes, copy_qk),
+        (
+            case,
+            "kvx apply_rotary (query + key)",
+            common.gpu_median(torch, lambda: rope.apply_rotary(new, query, keys, cos_sin), repeats),
+            both_bytes,
+            copy_qk,
+        ),
+        (
+            case,
+            "torch reference apply_rotary",
+            common.gpu_median(
+                torch, lambda: reference_rope.apply_rotary(new, query, keys, cos_sin), repeats
+            ),
+            both_bytes,
+            copy_qk,
+        ),
     ]
     progress.step(case)
     # Row counts bytes once; RoPE, like the copy, reads and writes each, so the ratio is fair.
@@ -66,9 +92,14 @@ def run(argv: list[str]) -> int:
     from kvx import reference_rope, rope
 
     progress = common.Progress(len(args.tokens), "bench rope_gpu")
-    rows = [row for tokens in args.tokens
-            for row in _one_size(torch, rope, reference_rope, tokens, args.repeats, progress)]
-    print(f"{torch.cuda.get_device_name()}: RoPE, 8 KV heads (32 query heads), head 128, bf16 keys, fp32 cache")
+    rows = [
+        row
+        for tokens in args.tokens
+        for row in _one_size(torch, rope, reference_rope, tokens, args.repeats, progress)
+    ]
+    print(
+        f"{torch.cuda.get_device_name()}: RoPE, 8 KV heads (32 query heads), head 128, bf16 keys, fp32 cache"
+    )
     print(common.rows_table(rows, baseline="baseline"))
     return 0
 

@@ -10,7 +10,7 @@ contiguous) in the same run; torch's per-layer index_select / index_copy_ is sho
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 try:
     from . import common
@@ -19,7 +19,9 @@ except ImportError:  # run from the repository as `python -m bench.transfer`
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m kvx bench transfer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kvx bench transfer", description=__doc__.splitlines()[0]
+    )
     common.add_kv_shape_args(parser, repeats=5)
     parser.add_argument("--threads", type=int, default=0, help="kvx CPU threads (0 = default)")
     return parser.parse_args(argv)

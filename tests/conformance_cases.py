@@ -26,19 +26,20 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import kvx  # noqa: E402
-import transfer_cases as tc  # noqa: E402
-from kvx import codec, layouts, rope  # noqa: E402
+import kvx
+import transfer_cases as tc
+from kvx import codec, layouts, rope
 
 Outputs = dict[str, np.ndarray]
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -73,8 +74,10 @@ def first_difference(expected: Outputs, got: Outputs) -> str | None:
         where = np.flatnonzero(a != b)
         if where.size:
             i = int(where[0])
-            return (f"{name}: {where.size} bytes differ, first at byte {i} ({b[i]:#04x}, "
-                    f"expected {a[i]:#04x})")
+            return (
+                f"{name}: {where.size} bytes differ, first at byte {i} ({b[i]:#04x}, "
+                f"expected {a[i]:#04x})"
+            )
     return None
 
 
@@ -106,8 +109,9 @@ class TransferCase:
         paged = tc.make_paged(self.layout, self.geometry, self.dtype, gen, self.pad_axis)
         g = self.geometry
         dense = tc.make_dense(self.layout, g, self.tokens, self.dtype, gen, fmt, self.token_gap)
-        slots = tc.make_slots(tc.capacity(self.layout, g), g.block_size, self.tokens,
-                              np.random.default_rng(self.seed))
+        slots = tc.make_slots(
+            tc.capacity(self.layout, g), g.block_size, self.tokens, np.random.default_rng(self.seed)
+        )
         return paged, dense, slots, fmt
 
 
@@ -134,11 +138,24 @@ def _transfer_cases() -> list[TransferCase]:
     small = tc.Geometry(layers=3, blocks=9, block_size=4, heads=3, head_size=8)
     padded = tc.Geometry(layers=2, blocks=6, block_size=4, heads=2, head_size=6)
     for layout in sorted(layouts.PAGED_LAYOUTS):
-        def add(name: str, g: tc.Geometry, dtype: torch.dtype, tokens: int, seed: int,
-                **kw: Any) -> None:
+
+        def add(
+            name: str, g: tc.Geometry, dtype: torch.dtype, tokens: int, seed: int, **kw: Any
+        ) -> None:
             for direction in ("store", "load"):
-                cases.append(TransferCase(layout, f"{name}-{direction}", layout, g, dtype, tokens,
-                                          direction, seed, **kw))
+                cases.append(
+                    TransferCase(
+                        layout,
+                        f"{name}-{direction}",
+                        layout,
+                        g,
+                        dtype,
+                        tokens,
+                        direction,
+                        seed,
+                        **kw,
+                    )
+                )
 
         for dtype in tc.DTYPES:  # every element size, random bits (NaNs too)
             add(str(dtype).split(".")[1], small, dtype, 21, 1)
@@ -148,8 +165,14 @@ def _transfer_cases() -> list[TransferCase]:
         for axis in ("token", "head", "block", "dim"):
             add(f"pad-{axis}", padded, torch.float16, 13, 3, pad_axis=axis)
         add("gapped-dense", padded, torch.bfloat16, 15, 4, token_gap=5)
-        add("blocks16-pad-block", tc.Geometry(2, 12, 16, 2, 16), torch.float32, 70, 11,
-            pad_axis="block")
+        add(
+            "blocks16-pad-block",
+            tc.Geometry(2, 12, 16, 2, 16),
+            torch.float32,
+            70,
+            11,
+            pad_axis="block",
+        )
         add("wide-rows", WIDE, torch.bfloat16, 120, 0)
         if layout in ("vllm_nhd", "flashinfer_hnd", "sglang_mha", "kv_tuples"):
             for fmt in ("KV_T2D", "KV_2TD"):
@@ -157,8 +180,7 @@ def _transfer_cases() -> list[TransferCase]:
         if layout == "vllm_nhd":
             for dtype in (torch.uint8, torch.float16, torch.float32, torch.float64):
                 for axis in (None, "dim", "head"):
-                    add(f"wide-rows-{_name(dtype)}-pad-{axis}", WIDE, dtype, 120, 0,
-                        pad_axis=axis)
+                    add(f"wide-rows-{_name(dtype)}-pad-{axis}", WIDE, dtype, 120, 0, pad_axis=axis)
             # enough work for the thread pool to split it
             add("threads", tc.Geometry(2, 130, 16, 4, 128), torch.bfloat16, 2000, 6)
     return cases
@@ -170,15 +192,17 @@ TRANSFER_CASES = _transfer_cases()
 def expected_transfer(case: TransferCase) -> Outputs:
     """What every backend must give: kvx.reference.transfer on the same inputs."""
     paged, dense, slots, fmt = case.inputs()
-    kvx.reference.transfer(paged, dense, slots, direction=case.direction, layout=case.layout,
-                           dense_format=fmt)
+    kvx.reference.transfer(
+        paged, dense, slots, direction=case.direction, layout=case.layout, dense_format=fmt
+    )
     return transfer_outputs(paged, dense)
 
 
 def cpu_transfer(case: TransferCase) -> Outputs:
     paged, dense, slots, fmt = case.inputs()
-    kvx.transfer(paged, dense, slots, direction=case.direction, layout=case.layout,
-                 dense_format=fmt)
+    kvx.transfer(
+        paged, dense, slots, direction=case.direction, layout=case.layout, dense_format=fmt
+    )
     return transfer_outputs(paged, dense)
 
 
@@ -207,8 +231,9 @@ class CodecCase:
     abi_only: bool = False
 
 
-def _random_kv(gen: torch.Generator, rows: int, tokens: int, channels: int,
-               dtype: torch.dtype) -> torch.Tensor:
+def _random_kv(
+    gen: torch.Generator, rows: int, tokens: int, channels: int, dtype: torch.dtype
+) -> torch.Tensor:
     """Values over many magnitudes (finite in float16 too), a zero token and tiny (denormal in
     float32) values."""
     scale = torch.exp(3 * torch.randn((rows, tokens, 1), generator=gen))
@@ -219,12 +244,22 @@ def _random_kv(gen: torch.Generator, rows: int, tokens: int, channels: int,
     return x.to(dtype)
 
 
-def _quantize_inputs(x: torch.Tensor, bins: list[int], shape: tuple[int, int, int] | None = None,
-                     strides: tuple[int, int] | None = None, offset: int = 0) -> dict[str, Any]:
+def _quantize_inputs(
+    x: torch.Tensor,
+    bins: list[int],
+    shape: tuple[int, int, int] | None = None,
+    strides: tuple[int, int] | None = None,
+    offset: int = 0,
+) -> dict[str, Any]:
     rows, tokens, channels = shape or tuple(x.shape)
-    return {"x": raw(x), "dtype": _name(x.dtype), "shape": (rows, tokens, channels),
-            "strides": strides or (tokens * channels, channels), "offset": offset,
-            "bins": list(bins)}
+    return {
+        "x": raw(x),
+        "dtype": _name(x.dtype),
+        "shape": (rows, tokens, channels),
+        "strides": strides or (tokens * channels, channels),
+        "offset": offset,
+        "bins": list(bins),
+    }
 
 
 def _golden_cases() -> list[CodecCase]:
@@ -240,45 +275,87 @@ def _golden_cases() -> list[CodecCase]:
             buf = np.full((2 * c.L, c.C, cap), 0xFF, dtype=np.uint8)  # past a length: reads as zero
             ends = np.cumsum(c.lengths.ravel())
             for i, (end, n) in enumerate(zip(ends, c.lengths.ravel())):
-                buf.reshape(-1, cap)[i, :n] = np.frombuffer(c.streams[end - n:end], dtype=np.uint8)
-            return {"cdf": c.cdf.view(np.uint16), "streams": buf,
-                    "lengths": c.lengths.astype(np.int32), "tokens": c.T}
+                buf.reshape(-1, cap)[i, :n] = np.frombuffer(
+                    c.streams[end - n : end], dtype=np.uint8
+                )
+            return {
+                "cdf": c.cdf.view(np.uint16),
+                "streams": buf,
+                "lengths": c.lengths.astype(np.int32),
+                "tokens": c.T,
+            }
 
         def prefsum(c: Any, dtype: Any) -> dict[str, Any]:
-            return {"cdf": c.cdf.view(np.uint16), "data": np.frombuffer(c.streams, np.uint8).copy(),
-                    "ends": np.cumsum(c.lengths.ravel()).astype(dtype).reshape(c.lengths.shape),
-                    "shape": (2 * c.L, c.T, c.C)}
+            return {
+                "cdf": c.cdf.view(np.uint16),
+                "data": np.frombuffer(c.streams, np.uint8).copy(),
+                "ends": np.cumsum(c.lengths.ravel()).astype(dtype).reshape(c.lengths.shape),
+                "shape": (2 * c.L, c.T, c.C),
+            }
 
         cases += [
-            CodecCase(group, "quantize", "quantize",
-                      lambda c=case: _quantize_inputs(c().rows(), c().bins)),
-            CodecCase(group, "calculate_cdf", "calculate_cdf",
-                      lambda c=case: {"symbols": c().symbols, "num_bins": max(c().bins)}),
-            CodecCase(group, "encode", "encode",
-                      lambda c=case: {"cdf": c().cdf.view(np.uint16), "symbols": c().symbols,
-                                      "capacity": int(c().lengths.max()) + 5}),
+            CodecCase(
+                group, "quantize", "quantize", lambda c=case: _quantize_inputs(c().rows(), c().bins)
+            ),
+            CodecCase(
+                group,
+                "calculate_cdf",
+                "calculate_cdf",
+                lambda c=case: {"symbols": c().symbols, "num_bins": max(c().bins)},
+            ),
+            CodecCase(
+                group,
+                "encode",
+                "encode",
+                lambda c=case: {
+                    "cdf": c().cdf.view(np.uint16),
+                    "symbols": c().symbols,
+                    "capacity": int(c().lengths.max()) + 5,
+                },
+            ),
             CodecCase(group, "decode", "decode", lambda c=case: slots(c())),
-            CodecCase(group, "decode_prefsum-int32", "decode_prefsum",
-                      lambda c=case: prefsum(c(), np.int32)),
-            CodecCase(group, "decode_prefsum-int64", "decode_prefsum",
-                      lambda c=case: prefsum(c(), np.int64)),
-            CodecCase(group, "dequantize", "dequantize",
-                      lambda c=case: _dequantize_inputs(c().symbols, c().scales, c().bins,
-                                                        c().dtype)),
+            CodecCase(
+                group,
+                "decode_prefsum-int32",
+                "decode_prefsum",
+                lambda c=case: prefsum(c(), np.int32),
+            ),
+            CodecCase(
+                group,
+                "decode_prefsum-int64",
+                "decode_prefsum",
+                lambda c=case: prefsum(c(), np.int64),
+            ),
+            CodecCase(
+                group,
+                "dequantize",
+                "dequantize",
+                lambda c=case: _dequantize_inputs(c().symbols, c().scales, c().bins, c().dtype),
+            ),
         ]
     return cases
 
 
-def _dequantize_inputs(symbols: np.ndarray, scales: np.ndarray, bins: list[int], dtype: str,
-                       out: np.ndarray | None = None,
-                       strides: tuple[int, int] | None = None) -> dict[str, Any]:
+def _dequantize_inputs(
+    symbols: np.ndarray,
+    scales: np.ndarray,
+    bins: list[int],
+    dtype: str,
+    out: np.ndarray | None = None,
+    strides: tuple[int, int] | None = None,
+) -> dict[str, Any]:
     rows, tokens, channels = symbols.shape
     if out is None:
         size = 4 if dtype == "float32" else 2
         out = np.zeros(rows * tokens * channels * size, np.uint8)
-    return {"symbols": np.ascontiguousarray(symbols, np.uint8),
-            "scales": np.ascontiguousarray(scales, np.float32), "bins": list(bins), "dtype": dtype,
-            "out": out, "strides": strides or (tokens * channels, channels)}
+    return {
+        "symbols": np.ascontiguousarray(symbols, np.uint8),
+        "scales": np.ascontiguousarray(scales, np.float32),
+        "bins": list(bins),
+        "dtype": dtype,
+        "out": out,
+        "strides": strides or (tokens * channels, channels),
+    }
 
 
 def _quantizer_cases() -> list[CodecCase]:
@@ -287,15 +364,18 @@ def _quantizer_cases() -> list[CodecCase]:
         group = f"quantizer-{_name(dtype)}"
         # (1100, 3, 7): more rows than one GPU launch carries bins for
         for shape in [(3, 37, 5), (2, 64, 129), (1, 1, 1), (4, 300, 1024), (1100, 3, 7)]:
-            def quantize(shape: tuple[int, int, int] = shape,
-                         dtype: torch.dtype = dtype) -> dict[str, Any]:
+
+            def quantize(
+                shape: tuple[int, int, int] = shape, dtype: torch.dtype = dtype
+            ) -> dict[str, Any]:
                 gen = torch.Generator().manual_seed(sum(shape))
                 x = _random_kv(gen, *shape, dtype)
                 bins = torch.randint(4, 257, (shape[0],), generator=gen).tolist()
                 return _quantize_inputs(x, bins)
 
-            def dequantize(shape: tuple[int, int, int] = shape,
-                           dtype: torch.dtype = dtype) -> dict[str, Any]:
+            def dequantize(
+                shape: tuple[int, int, int] = shape, dtype: torch.dtype = dtype
+            ) -> dict[str, Any]:
                 gen = torch.Generator().manual_seed(sum(shape) + 1)
                 rows, tokens, _ = shape
                 symbols = torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)  # any byte
@@ -305,21 +385,25 @@ def _quantizer_cases() -> list[CodecCase]:
                 return _dequantize_inputs(symbols.numpy(), scales.numpy(), bins, _name(dtype))
 
             tag = "x".join(map(str, shape))
-            cases += [CodecCase(group, f"quantize-{tag}", "quantize", quantize),
-                      CodecCase(group, f"dequantize-{tag}", "dequantize", dequantize)]
+            cases += [
+                CodecCase(group, f"quantize-{tag}", "quantize", quantize),
+                CodecCase(group, f"dequantize-{tag}", "dequantize", dequantize),
+            ]
 
     def tiny(dtype: torch.dtype) -> dict[str, Any]:
         # MAX / scale overflows to inf below ~4e-37: a GPU's float-to-int conversion saturates
         # where the CPU's gives INT_MIN; every backend must give the CPU's result
-        x = torch.tensor([[[1e-38, -1e-38, 0.0, 5e-39, 1e-45],
-                           [3e-37, -3e-37, 0.0, 1e-37, 2e-37]]]).to(dtype)
+        x = torch.tensor(
+            [[[1e-38, -1e-38, 0.0, 5e-39, 1e-45], [3e-37, -3e-37, 0.0, 1e-37, 2e-37]]]
+        ).to(dtype)
         return _quantize_inputs(x, [256])
 
     def strided_view() -> dict[str, Any]:
         # the view [::2, 3:, 10:74]
         base = _random_kv(torch.Generator().manual_seed(5), 4, 40, 96, torch.bfloat16)
-        return _quantize_inputs(base, [16, 32], shape=(2, 37, 64), strides=(2 * 40 * 96, 96),
-                                offset=3 * 96 + 10)
+        return _quantize_inputs(
+            base, [16, 32], shape=(2, 37, 64), strides=(2 * 40 * 96, 96), offset=3 * 96 + 10
+        )
 
     # the K rows of a [T, 2, L, C + pad] buffer: gaps between rows and between tokens
     L, T, C, pad = 3, 11, 24, 5
@@ -338,25 +422,37 @@ def _quantizer_cases() -> list[CodecCase]:
         return _dequantize_inputs(symbols, scales, [16, 32, 8], "float32", out, k_rows["strides"])
 
     cases += [
-        CodecCase("quantizer-edges", "tiny-scales-float32", "quantize",
-                  lambda: tiny(torch.float32)),
-        CodecCase("quantizer-edges", "tiny-scales-bfloat16", "quantize",
-                  lambda: tiny(torch.bfloat16)),
+        CodecCase(
+            "quantizer-edges", "tiny-scales-float32", "quantize", lambda: tiny(torch.float32)
+        ),
+        CodecCase(
+            "quantizer-edges", "tiny-scales-bfloat16", "quantize", lambda: tiny(torch.bfloat16)
+        ),
         CodecCase("quantizer-edges", "strided-view-bfloat16", "quantize", strided_view),
         CodecCase("quantizer-edges", "k-rows-of-t2lc", "quantize", k_rows_quantize),
-        CodecCase("dequantize-gapped-out", "k-rows-of-t2lc", "dequantize", k_rows_dequantize,
-                  abi_only=True),
+        CodecCase(
+            "dequantize-gapped-out",
+            "k-rows-of-t2lc",
+            "dequantize",
+            k_rows_dequantize,
+            abi_only=True,
+        ),
     ]
     return cases
 
 
 def _coder_cases() -> list[CodecCase]:
     cases = []
-    for shape, nb in [((2, 37, 7), 8), ((3, 256, 1024), 32), ((1, 1000, 3), 256), ((2, 0, 4), 16),
-                      ((1, 1, 1), 2)]:
+    for shape, nb in [
+        ((2, 37, 7), 8),
+        ((3, 256, 1024), 32),
+        ((1, 1000, 3), 256),
+        ((2, 0, 4), 16),
+        ((1, 1, 1), 2),
+    ]:
         group = f"coder-{'x'.join(map(str, shape))}-bins{nb}"
 
-        @lru_cache(maxsize=None)
+        @cache
         def made(shape: tuple[int, int, int] = shape, nb: int = nb) -> dict[str, Any]:
             """Symbols clustered per channel, their tables and streams (from this process's CPU)."""
             gen = torch.Generator().manual_seed(nb)
@@ -365,27 +461,57 @@ def _coder_cases() -> list[CodecCase]:
             symbols = spread.clamp(0, nb - 1).to(torch.uint8)
             cdf = codec.calculate_cdf(symbols, nb)
             streams, lengths = codec.encode_streams(cdf, symbols)
-            return {"symbols": symbols.numpy(), "cdf": cdf.numpy().view(np.uint16),
-                    "streams": streams.numpy(), "lengths": lengths.numpy()}
+            return {
+                "symbols": symbols.numpy(),
+                "cdf": cdf.numpy().view(np.uint16),
+                "streams": streams.numpy(),
+                "lengths": lengths.numpy(),
+            }
 
         def prefsum(m: dict[str, Any], shape: tuple[int, int, int]) -> dict[str, Any]:
-            data = b"".join(m["streams"][l, c, :m["lengths"][l, c]].tobytes()
-                            for l in range(shape[0]) for c in range(shape[2]))
-            return {"cdf": m["cdf"], "data": np.frombuffer(data, np.uint8).copy(),
-                    "ends": np.cumsum(m["lengths"]).astype(np.int64).reshape(m["lengths"].shape),
-                    "shape": shape}
+            data = b"".join(
+                m["streams"][l, c, : m["lengths"][l, c]].tobytes()
+                for l in range(shape[0])
+                for c in range(shape[2])
+            )
+            return {
+                "cdf": m["cdf"],
+                "data": np.frombuffer(data, np.uint8).copy(),
+                "ends": np.cumsum(m["lengths"]).astype(np.int64).reshape(m["lengths"].shape),
+                "shape": shape,
+            }
 
         cases += [
-            CodecCase(group, "calculate_cdf", "calculate_cdf",
-                      lambda m=made, nb=nb: {"symbols": m()["symbols"], "num_bins": nb}),
-            CodecCase(group, "encode", "encode",
-                      lambda m=made, s=shape: {"cdf": m()["cdf"], "symbols": m()["symbols"],
-                                               "capacity": codec.stream_bound(s[1])}),
-            CodecCase(group, "decode", "decode",
-                      lambda m=made, s=shape: {"cdf": m()["cdf"], "streams": m()["streams"],
-                                               "lengths": m()["lengths"], "tokens": s[1]}),
-            CodecCase(group, "decode_prefsum", "decode_prefsum",
-                      lambda m=made, s=shape: prefsum(m(), s)),
+            CodecCase(
+                group,
+                "calculate_cdf",
+                "calculate_cdf",
+                lambda m=made, nb=nb: {"symbols": m()["symbols"], "num_bins": nb},
+            ),
+            CodecCase(
+                group,
+                "encode",
+                "encode",
+                lambda m=made, s=shape: {
+                    "cdf": m()["cdf"],
+                    "symbols": m()["symbols"],
+                    "capacity": codec.stream_bound(s[1]),
+                },
+            ),
+            CodecCase(
+                group,
+                "decode",
+                "decode",
+                lambda m=made, s=shape: {
+                    "cdf": m()["cdf"],
+                    "streams": m()["streams"],
+                    "lengths": m()["lengths"],
+                    "tokens": s[1],
+                },
+            ),
+            CodecCase(
+                group, "decode_prefsum", "decode_prefsum", lambda m=made, s=shape: prefsum(m(), s)
+            ),
         ]
 
     def damaged() -> dict[str, Any]:
@@ -404,19 +530,43 @@ def _coder_cases() -> list[CodecCase]:
 
 
 def _container_cases() -> list[CodecCase]:
-    def kv(shape: tuple[int, ...], dtype: torch.dtype, seed: int, key_bins: Any = None,
-           value_bins: Any = None, chunk_tokens: int = 256) -> dict[str, Any]:
+    def kv(
+        shape: tuple[int, ...],
+        dtype: torch.dtype,
+        seed: int,
+        key_bins: Any = None,
+        value_bins: Any = None,
+        chunk_tokens: int = 256,
+    ) -> dict[str, Any]:
         x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
-        return {"kv": raw(x), "dtype": _name(dtype), "shape": shape, "key_bins": key_bins,
-                "value_bins": value_bins, "chunk_tokens": chunk_tokens}
+        return {
+            "kv": raw(x),
+            "dtype": _name(dtype),
+            "shape": shape,
+            "key_bins": key_bins,
+            "value_bins": value_bins,
+            "chunk_tokens": chunk_tokens,
+        }
 
     return [
-        CodecCase("container", "bfloat16-default-bins", "container",
-                  lambda: kv((2, 3, 40, 64), torch.bfloat16, 1)),
-        CodecCase("container", "float32-chunks", "container",
-                  lambda: kv((2, 3, 200, 24), torch.float32, 2, [32, 16, 8], [48, 16, 4], 64)),
-        CodecCase("container", "float16-chunks", "container",
-                  lambda: kv((2, 2, 70, 16), torch.float16, 3, 16, 8, 32)),
+        CodecCase(
+            "container",
+            "bfloat16-default-bins",
+            "container",
+            lambda: kv((2, 3, 40, 64), torch.bfloat16, 1),
+        ),
+        CodecCase(
+            "container",
+            "float32-chunks",
+            "container",
+            lambda: kv((2, 3, 200, 24), torch.float32, 2, [32, 16, 8], [48, 16, 4], 64),
+        ),
+        CodecCase(
+            "container",
+            "float16-chunks",
+            "container",
+            lambda: kv((2, 2, 70, 16), torch.float16, 3, 16, 8, 32),
+        ),
     ]
 
 
@@ -457,8 +607,12 @@ def run_codec_api(case: CodecCase, device: str = "cpu") -> Outputs:
         shape = (layers, channels, a["capacity"])
         streams = torch.full(shape, 0xAB, dtype=torch.uint8, device=device)
         lengths = torch.full((layers, channels), -7, dtype=torch.int32, device=device)
-        codec.encode_fast_new(_tensor(a["cdf"].view(np.int16), device),
-                              _tensor(a["symbols"], device), streams, lengths)
+        codec.encode_fast_new(
+            _tensor(a["cdf"].view(np.int16), device),
+            _tensor(a["symbols"], device),
+            streams,
+            lengths,
+        )
         sync(streams)
         return {"streams": raw(streams), "lengths": raw(lengths)}
     if op in ("decode", "decode_prefsum"):
@@ -492,8 +646,11 @@ def run_codec_abi(case: CodecCase, on: Any = None) -> Outputs:
     from kvx._native import lib
 
     a = case.make()
-    codes = {"float32": lib.KVX_DTYPE_FLOAT32, "float16": lib.KVX_DTYPE_FLOAT16,
-             "bfloat16": lib.KVX_DTYPE_BFLOAT16}
+    codes = {
+        "float32": lib.KVX_DTYPE_FLOAT32,
+        "float16": lib.KVX_DTYPE_FLOAT16,
+        "bfloat16": lib.KVX_DTYPE_BFLOAT16,
+    }
 
     def ok(result: tuple) -> tuple:
         assert result[0] == 0, result[1]
@@ -502,14 +659,28 @@ def run_codec_abi(case: CodecCase, on: Any = None) -> Outputs:
     if case.op == "quantize":
         rows, tokens, channels = a["shape"]
         size = 4 if a["dtype"] == "float32" else 2
-        x = a["x"][a["offset"] * size:]
-        symbols, scales = ok(abi.quantize(x, codes[a["dtype"]], rows, tokens, channels,
-                                          *a["strides"], a["bins"], on=on))
-        return {"symbols": symbols.view(np.uint8).reshape(-1),
-                "scales": scales.view(np.uint8).reshape(-1)}
+        x = a["x"][a["offset"] * size :]
+        symbols, scales = ok(
+            abi.quantize(
+                x, codes[a["dtype"]], rows, tokens, channels, *a["strides"], a["bins"], on=on
+            )
+        )
+        return {
+            "symbols": symbols.view(np.uint8).reshape(-1),
+            "scales": scales.view(np.uint8).reshape(-1),
+        }
     if case.op == "dequantize":
-        (out,) = ok(abi.dequantize(a["symbols"], a["scales"], a["bins"], codes[a["dtype"]],
-                                   a["out"], *a["strides"], on=on))
+        (out,) = ok(
+            abi.dequantize(
+                a["symbols"],
+                a["scales"],
+                a["bins"],
+                codes[a["dtype"]],
+                a["out"],
+                *a["strides"],
+                on=on,
+            )
+        )
         return {"out": out.view(np.uint8).reshape(-1)}
     if case.op == "calculate_cdf":
         (cdf,) = ok(abi.calculate_cdf(a["symbols"], a["num_bins"], on=on))
@@ -536,7 +707,7 @@ def cpu_codec(case: CodecCase) -> Outputs:
 # ================================================================ RoPE
 
 
-@lru_cache(maxsize=None)
+@cache
 def _cos_sin_cache(rot_dim: int, max_position: int, dtype: torch.dtype) -> torch.Tensor:
     return rope.build_cos_sin_cache(rot_dim, max_position, dtype=dtype)
 
@@ -597,11 +768,18 @@ class RopeCase:
         new = torch.randint(0, self.max_position, (t,), generator=g)
         if t > 40:
             new[10:40] = torch.arange(300, 330) % self.max_position
-        return {"kv": kv, "keys": keys, "query": query, "cache": cache, "old": old,
-                "new": new.to(torch.int32)}
+        return {
+            "kv": kv,
+            "keys": keys,
+            "query": query,
+            "cache": cache,
+            "old": old,
+            "new": new.to(torch.int32),
+        }
 
-    def run(self, rerotate: Callable[..., Any], apply: Callable[..., Any],
-            device: str = "cpu") -> Outputs:
+    def run(
+        self, rerotate: Callable[..., Any], apply: Callable[..., Any], device: str = "cpu"
+    ) -> Outputs:
         """Runs the case with the given functions (kvx.rope's, or the same on another device)."""
         a = {k: v.to(device) for k, v in self.inputs().items() if k != "keys"}
         a["keys"] = a["kv"][0].unflatten(-1, (self.heads, self.head)) if self.layers else a["kv"]
@@ -628,20 +806,48 @@ def _rope_cases() -> list[RopeCase]:
                 for cache_dtype in TORCH_DTYPES.values():
                     for rot_dim, head in shapes:
                         name = f"cache-{_name(cache_dtype)}-rot{rot_dim}-head{head}"
-                        cases.append(RopeCase(group, name, op, is_neox, dtype, cache_dtype,
-                                              rot_dim, head))
+                        cases.append(
+                            RopeCase(group, name, op, is_neox, dtype, cache_dtype, rot_dim, head)
+                        )
     for is_neox in (True, False):
         pairing = "neox" if is_neox else "gptj"
-        cases.append(RopeCase("rerotate-kv-plane", f"{pairing}-bfloat16", "rerotate", is_neox,
-                              torch.bfloat16, torch.float32, 128, 128, tokens=200, heads=8,
-                              layers=4, special=False, seed=5))
+        cases.append(
+            RopeCase(
+                "rerotate-kv-plane",
+                f"{pairing}-bfloat16",
+                "rerotate",
+                is_neox,
+                torch.bfloat16,
+                torch.float32,
+                128,
+                128,
+                tokens=200,
+                heads=8,
+                layers=4,
+                special=False,
+                seed=5,
+            )
+        )
         # A one-ulp float32 difference rarely survives rounding to 16 bits: enough values that
         # any would show (about 2**-16 of bf16 values flip per ulp of difference)
         for dtype in (torch.float16, torch.bfloat16):
-            cases.append(RopeCase("rerotate-million-values", f"{pairing}-{_name(dtype)}",
-                                  "rerotate", is_neox, dtype, torch.float32, 128, 128,
-                                  tokens=2048, heads=4, max_position=8192, special=False,
-                                  seed=8))
+            cases.append(
+                RopeCase(
+                    "rerotate-million-values",
+                    f"{pairing}-{_name(dtype)}",
+                    "rerotate",
+                    is_neox,
+                    dtype,
+                    torch.float32,
+                    128,
+                    128,
+                    tokens=2048,
+                    heads=4,
+                    max_position=8192,
+                    special=False,
+                    seed=8,
+                )
+            )
     return cases
 
 

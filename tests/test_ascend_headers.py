@@ -7,10 +7,9 @@ import subprocess
 import zipfile
 from pathlib import Path
 
-import pytest
-
 import device_stub_cases as dsc
 import pypi_wheels
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 ACL_API = ROOT / "libkvx" / "src" / "ascend" / "acl_api.h"
@@ -34,8 +33,19 @@ def acl_include() -> Path:
 
 def compile_check(include: Path, api_dir: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     exe = tmp_path / "acl_header_check"
-    cmd = [dsc.compiler(), "-std=gnu11", "-Wall", "-Wextra", "-Werror", f"-I{include}", f"-I{include / 'acl'}",
-           f"-I{api_dir}", str(CHECK), "-o", str(exe)]
+    cmd = [
+        dsc.compiler(),
+        "-std=gnu11",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        f"-I{include}",
+        f"-I{include / 'acl'}",
+        f"-I{api_dir}",
+        str(CHECK),
+        "-o",
+        str(exe),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode == 0:
         r = subprocess.run([str(exe)], capture_output=True, text=True)
@@ -49,17 +59,28 @@ def test_declarations_match_the_real_acl_headers(acl_include, tmp_path):
     assert "17 function types, constants and struct layouts match" in r.stdout
 
 
-@pytest.mark.parametrize("wrong,right", [
-    # batch attribute with the source first: the classic mistake
-    ("kvx_acl_mem_location dst_loc;\n    kvx_acl_mem_location src_loc;",
-     "kvx_acl_mem_location src_loc;\n    kvx_acl_mem_location dst_loc;"),
-    # a pointer parameter declared by value
-    ("size_t *fail_index,", "size_t fail_index,"),
-    # a wrong constant
-    ("KVX_ACL_ERROR_RT_FEATURE_NOT_SUPPORT = 207000", "KVX_ACL_ERROR_RT_FEATURE_NOT_SUPPORT = 207001"),
-    # the staging allocation's out-parameter by value
-    ("X(aclrtMallocHost, 0, (void **host_ptr, size_t size))", "X(aclrtMallocHost, 0, (void *host_ptr, size_t size))"),
-])
+@pytest.mark.parametrize(
+    "wrong,right",
+    [
+        # batch attribute with the source first: the classic mistake
+        (
+            "kvx_acl_mem_location dst_loc;\n    kvx_acl_mem_location src_loc;",
+            "kvx_acl_mem_location src_loc;\n    kvx_acl_mem_location dst_loc;",
+        ),
+        # a pointer parameter declared by value
+        ("size_t *fail_index,", "size_t fail_index,"),
+        # a wrong constant
+        (
+            "KVX_ACL_ERROR_RT_FEATURE_NOT_SUPPORT = 207000",
+            "KVX_ACL_ERROR_RT_FEATURE_NOT_SUPPORT = 207001",
+        ),
+        # the staging allocation's out-parameter by value
+        (
+            "X(aclrtMallocHost, 0, (void **host_ptr, size_t size))",
+            "X(aclrtMallocHost, 0, (void *host_ptr, size_t size))",
+        ),
+    ],
+)
 def test_check_catches_a_wrong_declaration(acl_include, tmp_path, wrong, right):
     text = ACL_API.read_text()
     assert wrong in text

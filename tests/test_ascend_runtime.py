@@ -7,10 +7,9 @@ import functools
 import json
 import os
 
+import device_stub_cases as dsc
 import pytest
 import torch
-
-import device_stub_cases as dsc
 from kvx._native import lib as klib
 
 pytestmark = dsc.needs_compiler("ascend")
@@ -93,18 +92,25 @@ def test_falls_back_to_loop_when_chip_lacks_batch_copies():
     r = dsc.run_python(FEATURE_NOT_SUPPORTED)
     assert r.returncode == 0, r.stdout + r.stderr
     first, second, n1, n2 = json.loads(r.stdout.splitlines()[-1])
-    assert first == {"aclrtMemcpyBatchAsyncV2": 1, "aclrtMemcpyAsync": n1}  # tried once, then looped
+    assert first == {
+        "aclrtMemcpyBatchAsyncV2": 1,
+        "aclrtMemcpyAsync": n1,
+    }  # tried once, then looped
     assert second == {"aclrtMemcpyBatchAsyncV2": 0, "aclrtMemcpyAsync": n2}  # remembered
 
 
 # ---------------------------------------------------------------- errors
 
+
 # (a failed aclrtPointerGetAttributes means host memory: test_runtime_rules.py)
-@pytest.mark.parametrize("function,dense_on_device", [
-    ("aclrtMemcpyBatchAsyncV2", False),
-    ("aclrtRecordEvent", False),
-    ("aclrtMemcpyAsync", True),
-])
+@pytest.mark.parametrize(
+    "function,dense_on_device",
+    [
+        ("aclrtMemcpyBatchAsyncV2", False),
+        ("aclrtRecordEvent", False),
+        ("aclrtMemcpyAsync", True),
+    ],
+)
 @pytest.mark.parametrize("code", [107000, 507000, 100000])
 def test_error_codes_map_to_device_error(function, dense_on_device, code):
     dsc.check_injected_error(*staged(dense_on_device), function, code, STORE)
@@ -155,8 +161,16 @@ def test_set_device_on_fresh_threads():
 
 
 def test_out_of_range_slot_rejected_before_anything_is_enqueued():
-    dsc.check_out_of_range_slot_rejected("ascend", 5, ("aclrtMemcpyAsync", "aclrtMemcpyBatchAsyncV2",
-                                                       "aclrtMemcpyBatchAsync", "aclrtRecordEvent"))
+    dsc.check_out_of_range_slot_rejected(
+        "ascend",
+        5,
+        (
+            "aclrtMemcpyAsync",
+            "aclrtMemcpyBatchAsyncV2",
+            "aclrtMemcpyBatchAsync",
+            "aclrtRecordEvent",
+        ),
+    )
 
 
 def test_slot_mapping_in_device_memory_is_rejected():
@@ -169,6 +183,7 @@ def test_paged_cache_in_host_memory_is_rejected():
     paged, dense, slots, fmt = dsc.make_inputs("vllm_nhd", "small", 3)
     case = dsc.stage(st, "ascend", "vllm_nhd", paged, dense, slots, fmt, False)
     from kvx._native import ffi as kffi
+
     case.bases[0] = kffi.cast("void *", paged[0].data_ptr())  # layer 0 back on the host
     assert case.run(STORE) == klib.KVX_ERR_INVALID_ARGUMENT
     assert "paged->bases[0]" in dsc.last_error() and "NPU memory" in dsc.last_error()
@@ -209,11 +224,16 @@ LIFETIME = """
     print(json.dumps(out))
 """
 
-PERTURB = {"MALLOC_PERTURB_": "165", "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.perturb=165"}
+PERTURB = {
+    "MALLOC_PERTURB_": "165",
+    "GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.perturb=165",
+}
 # Under a preloaded ASan runtime, malloc is ASan's (freed memory is quarantined, not poisoned with
 # MALLOC_PERTURB_'s byte), so a read of freed memory by the uninstrumented stub goes unseen.
-glibc_malloc = pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
-                                  reason="relies on glibc malloc (MALLOC_PERTURB_); ASan's allocator is preloaded")
+glibc_malloc = pytest.mark.skipif(
+    "libasan" in os.environ.get("LD_PRELOAD", ""),
+    reason="relies on glibc malloc (MALLOC_PERTURB_); ASan's allocator is preloaded",
+)
 
 
 @glibc_malloc
@@ -224,7 +244,12 @@ def test_batch_descriptors_outlive_the_call():
     r = dsc.run_python(LIFETIME, PERTURB)
     assert r.returncode == 0, r.stdout + r.stderr
     for result in json.loads(r.stdout.splitlines()[-1]):
-        assert result == {"returned_before_copies": True, "errors": 0, "dense_ok": True, "paged_ok": True}
+        assert result == {
+            "returned_before_copies": True,
+            "errors": 0,
+            "dense_ok": True,
+            "paged_ok": True,
+        }
 
 
 EARLY_FREE = """
@@ -265,6 +290,7 @@ def test_lifetime_check_can_fail():
 
 
 # ---------------------------------------------------------------- Python layer
+
 
 def test_python_layer_passes_a_host_slot_mapping():
     from kvx.transfer import _slot_mapping

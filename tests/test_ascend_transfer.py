@@ -6,9 +6,8 @@ misuse (out-of-bounds device ranges, copy kinds or batch attributes that do not 
 pointers, destMax < size). The bytes moved
 are checked, on this matrix and more, by tests/test_conformance.py."""
 
-import pytest
-
 import device_stub_cases as dsc
+import pytest
 import transfer_cases as tc
 
 pytestmark = dsc.needs_compiler("ascend")
@@ -45,9 +44,8 @@ def test_plan_by_hand(pad_axis, runs):
     """vllm_nhd, block 4, slots: a whole block, padding, a run that crosses from block 2 into
     block 3, a single, another whole block. Blocks laid end to end (no padding) make the crossing
     run one run: 4 runs per plane; a padded token axis separates blocks: 5. Counted by hand."""
-    import torch
-
     import kvx
+    import torch
     from kvx import Direction
 
     st = dsc.stub("ascend")
@@ -58,7 +56,9 @@ def test_plan_by_hand(pad_axis, runs):
     dense = tc.make_dense("vllm_nhd", g, len(slots), torch.float16, gen)
     rp, rd = tc.clone_paged(paged), tc.clone_keep_layout(dense)
     kvx.reference.transfer(rp, rd, slots, direction="store", layout="vllm_nhd")
-    case = dsc.stage(st, "ascend", "vllm_nhd", paged, dense, slots, "KV_2LTD", dense_on_device=False)
+    case = dsc.stage(
+        st, "ascend", "vllm_nhd", paged, dense, slots, "KV_2LTD", dense_on_device=False
+    )
     st.reset()
     assert case.run(int(Direction.PAGED_TO_DENSE)) == 0, dsc.last_error()
     assert case.synchronize() == 0

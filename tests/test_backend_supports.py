@@ -1,12 +1,16 @@
 """kvx_backend_supports: the capability matrix a build answers without loading any runtime."""
 
 import pytest
-
 from kvx._native import ffi, lib
 
 OPS = {name: getattr(lib, name) for name in dir(lib) if name.startswith("KVX_OP_")}
-CODEC_OPS = {"KVX_OP_CODEC_QUANTIZE", "KVX_OP_CODEC_DEQUANTIZE", "KVX_OP_CODEC_CALCULATE_CDF",
-             "KVX_OP_CODEC_ENCODE", "KVX_OP_CODEC_DECODE"}
+CODEC_OPS = {
+    "KVX_OP_CODEC_QUANTIZE",
+    "KVX_OP_CODEC_DEQUANTIZE",
+    "KVX_OP_CODEC_CALCULATE_CDF",
+    "KVX_OP_CODEC_ENCODE",
+    "KVX_OP_CODEC_DECODE",
+}
 
 
 def test_every_op_is_named():
@@ -36,8 +40,10 @@ def test_runtime_loaded_backends_stage_the_codec(device):
     device_type = getattr(lib, device)
     if not lib.kvx_backend_compiled(device_type):
         pytest.skip(f"{device} is not compiled into this libkvx")
-    expected = {name: lib.KVX_SUPPORT_HOST_STAGED if name in CODEC_OPS else lib.KVX_SUPPORT_NONE
-                for name in OPS}
+    expected = {
+        name: lib.KVX_SUPPORT_HOST_STAGED if name in CODEC_OPS else lib.KVX_SUPPORT_NONE
+        for name in OPS
+    }
     expected["KVX_OP_TRANSFER"] = lib.KVX_SUPPORT_NATIVE
     got = {name: lib.kvx_backend_supports(device_type, op) for name, op in OPS.items()}
     assert got == expected

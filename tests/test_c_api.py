@@ -11,9 +11,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
-import pytest
-
 import kvx
+import pytest
 from kvx import _native
 from kvx._native import ffi, lib
 from machine import exported_symbols
@@ -35,7 +34,9 @@ def _dynamic(path: Path, tag: str) -> list[str]:
     readelf = shutil.which("readelf")
     if readelf is None:
         pytest.skip("readelf (binutils) is not installed")
-    out = subprocess.run([readelf, "-d", str(path)], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [readelf, "-d", str(path)], check=True, capture_output=True, text=True
+    ).stdout
     return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if f"({tag})" in line]
 
 
@@ -48,7 +49,10 @@ def compile_and_run(source: str, tmp_path: Path, flags: list[str]) -> str:
     src = tmp_path / "prog.c"
     src.write_text(source)
     exe = tmp_path / "prog"
-    subprocess.run([CC, "-std=c11", "-Wall", "-Wextra", "-Werror", str(src), "-o", str(exe), *flags], check=True)
+    subprocess.run(
+        [CC, "-std=c11", "-Wall", "-Wextra", "-Werror", str(src), "-o", str(exe), *flags],
+        check=True,
+    )
     return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
 
 
@@ -106,8 +110,12 @@ def test_version_script_lists_every_function_once_by_name():
     nm = shutil.which("nm")
     if nm is None:
         pytest.skip("nm (binutils) is not installed")
-    out = subprocess.run([nm, "-D", "--defined-only", str(_native.library_path())],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [nm, "-D", "--defined-only", str(_native.library_path())],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     versions = dict(line.split()[-1].split("@@") for line in out.splitlines() if "@@KVX_" in line)
     node_of = {sym: node for node, symbols in nodes.items() for sym in symbols}
     assert versions == node_of
@@ -115,29 +123,47 @@ def test_version_script_lists_every_function_once_by_name():
 
 def _pkg_config_flags(pc_dir: str) -> list[str]:
     env = dict(os.environ, PKG_CONFIG_PATH=pc_dir)
-    out = subprocess.run(["pkg-config", "--cflags", "--libs", "kvx"], check=True, capture_output=True,
-                         text=True, env=env).stdout
+    out = subprocess.run(
+        ["pkg-config", "--cflags", "--libs", "kvx"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
     return out.split()
 
 
-needs_pkg_config = pytest.mark.skipif(shutil.which("pkg-config") is None, reason="pkg-config is not installed")
+needs_pkg_config = pytest.mark.skipif(
+    shutil.which("pkg-config") is None, reason="pkg-config is not installed"
+)
 
 
 @needs_cc
 @needs_pkg_config
 def test_c_consumer_against_the_wheel(tmp_path):
-    pc_dir = subprocess.run([sys.executable, "-m", "kvx", "--pkgconfig-dir"], check=True, capture_output=True,
-                            text=True).stdout.strip()
+    pc_dir = subprocess.run(
+        [sys.executable, "-m", "kvx", "--pkgconfig-dir"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     flags = _pkg_config_flags(pc_dir)
-    assert compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    assert (
+        compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags)
+        == "ok\n"
+    )
     assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
 
 
 @needs_cc
 def test_cli_flags_build_a_consumer(tmp_path):
-    flags = subprocess.run([sys.executable, "-m", "kvx", "--cflags", "--libs"], check=True, capture_output=True,
-                           text=True).stdout.split()
-    assert compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    flags = subprocess.run(
+        [sys.executable, "-m", "kvx", "--cflags", "--libs"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert (
+        compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags)
+        == "ok\n"
+    )
     assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
 
 
@@ -155,7 +181,11 @@ def test_wheel_library_is_versioned_by_soname():
 def _tool_env() -> dict[str, str]:
     """The environment for build tools: this interpreter's scripts folder first on PATH (meson runs
     ninja, cmake runs the compiler and ninja), no inherited CMake search hints."""
-    env = {k: v for k, v in os.environ.items() if k not in ("CMAKE_PREFIX_PATH", "kvx_DIR", "CMAKE_GENERATOR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CMAKE_PREFIX_PATH", "kvx_DIR", "CMAKE_GENERATOR")
+    }
     env["PATH"] = sysconfig.get_path("scripts") + os.pathsep + env.get("PATH", "")
     return env
 
@@ -168,7 +198,10 @@ def meson_prefix(tmp_path_factory) -> Path:
         pytest.skip("meson or ninja is not installed")
     tmp = tmp_path_factory.mktemp("meson_install")
     build, prefix = tmp / "build", tmp / "prefix"
-    for args in (["setup", str(build), str(REPO), f"--prefix={prefix}", "--libdir=lib"], ["install", "-C", str(build)]):
+    for args in (
+        ["setup", str(build), str(REPO), f"--prefix={prefix}", "--libdir=lib"],
+        ["install", "-C", str(build)],
+    ):
         result = subprocess.run([meson, *args], capture_output=True, text=True, env=_tool_env())
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return prefix
@@ -185,7 +218,10 @@ def test_plain_meson_install(meson_prefix, tmp_path):
     for name in ("kvxConfig.cmake", "kvxConfigVersion.cmake"):
         assert (prefix / "lib" / "cmake" / "kvx" / name).exists()
     flags = _pkg_config_flags(str(prefix / "lib" / "pkgconfig")) + [f"-Wl,-rpath,{prefix / 'lib'}"]
-    assert compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags) == "ok\n"
+    assert (
+        compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags)
+        == "ok\n"
+    )
     assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
 
 
@@ -206,8 +242,21 @@ def _cmake(tmp_path: Path, *defines: str) -> subprocess.CompletedProcess:
         pytest.skip("neither ninja nor make is installed for cmake to build with")
     build = tmp_path / "cmake_build"
     env = _tool_env()
-    configure = subprocess.run([cmake, "-S", str(CMAKE_CONSUMER), "-B", str(build), *generator, f"-DCMAKE_C_COMPILER={CC}",
-                                *defines], capture_output=True, text=True, env=env)
+    configure = subprocess.run(
+        [
+            cmake,
+            "-S",
+            str(CMAKE_CONSUMER),
+            "-B",
+            str(build),
+            *generator,
+            f"-DCMAKE_C_COMPILER={CC}",
+            *defines,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if configure.returncode != 0:
         return configure
     return subprocess.run([cmake, "--build", str(build)], capture_output=True, text=True, env=env)
@@ -225,8 +274,9 @@ def _check_cmake_consumer(tmp_path: Path, *defines: str) -> Path:
 
 
 def _wheel_cmake_dir() -> str:
-    return subprocess.run([sys.executable, "-m", "kvx", "--cmake-dir"], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-m", "kvx", "--cmake-dir"], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @needs_cc
@@ -235,8 +285,14 @@ def test_cmake_consumer_against_the_wheel(tmp_path, how):
     """-Dkvx_DIR=$(python -m kvx --cmake-dir), or the package folder on CMAKE_PREFIX_PATH (CMake
     looks in its lib/cmake/kvx); asking for this very version."""
     cmake_dir = Path(_wheel_cmake_dir())
-    assert (cmake_dir / "kvxConfig.cmake").is_file() and (cmake_dir / "kvxConfigVersion.cmake").is_file()
-    where = f"-Dkvx_DIR={cmake_dir}" if how == "kvx_DIR" else f"-DCMAKE_PREFIX_PATH={Path(kvx.__file__).parent}"
+    assert (cmake_dir / "kvxConfig.cmake").is_file() and (
+        cmake_dir / "kvxConfigVersion.cmake"
+    ).is_file()
+    where = (
+        f"-Dkvx_DIR={cmake_dir}"
+        if how == "kvx_DIR"
+        else f"-DCMAKE_PREFIX_PATH={Path(kvx.__file__).parent}"
+    )
     _check_cmake_consumer(tmp_path, where, f"-DKVX_WANTED_VERSION={kvx.version()}")
 
 
@@ -248,7 +304,9 @@ def test_cmake_package_refuses_an_incompatible_version(tmp_path, wanted):
     version = f"{major + 1}.0" if wanted == "next_major" else f"{major}.{minor + 1}"
     result = _cmake(tmp_path, f"-Dkvx_DIR={_wheel_cmake_dir()}", f"-DKVX_WANTED_VERSION={version}")
     assert result.returncode != 0
-    assert "kvxConfig.cmake" in result.stderr and kvx.version() in result.stderr, result.stderr[-4000:]
+    assert "kvxConfig.cmake" in result.stderr and kvx.version() in result.stderr, result.stderr[
+        -4000:
+    ]
 
 
 @needs_cc

@@ -12,15 +12,19 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from kvx import _native
 from machine import digests_program, exported_symbols
 
 REPO = Path(__file__).resolve().parent.parent
 
 pytestmark = [
-    pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed (apt-get install clang)"),
-    pytest.mark.skipif(shutil.which("meson") is None or shutil.which("ninja") is None, reason="needs meson and ninja"),
+    pytest.mark.skipif(
+        shutil.which("clang") is None, reason="clang is not installed (apt-get install clang)"
+    ),
+    pytest.mark.skipif(
+        shutil.which("meson") is None or shutil.which("ninja") is None,
+        reason="needs meson and ninja",
+    ),
 ]
 
 
@@ -29,10 +33,16 @@ def clang_build(tmp_path_factory) -> Path:
     """A --werror clang build of the library; the ninja output is checked for warnings too."""
     build = tmp_path_factory.mktemp("clang") / "build"
     env = dict(os.environ, CC="clang")
-    setup = subprocess.run(["meson", "setup", str(build), str(REPO), "-Dpython_package=false", "--werror"],
-                           env=env, capture_output=True, text=True)
+    setup = subprocess.run(
+        ["meson", "setup", str(build), str(REPO), "-Dpython_package=false", "--werror"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert setup.returncode == 0, setup.stdout[-4000:] + setup.stderr[-4000:]
-    assert "clang" in (build / "meson-logs" / "meson-log.txt").read_text(), "meson did not pick clang"
+    assert "clang" in (build / "meson-logs" / "meson-log.txt").read_text(), (
+        "meson did not pick clang"
+    )
     compile_ = subprocess.run(["ninja", "-C", str(build)], env=env, capture_output=True, text=True)
     assert compile_.returncode == 0, compile_.stdout[-6000:]
     assert "warning:" not in compile_.stdout.lower(), compile_.stdout[-6000:]
@@ -53,11 +63,15 @@ def test_clang_build_computes_the_same_bits_as_gcc(clang_build, tmp_path, isa):
     env = dict(os.environ)
     if isa != "default":
         env["KVX_CPU_ISA"] = isa
-    expected = subprocess.run([str(gcc_program)], env=env, capture_output=True, text=True, check=True).stdout
+    expected = subprocess.run(
+        [str(gcc_program)], env=env, capture_output=True, text=True, check=True
+    ).stdout
     assert len(expected.splitlines()) >= 30, expected
     got = subprocess.run([str(clang_program)], env=env, capture_output=True, text=True)
     assert got.returncode == 0, got.stderr
-    different = [f"{a}  !=  {b}" for a, b in zip(expected.splitlines(), got.stdout.splitlines()) if a != b]
+    different = [
+        f"{a}  !=  {b}" for a, b in zip(expected.splitlines(), got.stdout.splitlines()) if a != b
+    ]
     assert got.stdout == expected, "\n".join(different) or got.stdout
 
 
@@ -65,8 +79,22 @@ def test_rope_tests_pass_against_the_clang_build(clang_build):
     """The RoPE tests (against torch's float32 arithmetic, bit for bit; every CPU variant alike,
     through the conformance test) in a child pytest that loads the clang build."""
     env = dict(os.environ, KVX_LIBRARY=str(clang_build / "libkvx.so"))
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             str(REPO / "tests" / "test_rope.py"),
-                             str(REPO / "tests" / "test_conformance.py") + "::test_rope"],
-                            cwd=REPO, env=env, capture_output=True, text=True)
-    assert result.returncode == 0 and " passed" in result.stdout, (result.stdout + result.stderr)[-6000:]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(REPO / "tests" / "test_rope.py"),
+            str(REPO / "tests" / "test_conformance.py") + "::test_rope",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and " passed" in result.stdout, (result.stdout + result.stderr)[
+        -6000:
+    ]

@@ -7,7 +7,9 @@ from pathlib import Path
 
 
 def _run(*args: str) -> str:
-    result = subprocess.run([sys.executable, "-m", "kvx", *args], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "kvx", *args], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -16,14 +18,18 @@ def test_info_lists_backends_and_threads():
     out = _run("info")
     assert "cpu     available" in out and "CPU threads:" in out and "devices:" in out
     import platform
-    assert f"CPU: {platform.machine()}, " in out  # the machine's ISA line, quoted with benchmark figures
+
+    assert (
+        f"CPU: {platform.machine()}, " in out
+    )  # the machine's ISA line, quoted with benchmark figures
 
 
 def test_info_into_a_closed_pipe_is_quiet():
     """`python -m kvx info | head -1`: the reader leaves early; no traceback."""
     script = f"{sys.executable} -m kvx info | head -1"
-    result = subprocess.run(["bash", "-c", f"set -o pipefail; {script}"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {script}"], capture_output=True, text=True, timeout=120
+    )
     assert result.stdout.startswith("kvx ") and result.stdout.count("\n") == 1
     assert "Traceback" not in result.stderr, result.stderr
 
@@ -33,7 +39,10 @@ def test_demo_verifies_every_step():
     assert "bit-identical, no other slot touched" in out  # transfer
     assert "bits/element" in out and "relative L2 error" in out  # codec
     assert "matches a float64 re-rotation" in out  # RoPE
-    assert "verified: transfers bit-identical, codec equal to the reference quantizer, RoPE within fp16 rounding" in out
+    assert (
+        "verified: transfers bit-identical, codec equal to the reference quantizer, RoPE within fp16 rounding"
+        in out
+    )
 
 
 def test_transfer_benchmark_runs_and_prints_its_table():
@@ -48,14 +57,20 @@ def test_cflags_and_libs():
     import kvx
 
     include, library = Path(kvx.get_include()), Path(kvx.get_library())
-    assert _run("--cflags", "--libs").split() == [f"-I{include}", f"-L{library.parent}",
-                                                  f"-Wl,-rpath,{library.parent}", f"-l:{library.name}"]
+    assert _run("--cflags", "--libs").split() == [
+        f"-I{include}",
+        f"-L{library.parent}",
+        f"-Wl,-rpath,{library.parent}",
+        f"-l:{library.name}",
+    ]
 
 
 def test_version():
     import kvx
 
-    result = subprocess.run([sys.executable, "-m", "kvx", "--version"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "kvx", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert (result.returncode, result.stdout, result.stderr) == (0, f"kvx {kvx.version()}\n", "")
     assert kvx.version() == kvx.__version__
 
@@ -83,13 +98,34 @@ def test_every_benchmark_is_installed():
 
 def test_gpu_codec_benchmark_runs_or_says_why_not():
     """On a GPU it prints its table; without one it says so and exits 2 (no traceback)."""
-    result = subprocess.run([sys.executable, "-m", "kvx", "bench", "codec_gpu", "--layers", "2", "--tokens", "64",
-                             "--repeats", "1"], capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kvx",
+            "bench",
+            "codec_gpu",
+            "--layers",
+            "2",
+            "--tokens",
+            "64",
+            "--repeats",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if result.returncode == 2:
-        assert result.stdout.startswith("no GPU:") or "needs torch" in result.stdout, result.stdout + result.stderr
+        assert result.stdout.startswith("no GPU:") or "needs torch" in result.stdout, (
+            result.stdout + result.stderr
+        )
     else:
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "torch copy_ device->device (baseline)" in result.stdout and "kvx decode" in result.stdout
+        assert (
+            "torch copy_ device->device (baseline)" in result.stdout
+            and "kvx decode" in result.stdout
+        )
 
 
 def test_bench_all_skips_what_cannot_run_here(monkeypatch, capsys):
@@ -98,7 +134,10 @@ def test_bench_all_skips_what_cannot_run_here(monkeypatch, capsys):
     from kvx import cli
 
     outcomes = {"ok": 0, "no_gpu": cli.CANNOT_RUN, "broken": 1}
-    fake = {name: type("Bench", (), {"run": staticmethod(lambda argv, s=status: s)}) for name, status in outcomes.items()}
+    fake = {
+        name: type("Bench", (), {"run": staticmethod(lambda argv, s=status: s)})
+        for name, status in outcomes.items()
+    }
     monkeypatch.setattr(cli, "BENCHMARKS", ("ok", "no_gpu"))
     monkeypatch.setattr(cli.importlib, "import_module", lambda path: fake[path.rsplit(".", 1)[1]])
     assert cli.main(["bench"]) == 0
@@ -106,22 +145,49 @@ def test_bench_all_skips_what_cannot_run_here(monkeypatch, capsys):
     monkeypatch.setattr(cli, "BENCHMARKS", ("ok", "no_gpu", "broken"))
     assert cli.main(["bench"]) == 1
     assert "FAILED: broken" in capsys.readouterr().out
-    assert cli.main(["bench", "all", "--tokens", "5"]) == cli.CANNOT_RUN  # options name one benchmark
+    assert (
+        cli.main(["bench", "all", "--tokens", "5"]) == cli.CANNOT_RUN
+    )  # options name one benchmark
 
 
 def test_gpu_benchmarks_on_this_machine_run_or_cannot():
     """Each GPU benchmark either runs or exits 2 saying why (what `bench all` counts as skipped)."""
     for name in ("transfer_gpu", "rope_gpu"):
-        result = subprocess.run([sys.executable, "-m", "kvx", "bench", name, "--tokens", "64", "--repeats", "1"],
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-m", "kvx", "bench", name, "--tokens", "64", "--repeats", "1"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode in (0, 2), result.stdout + result.stderr
-        assert result.returncode == 0 or result.stdout.startswith("no GPU:") or "needs torch" in result.stdout
+        assert (
+            result.returncode == 0
+            or result.stdout.startswith("no GPU:")
+            or "needs torch" in result.stdout
+        )
 
 
 def test_device_plan_benchmark_runs_from_a_checkout():
     """From the top of a checkout the installed kvx.bench.device_plan finds tests/stubs and runs."""
     checkout = Path(__file__).resolve().parent.parent
-    result = subprocess.run([sys.executable, "-m", "kvx", "bench", "device_plan", "--layers", "2", "--tokens", "64",
-                             "--repeats", "1"], capture_output=True, text=True, timeout=600, cwd=checkout)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kvx",
+            "bench",
+            "device_plan",
+            "--layers",
+            "2",
+            "--tokens",
+            "64",
+            "--repeats",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=checkout,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ascend" in result.stdout and "cnrt" in result.stdout

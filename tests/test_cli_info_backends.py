@@ -6,26 +6,30 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import device_stub_cases as dsc
 import kvx
+import pytest
 
 
 def _info(env_extra: dict) -> dict:
     env = dict(os.environ)
     env.update(env_extra)
-    result = subprocess.run([sys.executable, "-m", "kvx", "info"], capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(
+        [sys.executable, "-m", "kvx", "info"], capture_output=True, text=True, timeout=600, env=env
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
-    matrix = next(i for i, line in enumerate(lines)
-                  if line.startswith("operations each backend runs"))
+    matrix = next(
+        i for i, line in enumerate(lines) if line.startswith("operations each backend runs")
+    )
     lines = lines[:matrix]  # the backends' lines; tests/test_devices.py reads the matrix below them
     rows = {}
     for i, line in enumerate(lines):
         words = line.split()
         if line.startswith("  ") and words and words[0] in ("cpu", "cuda", "hip", "ascend", "cnrt"):
-            rows[words[0]] = [line.strip()] + [ln.strip() for ln in lines[i + 1:i + 3] if ln.startswith("          ")]
+            rows[words[0]] = [line.strip()] + [
+                ln.strip() for ln in lines[i + 1 : i + 3] if ln.startswith("          ")
+            ]
     return rows
 
 
@@ -37,7 +41,9 @@ def test_runtime_missing_says_why_and_names_the_routes():
         assert state.startswith(f"{backend:<7} compiled, unavailable (") and library in state
         assert codec.startswith("codec: host-staged")
         assert rope.startswith("rope:  fallback:")
-    assert "torch_npu.npu_rotary_mul" in rows["ascend"][2] and "npu_rotary_mul" not in rows["cnrt"][2]
+    assert (
+        "torch_npu.npu_rotary_mul" in rows["ascend"][2] and "npu_rotary_mul" not in rows["cnrt"][2]
+    )
     for backend in ("cuda", "hip"):
         compiled = kvx.backends()[[s.name for s in kvx.backends()].index(backend)].compiled
         assert ("not compiled" in rows[backend][0]) == (not compiled)
@@ -57,4 +63,7 @@ def test_with_the_stub_runtimes_the_backends_themselves_are_asked():
 def test_backend_states_carry_the_routes():
     states = {s.name: s for s in kvx.backends()}
     assert (states["cpu"].codec, states["cpu"].rope) == ("native", "native")
-    assert states["ascend"].codec.startswith("host-staged") and "npu_rotary_mul" in states["ascend"].rope
+    assert (
+        states["ascend"].codec.startswith("host-staged")
+        and "npu_rotary_mul" in states["ascend"].rope
+    )

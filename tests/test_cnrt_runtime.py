@@ -6,15 +6,16 @@ cnrtMemcpy2DAsync exists), error mapping by injected failures, host-side slot ch
 import functools
 import json
 
-import pytest
-
 import device_stub_cases as dsc
+import pytest
 from kvx._native import lib as klib
 
 pytestmark = dsc.needs_compiler("cnrt")
 
 STORE, LOAD = dsc.STORE, dsc.LOAD
-staged = functools.partial(dsc.staged_transfer, "cnrt", layout="vllm_hnd")  # (dense_on_device, layout, size, seed)
+staged = functools.partial(
+    dsc.staged_transfer, "cnrt", layout="vllm_hnd"
+)  # (dense_on_device, layout, size, seed)
 
 
 VARIANT = """
@@ -35,16 +36,21 @@ VARIANT = """
 """
 
 
-@pytest.mark.parametrize("defines,used,allow_2d", [
-    (["STUB_NO_V3"], "cnrtMemcpyAsync_V2", True),
-    (["STUB_NO_V3", "STUB_NO_V2"], "cnrtMemcpyAsync", True),
-    (["STUB_NO_2D"], "cnrtMemcpyAsync_V3", False),
-])
+@pytest.mark.parametrize(
+    "defines,used,allow_2d",
+    [
+        (["STUB_NO_V3"], "cnrtMemcpyAsync_V2", True),
+        (["STUB_NO_V3", "STUB_NO_V2"], "cnrtMemcpyAsync", True),
+        (["STUB_NO_2D"], "cnrtMemcpyAsync_V3", False),
+    ],
+)
 def test_api_selection(defines, used, allow_2d):
     r = dsc.run_python(VARIANT.format(defines=",".join(defines), allow_2d=allow_2d))
     assert r.returncode == 0, r.stdout + r.stderr
     for key, counts in json.loads(r.stdout.splitlines()[-1]).items():
-        assert counts[used] + counts["cnrtMemcpy2DAsync"] == counts["expected"] == counts["copies"], key
+        assert (
+            counts[used] + counts["cnrtMemcpy2DAsync"] == counts["expected"] == counts["copies"]
+        ), key
         for other in ("cnrtMemcpyAsync_V3", "cnrtMemcpyAsync_V2", "cnrtMemcpyAsync"):
             if other != used:
                 assert counts[other] == 0, (key, other)
@@ -54,11 +60,14 @@ def test_api_selection(defines, used, allow_2d):
             assert counts["cnrtMemcpy2DAsync"] > 0, key
 
 
-@pytest.mark.parametrize("function,layout", [
-    ("cnrtPointerGetAttributes", "vllm_nhd"),
-    ("cnrtMemcpyAsync_V3", "vllm_nhd"),
-    ("cnrtMemcpy2DAsync", "vllm_hnd"),
-])
+@pytest.mark.parametrize(
+    "function,layout",
+    [
+        ("cnrtPointerGetAttributes", "vllm_nhd"),
+        ("cnrtMemcpyAsync_V3", "vllm_nhd"),
+        ("cnrtMemcpy2DAsync", "vllm_hnd"),
+    ],
+)
 @pytest.mark.parametrize("code", [100006, 632015, 100050])
 def test_error_codes_map_to_device_error(function, layout, code):
     dsc.check_injected_error(*staged(layout=layout), function, code, STORE)

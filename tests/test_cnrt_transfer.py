@@ -5,11 +5,10 @@ points, and the stub records no misuse (out-of-bounds device ranges, directions 
 the pointers, 2D copies outside CNRT's limits). The bytes moved are checked, on this matrix and
 more, by tests/test_conformance.py."""
 
-import pytest
-import torch
-
 import device_stub_cases as dsc
 import kvx
+import pytest
+import torch
 import transfer_cases as tc
 from kvx import Direction
 
@@ -36,7 +35,9 @@ def test_hnd_uses_2d_copies(direction):
     g = tc.Geometry(layers=1, blocks=6, block_size=8, heads=2, head_size=4)
     gen = torch.Generator().manual_seed(5)
     paged = tc.make_paged("vllm_hnd", g, torch.bfloat16, gen)
-    slots = torch.tensor([8, 9, 10, 11, 12, -1, 40, 41, 3], dtype=torch.int64)  # runs: 5, 2, 1 tokens
+    slots = torch.tensor(
+        [8, 9, 10, 11, 12, -1, 40, 41, 3], dtype=torch.int64
+    )  # runs: 5, 2, 1 tokens
     dense = tc.make_dense("vllm_hnd", g, len(slots), torch.bfloat16, gen)
     rp, rd = tc.clone_paged(paged), tc.clone_keep_layout(dense)
     kvx.reference.transfer(rp, rd, slots, direction=int(direction), layout="vllm_hnd")

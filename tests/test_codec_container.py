@@ -7,10 +7,9 @@ from __future__ import annotations
 import struct
 import zlib
 
+import kvx
 import numpy as np
 import pytest
-
-import kvx
 from kvx import codec
 from kvx import reference_codec as ref
 
@@ -41,19 +40,34 @@ def _fix_crcs(data: bytearray, original: bytes) -> bytearray:
     hdr = ref.HEADER_SIZE + 2 * len(info["bins"])
     data[hdr : hdr + 4] = struct.pack("<I", zlib.crc32(bytes(data[:hdr])))
     for c in info["chunks"]:
-        data[c["end"] : c["end"] + 4] = struct.pack("<I", zlib.crc32(bytes(data[c["start"] : c["end"]])))
+        data[c["end"] : c["end"] + 4] = struct.pack(
+            "<I", zlib.crc32(bytes(data[c["start"] : c["end"]]))
+        )
     return data
 
 
 def test_layout_matches_the_documentation(kv, blob) -> None:
     info = ref.parse_container(blob)
     assert info["magic"] == b"KVXC" and info["version"] == 1 and info["header_size"] == 60
-    assert (info["dtype"], info["num_kv"], info["num_layers"], info["num_heads"], info["head_size"]) == (1, 2, 2, 1, 6)
-    assert (info["num_bins"], info["num_tokens"], info["chunk_tokens"], info["num_chunks"]) == (16, 11, 4, 3)
+    assert (
+        info["dtype"],
+        info["num_kv"],
+        info["num_layers"],
+        info["num_heads"],
+        info["head_size"],
+    ) == (1, 2, 2, 1, 6)
+    assert (info["num_bins"], info["num_tokens"], info["chunk_tokens"], info["num_chunks"]) == (
+        16,
+        11,
+        4,
+        3,
+    )
     assert info["bins"] == [16, 8, 8, 6] and info["flags"] == 0 and info["reserved"] == 0
     assert info["header_crc_ok"] and all(c["crc_ok"] for c in info["chunks"])
     assert info["size"] == len(blob)
-    assert [c["tokens"] for c in info["chunks"]] == [4, 4, 3] and [c["index"] for c in info["chunks"]] == [0, 1, 2]
+    assert [c["tokens"] for c in info["chunks"]] == [4, 4, 3] and [
+        c["index"] for c in info["chunks"]
+    ] == [0, 1, 2]
     # every chunk decodes with the reference coder from the documented pieces
     out = np.empty((4, 11, 6), dtype=np.float32)
     for k, c in enumerate(info["chunks"]):
@@ -68,7 +82,9 @@ def test_layout_matches_the_documentation(kv, blob) -> None:
                 table = ref.cdf_from_counts(c["counts"][i], info["num_bins"], t)
                 syms = ref.decode_stream(table, streams[i], t)
                 maxv = np.float32(info["bins"][row] // 2 - 1)
-                vals = ((syms.astype(np.float32) - maxv) / maxv).astype(np.float32) * c["scales"][row]
+                vals = ((syms.astype(np.float32) - maxv) / maxv).astype(np.float32) * c["scales"][
+                    row
+                ]
                 out[row, 4 * k : 4 * k + t, ch] = vals
     np.testing.assert_array_equal(out.reshape(kv.shape), codec.decode(blob, as_numpy=True))
 
@@ -97,7 +113,14 @@ def test_bit_flips_in_each_header_field(blob, name, offset, size) -> None:
             # with a recomputed checksum the field's own check must fire, naming the field
             # (or a later consistency check when the flipped value is still in range)
             message = _decode_fails(fixed) if not _still_valid(fixed) else None
-            if message is not None and name in ("magic", "version", "header_size", "dtype", "flags", "reserved"):
+            if message is not None and name in (
+                "magic",
+                "version",
+                "header_size",
+                "dtype",
+                "flags",
+                "reserved",
+            ):
                 assert f"header.{name}" in message, message
 
 
@@ -144,15 +167,21 @@ def test_forged_counts_and_scales(blob) -> None:
     assert first < 0x80 and 0 < n < 0x80  # one-byte varints: first symbol, run length
     data = bytearray(blob)
     data[counts_at + 2] = (data[counts_at + 2] + 1) & 0x7F  # stream 0's counts no longer sum to 4
-    _decode_fails(bytes(_fix_crcs(data, blob)), "chunk[0].counts[0]: expected symbol counts summing to 4")
+    _decode_fails(
+        bytes(_fix_crcs(data, blob)), "chunk[0].counts[0]: expected symbol counts summing to 4"
+    )
     data = bytearray(blob)
     data[counts_at] = 0x7F  # a run starting past the row's last symbol (bins 16: 0..14)
-    _decode_fails(bytes(_fix_crcs(data, blob)), "chunk[0].counts[0]: expected a run of symbols within 0..14")
+    _decode_fails(
+        bytes(_fix_crcs(data, blob)), "chunk[0].counts[0]: expected a run of symbols within 0..14"
+    )
     for bad in (-1.0, float("inf"), float("nan")):
         data = bytearray(blob)
         scale_at = chunk["start"] + ref.CHUNK_HEADER_SIZE + 4 * 5
         data[scale_at : scale_at + 4] = struct.pack("<f", bad)
-        _decode_fails(bytes(_fix_crcs(data, blob)), "chunk[0].scales[5]: expected a finite value >= 0")
+        _decode_fails(
+            bytes(_fix_crcs(data, blob)), "chunk[0].scales[5]: expected a finite value >= 0"
+        )
 
 
 def test_forged_lengths(blob) -> None:
@@ -173,15 +202,31 @@ def test_forged_payload_bytes_decode_to_something_valid(kv, blob) -> None:
     for chunk in info["chunks"]:
         data = bytearray(blob)
         start = chunk["end"] - len(chunk["payload"])
-        data[start : chunk["end"]] = rng.integers(0, 256, size=len(chunk["payload"]), dtype=np.uint8).tobytes()
+        data[start : chunk["end"]] = rng.integers(
+            0, 256, size=len(chunk["payload"]), dtype=np.uint8
+        ).tobytes()
         out = codec.decode(bytes(_fix_crcs(data, blob)), as_numpy=True)
         assert out.shape == kv.shape and np.isfinite(out).all()
 
 
 def _header(**overrides: int) -> bytes:
     """A container header (with bins and a valid header CRC) for one row of the given shape."""
-    fields = dict(magic=b"KVXC", version=1, header_size=60, dtype=1, num_kv=1, num_layers=1, num_heads=1,
-                  head_size=1, num_bins=16, num_tokens=0, chunk_tokens=65535, num_chunks=0, flags=0, reserved=0)
+    fields = dict(
+        magic=b"KVXC",
+        version=1,
+        header_size=60,
+        dtype=1,
+        num_kv=1,
+        num_layers=1,
+        num_heads=1,
+        head_size=1,
+        num_bins=16,
+        num_tokens=0,
+        chunk_tokens=65535,
+        num_chunks=0,
+        flags=0,
+        reserved=0,
+    )
     fields.update(overrides)
     fields["num_chunks"] = -(-fields["num_tokens"] // fields["chunk_tokens"])
     head = bytearray(60)
@@ -208,7 +253,9 @@ def test_decode_bomb_fails_on_the_chunk_table_before_allocating() -> None:
     head = _header(num_heads=1024, head_size=128, num_tokens=6 * 65535)
     blob = head + bytes(6_000_000)
     for as_numpy in (True, False):
-        with pytest.raises(kvx.CorruptInputError, match=r"chunk\[0\]\.tokens: expected 65535, got 0"):
+        with pytest.raises(
+            kvx.CorruptInputError, match=r"chunk\[0\]\.tokens: expected 65535, got 0"
+        ):
             codec.decode(blob, as_numpy=as_numpy, max_ratio=None)
     with pytest.raises(kvx.CorruptInputError, match=r"chunk\[0\]\.tokens"):
         codec.inspect(blob)
@@ -234,7 +281,9 @@ def test_declared_size_is_bounded_relative_to_the_blob() -> None:
             codec.decode(blob, as_numpy=as_numpy)
     with pytest.raises(kvx.CorruptInputError, match=r"chunk\[0\]\.crc32"):
         codec.decode(blob, as_numpy=True, max_ratio=None)
-    with pytest.raises(kvx.CorruptInputError, match=r"chunk\[0\]\.crc32"):  # out given: no allocation, no ratio
+    with pytest.raises(
+        kvx.CorruptInputError, match=r"chunk\[0\]\.crc32"
+    ):  # out given: no allocation, no ratio
         codec.decode(blob, out=np.empty(meta.shape, np.float16))
 
 
@@ -274,6 +323,8 @@ def test_random_bytes_with_valid_header(blob) -> None:
 
 
 def test_max_bytes_caps_the_decoded_size(blob) -> None:
-    with pytest.raises(kvx.InvalidArgumentError, match="max_bytes: the container decodes to 1056 bytes"):
+    with pytest.raises(
+        kvx.InvalidArgumentError, match="max_bytes: the container decodes to 1056 bytes"
+    ):
         codec.decode(blob, max_bytes=1000)
     assert codec.decode(blob, as_numpy=True, max_bytes=1056).nbytes == 1056

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import kvx
 import numpy as np
 import pytest
-
-import kvx
 from kvx._native import ffi, lib
 
 L, C, BINS = 2, 70, 16  # more than one 64-channel group: a group past the first offsets NULL
@@ -31,7 +30,11 @@ def cdf() -> np.ndarray:
     rng = np.random.default_rng(5)
     symbols = rng.integers(0, BINS, size=(L, 40, C), dtype=np.uint8)
     out = np.empty((L, C, LP), dtype=np.uint16)
-    _ok(lib.kvx_codec_calculate_cdf(ptr(symbols, "uint8_t *"), L, 40, C, BINS, ptr(out, "uint16_t *"), ffi.NULL))
+    _ok(
+        lib.kvx_codec_calculate_cdf(
+            ptr(symbols, "uint8_t *"), L, 40, C, BINS, ptr(out, "uint16_t *"), ffi.NULL
+        )
+    )
     return out
 
 
@@ -52,8 +55,20 @@ def _encode(cdf: np.ndarray, symbols: Any) -> tuple[np.ndarray, np.ndarray]:
     cap = 8
     streams = np.full((L, C, cap), 0xEE, dtype=np.uint8)
     lengths = np.full((L, C), -1, dtype=np.int32)
-    _ok(lib.kvx_codec_encode(ptr(cdf, "uint16_t *"), LP, symbols, L, 0, C, ptr(streams, "uint8_t *"), cap,
-                             ptr(lengths, "int32_t *"), ffi.NULL))
+    _ok(
+        lib.kvx_codec_encode(
+            ptr(cdf, "uint16_t *"),
+            LP,
+            symbols,
+            L,
+            0,
+            C,
+            ptr(streams, "uint8_t *"),
+            cap,
+            ptr(lengths, "int32_t *"),
+            ffi.NULL,
+        )
+    )
     return streams, lengths
 
 
@@ -70,8 +85,20 @@ def _decode(cdf: np.ndarray, streams: Any) -> np.ndarray:
     """Streams of zero bytes each (capacity 0): every symbol decodes from zero bits."""
     lengths = np.zeros((L, C), dtype=np.int32)
     symbols = np.full((L, 3, C), 0xEE, dtype=np.uint8)
-    _ok(lib.kvx_codec_decode(ptr(cdf, "uint16_t *"), LP, streams, 0, ptr(lengths, "int32_t *"), L, 3, C,
-                             ptr(symbols, "uint8_t *"), ffi.NULL))
+    _ok(
+        lib.kvx_codec_decode(
+            ptr(cdf, "uint16_t *"),
+            LP,
+            streams,
+            0,
+            ptr(lengths, "int32_t *"),
+            L,
+            3,
+            C,
+            ptr(symbols, "uint8_t *"),
+            ffi.NULL,
+        )
+    )
     return symbols
 
 
@@ -85,8 +112,20 @@ def test_decode_of_empty_streams_with_null_streams(cdf) -> None:
 def _decode_prefsum(cdf: np.ndarray, data: Any) -> np.ndarray:
     ends = np.zeros(L * C, dtype=np.int64)
     symbols = np.full((L, 3, C), 0xEE, dtype=np.uint8)
-    _ok(lib.kvx_codec_decode_prefsum(ptr(cdf, "uint16_t *"), LP, data, 0, ptr(ends, "int64_t *"), L, 3, C,
-                                     ptr(symbols, "uint8_t *"), ffi.NULL))
+    _ok(
+        lib.kvx_codec_decode_prefsum(
+            ptr(cdf, "uint16_t *"),
+            LP,
+            data,
+            0,
+            ptr(ends, "int64_t *"),
+            L,
+            3,
+            C,
+            ptr(symbols, "uint8_t *"),
+            ffi.NULL,
+        )
+    )
     return symbols
 
 
@@ -115,7 +154,9 @@ def _compress(base: Any) -> bytes:
     params.chunk_tokens = 4
     buf = np.full(4096, 0xEE, dtype=np.uint8)
     size = ffi.new("int64_t *", -1)
-    _ok(lib.kvx_codec_compress(_kv_desc(base), params, ptr(buf, "void *"), buf.size, size, ffi.NULL))
+    _ok(
+        lib.kvx_codec_compress(_kv_desc(base), params, ptr(buf, "void *"), buf.size, size, ffi.NULL)
+    )
     return buf[: size[0]].tobytes()
 
 
@@ -139,7 +180,10 @@ def test_compress_into_a_null_buffer_of_zero_bytes_reports_the_size() -> None:
     desc = _kv_desc(ptr(kv, "void *"))
     desc.num_tokens = 5
     size = ffi.new("int64_t *", -1)
-    assert lib.kvx_codec_compress(desc, params, ffi.NULL, 0, size, ffi.NULL) == lib.KVX_ERR_BUFFER_TOO_SMALL
+    assert (
+        lib.kvx_codec_compress(desc, params, ffi.NULL, 0, size, ffi.NULL)
+        == lib.KVX_ERR_BUFFER_TOO_SMALL
+    )
     needed = int(kvx._native.last_error().split("expected >= ")[1].split()[0])
     buf = np.zeros(needed, dtype=np.uint8)
     _ok(lib.kvx_codec_compress(desc, params, ptr(buf, "void *"), needed, size, ffi.NULL))
@@ -150,4 +194,7 @@ def test_an_empty_container_from_a_null_pointer_is_rejected_as_corrupt() -> None
     info = ffi.new("kvx_codec_info *")
     info.struct_size = ffi.sizeof("kvx_codec_info")
     assert lib.kvx_codec_inspect(ffi.NULL, 0, info, ffi.NULL, 0) == lib.KVX_ERR_CORRUPT_INPUT
-    assert lib.kvx_codec_decompress(ffi.NULL, 0, _kv_desc(ffi.NULL), ffi.NULL) == lib.KVX_ERR_CORRUPT_INPUT
+    assert (
+        lib.kvx_codec_decompress(ffi.NULL, 0, _kv_desc(ffi.NULL), ffi.NULL)
+        == lib.KVX_ERR_CORRUPT_INPUT
+    )

@@ -5,12 +5,12 @@ directly so that NULLs and raw values reach the library; the Python API is check
 from __future__ import annotations
 
 import types
-from typing import Any, Callable
-
-import numpy as np
-import pytest
+from collections.abc import Callable
+from typing import Any
 
 import kvx
+import numpy as np
+import pytest
 from kvx import codec
 from kvx._native import ffi, lib
 
@@ -35,17 +35,42 @@ class Setup:
         self.good_scales = np.abs(rng.standard_normal((L, T))).astype(np.float32)
         self.cdf = np.full((L, C, LP), 0xEEEE, dtype=np.uint16)
         self.good_cdf = np.empty((L, C, LP), dtype=np.uint16)
-        assert lib.kvx_codec_calculate_cdf(ptr(self.good_symbols, "uint8_t *"), L, T, C, BINS,
-                                           ptr(self.good_cdf, "uint16_t *"), ffi.NULL) == 0
+        assert (
+            lib.kvx_codec_calculate_cdf(
+                ptr(self.good_symbols, "uint8_t *"),
+                L,
+                T,
+                C,
+                BINS,
+                ptr(self.good_cdf, "uint16_t *"),
+                ffi.NULL,
+            )
+            == 0
+        )
         self.cap = 64
         self.streams = np.full((L, C, self.cap), 0xEE, dtype=np.uint8)
         self.lengths = np.full((L, C), -5, dtype=np.int32)
         good_streams = np.zeros((L, C, self.cap), dtype=np.uint8)
         good_lengths = np.zeros((L, C), dtype=np.int32)
-        assert lib.kvx_codec_encode(ptr(self.good_cdf, "uint16_t *"), LP, ptr(self.good_symbols, "uint8_t *"), L, T, C,
-                                    ptr(good_streams, "uint8_t *"), self.cap, ptr(good_lengths, "int32_t *"), ffi.NULL) == 0
+        assert (
+            lib.kvx_codec_encode(
+                ptr(self.good_cdf, "uint16_t *"),
+                LP,
+                ptr(self.good_symbols, "uint8_t *"),
+                L,
+                T,
+                C,
+                ptr(good_streams, "uint8_t *"),
+                self.cap,
+                ptr(good_lengths, "int32_t *"),
+                ffi.NULL,
+            )
+            == 0
+        )
         self.good_streams, self.good_lengths = good_streams, good_lengths
-        self.packed = np.concatenate([good_streams[l, c, : good_lengths[l, c]] for l in range(L) for c in range(C)])
+        self.packed = np.concatenate(
+            [good_streams[l, c, : good_lengths[l, c]] for l in range(L) for c in range(C)]
+        )
         self.ends = np.cumsum(good_lengths.ravel()).astype(np.int64)
         self.out = np.full((L, T, C), 1234.0, dtype=np.float32)
         self.bound = ffi.new("int64_t *", -99)
@@ -61,23 +86,51 @@ BAD_STREAM = ffi.new("kvx_stream *", {"device_type": 99, "device_index": 0, "han
 
 
 def quantize(s: Setup, **kw: Any) -> int:
-    a = dict(x=ptr(s.x), dtype=lib.KVX_DTYPE_FLOAT32, rows=L, tokens=T, channels=C, row_stride=T * C, token_stride=C,
-             bins=ptr(s.bins, "int32_t *"), symbols=ptr(s.symbols, "uint8_t *"), scales=ptr(s.scales, "float *"), stream=ffi.NULL)
+    a = dict(
+        x=ptr(s.x),
+        dtype=lib.KVX_DTYPE_FLOAT32,
+        rows=L,
+        tokens=T,
+        channels=C,
+        row_stride=T * C,
+        token_stride=C,
+        bins=ptr(s.bins, "int32_t *"),
+        symbols=ptr(s.symbols, "uint8_t *"),
+        scales=ptr(s.scales, "float *"),
+        stream=ffi.NULL,
+    )
     a.update(kw)
     return lib.kvx_codec_quantize(*a.values())
 
 
 def dequantize(s: Setup, **kw: Any) -> int:
-    a = dict(symbols=ptr(s.good_symbols, "uint8_t *"), scales=ptr(s.good_scales, "float *"), bins=ptr(s.bins, "int32_t *"),
-             rows=L, tokens=T, channels=C, dtype=lib.KVX_DTYPE_FLOAT32, out=ptr(s.out), row_stride=T * C, token_stride=C,
-             stream=ffi.NULL)
+    a = dict(
+        symbols=ptr(s.good_symbols, "uint8_t *"),
+        scales=ptr(s.good_scales, "float *"),
+        bins=ptr(s.bins, "int32_t *"),
+        rows=L,
+        tokens=T,
+        channels=C,
+        dtype=lib.KVX_DTYPE_FLOAT32,
+        out=ptr(s.out),
+        row_stride=T * C,
+        token_stride=C,
+        stream=ffi.NULL,
+    )
     a.update(kw)
     return lib.kvx_codec_dequantize(*a.values())
 
 
 def calculate_cdf(s: Setup, **kw: Any) -> int:
-    a = dict(symbols=ptr(s.good_symbols, "uint8_t *"), layers=L, tokens=T, channels=C, num_bins=BINS,
-             cdf=ptr(s.cdf, "uint16_t *"), stream=ffi.NULL)
+    a = dict(
+        symbols=ptr(s.good_symbols, "uint8_t *"),
+        layers=L,
+        tokens=T,
+        channels=C,
+        num_bins=BINS,
+        cdf=ptr(s.cdf, "uint16_t *"),
+        stream=ffi.NULL,
+    )
     a.update(kw)
     return lib.kvx_codec_calculate_cdf(*a.values())
 
@@ -89,23 +142,52 @@ def stream_bound(s: Setup, **kw: Any) -> int:
 
 
 def encode(s: Setup, **kw: Any) -> int:
-    a = dict(cdf=ptr(s.good_cdf, "uint16_t *"), cdf_len=LP, symbols=ptr(s.good_symbols, "uint8_t *"), layers=L, tokens=T,
-             channels=C, streams=ptr(s.streams, "uint8_t *"), capacity=s.cap, lengths=ptr(s.lengths, "int32_t *"), stream=ffi.NULL)
+    a = dict(
+        cdf=ptr(s.good_cdf, "uint16_t *"),
+        cdf_len=LP,
+        symbols=ptr(s.good_symbols, "uint8_t *"),
+        layers=L,
+        tokens=T,
+        channels=C,
+        streams=ptr(s.streams, "uint8_t *"),
+        capacity=s.cap,
+        lengths=ptr(s.lengths, "int32_t *"),
+        stream=ffi.NULL,
+    )
     a.update(kw)
     return lib.kvx_codec_encode(*a.values())
 
 
 def decode(s: Setup, **kw: Any) -> int:
-    a = dict(cdf=ptr(s.good_cdf, "uint16_t *"), cdf_len=LP, streams=ptr(s.good_streams, "uint8_t *"), capacity=s.cap,
-             lengths=ptr(s.good_lengths, "int32_t *"), layers=L, tokens=T, channels=C, symbols=ptr(s.symbols, "uint8_t *"),
-             stream=ffi.NULL)
+    a = dict(
+        cdf=ptr(s.good_cdf, "uint16_t *"),
+        cdf_len=LP,
+        streams=ptr(s.good_streams, "uint8_t *"),
+        capacity=s.cap,
+        lengths=ptr(s.good_lengths, "int32_t *"),
+        layers=L,
+        tokens=T,
+        channels=C,
+        symbols=ptr(s.symbols, "uint8_t *"),
+        stream=ffi.NULL,
+    )
     a.update(kw)
     return lib.kvx_codec_decode(*a.values())
 
 
 def decode_prefsum(s: Setup, **kw: Any) -> int:
-    a = dict(cdf=ptr(s.good_cdf, "uint16_t *"), cdf_len=LP, bytes=ptr(s.packed, "uint8_t *"), num_bytes=s.packed.size,
-             ends=ptr(s.ends, "int64_t *"), layers=L, tokens=T, channels=C, symbols=ptr(s.symbols, "uint8_t *"), stream=ffi.NULL)
+    a = dict(
+        cdf=ptr(s.good_cdf, "uint16_t *"),
+        cdf_len=LP,
+        bytes=ptr(s.packed, "uint8_t *"),
+        num_bytes=s.packed.size,
+        ends=ptr(s.ends, "int64_t *"),
+        layers=L,
+        tokens=T,
+        channels=C,
+        symbols=ptr(s.symbols, "uint8_t *"),
+        stream=ffi.NULL,
+    )
     a.update(kw)
     return lib.kvx_codec_decode_prefsum(*a.values())
 
@@ -140,13 +222,31 @@ CASES = [
     (quantize, "dtype", lib.KVX_DTYPE_UINT8, INVALID, "dtype: expected KVX_DTYPE_FLOAT32"),
     (quantize, "rows", 0, INVALID, "num_rows: expected 1.."),
     (quantize, "tokens", -1, INVALID, "num_tokens: expected 0.."),
-    (quantize, "tokens", lib.KVX_CODEC_MAX_TOKENS + 1, INVALID, "num_tokens: expected 0..954437176"),
+    (
+        quantize,
+        "tokens",
+        lib.KVX_CODEC_MAX_TOKENS + 1,
+        INVALID,
+        "num_tokens: expected 0..954437176",
+    ),
     (quantize, "channels", 0, INVALID, "num_channels: expected 1.."),
     (quantize, "row_stride", -1, INVALID, "x: expected non-negative strides"),
     (quantize, "token_stride", -4, INVALID, "x: expected non-negative strides"),
     (quantize, "bins", ffi.NULL, INVALID, "bins: expected a pointer to 2"),
-    (quantize, "bins", _with("bins", (1,), 3, "int32_t *"), INVALID, "bins[1]: expected 4..256, got 3"),
-    (quantize, "bins", _with("bins", (0,), 257, "int32_t *"), INVALID, "bins[0]: expected 4..256, got 257"),
+    (
+        quantize,
+        "bins",
+        _with("bins", (1,), 3, "int32_t *"),
+        INVALID,
+        "bins[1]: expected 4..256, got 3",
+    ),
+    (
+        quantize,
+        "bins",
+        _with("bins", (0,), 257, "int32_t *"),
+        INVALID,
+        "bins[0]: expected 4..256, got 257",
+    ),
     (quantize, "symbols", ffi.NULL, INVALID, "symbols: expected a pointer"),
     (quantize, "scales", ffi.NULL, INVALID, "scales: expected a pointer"),
     (quantize, "stream", BAD_STREAM, None, ""),
@@ -162,7 +262,13 @@ CASES = [
     (dequantize, "token_stride", 2**62, INVALID, "out: strides address more than 2^63 bytes"),
     (dequantize, "stream", BAD_STREAM, None, ""),
     (calculate_cdf, "symbols", ffi.NULL, INVALID, "symbols: expected a pointer"),
-    (calculate_cdf, "symbols", _with("good_symbols", (1, 3, 2), BINS, "uint8_t *"), INVALID, "symbols[1, 3, 2]: expected 0..15, got 16"),
+    (
+        calculate_cdf,
+        "symbols",
+        _with("good_symbols", (1, 3, 2), BINS, "uint8_t *"),
+        INVALID,
+        "symbols[1, 3, 2]: expected 0..15, got 16",
+    ),
     (calculate_cdf, "layers", 0, INVALID, "num_layers: expected 1.."),
     (calculate_cdf, "tokens", -2, INVALID, "num_tokens"),
     (calculate_cdf, "channels", -1, INVALID, "num_channels"),
@@ -178,7 +284,13 @@ CASES = [
     (encode, "cdf_len", 2, INVALID, "cdf_len: expected 3..257, got 2"),
     (encode, "cdf_len", 258, INVALID, "cdf_len: expected 3..257"),
     (encode, "symbols", ffi.NULL, INVALID, "symbols: expected a pointer"),
-    (encode, "symbols", _with("good_symbols", (0, 5, 3), LP - 1, "uint8_t *"), INVALID, "symbols[0, 5, 3]: expected 0..15, got 16"),
+    (
+        encode,
+        "symbols",
+        _with("good_symbols", (0, 5, 3), LP - 1, "uint8_t *"),
+        INVALID,
+        "symbols[0, 5, 3]: expected 0..15, got 16",
+    ),
     (encode, "layers", 0, INVALID, "num_layers"),
     (encode, "tokens", -1, INVALID, "num_tokens"),
     (encode, "channels", 0, INVALID, "num_channels"),
@@ -193,8 +305,20 @@ CASES = [
     (decode, "streams", ffi.NULL, INVALID, "streams: expected a pointer"),
     (decode, "capacity", -1, INVALID, "stream_capacity: expected 0.."),
     (decode, "lengths", ffi.NULL, INVALID, "lengths: expected a pointer"),
-    (decode, "lengths", _with("good_lengths", (1, 1), 65, "int32_t *"), INVALID, "lengths[5]: expected 0..64 (stream_capacity), got 65"),
-    (decode, "lengths", _with("good_lengths", (0, 1), -1, "int32_t *"), INVALID, "lengths[1]: expected 0..64"),
+    (
+        decode,
+        "lengths",
+        _with("good_lengths", (1, 1), 65, "int32_t *"),
+        INVALID,
+        "lengths[5]: expected 0..64 (stream_capacity), got 65",
+    ),
+    (
+        decode,
+        "lengths",
+        _with("good_lengths", (0, 1), -1, "int32_t *"),
+        INVALID,
+        "lengths[1]: expected 0..64",
+    ),
     (decode, "layers", 0, INVALID, "num_layers"),
     (decode, "tokens", -1, INVALID, "num_tokens"),
     (decode, "channels", 0, INVALID, "num_channels"),
@@ -206,7 +330,13 @@ CASES = [
     (decode_prefsum, "num_bytes", -1, INVALID, "num_bytes: expected 0.."),
     (decode_prefsum, "num_bytes", 3, INVALID, "(non-decreasing, at most num_bytes)"),
     (decode_prefsum, "ends", ffi.NULL, INVALID, "end_offsets: expected a pointer"),
-    (decode_prefsum, "ends", _with("ends", (3,), 0, "int64_t *"), INVALID, "end_offsets[3]: expected"),
+    (
+        decode_prefsum,
+        "ends",
+        _with("ends", (3,), 0, "int64_t *"),
+        INVALID,
+        "end_offsets[3]: expected",
+    ),
     (decode_prefsum, "layers", -1, INVALID, "num_layers"),
     (decode_prefsum, "tokens", -1, INVALID, "num_tokens"),
     (decode_prefsum, "channels", 0, INVALID, "num_channels"),
@@ -215,7 +345,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("fn,arg,bad,status,text", CASES, ids=[f"{c[0].__name__}-{c[1]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    "fn,arg,bad,status,text",
+    CASES,
+    ids=[f"{c[0].__name__}-{c[1]}-{i}" for i, c in enumerate(CASES)],
+)
 def test_low_level_rejects_bad_argument(fn, arg, bad, status, text) -> None:
     s = Setup()
     assert fn(s) == 0, kvx._native.last_error()  # the unmodified call is valid
@@ -293,12 +427,25 @@ def kv() -> np.ndarray:
     return np.random.default_rng(3).standard_normal((2, L, 10, C)).astype(np.float32)
 
 
-def _compress(kv: np.ndarray, desc: Any = None, params: Any = None, dst: Any = None, cap: int | None = None, size: Any = None) -> tuple[int, str, np.ndarray, Any]:
+def _compress(
+    kv: np.ndarray,
+    desc: Any = None,
+    params: Any = None,
+    dst: Any = None,
+    cap: int | None = None,
+    size: Any = None,
+) -> tuple[int, str, np.ndarray, Any]:
     bins = ffi.new("int32_t[]", [8] * L)
     buf = np.full(1 << 16, 0xEE, dtype=np.uint8)
     size = ffi.new("int64_t *", -42) if size is None else size
-    rc = lib.kvx_codec_compress(desc if desc is not None else _desc(kv), params if params is not None else _params(bins),
-                                ptr(buf) if dst is None else dst, buf.size if cap is None else cap, size, ffi.NULL)
+    rc = lib.kvx_codec_compress(
+        desc if desc is not None else _desc(kv),
+        params if params is not None else _params(bins),
+        ptr(buf) if dst is None else dst,
+        buf.size if cap is None else cap,
+        size,
+        ffi.NULL,
+    )
     return rc, kvx._native.last_error(), buf, size
 
 
@@ -309,7 +456,9 @@ def test_compress_rejects_bad_kv_desc(kv, field, value, text) -> None:
     assert (buf == 0xEE).all() and size[0] == -42
     bins = ffi.new("int32_t[]", [8] * L)
     bound = ffi.new("int64_t *", -1)
-    assert lib.kvx_codec_compress_bound(_desc(kv, **{field: value}), _params(bins), bound) == INVALID
+    assert (
+        lib.kvx_codec_compress_bound(_desc(kv, **{field: value}), _params(bins), bound) == INVALID
+    )
     assert text in kvx._native.last_error() and bound[0] == -1
 
 
@@ -335,13 +484,20 @@ def test_compress_rejects_bad_bins_value(kv) -> None:
 
 
 def test_compress_rejects_bad_outputs(kv) -> None:
-    for kwargs, text in [(dict(dst=ffi.NULL), "dst: expected a pointer"), (dict(cap=-1), "dst_capacity: expected 0.."),
-                         (dict(size=ffi.NULL), "dst_size: expected a pointer")]:
+    for kwargs, text in [
+        (dict(dst=ffi.NULL), "dst: expected a pointer"),
+        (dict(cap=-1), "dst_capacity: expected 0.."),
+        (dict(size=ffi.NULL), "dst_size: expected a pointer"),
+    ]:
         rc, msg, buf, _ = _compress(kv, **kwargs)
         assert rc == INVALID and text in msg, msg
         assert (buf == 0xEE).all()
     rc, msg, _, size = _compress(kv, cap=100)
-    assert rc == lib.KVX_ERR_BUFFER_TOO_SMALL and "dst_capacity: expected >= " in msg and size[0] == -42
+    assert (
+        rc == lib.KVX_ERR_BUFFER_TOO_SMALL
+        and "dst_capacity: expected >= " in msg
+        and size[0] == -42
+    )
     rc = lib.kvx_codec_compress_bound(_desc(kv), _params(ffi.new("int32_t[]", [8] * L)), ffi.NULL)
     assert rc == INVALID and "bound: expected a pointer" in kvx._native.last_error()
 
@@ -349,7 +505,9 @@ def test_compress_rejects_bad_outputs(kv) -> None:
 def test_compress_rejects_non_finite(kv) -> None:
     kv[1, 0, 7, 2] = np.inf
     rc, msg, _, size = _compress(kv)
-    assert rc == INVALID and "kv (plane 1, chunk from token 4): x: expected finite values" in msg, msg
+    assert rc == INVALID and "kv (plane 1, chunk from token 4): x: expected finite values" in msg, (
+        msg
+    )
     assert "row 0 token 3" in msg and size[0] == -42
 
 
@@ -363,7 +521,7 @@ def test_inspect_and_decompress_reject_bad_arguments(kv) -> None:
     assert lib.kvx_codec_inspect(src, -1, info, ffi.NULL, 0) == INVALID
     assert "src_size: expected 0.." in kvx._native.last_error()
     assert lib.kvx_codec_inspect(src, len(blob), ffi.NULL, ffi.NULL, 0) == INVALID
-    assert "info: expected a kvx_codec_info, got NULL" == kvx._native.last_error()
+    assert kvx._native.last_error() == "info: expected a kvx_codec_info, got NULL"
     small = ffi.new("kvx_codec_info *")
     small.struct_size = 3
     assert lib.kvx_codec_inspect(src, len(blob), small, ffi.NULL, 0) == INVALID
@@ -375,8 +533,17 @@ def test_inspect_and_decompress_reject_bad_arguments(kv) -> None:
     out = np.full(kv.shape, 99.0, dtype=np.float32)
     assert lib.kvx_codec_decompress(src, len(blob), ffi.NULL, ffi.NULL) == INVALID
     assert "out: expected a kvx_dense_desc" in kvx._native.last_error()
-    for field, value in [("dtype", lib.KVX_DTYPE_FLOAT16), ("num_layers", 1), ("num_tokens", 9), ("num_kv", 1), ("head_size", 2)]:
-        assert lib.kvx_codec_decompress(src, len(blob), _desc(out, **{field: value}), ffi.NULL) == INVALID
+    for field, value in [
+        ("dtype", lib.KVX_DTYPE_FLOAT16),
+        ("num_layers", 1),
+        ("num_tokens", 9),
+        ("num_kv", 1),
+        ("head_size", 2),
+    ]:
+        assert (
+            lib.kvx_codec_decompress(src, len(blob), _desc(out, **{field: value}), ffi.NULL)
+            == INVALID
+        )
         msg = kvx._native.last_error()
         assert f"out->{field}: expected" in msg or "out: expected num_layers" in msg, msg
         assert (out == 99.0).all()
@@ -395,12 +562,21 @@ def test_python_encode_rejects_bad_arguments() -> None:
         (lambda: codec.encode([1, 2, 3]), "kv: expected a torch.Tensor or numpy.ndarray"),
         (lambda: codec.encode(kv.astype(np.int32)), "kv: expected float32, float16 or bfloat16"),
         (lambda: codec.encode(kv[0]), "kv: expected [num_kv, layers, tokens, channels]"),
-        (lambda: codec.encode(np.zeros((3, 3, 4, 8), np.float32)), "kv: expected 2 planes (K, V) or 1 (MLA)"),
+        (
+            lambda: codec.encode(np.zeros((3, 3, 4, 8), np.float32)),
+            "kv: expected 2 planes (K, V) or 1 (MLA)",
+        ),
         (lambda: codec.encode(kv[..., ::2]), "kv: expected contiguous channels"),
         (lambda: codec.encode(kv, key_bins=[32, 32]), "key_bins: expected 3 entries"),
         (lambda: codec.encode(kv, value_bins=[32, 2, 16]), "value_bins[1]: expected 4..256, got 2"),
-        (lambda: codec.encode(kv, key_bins="x"), "key_bins: expected an int, a sequence of 3 ints or None"),
-        (lambda: codec.encode(kv, chunk_tokens=0), "params->chunk_tokens: expected 1..65535, got 0"),
+        (
+            lambda: codec.encode(kv, key_bins="x"),
+            "key_bins: expected an int, a sequence of 3 ints or None",
+        ),
+        (
+            lambda: codec.encode(kv, chunk_tokens=0),
+            "params->chunk_tokens: expected 1..65535, got 0",
+        ),
         (lambda: codec.encode(kv, chunk_tokens=2.5), "chunk_tokens: expected an int 1..65535"),
     ]
     for call, text in cases:
@@ -434,7 +610,9 @@ def test_python_decode_rejects_an_out_tracked_by_autograd() -> None:
     torch = pytest.importorskip("torch")
     blob = codec.encode(np.ones((2, 1, 3, 4), dtype=np.float32))
     tracked = torch.zeros((2, 1, 3, 4), dtype=torch.float32, requires_grad=True)
-    with pytest.raises(kvx.InvalidArgumentError, match="out: expected a tensor that does not require grad"):
+    with pytest.raises(
+        kvx.InvalidArgumentError, match="out: expected a tensor that does not require grad"
+    ):
         codec.decode(blob, out=tracked)
     assert not tracked.detach().any()
 
@@ -458,7 +636,9 @@ def test_python_low_level_rejects_bad_arguments() -> None:
     with pytest.raises(kvx.InvalidArgumentError, match="output: expected cdf channels = 3"):
         codec.decode_fast_new(cdf, streams, lengths, np.zeros((2, 5, 4), np.uint8))
     with pytest.raises(kvx.InvalidArgumentError, match="lengths_prefsum: expected int32 or int64"):
-        codec.decode_fast_prefsum(cdf, np.zeros(4, np.uint8), np.zeros((2, 3), np.float32), sym.copy())
+        codec.decode_fast_prefsum(
+            cdf, np.zeros(4, np.uint8), np.zeros((2, 3), np.float32), sym.copy()
+        )
     with pytest.raises(kvx.InvalidArgumentError, match="bins: expected 2 entries"):
         codec.quantize(np.zeros((2, 5, 3), np.float32), [16])
     with pytest.raises(kvx.InvalidArgumentError, match="scales: expected shape"):

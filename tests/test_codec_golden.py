@@ -58,7 +58,9 @@ def case(request) -> Case:
 
 def _packed(streams, lengths) -> bytes:
     s, n = streams.numpy(), lengths.numpy()
-    return b"".join(s[l, c, : n[l, c]].tobytes() for l in range(n.shape[0]) for c in range(n.shape[1]))
+    return b"".join(
+        s[l, c, : n[l, c]].tobytes() for l in range(n.shape[0]) for c in range(n.shape[1])
+    )
 
 
 def test_quantize_symbols_and_scales(case: Case) -> None:
@@ -67,7 +69,9 @@ def test_quantize_symbols_and_scales(case: Case) -> None:
     np.testing.assert_array_equal(scales.numpy(), case.scales)
 
 
-@pytest.mark.parametrize("numpy_case", [p for p in CASES if "bf16" not in p.stem], ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "numpy_case", [p for p in CASES if "bf16" not in p.stem], ids=lambda p: p.stem
+)
 def test_quantize_numpy_input(numpy_case) -> None:
     """numpy has no bfloat16, so only the fp16 and fp32 cases go in as numpy arrays."""
     case = Case(numpy_case)
@@ -82,7 +86,9 @@ def test_calculate_cdf(case: Case) -> None:
 
 
 def test_encode_streams_and_lengths(case: Case) -> None:
-    streams, lengths = codec.encode_streams(torch.from_numpy(case.cdf), torch.from_numpy(case.symbols))
+    streams, lengths = codec.encode_streams(
+        torch.from_numpy(case.cdf), torch.from_numpy(case.symbols)
+    )
     np.testing.assert_array_equal(lengths.numpy(), case.lengths)
     assert _packed(streams, lengths) == case.streams
 
@@ -112,8 +118,12 @@ def test_decode_fast_new(case: Case) -> None:
 def test_decode_fast_prefsum(case: Case, prefix_dtype: str) -> None:
     ends = np.cumsum(case.lengths.ravel()).astype(prefix_dtype).reshape(case.lengths.shape)
     out = torch.zeros((2 * case.L, case.T, case.C), dtype=torch.int8)  # LMCache passes int8 too
-    codec.decode_fast_prefsum(torch.from_numpy(case.cdf), torch.frombuffer(bytearray(case.streams), dtype=torch.uint8),
-                              torch.from_numpy(ends), out)
+    codec.decode_fast_prefsum(
+        torch.from_numpy(case.cdf),
+        torch.frombuffer(bytearray(case.streams), dtype=torch.uint8),
+        torch.from_numpy(ends),
+        out,
+    )
     np.testing.assert_array_equal(out.numpy().view(np.uint8), case.symbols)
 
 
@@ -123,7 +133,9 @@ def test_reference_codec_agrees(case: Case) -> None:
     symbols, scales = ref.quantize(x, case.bins)
     np.testing.assert_array_equal(symbols, case.symbols)
     np.testing.assert_array_equal(scales, case.scales)
-    np.testing.assert_array_equal(ref.calculate_cdf(case.symbols, max(case.bins)), case.cdf.view(np.uint16))
+    np.testing.assert_array_equal(
+        ref.calculate_cdf(case.symbols, max(case.bins)), case.cdf.view(np.uint16)
+    )
     if case.T * case.C * 2 * case.L <= 70000:
         streams, lengths = ref.encode(case.cdf.view(np.uint16), case.symbols)
         np.testing.assert_array_equal(lengths, case.lengths)
@@ -142,7 +154,11 @@ def test_container_carries_lmcache_streams(case: Case) -> None:
     np.testing.assert_array_equal(chunk["scales"], case.scales)
     for i in range(0, 2 * case.L * case.C, 7):
         table = ref.cdf_from_counts(chunk["counts"][i], info["num_bins"], case.T)
-        np.testing.assert_array_equal(table, case.cdf.view(np.uint16).reshape(-1, info["num_bins"] + 1)[i])
+        np.testing.assert_array_equal(
+            table, case.cdf.view(np.uint16).reshape(-1, info["num_bins"] + 1)[i]
+        )
     decoded = codec.decode(blob)
     expect = ref.dequantize(case.symbols, case.scales, case.bins).reshape(2, case.L, case.T, case.C)
-    np.testing.assert_array_equal(decoded.float().numpy(), torch.from_numpy(expect).to(kv.dtype).float().numpy())
+    np.testing.assert_array_equal(
+        decoded.float().numpy(), torch.from_numpy(expect).to(kv.dtype).float().numpy()
+    )

@@ -22,12 +22,12 @@ from machine import cpu_flags  # noqa: E402
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _kv(rng: np.random.Generator, shape, dtype) -> "torch.Tensor":
+def _kv(rng: np.random.Generator, shape, dtype) -> torch.Tensor:
     x = rng.standard_normal(shape).astype(np.float32) * rng.uniform(0.1, 30.0)
     return torch.from_numpy(x).to(dtype)
 
 
-def _half_step_bound(kv: "torch.Tensor", key_bins, value_bins) -> "torch.Tensor":
+def _half_step_bound(kv: torch.Tensor, key_bins, value_bins) -> torch.Tensor:
     """Per (plane, layer, token): scale / (2 * MAX) plus the output dtype's rounding."""
     scale = kv.float().abs().amax(dim=-1, keepdim=True)
     bins = torch.tensor([key_bins, value_bins][: kv.shape[0]], dtype=torch.float32)
@@ -62,7 +62,12 @@ def test_container_round_trip(layers, tokens, heads, head_size, dtype, chunk, da
     err = (out.float() - kv.float()).abs()
     assert bool((err <= _half_step_bound(kv, kb, vb)).all())
     meta = codec.inspect(blob)
-    assert (meta.key_bins, meta.value_bins, meta.num_tokens, meta.chunk_tokens) == (kb, vb, tokens, chunk)
+    assert (meta.key_bins, meta.value_bins, meta.num_tokens, meta.chunk_tokens) == (
+        kb,
+        vb,
+        tokens,
+        chunk,
+    )
 
 
 def test_matches_numpy_reference_float32(rng) -> None:
@@ -250,9 +255,14 @@ def test_coder_variants_give_the_same_bytes():
     digests, coders = set(), set()
     for isa in ("baseline", ""):
         env = dict(os.environ, KVX_CPU_ISA=isa)
-        run = subprocess.run([sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", _ISA_SCRIPT], env=env, capture_output=True, text=True, check=True
+        )
         kernels, digest = run.stdout.split("\n")[:2]
         digests.add(digest)
         coders.add(kernels.split("range_coder=")[1])
     assert len(digests) == 1
-    assert coders == {"baseline", "avx2"}  # both ran: KVX_CPU_ISA=baseline took effect, AVX2 is picked
+    assert coders == {
+        "baseline",
+        "avx2",
+    }  # both ran: KVX_CPU_ISA=baseline took effect, AVX2 is picked

@@ -24,16 +24,16 @@ import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
-
-import pytest
-import torch
+from typing import Any
 
 import conformance_cases as cc
 import device_stub_cases as dsc
 import kvx
+import pytest
+import torch
 import transfer_cases as tc
 from kvx import rope
 from kvx._native import ffi
@@ -47,8 +47,13 @@ CPU_VARIANTS = [f"cpu-{name}" for name in ISA_NAMES if name != IN_PROCESS_ISA]
 GPU_COMPILED = any(b.name in ("cuda", "hip") and b.compiled for b in kvx.backends())
 STUBS = ("ascend", "cnrt")
 
-TRANSFER_BACKENDS = ["cpu", *CPU_VARIANTS, "gpu-device-dense", "gpu-pinned-dense",
-                     *(f"{s}-{where}-dense" for s in STUBS for where in ("host", "device"))]
+TRANSFER_BACKENDS = [
+    "cpu",
+    *CPU_VARIANTS,
+    "gpu-device-dense",
+    "gpu-pinned-dense",
+    *(f"{s}-{where}-dense" for s in STUBS for where in ("host", "device")),
+]
 BACKENDS = [*CPU_VARIANTS, "gpu", *STUBS]
 
 
@@ -73,8 +78,12 @@ def params(op: str, backends: list[str]) -> list[Any]:
     module, have finished by then."""
     first = [b for b in backends if b not in CPU_VARIANTS]
     last = [b for b in backends if b in CPU_VARIANTS]
-    return [pytest.param(group, backend, id=f"{group}-{backend}")
-            for part in (first, last) for group in cc.groups(op) for backend in part]
+    return [
+        pytest.param(group, backend, id=f"{group}-{backend}")
+        for part in (first, last)
+        for group in cc.groups(op)
+        for backend in part
+    ]
 
 
 def check_group(op: str, group: str, backend: str, run: Callable[[Any], str | None]) -> None:
@@ -82,8 +91,11 @@ def check_group(op: str, group: str, backend: str, run: Callable[[Any], str | No
     reason = unavailable(backend)
     if reason:
         pytest.skip(reason)
-    failures = [f"{cc.case_id(case)}: {why}" for case in cc.groups(op)[group]
-                if (why := run(case)) is not None]
+    failures = [
+        f"{cc.case_id(case)}: {why}"
+        for case in cc.groups(op)[group]
+        if (why := run(case)) is not None
+    ]
     assert not failures, f"{len(failures)} case(s) differ on {backend}:\n" + "\n".join(failures)
 
 
@@ -127,9 +139,13 @@ class VariantRuns:
         for name in sorted(variants):
             out, err = folder / f"{name}.json", folder / f"{name}.err"
             with open(out, "w") as o, open(err, "w") as e:
-                proc = subprocess.Popen([sys.executable, str(TESTS / "conformance_cases.py")],
-                                        cwd=TESTS, env=dict(env, KVX_CPU_ISA=name), stdout=o,
-                                        stderr=e)
+                proc = subprocess.Popen(
+                    [sys.executable, str(TESTS / "conformance_cases.py")],
+                    cwd=TESTS,
+                    env=dict(env, KVX_CPU_ISA=name),
+                    stdout=o,
+                    stderr=e,
+                )
             self.procs[name] = (proc, out, err)
 
     def digests(self, name: str) -> dict[str, dict[str, str]]:
@@ -140,8 +156,9 @@ class VariantRuns:
             assert proc.wait(timeout=600) == 0, err.read_text()[-4000:]
             self.results[name] = json.loads(out.read_text())
             kernels = self.results[name]["kernels"]
-            assert kernels.startswith(f"rope={name} "), \
+            assert kernels.startswith(f"rope={name} "), (
                 f"KVX_CPU_ISA={name} did not take effect: {kernels}"
+            )
         return self.results[name]["digests"]
 
     def close(self) -> None:
@@ -170,6 +187,7 @@ def variant_check(op: str, backend: str, runs: VariantRuns) -> Callable[[Any], s
         got = runs.digests(backend[4:])[op].get(cc.case_id(case))
         want = baseline_digest(op, case)
         return None if got == want else f"digest {got}, expected {want} (this process's result)"
+
     return run
 
 
@@ -192,8 +210,14 @@ def gpu_transfer(case: cc.TransferCase, pinned: bool) -> cc.Outputs:
     gpu_paged = _map_paged(paged, lambda t: t.cuda())
     gpu_dense = _on_device(dense, (lambda t: t.pin_memory()) if pinned else (lambda t: t.cuda()))
     gpu_slots = slots.cuda()
-    kvx.transfer(gpu_paged, gpu_dense, gpu_slots, direction=case.direction, layout=case.layout,
-                 dense_format=fmt)
+    kvx.transfer(
+        gpu_paged,
+        gpu_dense,
+        gpu_slots,
+        direction=case.direction,
+        layout=case.layout,
+        dense_format=fmt,
+    )
     kvx.synchronize(gpu_slots)
     back = lambda t: t.cpu()  # noqa: E731
     return cc.transfer_outputs(_map_paged(gpu_paged, back), _on_device(gpu_dense, back))
@@ -250,6 +274,7 @@ def simulated_device(monkeypatch):
     """kvx.rope sees its (CPU) tensors as living on the stub backend's device: the device check
     answers that device and the stream is one of its type, so the C backend (its stub runtime
     loaded) answers "unsupported" and kvx.rope runs its fallback, as on the hardware."""
+
     def use(backend: str) -> None:
         dsc.stub(backend)
         device_type = dsc.DEVICE_TYPE[backend]
@@ -261,6 +286,7 @@ def simulated_device(monkeypatch):
 
         monkeypatch.setattr(rope, "require_same_device", lambda infos: (device_type, 0))
         monkeypatch.setattr(rope, "current_stream", stream)
+
     return use
 
 
@@ -322,8 +348,12 @@ def test_transfer(group, backend, variant_runs):
     else:
         stub, where, _ = backend.split("-")
         run = lambda case: stub_transfer(case, stub, where == "device")  # noqa: E731
-    check_group("transfer", group, backend,
-                lambda case: cc.first_difference(baseline("transfer", case), run(case)))
+    check_group(
+        "transfer",
+        group,
+        backend,
+        lambda case: cc.first_difference(baseline("transfer", case), run(case)),
+    )
 
 
 @pytest.mark.parametrize("group,backend", params("codec", BACKENDS))
@@ -336,18 +366,26 @@ def test_codec(group, backend, variant_runs):
         return
     cases = cc.groups("codec")[group]
     if backend in STUBS and any(c.op == "container" for c in cases):
-        pytest.skip(f"the container is built and read in host memory: the {backend} backend "
-                    "refuses a device stream for it (test_staged_codec.py checks the refusal)")
+        pytest.skip(
+            f"the container is built and read in host memory: the {backend} backend "
+            "refuses a device stream for it (test_staged_codec.py checks the refusal)"
+        )
     if backend == "gpu" and any(c.abi_only for c in cases):
-        pytest.skip("kvx.codec.dequantize returns a new contiguous array: an output with gaps "
-                    "between rows is written through the C ABI alone, which this test drives in "
-                    "the stubs' memory only")
+        pytest.skip(
+            "kvx.codec.dequantize returns a new contiguous array: an output with gaps "
+            "between rows is written through the C ABI alone, which this test drives in "
+            "the stubs' memory only"
+        )
     if backend == "gpu":
         run = lambda case: cc.run_codec_api(case, "cuda")  # noqa: E731
     else:
         run = lambda case: stub_codec(case, backend)  # noqa: E731
-    check_group("codec", group, backend,
-                lambda case: cc.first_difference(baseline("codec", case), run(case)))
+    check_group(
+        "codec",
+        group,
+        backend,
+        lambda case: cc.first_difference(baseline("codec", case), run(case)),
+    )
 
 
 @pytest.mark.parametrize("group,backend", params("rope", BACKENDS))
@@ -360,16 +398,19 @@ def test_rope(group, backend, variant_runs, simulated_device):
         check_group("rope", group, backend, variant_check("rope", backend, variant_runs))
         return
     if backend == "gpu":
+
         def run(case: cc.RopeCase) -> str | None:
             got = case.run(rope.rerotate_keys, rope.apply_rotary, "cuda")
             return gpu_rope_difference(case, baseline("rope", case), got)
     else:
+
         def run(case: cc.RopeCase) -> str | None:
             with warnings.catch_warnings():
                 # the fallback's notice: test_rope_fallback.py checks it
                 warnings.simplefilter("ignore", RuntimeWarning)
                 got = case.run(rope.rerotate_keys, rope.apply_rotary)
             return fallback_rope_difference(case, got)
+
         if unavailable(backend) is None:
             simulated_device(backend)
     check_group("rope", group, backend, run)
@@ -380,10 +421,20 @@ def test_the_tables_reach_every_op_and_layout():
     from kvx import layouts
 
     assert {c.layout for c in cc.TRANSFER_CASES} == set(layouts.PAGED_LAYOUTS)
-    assert {c.op for c in cc.CODEC_CASES} == {"quantize", "dequantize", "calculate_cdf", "encode",
-                                              "decode", "decode_prefsum", "container"}
+    assert {c.op for c in cc.CODEC_CASES} == {
+        "quantize",
+        "dequantize",
+        "calculate_cdf",
+        "encode",
+        "decode",
+        "decode_prefsum",
+        "container",
+    }
     assert {(c.op, c.is_neox, c.dtype) for c in cc.ROPE_CASES} == {
-        (op, neox, dtype) for op in ("rerotate", "apply") for neox in (True, False)
-        for dtype in cc.TORCH_DTYPES.values()}
+        (op, neox, dtype)
+        for op in ("rerotate", "apply")
+        for neox in (True, False)
+        for dtype in cc.TORCH_DTYPES.values()
+    }
     for cases, _ in cc.OPS.values():
         assert len({cc.case_id(c) for c in cases}) == len(cases)  # a case is found by its id

@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from kvx import _native
 from machine import digests_program, exported_symbols
 
@@ -33,8 +32,10 @@ cpu = 'aarch64'
 endian = 'little'
 """
 
-pytestmark = pytest.mark.skipif(shutil.which(f"{CROSS}gcc") is None,
-                                reason="no aarch64 cross compiler (apt-get install gcc-aarch64-linux-gnu)")
+pytestmark = pytest.mark.skipif(
+    shutil.which(f"{CROSS}gcc") is None,
+    reason="no aarch64 cross compiler (apt-get install gcc-aarch64-linux-gnu)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,20 @@ def aarch64_build(tmp_path_factory) -> Path:
     cross_file = tmp / "aarch64.ini"
     cross_file.write_text(CROSS_FILE)
     build = tmp / "build"
-    setup = subprocess.run(["meson", "setup", str(build), str(REPO), "--cross-file", str(cross_file),
-                            "-Dpython_package=false", "--werror"], capture_output=True, text=True)
+    setup = subprocess.run(
+        [
+            "meson",
+            "setup",
+            str(build),
+            str(REPO),
+            "--cross-file",
+            str(cross_file),
+            "-Dpython_package=false",
+            "--werror",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert setup.returncode == 0, setup.stdout[-4000:] + setup.stderr[-4000:]
     compile_ = subprocess.run(["ninja", "-C", str(build)], capture_output=True, text=True)
     assert compile_.returncode == 0, compile_.stdout[-6000:]
@@ -60,8 +73,10 @@ def test_aarch64_build_is_warning_free_and_exports_the_api(aarch64_build):
     assert exported_symbols(library, f"{CROSS}nm") == exported_symbols(_native.library_path())
 
 
-@pytest.mark.skipif(shutil.which("qemu-aarch64") is None or not SYSROOT.is_dir(),
-                    reason="no qemu-aarch64 or aarch64 libc (apt-get install qemu-user gcc-aarch64-linux-gnu)")
+@pytest.mark.skipif(
+    shutil.which("qemu-aarch64") is None or not SYSROOT.is_dir(),
+    reason="no qemu-aarch64 or aarch64 libc (apt-get install qemu-user gcc-aarch64-linux-gnu)",
+)
 def test_aarch64_computes_the_same_bits_as_the_host(aarch64_build, tmp_path):
     cc = shutil.which("cc") or "gcc"
     host = digests_program(cc, _native.library_path(), tmp_path / "digests_host")
@@ -69,9 +84,18 @@ def test_aarch64_computes_the_same_bits_as_the_host(aarch64_build, tmp_path):
     expected = subprocess.run([str(host)], capture_output=True, text=True, check=True).stdout
     assert len(expected.splitlines()) >= 30, expected
     # one thread and the default split the work differently: the bits must not depend on it
-    assert subprocess.run([str(host), "1"], capture_output=True, text=True, check=True).stdout == expected
-    run = subprocess.run(["qemu-aarch64", "-L", str(SYSROOT), str(arm), "2"], capture_output=True, text=True,
-                         timeout=600)
+    assert (
+        subprocess.run([str(host), "1"], capture_output=True, text=True, check=True).stdout
+        == expected
+    )
+    run = subprocess.run(
+        ["qemu-aarch64", "-L", str(SYSROOT), str(arm), "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
-    different = [f"{a}  !=  {b}" for a, b in zip(expected.splitlines(), run.stdout.splitlines()) if a != b]
+    different = [
+        f"{a}  !=  {b}" for a, b in zip(expected.splitlines(), run.stdout.splitlines()) if a != b
+    ]
     assert run.stdout == expected, "\n".join(different) or run.stdout

@@ -2,13 +2,14 @@
 on the stub runtimes: not available without it (and why), found on LD_LIBRARY_PATH, and an
 already-loaded copy preferred (RTLD_NOLOAD)."""
 
-import pytest
-
 import device_stub_cases as dsc
+import pytest
 from kvx._native import lib as klib
 
 BACKENDS = ["ascend", "cnrt"]
-pytestmark = pytest.mark.skipif(dsc.compiler() is None, reason="no C compiler to build the stub runtimes")
+pytestmark = pytest.mark.skipif(
+    dsc.compiler() is None, reason="no C compiler to build the stub runtimes"
+)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-
 import kvx
+import pytest
 from kvx import _devices, _tensors
 from kvx._native import ffi, lib
 
@@ -31,10 +30,16 @@ def test_every_op_of_the_header_is_named_once():
     assert sorted(op.code for op in _devices.OPS) == sorted(OP_CONSTANTS.values())
     assert len({op.name for op in _devices.OPS}) == len(_devices.OPS)
     assert {op.code for op in _devices.CODEC_OPS} == {
-        lib.KVX_OP_CODEC_QUANTIZE, lib.KVX_OP_CODEC_DEQUANTIZE, lib.KVX_OP_CODEC_CALCULATE_CDF,
-        lib.KVX_OP_CODEC_ENCODE, lib.KVX_OP_CODEC_DECODE}
-    assert {op.code for op in _devices.ROPE_OPS} == {lib.KVX_OP_ROPE_REROTATE,
-                                                     lib.KVX_OP_ROPE_APPLY}
+        lib.KVX_OP_CODEC_QUANTIZE,
+        lib.KVX_OP_CODEC_DEQUANTIZE,
+        lib.KVX_OP_CODEC_CALCULATE_CDF,
+        lib.KVX_OP_CODEC_ENCODE,
+        lib.KVX_OP_CODEC_DECODE,
+    }
+    assert {op.code for op in _devices.ROPE_OPS} == {
+        lib.KVX_OP_ROPE_REROTATE,
+        lib.KVX_OP_ROPE_APPLY,
+    }
 
 
 @KINDS
@@ -104,8 +109,9 @@ def test_cuda_is_hip_on_a_rocm_build_of_torch():
 def test_unknown_devices_are_named_in_the_error():
     with pytest.raises(kvx.InvalidArgumentError, match="torch device type 'xla'"):
         _devices.by_torch_type("xla")
-    with pytest.raises(kvx.InvalidArgumentError,
-                       match=r"device_type: expected one of 1 \(cpu\).*got 12345"):
+    with pytest.raises(
+        kvx.InvalidArgumentError, match=r"device_type: expected one of 1 \(cpu\).*got 12345"
+    ):
         _devices.by_kvx_type(12345)
     with pytest.raises(kvx.InvalidArgumentError, match="name: expected one of cpu, cuda"):
         _devices.by_name("tpu")
@@ -132,8 +138,11 @@ def fake_device_torch() -> SimpleNamespace:
     the attribute each vendor uses."""
     modules = {
         torch_type: SimpleNamespace(current_stream=lambda index, a=attribute: FakeStream(a, index))
-        for torch_type, attribute in (("cuda", "cuda_stream"), ("npu", "npu_stream"),
-                                      ("mlu", "mlu_stream"))
+        for torch_type, attribute in (
+            ("cuda", "cuda_stream"),
+            ("npu", "npu_stream"),
+            ("mlu", "mlu_stream"),
+        )
     }
     return SimpleNamespace(version=SimpleNamespace(hip=None), **modules)
 
@@ -170,10 +179,15 @@ def test_no_other_module_keeps_a_table_of_devices():
 
 
 def info_matrix() -> tuple[list[str], dict[str, list[str]]]:
-    out = subprocess.run([sys.executable, "-m", "kvx", "info"], capture_output=True, text=True,
-                         timeout=600, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [sys.executable, "-m", "kvx", "info"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout.splitlines()
     start = next(i for i, line in enumerate(out) if line.startswith("operations each backend runs"))
-    header, *rows = out[start + 1:start + 2 + len(_devices.KINDS)]
+    header, *rows = out[start + 1 : start + 2 + len(_devices.KINDS)]
     return header.split(), {row.split()[0]: row.split()[1:] for row in rows}
 
 
@@ -182,8 +196,10 @@ def test_info_prints_the_capability_matrix():
     assert header == [op.name for op in _devices.OPS]
     assert list(rows) == [kind.name for kind in _devices.KINDS]
     for kind in _devices.KINDS:
-        expected = [_devices.SUPPORT_WORDS[lib.kvx_backend_supports(kind.kvx_type, op.code)]
-                    for op in _devices.OPS]
+        expected = [
+            _devices.SUPPORT_WORDS[lib.kvx_backend_supports(kind.kvx_type, op.code)]
+            for op in _devices.OPS
+        ]
         assert rows[kind.name] == expected, kind.name
     assert rows["cpu"] == ["native"] * len(_devices.OPS)
 

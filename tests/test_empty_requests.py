@@ -6,11 +6,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import kvx
 import numpy as np
 import pytest
 import torch
-
-import kvx
 from kvx import layouts
 from transfer_cases import Geometry, make_dense, make_paged, num_kv
 
@@ -49,7 +48,9 @@ def test_numpy_empty_request_is_a_no_op(layout, direction) -> None:
     fmt = _format(layout)
     dense = np.zeros(make_dense(layout, GEOMETRY, 0, torch.float16, gen, fmt).shape, np.float16)
     assert 0 in dense.strides  # numpy's own choice for empty arrays: the case under test
-    kvx.transfer(paged, dense, np.zeros(0, np.int64), direction=direction, layout=layout, dense_format=fmt)
+    kvx.transfer(
+        paged, dense, np.zeros(0, np.int64), direction=direction, layout=layout, dense_format=fmt
+    )
     assert _equal(paged, before)
 
 
@@ -59,7 +60,9 @@ def test_numpy_empty_single_layer_formats(fmt) -> None:
     gen = torch.Generator().manual_seed(4)
     paged = _numpy(make_paged("vllm_nhd", one_layer, torch.float32, gen))
     before = _copies(paged)
-    dense = np.zeros(make_dense("vllm_nhd", one_layer, 0, torch.float32, gen, fmt).shape, np.float32)
+    dense = np.zeros(
+        make_dense("vllm_nhd", one_layer, 0, torch.float32, gen, fmt).shape, np.float32
+    )
     kvx.store(paged, dense, np.zeros(0, np.int64), dense_format=fmt)
     kvx.load(paged, dense, np.zeros(0, np.int64), dense_format=fmt)
     assert _equal(paged, before)
@@ -82,7 +85,11 @@ def test_numpy_empty_rope_and_codec() -> None:
 
 
 def test_demo_with_no_tokens() -> None:
-    result = subprocess.run([sys.executable, "-m", "kvx", "demo", "--tokens", "0"], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "kvx", "demo", "--tokens", "0"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "empty request" in result.stdout and "verified:" in result.stdout

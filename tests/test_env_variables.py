@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from machine import isa_variants
 
 TESTS = Path(__file__).resolve().parent
@@ -70,11 +69,20 @@ print(kvx.cpu_kernels())
 
 def _run(**env: str) -> tuple[int, str, list[str]]:
     """Runs SCRIPT with `env` added: (thread count, kernels, the library's warning lines)."""
-    done = subprocess.run([sys.executable, "-c", SCRIPT], env=dict(_default_env(), **env), capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=dict(_default_env(), **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     threads, kernels = done.stdout.splitlines()[:2]
-    return int(threads), kernels, [line for line in done.stderr.splitlines() if line.startswith("kvx:")]
+    return (
+        int(threads),
+        kernels,
+        [line for line in done.stderr.splitlines() if line.startswith("kvx:")],
+    )
 
 
 def _cpus() -> int:
@@ -83,14 +91,23 @@ def _cpus() -> int:
 
 def _default_env() -> dict[str, str]:
     """This environment without either variable."""
-    return {name: value for name, value in os.environ.items() if name not in ("KVX_NUM_THREADS", "KVX_CPU_ISA")}
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("KVX_NUM_THREADS", "KVX_CPU_ISA")
+    }
 
 
 @pytest.fixture(scope="module")
 def best_kernels() -> str:
     """The kernels this CPU runs when KVX_CPU_ISA is not set."""
-    done = subprocess.run([sys.executable, "-c", "import kvx; print(kvx.cpu_kernels())"], env=_default_env(),
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import kvx; print(kvx.cpu_kernels())"],
+        env=_default_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return done.stdout.strip()
 
 
@@ -98,19 +115,25 @@ def best_kernels() -> str:
 def test_refused_thread_count_warns_once_and_uses_the_cpus(value):
     threads, _, warnings = _run(KVX_NUM_THREADS=value)
     assert threads == _cpus()
-    assert warnings == [f'kvx: KVX_NUM_THREADS="{value}" ignored (expected an integer 1..{MAX_THREADS}); '
-                        f'using {_cpus()} thread{"s" if _cpus() > 1 else ""} (the CPUs this process may run on)']
+    assert warnings == [
+        f'kvx: KVX_NUM_THREADS="{value}" ignored (expected an integer 1..{MAX_THREADS}); '
+        f"using {_cpus()} thread{'s' if _cpus() > 1 else ''} (the CPUs this process may run on)"
+    ]
 
 
 @pytest.mark.parametrize("value", ["1000", "99999999999999999999999"])
 def test_too_large_thread_count_warns_once_and_is_clamped(value):
     threads, _, warnings = _run(KVX_NUM_THREADS=value)
     assert threads == MAX_THREADS
-    assert warnings == [f'kvx: KVX_NUM_THREADS="{value}" is more than {MAX_THREADS} '
-                        f"(expected an integer 1..{MAX_THREADS}); using {MAX_THREADS} threads"]
+    assert warnings == [
+        f'kvx: KVX_NUM_THREADS="{value}" is more than {MAX_THREADS} '
+        f"(expected an integer 1..{MAX_THREADS}); using {MAX_THREADS} threads"
+    ]
 
 
-@pytest.mark.parametrize("value,threads", [("1", 1), ("3", 3), (" 2 ", 2), ("256", 256), ("", None)])
+@pytest.mark.parametrize(
+    "value,threads", [("1", 1), ("3", 3), (" 2 ", 2), ("256", 256), ("", None)]
+)
 def test_valid_thread_count_prints_nothing(value, threads):
     used, _, warnings = _run(KVX_NUM_THREADS=value)
     assert used == (threads or _cpus())  # empty counts as unset
@@ -121,8 +144,10 @@ def test_valid_thread_count_prints_nothing(value, threads):
 def test_unknown_isa_warns_once_and_runs_the_best(value, best_kernels):
     _, kernels, warnings = _run(KVX_CPU_ISA=value)
     assert kernels == best_kernels
-    assert warnings == [f'kvx: KVX_CPU_ISA="{value}" ignored (expected baseline, avx2, avx512 or avx512bf16); '
-                        f"using the best variants this CPU runs: {kernels}"]
+    assert warnings == [
+        f'kvx: KVX_CPU_ISA="{value}" ignored (expected baseline, avx2, avx512 or avx512bf16); '
+        f"using the best variants this CPU runs: {kernels}"
+    ]
 
 
 def test_isa_this_cpu_cannot_run_warns_once_and_runs_the_best(best_kernels):
@@ -132,8 +157,10 @@ def test_isa_this_cpu_cannot_run_warns_once_and_runs_the_best(best_kernels):
     for value in missing:
         _, kernels, warnings = _run(KVX_CPU_ISA=value)
         assert kernels == best_kernels
-        assert warnings == [f'kvx: KVX_CPU_ISA="{value}" ignored (this CPU cannot run it); '
-                            f"using the best variants it runs: {kernels}"]
+        assert warnings == [
+            f'kvx: KVX_CPU_ISA="{value}" ignored (this CPU cannot run it); '
+            f"using the best variants it runs: {kernels}"
+        ]
 
 
 @pytest.mark.parametrize("value", ["", *isa_variants()])

@@ -4,7 +4,6 @@ would let a consumer decode a KV cache with the wrong format."""
 
 import pytest
 import torch
-
 from kvx._native import lib
 from kvx._tensors import describe
 

@@ -22,8 +22,11 @@ print(state.compiled, state.available, state.reason)
 
 def _build(tmp_path: Path, option: str) -> Path:
     build = tmp_path / option
-    setup = subprocess.run(["meson", "setup", str(build), str(REPO), f"-D{option}=enabled", "--werror"],
-                           capture_output=True, text=True)
+    setup = subprocess.run(
+        ["meson", "setup", str(build), str(REPO), f"-D{option}=enabled", "--werror"],
+        capture_output=True,
+        text=True,
+    )
     assert setup.returncode == 0, setup.stdout[-4000:] + setup.stderr[-4000:]
     compile_ = subprocess.run(["ninja", "-C", str(build)], capture_output=True, text=True)
     assert compile_.returncode == 0, compile_.stdout[-6000:]
@@ -33,8 +36,12 @@ def _build(tmp_path: Path, option: str) -> Path:
 
 def _probe(library: Path, name: str) -> list[str]:
     env = dict(os.environ, KVX_LIBRARY=str(library))
-    out = subprocess.run([sys.executable, "-c", PROBE.replace("{name!r}", repr(name))], env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.replace("{name!r}", repr(name))],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.split(" ", 2)
 
@@ -47,7 +54,10 @@ def test_cuda_flavour_builds_and_reports_its_state(tmp_path):
     assert available == "True" or "cuda:" in reason  # no GPU here: unavailable, and it says why
 
 
-@pytest.mark.skipif(shutil.which("hipcc") is None, reason="hipcc is not installed (apt-get install hipcc libamdhip64-dev)")
+@pytest.mark.skipif(
+    shutil.which("hipcc") is None,
+    reason="hipcc is not installed (apt-get install hipcc libamdhip64-dev)",
+)
 def test_hip_flavour_builds(tmp_path):
     library = _build(tmp_path, "hip")
     exported = exported_symbols(library)

@@ -16,7 +16,9 @@ from kvx import codec  # noqa: E402
 
 _GPU = any(b.name in ("cuda", "hip") and b.compiled for b in kvx.backends())
 pytestmark = [
-    pytest.mark.skipif(not _GPU, reason="this libkvx was built without the GPU backend (-Dcuda/-Dhip)"),
+    pytest.mark.skipif(
+        not _GPU, reason="this libkvx was built without the GPU backend (-Dcuda/-Dhip)"
+    ),
     pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA/HIP device"),
 ]
 

@@ -21,12 +21,15 @@ torch = pytest.importorskip("torch")
 
 import kvx  # noqa: E402
 from kvx import codec  # noqa: E402
-
 from test_codec_golden import CASES, Case  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "tests" / "c" / "gpu_codec_core_harness.cpp"
-DTYPES = {"float32": (torch.float32, 1), "float16": (torch.float16, 2), "bfloat16": (torch.bfloat16, 3)}
+DTYPES = {
+    "float32": (torch.float32, 1),
+    "float16": (torch.float16, 2),
+    "bfloat16": (torch.bfloat16, 3),
+}
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
@@ -34,10 +37,24 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("harness") / "harness"
-    base = ["g++", "-std=c++17", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror",
-            f"-I{REPO / 'libkvx' / 'include'}", str(SOURCE), "-o", str(out)]
-    sanitized = subprocess.run(base + ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all"],
-                               capture_output=True, text=True)
+    base = [
+        "g++",
+        "-std=c++17",
+        "-O2",
+        "-ffp-contract=off",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+        f"-I{REPO / 'libkvx' / 'include'}",
+        str(SOURCE),
+        "-o",
+        str(out),
+    ]
+    sanitized = subprocess.run(
+        base + ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all"],
+        capture_output=True,
+        text=True,
+    )
     if sanitized.returncode != 0:  # no sanitizer runtime: the plain build must still be clean
         plain = subprocess.run(base, capture_output=True, text=True)
         assert plain.returncode == 0, plain.stderr[-4000:]
@@ -51,11 +68,13 @@ class Run:
         self.harness, self.folder = harness, folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, op: str, args: list[int], **inputs: np.ndarray) -> "Run":
+    def __call__(self, op: str, args: list[int], **inputs: np.ndarray) -> Run:
         (self.folder / "args").write_text(" ".join(str(int(a)) for a in args))
         for name, array in inputs.items():
             np.ascontiguousarray(array).tofile(self.folder / f"{name}.bin")
-        done = subprocess.run([str(self.harness), op, str(self.folder)], capture_output=True, text=True)
+        done = subprocess.run(
+            [str(self.harness), op, str(self.folder)], capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stderr[-4000:]
         return self
 
@@ -70,20 +89,32 @@ def run(harness, tmp_path) -> Run:
 
 def _raw(x: torch.Tensor) -> np.ndarray:
     """The bytes of a CPU tensor (bf16 included) as uint8."""
-    return x.contiguous().view(torch.uint8).numpy().reshape(-1) if x.dtype != torch.float32 else x.contiguous().numpy().view(np.uint8).reshape(-1)
+    return (
+        x.contiguous().view(torch.uint8).numpy().reshape(-1)
+        if x.dtype != torch.float32
+        else x.contiguous().numpy().view(np.uint8).reshape(-1)
+    )
 
 
 def _quantize(run: Run, x: torch.Tensor, bins: list[int], lanes: int):
     rows, tokens, channels = x.shape
     code = DTYPES[str(x.dtype).split(".")[1]][1]
     run("quantize", [code, rows, tokens, channels, lanes, *bins], x=_raw(x))
-    return (run.out("symbols", np.uint8).reshape(rows, tokens, channels),
-            run.out("scales", np.float32).reshape(rows, tokens), run.out("bad", np.uint8).reshape(rows, tokens))
+    return (
+        run.out("symbols", np.uint8).reshape(rows, tokens, channels),
+        run.out("scales", np.float32).reshape(rows, tokens),
+        run.out("bad", np.uint8).reshape(rows, tokens),
+    )
 
 
 def _encode(run: Run, cdf: np.ndarray, symbols: np.ndarray, capacity: int):
     layers, tokens, channels = symbols.shape
-    run("encode", [layers, tokens, channels, cdf.shape[2], capacity], cdf=cdf.view(np.uint16), symbols=symbols)
+    run(
+        "encode",
+        [layers, tokens, channels, cdf.shape[2], capacity],
+        cdf=cdf.view(np.uint16),
+        symbols=symbols,
+    )
     return {
         "streams": run.out("streams", np.uint8).reshape(layers, channels, capacity),
         "lengths": run.out("lengths", np.int32).reshape(layers, channels),
@@ -93,13 +124,19 @@ def _encode(run: Run, cdf: np.ndarray, symbols: np.ndarray, capacity: int):
     }
 
 
-def _decode(run: Run, cdf: np.ndarray, data: np.ndarray, tokens: int, *, lengths=None, ends=None, capacity=0):
+def _decode(
+    run: Run, cdf: np.ndarray, data: np.ndarray, tokens: int, *, lengths=None, ends=None, capacity=0
+):
     layers, channels, cdf_len = cdf.shape
     prefsum = ends is not None
     inputs = {"cdf": cdf.view(np.uint16), "bytes": data}
-    inputs.update({"ends": ends.astype(np.int64)} if prefsum else {"lengths": lengths.astype(np.int32)})
+    inputs.update(
+        {"ends": ends.astype(np.int64)} if prefsum else {"lengths": lengths.astype(np.int32)}
+    )
     run("decode", [layers, tokens, channels, cdf_len, int(prefsum), capacity, data.size], **inputs)
-    return run.out("symbols", np.uint8).reshape(layers, tokens, channels), run.out("bad", np.uint8).reshape(layers, channels)
+    return run.out("symbols", np.uint8).reshape(layers, tokens, channels), run.out(
+        "bad", np.uint8
+    ).reshape(layers, channels)
 
 
 def _packed(streams: np.ndarray, lengths: np.ndarray) -> bytes:
@@ -160,7 +197,9 @@ def test_golden_decode_slots(run, case):
 
 def test_golden_decode_prefsum(run, case):
     ends = np.cumsum(case.lengths.ravel())
-    symbols, bad = _decode(run, case.cdf, np.frombuffer(case.streams, dtype=np.uint8), case.T, ends=ends)
+    symbols, bad = _decode(
+        run, case.cdf, np.frombuffer(case.streams, dtype=np.uint8), case.T, ends=ends
+    )
     assert not bad.any()
     np.testing.assert_array_equal(symbols, case.symbols)
 
@@ -195,7 +234,12 @@ def test_quantize_dequantize_match_cpu(run, rng, dtype, shape):
     # Forged symbols up to 255 too: they must clamp like the CPU's.
     symbols = rng.integers(0, 256, (rows, tokens, channels), dtype=np.uint8)
     for lanes in (1, 64):
-        run("dequantize", [DTYPES[dtype][1], rows, tokens, channels, lanes, *bins], symbols=symbols, scales=want_scales.numpy())
+        run(
+            "dequantize",
+            [DTYPES[dtype][1], rows, tokens, channels, lanes, *bins],
+            symbols=symbols,
+            scales=want_scales.numpy(),
+        )
         want = codec.dequantize(torch.from_numpy(symbols), want_scales, bins, DTYPES[dtype][0])
         np.testing.assert_array_equal(run.out("out", np.uint8), _raw(want))
 
@@ -214,7 +258,9 @@ def test_quantize_flags_exactly_the_non_finite_tokens(run, rng):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_tiny_scales_match_cpu(run, dtype):
     """MAX / scale overflows to inf for scales below ~4e-37: the symbols are the CPU backend's."""
-    x = torch.tensor([[[1e-38, -1e-38, 0.0, 5e-39, 1e-45], [3e-37, -3e-37, 0.0, 1e-37, 2e-37]]]).to(DTYPES[dtype][0])
+    x = torch.tensor([[[1e-38, -1e-38, 0.0, 5e-39, 1e-45], [3e-37, -3e-37, 0.0, 1e-37, 2e-37]]]).to(
+        DTYPES[dtype][0]
+    )
     want_symbols, want_scales = codec.quantize(x, [256])
     for lanes in (1, 64):
         symbols, scales, bad = _quantize(run, x, [256], lanes)
@@ -227,11 +273,16 @@ def _symbols_and_cdf(rng, layers, tokens, channels, nb):
     # Skewed symbols (some channels nearly constant) so tables have large and tiny ranges.
     centre = rng.integers(0, nb, (1, 1, channels))
     spread = rng.choice([0.3, 2.0, nb / 4], size=(1, 1, channels))
-    symbols = np.clip(np.rint(centre + spread * rng.standard_normal((layers, tokens, channels))), 0, nb - 1).astype(np.uint8)
+    symbols = np.clip(
+        np.rint(centre + spread * rng.standard_normal((layers, tokens, channels))), 0, nb - 1
+    ).astype(np.uint8)
     return symbols, codec.calculate_cdf(symbols, nb)
 
 
-@pytest.mark.parametrize("shape,nb", [((2, 37, 7), 8), ((3, 256, 65), 32), ((1, 1000, 3), 256), ((2, 0, 4), 16), ((1, 1, 1), 2)])
+@pytest.mark.parametrize(
+    "shape,nb",
+    [((2, 37, 7), 8), ((3, 256, 65), 32), ((1, 1000, 3), 256), ((2, 0, 4), 16), ((1, 1, 1), 2)],
+)
 def test_cdf_encode_decode_match_cpu(run, rng, shape, nb):
     layers, tokens, channels = shape
     symbols, want_cdf = _symbols_and_cdf(rng, layers, tokens, channels, nb)
@@ -247,7 +298,9 @@ def test_cdf_encode_decode_match_cpu(run, rng, shape, nb):
     for i, n in enumerate(got["lengths"].ravel()):  # nothing written past a stream's end
         assert (got["streams"].reshape(-1, cap)[i, n:] == 0xEE).all()
 
-    decoded, bad = _decode(run, want_cdf, got["streams"], tokens, lengths=got["lengths"], capacity=cap)
+    decoded, bad = _decode(
+        run, want_cdf, got["streams"], tokens, lengths=got["lengths"], capacity=cap
+    )
     assert not bad.any()
     np.testing.assert_array_equal(decoded, symbols)
 
@@ -264,7 +317,9 @@ def test_overflow_stops_at_capacity_and_reports_the_size(run, rng):
         assert flat[i, :n].tobytes() == full[i, :n].tobytes()
         assert (flat[i, n:] == 0xEE).all()
     with pytest.raises(kvx.BufferTooSmallError):
-        codec.encode_fast_new(cdf, symbols, np.zeros((2, 9, cap), np.uint8), np.zeros((2, 9), np.int32))
+        codec.encode_fast_new(
+            cdf, symbols, np.zeros((2, 9, cap), np.uint8), np.zeros((2, 9), np.int32)
+        )
 
 
 def test_damaged_streams_decode_like_the_cpu(run, rng):

@@ -4,16 +4,17 @@ reported by kvx.synchronize, and ordering on a side stream. The bits against the
 checked by tests/test_conformance.py. Skips unless this libkvx has the GPU backend and torch sees
 a device."""
 
-import pytest
-import torch
-
 import kvx
+import pytest
 import rope_cases as rc
+import torch
 from kvx import rope
 
 _GPU_COMPILED = any(b.name in ("cuda", "hip") and b.compiled for b in kvx.backends())
 pytestmark = [
-    pytest.mark.skipif(not _GPU_COMPILED, reason="this libkvx was built without the GPU backend (-Dcuda/-Dhip)"),
+    pytest.mark.skipif(
+        not _GPU_COMPILED, reason="this libkvx was built without the GPU backend (-Dcuda/-Dhip)"
+    ),
     pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA/HIP device"),
 ]
 
@@ -24,7 +25,9 @@ def test_position_outside_the_cache_is_reported():
     old = torch.tensor([0, 1, 2], device="cuda")
     new = torch.tensor([5, 64, 6], device="cuda")  # 64: one past the last row
     rope.rerotate_keys(keys, old, new, cos_sin)
-    with pytest.raises(kvx.InvalidArgumentError, match=r"positions\[1\]: position 64 is outside the cache's 0..63"):
+    with pytest.raises(
+        kvx.InvalidArgumentError, match=r"positions\[1\]: position 64 is outside the cache's 0..63"
+    ):
         kvx.synchronize(keys)
     assert torch.equal(keys[1].cpu(), torch.ones(2, 128))  # that token was skipped
     kvx.synchronize(keys)  # the error was consumed

@@ -3,15 +3,19 @@ reported by kvx.synchronize, and ordering on a side stream. Every layout, direct
 against kvx.reference, with the dense buffer on the device and in pinned host memory, is in
 tests/test_conformance.py. Skips unless this libkvx has the GPU backend and torch sees a device."""
 
+import kvx
 import pytest
 import torch
 
-import kvx
-
-_GPU = next(b for b in kvx.backends() if b.name in ("cuda", "hip") and b.compiled) if any(
-    b.name in ("cuda", "hip") and b.compiled for b in kvx.backends()) else None
+_GPU = (
+    next(b for b in kvx.backends() if b.name in ("cuda", "hip") and b.compiled)
+    if any(b.name in ("cuda", "hip") and b.compiled for b in kvx.backends())
+    else None
+)
 pytestmark = [
-    pytest.mark.skipif(_GPU is None, reason="this libkvx was built without the GPU backend (-Dcuda/-Dhip)"),
+    pytest.mark.skipif(
+        _GPU is None, reason="this libkvx was built without the GPU backend (-Dcuda/-Dhip)"
+    ),
     pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA/HIP device"),
 ]
 
@@ -21,7 +25,9 @@ def test_out_of_range_slot_is_skipped_and_reported():
     dense = torch.ones(2, 1, 3, 16, dtype=torch.float16, device="cuda")
     slots = torch.tensor([1, 99, 2], dtype=torch.int64, device="cuda")
     kvx.load(caches, dense, slots)
-    with pytest.raises(kvx.InvalidArgumentError, match=r"slot_mapping\[1\]: slot 99 is out of range"):
+    with pytest.raises(
+        kvx.InvalidArgumentError, match=r"slot_mapping\[1\]: slot 99 is out of range"
+    ):
         kvx.synchronize(dense)
     assert int(caches[0].count_nonzero()) == 2 * 2 * 2 * 8  # tokens 0 and 2 landed, nothing else
     kvx.synchronize(dense)  # the error was consumed

@@ -178,17 +178,40 @@ def flipper(tmp_path_factory) -> Path:
         pytest.skip("needs a C compiler for the writer thread")
     tmp = tmp_path_factory.mktemp("flipper")
     library = tmp / "libflipper.so"
-    subprocess.run([cc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-pthread",
-                    str(FLIPPER_C), "-o", str(library)], check=True, capture_output=True, text=True)
+    subprocess.run(
+        [
+            cc,
+            "-std=c11",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-shared",
+            "-fPIC",
+            "-pthread",
+            str(FLIPPER_C),
+            "-o",
+            str(library),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return library
 
 
 def _run(script: str, operation: str, flipper: Path) -> None:
     child = textwrap.dedent(CHILD_COMMON) + textwrap.dedent(script)
-    result = subprocess.run([sys.executable, "-c", child, operation, str(flipper)], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", child, operation, str(flipper)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     crashed = f"crashed with signal {-result.returncode}" if result.returncode < 0 else "failed"
-    assert result.returncode == 0, f"the child {crashed}:\n" + result.stdout[-2000:] + result.stderr[-4000:]
+    assert result.returncode == 0, (
+        f"the child {crashed}:\n" + result.stdout[-2000:] + result.stderr[-4000:]
+    )
     print(operation, result.stdout.strip())  # how the calls went, for `pytest -s`
 
 

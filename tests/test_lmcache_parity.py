@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import inspect
 
+import lmcache_reference
 import pytest
 import torch
-
 from kvx import codec, rope
-import lmcache_reference
 
 CACHEGEN = "lmcache/v1/platform/torch_ops/cachegen_kernels.py"
 POS = "lmcache/v1/platform/torch_ops/pos_kernels.py"
@@ -26,7 +25,9 @@ def test_calculate_cdf_takes_lmcache_argument_names(lmcache_calculate_cdf) -> No
 
 
 # LMCache's own test uses int8 symbols and bins 1 .. 63; uint8 carries up to 256 bins.
-BINS = [(torch.int8, n) for n in (1, 2, 5, 11, 16, 31, 32, 63, 128)] + [(torch.uint8, n) for n in (1, 7, 64, 255, 256)]
+BINS = [(torch.int8, n) for n in (1, 2, 5, 11, 16, 31, 32, 63, 128)] + [
+    (torch.uint8, n) for n in (1, 7, 64, 255, 256)
+]
 
 
 @pytest.mark.parametrize("dtype,num_bins", BINS)
@@ -43,7 +44,9 @@ def test_calculate_cdf_equals_lmcache(lmcache_calculate_cdf, num_bins, tokens, d
 def test_one_bin_gives_lmcache_table() -> None:
     """LMCache's calculate_cdf(sym, 1) gives [0, 65535] (as int16: [0, -1])."""
     cdf = codec.calculate_cdf(torch.zeros((1, 4, 1), dtype=torch.int8), 1)
-    assert cdf.view(torch.uint16 if hasattr(torch, "uint16") else torch.int16).flatten().tolist() in ([0, 65535], [0, -1])
+    assert cdf.view(
+        torch.uint16 if hasattr(torch, "uint16") else torch.int16
+    ).flatten().tolist() in ([0, 65535], [0, -1])
 
 
 def test_no_tokens_give_the_bin_offsets() -> None:
@@ -61,7 +64,8 @@ def test_rotary_embedding_k_fused_equals_lmcache(is_neox, rot_dim) -> None:
     rotations into one, LMCache applies them one after the other)."""
     lmcache_fused = lmcache_reference.function(POS, "rotary_embedding_k_fused", {"torch": torch})
     assert list(inspect.signature(rope.rotary_embedding_k_fused).parameters) == list(
-        inspect.signature(lmcache_fused).parameters)
+        inspect.signature(lmcache_fused).parameters
+    )
     gen = torch.Generator().manual_seed(rot_dim + is_neox)
     tokens, heads, head_size = 37, 4, 64
     cache = rope.build_cos_sin_cache(rot_dim, 4096, 10000.0)

@@ -20,5 +20,7 @@ assert type(kvx.codec.decode(blob)).__module__ == "torch", "decode returns a tor
 
 
 def test_numpy_calls_and_the_cli_do_not_import_torch() -> None:
-    result = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -44,12 +44,27 @@ def test_split_modules_keep_their_public_names():
     from kvx import codec, rope
 
     assert codec.__all__ == [
-        "CodecInfo", "calculate_cdf", "decode", "decode_fast_new", "decode_fast_prefsum",
-        "default_bins", "dequantize", "encode", "encode_fast_new", "encode_streams", "inspect",
-        "quantize", "stream_bound",
+        "CodecInfo",
+        "calculate_cdf",
+        "decode",
+        "decode_fast_new",
+        "decode_fast_prefsum",
+        "default_bins",
+        "dequantize",
+        "encode",
+        "encode_fast_new",
+        "encode_streams",
+        "inspect",
+        "quantize",
+        "stream_bound",
     ]
-    assert rope.__all__ == ["apply_rotary", "build_cos_sin_cache", "rerotate_keys",
-                            "rotary_embedding", "rotary_embedding_k_fused"]
+    assert rope.__all__ == [
+        "apply_rotary",
+        "build_cos_sin_cache",
+        "rerotate_keys",
+        "rotary_embedding",
+        "rotary_embedding_k_fused",
+    ]
     for module in (codec, rope):
         for name in module.__all__:
             assert getattr(module, name).__doc__, f"{module.__name__}.{name}"

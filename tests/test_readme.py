@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_c_api import compile_and_run
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -34,14 +33,24 @@ def test_the_readme_has_examples() -> None:
 
 @pytest.mark.parametrize("index", range(len(PYTHON_BLOCKS)))
 def test_python_block_runs(index: int) -> None:
-    result = subprocess.run([sys.executable, "-c", PYTHON_BLOCKS[index]], capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"README python block {index}:\n{PYTHON_BLOCKS[index]}\n{result.stderr}"
+    result = subprocess.run(
+        [sys.executable, "-c", PYTHON_BLOCKS[index]], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, (
+        f"README python block {index}:\n{PYTHON_BLOCKS[index]}\n{result.stderr}"
+    )
 
 
 @pytest.mark.parametrize("index", range(len(C_BLOCKS)))
 def test_c_block_compiles_warning_free_and_runs(index: int, tmp_path: Path) -> None:
     if shutil.which("cc") is None:
         pytest.skip("no C compiler (cc)")
-    flags = subprocess.run([sys.executable, "-m", "kvx", "--cflags", "--libs"], capture_output=True, text=True,
-                           check=True).stdout.split()
-    compile_and_run(C_BLOCKS[index], tmp_path, flags)  # -Wall -Wextra -Werror; fails on a non-zero exit
+    flags = subprocess.run(
+        [sys.executable, "-m", "kvx", "--cflags", "--libs"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    compile_and_run(
+        C_BLOCKS[index], tmp_path, flags
+    )  # -Wall -Wextra -Werror; fails on a non-zero exit

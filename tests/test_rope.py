@@ -8,13 +8,20 @@ from __future__ import annotations
 import math
 import warnings
 
+import kvx
 import numpy as np
 import pytest
 import torch
-
-import kvx
 from kvx import reference_rope, rope
-from rope_cases import DTYPES, assert_close_to, cache, expected_apply, expected_rerotate, positions, randn
+from rope_cases import (
+    DTYPES,
+    assert_close_to,
+    cache,
+    expected_apply,
+    expected_rerotate,
+    positions,
+    randn,
+)
 
 T, H, D = 37, 3, 64
 MAXPOS = 300
@@ -40,14 +47,20 @@ def test_rerotate_matches_float64(is_neox, dtype, cache_dtype, rot_dim):
 @pytest.mark.parametrize("is_neox", [True, False], ids=["neox", "gptj"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("cache_dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("rot_dim,head", [(48, 64), (80, 96), (128, 128)])  # vector tails, 32-pair blocks
-def test_apply_matches_float64_and_is_bit_exact_with_reference(is_neox, dtype, cache_dtype, rot_dim, head):
+@pytest.mark.parametrize(
+    "rot_dim,head", [(48, 64), (80, 96), (128, 128)]
+)  # vector tails, 32-pair blocks
+def test_apply_matches_float64_and_is_bit_exact_with_reference(
+    is_neox, dtype, cache_dtype, rot_dim, head
+):
     cs = cache(rot_dim, MAXPOS, cache_dtype)
     pos = positions(T, MAXPOS)
     query, key = randn((T, 4, head), dtype, seed=5), randn((T, 2, head), dtype, seed=6)
     # float32 denormal results (both members of each pair tiny; bf16 and fp32 keep them)
     query[0, 0] = (torch.randn(head, generator=torch.Generator().manual_seed(9)) * 1e-39).to(dtype)
-    query[0, 1] = (torch.randn(head, generator=torch.Generator().manual_seed(9)) * 1e-6).to(dtype)  # fp16 ones
+    query[0, 1] = (torch.randn(head, generator=torch.Generator().manual_seed(9)) * 1e-6).to(
+        dtype
+    )  # fp16 ones
     query[1, 1] = 0.0  # all-zero heads
     q_ref, k_ref = query.clone(), key.clone()
     q64, k64 = expected_apply(query, pos, cs, is_neox), expected_apply(key, pos, cs, is_neox)
@@ -71,8 +84,10 @@ def test_apply_key_none_and_int32_positions():
     assert torch.equal(query, expected)
 
 
-@pytest.mark.parametrize("old_dtype,new_dtype", [(torch.int32, torch.int32), (torch.int32, torch.int64),
-                                                 (torch.int64, torch.int32)])
+@pytest.mark.parametrize(
+    "old_dtype,new_dtype",
+    [(torch.int32, torch.int32), (torch.int32, torch.int64), (torch.int64, torch.int32)],
+)
 def test_position_dtypes(old_dtype, new_dtype):
     cs = cache(D, MAXPOS)
     keys = randn((T, H, D), torch.float32)
@@ -188,8 +203,14 @@ def test_concurrent_calls_from_python_threads():
     from concurrent.futures import ThreadPoolExecutor
 
     cs = cache(128, 4096)
-    jobs = [(randn((700, 2, 128), torch.bfloat16, seed=i), positions(700, 4096, seed=10 + i),
-             positions(700, 4096, seed=20 + i)) for i in range(8)]
+    jobs = [
+        (
+            randn((700, 2, 128), torch.bfloat16, seed=i),
+            positions(700, 4096, seed=10 + i),
+            positions(700, 4096, seed=20 + i),
+        )
+        for i in range(8)
+    ]
     expected = []
     for keys, old, new in jobs:
         alone = keys.clone()
@@ -234,7 +255,9 @@ def test_vllm_signature_is_apply_rotary(with_key):
     pos = positions(T, MAXPOS, seed=6)
     rope.apply_rotary(pos, want_q, want_k if with_key else None, cs, is_neox=False, head_size=D)
     assert rope.rotary_embedding(pos, query, key if with_key else None, D, cs, False) is None
-    assert torch.equal(query, want_q) and torch.equal(key, want_k) and not torch.equal(query, before)
+    assert (
+        torch.equal(query, want_q) and torch.equal(key, want_k) and not torch.equal(query, before)
+    )
 
 
 # ---------------------------------------------------------------- build_cos_sin_cache
@@ -266,21 +289,31 @@ def test_build_linear_scaling():
     plain = rope.build_cos_sin_cache(32, 64, 500000.0)
     # position 4p with factor 4 is position p unscaled (t = 4p / 4 exactly)
     assert torch.equal(cs[::4], plain[:16])
-    as_mapping = rope.build_cos_sin_cache(32, 64, 500000.0, scaling={"rope_type": "linear", "factor": 4.0})
+    as_mapping = rope.build_cos_sin_cache(
+        32, 64, 500000.0, scaling={"rope_type": "linear", "factor": 4.0}
+    )
     assert torch.equal(cs, as_mapping)
 
 
 def test_build_llama3_scaling():
     rot, maxpos, base = 128, 1024, 500000.0
-    params = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-              "original_max_position_embeddings": 8192}
+    params = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    }
     cs = rope.build_cos_sin_cache(rot, maxpos, base, scaling=params)
     inv = base ** (-np.arange(0, rot, 2) / rot)
     wavelen = 2 * math.pi / inv
     low_wavelen, high_wavelen = 8192 / 1.0, 8192 / 4.0
     smooth = (8192 / wavelen - 1.0) / (4.0 - 1.0)
-    scaled = np.where(wavelen < high_wavelen, inv,
-                      np.where(wavelen > low_wavelen, inv / 8.0, (1 - smooth) * inv / 8.0 + smooth * inv))
+    scaled = np.where(
+        wavelen < high_wavelen,
+        inv,
+        np.where(wavelen > low_wavelen, inv / 8.0, (1 - smooth) * inv / 8.0 + smooth * inv),
+    )
     # all three regimes occur at this base and rot_dim
     assert (wavelen < high_wavelen).any() and (wavelen > low_wavelen).any()
     assert ((wavelen >= high_wavelen) & (wavelen <= low_wavelen)).any()
@@ -302,7 +335,9 @@ def test_cache_drives_the_kernel(is_neox):
     x = torch.zeros((1, 1, rot), dtype=torch.float32)
     x[0, 0, first] = 1.0
     rope.apply_rotary(torch.tensor([p]), x, None, cs, is_neox=is_neox)
-    angles = torch.tensor([p * base ** (-2 * r / rot) for r in range(rot // 2)], dtype=torch.float64)
+    angles = torch.tensor(
+        [p * base ** (-2 * r / rot) for r in range(rot // 2)], dtype=torch.float64
+    )
     torch.testing.assert_close(x[0, 0, first].double(), angles.cos(), rtol=0, atol=1e-6)
     torch.testing.assert_close(x[0, 0, second].double(), angles.sin(), rtol=0, atol=1e-6)
 
@@ -336,20 +371,25 @@ def test_fallback_runs_with_one_warning(monkeypatch):
         def make() -> Recorder:
             built.append(tag)
             return Recorder(tag)
+
         return make
 
     def native_call(status: int):
         def call() -> int:
             called.append(status)
             return status
+
         return call
 
     def run(device, status, tag):
         rope._native_or_fallback("rerotate_keys", device, native_call(status), factory(tag))
 
     cuda, cpu = (native.KVX_DEVICE_CUDA, 0), (native.KVX_DEVICE_CPU, 0)
-    with pytest.warns(RuntimeWarning, match=r"kvx.rope.rerotate_keys: no native kernel for this "
-                      r"device \(a stand-in reason\); using a stand-in route"):
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"kvx.rope.rerotate_keys: no native kernel for this "
+        r"device \(a stand-in reason\); using a stand-in route",
+    ):
         run(cuda, native.KVX_OK, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -365,10 +405,12 @@ def test_fallback_runs_with_one_warning(monkeypatch):
     assert called == [native.KVX_ERR_NOT_AVAILABLE, native.KVX_OK, native.KVX_ERR_UNSUPPORTED]
 
 
-@pytest.mark.parametrize("op,code", [("rerotate_keys", "KVX_OP_ROPE_REROTATE"),
-                                     ("apply_rotary", "KVX_OP_ROPE_APPLY")])
-@pytest.mark.parametrize("device", ["KVX_DEVICE_CUDA", "KVX_DEVICE_HIP", "KVX_DEVICE_ASCEND",
-                                    "KVX_DEVICE_CNRT"])
+@pytest.mark.parametrize(
+    "op,code", [("rerotate_keys", "KVX_OP_ROPE_REROTATE"), ("apply_rotary", "KVX_OP_ROPE_APPLY")]
+)
+@pytest.mark.parametrize(
+    "device", ["KVX_DEVICE_CUDA", "KVX_DEVICE_HIP", "KVX_DEVICE_ASCEND", "KVX_DEVICE_CNRT"]
+)
 def test_fallback_reason_is_the_library_answer(op, code, device):
     """kvx.rope falls back exactly where kvx_backend_supports answers none or the backend is not
     available now, and says why."""
@@ -376,8 +418,9 @@ def test_fallback_reason_is_the_library_answer(op, code, device):
 
     device_type, op_code = getattr(native, device), getattr(native, code)
     reason = rope._fallback_reason(op, device_type)
-    runs = (native.kvx_backend_supports(device_type, op_code) != native.KVX_SUPPORT_NONE
-            and native.kvx_backend_available(device_type))
+    runs = native.kvx_backend_supports(
+        device_type, op_code
+    ) != native.KVX_SUPPORT_NONE and native.kvx_backend_available(device_type)
     assert (reason == "") == bool(runs)
     if not native.kvx_backend_compiled(device_type):
         assert "not compiled" in reason

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from kvx import _native
 from kvx._native import ffi, lib
 
@@ -19,8 +18,21 @@ def _compile_and_run(source: str, tmp_path, extra: list[str]) -> str:
     src = tmp_path / "prog.c"
     src.write_text(source)
     exe = tmp_path / "prog"
-    subprocess.run([CC, "-std=c11", "-Wall", "-Wextra", "-Werror", str(src), "-o", str(exe),
-                    f"-I{_native.header_path().parent}", *extra], check=True)
+    subprocess.run(
+        [
+            CC,
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            str(src),
+            "-o",
+            str(exe),
+            f"-I{_native.header_path().parent}",
+            *extra,
+        ],
+        check=True,
+    )
     return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
 
 
@@ -32,11 +44,17 @@ def test_rope_struct_layouts_and_enums_match_the_compiler(tmp_path):
             checks.append((f"offsetof({name}, {field})", ffi.offsetof(name, field)))
     checks += [("KVX_ROPE_NEOX", lib.KVX_ROPE_NEOX), ("KVX_ROPE_GPTJ", lib.KVX_ROPE_GPTJ)]
     body = "\n".join(f'    printf("%lld\\n", (long long)({expr}));' for expr, _ in checks)
-    out = _compile_and_run(f"#include <stddef.h>\n#include <stdio.h>\n#include <kvx.h>\n"
-                           f"int main(void) {{\n{body}\n    return 0;\n}}\n", tmp_path, [])
+    out = _compile_and_run(
+        f"#include <stddef.h>\n#include <stdio.h>\n#include <kvx.h>\n"
+        f"int main(void) {{\n{body}\n    return 0;\n}}\n",
+        tmp_path,
+        [],
+    )
     got = [int(v) for v in out.split()]
     assert got == [want for _, want in checks]
-    assert ffi.sizeof("kvx_rope_tensor") == 64 and ffi.sizeof("kvx_rope_cache") == 40  # no hidden padding
+    assert (
+        ffi.sizeof("kvx_rope_tensor") == 64 and ffi.sizeof("kvx_rope_cache") == 40
+    )  # no hidden padding
 
 
 _CONSUMER = r"""
@@ -74,5 +92,7 @@ int main(void) {
 
 def test_c_program_rerotates_through_the_library(tmp_path):
     lib_path = _native.library_path()
-    out = _compile_and_run(_CONSUMER, tmp_path, [str(lib_path), f"-Wl,-rpath,{lib_path.parent}", "-lm"])
+    out = _compile_and_run(
+        _CONSUMER, tmp_path, [str(lib_path), f"-Wl,-rpath,{lib_path.parent}", "-lm"]
+    )
     assert out == "ok\n"

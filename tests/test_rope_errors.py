@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import re
 
+import kvx
 import numpy as np
 import pytest
 import torch
-
-import kvx
 from kvx import rope
 from kvx._native import ffi, last_error, lib
 from rope_cases import cache, positions, randn
@@ -20,7 +19,12 @@ T, H, D, MAXPOS = 9, 2, 16, 40
 @pytest.fixture
 def args():
     keys = randn((T, H, D), torch.bfloat16)
-    return dict(keys=keys, old=positions(T, MAXPOS, seed=2), new=positions(T, MAXPOS, seed=3), cs=cache(D, MAXPOS))
+    return dict(
+        keys=keys,
+        old=positions(T, MAXPOS, seed=2),
+        new=positions(T, MAXPOS, seed=3),
+        cs=cache(D, MAXPOS),
+    )
 
 
 def _rejects(fn, match, *watched):
@@ -28,7 +32,9 @@ def _rejects(fn, match, *watched):
     with pytest.raises(kvx.InvalidArgumentError, match=match):
         fn()
     for b, w in zip(before, watched):
-        assert (torch.equal(b, w) if isinstance(w, torch.Tensor) else np.array_equal(b, w)), "input was modified"
+        assert torch.equal(b, w) if isinstance(w, torch.Tensor) else np.array_equal(b, w), (
+            "input was modified"
+        )
 
 
 def _rerotate(a, **over):
@@ -47,18 +53,44 @@ def test_valid_call_works(args):
 # ---------------------------------------------------------------- keys
 
 
-@pytest.mark.parametrize("bad,match", [
-    ([[1.0]], r"keys: expected a torch.Tensor or numpy.ndarray, got list"),
-    (torch.zeros((T, H, D), dtype=torch.int32), r"keys: expected dtype float32, float16 or bfloat16, got torch.int32"),
-    (torch.zeros((T, H, D), dtype=torch.float64),
-     r"keys: expected dtype float32, float16 or bfloat16, got torch.float64"),
-    (torch.zeros(T * H * D), r"keys: expected \[T, H\*D\], \[T, H, D\] or \[L, T, H, D\], got shape \(288,\)"),
-    (torch.zeros((1, 1, T, H, D)), r"keys: expected \[T, H\*D\], \[T, H, D\] or \[L, T, H, D\], got shape"),
-    (torch.zeros((T, H * D)), r"keys: a 2-D \[T, H\*D\] tensor needs head_size, a divisor of 32; got head_size=None"),
-    (torch.zeros((T, D, H)).transpose(1, 2), r"keys: head vectors must be contiguous \(stride 1 along the last axis\)"),
-    (torch.zeros((T, 1, D)).expand(T, H, D), r"keys: expected a writable view, got one with broadcast"),
-    (torch.zeros(T * D + D).as_strided((T, H, D), (D, D // 2, 1)), r"keys: expected head vectors that do not overlap"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ([[1.0]], r"keys: expected a torch.Tensor or numpy.ndarray, got list"),
+        (
+            torch.zeros((T, H, D), dtype=torch.int32),
+            r"keys: expected dtype float32, float16 or bfloat16, got torch.int32",
+        ),
+        (
+            torch.zeros((T, H, D), dtype=torch.float64),
+            r"keys: expected dtype float32, float16 or bfloat16, got torch.float64",
+        ),
+        (
+            torch.zeros(T * H * D),
+            r"keys: expected \[T, H\*D\], \[T, H, D\] or \[L, T, H, D\], got shape \(288,\)",
+        ),
+        (
+            torch.zeros((1, 1, T, H, D)),
+            r"keys: expected \[T, H\*D\], \[T, H, D\] or \[L, T, H, D\], got shape",
+        ),
+        (
+            torch.zeros((T, H * D)),
+            r"keys: a 2-D \[T, H\*D\] tensor needs head_size, a divisor of 32; got head_size=None",
+        ),
+        (
+            torch.zeros((T, D, H)).transpose(1, 2),
+            r"keys: head vectors must be contiguous \(stride 1 along the last axis\)",
+        ),
+        (
+            torch.zeros((T, 1, D)).expand(T, H, D),
+            r"keys: expected a writable view, got one with broadcast",
+        ),
+        (
+            torch.zeros(T * D + D).as_strided((T, H, D), (D, D // 2, 1)),
+            r"keys: expected head vectors that do not overlap",
+        ),
+    ],
+)
 def test_bad_keys(args, bad, match):
     _rejects(_rerotate(args, keys=bad), match, args["old"], args["new"], args["cs"])
 
@@ -73,14 +105,22 @@ def test_keys_tracked_by_autograd(args):
     """In-place writes through raw pointers would be invisible to autograd: refused unless grad
     mode is off (as torch allows in-place changes of leaves under no_grad)."""
     keys = args["keys"].clone().requires_grad_()
-    _rejects(_rerotate(args, keys=keys), r"keys: expected a tensor that does not require grad", keys.detach())
+    _rejects(
+        _rerotate(args, keys=keys),
+        r"keys: expected a tensor that does not require grad",
+        keys.detach(),
+    )
     with torch.no_grad():
         _rerotate(args, keys=keys)()
     assert not torch.equal(keys.detach(), args["keys"])  # rotated
 
 
 def test_head_size_mismatch(args):
-    _rejects(_rerotate(args, head_size=8), r"head_size: expected keys.shape\[-1\] \(16\), got 8", args["keys"])
+    _rejects(
+        _rerotate(args, head_size=8),
+        r"head_size: expected keys.shape\[-1\] \(16\), got 8",
+        args["keys"],
+    )
 
 
 def test_flat_keys_head_size_not_dividing(args):
@@ -92,13 +132,28 @@ def test_flat_keys_head_size_not_dividing(args):
 
 
 @pytest.mark.parametrize("which", ["old", "new"])
-@pytest.mark.parametrize("bad,match", [
-    (torch.zeros(T, dtype=torch.float32), r"{}_positions: expected dtype int64 or int32, got torch.float32"),
-    (torch.zeros(T, dtype=torch.int8), r"{}_positions: expected dtype int64 or int32, got torch.int8"),
-    (torch.zeros((T, 1), dtype=torch.int64), r"{}_positions: expected a 1-D \[T\] array, got shape \(9, 1\)"),
-    (torch.zeros(T - 1, dtype=torch.int64), r"{}_positions: expected 9 positions \(one per token\), got 8"),
-    ("list", r"{}_positions: expected a torch.Tensor or numpy.ndarray, got list"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (
+            torch.zeros(T, dtype=torch.float32),
+            r"{}_positions: expected dtype int64 or int32, got torch.float32",
+        ),
+        (
+            torch.zeros(T, dtype=torch.int8),
+            r"{}_positions: expected dtype int64 or int32, got torch.int8",
+        ),
+        (
+            torch.zeros((T, 1), dtype=torch.int64),
+            r"{}_positions: expected a 1-D \[T\] array, got shape \(9, 1\)",
+        ),
+        (
+            torch.zeros(T - 1, dtype=torch.int64),
+            r"{}_positions: expected 9 positions \(one per token\), got 8",
+        ),
+        ("list", r"{}_positions: expected a torch.Tensor or numpy.ndarray, got list"),
+    ],
+)
 def test_bad_positions(args, which, bad, match):
     bad = list(range(T)) if isinstance(bad, str) else bad
     _rejects(_rerotate(args, **{which: bad}), match.format(which), args["keys"])
@@ -111,51 +166,82 @@ def test_position_out_of_range_modifies_nothing(args, which, value, pos_dtype):
     if pos_dtype == torch.int32 and value > 2**31:
         value = 2**31 - 1
     bad = args[which].clone().to(pos_dtype)
-    bad[T - 1] = value  # the last token: earlier tokens would be rotated by a kernel that checks late
+    bad[T - 1] = (
+        value  # the last token: earlier tokens would be rotated by a kernel that checks late
+    )
     other = "new" if which == "old" else "old"
     fn = _rerotate(args, **{which: bad, other: args[other].to(pos_dtype)})
-    _rejects(fn, rf"{which}_positions\[8\]: expected a position in \[0, 40\) \(the cache's max_position\), "
-                 rf"got {value}", args["keys"])
+    _rejects(
+        fn,
+        rf"{which}_positions\[8\]: expected a position in \[0, 40\) \(the cache's max_position\), "
+        rf"got {value}",
+        args["keys"],
+    )
 
 
 def test_apply_position_out_of_range(args):
     pos = args["new"].clone()
     pos[3] = MAXPOS + 5
     query, key = args["keys"], randn((T, 1, D), torch.float32)
-    _rejects(lambda: rope.apply_rotary(pos, query, key, args["cs"]),
-             r"positions\[3\]: expected a position in \[0, 40\)", query, key)
+    _rejects(
+        lambda: rope.apply_rotary(pos, query, key, args["cs"]),
+        r"positions\[3\]: expected a position in \[0, 40\)",
+        query,
+        key,
+    )
 
 
 # ---------------------------------------------------------------- cos_sin_cache and rot_dim
 
 
-@pytest.mark.parametrize("bad,match", [
-    (torch.zeros((MAXPOS, D), dtype=torch.float64),
-     r"cos_sin_cache: expected dtype float32, float16 or bfloat16, got torch.float64"),
-    (torch.zeros(MAXPOS * D), r"cos_sin_cache: expected a 2-D \[max_position, rot_dim\] table, got shape \(640,\)"),
-    (torch.zeros((0, D)), r"cos_sin_cache: expected at least one position \(row\), got 0"),
-    (torch.zeros((MAXPOS, 15)), r"rot_dim: expected an even number >= 2 \(cos_sin_cache.shape\[1\]\), got 15"),
-    (torch.zeros((MAXPOS, 32)), r"rot_dim: expected <= the head size of keys \(16\), got 32"),
-    (torch.zeros((MAXPOS, 2 * D))[:, ::2],
-     r"cos_sin_cache: rows must be contiguous \(stride 1 along dim 1\), got stride 2"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (
+            torch.zeros((MAXPOS, D), dtype=torch.float64),
+            r"cos_sin_cache: expected dtype float32, float16 or bfloat16, got torch.float64",
+        ),
+        (
+            torch.zeros(MAXPOS * D),
+            r"cos_sin_cache: expected a 2-D \[max_position, rot_dim\] table, got shape \(640,\)",
+        ),
+        (torch.zeros((0, D)), r"cos_sin_cache: expected at least one position \(row\), got 0"),
+        (
+            torch.zeros((MAXPOS, 15)),
+            r"rot_dim: expected an even number >= 2 \(cos_sin_cache.shape\[1\]\), got 15",
+        ),
+        (torch.zeros((MAXPOS, 32)), r"rot_dim: expected <= the head size of keys \(16\), got 32"),
+        (
+            torch.zeros((MAXPOS, 2 * D))[:, ::2],
+            r"cos_sin_cache: rows must be contiguous \(stride 1 along dim 1\), got stride 2",
+        ),
+    ],
+)
 def test_bad_cache(args, bad, match):
     _rejects(_rerotate(args, cs=bad), match, args["keys"])
 
 
 def test_rot_dim_mismatch(args):
-    _rejects(_rerotate(args, rot_dim=8), r"rot_dim: expected cos_sin_cache.shape\[1\] \(16\), got 8", args["keys"])
+    _rejects(
+        _rerotate(args, rot_dim=8),
+        r"rot_dim: expected cos_sin_cache.shape\[1\] \(16\), got 8",
+        args["keys"],
+    )
 
 
 def test_keys_overlapping_inputs(args):
     buf = torch.zeros((MAXPOS + T * H, D), dtype=torch.float32)
-    keys, cs = buf[MAXPOS:].view(T, H, D), buf[:MAXPOS + 1]
-    _rejects(_rerotate(args, keys=keys, cs=cs), r"keys: expected memory separate from cos_sin_cache", buf)
+    keys, cs = buf[MAXPOS:].view(T, H, D), buf[: MAXPOS + 1]
+    _rejects(
+        _rerotate(args, keys=keys, cs=cs), r"keys: expected memory separate from cos_sin_cache", buf
+    )
 
 
 def test_unsupported_device(args):
     meta = torch.empty((T, H, D), dtype=torch.bfloat16, device="meta")
-    with pytest.raises(kvx.InvalidArgumentError, match=r"device: libkvx does not support torch device type 'meta'"):
+    with pytest.raises(
+        kvx.InvalidArgumentError, match=r"device: libkvx does not support torch device type 'meta'"
+    ):
         _rerotate(args, keys=meta)()
 
 
@@ -164,40 +250,80 @@ def test_unsupported_device(args):
 
 def test_apply_token_mismatch(args):
     query, key = args["keys"], randn((T - 1, H, D), torch.bfloat16)
-    _rejects(lambda: rope.apply_rotary(args["new"], query, key, args["cs"]),
-             r"key: expected the tokens of query \(9\), got 8", query, key)
+    _rejects(
+        lambda: rope.apply_rotary(args["new"], query, key, args["cs"]),
+        r"key: expected the tokens of query \(9\), got 8",
+        query,
+        key,
+    )
 
 
 def test_apply_query_and_key_overlap(args):
     query = args["keys"]
-    _rejects(lambda: rope.apply_rotary(args["new"], query, query[:, :1], args["cs"]),
-             r"key: expected memory separate from query, but they overlap", query)
+    _rejects(
+        lambda: rope.apply_rotary(args["new"], query, query[:, :1], args["cs"]),
+        r"key: expected memory separate from query, but they overlap",
+        query,
+    )
 
 
 def test_apply_bad_query(args):
-    _rejects(lambda: rope.apply_rotary(args["new"], torch.zeros((T, H, D), dtype=torch.int8), None, args["cs"]),
-             r"query: expected dtype float32, float16 or bfloat16, got torch.int8", args["cs"])
+    _rejects(
+        lambda: rope.apply_rotary(
+            args["new"], torch.zeros((T, H, D), dtype=torch.int8), None, args["cs"]
+        ),
+        r"query: expected dtype float32, float16 or bfloat16, got torch.int8",
+        args["cs"],
+    )
 
 
 # ---------------------------------------------------------------- build_cos_sin_cache
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: rope.build_cos_sin_cache(7, 10), r"rot_dim: expected an even integer >= 2, got 7"),
-    (lambda: rope.build_cos_sin_cache(0, 10), r"rot_dim: expected an even integer >= 2, got 0"),
-    (lambda: rope.build_cos_sin_cache(True, 10), r"rot_dim: expected an even integer >= 2, got True"),
-    (lambda: rope.build_cos_sin_cache(8, 0), r"max_position: expected an integer >= 1, got 0"),
-    (lambda: rope.build_cos_sin_cache(8, 10, 0.0), r"base: expected a positive number, got 0.0"),
-    (lambda: rope.build_cos_sin_cache(8, 10, scaling="yarn"), r"scaling: expected None, a linear factor or a mapping"),
-    (lambda: rope.build_cos_sin_cache(8, 10, scaling={"rope_type": "yarn"}),
-     r"scaling: expected rope_type 'default', 'linear' or 'llama3', got 'yarn'"),
-    (lambda: rope.build_cos_sin_cache(8, 10, scaling=0.0), r"scaling: expected a positive linear factor, got 0.0"),
-    (lambda: rope.build_cos_sin_cache(8, 10, scaling={"rope_type": "llama3", "factor": 8.0}),
-     r"scaling: llama3 scaling needs 'original_max_position_embeddings'"),
-    (lambda: rope.build_cos_sin_cache(8, 10, scaling={"rope_type": "llama3", "factor": -1.0,
-                                                      "original_max_position_embeddings": 8192}),
-     r"scaling: llama3 factors must be positive"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: rope.build_cos_sin_cache(7, 10), r"rot_dim: expected an even integer >= 2, got 7"),
+        (lambda: rope.build_cos_sin_cache(0, 10), r"rot_dim: expected an even integer >= 2, got 0"),
+        (
+            lambda: rope.build_cos_sin_cache(True, 10),
+            r"rot_dim: expected an even integer >= 2, got True",
+        ),
+        (lambda: rope.build_cos_sin_cache(8, 0), r"max_position: expected an integer >= 1, got 0"),
+        (
+            lambda: rope.build_cos_sin_cache(8, 10, 0.0),
+            r"base: expected a positive number, got 0.0",
+        ),
+        (
+            lambda: rope.build_cos_sin_cache(8, 10, scaling="yarn"),
+            r"scaling: expected None, a linear factor or a mapping",
+        ),
+        (
+            lambda: rope.build_cos_sin_cache(8, 10, scaling={"rope_type": "yarn"}),
+            r"scaling: expected rope_type 'default', 'linear' or 'llama3', got 'yarn'",
+        ),
+        (
+            lambda: rope.build_cos_sin_cache(8, 10, scaling=0.0),
+            r"scaling: expected a positive linear factor, got 0.0",
+        ),
+        (
+            lambda: rope.build_cos_sin_cache(8, 10, scaling={"rope_type": "llama3", "factor": 8.0}),
+            r"scaling: llama3 scaling needs 'original_max_position_embeddings'",
+        ),
+        (
+            lambda: rope.build_cos_sin_cache(
+                8,
+                10,
+                scaling={
+                    "rope_type": "llama3",
+                    "factor": -1.0,
+                    "original_max_position_embeddings": 8192,
+                },
+            ),
+            r"scaling: llama3 factors must be positive",
+        ),
+    ],
+)
 def test_bad_build_arguments(call, match):
     with pytest.raises(kvx.InvalidArgumentError, match=match):
         call()
@@ -219,10 +345,18 @@ class CCall:
         self.new = np.arange(T, dtype=np.int64) + 5
         self.k = self._tensor(self.keys)
         self.q = self._tensor(self.query)
-        self.c = ffi.new("kvx_rope_cache *", dict(
-            struct_size=ffi.sizeof("kvx_rope_cache"), dtype=lib.KVX_DTYPE_FLOAT32, rot_dim=D,
-            pairing=lib.KVX_ROPE_NEOX, max_position=MAXPOS, row_stride=D,
-            cos_sin=ffi.cast("void *", self.cs.ctypes.data)))
+        self.c = ffi.new(
+            "kvx_rope_cache *",
+            dict(
+                struct_size=ffi.sizeof("kvx_rope_cache"),
+                dtype=lib.KVX_DTYPE_FLOAT32,
+                rot_dim=D,
+                pairing=lib.KVX_ROPE_NEOX,
+                max_position=MAXPOS,
+                row_stride=D,
+                cos_sin=ffi.cast("void *", self.cs.ctypes.data),
+            ),
+        )
         self.old_ptr = ffi.cast("void *", self.old.ctypes.data)
         self.new_ptr = ffi.cast("void *", self.new.ctypes.data)
         self.pos_dtype = lib.KVX_DTYPE_INT64
@@ -230,10 +364,21 @@ class CCall:
 
     @staticmethod
     def _tensor(a: np.ndarray):
-        return ffi.new("kvx_rope_tensor *", dict(
-            struct_size=ffi.sizeof("kvx_rope_tensor"), dtype=lib.KVX_DTYPE_FLOAT32, num_layers=1,
-            num_heads=a.shape[1], head_size=D, num_tokens=T, base=ffi.cast("void *", a.ctypes.data),
-            layer_stride=0, token_stride=a.shape[1] * D, head_stride=D))
+        return ffi.new(
+            "kvx_rope_tensor *",
+            dict(
+                struct_size=ffi.sizeof("kvx_rope_tensor"),
+                dtype=lib.KVX_DTYPE_FLOAT32,
+                num_layers=1,
+                num_heads=a.shape[1],
+                head_size=D,
+                num_tokens=T,
+                base=ffi.cast("void *", a.ctypes.data),
+                layer_stride=0,
+                token_stride=a.shape[1] * D,
+                head_stride=D,
+            ),
+        )
 
     def _run(self, fn):
         before = self.keys.copy(), self.query.copy()
@@ -243,13 +388,18 @@ class CCall:
 
     def rerotate(self, keys="default"):
         k = self.k if keys == "default" else keys
-        return self._run(lambda: lib.kvx_rope_rerotate(k, self.c, self.old_ptr, self.new_ptr, self.pos_dtype,
-                                                       self.stream))
+        return self._run(
+            lambda: lib.kvx_rope_rerotate(
+                k, self.c, self.old_ptr, self.new_ptr, self.pos_dtype, self.stream
+            )
+        )
 
     def apply(self, query="default", key="default"):
         q = self.q if query == "default" else query
         k = self.k if key == "default" else key
-        return self._run(lambda: lib.kvx_rope_apply(q, k, self.c, self.new_ptr, self.pos_dtype, self.stream))
+        return self._run(
+            lambda: lib.kvx_rope_apply(q, k, self.c, self.new_ptr, self.pos_dtype, self.stream)
+        )
 
 
 @pytest.fixture
@@ -272,40 +422,82 @@ def _expect(result, match, status=lib.KVX_ERR_INVALID_ARGUMENT):
     assert re.search(match, message), message
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("struct_size", 3, r"keys->struct_size: expected sizeof\(kvx_rope_tensor\) \(\d+; .*\), got 3"),
-    ("struct_size", 4096, r"keys->struct_size: expected sizeof\(kvx_rope_tensor\) \(\d+; .*\), got 4096"),
-    ("dtype", lib.KVX_DTYPE_INT8, r"keys->dtype: expected KVX_DTYPE_FLOAT32, FLOAT16 or BFLOAT16, got 7"),
-    ("num_layers", 0, r"keys->num_layers: expected 1\.\.\d+, got 0"),
-    ("num_heads", -2, r"keys->num_heads: expected 1\.\.\d+, got -2"),
-    ("num_tokens", -1, r"keys->num_tokens: expected 0\.\.\d+, got -1"),
-    ("head_size", 8, r"keys->head_size: expected >= cache->rot_dim \(16\), got 8"),
-    ("reserved0", 3, r"keys->reserved0: expected 0, got 3"),
-    ("base", ffi.NULL, r"keys->base: expected a pointer, got NULL"),
-    ("layer_stride", -1, r"keys->layer_stride: expected a non-negative stride, got -1"),
-    ("token_stride", -32, r"keys->token_stride: expected a non-negative stride, got -32"),
-    ("head_stride", 2**63 - 1, r"keys->head_stride: stride \d+ overflows 64-bit offsets over 2 items"),
-    ("token_stride", 2**59, r"keys: strides address more than 2\^63 bytes"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        (
+            "struct_size",
+            3,
+            r"keys->struct_size: expected sizeof\(kvx_rope_tensor\) \(\d+; .*\), got 3",
+        ),
+        (
+            "struct_size",
+            4096,
+            r"keys->struct_size: expected sizeof\(kvx_rope_tensor\) \(\d+; .*\), got 4096",
+        ),
+        (
+            "dtype",
+            lib.KVX_DTYPE_INT8,
+            r"keys->dtype: expected KVX_DTYPE_FLOAT32, FLOAT16 or BFLOAT16, got 7",
+        ),
+        ("num_layers", 0, r"keys->num_layers: expected 1\.\.\d+, got 0"),
+        ("num_heads", -2, r"keys->num_heads: expected 1\.\.\d+, got -2"),
+        ("num_tokens", -1, r"keys->num_tokens: expected 0\.\.\d+, got -1"),
+        ("head_size", 8, r"keys->head_size: expected >= cache->rot_dim \(16\), got 8"),
+        ("reserved0", 3, r"keys->reserved0: expected 0, got 3"),
+        ("base", ffi.NULL, r"keys->base: expected a pointer, got NULL"),
+        ("layer_stride", -1, r"keys->layer_stride: expected a non-negative stride, got -1"),
+        ("token_stride", -32, r"keys->token_stride: expected a non-negative stride, got -32"),
+        (
+            "head_stride",
+            2**63 - 1,
+            r"keys->head_stride: stride \d+ overflows 64-bit offsets over 2 items",
+        ),
+        ("token_stride", 2**59, r"keys: strides address more than 2\^63 bytes"),
+    ],
+)
 def test_c_tensor_fields(c, field, value, match):
     setattr(c.k, field, value)
     _expect(c.rerotate(), match)
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("struct_size", 0, r"cache->struct_size: expected sizeof\(kvx_rope_cache\) \(\d+; .*\), got 0"),
-    ("struct_size", 49, r"cache->struct_size: expected sizeof\(kvx_rope_cache\) \(\d+; .*\), got 49"),
-    ("dtype", lib.KVX_DTYPE_FLOAT64, r"cache->dtype: expected KVX_DTYPE_FLOAT32, FLOAT16 or BFLOAT16, got 8"),
-    ("rot_dim", 15, r"cache->rot_dim: expected an even number >= 2, got 15"),
-    ("rot_dim", 0, r"cache->rot_dim: expected an even number >= 2, got 0"),
-    ("rot_dim", 32, r"keys->head_size: expected >= cache->rot_dim \(32\), got 16"),
-    ("pairing", 2, r"cache->pairing: expected KVX_ROPE_NEOX \(0\) or KVX_ROPE_GPTJ \(1\), got 2"),
-    ("max_position", 0, r"cache->max_position: expected 1\.\.\d+, got 0"),
-    ("row_stride", -16, r"cache->row_stride: expected a non-negative stride, got -16"),
-    ("row_stride", 2**61, r"cache->row_stride: stride \d+ overflows 64-bit offsets over 40 items"),
-    ("row_stride", 2**57, r"cache: strides address more than 2\^63 bytes"),
-    ("cos_sin", ffi.NULL, r"cache->cos_sin: expected a \[40, 16\] table, got NULL"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        (
+            "struct_size",
+            0,
+            r"cache->struct_size: expected sizeof\(kvx_rope_cache\) \(\d+; .*\), got 0",
+        ),
+        (
+            "struct_size",
+            49,
+            r"cache->struct_size: expected sizeof\(kvx_rope_cache\) \(\d+; .*\), got 49",
+        ),
+        (
+            "dtype",
+            lib.KVX_DTYPE_FLOAT64,
+            r"cache->dtype: expected KVX_DTYPE_FLOAT32, FLOAT16 or BFLOAT16, got 8",
+        ),
+        ("rot_dim", 15, r"cache->rot_dim: expected an even number >= 2, got 15"),
+        ("rot_dim", 0, r"cache->rot_dim: expected an even number >= 2, got 0"),
+        ("rot_dim", 32, r"keys->head_size: expected >= cache->rot_dim \(32\), got 16"),
+        (
+            "pairing",
+            2,
+            r"cache->pairing: expected KVX_ROPE_NEOX \(0\) or KVX_ROPE_GPTJ \(1\), got 2",
+        ),
+        ("max_position", 0, r"cache->max_position: expected 1\.\.\d+, got 0"),
+        ("row_stride", -16, r"cache->row_stride: expected a non-negative stride, got -16"),
+        (
+            "row_stride",
+            2**61,
+            r"cache->row_stride: stride \d+ overflows 64-bit offsets over 40 items",
+        ),
+        ("row_stride", 2**57, r"cache: strides address more than 2\^63 bytes"),
+        ("cos_sin", ffi.NULL, r"cache->cos_sin: expected a \[40, 16\] table, got NULL"),
+    ],
+)
 def test_c_cache_fields(c, field, value, match):
     setattr(c.c, field, value)
     _expect(c.rerotate(), match)
@@ -320,7 +512,10 @@ def test_c_null_descriptors(c):
 
 def test_c_positions(c):
     c.pos_dtype = lib.KVX_DTYPE_FLOAT32
-    _expect(c.rerotate(), r"positions_dtype: expected KVX_DTYPE_INT64 \(10\) or KVX_DTYPE_INT32 \(9\), got 1")
+    _expect(
+        c.rerotate(),
+        r"positions_dtype: expected KVX_DTYPE_INT64 \(10\) or KVX_DTYPE_INT32 \(9\), got 1",
+    )
     c.pos_dtype = lib.KVX_DTYPE_INT64
     c.old_ptr = ffi.NULL
     _expect(c.rerotate(), r"old_positions: expected 9 entries, got NULL")
@@ -329,7 +524,10 @@ def test_c_positions(c):
     _expect(c.apply(), r"positions: expected 9 entries, got NULL")
     c.new_ptr = ffi.cast("void *", c.new.ctypes.data)
     c.new[T - 1] = MAXPOS
-    _expect(c.rerotate(), r"new_positions\[8\]: expected a position in \[0, 40\) \(the cache's max_position\), got 40")
+    _expect(
+        c.rerotate(),
+        r"new_positions\[8\]: expected a position in \[0, 40\) \(the cache's max_position\), got 40",
+    )
     _expect(c.apply(), r"positions\[8\]: expected a position in \[0, 40\)")
     c.new[T - 1] = 0
     c.old[0] = -7
@@ -360,5 +558,11 @@ def test_c_apply_key_checks(c):
 
 def test_c_stream_without_backend(c):
     c.stream = ffi.new("kvx_stream *", dict(device_type=999, device_index=0, handle=ffi.NULL))
-    _expect(c.rerotate(), r"stream->device_type: no backend for device type 999", lib.KVX_ERR_NOT_AVAILABLE)
-    _expect(c.apply(), r"stream->device_type: no backend for device type 999", lib.KVX_ERR_NOT_AVAILABLE)
+    _expect(
+        c.rerotate(),
+        r"stream->device_type: no backend for device type 999",
+        lib.KVX_ERR_NOT_AVAILABLE,
+    )
+    _expect(
+        c.apply(), r"stream->device_type: no backend for device type 999", lib.KVX_ERR_NOT_AVAILABLE
+    )

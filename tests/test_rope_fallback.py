@@ -54,7 +54,9 @@ def no_npu(monkeypatch):
 
 
 def route(device="npu", is_neox=True, rot_dim=128, num_layers=1, num_heads=8):
-    return fb.choose_route(device, is_neox=is_neox, rot_dim=rot_dim, num_layers=num_layers, num_heads=num_heads)
+    return fb.choose_route(
+        device, is_neox=is_neox, rot_dim=rot_dim, num_layers=num_layers, num_heads=num_heads
+    )
 
 
 def test_npu_uses_npu_rotary_mul_where_its_contract_fits(fake_npu):
@@ -62,13 +64,20 @@ def test_npu_uses_npu_rotary_mul_where_its_contract_fits(fake_npu):
     assert route(num_layers=32, num_heads=32) == fb.VENDOR_NPU
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"is_neox": False},                     # GPT-J pairing: needs rotary_mode="interleave" (newer only)
-    {"rot_dim": 64}, {"rot_dim": 256},      # the oldest documented limit: D == 128
-    {"num_heads": 1000}, {"num_layers": 1000},  # B, N < 1000
-    {"num_layers": 33, "num_heads": 32},    # broadcast limit B*N <= 1024
-    {"device": "mlu"}, {"device": "cuda"},  # no vendor op used there
-], ids=str)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"is_neox": False},  # GPT-J pairing: needs rotary_mode="interleave" (newer only)
+        {"rot_dim": 64},
+        {"rot_dim": 256},  # the oldest documented limit: D == 128
+        {"num_heads": 1000},
+        {"num_layers": 1000},  # B, N < 1000
+        {"num_layers": 33, "num_heads": 32},  # broadcast limit B*N <= 1024
+        {"device": "mlu"},
+        {"device": "cuda"},  # no vendor op used there
+    ],
+    ids=str,
+)
 def test_reference_everywhere_else(fake_npu, kwargs):
     assert route(**kwargs) == fb.REFERENCE
 
@@ -93,6 +102,7 @@ def simulated(monkeypatch):
     """kvx.rope sees the (CPU) tensors as living on an NPU or MLU: the device check answers that
     device and the stream is one of its type, so libkvx's backend refuses (unsupported, or not
     available without its runtime) and kvx.rope falls back, exactly as on the device."""
+
     def same_device(infos):
         return (device_type, 0)
 
@@ -127,10 +137,15 @@ def close(a, b):
     torch.testing.assert_close(a.float(), b.float(), atol=TOL[a.dtype], rtol=TOL[a.dtype])
 
 
-@pytest.mark.parametrize("device_type,expect", [(lib.KVX_DEVICE_ASCEND, fb.VENDOR_NPU),
-                                                (lib.KVX_DEVICE_CNRT, fb.REFERENCE)], ids=["npu", "mlu"])
+@pytest.mark.parametrize(
+    "device_type,expect",
+    [(lib.KVX_DEVICE_ASCEND, fb.VENDOR_NPU), (lib.KVX_DEVICE_CNRT, fb.REFERENCE)],
+    ids=["npu", "mlu"],
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_rerotate_falls_back_visibly_and_matches_kvx(fake_npu, simulated, device_type, expect, dtype):
+def test_rerotate_falls_back_visibly_and_matches_kvx(
+    fake_npu, simulated, device_type, expect, dtype
+):
     keys = randn((2, 9, 4, 160), dtype, 1)  # [L, T, H, D], partial rotary: 128 of 160 dims
     old, new = torch.randint(0, 64, (9,)), torch.randint(0, 64, (9,))
     cs = cache(128)
@@ -138,7 +153,9 @@ def test_rerotate_falls_back_visibly_and_matches_kvx(fake_npu, simulated, device
     rope.rerotate_keys(want, old, new, cs)  # kvx on the CPU, before the simulation starts
     simulated(device_type)
     got = keys.clone()
-    with pytest.warns(RuntimeWarning, match="kvx.rope.rerotate_keys: no native kernel for this device") as w:
+    with pytest.warns(
+        RuntimeWarning, match="kvx.rope.rerotate_keys: no native kernel for this device"
+    ) as w:
         rope.rerotate_keys(got, old, new, cs)
     assert expect in str(w[0].message)
     assert (len(fake_npu.calls) == 1) == (expect == fb.VENDOR_NPU)
@@ -150,7 +167,9 @@ def test_rerotate_falls_back_visibly_and_matches_kvx(fake_npu, simulated, device
     close(got, keys)
 
 
-@pytest.mark.parametrize("device_type", [lib.KVX_DEVICE_ASCEND, lib.KVX_DEVICE_CNRT], ids=["npu", "mlu"])
+@pytest.mark.parametrize(
+    "device_type", [lib.KVX_DEVICE_ASCEND, lib.KVX_DEVICE_CNRT], ids=["npu", "mlu"]
+)
 def test_apply_falls_back_and_matches_kvx(fake_npu, simulated, device_type):
     """Query and key with different head counts, vLLM's flattened [T, H*D] layout."""
     q, k = randn((7, 8 * 128), torch.float16, 2), randn((7, 2 * 128), torch.float16, 3)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from kvx import rope
 from rope_cases import DTYPES, REL_TOL, assert_close_to, expected_rerotate
 
@@ -42,7 +41,9 @@ def cases(draw):
 def _setup(case):
     g = torch.Generator().manual_seed(case["seed"])
     keys = torch.randn(case["shape"], generator=g).to(case["dtype"])
-    cs = rope.build_cos_sin_cache(case["rot_dim"], case["max_position"], case["base"], dtype=case["cache_dtype"])
+    cs = rope.build_cos_sin_cache(
+        case["rot_dim"], case["max_position"], case["base"], dtype=case["cache_dtype"]
+    )
     return keys, cs, case["old"].to(case["pos_dtype"]), case["new"].to(case["pos_dtype"])
 
 
@@ -67,7 +68,9 @@ def test_old_new_old_round_trip(case):
     rope.rerotate_keys(keys, new, old, cs, is_neox=case["is_neox"])
     # two roundings to the storage dtype (plus a cache that is only nearly orthonormal when it
     # is stored in 16 bits): allow a few ulps of the keys' scale
-    cache_eps = {torch.float32: 0.0, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}[case["cache_dtype"]]
+    cache_eps = {torch.float32: 0.0, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}[
+        case["cache_dtype"]
+    ]
     tol = 3 * REL_TOL[case["dtype"]] + 4 * cache_eps
     scale = before.double().abs() + before.double().pow(2).mean().sqrt()
     diff = (keys.double() - before.double()).abs()
@@ -85,7 +88,9 @@ def test_rerotate_equals_apply_at_new_positions(case):
     rope.apply_rotary(new, direct, None, cs, is_neox=case["is_neox"])
     # two roundings to the keys' dtype on one side, one on the other; a 16-bit cache's rows are
     # only nearly unit length, so R(old)^T R(old) is only nearly the identity
-    cache_eps = {torch.float32: 0.0, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}[case["cache_dtype"]]
+    cache_eps = {torch.float32: 0.0, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}[
+        case["cache_dtype"]
+    ]
     tol = 3 * REL_TOL[case["dtype"]] + 4 * cache_eps
     scale = direct.double().abs() + direct.double().pow(2).mean().sqrt()
     diff = (via_old.double() - direct.double()).abs()

@@ -16,9 +16,8 @@ import json
 import threading
 
 import cffi
-import pytest
-
 import device_stub_cases as dsc
+import pytest
 from kvx._native import ffi as kffi
 from kvx._native import lib as klib
 
@@ -75,7 +74,9 @@ def transfer_on(backend, device, dense_on_device=False, seed=3):
     """A vllm_nhd transfer staged on `device`, its stream's device_index set."""
     st = dsc.stub(backend)
     paged, dense, slots, fmt = dsc.make_inputs("vllm_nhd", "blocks", seed)
-    case = dsc.stage(OnDevice(st, device), backend, "vllm_nhd", paged, dense, slots, fmt, dense_on_device)
+    case = dsc.stage(
+        OnDevice(st, device), backend, "vllm_nhd", paged, dense, slots, fmt, dense_on_device
+    )
     case.stream.device_index = device
     return case
 
@@ -236,7 +237,10 @@ def test_synchronize_without_a_handle_waits_for_that_devices_default_stream(back
     """kvx_synchronize({device_index 1, handle NULL}) waits for device 1's default stream (the
     stub counts which one), with device 1 current only for the call."""
     st, ffi, rt = runtime(backend)
-    names = {"ascend": ("aclrtSetDevice", "aclrtGetDevice"), "cnrt": ("cnrtSetDevice", "cnrtGetDevice")}
+    names = {
+        "ascend": ("aclrtSetDevice", "aclrtGetDevice"),
+        "cnrt": ("cnrtSetDevice", "cnrtGetDevice"),
+    }
     set_device, get_device = (getattr(rt, name) for name in names[backend])
     stream = kffi.new("kvx_stream *")
     stream.device_type, stream.device_index, stream.handle = dsc.DEVICE_TYPE[backend], 1, kffi.NULL

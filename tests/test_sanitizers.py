@@ -16,17 +16,32 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 # Modules whose tests drive the C library; the child run covers whichever exist.
-C_TEST_GLOBS = ("test_transfer_*.py", "test_codec*.py", "test_rope*.py", "test_staged_codec.py",
-                "test_ascend_transfer.py", "test_cnrt_transfer.py", "test_conformance.py", "fuzz/test_fuzz_*.py")
+C_TEST_GLOBS = (
+    "test_transfer_*.py",
+    "test_codec*.py",
+    "test_rope*.py",
+    "test_staged_codec.py",
+    "test_ascend_transfer.py",
+    "test_cnrt_transfer.py",
+    "test_conformance.py",
+    "fuzz/test_fuzz_*.py",
+)
 
 pytestmark = [
-    pytest.mark.skipif(os.environ.get("KVX_SANITIZER_RUN") == "1", reason="already inside the sanitizer run"),
-    pytest.mark.skipif(shutil.which("meson") is None or shutil.which("ninja") is None, reason="needs meson and ninja"),
+    pytest.mark.skipif(
+        os.environ.get("KVX_SANITIZER_RUN") == "1", reason="already inside the sanitizer run"
+    ),
+    pytest.mark.skipif(
+        shutil.which("meson") is None or shutil.which("ninja") is None,
+        reason="needs meson and ninja",
+    ),
 ]
 
 
 def _runtime(cc: str, name: str) -> str:
-    path = subprocess.run([cc, f"-print-file-name={name}"], check=True, capture_output=True, text=True).stdout.strip()
+    path = subprocess.run(
+        [cc, f"-print-file-name={name}"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     if not os.path.isabs(path) or not os.path.exists(path):
         pytest.skip(f"{cc} has no {name}")
     return path
@@ -34,9 +49,21 @@ def _runtime(cc: str, name: str) -> str:
 
 def _build(build: Path, cc: str, *options: str) -> Path:
     env = dict(os.environ, CC=cc)
-    setup = subprocess.run(["meson", "setup", str(build), str(REPO), "-Db_sanitize=address,undefined",
-                            "-Db_lundef=false", "-Dbuildtype=debugoptimized", *options],
-                           env=env, capture_output=True, text=True)
+    setup = subprocess.run(
+        [
+            "meson",
+            "setup",
+            str(build),
+            str(REPO),
+            "-Db_sanitize=address,undefined",
+            "-Db_lundef=false",
+            "-Dbuildtype=debugoptimized",
+            *options,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert setup.returncode == 0, setup.stdout[-4000:] + setup.stderr[-4000:]
     compile_ = subprocess.run(["ninja", "-C", str(build)], env=env, capture_output=True, text=True)
     assert compile_.returncode == 0, compile_.stdout[-6000:]
@@ -58,26 +85,43 @@ def _run_c_tests(library: Path, preload: list[str], logs: Path, **extra_env: str
         **extra_env,
     )
     # No -x: one run reports every failing test, not only the first.
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
-                            cwd=REPO, env=env, capture_output=True, text=True)
-    reports = "".join(p.read_text(errors="replace") for p in sorted(logs.parent.glob(logs.name + ".*")))
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    reports = "".join(
+        p.read_text(errors="replace") for p in sorted(logs.parent.glob(logs.name + ".*"))
+    )
     assert not reports, reports[:6000]
-    assert result.returncode == 0 and " passed" in result.stdout, (result.stdout + result.stderr)[-6000:]
+    assert result.returncode == 0 and " passed" in result.stdout, (result.stdout + result.stderr)[
+        -6000:
+    ]
     print(result.stdout.strip().splitlines()[-1])  # the child's summary, for `pytest -s`
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs cc")
 def test_c_library_under_asan_and_ubsan(tmp_path):
     library = _build(tmp_path / "asan", "cc")
-    _run_c_tests(library, [_runtime("cc", "libasan.so"), _runtime("cc", "libubsan.so")], tmp_path / "sanitizer")
+    _run_c_tests(
+        library,
+        [_runtime("cc", "libasan.so"), _runtime("cc", "libubsan.so")],
+        tmp_path / "sanitizer",
+    )
 
 
-@pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed (apt-get install clang)")
+@pytest.mark.skipif(
+    shutil.which("clang") is None, reason="clang is not installed (apt-get install clang)"
+)
 def test_c_library_under_clang_asan_and_ubsan(tmp_path):
     """clang links sanitizer runtimes into executables only; -shared-libsan makes the library
     depend on the shared one (ASan with UBSan inside), which C programs the tests build against
     the library then link with too. LD_LIBRARY_PATH lets the linker and the loader find it."""
     runtime = _runtime("clang", f"libclang_rt.asan-{platform.machine()}.so")
     library = _build(tmp_path / "clang-asan", "clang", "-Dc_link_args=-shared-libsan")
-    search_path = os.pathsep.join(filter(None, [os.path.dirname(runtime), os.environ.get("LD_LIBRARY_PATH")]))
+    search_path = os.pathsep.join(
+        filter(None, [os.path.dirname(runtime), os.environ.get("LD_LIBRARY_PATH")])
+    )
     _run_c_tests(library, [runtime], tmp_path / "sanitizer", LD_LIBRARY_PATH=search_path)

@@ -10,10 +10,9 @@ calls below."""
 
 from __future__ import annotations
 
+import device_stub_cases as dsc
 import numpy as np
 import pytest
-
-import device_stub_cases as dsc
 from kvx._native import ffi as kffi
 from kvx._native import lib as klib
 
@@ -22,9 +21,15 @@ COPY = {"ascend": "aclrtMemcpyAsync", "cnrt": "cnrtMemcpyAsync_V3"}
 HOST_ALLOC = {"ascend": "aclrtMallocHost", "cnrt": "cnrtHostMalloc"}
 HOST_FREE = {"ascend": "aclrtFreeHost", "cnrt": "cnrtFreeHost"}
 SYNC = {"ascend": "aclrtSynchronizeStream", "cnrt": "cnrtQueueSync"}
-DTYPES = {"float32": klib.KVX_DTYPE_FLOAT32, "float16": klib.KVX_DTYPE_FLOAT16, "bfloat16": klib.KVX_DTYPE_BFLOAT16}
+DTYPES = {
+    "float32": klib.KVX_DTYPE_FLOAT32,
+    "float16": klib.KVX_DTYPE_FLOAT16,
+    "bfloat16": klib.KVX_DTYPE_BFLOAT16,
+}
 
-pytestmark = pytest.mark.skipif(dsc.compiler() is None, reason="no C compiler to build the stub runtimes")
+pytestmark = pytest.mark.skipif(
+    dsc.compiler() is None, reason="no C compiler to build the stub runtimes"
+)
 
 
 class Device:
@@ -94,13 +99,34 @@ def quantize(x_raw, dtype, rows, tokens, channels, row_stride, token_stride, bin
     scales = np.full((rows, tokens), -1.0, np.float32)
     bins = np.asarray(bins, np.int32)
     if on is None:
-        rc = klib.kvx_codec_quantize(ptr(x_raw), dtype, rows, tokens, channels, row_stride, token_stride,
-                                     ptr(bins, "int32_t *"), ptr(symbols, "uint8_t *"), ptr(scales, "float *"),
-                                     kffi.NULL)
+        rc = klib.kvx_codec_quantize(
+            ptr(x_raw),
+            dtype,
+            rows,
+            tokens,
+            channels,
+            row_stride,
+            token_stride,
+            ptr(bins, "int32_t *"),
+            ptr(symbols, "uint8_t *"),
+            ptr(scales, "float *"),
+            kffi.NULL,
+        )
         return rc, dsc.last_error(), symbols, scales
     x, s, c = on.put(x_raw), on.put(symbols), on.put(scales)
-    rc = klib.kvx_codec_quantize(ptr(x), dtype, rows, tokens, channels, row_stride, token_stride,
-                                 ptr(bins, "int32_t *"), ptr(s, "uint8_t *"), ptr(c, "float *"), on.stream)
+    rc = klib.kvx_codec_quantize(
+        ptr(x),
+        dtype,
+        rows,
+        tokens,
+        channels,
+        row_stride,
+        token_stride,
+        ptr(bins, "int32_t *"),
+        ptr(s, "uint8_t *"),
+        ptr(c, "float *"),
+        on.stream,
+    )
     return rc, dsc.last_error(), on.get(s), on.get(c)
 
 
@@ -109,12 +135,34 @@ def dequantize(symbols, scales, bins, dtype, out_init, row_stride, token_stride,
     bins = np.asarray(bins, np.int32)
     out = out_init.copy()
     if on is None:
-        rc = klib.kvx_codec_dequantize(ptr(symbols, "uint8_t *"), ptr(scales, "float *"), ptr(bins, "int32_t *"),
-                                       rows, tokens, channels, dtype, ptr(out), row_stride, token_stride, kffi.NULL)
+        rc = klib.kvx_codec_dequantize(
+            ptr(symbols, "uint8_t *"),
+            ptr(scales, "float *"),
+            ptr(bins, "int32_t *"),
+            rows,
+            tokens,
+            channels,
+            dtype,
+            ptr(out),
+            row_stride,
+            token_stride,
+            kffi.NULL,
+        )
         return rc, dsc.last_error(), out
     s, c, o = on.put(symbols), on.put(scales), on.put(out)
-    rc = klib.kvx_codec_dequantize(ptr(s, "uint8_t *"), ptr(c, "float *"), ptr(bins, "int32_t *"), rows, tokens,
-                                   channels, dtype, ptr(o), row_stride, token_stride, on.stream)
+    rc = klib.kvx_codec_dequantize(
+        ptr(s, "uint8_t *"),
+        ptr(c, "float *"),
+        ptr(bins, "int32_t *"),
+        rows,
+        tokens,
+        channels,
+        dtype,
+        ptr(o),
+        row_stride,
+        token_stride,
+        on.stream,
+    )
     return rc, dsc.last_error(), on.get(o)
 
 
@@ -122,12 +170,20 @@ def calculate_cdf(symbols, num_bins, on=None):
     layers, tokens, channels = symbols.shape
     cdf = np.full((layers, channels, num_bins + 1), 0xBEEF, np.uint16)
     if on is None:
-        rc = klib.kvx_codec_calculate_cdf(ptr(symbols, "uint8_t *"), layers, tokens, channels, num_bins,
-                                          ptr(cdf, "uint16_t *"), kffi.NULL)
+        rc = klib.kvx_codec_calculate_cdf(
+            ptr(symbols, "uint8_t *"),
+            layers,
+            tokens,
+            channels,
+            num_bins,
+            ptr(cdf, "uint16_t *"),
+            kffi.NULL,
+        )
         return rc, dsc.last_error(), cdf
     s, c = on.put(symbols), on.put(cdf)
-    rc = klib.kvx_codec_calculate_cdf(ptr(s, "uint8_t *"), layers, tokens, channels, num_bins, ptr(c, "uint16_t *"),
-                                      on.stream)
+    rc = klib.kvx_codec_calculate_cdf(
+        ptr(s, "uint8_t *"), layers, tokens, channels, num_bins, ptr(c, "uint16_t *"), on.stream
+    )
     return rc, dsc.last_error(), on.get(c)
 
 
@@ -141,9 +197,18 @@ def encode(cdf, symbols, capacity, on=None, host=()):
         p = {k: v.ctypes.data for k, v in args.items()}
     else:
         p = {k: (v.ctypes.data if k in host else on.put(v)) for k, v in args.items()}
-    rc = klib.kvx_codec_encode(ptr(p["cdf"], "uint16_t *"), cdf.shape[-1], ptr(p["symbols"], "uint8_t *"), layers,
-                               tokens, channels, ptr(p["streams"], "uint8_t *"), capacity,
-                               ptr(p["lengths"], "int32_t *"), on.stream if on else kffi.NULL)
+    rc = klib.kvx_codec_encode(
+        ptr(p["cdf"], "uint16_t *"),
+        cdf.shape[-1],
+        ptr(p["symbols"], "uint8_t *"),
+        layers,
+        tokens,
+        channels,
+        ptr(p["streams"], "uint8_t *"),
+        capacity,
+        ptr(p["lengths"], "int32_t *"),
+        on.stream if on else kffi.NULL,
+    )
     msg = dsc.last_error()
     if on is None:
         return rc, msg, streams, lengths
@@ -155,13 +220,32 @@ def decode(cdf, streams, lengths, tokens, on=None):
     layers, channels, capacity = streams.shape
     symbols = np.full((layers, tokens, channels), 0xEE, np.uint8)
     if on is None:
-        rc = klib.kvx_codec_decode(ptr(cdf, "uint16_t *"), cdf.shape[-1], ptr(streams, "uint8_t *"), capacity,
-                                   ptr(lengths, "int32_t *"), layers, tokens, channels, ptr(symbols, "uint8_t *"),
-                                   kffi.NULL)
+        rc = klib.kvx_codec_decode(
+            ptr(cdf, "uint16_t *"),
+            cdf.shape[-1],
+            ptr(streams, "uint8_t *"),
+            capacity,
+            ptr(lengths, "int32_t *"),
+            layers,
+            tokens,
+            channels,
+            ptr(symbols, "uint8_t *"),
+            kffi.NULL,
+        )
         return rc, dsc.last_error(), symbols
     c, s, n, o = on.put(cdf), on.put(streams), on.put(lengths), on.put(symbols)
-    rc = klib.kvx_codec_decode(ptr(c, "uint16_t *"), cdf.shape[-1], ptr(s, "uint8_t *"), capacity,
-                               ptr(n, "int32_t *"), layers, tokens, channels, ptr(o, "uint8_t *"), on.stream)
+    rc = klib.kvx_codec_decode(
+        ptr(c, "uint16_t *"),
+        cdf.shape[-1],
+        ptr(s, "uint8_t *"),
+        capacity,
+        ptr(n, "int32_t *"),
+        layers,
+        tokens,
+        channels,
+        ptr(o, "uint8_t *"),
+        on.stream,
+    )
     return rc, dsc.last_error(), on.get(o)
 
 
@@ -169,14 +253,32 @@ def decode_prefsum(cdf, data, ends, shape, on=None):
     layers, tokens, channels = shape
     symbols = np.full(shape, 0xEE, np.uint8)
     if on is None:
-        rc = klib.kvx_codec_decode_prefsum(ptr(cdf, "uint16_t *"), cdf.shape[-1], ptr(data, "uint8_t *"), data.size,
-                                           ptr(ends, "int64_t *"), layers, tokens, channels,
-                                           ptr(symbols, "uint8_t *"), kffi.NULL)
+        rc = klib.kvx_codec_decode_prefsum(
+            ptr(cdf, "uint16_t *"),
+            cdf.shape[-1],
+            ptr(data, "uint8_t *"),
+            data.size,
+            ptr(ends, "int64_t *"),
+            layers,
+            tokens,
+            channels,
+            ptr(symbols, "uint8_t *"),
+            kffi.NULL,
+        )
         return rc, dsc.last_error(), symbols
     c, b, e, o = on.put(cdf), on.put(data), on.put(ends), on.put(symbols)
-    rc = klib.kvx_codec_decode_prefsum(ptr(c, "uint16_t *"), cdf.shape[-1], ptr(b, "uint8_t *"), data.size,
-                                       ptr(e, "int64_t *"), layers, tokens, channels, ptr(o, "uint8_t *"),
-                                       on.stream)
+    rc = klib.kvx_codec_decode_prefsum(
+        ptr(c, "uint16_t *"),
+        cdf.shape[-1],
+        ptr(b, "uint8_t *"),
+        data.size,
+        ptr(e, "int64_t *"),
+        layers,
+        tokens,
+        channels,
+        ptr(o, "uint8_t *"),
+        on.stream,
+    )
     return rc, dsc.last_error(), on.get(o)
 
 
@@ -209,8 +311,14 @@ def test_strided_views_touch_only_their_elements(dev):
     q_cpu = quantize(buf, klib.KVX_DTYPE_FLOAT32, L, T, C, row_stride, token_stride, bins)
     same(q_dev, q_cpu)
     init = np.full_like(buf, 7.5)
-    same(dequantize(q_cpu[2], q_cpu[3], bins, klib.KVX_DTYPE_FLOAT32, init, row_stride, token_stride, on=dev),
-         dequantize(q_cpu[2], q_cpu[3], bins, klib.KVX_DTYPE_FLOAT32, init, row_stride, token_stride))
+    same(
+        dequantize(
+            q_cpu[2], q_cpu[3], bins, klib.KVX_DTYPE_FLOAT32, init, row_stride, token_stride, on=dev
+        ),
+        dequantize(
+            q_cpu[2], q_cpu[3], bins, klib.KVX_DTYPE_FLOAT32, init, row_stride, token_stride
+        ),
+    )
     # one copy per (row, token) run for this view, one per array otherwise
     assert dev.st.calls(COPY[dev.backend]) == 2 * (L * T + 2)
 
@@ -227,10 +335,15 @@ def test_memory_of_another_device_is_rejected(dev):
     symbols = np.zeros((1, 4, 2), np.uint8)
     cdf = np.zeros((1, 2, 17), np.uint16)
     s, c = dev.put(symbols, device=1), dev.put(cdf)
-    rc = klib.kvx_codec_calculate_cdf(ptr(s, "uint8_t *"), 1, 4, 2, 16, ptr(c, "uint16_t *"), dev.stream)
+    rc = klib.kvx_codec_calculate_cdf(
+        ptr(s, "uint8_t *"), 1, 4, 2, 16, ptr(c, "uint16_t *"), dev.stream
+    )
     assert rc == klib.KVX_ERR_INVALID_ARGUMENT
     name = "NPU" if dev.backend == "ascend" else "MLU"
-    assert f"symbols: expected host memory or memory of {name} 0 (the stream's), got {name} 1" in dsc.last_error()
+    assert (
+        f"symbols: expected host memory or memory of {name} 0 (the stream's), got {name} 1"
+        in dsc.last_error()
+    )
     assert dev.st.copies() == 0
 
 
@@ -291,7 +404,11 @@ def test_data_errors_come_from_the_cpu_step_before_any_output(dev):
 
     small = encode(cdf, symbols, 1, on=dev)
     same_error(small, encode(cdf, symbols, 1))
-    assert small[0] == klib.KVX_ERR_BUFFER_TOO_SMALL and (small[2] == 0xAB).all() and (small[3] == -7).all()
+    assert (
+        small[0] == klib.KVX_ERR_BUFFER_TOO_SMALL
+        and (small[2] == 0xAB).all()
+        and (small[3] == -7).all()
+    )
 
     good = encode(cdf, symbols, 64)
     ends = np.cumsum(good[3].ravel()).astype(np.int64)
@@ -363,12 +480,32 @@ def test_rope_stays_unsupported_with_a_clear_message(dev):
     cache = np.zeros((8, 4), np.float32)
     c = dev.put(cache)
     pos = np.zeros(2, np.int64)
-    t = kffi.new("kvx_rope_tensor *", {"struct_size": kffi.sizeof("kvx_rope_tensor"), "dtype": klib.KVX_DTYPE_FLOAT32,
-                                       "num_layers": 1, "num_heads": 1, "head_size": 4, "num_tokens": 2,
-                                       "base": ptr(k), "token_stride": 4, "head_stride": 4})
-    cc = kffi.new("kvx_rope_cache *", {"struct_size": kffi.sizeof("kvx_rope_cache"), "dtype": klib.KVX_DTYPE_FLOAT32,
-                                       "rot_dim": 4, "pairing": klib.KVX_ROPE_NEOX, "max_position": 8,
-                                       "row_stride": 4, "cos_sin": ptr(c)})
+    t = kffi.new(
+        "kvx_rope_tensor *",
+        {
+            "struct_size": kffi.sizeof("kvx_rope_tensor"),
+            "dtype": klib.KVX_DTYPE_FLOAT32,
+            "num_layers": 1,
+            "num_heads": 1,
+            "head_size": 4,
+            "num_tokens": 2,
+            "base": ptr(k),
+            "token_stride": 4,
+            "head_stride": 4,
+        },
+    )
+    cc = kffi.new(
+        "kvx_rope_cache *",
+        {
+            "struct_size": kffi.sizeof("kvx_rope_cache"),
+            "dtype": klib.KVX_DTYPE_FLOAT32,
+            "rot_dim": 4,
+            "pairing": klib.KVX_ROPE_NEOX,
+            "max_position": 8,
+            "row_stride": 4,
+            "cos_sin": ptr(c),
+        },
+    )
     rc = klib.kvx_rope_rerotate(t, cc, ptr(pos), ptr(pos), klib.KVX_DTYPE_INT64, dev.stream)
     assert rc == klib.KVX_ERR_UNSUPPORTED
     assert f"rope_rerotate: not supported by the {dev.backend} backend" in dsc.last_error()
@@ -383,7 +520,14 @@ def test_container_stays_host_only(dev):
     kv = np.ones((2, 1, 4, 8), np.float32)
     d = kffi.new("kvx_dense_desc *")
     d.struct_size = kffi.sizeof("kvx_dense_desc")
-    d.dtype, d.num_layers, d.num_kv, d.num_heads, d.head_size, d.num_tokens = klib.KVX_DTYPE_FLOAT32, 1, 2, 1, 8, 4
+    d.dtype, d.num_layers, d.num_kv, d.num_heads, d.head_size, d.num_tokens = (
+        klib.KVX_DTYPE_FLOAT32,
+        1,
+        2,
+        1,
+        8,
+        4,
+    )
     d.base = ptr(dev.put(kv))
     d.kv_stride, d.layer_stride, d.token_stride, d.head_stride = 32, 32, 8, 8
     params = kffi.new("kvx_codec_params *")
@@ -406,7 +550,10 @@ def test_staging_blocks_are_reused_between_calls(dev, monkeypatch):
     same(calculate_cdf(symbols, 16, on=dev), want)  # allocates, then keeps the block
     allocated, freed = dev.st.calls(HOST_ALLOC[dev.backend]), dev.st.calls(HOST_FREE[dev.backend])
     same(calculate_cdf(symbols, 16, on=dev), want)
-    assert dev.st.calls(HOST_ALLOC[dev.backend]) == allocated and dev.st.calls(HOST_FREE[dev.backend]) == freed
+    assert (
+        dev.st.calls(HOST_ALLOC[dev.backend]) == allocated
+        and dev.st.calls(HOST_FREE[dev.backend]) == freed
+    )
     monkeypatch.setenv("KVX_STAGING_POOL_BYTES", "0")
     same(calculate_cdf(symbols, 16, on=dev), want)  # the kept block stays kept; this one is freed
     assert dev.st.calls(HOST_FREE[dev.backend]) == freed + 1

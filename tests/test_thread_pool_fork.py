@@ -18,8 +18,10 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 DEADLOCK_GUARD_S = 120
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork") or not Path("/proc/self/task").is_dir(),
-                                reason="needs fork() and Linux /proc")
+pytestmark = pytest.mark.skipif(
+    not hasattr(os, "fork") or not Path("/proc/self/task").is_dir(),
+    reason="needs fork() and Linux /proc",
+)
 
 # Shared by the scenarios: a transfer large enough to be split over THREADS threads, a check of
 # its result, and what a forked child does.
@@ -128,8 +130,13 @@ assert store_is_correct(*inputs), "parent: wrong result after the forks"
 def _run_guarded(scenario: str) -> None:
     """Runs PRELUDE + scenario in a new Python process (its own process group, so that the
     guard can kill a deadlocked child too) and fails with its output unless it exits 0."""
-    process = subprocess.Popen([sys.executable, "-c", PRELUDE + scenario], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + scenario],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=DEADLOCK_GUARD_S)
     except subprocess.TimeoutExpired:

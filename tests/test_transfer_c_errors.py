@@ -5,7 +5,6 @@ import re
 
 import numpy as np
 import pytest
-
 from kvx._native import ffi, last_error, lib
 
 L, NB, BS, H, D, T = 2, 3, 4, 2, 5, 4
@@ -17,17 +16,47 @@ def call():
     dense = np.full((2, L, T, H * D), -1.0, dtype=np.float32)
     slots = np.array([0, 5, -1, 11], dtype=np.int64)
     bases = ffi.new("void *[]", [ffi.cast("void *", cache[l].ctypes.data) for l in range(L)])
-    paged = ffi.new("kvx_paged_desc *", dict(
-        struct_size=ffi.sizeof("kvx_paged_desc"), dtype=lib.KVX_DTYPE_FLOAT32, num_layers=L, num_kv=2,
-        num_heads=H, head_size=D, num_bases=L, bases=bases, block_size=BS, num_blocks=NB,
-        kv_stride=NB * BS * H * D, block_stride=BS * H * D, token_stride=H * D, head_stride=D))
-    desc = ffi.new("kvx_dense_desc *", dict(
-        struct_size=ffi.sizeof("kvx_dense_desc"), dtype=lib.KVX_DTYPE_FLOAT32, num_layers=L, num_kv=2,
-        num_heads=H, head_size=D, num_tokens=T, base=ffi.cast("void *", dense.ctypes.data),
-        kv_stride=L * T * H * D, layer_stride=T * H * D, token_stride=H * D, head_stride=D))
+    paged = ffi.new(
+        "kvx_paged_desc *",
+        dict(
+            struct_size=ffi.sizeof("kvx_paged_desc"),
+            dtype=lib.KVX_DTYPE_FLOAT32,
+            num_layers=L,
+            num_kv=2,
+            num_heads=H,
+            head_size=D,
+            num_bases=L,
+            bases=bases,
+            block_size=BS,
+            num_blocks=NB,
+            kv_stride=NB * BS * H * D,
+            block_stride=BS * H * D,
+            token_stride=H * D,
+            head_stride=D,
+        ),
+    )
+    desc = ffi.new(
+        "kvx_dense_desc *",
+        dict(
+            struct_size=ffi.sizeof("kvx_dense_desc"),
+            dtype=lib.KVX_DTYPE_FLOAT32,
+            num_layers=L,
+            num_kv=2,
+            num_heads=H,
+            head_size=D,
+            num_tokens=T,
+            base=ffi.cast("void *", dense.ctypes.data),
+            kv_stride=L * T * H * D,
+            layer_stride=T * H * D,
+            token_stride=H * D,
+            head_stride=D,
+        ),
+    )
 
     class Call:
-        def run(self, slot_ptr=None, direction=lib.KVX_PAGED_TO_DENSE, stream=ffi.NULL, p=paged, d=desc):
+        def run(
+            self, slot_ptr=None, direction=lib.KVX_PAGED_TO_DENSE, stream=ffi.NULL, p=paged, d=desc
+        ):
             before = dense.copy(), cache.copy()
             ptr = ffi.cast("int64_t *", slots.ctypes.data) if slot_ptr is None else slot_ptr
             status = lib.kvx_transfer(p, d, ptr, direction, stream)
@@ -44,21 +73,36 @@ def test_valid_call_succeeds(call):
     assert status == lib.KVX_OK and message == "" and not untouched
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("struct_size", 2, r"paged->struct_size: expected sizeof\(kvx_paged_desc\) \(\d+; .*\), got 2"),
-    ("struct_size", 97, r"paged->struct_size: expected sizeof\(kvx_paged_desc\) \(\d+; .*\), got 97"),
-    ("reserved0", 5, r"paged->reserved0: expected 0, got 5"),
-    ("dtype", 99, r"paged->dtype: expected a kvx_dtype, got 99"),
-    ("num_layers", 0, r"paged->num_layers: expected 1\.\.\d+, got 0"),
-    ("num_kv", 3, r"paged->num_kv: expected 1\.\.2, got 3"),
-    ("num_heads", -1, r"paged->num_heads: expected 1\.\.\d+, got -1"),
-    ("head_size", 0, r"paged->head_size: expected 1\.\.\d+, got 0"),
-    ("block_size", 0, r"paged->block_size: expected 1\.\.\d+, got 0"),
-    ("num_blocks", -2, r"paged->num_blocks: expected 0\.\.\d+, got -2"),
-    ("num_bases", 3, r"paged->num_bases: expected num_layers \(2\) or num_kv \* num_layers \(4\), got 3"),
-    ("block_stride", -40, r"paged->block_stride: expected a non-negative stride, got -40"),
-    ("token_stride", 2**62, r"paged->token_stride: stride \d+ overflows 64-bit offsets"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        (
+            "struct_size",
+            2,
+            r"paged->struct_size: expected sizeof\(kvx_paged_desc\) \(\d+; .*\), got 2",
+        ),
+        (
+            "struct_size",
+            97,
+            r"paged->struct_size: expected sizeof\(kvx_paged_desc\) \(\d+; .*\), got 97",
+        ),
+        ("reserved0", 5, r"paged->reserved0: expected 0, got 5"),
+        ("dtype", 99, r"paged->dtype: expected a kvx_dtype, got 99"),
+        ("num_layers", 0, r"paged->num_layers: expected 1\.\.\d+, got 0"),
+        ("num_kv", 3, r"paged->num_kv: expected 1\.\.2, got 3"),
+        ("num_heads", -1, r"paged->num_heads: expected 1\.\.\d+, got -1"),
+        ("head_size", 0, r"paged->head_size: expected 1\.\.\d+, got 0"),
+        ("block_size", 0, r"paged->block_size: expected 1\.\.\d+, got 0"),
+        ("num_blocks", -2, r"paged->num_blocks: expected 0\.\.\d+, got -2"),
+        (
+            "num_bases",
+            3,
+            r"paged->num_bases: expected num_layers \(2\) or num_kv \* num_layers \(4\), got 3",
+        ),
+        ("block_stride", -40, r"paged->block_stride: expected a non-negative stride, got -40"),
+        ("token_stride", 2**62, r"paged->token_stride: stride \d+ overflows 64-bit offsets"),
+    ],
+)
 def test_paged_fields(call, field, value, match):
     setattr(call.paged, field, value)
     status, message, untouched = call.run()
@@ -66,17 +110,32 @@ def test_paged_fields(call, field, value, match):
     assert re.search(match, message), message
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("struct_size", 0, r"dense->struct_size: expected sizeof\(kvx_dense_desc\) \(\d+; .*\), got 0"),
-    ("struct_size", 1 << 20, r"dense->struct_size: expected sizeof\(kvx_dense_desc\) \(\d+; .*\), got 1048576"),
-    ("dtype", lib.KVX_DTYPE_FLOAT16, r"dense->dtype: expected 1 \(paged->dtype\), got 2"),
-    ("num_layers", 3, r"dense->num_layers: expected 2 \(paged->num_layers\), got 3"),
-    ("head_size", 4, r"dense->head_size: expected 5 \(paged->head_size\), got 4"),
-    ("num_tokens", -1, r"dense->num_tokens: expected >= 0, got -1"),
-    ("layer_stride", -1, r"dense->layer_stride: expected a non-negative stride, got -1"),
-    ("head_stride", 2**62, r"dense: strides address more than 2\^63 bytes"),
-    ("token_stride", 2**62, r"dense->token_stride: stride \d+ overflows 64-bit offsets over 4 items"),
-])
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        (
+            "struct_size",
+            0,
+            r"dense->struct_size: expected sizeof\(kvx_dense_desc\) \(\d+; .*\), got 0",
+        ),
+        (
+            "struct_size",
+            1 << 20,
+            r"dense->struct_size: expected sizeof\(kvx_dense_desc\) \(\d+; .*\), got 1048576",
+        ),
+        ("dtype", lib.KVX_DTYPE_FLOAT16, r"dense->dtype: expected 1 \(paged->dtype\), got 2"),
+        ("num_layers", 3, r"dense->num_layers: expected 2 \(paged->num_layers\), got 3"),
+        ("head_size", 4, r"dense->head_size: expected 5 \(paged->head_size\), got 4"),
+        ("num_tokens", -1, r"dense->num_tokens: expected >= 0, got -1"),
+        ("layer_stride", -1, r"dense->layer_stride: expected a non-negative stride, got -1"),
+        ("head_stride", 2**62, r"dense: strides address more than 2\^63 bytes"),
+        (
+            "token_stride",
+            2**62,
+            r"dense->token_stride: stride \d+ overflows 64-bit offsets over 4 items",
+        ),
+    ],
+)
 def test_dense_fields(call, field, value, match):
     setattr(call.dense_desc, field, value)
     status, message, untouched = call.run()
@@ -85,14 +144,30 @@ def test_dense_fields(call, field, value, match):
 
 
 def test_null_pointers(call):
-    assert call.run(p=ffi.NULL)[:2] == (lib.KVX_ERR_INVALID_ARGUMENT, "paged: expected a kvx_paged_desc, got NULL")
-    assert call.run(d=ffi.NULL)[:2] == (lib.KVX_ERR_INVALID_ARGUMENT, "dense: expected a kvx_dense_desc, got NULL")
+    assert call.run(p=ffi.NULL)[:2] == (
+        lib.KVX_ERR_INVALID_ARGUMENT,
+        "paged: expected a kvx_paged_desc, got NULL",
+    )
+    assert call.run(d=ffi.NULL)[:2] == (
+        lib.KVX_ERR_INVALID_ARGUMENT,
+        "dense: expected a kvx_dense_desc, got NULL",
+    )
     status, message, untouched = call.run(slot_ptr=ffi.NULL)
-    assert (status, message, untouched) == (lib.KVX_ERR_INVALID_ARGUMENT, "slot_mapping: expected 4 int64 entries, got NULL", True)
+    assert (status, message, untouched) == (
+        lib.KVX_ERR_INVALID_ARGUMENT,
+        "slot_mapping: expected 4 int64 entries, got NULL",
+        True,
+    )
     call.bases[1] = ffi.NULL
-    assert call.run()[:2] == (lib.KVX_ERR_INVALID_ARGUMENT, "paged->bases[1]: expected a pointer, got NULL")
+    assert call.run()[:2] == (
+        lib.KVX_ERR_INVALID_ARGUMENT,
+        "paged->bases[1]: expected a pointer, got NULL",
+    )
     call.paged.bases = ffi.NULL
-    assert call.run()[:2] == (lib.KVX_ERR_INVALID_ARGUMENT, "paged->bases: expected 2 pointers, got NULL")
+    assert call.run()[:2] == (
+        lib.KVX_ERR_INVALID_ARGUMENT,
+        "paged->bases: expected 2 pointers, got NULL",
+    )
     call.dense_desc.base = ffi.NULL
     call.paged.bases = call.bases
 
@@ -109,7 +184,9 @@ def test_slot_out_of_range(call, slot, direction):
     call.slots[3] = slot
     status, message, untouched = call.run(direction=direction)
     assert status == lib.KVX_ERR_INVALID_ARGUMENT and untouched
-    assert message.startswith(f"slot_mapping[3]: slot {slot} is out of range; the paged cache holds 12 slots")
+    assert message.startswith(
+        f"slot_mapping[3]: slot {slot} is out of range; the paged cache holds 12 slots"
+    )
 
 
 def test_unknown_device_type(call):
@@ -123,5 +200,5 @@ def test_status_names_and_threads():
     assert ffi.string(lib.kvx_status_name(lib.KVX_ERR_CORRUPT_INPUT)) == b"KVX_ERR_CORRUPT_INPUT"
     assert ffi.string(lib.kvx_status_name(-1234)) == b"KVX_UNKNOWN_STATUS"
     assert lib.kvx_set_num_threads(-1) == lib.KVX_ERR_INVALID_ARGUMENT
-    assert "num_threads: expected 0 (default) to 256, got -1" == last_error()
+    assert last_error() == "num_threads: expected 0 (default) to 256, got -1"
     assert lib.kvx_dtype_size(lib.KVX_DTYPE_BFLOAT16) == 2 and lib.kvx_dtype_size(0) == 0

@@ -5,7 +5,6 @@ odd sizes, padded and strided views on every backend are in tests/test_conforman
 import numpy as np
 import pytest
 import torch
-
 import transfer_cases as tc
 from kvx import layouts
 
@@ -21,7 +20,10 @@ def test_numpy_arrays(direction):
     paged = [t.numpy() for t in tc.make_paged("vllm_nhd", g, torch.float16, gen)]
     dense = tc.make_dense("vllm_nhd", g, 11, torch.float16, gen).numpy()
     slots = tc.make_slots(20, 4, 11, rng).numpy()
-    ref_paged, ref_dense = [torch.from_numpy(p.copy()) for p in paged], torch.from_numpy(dense.copy())
+    ref_paged, ref_dense = (
+        [torch.from_numpy(p.copy()) for p in paged],
+        torch.from_numpy(dense.copy()),
+    )
     import kvx
 
     kvx.transfer(paged, dense, slots, direction=direction)

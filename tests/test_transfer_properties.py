@@ -1,13 +1,11 @@
 """Property tests: a store then a load into a fresh cache restores exactly the selected slots and
 touches nothing else, for random geometries, layouts and slot mappings."""
 
-import numpy as np
+import kvx
 import torch
+import transfer_cases as tc
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import kvx
-import transfer_cases as tc
 from kvx import layouts
 
 
@@ -32,7 +30,13 @@ def cases(draw):
                 seen.add(s)
         slots = unique
     dtype = draw(st.sampled_from([torch.uint8, torch.bfloat16, torch.float32]))
-    return layout_name, g, torch.tensor(slots, dtype=torch.int64), dtype, draw(st.integers(0, 2**31))
+    return (
+        layout_name,
+        g,
+        torch.tensor(slots, dtype=torch.int64),
+        dtype,
+        draw(st.integers(0, 2**31)),
+    )
 
 
 def _planes(layout_name, paged):
@@ -58,8 +62,9 @@ def test_store_then_load_restores_exactly_the_selected_slots(case):
 
     selected = slots[slots >= 0]
     skipped = torch.nonzero(slots < 0).flatten()
-    for src_plane, dst_plane, old_plane in zip(_planes(layout_name, source), _planes(layout_name, target),
-                                               _planes(layout_name, before)):
+    for src_plane, dst_plane, old_plane in zip(
+        _planes(layout_name, source), _planes(layout_name, target), _planes(layout_name, before)
+    ):
         for src, dst, old in zip(src_plane, dst_plane, old_plane):
             assert tc.bits_equal(dst[selected], src[selected])
             untouched = torch.ones(dst.shape[0], dtype=torch.bool)
@@ -67,4 +72,6 @@ def test_store_then_load_restores_exactly_the_selected_slots(case):
             assert tc.bits_equal(dst[untouched], old[untouched])
     # Tokens with slot -1 keep the dense buffer's previous contents.
     t_axis = 2 if dense.dim() == 4 else 1
-    assert tc.bits_equal(dense.index_select(t_axis, skipped), dense_before.index_select(t_axis, skipped))
+    assert tc.bits_equal(
+        dense.index_select(t_axis, skipped), dense_before.index_select(t_axis, skipped)
+    )

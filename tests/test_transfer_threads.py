@@ -6,9 +6,8 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pytest
-
 import kvx
+import pytest
 import transfer_cases as tc
 
 REPO = Path(__file__).resolve().parent.parent
@@ -31,7 +30,9 @@ def test_result_independent_of_thread_count(threads, restore_threads):
 
 
 def test_set_num_threads_rejects_out_of_range(restore_threads):
-    with pytest.raises(kvx.InvalidArgumentError, match=r"num_threads: expected 0 \(default\) to 256, got 300"):
+    with pytest.raises(
+        kvx.InvalidArgumentError, match=r"num_threads: expected 0 \(default\) to 256, got 300"
+    ):
         kvx.set_num_threads(300)
 
 
@@ -46,7 +47,7 @@ def test_concurrent_calls_from_python_threads():
                 kvx.store(paged, dense, slots)
                 if not tc.bits_equal(dense, expected):
                     errors.append("mismatch")
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             errors.append(repr(exc))
 
     threads = [threading.Thread(target=work, args=(case,)) for case in cases]
@@ -82,10 +83,30 @@ def thread_pool_driver(tmp_path_factory) -> Path:
         pytest.skip("no C compiler")
     out = tmp_path_factory.mktemp("thread_pool") / "thread_pool_driver"
     core = REPO / "libkvx" / "src" / "core"
-    sources = [REPO / "tests" / "c" / "thread_pool_driver.c", core / "thread_pool.c", core / "errors.c"]
-    build = subprocess.run([cc, "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-D_GNU_SOURCE", "-pthread",
-                            f"-I{REPO / 'libkvx' / 'include'}", f"-I{core}", *map(str, sources), "-o", str(out)],
-                           capture_output=True, text=True)
+    sources = [
+        REPO / "tests" / "c" / "thread_pool_driver.c",
+        core / "thread_pool.c",
+        core / "errors.c",
+    ]
+    build = subprocess.run(
+        [
+            cc,
+            "-std=c11",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-D_GNU_SOURCE",
+            "-pthread",
+            f"-I{REPO / 'libkvx' / 'include'}",
+            f"-I{core}",
+            *map(str, sources),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert build.returncode == 0, build.stderr[-4000:]
     return out
 
@@ -96,6 +117,10 @@ def test_lowered_thread_count_is_honoured(thread_pool_driver):
     it runs on more. The driver counts the distinct threads that run items, and each item waits
     until the expected number have arrived, so this holds whatever the scheduler does."""
     counts = [8, 2, 1, 4, 8, 3, 2, 8, 1, 2] * 5
-    run = subprocess.run([str(thread_pool_driver), *map(str, counts)], capture_output=True, text=True,
-                         timeout=DEADLOCK_GUARD_S)
+    run = subprocess.run(
+        [str(thread_pool_driver), *map(str, counts)],
+        capture_output=True,
+        text=True,
+        timeout=DEADLOCK_GUARD_S,
+    )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import kvx
 import numpy as np
 import torch
-
-import kvx
 from kvx import layouts
 
-DTYPES = [torch.uint8, torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float16, torch.bfloat16,
-          torch.float32, torch.float64]
+DTYPES = [
+    torch.uint8,
+    torch.float8_e4m3fn,
+    torch.float8_e4m3fnuz,
+    torch.float16,
+    torch.bfloat16,
+    torch.float32,
+    torch.float64,
+]
 
 
 @dataclass(frozen=True)
@@ -108,14 +114,19 @@ def capacity(layout_name: str, g: Geometry) -> int:
     return g.blocks * g.block_size
 
 
-def make_dense(layout_name: str, g: Geometry, tokens: int, dtype, gen, fmt: str = "KV_2LTD",
-               token_gap: int = 0) -> torch.Tensor:
+def make_dense(
+    layout_name: str, g: Geometry, tokens: int, dtype, gen, fmt: str = "KV_2LTD", token_gap: int = 0
+) -> torch.Tensor:
     """A dense buffer; `token_gap` > 0 makes it a non-contiguous view (rows spaced apart)."""
     heads = 1 if num_kv(layout_name) == 1 else g.heads
     hd = heads * g.head_size
     kv = num_kv(layout_name)
-    shape = {"KV_2LTD": (kv, g.layers, tokens, hd), "MLA_1LTD": (kv, g.layers, tokens, hd),
-             "KV_T2D": (tokens, kv, hd), "KV_2TD": (kv, tokens, hd)}[fmt]
+    shape = {
+        "KV_2LTD": (kv, g.layers, tokens, hd),
+        "MLA_1LTD": (kv, g.layers, tokens, hd),
+        "KV_T2D": (tokens, kv, hd),
+        "KV_2TD": (kv, tokens, hd),
+    }[fmt]
     if not token_gap:
         return random_bits(shape, dtype, gen)
     wide = list(shape)
@@ -123,12 +134,14 @@ def make_dense(layout_name: str, g: Geometry, tokens: int, dtype, gen, fmt: str 
     return random_bits(wide, dtype, gen)[..., :hd]
 
 
-def make_slots(cap: int, block_size: int, tokens: int, rng: np.random.Generator, pad_fraction: float = 0.15):
+def make_slots(
+    cap: int, block_size: int, tokens: int, rng: np.random.Generator, pad_fraction: float = 0.15
+):
     """Slots like an engine's: runs within random blocks, plus singles and -1 padding."""
     blocks = rng.permutation(cap // block_size)
     slots = (blocks[:, None] * block_size + np.arange(block_size)[None, :]).reshape(-1)
     start = int(rng.integers(0, block_size))
-    slots = slots[start:start + tokens]
+    slots = slots[start : start + tokens]
     if len(slots) < tokens:
         slots = np.concatenate([slots, rng.permutation(cap)[: tokens - len(slots)]])
     slots = slots.copy()
@@ -151,8 +164,12 @@ def pool_store_case(seed: int, tokens: int = 700):
     gen = torch.Generator().manual_seed(seed)
     paged = make_paged("vllm_nhd", POOL_GEOMETRY, torch.bfloat16, gen)
     dense = make_dense("vllm_nhd", POOL_GEOMETRY, tokens, torch.bfloat16, gen)
-    slots = make_slots(POOL_GEOMETRY.blocks * POOL_GEOMETRY.block_size, POOL_GEOMETRY.block_size, tokens,
-                       np.random.default_rng(seed))
+    slots = make_slots(
+        POOL_GEOMETRY.blocks * POOL_GEOMETRY.block_size,
+        POOL_GEOMETRY.block_size,
+        tokens,
+        np.random.default_rng(seed),
+    )
     expected = dense.clone()
     kvx.reference.transfer(paged, expected, slots, direction="store")
     return paged, dense, slots, expected

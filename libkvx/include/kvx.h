@@ -286,9 +286,8 @@ KVX_API int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales
  * + i (integer division). num_tokens may be 0 (uniform tables).
  */
 KVX_API int32_t kvx_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers,
-                                        int64_t num_tokens, int64_t num_channels,
-                                        int32_t num_bins, uint16_t *cdf,
-                                        const kvx_stream *stream);
+                                        int64_t num_tokens, int64_t num_channels, int32_t num_bins,
+                                        uint16_t *cdf, const kvx_stream *stream);
 
 /* Worst-case bytes of one encoded stream of num_tokens symbols (any CDF, any symbols). */
 KVX_API int32_t kvx_codec_stream_bound(int64_t num_tokens, int64_t *bytes);
@@ -316,11 +315,11 @@ KVX_API int32_t kvx_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uin
 /* LMCache decode_fast_prefsum: the streams lie back to back in bytes[num_bytes]; stream i
  * (= l * num_channels + c) ends at end_offsets[i] (inclusive prefix sums of the lengths,
  * non-decreasing, <= num_bytes) and starts where stream i - 1 ends (0 for i = 0). */
-KVX_API int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len,
-                                         const uint8_t *bytes, int64_t num_bytes,
-                                         const int64_t *end_offsets, int64_t num_layers,
-                                         int64_t num_tokens, int64_t num_channels,
-                                         uint8_t *symbols, const kvx_stream *stream);
+KVX_API int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len, const uint8_t *bytes,
+                                         int64_t num_bytes, const int64_t *end_offsets,
+                                         int64_t num_layers, int64_t num_tokens,
+                                         int64_t num_channels, uint8_t *symbols,
+                                         const kvx_stream *stream);
 
 /*
  * The container (docs/codec-container.md): a dense KV buffer described by a kvx_dense_desc
@@ -374,8 +373,8 @@ KVX_API int32_t kvx_codec_inspect(const void *src, int64_t src_size, kvx_codec_i
  * strides, heads contiguous). Any damage is reported as KVX_ERR_CORRUPT_INPUT naming the field.
  * Every checksum, size and scale is verified before out is written; a blob forged with valid
  * checksums but inconsistent symbol counts fails later, leaving out partly written. */
-KVX_API int32_t kvx_codec_decompress(const void *src, int64_t src_size,
-                                     const kvx_dense_desc *out, const kvx_stream *stream);
+KVX_API int32_t kvx_codec_decompress(const void *src, int64_t src_size, const kvx_dense_desc *out,
+                                     const kvx_stream *stream);
 
 /* ---------------------------------------------------------------- RoPE */
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import layouts
+from . import codec, layouts, rope
 from ._errors import (
     BufferTooSmallError,
     CorruptInputError,
@@ -21,9 +21,17 @@ from ._errors import (
     OutOfMemoryError,
     UnsupportedError,
 )
-from ._info import backends, cpu_isa, cpu_kernels, get_include, get_library, get_num_threads, set_num_threads, version
+from ._info import (
+    backends,
+    cpu_isa,
+    cpu_kernels,
+    get_include,
+    get_library,
+    get_num_threads,
+    set_num_threads,
+    version,
+)
 from .transfer import Direction, load, store, synchronize, transfer
-from . import codec, rope  # noqa: E402 - after the names they use
 
 __version__ = version()
 

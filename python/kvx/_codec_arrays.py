@@ -3,7 +3,8 @@ arrays (symbols, scales, CDF tables, streams, bins) into what the C API takes.""
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, Union
 
 import numpy as np
 

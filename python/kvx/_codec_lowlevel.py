@@ -4,7 +4,8 @@ streams ``[layers, channels, capacity]``, on the CPU or on a device's current st
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -14,7 +14,7 @@ import functools
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 from . import _torch
 from ._errors import InvalidArgumentError
@@ -52,7 +52,7 @@ SUPPORT_WORDS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _supports(kvx_type: int, op: int) -> int:
     """kvx_backend_supports, remembered: it is a fact of the loaded build."""
     answer = int(lib.kvx_backend_supports(kvx_type, op))
@@ -68,8 +68,8 @@ class DeviceKind:
     name: str  # the backend's name in `kvx info` and kvx.backends(): "cpu", "cuda", "hip", ...
     kvx_type: int  # lib.KVX_DEVICE_*
     torch_type: str  # torch.device.type of its tensors: "cpu", "cuda" (also ROCm), "npu", "mlu"
-    torch_plugin: Optional[str]  # module whose import adds torch_type to torch; None: built in
-    stream_attribute: Optional[str]  # handle of torch.<torch_type>.current_stream(i); None: CPU
+    torch_plugin: str | None  # module whose import adds torch_type to torch; None: built in
+    stream_attribute: str | None  # handle of torch.<torch_type>.current_stream(i); None: CPU
     label: str  # how messages name its devices ("hip:0", "npu:1")
     # whether its backend plans transfers on the host, and so reads slot_mapping there
     plans_on_host: bool = False
@@ -83,13 +83,13 @@ class DeviceKind:
         stream = getattr(torch, self.torch_type).current_stream(index)
         return int(getattr(stream, self.stream_attribute))
 
-    def torch_module(self, torch: ModuleType) -> Optional[Any]:
+    def torch_module(self, torch: ModuleType) -> Any | None:
         """``torch.cuda`` / ``torch.npu`` / ``torch.mlu``, importing the vendor plugin that adds
         it when it is missing; None where the plugin is not installed (or fails to import)."""
         if self.torch_plugin and not hasattr(torch, self.torch_type):
             try:
                 importlib.import_module(self.torch_plugin)
-            except Exception:  # noqa: BLE001 - not installed, or broken: no such device then
+            except Exception:
                 pass
         return getattr(torch, self.torch_type, None)
 
@@ -126,10 +126,12 @@ CPU = DeviceKind("cpu", lib.KVX_DEVICE_CPU, "cpu", None, None, "cpu")
 CUDA = DeviceKind("cuda", lib.KVX_DEVICE_CUDA, "cuda", None, "cuda_stream", "cuda")
 # ROCm builds of torch call their GPUs "cuda" too: see by_torch_type.
 HIP = DeviceKind("hip", lib.KVX_DEVICE_HIP, "cuda", None, "cuda_stream", "hip")
-ASCEND = DeviceKind("ascend", lib.KVX_DEVICE_ASCEND, "npu", "torch_npu", "npu_stream", "npu",
-                    plans_on_host=True)
-CNRT = DeviceKind("cnrt", lib.KVX_DEVICE_CNRT, "mlu", "torch_mlu", "mlu_stream", "mlu",
-                  plans_on_host=True)
+ASCEND = DeviceKind(
+    "ascend", lib.KVX_DEVICE_ASCEND, "npu", "torch_npu", "npu_stream", "npu", plans_on_host=True
+)
+CNRT = DeviceKind(
+    "cnrt", lib.KVX_DEVICE_CNRT, "mlu", "torch_mlu", "mlu_stream", "mlu", plans_on_host=True
+)
 
 KINDS = (CPU, CUDA, HIP, ASCEND, CNRT)
 DEVICE_CPU: int = CPU.kvx_type
@@ -146,7 +148,8 @@ def by_kvx_type(kvx_type: int) -> DeviceKind:
     except KeyError:
         known = ", ".join(f"{kind.kvx_type} ({kind.name})" for kind in KINDS)
         raise InvalidArgumentError(
-            f"device_type: expected one of {known}, got {kvx_type!r}") from None
+            f"device_type: expected one of {known}, got {kvx_type!r}"
+        ) from None
 
 
 def by_name(name: str) -> DeviceKind:
@@ -155,10 +158,11 @@ def by_name(name: str) -> DeviceKind:
         return _BY_NAME[name]
     except KeyError:
         raise InvalidArgumentError(
-            f"name: expected one of {', '.join(_BY_NAME)}, got {name!r}") from None
+            f"name: expected one of {', '.join(_BY_NAME)}, got {name!r}"
+        ) from None
 
 
-def by_torch_type(torch_type: str, torch: Optional[ModuleType] = None) -> DeviceKind:
+def by_torch_type(torch_type: str, torch: ModuleType | None = None) -> DeviceKind:
     """The kind of torch device type ``torch_type``; ``"cuda"`` is HIP on a ROCm build of
     ``torch`` (``torch.version.hip`` set). InvalidArgumentError for a type libkvx lacks."""
     if torch_type == "cuda" and torch is not None and getattr(torch.version, "hip", None):
@@ -167,7 +171,8 @@ def by_torch_type(torch_type: str, torch: Optional[ModuleType] = None) -> Device
         return _BY_TORCH_TYPE[torch_type]
     except KeyError:
         raise InvalidArgumentError(
-            f"device: libkvx does not support torch device type {torch_type!r}") from None
+            f"device: libkvx does not support torch device type {torch_type!r}"
+        ) from None
 
 
 def by_torch_device(device: Any) -> DeviceKind:

@@ -33,8 +33,9 @@ def get_library() -> str:
     return str(library_path())
 
 
-HOST_STAGED = ("host-staged (copies to pinned host memory, CPU codec, copies back; "
-               "synchronises the stream)")
+HOST_STAGED = (
+    "host-staged (copies to pinned host memory, CPU codec, copies back; synchronises the stream)"
+)
 _CODEC_ROUTES = {
     lib.KVX_SUPPORT_NATIVE: "native",
     lib.KVX_SUPPORT_HOST_STAGED: HOST_STAGED,
@@ -86,8 +87,11 @@ def _routes(kind: _devices.DeviceKind, compiled: bool, available: bool) -> tuple
     codec = _route(_by_support(kind, _devices.CODEC_OPS), _CODEC_ROUTES)
     if not available:
         return (codec, fallback)
-    rope_words = {lib.KVX_SUPPORT_NATIVE: "native", lib.KVX_SUPPORT_HOST_STAGED: "host-staged",
-                  lib.KVX_SUPPORT_NONE: fallback}
+    rope_words = {
+        lib.KVX_SUPPORT_NATIVE: "native",
+        lib.KVX_SUPPORT_HOST_STAGED: "host-staged",
+        lib.KVX_SUPPORT_NONE: fallback,
+    }
     return (codec, _route(_by_support(kind, _devices.ROPE_OPS), rope_words))
 
 
@@ -117,8 +121,22 @@ def get_num_threads() -> int:
 
 
 # Instruction-set extensions the CPU kernels choose between (x86-64 and aarch64 /proc/cpuinfo names).
-_ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16",
-              "asimd", "asimdhp", "fphp", "bf16", "sve", "sve2")
+_ISA_FLAGS = (
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512dq",
+    "avx512_bf16",
+    "asimd",
+    "asimdhp",
+    "fphp",
+    "bf16",
+    "sve",
+    "sve2",
+)
 
 
 def cpu_isa() -> str:
@@ -138,7 +156,9 @@ def cpu_isa() -> str:
     except OSError:
         pass
     present = [flag for flag in _ISA_FLAGS if flag in flags]
-    return f"{platform.machine()}, {model}: {' '.join(present) or 'none of ' + ' '.join(_ISA_FLAGS)}"
+    return (
+        f"{platform.machine()}, {model}: {' '.join(present) or 'none of ' + ' '.join(_ISA_FLAGS)}"
+    )
 
 
 def cpu_kernels() -> str:

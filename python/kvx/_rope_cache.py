@@ -8,7 +8,8 @@ scaling. Built with torch (imported on the first call), in float32 as vLLM build
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from . import _torch
 from ._errors import InvalidArgumentError, NotAvailableError
@@ -51,7 +52,8 @@ def _scaling_kind(scaling: Any) -> tuple[str, Mapping[str, Any]]:
         if kind in ("default", "linear", "llama3"):
             return kind, scaling
         raise InvalidArgumentError(
-            f"scaling: expected rope_type 'default', 'linear' or 'llama3', got {kind!r}")
+            f"scaling: expected rope_type 'default', 'linear' or 'llama3', got {kind!r}"
+        )
     raise InvalidArgumentError(
         f"scaling: expected None, a linear factor or a mapping with 'rope_type', got {scaling!r}"
     )
@@ -62,7 +64,7 @@ def build_cos_sin_cache(
     max_position: int,
     base: float = 10000.0,
     *,
-    scaling: None | float | Mapping[str, Any] = None,
+    scaling: float | Mapping[str, Any] | None = None,
     dtype: Any = None,
     device: Any = None,
 ) -> Any:
@@ -99,7 +101,8 @@ def build_cos_sin_cache(
         factor = float(params.get("factor", 0))
         if not factor > 0:
             raise InvalidArgumentError(
-                f"scaling: expected a positive linear factor, got {params.get('factor')!r}")
+                f"scaling: expected a positive linear factor, got {params.get('factor')!r}"
+            )
         t = t / factor
     elif kind == "llama3":
         inv_freq = _llama3_inv_freq(torch, inv_freq, params)

@@ -29,11 +29,11 @@ Untested on real NPUs/MLUs: the tests run both routes on CPU tensors, with a sta
 from __future__ import annotations
 
 import functools
-
 import importlib
 import os
 import sys
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from . import _devices, reference_rope
 
@@ -50,7 +50,8 @@ NPU_HEAD_DIM = 128
 NPU_MAX_BN = 999  # B, N < 1000
 NPU_MAX_BROADCAST = 1024
 
-def _npu_rotary_mul() -> Optional[Callable[..., Any]]:
+
+def _npu_rotary_mul() -> Callable[..., Any] | None:
     """torch_npu's op if torch_npu is importable (it is, wherever tensors live on an NPU)."""
     module = sys.modules.get("torch_npu")
     if module is None:
@@ -61,7 +62,9 @@ def _npu_rotary_mul() -> Optional[Callable[..., Any]]:
     return getattr(module, "npu_rotary_mul", None)
 
 
-def choose_route(device: str, *, is_neox: bool, rot_dim: int, num_layers: int, num_heads: int) -> str:
+def choose_route(
+    device: str, *, is_neox: bool, rot_dim: int, num_layers: int, num_heads: int
+) -> str:
     """The fallback for a RoPE call on torch device type `device` ("npu", "mlu", "cuda", ...):
     VENDOR_NPU where its contract fits, else REFERENCE."""
     if (
@@ -85,13 +88,13 @@ def routes(device: str) -> str:
     return "fallback: kvx.reference_rope"
 
 
-def _heads(x: Any, name: str, head_size: Optional[int]) -> Any:
+def _heads(x: Any, name: str, head_size: int | None) -> Any:
     """``x`` as ``[L, T, H, D]`` sharing its memory."""
     view = reference_rope._heads_view(x, name, head_size)
     return view if view.dim() == 4 else view.unsqueeze(0)
 
 
-def _rotate_npu(x: Any, name: str, cos: Any, sin: Any, rot_dim: int, head_size: Optional[int]) -> None:
+def _rotate_npu(x: Any, name: str, cos: Any, sin: Any, rot_dim: int, head_size: int | None) -> None:
     """Rotates the first rot_dim dims of every head of ``x`` in place by (cos, sin) ``[T, rot_dim/2]``
     (float32) with npu_rotary_mul in half mode: BSND input, r1/r2 ``[1, T, 1, rot_dim]``."""
     part = _heads(x, name, head_size)[..., :rot_dim]
@@ -109,7 +112,9 @@ def _angles(cache: Any, positions: Any) -> tuple[Any, Any]:
 class Fallback:
     """One deferred RoPE call; ``route`` names what ``__call__`` will run."""
 
-    def __init__(self, device_type: int, tensors: list, cache: Any, is_neox: bool, head_size: Optional[int]):
+    def __init__(
+        self, device_type: int, tensors: list, cache: Any, is_neox: bool, head_size: int | None
+    ):
         self.device_type = device_type
         self.tensors = [(t, name) for t, name in tensors if t is not None]
         self.cache, self.is_neox, self.head_size = cache, is_neox, head_size
@@ -121,20 +126,40 @@ class Fallback:
             view = _heads(t, name, self.head_size)
             layers, heads = max(layers, view.shape[0]), max(heads, view.shape[2])
         torch_type = _devices.by_kvx_type(self.device_type).torch_type
-        return choose_route(torch_type, is_neox=self.is_neox, rot_dim=self.cache.shape[1],
-                            num_layers=layers, num_heads=heads)
+        return choose_route(
+            torch_type,
+            is_neox=self.is_neox,
+            rot_dim=self.cache.shape[1],
+            num_layers=layers,
+            num_heads=heads,
+        )
 
 
 class Rerotate(Fallback):
-    def __init__(self, device_type: int, keys: Any, old_positions: Any, new_positions: Any, cache: Any, *,
-                 is_neox: bool, head_size: Optional[int]):
+    def __init__(
+        self,
+        device_type: int,
+        keys: Any,
+        old_positions: Any,
+        new_positions: Any,
+        cache: Any,
+        *,
+        is_neox: bool,
+        head_size: int | None,
+    ):
         super().__init__(device_type, [(keys, "keys")], cache, is_neox, head_size)
         self.keys, self.old, self.new = keys, old_positions, new_positions
 
     def __call__(self) -> None:
         if self.route != VENDOR_NPU:
-            reference_rope.rerotate_keys(self.keys, self.old, self.new, self.cache, is_neox=self.is_neox,
-                                         head_size=self.head_size)
+            reference_rope.rerotate_keys(
+                self.keys,
+                self.old,
+                self.new,
+                self.cache,
+                is_neox=self.is_neox,
+                head_size=self.head_size,
+            )
             return
         cos_old, sin_old = _angles(self.cache, self.old)
         cos_new, sin_new = _angles(self.cache, self.new)
@@ -144,17 +169,31 @@ class Rerotate(Fallback):
 
 
 class Apply(Fallback):
-    def __init__(self, device_type: int, positions: Any, query: Any, key: Any, cache: Any, *, is_neox: bool,
-                 head_size: Optional[int]):
+    def __init__(
+        self,
+        device_type: int,
+        positions: Any,
+        query: Any,
+        key: Any,
+        cache: Any,
+        *,
+        is_neox: bool,
+        head_size: int | None,
+    ):
         super().__init__(device_type, [(query, "query"), (key, "key")], cache, is_neox, head_size)
         self.positions, self.query, self.key = positions, query, key
 
     def __call__(self) -> None:
         if self.route != VENDOR_NPU:
-            reference_rope.apply_rotary(self.positions, self.query, self.key, self.cache, is_neox=self.is_neox,
-                                        head_size=self.head_size)
+            reference_rope.apply_rotary(
+                self.positions,
+                self.query,
+                self.key,
+                self.cache,
+                is_neox=self.is_neox,
+                head_size=self.head_size,
+            )
             return
         cos, sin = _angles(self.cache, self.positions)
         for t, name in self.tensors:
             _rotate_npu(t, name, cos, sin, self.cache.shape[1], self.head_size)
-

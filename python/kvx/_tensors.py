@@ -8,9 +8,10 @@ can be checked against their allocation before C ever touches them). torch is op
 from __future__ import annotations
 
 import functools
-from sys import modules as _modules
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from sys import modules as _modules
+from typing import Any
 
 import numpy as np
 
@@ -87,9 +88,13 @@ class ArrayInfo:
         return self.span
 
 
-def _extent(ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int) -> tuple[int, int]:
+def _extent(
+    ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int
+) -> tuple[int, int]:
     last = 0
-    for n, stride in zip(shape, strides):  # a plain loop: this runs for every argument of every call
+    for n, stride in zip(
+        shape, strides
+    ):  # a plain loop: this runs for every argument of every call
         if n == 0:
             return (ptr, ptr)
         last += (n - 1) * stride
@@ -108,12 +113,14 @@ def is_tensor(x: Any) -> bool:
     return isinstance(x, np.ndarray) or _torch.is_tensor(x)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _accelerator_present() -> bool:
     """Whether torch has a device whose pinned host memory matters (asked once: it is slow)."""
     torch = _torch.imported()
     accelerator = getattr(torch, "accelerator", None)
-    return bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
+    return (
+        bool(accelerator.is_available()) if accelerator is not None else torch.cuda.is_available()
+    )
 
 
 def _describe_torch(x: Any, name: str) -> ArrayInfo:
@@ -131,11 +138,27 @@ def _describe_torch(x: Any, name: str) -> ArrayInfo:
         device_type = _devices.by_torch_device(device).kvx_type
         device_index, pinned = device.index or 0, False
     # dense views (the usual case) need no walk over the strides for their span
-    span = (ptr, ptr + x.numel() * itemsize) if x.is_contiguous() else _extent(ptr, shape, strides, itemsize)
+    span = (
+        (ptr, ptr + x.numel() * itemsize)
+        if x.is_contiguous()
+        else _extent(ptr, shape, strides, itemsize)
+    )
     # positional: keyword arguments make this constructor three times slower (~0.35 us a call)
-    return ArrayInfo(x, name, ptr, code, itemsize, shape, strides, device_type, device_index,
-                     True,  # writable: torch has no read-only tensors
-                     (start, start + storage.nbytes()), span, pinned)
+    return ArrayInfo(
+        x,
+        name,
+        ptr,
+        code,
+        itemsize,
+        shape,
+        strides,
+        device_type,
+        device_index,
+        True,  # writable: torch has no read-only tensors
+        (start, start + storage.nbytes()),
+        span,
+        pinned,
+    )
 
 
 def _numpy_root(x: np.ndarray) -> np.ndarray:
@@ -155,12 +178,24 @@ def _describe_numpy(x: np.ndarray, name: str) -> ArrayInfo:
     try:
         code = _NUMPY_DTYPES[x.dtype]
     except KeyError:
-        raise InvalidArgumentError(f"{name}: numpy dtype {x.dtype} has no libkvx equivalent") from None
+        raise InvalidArgumentError(
+            f"{name}: numpy dtype {x.dtype} has no libkvx equivalent"
+        ) from None
     if any(s % x.itemsize for s in x.strides):
-        raise InvalidArgumentError(f"{name}: strides {x.strides} are not multiples of the item size")
+        raise InvalidArgumentError(
+            f"{name}: strides {x.strides} are not multiples of the item size"
+        )
     root = _numpy_root(x)
-    lo, hi = np.lib.array_utils.byte_bounds(root) if hasattr(np.lib, "array_utils") else np.byte_bounds(root)
-    ptr, shape, strides = x.__array_interface__["data"][0], tuple(x.shape), tuple(s // x.itemsize for s in x.strides)
+    lo, hi = (
+        np.lib.array_utils.byte_bounds(root)
+        if hasattr(np.lib, "array_utils")
+        else np.byte_bounds(root)
+    )
+    ptr, shape, strides = (
+        x.__array_interface__["data"][0],
+        tuple(x.shape),
+        tuple(s // x.itemsize for s in x.strides),
+    )
     return ArrayInfo(
         obj=x,
         name=name,
@@ -179,13 +214,17 @@ def _describe_numpy(x: np.ndarray, name: str) -> ArrayInfo:
 
 def describe(x: Any, name: str) -> ArrayInfo:
     """Describes a torch tensor or numpy array; ``name`` is used in error messages."""
-    torch = _modules.get("torch")  # _torch.is_tensor, inlined: this runs for every argument of every call
+    torch = _modules.get(
+        "torch"
+    )  # _torch.is_tensor, inlined: this runs for every argument of every call
     if torch is not None and isinstance(x, torch.Tensor):
         info = _describe_torch(x, name)
     elif isinstance(x, np.ndarray):
         info = _describe_numpy(x, name)
     else:
-        raise InvalidArgumentError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
+        raise InvalidArgumentError(
+            f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}"
+        )
     if 0 in info.shape:
         # An empty array addresses no element, so any strides describe it; numpy gives empty
         # arrays zero strides, which would fail the contiguity checks of a perfectly normal
@@ -246,5 +285,9 @@ def current_stream(device: tuple[int, int]) -> Any:
     torch = _torch.imported()  # a device tensor was passed: torch is imported
     handle = _devices.by_kvx_type(device_type).current_stream_handle(torch, index)
     stream = ffi.new("kvx_stream *")
-    stream.device_type, stream.device_index, stream.handle = device_type, index, ffi.cast("void *", handle)
+    stream.device_type, stream.device_index, stream.handle = (
+        device_type,
+        index,
+        ffi.cast("void *", handle),
+    )
     return stream

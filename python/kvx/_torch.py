@@ -10,10 +10,10 @@ from __future__ import annotations
 import importlib
 import sys
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any
 
 
-def imported() -> Optional[ModuleType]:
+def imported() -> ModuleType | None:
     """torch if this process has imported it, else None (no import is attempted)."""
     return sys.modules.get("torch")
 
@@ -24,7 +24,7 @@ def is_tensor(x: Any) -> bool:
     return torch is not None and isinstance(x, torch.Tensor)
 
 
-def load() -> Optional[ModuleType]:
+def load() -> ModuleType | None:
     """torch, imported now if it is installed; None where it is not."""
     torch = sys.modules.get("torch")
     if torch is not None:

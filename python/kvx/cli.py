@@ -11,7 +11,15 @@ from pathlib import Path
 
 from . import _devices, _info, _native
 
-BENCHMARKS = ("transfer", "codec", "rope", "device_plan", "transfer_gpu", "rope_gpu", "codec_gpu")  # each is kvx.bench.NAME with run(argv) -> int
+BENCHMARKS = (
+    "transfer",
+    "codec",
+    "rope",
+    "device_plan",
+    "transfer_gpu",
+    "rope_gpu",
+    "codec_gpu",
+)  # each is kvx.bench.NAME with run(argv) -> int
 
 
 def _pkgconfig_dir() -> Path:
@@ -79,14 +87,20 @@ def cmd_info(_: argparse.Namespace) -> int:
     states = _info.backends()
     print("backends (state, then the codec and RoPE routes on its devices):")
     for state in states:
-        status = "available" if state.available else ("compiled, unavailable" if state.compiled else "not compiled")
+        status = (
+            "available"
+            if state.available
+            else ("compiled, unavailable" if state.compiled else "not compiled")
+        )
         reason = f" ({state.reason})" if state.compiled and not state.available else ""
         print(f"  {state.name:<7} {status}{reason}")
         if state.compiled:
             print(f"  {'':<7} codec: {state.codec}")
             print(f"  {'':<7} rope:  {state.rope}")
-    print("operations each backend runs (native; staged: through host memory, synchronously; "
-          "-: none):")
+    print(
+        "operations each backend runs (native; staged: through host memory, synchronously; "
+        "-: none):"
+    )
     for line in _capability_lines(states):
         print(line)
     return 0
@@ -109,7 +123,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.name != "all":
         return importlib.import_module(f"kvx.bench.{args.name}").run(args.bench_args)
     if args.bench_args:
-        print("python -m kvx bench: options belong to one benchmark (python -m kvx bench NAME --help)", file=sys.stderr)
+        print(
+            "python -m kvx bench: options belong to one benchmark (python -m kvx bench NAME --help)",
+            file=sys.stderr,
+        )
         return CANNOT_RUN
     failed, skipped = [], []
     for name in BENCHMARKS:
@@ -118,28 +135,50 @@ def cmd_bench(args: argparse.Namespace) -> int:
             skipped.append(name)
         elif status != 0:
             failed.append(name)
-    print(f"benchmarks: {len(BENCHMARKS) - len(failed) - len(skipped)} ran"
-          + (f"; skipped (cannot run here, see above): {', '.join(skipped)}" if skipped else "")
-          + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    print(
+        f"benchmarks: {len(BENCHMARKS) - len(failed) - len(skipped)} ran"
+        + (f"; skipped (cannot run here, see above): {', '.join(skipped)}" if skipped else "")
+        + (f"; FAILED: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kvx", description="libkvx: KV-cache kernels for LLM serving")
-    parser.add_argument("--cflags", action="store_true", help="print compiler flags for C users of the wheel")
-    parser.add_argument("--libs", action="store_true", help="print linker flags for C users of the wheel")
-    parser.add_argument("--pkgconfig-dir", action="store_true", help="print the folder holding kvx.pc")
-    parser.add_argument("--cmake-dir", action="store_true",
-                        help="print the folder holding kvxConfig.cmake (for -Dkvx_DIR=...)")
+    parser = argparse.ArgumentParser(
+        prog="python -m kvx", description="libkvx: KV-cache kernels for LLM serving"
+    )
+    parser.add_argument(
+        "--cflags", action="store_true", help="print compiler flags for C users of the wheel"
+    )
+    parser.add_argument(
+        "--libs", action="store_true", help="print linker flags for C users of the wheel"
+    )
+    parser.add_argument(
+        "--pkgconfig-dir", action="store_true", help="print the folder holding kvx.pc"
+    )
+    parser.add_argument(
+        "--cmake-dir",
+        action="store_true",
+        help="print the folder holding kvxConfig.cmake (for -Dkvx_DIR=...)",
+    )
     parser.add_argument("--version", action="version", version=f"kvx {_info.version()}")
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("info", help="version, backends, devices, threads").set_defaults(fn=cmd_info)
     demo = sub.add_parser("demo", help="offload and reload a request's KV cache, verify, time it")
-    demo.add_argument("--tokens", type=_non_negative, default=1024, help="tokens in the request (default 1024; 0 works)")
+    demo.add_argument(
+        "--tokens",
+        type=_non_negative,
+        default=1024,
+        help="tokens in the request (default 1024; 0 works)",
+    )
     demo.set_defaults(fn=cmd_demo)
     bench = sub.add_parser("bench", help=f"benchmarks: {', '.join(BENCHMARKS)}")
-    bench.add_argument("name", nargs="?", default="all", choices=BENCHMARKS + ("all",), help="default: all")
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="options for the benchmark (see NAME --help)")
+    bench.add_argument(
+        "name", nargs="?", default="all", choices=BENCHMARKS + ("all",), help="default: all"
+    )
+    bench.add_argument(
+        "bench_args", nargs=argparse.REMAINDER, help="options for the benchmark (see NAME --help)"
+    )
     bench.set_defaults(fn=cmd_bench)
     args = parser.parse_args(argv)
 

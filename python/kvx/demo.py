@@ -12,7 +12,7 @@ float64 computation.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -35,19 +35,26 @@ def _llm_like_kv(rng: np.random.Generator, tokens: int) -> np.ndarray:
     values correlated from token to token (what makes CacheGen's per-channel coding pay off)."""
     shape = (2, LAYERS, 1, KV_HEADS * HEAD_SIZE)
     scale = np.exp(0.4 * rng.standard_normal(shape, dtype=np.float32))
-    scale[0] *= np.where(rng.random(shape[1:], dtype=np.float32) < 0.01, 8.0, 1.0).astype(np.float32)
+    scale[0] *= np.where(rng.random(shape[1:], dtype=np.float32) < 0.01, 8.0, 1.0).astype(
+        np.float32
+    )
     offset = 0.5 * rng.standard_normal(shape, dtype=np.float32) * scale
     kv = np.empty((2, LAYERS, tokens, KV_HEADS * HEAD_SIZE), dtype=np.float16)
     state = rng.standard_normal(shape, dtype=np.float32)
     for t in range(tokens):
-        state = 0.9 * state + 0.436 * rng.standard_normal(shape, dtype=np.float32)  # 0.436^2 = 1 - 0.9^2
+        state = 0.9 * state + 0.436 * rng.standard_normal(
+            shape, dtype=np.float32
+        )  # 0.436^2 = 1 - 0.9^2
         kv[:, :, t : t + 1] = offset + scale * state
     return kv
 
 
 def _paged_cache(num_blocks: int) -> list[np.ndarray]:
     # np.full writes every page now, so page faults stay out of the timings.
-    return [np.full((2, num_blocks, BLOCK_SIZE, KV_HEADS, HEAD_SIZE), 0, dtype=np.float16) for _ in range(LAYERS)]
+    return [
+        np.full((2, num_blocks, BLOCK_SIZE, KV_HEADS, HEAD_SIZE), 0, dtype=np.float16)
+        for _ in range(LAYERS)
+    ]
 
 
 def _slot_view(cache: np.ndarray) -> np.ndarray:
@@ -84,7 +91,9 @@ def _cos_sin_cache(max_position: int) -> np.ndarray:
     return np.concatenate([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
 
 
-def _rerotated64(keys: np.ndarray, old: np.ndarray, new: np.ndarray, cache: np.ndarray) -> np.ndarray:
+def _rerotated64(
+    keys: np.ndarray, old: np.ndarray, new: np.ndarray, cache: np.ndarray
+) -> np.ndarray:
     """float64 NeoX re-rotation of ``[T, H, D]`` keys: the oracle for the RoPE step."""
     half = HEAD_SIZE // 2
     cos = lambda p: cache[p, :half].astype(np.float64)[:, None, :]  # noqa: E731
@@ -107,23 +116,30 @@ def _lossy_reference(dense: np.ndarray, layer: int) -> np.ndarray:
 
 def _codec_step(dense: np.ndarray) -> bool:
     holder: dict[str, object] = {}
-    t_enc = _step("compress (CacheGen, LMCache's bins)", lambda: holder.update(blob=codec.encode(dense)))
+    t_enc = _step(
+        "compress (CacheGen, LMCache's bins)", lambda: holder.update(blob=codec.encode(dense))
+    )
     blob = holder["blob"]
     t_dec = _step("decompress", lambda: holder.update(out=codec.decode(blob, as_numpy=True)))
     decoded = holder["out"]
     exact = decoded.shape == dense.shape and all(
-        np.array_equal(decoded[:, layer].view(np.uint16), _lossy_reference(dense, layer).view(np.uint16))
-        for layer in (0, LAYERS - 1))  # 32 bins for K and V, then 16
+        np.array_equal(
+            decoded[:, layer].view(np.uint16), _lossy_reference(dense, layer).view(np.uint16)
+        )
+        for layer in (0, LAYERS - 1)
+    )  # 32 bins for K and V, then 16
     if dense.size == 0:  # every token was already cached: a header-only container
         print(f"codec: empty request, a {len(blob)}-byte container that decodes to an empty buffer")
         return exact
     x, y = dense.astype(np.float32), decoded.astype(np.float32)
     rel_l2 = float(np.linalg.norm(y - x) / np.linalg.norm(x))
     ratio = dense.nbytes / len(blob)
-    print(f"codec: {len(blob) / 2**20:.1f} MiB, {8 * len(blob) / dense.size:.2f} bits/element, {ratio:.2f}x smaller "
-          f"than fp16; encode {dense.size / t_enc / 1e6:.0f} M symbols/s, decode {dense.size / t_dec / 1e6:.0f} M "
-          f"symbols/s; relative L2 error {rel_l2:.3f}; first and last layer "
-          f"{'equal' if exact else 'DIFFER from'} the reference quantizer's round trip")
+    print(
+        f"codec: {len(blob) / 2**20:.1f} MiB, {8 * len(blob) / dense.size:.2f} bits/element, {ratio:.2f}x smaller "
+        f"than fp16; encode {dense.size / t_enc / 1e6:.0f} M symbols/s, decode {dense.size / t_dec / 1e6:.0f} M "
+        f"symbols/s; relative L2 error {rel_l2:.3f}; first and last layer "
+        f"{'equal' if exact else 'DIFFER from'} the reference quantizer's round trip"
+    )
     return exact
 
 
@@ -134,10 +150,19 @@ def _rope_step(dense: np.ndarray, tokens: int) -> bool:
     new = old + 10000
     keys = dense[0].reshape(LAYERS, tokens, KV_HEADS, HEAD_SIZE)  # the K plane, every layer at once
     before = keys[0].copy()
-    _step("re-rotate keys of all layers to positions +10000", lambda: rope.rerotate_keys(keys, old, new, cache))
+    _step(
+        "re-rotate keys of all layers to positions +10000",
+        lambda: rope.rerotate_keys(keys, old, new, cache),
+    )
     expected = _rerotated64(before, old, new, cache)
-    worst = float(np.max(np.abs(keys[0].astype(np.float64) - expected) / (np.abs(expected) + 1e-2), initial=0.0))
-    print(f"rope: layer 0 matches a float64 re-rotation within {worst:.1e} (fp16 rounding: 4.9e-04)")
+    worst = float(
+        np.max(
+            np.abs(keys[0].astype(np.float64) - expected) / (np.abs(expected) + 1e-2), initial=0.0
+        )
+    )
+    print(
+        f"rope: layer 0 matches a float64 re-rotation within {worst:.1e} (fp16 rounding: 4.9e-04)"
+    )
     return worst < 2.0**-10
 
 
@@ -147,27 +172,42 @@ def run_demo(tokens: int = 1024) -> int:
     num_blocks = 2 * -(-tokens // BLOCK_SIZE) + 8
     nbytes = 2 * LAYERS * tokens * KV_HEADS * HEAD_SIZE * 2
     print(f"kvx {_info.version()} demo: CPU backend, {_info.get_num_threads()} threads")
-    print(f"model shape: Llama-3-8B ({LAYERS} layers, {KV_HEADS} KV heads, head {HEAD_SIZE}, fp16), "
-          f"vLLM flash-attn NHD pool of {num_blocks} blocks x {BLOCK_SIZE} tokens")
+    print(
+        f"model shape: Llama-3-8B ({LAYERS} layers, {KV_HEADS} KV heads, head {HEAD_SIZE}, fp16), "
+        f"vLLM flash-attn NHD pool of {num_blocks} blocks x {BLOCK_SIZE} tokens"
+    )
     print(f"request: {tokens} tokens in scattered blocks = {nbytes / 2**20:.1f} MiB of K/V")
 
     request = _llm_like_kv(rng, tokens)
     engine, fresh = _paged_cache(num_blocks), _paged_cache(num_blocks)
-    old_slots, new_slots = _scattered_slots(rng, tokens, num_blocks), _scattered_slots(rng, tokens, num_blocks)
+    old_slots, new_slots = (
+        _scattered_slots(rng, tokens, num_blocks),
+        _scattered_slots(rng, tokens, num_blocks),
+    )
     for layer, cache in enumerate(engine):  # the engine wrote the request there while serving it
         _slot_view(cache)[:, old_slots] = request[:, layer].view(np.uint16)
     dense = np.full(request.shape, 0, dtype=np.float16)
 
     t_store = _step("offload (paged -> dense KV_2LTD)", lambda: store(engine, dense, old_slots))
     offloaded = bool(np.array_equal(dense.view(np.uint16), request.view(np.uint16)))
-    t_load = _step("load into different blocks of a fresh cache", lambda: load(fresh, dense, new_slots))
+    t_load = _step(
+        "load into different blocks of a fresh cache", lambda: load(fresh, dense, new_slots)
+    )
     loaded = _transfer_mismatches(request, fresh, new_slots) == 0
-    print(f"transfer: offload {nbytes / t_store / 1e9:.2f} GB/s, load {nbytes / t_load / 1e9:.2f} GB/s; "
-          f"{'bit-identical, no other slot touched' if offloaded and loaded else 'MISMATCH'}")
-    checks = {"transfer": offloaded and loaded, "codec": _codec_step(dense), "rope": _rope_step(dense, tokens)}
+    print(
+        f"transfer: offload {nbytes / t_store / 1e9:.2f} GB/s, load {nbytes / t_load / 1e9:.2f} GB/s; "
+        f"{'bit-identical, no other slot touched' if offloaded and loaded else 'MISMATCH'}"
+    )
+    checks = {
+        "transfer": offloaded and loaded,
+        "codec": _codec_step(dense),
+        "rope": _rope_step(dense, tokens),
+    }
     failed = [name for name, ok in checks.items() if not ok]
     if failed:
         print(f"FAILED: {', '.join(failed)}")
         return 1
-    print("verified: transfers bit-identical, codec equal to the reference quantizer, RoPE within fp16 rounding")
+    print(
+        "verified: transfers bit-identical, codec equal to the reference quantizer, RoPE within fp16 rounding"
+    )
     return 0

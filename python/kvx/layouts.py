@@ -21,8 +21,9 @@ actual shapes and strides from the tensors, so padded or sliced views work uncha
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from ._errors import InvalidArgumentError
 
@@ -60,32 +61,84 @@ class DenseFormat:
 
 
 _PAGED = [
-    PagedLayout("vllm_nhd", ("kv", "block", "token", "head", "dim"), LAYER_LIST,
-                "vLLM flash-attn, per layer [2, NB, BS, H, D]"),
-    PagedLayout("vllm_hnd", ("kv", "block", "head", "token", "dim"), LAYER_LIST,
-                "vLLM flash-attn HND, per layer [2, NB, H, BS, D]"),
-    PagedLayout("flashinfer_nhd", ("block", "kv", "token", "head", "dim"), LAYER_LIST,
-                "flashinfer, per layer [NB, 2, BS, H, D]"),
-    PagedLayout("flashinfer_hnd", ("block", "kv", "head", "token", "dim"), LAYER_LIST,
-                "flashinfer HND, per layer [NB, 2, H, BS, D]"),
-    PagedLayout("mla", ("block", "token", "dim"), LAYER_LIST,
-                "vLLM MLA, per layer [NB, BS, D] (one latent plane)"),
-    PagedLayout("sglang_mha", ("block", "head", "dim"), KV_LISTS,
-                "SGLang MHA token pool: K list and V list, per layer [S, H, D]"),
-    PagedLayout("sglang_mla", ("block", "head", "dim"), LAYER_LIST,
-                "SGLang MLA token pool, per layer [S, 1, D]"),
-    PagedLayout("kv_tuples", ("block", "token", "head", "dim"), KV_TUPLES,
-                "per-layer (K, V) tuples, each [NB, BS, H, D]"),
-    PagedLayout("kv_lists", ("block", "token", "head", "dim"), KV_LISTS,
-                "K list and V list, per layer [NB, BS, H, D]"),
-    PagedLayout("cross_layer", ("block", "layer", "kv", "token", "head", "dim"), SINGLE,
-                "cross-layer pool [NB, L, 2, BS, H, D]"),
-    PagedLayout("cross_layer_hnd", ("block", "layer", "kv", "head", "token", "dim"), SINGLE,
-                "cross-layer pool HND [NB, L, 2, H, BS, D]"),
-    PagedLayout("fused_nhd", ("block", "token", "head", "kv", "dim"), LAYER_LIST,
-                "K/V fused per head, per layer [NB, BS, H, 2, D]"),
-    PagedLayout("fused_hnd", ("block", "head", "token", "kv", "dim"), LAYER_LIST,
-                "K/V fused per head HND, per layer [NB, H, BS, 2, D]"),
+    PagedLayout(
+        "vllm_nhd",
+        ("kv", "block", "token", "head", "dim"),
+        LAYER_LIST,
+        "vLLM flash-attn, per layer [2, NB, BS, H, D]",
+    ),
+    PagedLayout(
+        "vllm_hnd",
+        ("kv", "block", "head", "token", "dim"),
+        LAYER_LIST,
+        "vLLM flash-attn HND, per layer [2, NB, H, BS, D]",
+    ),
+    PagedLayout(
+        "flashinfer_nhd",
+        ("block", "kv", "token", "head", "dim"),
+        LAYER_LIST,
+        "flashinfer, per layer [NB, 2, BS, H, D]",
+    ),
+    PagedLayout(
+        "flashinfer_hnd",
+        ("block", "kv", "head", "token", "dim"),
+        LAYER_LIST,
+        "flashinfer HND, per layer [NB, 2, H, BS, D]",
+    ),
+    PagedLayout(
+        "mla",
+        ("block", "token", "dim"),
+        LAYER_LIST,
+        "vLLM MLA, per layer [NB, BS, D] (one latent plane)",
+    ),
+    PagedLayout(
+        "sglang_mha",
+        ("block", "head", "dim"),
+        KV_LISTS,
+        "SGLang MHA token pool: K list and V list, per layer [S, H, D]",
+    ),
+    PagedLayout(
+        "sglang_mla",
+        ("block", "head", "dim"),
+        LAYER_LIST,
+        "SGLang MLA token pool, per layer [S, 1, D]",
+    ),
+    PagedLayout(
+        "kv_tuples",
+        ("block", "token", "head", "dim"),
+        KV_TUPLES,
+        "per-layer (K, V) tuples, each [NB, BS, H, D]",
+    ),
+    PagedLayout(
+        "kv_lists",
+        ("block", "token", "head", "dim"),
+        KV_LISTS,
+        "K list and V list, per layer [NB, BS, H, D]",
+    ),
+    PagedLayout(
+        "cross_layer",
+        ("block", "layer", "kv", "token", "head", "dim"),
+        SINGLE,
+        "cross-layer pool [NB, L, 2, BS, H, D]",
+    ),
+    PagedLayout(
+        "cross_layer_hnd",
+        ("block", "layer", "kv", "head", "token", "dim"),
+        SINGLE,
+        "cross-layer pool HND [NB, L, 2, H, BS, D]",
+    ),
+    PagedLayout(
+        "fused_nhd",
+        ("block", "token", "head", "kv", "dim"),
+        LAYER_LIST,
+        "K/V fused per head, per layer [NB, BS, H, 2, D]",
+    ),
+    PagedLayout(
+        "fused_hnd",
+        ("block", "head", "token", "kv", "dim"),
+        LAYER_LIST,
+        "K/V fused per head HND, per layer [NB, H, BS, 2, D]",
+    ),
 ]
 PAGED_LAYOUTS: dict[str, PagedLayout] = {layout.name: layout for layout in _PAGED}
 
@@ -130,7 +183,9 @@ def paged_layout(layout: str | int | PagedLayout) -> PagedLayout:
     try:
         return PAGED_LAYOUTS[str(layout)]
     except KeyError:
-        raise InvalidArgumentError(f"layout: expected one of {sorted(PAGED_LAYOUTS)}, got {layout!r}") from None
+        raise InvalidArgumentError(
+            f"layout: expected one of {sorted(PAGED_LAYOUTS)}, got {layout!r}"
+        ) from None
 
 
 def dense_format(fmt: str | DenseFormat) -> DenseFormat:
@@ -140,7 +195,9 @@ def dense_format(fmt: str | DenseFormat) -> DenseFormat:
     try:
         return DENSE_FORMATS[str(fmt)]
     except KeyError:
-        raise InvalidArgumentError(f"dense_format: expected one of {sorted(DENSE_FORMATS)}, got {fmt!r}") from None
+        raise InvalidArgumentError(
+            f"dense_format: expected one of {sorted(DENSE_FORMATS)}, got {fmt!r}"
+        ) from None
 
 
 def flatten_paged(layout: PagedLayout, paged: Any, is_tensor: Any) -> tuple[list[Any], int]:
@@ -151,19 +208,36 @@ def flatten_paged(layout: PagedLayout, paged: Any, is_tensor: Any) -> tuple[list
     """
     if layout.container == SINGLE:
         if not is_tensor(paged):
-            raise InvalidArgumentError(f"paged: layout {layout.name} expects one tensor, got {type(paged).__name__}")
+            raise InvalidArgumentError(
+                f"paged: layout {layout.name} expects one tensor, got {type(paged).__name__}"
+            )
         return [paged], int(paged.shape[layout.axes.index("layer")])
     if layout.container == LAYER_LIST:
         layers = list(paged) if (is_tensor(paged) or _is_sequence(paged)) else None
         if not layers:
-            raise InvalidArgumentError(f"paged: layout {layout.name} expects a non-empty list of per-layer tensors")
+            raise InvalidArgumentError(
+                f"paged: layout {layout.name} expects a non-empty list of per-layer tensors"
+            )
         return layers, len(layers)
     if layout.container == KV_TUPLES:
-        if not _is_sequence(paged) or not paged or not all(_is_sequence(kv) and len(kv) == 2 for kv in paged):
-            raise InvalidArgumentError(f"paged: layout {layout.name} expects a list of (K, V) pairs")
+        if (
+            not _is_sequence(paged)
+            or not paged
+            or not all(_is_sequence(kv) and len(kv) == 2 for kv in paged)
+        ):
+            raise InvalidArgumentError(
+                f"paged: layout {layout.name} expects a list of (K, V) pairs"
+            )
         return [kv[0] for kv in paged] + [kv[1] for kv in paged], len(paged)
-    if not _is_sequence(paged) or len(paged) != 2 or len(paged[0]) != len(paged[1]) or not len(paged[0]):
-        raise InvalidArgumentError(f"paged: layout {layout.name} expects (K list, V list) of equal, non-zero length")
+    if (
+        not _is_sequence(paged)
+        or len(paged) != 2
+        or len(paged[0]) != len(paged[1])
+        or not len(paged[0])
+    ):
+        raise InvalidArgumentError(
+            f"paged: layout {layout.name} expects (K list, V list) of equal, non-zero length"
+        )
     return list(paged[0]) + list(paged[1]), len(paged[0])
 
 
@@ -184,5 +258,5 @@ def dense_axes(fmt: DenseFormat, ndim: int) -> tuple[str, ...]:
     """A dense buffer may keep H*D flattened (``hd``) or split into ``head, dim``."""
     if ndim == len(fmt.axes) + 1:
         i = fmt.axes.index("hd")
-        return fmt.axes[:i] + ("head", "dim") + fmt.axes[i + 1:]
+        return fmt.axes[:i] + ("head", "dim") + fmt.axes[i + 1 :]
     return fmt.axes

@@ -34,7 +34,9 @@ def _bits(t: Any) -> Any:
     return t.view(getattr(torch, _BITS_DTYPE[t.element_size()]))
 
 
-def _standard_view(t: Any, axes: tuple[str, ...], layer: int, kv: int, order: tuple[str, ...]) -> Any:
+def _standard_view(
+    t: Any, axes: tuple[str, ...], layer: int, kv: int, order: tuple[str, ...]
+) -> Any:
     """Selects `layer` and `kv`, adds missing axes of size 1, permutes to `order`."""
     names = list(axes)
     for axis, index in (("layer", layer), ("kv", kv)):
@@ -62,7 +64,9 @@ def _paged_views(paged: Any, layout: layouts.PagedLayout) -> tuple[list[list[Any
             elif layout.container == layouts.LAYER_LIST:
                 views[kv][layer] = _standard_view(tensors[layer], layout.axes, 0, kv, order)
             else:
-                views[kv][layer] = _standard_view(tensors[kv * num_layers + layer], layout.axes, 0, 0, order)
+                views[kv][layer] = _standard_view(
+                    tensors[kv * num_layers + layer], layout.axes, 0, 0, order
+                )
     return views, num_layers
 
 
@@ -78,7 +82,7 @@ def _dense_view(dense: Any, fmt: layouts.DenseFormat, layer: int, kv: int, num_h
     if "hd" in names:
         i = names.index("hd")
         t = t.unflatten(i, (num_heads, -1))
-        names[i:i + 1] = ["head", "dim"]
+        names[i : i + 1] = ["head", "dim"]
     return t.permute(*[names.index(axis) for axis in ("token", "head", "dim")])
 
 
@@ -101,7 +105,9 @@ def transfer(
     capacity = num_blocks * block_size
     if (slots >= capacity).any():
         bad = int(torch.nonzero(slots >= capacity)[0])
-        raise InvalidArgumentError(f"slot_mapping[{bad}]: slot {int(slots[bad])} is out of range (capacity {capacity})")
+        raise InvalidArgumentError(
+            f"slot_mapping[{bad}]: slot {int(slots[bad])} is out of range (capacity {capacity})"
+        )
     tokens = torch.nonzero(slots >= 0).flatten()
     valid = slots[tokens]
     blocks, offsets = valid // block_size, valid % block_size

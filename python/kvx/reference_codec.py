@@ -13,7 +13,7 @@ Slow (pure Python range coder) and written for clarity, not speed. Semantics are
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -25,7 +25,9 @@ def default_bins(num_layers: int) -> tuple[list[int], list[int]]:
     first 2 V layers, 16 after; models with fewer than 10 layers use 32 everywhere."""
     if num_layers < 10:
         return [32] * num_layers, [32] * num_layers
-    return [32 if i < 10 else 16 for i in range(num_layers)], [32 if i < 2 else 16 for i in range(num_layers)]
+    return [32 if i < 10 else 16 for i in range(num_layers)], [
+        32 if i < 2 else 16 for i in range(num_layers)
+    ]
 
 
 def abs_max(x: np.ndarray) -> np.ndarray:
@@ -44,7 +46,9 @@ def quantize(x: np.ndarray, bins: Sequence[int]) -> tuple[np.ndarray, np.ndarray
         m = np.float32(bins[r] // 2 - 1)
         s = scales[r][:, None]
         with np.errstate(divide="ignore", invalid="ignore"):
-            factor = np.where(s > 0, m / np.where(s > 0, s, np.float32(1)), np.float32(0)).astype(np.float32)
+            factor = np.where(s > 0, m / np.where(s > 0, s, np.float32(1)), np.float32(0)).astype(
+                np.float32
+            )
         y = (xf[r] * factor).astype(np.float32)
         y = (y + m).astype(np.float32)
         symbols[r] = np.rint(y).astype(np.uint8)
@@ -162,7 +166,9 @@ def decode_stream(cdf_row: np.ndarray, data: bytes, num_tokens: int) -> np.ndarr
 def encode(cdf: np.ndarray, symbols: np.ndarray) -> tuple[list[bytes], np.ndarray]:
     """cdf ``[L, C, Lp]``, symbols ``[L, T, C]`` -> streams (layer-major) and lengths ``[L, C]``."""
     L, T, C = symbols.shape
-    streams = [encode_stream(cdf[layer, c], symbols[layer, :, c]) for layer in range(L) for c in range(C)]
+    streams = [
+        encode_stream(cdf[layer, c], symbols[layer, :, c]) for layer in range(L) for c in range(C)
+    ]
     return streams, np.array([len(s) for s in streams], dtype=np.int32).reshape(L, C)
 
 
@@ -194,7 +200,13 @@ HEADER_FIELDS = (  # name, offset, size: the fixed 60-byte header, little-endian
     ("flags", 48, 4),
     ("reserved", 52, 8),
 )
-CHUNK_FIELDS = (("index", 0, 4), ("tokens", 4, 4), ("counts_size", 8, 8), ("lengths_size", 16, 8), ("payload_size", 24, 8))
+CHUNK_FIELDS = (
+    ("index", 0, 4),
+    ("tokens", 4, 4),
+    ("counts_size", 8, 8),
+    ("lengths_size", 16, 8),
+    ("payload_size", 24, 8),
+)
 HEADER_SIZE = 60
 CHUNK_HEADER_SIZE = 32
 
@@ -230,7 +242,9 @@ def parse_container(blob: bytes) -> dict:
     rows = info["num_kv"] * info["num_layers"]
     channels = info["num_heads"] * info["head_size"]
     pos = HEADER_SIZE
-    info["bins"] = [int.from_bytes(blob[pos + 2 * i : pos + 2 * i + 2], "little") for i in range(rows)]
+    info["bins"] = [
+        int.from_bytes(blob[pos + 2 * i : pos + 2 * i + 2], "little") for i in range(rows)
+    ]
     pos += 2 * rows
     info["header_crc"] = int.from_bytes(blob[pos : pos + 4], "little")
     info["header_crc_ok"] = info["header_crc"] == zlib.crc32(blob[:pos])
@@ -242,7 +256,9 @@ def parse_container(blob: bytes) -> dict:
             chunk[name] = int.from_bytes(blob[pos + off : pos + off + size], "little")
         pos += CHUNK_HEADER_SIZE
         t = chunk["tokens"]
-        chunk["scales"] = np.frombuffer(blob[pos : pos + 4 * rows * t], dtype="<f4").reshape(rows, t)
+        chunk["scales"] = np.frombuffer(blob[pos : pos + 4 * rows * t], dtype="<f4").reshape(
+            rows, t
+        )
         pos += 4 * rows * t
         counts_raw = blob[pos : pos + chunk["counts_size"]]
         pos += chunk["counts_size"]

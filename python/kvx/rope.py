@@ -31,8 +31,9 @@ route that names the route.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,7 +41,14 @@ from . import _devices, _torch
 from ._errors import InvalidArgumentError
 from ._native import check, ffi, lib
 from ._rope_cache import build_cos_sin_cache
-from ._tensors import DEVICE_CPU, ArrayInfo, current_stream, describe, require_same_device, require_writable
+from ._tensors import (
+    DEVICE_CPU,
+    ArrayInfo,
+    current_stream,
+    describe,
+    require_same_device,
+    require_writable,
+)
 
 if TYPE_CHECKING:
     from ._rope_fallback import Fallback
@@ -74,7 +82,9 @@ class _Heads:
 def _resolve_heads(x: Any, name: str, head_size: int | None) -> _Heads:
     info = describe(x, name)
     if info.dtype not in _FLOAT_DTYPES:
-        raise InvalidArgumentError(f"{name}: expected dtype float32, float16 or bfloat16, got {_dtype_name(x)}")
+        raise InvalidArgumentError(
+            f"{name}: expected dtype float32, float16 or bfloat16, got {_dtype_name(x)}"
+        )
     shape, strides = info.shape, info.strides
     if len(shape) == 2:
         if head_size is None or head_size < 1 or shape[1] % head_size:
@@ -82,13 +92,17 @@ def _resolve_heads(x: Any, name: str, head_size: int | None) -> _Heads:
                 f"{name}: a 2-D [T, H*D] tensor needs head_size, a divisor of {shape[1]}; got head_size={head_size}"
             )
         if shape[1] > 1 and strides[1] != 1:
-            raise InvalidArgumentError(f"{name}: the H*D axis must be contiguous (stride 1), got stride {strides[1]}")
+            raise InvalidArgumentError(
+                f"{name}: the H*D axis must be contiguous (stride 1), got stride {strides[1]}"
+            )
         num_layers, layer_stride = 1, 0
         tokens, heads, size = shape[0], shape[1] // head_size, head_size
         token_stride, head_stride = strides[0], head_size
     elif len(shape) in (3, 4):
         if head_size is not None and head_size != shape[-1]:
-            raise InvalidArgumentError(f"head_size: expected {name}.shape[-1] ({shape[-1]}), got {head_size}")
+            raise InvalidArgumentError(
+                f"head_size: expected {name}.shape[-1] ({shape[-1]}), got {head_size}"
+            )
         if shape[-1] > 1 and strides[-1] != 1:
             raise InvalidArgumentError(
                 f"{name}: head vectors must be contiguous (stride 1 along the last axis), got stride {strides[-1]}"
@@ -97,8 +111,12 @@ def _resolve_heads(x: Any, name: str, head_size: int | None) -> _Heads:
         tokens, heads, size = shape[-3:]
         token_stride, head_stride = strides[-3], strides[-2]
     else:
-        raise InvalidArgumentError(f"{name}: expected [T, H*D], [T, H, D] or [L, T, H, D], got shape {shape}")
-    heads_view = _Heads(info, num_layers, tokens, heads, size, layer_stride, token_stride, head_stride)
+        raise InvalidArgumentError(
+            f"{name}: expected [T, H*D], [T, H, D] or [L, T, H, D], got shape {shape}"
+        )
+    heads_view = _Heads(
+        info, num_layers, tokens, heads, size, layer_stride, token_stride, head_stride
+    )
     require_writable(info)
     _require_disjoint_heads(heads_view)
     return heads_view
@@ -109,8 +127,15 @@ def _require_disjoint_heads(h: _Heads) -> None:
     across threads, a race). Sufficient test: along increasing strides, each stride clears the
     extent of everything inside it."""
     extent = h.head_size
-    dims = [(n, s) for n, s in ((h.num_heads, h.head_stride), (h.num_tokens, h.token_stride),
-                                (h.num_layers, h.layer_stride)) if n > 1]
+    dims = [
+        (n, s)
+        for n, s in (
+            (h.num_heads, h.head_stride),
+            (h.num_tokens, h.token_stride),
+            (h.num_layers, h.layer_stride),
+        )
+        if n > 1
+    ]
     for n, stride in sorted(dims, key=lambda d: d[1]):
         if stride < extent:
             raise InvalidArgumentError(
@@ -134,12 +159,18 @@ def _resolve_cache(cos_sin_cache: Any, rot_dim: int | None) -> ArrayInfo:
     if max_position < 1:
         raise InvalidArgumentError("cos_sin_cache: expected at least one position (row), got 0")
     if rot_dim is not None and rot_dim != width:
-        raise InvalidArgumentError(f"rot_dim: expected cos_sin_cache.shape[1] ({width}), got {rot_dim}")
+        raise InvalidArgumentError(
+            f"rot_dim: expected cos_sin_cache.shape[1] ({width}), got {rot_dim}"
+        )
     if width < 2 or width % 2:
-        raise InvalidArgumentError(f"rot_dim: expected an even number >= 2 (cos_sin_cache.shape[1]), got {width}")
+        raise InvalidArgumentError(
+            f"rot_dim: expected an even number >= 2 (cos_sin_cache.shape[1]), got {width}"
+        )
     if info.strides[1] != 1:
-        raise InvalidArgumentError(f"cos_sin_cache: rows must be contiguous (stride 1 along dim 1), got stride "
-                                   f"{info.strides[1]}")
+        raise InvalidArgumentError(
+            f"cos_sin_cache: rows must be contiguous (stride 1 along dim 1), got stride "
+            f"{info.strides[1]}"
+        )
     return info
 
 
@@ -151,17 +182,23 @@ def _as_int64(x: Any) -> Any:
     return x.astype(np.int64) if isinstance(x, np.ndarray) else x.to(_torch.imported().int64)
 
 
-def _resolve_positions(positions: Sequence[Any], names: Sequence[str], num_tokens: int) -> list[ArrayInfo]:
+def _resolve_positions(
+    positions: Sequence[Any], names: Sequence[str], num_tokens: int
+) -> list[ArrayInfo]:
     """Positions as contiguous int64 or int32 arrays of one dtype (int64 when they differ)."""
     infos = []
     for x, name in zip(positions, names):
         info = describe(x, name)
         if info.dtype not in _POSITION_DTYPES:
-            raise InvalidArgumentError(f"{name}: expected dtype int64 or int32, got {_dtype_name(x)}")
+            raise InvalidArgumentError(
+                f"{name}: expected dtype int64 or int32, got {_dtype_name(x)}"
+            )
         if len(info.shape) != 1:
             raise InvalidArgumentError(f"{name}: expected a 1-D [T] array, got shape {info.shape}")
         if info.shape[0] != num_tokens:
-            raise InvalidArgumentError(f"{name}: expected {num_tokens} positions (one per token), got {info.shape[0]}")
+            raise InvalidArgumentError(
+                f"{name}: expected {num_tokens} positions (one per token), got {info.shape[0]}"
+            )
         infos.append(info)
     mixed = len({info.dtype for info in infos}) > 1
     out = []
@@ -177,7 +214,12 @@ def _resolve_positions(positions: Sequence[Any], names: Sequence[str], num_token
 def _fill_tensor(h: _Heads) -> Any:
     t = ffi.new("kvx_rope_tensor *")
     t.struct_size = ffi.sizeof("kvx_rope_tensor")
-    t.dtype, t.num_layers, t.num_heads, t.head_size = h.info.dtype, h.num_layers, h.num_heads, h.head_size
+    t.dtype, t.num_layers, t.num_heads, t.head_size = (
+        h.info.dtype,
+        h.num_layers,
+        h.num_heads,
+        h.head_size,
+    )
     t.num_tokens = h.num_tokens
     t.base = ffi.cast("void *", h.info.ptr)
     t.layer_stride, t.token_stride, t.head_stride = h.layer_stride, h.token_stride, h.head_stride
@@ -209,7 +251,9 @@ def _require_separate(outputs: Sequence[ArrayInfo], inputs: Sequence[ArrayInfo])
         for other in list(outputs[:i]) + list(inputs):
             a, b = out.extent(), other.extent()
             if a[0] < b[1] and b[0] < a[1]:
-                raise InvalidArgumentError(f"{out.name}: expected memory separate from {other.name}, but they overlap")
+                raise InvalidArgumentError(
+                    f"{out.name}: expected memory separate from {other.name}, but they overlap"
+                )
 
 
 # The kvx_op of each public RoPE function, for kvx_backend_supports.
@@ -222,8 +266,9 @@ def _fallback_reason(op: str, device_type: int) -> str:
     return _devices.by_kvx_type(device_type).why_not(_OPS[op])
 
 
-def _native_or_fallback(op: str, device: tuple[int, int], call: Callable[[], int],
-                        make_fallback: Callable[[], Fallback]) -> None:
+def _native_or_fallback(
+    op: str, device: tuple[int, int], call: Callable[[], int], make_fallback: Callable[[], Fallback]
+) -> None:
     """Runs ``call`` (a libkvx status) where libkvx runs ``op`` on the device (always on the
     CPU, whose errors are raised); elsewhere runs the plain-torch fallback that ``make_fallback``
     builds (only then: it costs a microsecond per call) on the tensors' own device instead, with a
@@ -237,8 +282,11 @@ def _native_or_fallback(op: str, device: tuple[int, int], call: Callable[[], int
     fallback = make_fallback()
     if (op, device[0], fallback.route) not in _warned_fallback:
         _warned_fallback.add((op, device[0], fallback.route))
-        warnings.warn(f"kvx.rope.{op}: no native kernel for this device ({reason}); "
-                      f"using {fallback.route}", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"kvx.rope.{op}: no native kernel for this device ({reason}); using {fallback.route}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     fallback()
 
 
@@ -280,21 +328,29 @@ def rerotate_keys(
     heads = _resolve_heads(keys, "keys", head_size)
     cache = _resolve_cache(cos_sin_cache, rot_dim)
     _check_rot_dim(cache, [heads])
-    old, new = _resolve_positions([old_positions, new_positions], ["old_positions", "new_positions"],
-                                  heads.num_tokens)
+    old, new = _resolve_positions(
+        [old_positions, new_positions], ["old_positions", "new_positions"], heads.num_tokens
+    )
     device = require_same_device([heads.info, cache, old, new])
     _require_separate([heads.info], [cache, old, new])
     t, c = _fill_tensor(heads), _fill_cache(cache, is_neox)
 
     def call() -> int:
-        return lib.kvx_rope_rerotate(t, c, ffi.cast("void *", old.ptr), ffi.cast("void *", new.ptr), old.dtype,
-                                     current_stream(device))
+        return lib.kvx_rope_rerotate(
+            t,
+            c,
+            ffi.cast("void *", old.ptr),
+            ffi.cast("void *", new.ptr),
+            old.dtype,
+            current_stream(device),
+        )
 
     def fallback() -> Fallback:
         from ._rope_fallback import Rerotate
 
-        return Rerotate(device[0], keys, old.obj, new.obj, cos_sin_cache, is_neox=is_neox,
-                        head_size=head_size)
+        return Rerotate(
+            device[0], keys, old.obj, new.obj, cos_sin_cache, is_neox=is_neox, head_size=head_size
+        )
 
     _native_or_fallback("rerotate_keys", device, call, fallback)
     return keys
@@ -329,40 +385,65 @@ def apply_rotary(
     q = _resolve_heads(query, "query", head_size)
     k = _resolve_heads(key, "key", head_size) if key is not None else None
     if k is not None and k.num_tokens != q.num_tokens:
-        raise InvalidArgumentError(f"key: expected the tokens of query ({q.num_tokens}), got {k.num_tokens}")
+        raise InvalidArgumentError(
+            f"key: expected the tokens of query ({q.num_tokens}), got {k.num_tokens}"
+        )
     cache = _resolve_cache(cos_sin_cache, rot_dim)
     heads = [q] if k is None else [q, k]
     _check_rot_dim(cache, heads)
     (pos,) = _resolve_positions([positions], ["positions"], q.num_tokens)
     device = require_same_device([h.info for h in heads] + [cache, pos])
     _require_separate([h.info for h in heads], [cache, pos])
-    tq, tk, c = _fill_tensor(q), (_fill_tensor(k) if k is not None else ffi.NULL), _fill_cache(cache, is_neox)
+    tq, tk, c = (
+        _fill_tensor(q),
+        (_fill_tensor(k) if k is not None else ffi.NULL),
+        _fill_cache(cache, is_neox),
+    )
 
     def call() -> int:
-        return lib.kvx_rope_apply(tq, tk, c, ffi.cast("void *", pos.ptr), pos.dtype, current_stream(device))
+        return lib.kvx_rope_apply(
+            tq, tk, c, ffi.cast("void *", pos.ptr), pos.dtype, current_stream(device)
+        )
 
     def fallback() -> Fallback:
         from ._rope_fallback import Apply
 
-        return Apply(device[0], pos.obj, query, key, cos_sin_cache, is_neox=is_neox, head_size=head_size)
+        return Apply(
+            device[0], pos.obj, query, key, cos_sin_cache, is_neox=is_neox, head_size=head_size
+        )
 
     _native_or_fallback("apply_rotary", device, call, fallback)
     return query, key
 
 
-def rotary_embedding_k_fused(old_positions: Any, new_positions: Any, key: Any, head_size: int,
-                             cos_sin_cache: Any, is_neox: bool) -> None:
+def rotary_embedding_k_fused(
+    old_positions: Any,
+    new_positions: Any,
+    key: Any,
+    head_size: int,
+    cos_sin_cache: Any,
+    is_neox: bool,
+) -> None:
     """LMCache's ``lmcache.c_ops.rotary_embedding_k_fused``, same arguments in the same order, so
     that a CacheBlend adapter swaps one call: :func:`rerotate_keys` of ``key`` (LMCache passes
     ``[T, H*D]``; the other forms work too, with ``head_size`` equal to their last dim)."""
-    rerotate_keys(key, old_positions, new_positions, cos_sin_cache, is_neox=is_neox, head_size=head_size)
+    rerotate_keys(
+        key, old_positions, new_positions, cos_sin_cache, is_neox=is_neox, head_size=head_size
+    )
 
 
-def rotary_embedding(positions: Any, query: Any, key: Any, head_size: int, cos_sin_cache: Any,
-                     is_neox: bool) -> None:
+def rotary_embedding(
+    positions: Any, query: Any, key: Any, head_size: int, cos_sin_cache: Any, is_neox: bool
+) -> None:
     """vLLM's ``_custom_ops.rotary_embedding``, same arguments in the same order (``key`` may be
     None): :func:`apply_rotary` of ``query`` and ``key`` at ``positions``."""
     apply_rotary(positions, query, key, cos_sin_cache, is_neox=is_neox, head_size=head_size)
 
 
-__all__ = ["apply_rotary", "build_cos_sin_cache", "rerotate_keys", "rotary_embedding", "rotary_embedding_k_fused"]
+__all__ = [
+    "apply_rotary",
+    "build_cos_sin_cache",
+    "rerotate_keys",
+    "rotary_embedding",
+    "rotary_embedding_k_fused",
+]

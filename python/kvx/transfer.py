@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -84,7 +85,10 @@ class PagedCache:
         """Base addresses: per layer, or per (kv, layer) with K first."""
         if self.layout.container == layouts.SINGLE:
             info = self.infos[0]
-            return [info.ptr + layer * self.strides["layer"] * info.itemsize for layer in range(self.num_layers)]
+            return [
+                info.ptr + layer * self.strides["layer"] * info.itemsize
+                for layer in range(self.num_layers)
+            ]
         return [info.ptr for info in self.infos]
 
 
@@ -120,7 +124,9 @@ def resolve_paged(paged: Any, layout: str | int | layouts.PagedLayout) -> PagedC
     require_same_device(infos)
     strides = dict(zip(layout.axes, first.strides))
     if "kv" in sizes and sizes["kv"] != 2:
-        raise InvalidArgumentError(f"{first.name}: the kv axis of layout {layout.name} must have size 2, got {sizes['kv']}")
+        raise InvalidArgumentError(
+            f"{first.name}: the kv axis of layout {layout.name} must have size 2, got {sizes['kv']}"
+        )
     if sizes["dim"] > 1 and strides["dim"] != 1:
         raise InvalidArgumentError(
             f"{first.name}: head vectors must be contiguous (stride 1 along the last axis), got stride {strides['dim']}"
@@ -143,7 +149,9 @@ def _expect(name: str, what: str, expected: int, got: int, why: str = "") -> Non
         raise InvalidArgumentError(f"{name}: expected {what} {expected}, got {got}{why}")
 
 
-def _dense_strides(info: ArrayInfo, fmt: layouts.DenseFormat, cache: PagedCache, num_tokens: int) -> dict[str, int]:
+def _dense_strides(
+    info: ArrayInfo, fmt: layouts.DenseFormat, cache: PagedCache, num_tokens: int
+) -> dict[str, int]:
     """Checks the dense buffer's shape against the paged cache and returns its strides by axis."""
     axes = layouts.dense_axes(fmt, len(info.shape))
     sizes = layouts.axis_sizes(axes, info.shape, f"dense (format {fmt.name})")
@@ -155,22 +163,30 @@ def _dense_strides(info: ArrayInfo, fmt: layouts.DenseFormat, cache: PagedCache,
     _expect("dense", "layers", cache.num_layers, sizes.get("layer", 1), why)
     _expect("dense", "tokens (len(slot_mapping))", num_tokens, sizes["token"])
     if "hd" in sizes:
-        _expect("dense", "num_heads * head_size", cache.num_heads * cache.head_size, sizes["hd"], why)
+        _expect(
+            "dense", "num_heads * head_size", cache.num_heads * cache.head_size, sizes["hd"], why
+        )
         if sizes["hd"] > 1 and strides["hd"] != 1:
-            raise InvalidArgumentError(f"dense: the H*D axis must be contiguous (stride 1), got stride {strides['hd']}")
+            raise InvalidArgumentError(
+                f"dense: the H*D axis must be contiguous (stride 1), got stride {strides['hd']}"
+            )
         strides["head"] = cache.head_size
     else:
         _expect("dense", "heads", cache.num_heads, sizes["head"], why)
         _expect("dense", "head size", cache.head_size, sizes["dim"], why)
         if sizes["dim"] > 1 and strides["dim"] != 1:
-            raise InvalidArgumentError(f"dense: head vectors must be contiguous (stride 1), got stride {strides['dim']}")
+            raise InvalidArgumentError(
+                f"dense: head vectors must be contiguous (stride 1), got stride {strides['dim']}"
+            )
     return strides
 
 
 def _slot_mapping(slot_mapping: Any, device: tuple[int, int]) -> ArrayInfo:
     info = describe(slot_mapping, "slot_mapping")
     if info.dtype != lib.KVX_DTYPE_INT64:
-        raise InvalidArgumentError(f"slot_mapping: expected dtype int64, got {getattr(slot_mapping, 'dtype', '?')}")
+        raise InvalidArgumentError(
+            f"slot_mapping: expected dtype int64, got {getattr(slot_mapping, 'dtype', '?')}"
+        )
     if len(info.shape) != 1:
         raise InvalidArgumentError(f"slot_mapping: expected a 1-D array, got shape {info.shape}")
     if _devices.by_kvx_type(device[0]).plans_on_host:
@@ -185,9 +201,15 @@ def _slot_mapping(slot_mapping: Any, device: tuple[int, int]) -> ArrayInfo:
             slot_mapping = slot_mapping.cpu()
             info = describe(slot_mapping, "slot_mapping")
     elif not reachable_from(info, device):
-        raise InvalidArgumentError(f"slot_mapping: expected the paged cache's device {device}, got {info.device}")
+        raise InvalidArgumentError(
+            f"slot_mapping: expected the paged cache's device {device}, got {info.device}"
+        )
     if info.shape[0] > 1 and info.strides[0] != 1:
-        contiguous = np.ascontiguousarray(slot_mapping) if isinstance(slot_mapping, np.ndarray) else slot_mapping.contiguous()
+        contiguous = (
+            np.ascontiguousarray(slot_mapping)
+            if isinstance(slot_mapping, np.ndarray)
+            else slot_mapping.contiguous()
+        )
         return describe(contiguous, "slot_mapping")
     return info
 
@@ -245,12 +267,19 @@ def transfer(
         require_writable(info)
     for info in cache.infos:
         if _overlaps(info.extent(), dense_info.extent()):
-            raise InvalidArgumentError(f"dense: expected memory separate from the paged cache, but it overlaps {info.name}")
+            raise InvalidArgumentError(
+                f"dense: expected memory separate from the paged cache, but it overlaps {info.name}"
+            )
     _call_transfer(cache, dense_info, strides, slots, direction)
 
 
-def _descriptors(cache: PagedCache, bases: Sequence[int], dense_base: int, dense_strides: dict[str, int],
-                 num_tokens: int) -> tuple[Any, Any, Any]:
+def _descriptors(
+    cache: PagedCache,
+    bases: Sequence[int],
+    dense_base: int,
+    dense_strides: dict[str, int],
+    num_tokens: int,
+) -> tuple[Any, Any, Any]:
     """(kvx_paged_desc, kvx_dense_desc, the bases array they point into: keep it alive) for the
     cache's geometry with its planes at `bases` and the dense buffer at `dense_base`."""
     bases_array = ffi.new("void *[]", [ffi.cast("void *", b) for b in bases])
@@ -274,8 +303,13 @@ def _descriptors(cache: PagedCache, bases: Sequence[int], dense_base: int, dense
     return p, d, bases_array
 
 
-def _call_transfer(cache: PagedCache, dense: ArrayInfo, dense_strides: dict[str, int], slots: ArrayInfo,
-                   direction: Direction) -> None:
+def _call_transfer(
+    cache: PagedCache,
+    dense: ArrayInfo,
+    dense_strides: dict[str, int],
+    slots: ArrayInfo,
+    direction: Direction,
+) -> None:
     p, d, _bases = _descriptors(cache, cache.bases(), dense.ptr, dense_strides, slots.shape[0])
     stream = current_stream(cache.device)
     check(lib.kvx_transfer(p, d, ffi.cast("int64_t *", slots.ptr), int(direction), stream))
@@ -299,4 +333,12 @@ def load(paged: Any, dense: Any, slot_mapping: Any, **kwargs: Any) -> None:
     transfer(paged, dense, slot_mapping, direction=Direction.DENSE_TO_PAGED, **kwargs)
 
 
-__all__: Sequence[str] = ["Direction", "PagedCache", "load", "resolve_paged", "store", "synchronize", "transfer"]
+__all__: Sequence[str] = [
+    "Direction",
+    "PagedCache",
+    "load",
+    "resolve_paged",
+    "store",
+    "synchronize",
+    "transfer",
+]

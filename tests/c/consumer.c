@@ -25,7 +25,8 @@ static uint16_t dense[2][L][T][H * D];     /* LMCache KV_2LTD */
 
 int main(void)
 {
-    EXPECT(kvx_version_number() == KVX_VERSION_MAJOR * 10000 + KVX_VERSION_MINOR * 100 + KVX_VERSION_PATCH);
+    EXPECT(kvx_version_number() ==
+           KVX_VERSION_MAJOR * 10000 + KVX_VERSION_MINOR * 100 + KVX_VERSION_PATCH);
     EXPECT(kvx_abi_version() == KVX_ABI_VERSION);
     EXPECT(kvx_backend_available(KVX_DEVICE_CPU) == 1);
 
@@ -33,15 +34,33 @@ int main(void)
         ((uint16_t *)cache)[i] = (uint16_t)(i * 7 + 1);
     void *bases[L] = {cache[0], cache[1]};
     kvx_paged_desc paged = {
-        .struct_size = sizeof paged, .dtype = KVX_DTYPE_BFLOAT16, .num_layers = L, .num_kv = 2,
-        .num_heads = H, .head_size = D, .num_bases = L, .bases = bases, .block_size = BS,
-        .num_blocks = NB, .kv_stride = NB * BS * H * D, .block_stride = BS * H * D,
-        .token_stride = H * D, .head_stride = D,
+        .struct_size = sizeof paged,
+        .dtype = KVX_DTYPE_BFLOAT16,
+        .num_layers = L,
+        .num_kv = 2,
+        .num_heads = H,
+        .head_size = D,
+        .num_bases = L,
+        .bases = bases,
+        .block_size = BS,
+        .num_blocks = NB,
+        .kv_stride = NB * BS * H * D,
+        .block_stride = BS * H * D,
+        .token_stride = H * D,
+        .head_stride = D,
     };
     kvx_dense_desc dense_desc = {
-        .struct_size = sizeof dense_desc, .dtype = KVX_DTYPE_BFLOAT16, .num_layers = L,
-        .num_kv = 2, .num_heads = H, .head_size = D, .num_tokens = T, .base = dense,
-        .kv_stride = L * T * H * D, .layer_stride = T * H * D, .token_stride = H * D,
+        .struct_size = sizeof dense_desc,
+        .dtype = KVX_DTYPE_BFLOAT16,
+        .num_layers = L,
+        .num_kv = 2,
+        .num_heads = H,
+        .head_size = D,
+        .num_tokens = T,
+        .base = dense,
+        .kv_stride = L * T * H * D,
+        .layer_stride = T * H * D,
+        .token_stride = H * D,
         .head_stride = D,
     };
     int64_t slots[T] = {13, 14, -1, 2, 15};
@@ -62,7 +81,8 @@ int main(void)
     memcpy(before, dense, sizeof dense);
     memset(cache, 0, sizeof cache);
     slots[1] = NB * BS;
-    EXPECT(kvx_transfer(&paged, &dense_desc, slots, KVX_DENSE_TO_PAGED, NULL) == KVX_ERR_INVALID_ARGUMENT);
+    EXPECT(kvx_transfer(&paged, &dense_desc, slots, KVX_DENSE_TO_PAGED, NULL) ==
+           KVX_ERR_INVALID_ARGUMENT);
     EXPECT(strstr(kvx_last_error(), "slot_mapping[1]") != NULL);
     EXPECT(strcmp(kvx_status_name(KVX_ERR_INVALID_ARGUMENT), "KVX_ERR_INVALID_ARGUMENT") == 0);
     for (size_t i = 0; i < sizeof cache / sizeof(uint16_t); i++)
@@ -72,7 +92,8 @@ int main(void)
     if (!kvx_backend_compiled(KVX_DEVICE_CUDA)) {
         kvx_stream cuda = {KVX_DEVICE_CUDA, 0, NULL};
         slots[1] = 0;
-        EXPECT(kvx_transfer(&paged, &dense_desc, slots, KVX_PAGED_TO_DENSE, &cuda) == KVX_ERR_NOT_AVAILABLE);
+        EXPECT(kvx_transfer(&paged, &dense_desc, slots, KVX_PAGED_TO_DENSE, &cuda) ==
+               KVX_ERR_NOT_AVAILABLE);
         EXPECT(strstr(kvx_last_error(), "device_type") != NULL);
     }
     printf("ok\n");

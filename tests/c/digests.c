@@ -94,13 +94,23 @@ static void rope_case(const char *name, int32_t dtype, int32_t pairing, int32_t 
         old_pos[t] = (t * 37) % MAXPOS;
         new_pos[t] = t < 40 ? 100 + t : (t * 53 + 11) % MAXPOS; /* a run, then scattered */
     }
-    kvx_rope_tensor k = {.struct_size = sizeof k, .dtype = dtype, .num_layers = 1,
-                         .num_heads = H, .head_size = D, .num_tokens = T, .base = keys,
-                         .token_stride = H * D, .head_stride = D};
+    kvx_rope_tensor k = {.struct_size = sizeof k,
+                         .dtype = dtype,
+                         .num_layers = 1,
+                         .num_heads = H,
+                         .head_size = D,
+                         .num_tokens = T,
+                         .base = keys,
+                         .token_stride = H * D,
+                         .head_stride = D};
     kvx_rope_tensor q = k;
     q.num_heads = 2, q.base = query, q.token_stride = 2 * D;
-    kvx_rope_cache c = {.struct_size = sizeof c, .dtype = cache_dtype, .rot_dim = rot_dim,
-                        .pairing = pairing, .max_position = MAXPOS, .row_stride = rot_dim,
+    kvx_rope_cache c = {.struct_size = sizeof c,
+                        .dtype = cache_dtype,
+                        .rot_dim = rot_dim,
+                        .pairing = pairing,
+                        .max_position = MAXPOS,
+                        .row_stride = rot_dim,
                         .cos_sin = cache};
     CHECK(kvx_rope_rerotate(&k, &c, old_pos, new_pos, KVX_DTYPE_INT64, NULL));
     CHECK(kvx_rope_apply(&q, &k, &c, new_pos, KVX_DTYPE_INT64, NULL));
@@ -141,12 +151,22 @@ static void codec_cases(void)
     size_t count = (size_t)2 * L * T * C;
     uint16_t *kv = malloc(count * sizeof *kv), *back = malloc(count * sizeof *back);
     fill(kv, KVX_DTYPE_BFLOAT16, count);
-    kvx_dense_desc desc = {.struct_size = sizeof desc, .dtype = KVX_DTYPE_BFLOAT16,
-                           .num_layers = L, .num_kv = 2, .num_heads = H, .head_size = D,
-                           .num_tokens = T, .base = kv, .kv_stride = (int64_t)L * T * C,
-                           .layer_stride = (int64_t)T * C, .token_stride = C, .head_stride = D};
-    kvx_codec_params params = {.struct_size = sizeof params, .key_bins = key_bins,
-                               .value_bins = value_bins, .chunk_tokens = 128};
+    kvx_dense_desc desc = {.struct_size = sizeof desc,
+                           .dtype = KVX_DTYPE_BFLOAT16,
+                           .num_layers = L,
+                           .num_kv = 2,
+                           .num_heads = H,
+                           .head_size = D,
+                           .num_tokens = T,
+                           .base = kv,
+                           .kv_stride = (int64_t)L * T * C,
+                           .layer_stride = (int64_t)T * C,
+                           .token_stride = C,
+                           .head_stride = D};
+    kvx_codec_params params = {.struct_size = sizeof params,
+                               .key_bins = key_bins,
+                               .value_bins = value_bins,
+                               .chunk_tokens = 128};
     int64_t bound = 0, size = 0;
     CHECK(kvx_codec_compress_bound(&desc, &params, &bound));
     void *blob = malloc((size_t)bound);
@@ -201,15 +221,31 @@ static void transfer_cases(void)
     int64_t slots[T];
     for (int t = 0; t < T; t++)
         slots[t] = t % 9 == 4 ? -1 : (t * 131) % (NB * BS);
-    kvx_paged_desc p = {.struct_size = sizeof p, .dtype = KVX_DTYPE_BFLOAT16, .num_layers = L,
-                        .num_kv = 2, .num_heads = H, .head_size = D, .num_bases = L,
-                        .bases = bases, .block_size = BS, .num_blocks = NB,
-                        .kv_stride = (int64_t)plane, .block_stride = BS * H * D,
-                        .token_stride = D, .head_stride = BS * D}; /* vLLM HND */
-    kvx_dense_desc d = {.struct_size = sizeof d, .dtype = KVX_DTYPE_BFLOAT16, .num_layers = L,
-                        .num_kv = 2, .num_heads = H, .head_size = D, .num_tokens = T,
-                        .base = dense, .kv_stride = (int64_t)L * T * H * D,
-                        .layer_stride = (int64_t)T * H * D, .token_stride = H * D,
+    kvx_paged_desc p = {.struct_size = sizeof p,
+                        .dtype = KVX_DTYPE_BFLOAT16,
+                        .num_layers = L,
+                        .num_kv = 2,
+                        .num_heads = H,
+                        .head_size = D,
+                        .num_bases = L,
+                        .bases = bases,
+                        .block_size = BS,
+                        .num_blocks = NB,
+                        .kv_stride = (int64_t)plane,
+                        .block_stride = BS * H * D,
+                        .token_stride = D,
+                        .head_stride = BS * D}; /* vLLM HND */
+    kvx_dense_desc d = {.struct_size = sizeof d,
+                        .dtype = KVX_DTYPE_BFLOAT16,
+                        .num_layers = L,
+                        .num_kv = 2,
+                        .num_heads = H,
+                        .head_size = D,
+                        .num_tokens = T,
+                        .base = dense,
+                        .kv_stride = (int64_t)L * T * H * D,
+                        .layer_stride = (int64_t)T * H * D,
+                        .token_stride = H * D,
                         .head_stride = D};
     memset(dense, 0, (size_t)2 * L * T * H * D * sizeof *dense);
     CHECK(kvx_transfer(&p, &d, slots, KVX_PAGED_TO_DENSE, NULL));

@@ -61,10 +61,7 @@ int flipper_start(void *p, int bytes, int64_t good, int64_t bad, int cpu)
 }
 
 /* How many times the thread has flipped the value so far. */
-long long flipper_flips(void)
-{
-    return atomic_load_explicit(&flips, memory_order_relaxed);
-}
+long long flipper_flips(void) { return atomic_load_explicit(&flips, memory_order_relaxed); }
 
 /* Stops the thread, leaving the good value in place. */
 void flipper_stop(void)

@@ -179,8 +179,9 @@ static void decode(const std::vector<long long> &a)
     for (int64_t i = 0; i < layers * n; i++) {
         int64_t l = i / n, c = i % n, start = 0, len = 0;
         const uint16_t *table = tables.data() + i * cdf_len;
-        if (kvx_cc_stream_extent(prefsum ? nullptr : lengths.data(), prefsum ? ends.data() : nullptr,
-                                 capacity, num_bytes, i, &start, &len)) {
+        if (kvx_cc_stream_extent(prefsum ? nullptr : lengths.data(),
+                                 prefsum ? ends.data() : nullptr, capacity, num_bytes, i, &start,
+                                 &len)) {
             bad[i] = 1;
             continue;
         }

@@ -107,8 +107,7 @@ static int check_job(int job, int threads)
                GUARD_SECONDS);
         failed = 2;
     } else if (t.num_seen != threads)
-        printf("job %d: %d threads ran items with the count set to %d\n", job, t.num_seen,
-               threads);
+        printf("job %d: %d threads ran items with the count set to %d\n", job, t.num_seen, threads);
     else if (!already_seen(&t, pthread_self()))
         printf("job %d: the calling thread ran no item\n", job);
     else

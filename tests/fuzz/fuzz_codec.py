@@ -24,9 +24,8 @@ import sys
 import time
 import zlib
 
-import numpy as np
-
 import kvx
+import numpy as np
 from kvx import codec
 from kvx import reference_codec as ref
 
@@ -58,7 +57,25 @@ def seeds() -> list[bytes]:
     return out
 
 
-INTERESTING = [0, 1, 2, 3, 4, 0x7F, 0x80, 0xFF, 0x100, 0x7FFF, 0xFFFF, 0x10000, 0x7FFFFFFF, 0xFFFFFFFF, 2**32, 2**63 - 1, 2**64 - 1]
+INTERESTING = [
+    0,
+    1,
+    2,
+    3,
+    4,
+    0x7F,
+    0x80,
+    0xFF,
+    0x100,
+    0x7FFF,
+    0xFFFF,
+    0x10000,
+    0x7FFFFFFF,
+    0xFFFFFFFF,
+    2**32,
+    2**63 - 1,
+    2**64 - 1,
+]
 
 
 def fix_crcs(data: bytearray, layout: dict) -> bytearray:
@@ -67,7 +84,9 @@ def fix_crcs(data: bytearray, layout: dict) -> bytearray:
         data[hdr : hdr + 4] = struct.pack("<I", zlib.crc32(bytes(data[:hdr])))
     for c in layout["chunks"]:
         if len(data) >= c["end"] + 4:
-            data[c["end"] : c["end"] + 4] = struct.pack("<I", zlib.crc32(bytes(data[c["start"] : c["end"]])))
+            data[c["end"] : c["end"] + 4] = struct.pack(
+                "<I", zlib.crc32(bytes(data[c["start"] : c["end"]]))
+            )
     return data
 
 
@@ -90,7 +109,9 @@ def mutate(rng: np.random.Generator, seed: bytes, others: list[bytes]) -> bytes:
             del data[int(rng.integers(0, n + 1)) :]
         elif op == 4:  # insert
             i = int(rng.integers(0, n + 1))
-            data[i:i] = rng.integers(0, 256, size=int(rng.integers(1, 16)), dtype=np.uint8).tobytes()
+            data[i:i] = rng.integers(
+                0, 256, size=int(rng.integers(1, 16)), dtype=np.uint8
+            ).tobytes()
         elif op == 5 and n:  # delete a run
             i = int(rng.integers(0, n))
             del data[i : i + int(rng.integers(1, 16))]

@@ -20,10 +20,22 @@ def test_fuzz_container_decoder(seed: int) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")]))
     proc = subprocess.run(
-        [sys.executable, str(HERE / "fuzz_codec.py"), "--seconds", str(seconds), "--seed", str(seed)],
-        env=env, capture_output=True, text=True, timeout=seconds * 4 + 120,
+        [
+            sys.executable,
+            str(HERE / "fuzz_codec.py"),
+            "--seconds",
+            str(seconds),
+            "--seed",
+            str(seed),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds * 4 + 120,
     )
-    assert proc.returncode == 0, f"rc={proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"rc={proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    )
     assert "no findings" in proc.stdout
     count = int(proc.stdout.split("fuzz_codec: ")[1].split()[0])
     assert count > 100, proc.stdout  # the session really ran

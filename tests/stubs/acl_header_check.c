@@ -19,7 +19,8 @@ _Static_assert(SAME_TYPE(kvx_acl_error, aclError), "aclError");
 _Static_assert(SAME_TYPE(kvx_acl_stream, aclrtStream), "aclrtStream");
 _Static_assert(SAME_TYPE(kvx_acl_event, aclrtEvent), "aclrtEvent");
 _Static_assert(SAME_TYPE(kvx_acl_context, aclrtContext), "aclrtContext");
-_Static_assert(SAME_TYPE(kvx_acl_enum, aclrtMemcpyKind), "aclrtMemcpyKind is a 32-bit unsigned enum");
+_Static_assert(SAME_TYPE(kvx_acl_enum, aclrtMemcpyKind),
+               "aclrtMemcpyKind is a 32-bit unsigned enum");
 _Static_assert(SAME_TYPE(kvx_acl_enum, aclrtMemLocationType), "aclrtMemLocationType");
 _Static_assert(SAME_TYPE(kvx_acl_enum, aclrtEventRecordedStatus), "aclrtEventRecordedStatus");
 

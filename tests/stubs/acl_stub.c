@@ -34,10 +34,26 @@ typedef void *aclrtStream;
 typedef void *aclrtEvent;
 typedef void *aclrtContext;
 typedef enum { HOST_TO_HOST, HOST_TO_DEVICE, DEVICE_TO_HOST, DEVICE_TO_DEVICE } aclrtMemcpyKind;
-typedef enum { LOC_HOST = 0, LOC_DEVICE = 1, LOC_UNREGISTERED = 2, LOC_HOST_NUMA = 4 } aclrtMemLocationType;
-typedef struct { uint32_t id; aclrtMemLocationType type; } aclrtMemLocation;
-typedef struct { aclrtMemLocation location; uint32_t pageSize; uint32_t rsv[4]; } aclrtPtrAttributes;
-typedef struct { aclrtMemLocation dstLoc; aclrtMemLocation srcLoc; uint8_t rsv[16]; } aclrtMemcpyBatchAttr;
+typedef enum {
+    LOC_HOST = 0,
+    LOC_DEVICE = 1,
+    LOC_UNREGISTERED = 2,
+    LOC_HOST_NUMA = 4
+} aclrtMemLocationType;
+typedef struct {
+    uint32_t id;
+    aclrtMemLocationType type;
+} aclrtMemLocation;
+typedef struct {
+    aclrtMemLocation location;
+    uint32_t pageSize;
+    uint32_t rsv[4];
+} aclrtPtrAttributes;
+typedef struct {
+    aclrtMemLocation dstLoc;
+    aclrtMemLocation srcLoc;
+    uint8_t rsv[16];
+} aclrtMemcpyBatchAttr;
 
 enum {
     ACL_SUCCESS = 0,
@@ -76,8 +92,9 @@ static void make_current(context *c)
 /* aclrtSetDevice references of `device` that no aclrtResetDevice gave back. */
 API long stub_acl_device_refs(int device)
 {
-    return device < 0 || device >= DEVICES ? -1 : __atomic_load_n(&device_refs[device],
-                                                                   __ATOMIC_RELAXED);
+    return device < 0 || device >= DEVICES
+               ? -1
+               : __atomic_load_n(&device_refs[device], __ATOMIC_RELAXED);
 }
 
 /* Work may only be enqueued from a thread whose current device is the stream's (AscendCL's
@@ -96,9 +113,18 @@ static aclError stream_for(aclrtStream handle, stub_stream **out)
 static int kind_sides(aclrtMemcpyKind kind, int *dst, int *src)
 {
     switch (kind) {
-    case HOST_TO_DEVICE: *dst = 2; *src = -1; return 1;
-    case DEVICE_TO_HOST: *dst = -1; *src = 2; return 1;
-    case DEVICE_TO_DEVICE: *dst = 2; *src = 2; return 1;
+    case HOST_TO_DEVICE:
+        *dst = 2;
+        *src = -1;
+        return 1;
+    case DEVICE_TO_HOST:
+        *dst = -1;
+        *src = 2;
+        return 1;
+    case DEVICE_TO_DEVICE:
+        *dst = 2;
+        *src = 2;
+        return 1;
     default: return 0; /* host-to-host is not allowed asynchronously */
     }
 }
@@ -106,10 +132,10 @@ static int kind_sides(aclrtMemcpyKind kind, int *dst, int *src)
 /* Stub status -> AscendCL error. */
 static aclError status(int rc)
 {
-    return rc == STUB_BAD_ARGS ? ACL_ERROR_INVALID_PARAM
+    return rc == STUB_BAD_ARGS       ? ACL_ERROR_INVALID_PARAM
            : rc == STUB_WRONG_DEVICE ? ACL_ERROR_RT_STREAM_CONTEXT
-           : rc == STUB_NO_CONTEXT ? ACL_ERROR_RT_CONTEXT_NULL
-                                   : rc;
+           : rc == STUB_NO_CONTEXT   ? ACL_ERROR_RT_CONTEXT_NULL
+                                     : rc;
 }
 
 /* A 1D or 2D copy, from a thread with a current device (see stream_for). */
@@ -130,15 +156,19 @@ API aclError aclrtMemcpyAsync(void *dst, size_t destMax, const void *src, size_t
         return ACL_ERROR_INVALID_PARAM;
     if (kind == DEVICE_TO_DEVICE && (((uintptr_t)dst | (uintptr_t)src) & 63))
         return ACL_ERROR_RT_PARAM_INVALID; /* on-chip copies need 64-byte alignment */
-    stub_task t = {.kind = STUB_TASK_COPY, .function = "aclrtMemcpyAsync", .dst = dst,
-                   .src = src, .bytes = count};
+    stub_task t = {.kind = STUB_TASK_COPY,
+                   .function = "aclrtMemcpyAsync",
+                   .dst = dst,
+                   .src = src,
+                   .bytes = count};
     return submit_copy(stream, kind, &t);
 }
 
 #ifndef STUB_NO_BATCH
 #ifndef STUB_NO_2D
-API aclError aclrtMemcpy2dAsync(void *dst, size_t dpitch, const void *src, size_t spitch, size_t width,
-                                size_t height, aclrtMemcpyKind kind, aclrtStream stream)
+API aclError aclrtMemcpy2dAsync(void *dst, size_t dpitch, const void *src, size_t spitch,
+                                size_t width, size_t height, aclrtMemcpyKind kind,
+                                aclrtStream stream)
 {
     ENTER("aclrtMemcpy2dAsync");
     /* "between host and device": the runtime calls any other kind an invalid parameter */
@@ -149,8 +179,14 @@ API aclError aclrtMemcpy2dAsync(void *dst, size_t dpitch, const void *src, size_
 #endif
     if (height > 5242880)
         return ACL_ERROR_INVALID_PARAM;
-    stub_task t = {.kind = STUB_TASK_COPY_2D, .function = "aclrtMemcpy2dAsync", .dst = dst,
-                   .src = src, .bytes = width, .dpitch = dpitch, .spitch = spitch, .height = height};
+    stub_task t = {.kind = STUB_TASK_COPY_2D,
+                   .function = "aclrtMemcpy2dAsync",
+                   .dst = dst,
+                   .src = src,
+                   .bytes = width,
+                   .dpitch = dpitch,
+                   .spitch = spitch,
+                   .height = height};
     return submit_copy(stream, kind, &t);
 }
 #endif

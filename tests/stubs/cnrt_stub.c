@@ -47,9 +47,18 @@ typedef struct {
 static int dir_sides(cnrtMemTransDir_t dir, int *dst, int *src)
 {
     switch (dir) {
-    case cnrtMemcpyHostToDev: *dst = 2; *src = -1; return 1;
-    case cnrtMemcpyDevToHost: *dst = -1; *src = 2; return 1;
-    case cnrtMemcpyDevToDev: *dst = 2; *src = 2; return 1;
+    case cnrtMemcpyHostToDev:
+        *dst = 2;
+        *src = -1;
+        return 1;
+    case cnrtMemcpyDevToHost:
+        *dst = -1;
+        *src = 2;
+        return 1;
+    case cnrtMemcpyDevToDev:
+        *dst = 2;
+        *src = 2;
+        return 1;
     default: return 0;
     }
 }
@@ -58,10 +67,7 @@ static int dir_sides(cnrtMemTransDir_t dir, int *dst, int *src)
 static int current(void) { return stub_current_device() < 0 ? 0 : stub_current_device(); }
 
 /* Stub status -> CNRT error. */
-static cnrtRet_t status(int rc)
-{
-    return rc < 0 ? cnrtErrorArgsInvalid : (cnrtRet_t)rc;
-}
+static cnrtRet_t status(int rc) { return rc < 0 ? cnrtErrorArgsInvalid : (cnrtRet_t)rc; }
 
 static cnrtRet_t submit_copy(cnrtQueue_t queue, cnrtMemTransDir_t dir, stub_task *t)
 {
@@ -73,8 +79,8 @@ static cnrtRet_t submit_copy(cnrtQueue_t queue, cnrtMemTransDir_t dir, stub_task
 static cnrtRet_t copy(const char *name, void *dst, void *src, size_t bytes, cnrtQueue_t queue,
                       cnrtMemTransDir_t dir)
 {
-    stub_task t = {.kind = STUB_TASK_COPY, .function = name, .dst = dst, .src = src,
-                   .bytes = bytes};
+    stub_task t = {
+        .kind = STUB_TASK_COPY, .function = name, .dst = dst, .src = src, .bytes = bytes};
     return submit_copy(queue, dir, &t);
 }
 
@@ -109,8 +115,13 @@ API cnrtRet_t cnrtMemcpy2DAsync(void *dst, size_t dpitch, const void *src, size_
                                 cnrtQueue_t queue)
 {
     ENTER("cnrtMemcpy2DAsync");
-    stub_task t = {.kind = STUB_TASK_COPY_2D, .function = "cnrtMemcpy2DAsync", .dst = (void *)dst,
-                   .src = src, .bytes = width, .dpitch = dpitch, .spitch = spitch,
+    stub_task t = {.kind = STUB_TASK_COPY_2D,
+                   .function = "cnrtMemcpy2DAsync",
+                   .dst = (void *)dst,
+                   .src = src,
+                   .bytes = width,
+                   .dpitch = dpitch,
+                   .spitch = spitch,
                    .height = height};
     return submit_copy(queue, direction, &t);
 }
@@ -123,8 +134,9 @@ API cnrtRet_t cnrtPointerGetAttributes(cnrtPointerAttributes_t *attr, const void
         return cnrtErrorArgsInvalid;
     int device = 0;
     int where = stub_where(ptr, &device);
-    attr->type = where == 2 ? cnrtMemTypeDevice : where == 1 ? cnrtMemTypeHost
-                                                             : cnrtMemTypeUnregistered;
+    attr->type = where == 2   ? cnrtMemTypeDevice
+                 : where == 1 ? cnrtMemTypeHost
+                              : cnrtMemTypeUnregistered;
     attr->device = where == 2 ? device : -1;
     attr->devicePointer = where == 2 ? (void *)ptr : NULL;
     attr->hostPointer = where == 2 ? NULL : (void *)ptr;
@@ -136,7 +148,10 @@ API cnrtRet_t cnrtGetDevice(int *ordinal)
     return status(stub_call_get_device("cnrtGetDevice", ordinal, 0)); /* implicit device 0 */
 }
 
-API cnrtRet_t cnrtSetDevice(int ordinal) { return status(stub_call_set_device("cnrtSetDevice", ordinal)); }
+API cnrtRet_t cnrtSetDevice(int ordinal)
+{
+    return status(stub_call_set_device("cnrtSetDevice", ordinal));
+}
 
 API cnrtRet_t cnrtQueueSync(cnrtQueue_t queue)
 {

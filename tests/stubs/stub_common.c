@@ -300,7 +300,10 @@ static void set_injection(const char *function, int async, int code, int times, 
     pthread_mutex_unlock(&count_lock);
 }
 
-void stub_inject(const char *function, int code, int times) { set_injection(function, 0, code, times, 0); }
+void stub_inject(const char *function, int code, int times)
+{
+    set_injection(function, 0, code, times, 0);
+}
 
 void stub_inject_after(const char *function, int code, int times, int after)
 {
@@ -421,9 +424,7 @@ static void run_task(stub_task *t)
                        t->bytes, t->function);
         __atomic_add_fetch(&copies_done, 1, __ATOMIC_RELAXED);
         break;
-    case STUB_TASK_BATCH:
-        run_batch(t);
-        break;
+    case STUB_TASK_BATCH: run_batch(t); break;
     case STUB_TASK_EVENT:
         pthread_mutex_lock(&event_lock);
         *t->event_done = 1;
@@ -589,7 +590,8 @@ int stub_submit_copy(void *handle, int device, const stub_task *t)
 {
     if (!t->dst || !t->src || !t->bytes)
         return STUB_BAD_ARGS;
-    if (t->kind == STUB_TASK_COPY_2D && (!t->height || t->dpitch < t->bytes || t->spitch < t->bytes))
+    if (t->kind == STUB_TASK_COPY_2D &&
+        (!t->height || t->dpitch < t->bytes || t->spitch < t->bytes))
         return STUB_BAD_ARGS;
     stub_stream *s = stub_resolve_stream(handle);
     if (handle && stub_stream_device(s) != device)

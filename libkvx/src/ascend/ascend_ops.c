@@ -113,8 +113,8 @@ static int64_t copy_1d(void *dst, const void *src, size_t bytes, uint32_t kind, 
 
 static int64_t copy_2d(const kvx_copy_grid *g, uint32_t kind, void *stream)
 {
-    return kvx_acl_load()->aclrtMemcpy2dAsync(g->dst, g->dst_pitch, g->src, g->src_pitch,
-                                              g->width, g->height, kind, stream);
+    return kvx_acl_load()->aclrtMemcpy2dAsync(g->dst, g->dst_pitch, g->src, g->src_pitch, g->width,
+                                              g->height, kind, stream);
 }
 
 /* An unsupported kind is ACL_ERROR_INVALID_PARAM, a chip without 2D copies may say
@@ -186,10 +186,11 @@ static int64_t sync_stream(void *stream) { return kvx_acl_load()->aclrtSynchroni
 
 const kvx_runtime_ops kvx_ascend_ops = {
     KVX_RUNTIME_OPS_FUNCTIONS,
-    .words = {.backend = "ascend", .runtime = "AscendCL", .device = "NPU",
-              .stream = "stream"},
-    .calls = {.copy_2d = "aclrtMemcpy2dAsync", .host_alloc = "aclrtMallocHost",
-              .event_create = "aclrtCreateEvent", .event_record = "aclrtRecordEvent",
+    .words = {.backend = "ascend", .runtime = "AscendCL", .device = "NPU", .stream = "stream"},
+    .calls = {.copy_2d = "aclrtMemcpy2dAsync",
+              .host_alloc = "aclrtMallocHost",
+              .event_create = "aclrtCreateEvent",
+              .event_record = "aclrtRecordEvent",
               .sync_stream = "aclrtSynchronizeStream"},
     .kind_codes = {[KVX_COPY_HOST_TO_DEVICE] = KVX_ACL_MEMCPY_HOST_TO_DEVICE,
                    [KVX_COPY_DEVICE_TO_HOST] = KVX_ACL_MEMCPY_DEVICE_TO_HOST,
@@ -217,5 +218,5 @@ static int32_t available(void) { return kvx_acl_load() != NULL; }
 /* The backend: the copy engine and the host-staged codec (src/runtime/) on these ops. RoPE
  * entries stay NULL ("unsupported"): kvx.rope falls back to vendor torch ops or kvx.reference
  * on the device (python/kvx/_rope_fallback.py). */
-const kvx_backend kvx_ascend_backend =
-    KVX_RUNTIME_BACKEND("ascend", KVX_DEVICE_ASCEND, available, kvx_ascend_ops);
+const kvx_backend kvx_ascend_backend = KVX_RUNTIME_BACKEND("ascend", KVX_DEVICE_ASCEND, available,
+                                                           kvx_ascend_ops);

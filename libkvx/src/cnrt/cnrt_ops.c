@@ -31,14 +31,16 @@ static int32_t locate(const void *ptr, const char *what, int32_t *device)
     memset(&attr, 0, sizeof attr);
     kvx_cnrt_ret rc = kvx_cnrt_load()->cnrtPointerGetAttributes(&attr, ptr);
     if (rc != KVX_CNRT_SUCCESS)
-        return kvx_fail(KVX_ERR_DEVICE, "cnrtPointerGetAttributes failed with CNRT error %u for "
-                        "%s", (unsigned)rc, what);
+        return kvx_fail(KVX_ERR_DEVICE,
+                        "cnrtPointerGetAttributes failed with CNRT error %u for "
+                        "%s",
+                        (unsigned)rc, what);
     *device = attr.type == KVX_CNRT_MEM_TYPE_DEVICE ? attr.device : -1;
     return KVX_OK;
 }
 
-static int64_t copy_1d(void *dst, const void *src, size_t bytes, uint32_t direction,
-                       void *queue, const char **function)
+static int64_t copy_1d(void *dst, const void *src, size_t bytes, uint32_t direction, void *queue,
+                       const char **function)
 {
     const kvx_cnrt_api *cnrt = kvx_cnrt_load();
     *function = cnrt->memcpy_async_name;
@@ -47,8 +49,8 @@ static int64_t copy_1d(void *dst, const void *src, size_t bytes, uint32_t direct
 
 static int64_t copy_2d(const kvx_copy_grid *g, uint32_t direction, void *queue)
 {
-    return kvx_cnrt_load()->cnrtMemcpy2DAsync(g->dst, g->dst_pitch, g->src, g->src_pitch,
-                                              g->width, g->height, direction, queue);
+    return kvx_cnrt_load()->cnrtMemcpy2DAsync(g->dst, g->dst_pitch, g->src, g->src_pitch, g->width,
+                                              g->height, direction, queue);
 }
 
 static int64_t host_alloc(size_t bytes, void **ptr)
@@ -85,7 +87,8 @@ static void leave(const kvx_device_guard *guard)
 const kvx_runtime_ops kvx_cnrt_ops = {
     KVX_RUNTIME_OPS_FUNCTIONS,
     .words = {.backend = "cnrt", .runtime = "CNRT", .device = "MLU", .stream = "queue"},
-    .calls = {.copy_2d = "cnrtMemcpy2DAsync", .host_alloc = "cnrtHostMalloc",
+    .calls = {.copy_2d = "cnrtMemcpy2DAsync",
+              .host_alloc = "cnrtHostMalloc",
               .sync_stream = "cnrtQueueSync"},
     .kind_codes = {[KVX_COPY_HOST_TO_DEVICE] = KVX_CNRT_MEMCPY_HOST_TO_DEV,
                    [KVX_COPY_DEVICE_TO_HOST] = KVX_CNRT_MEMCPY_DEV_TO_HOST,
@@ -104,5 +107,5 @@ static int32_t available(void) { return kvx_cnrt_load() != NULL; }
 /* The backend: the copy engine and the host-staged codec (src/runtime/) on these ops. RoPE
  * entries stay NULL ("unsupported"): kvx.rope falls back to vendor torch ops or kvx.reference
  * on the device (python/kvx/_rope_fallback.py). */
-const kvx_backend kvx_cnrt_backend =
-    KVX_RUNTIME_BACKEND("cnrt", KVX_DEVICE_CNRT, available, kvx_cnrt_ops);
+const kvx_backend kvx_cnrt_backend = KVX_RUNTIME_BACKEND("cnrt", KVX_DEVICE_CNRT, available,
+                                                         kvx_cnrt_ops);

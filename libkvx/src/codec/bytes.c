@@ -5,7 +5,8 @@
 
 int32_t kvx_codec_truncated(const reader *r, int64_t n, const char *field)
 {
-    return kvx_fail(KVX_ERR_CORRUPT_INPUT, "%s: truncated: needs %lld bytes at offset %lld, the "
+    return kvx_fail(KVX_ERR_CORRUPT_INPUT,
+                    "%s: truncated: needs %lld bytes at offset %lld, the "
                     "container has %lld",
                     field, (long long)n, (long long)r->pos, (long long)r->size);
 }

@@ -54,8 +54,10 @@ int32_t kvx_codec_buffers_alloc(chunk_buffers *b, const layout *lo, int64_t toke
     if (!b->symbols || !b->scales || !b->counts || !b->cdf || !b->end_offsets || !b->lengths ||
         (with_streams && !b->streams)) {
         kvx_codec_buffers_free(b);
-        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "codec: cannot allocate the work buffers of a "
-                        "%lld-token chunk", (long long)tokens);
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY,
+                        "codec: cannot allocate the work buffers of a "
+                        "%lld-token chunk",
+                        (long long)tokens);
     }
     return KVX_OK;
 }

@@ -78,19 +78,25 @@ static int32_t quantize_chunk(const kvx_backend *be, const kvx_dense_desc *kv, c
 {
     int64_t es = kvx_dtype_size(kv->dtype), plane = lo->num_layers * tokens;
     for (int32_t p = 0; p < lo->num_kv; p++) {
-        const uint8_t *x =
-            (const uint8_t *)kv->base + (p * kv->kv_stride + t0 * kv->token_stride) * es;
-        kvx_codec_quantize_args args = {.x = x, .dtype = kv->dtype, .num_rows = lo->num_layers,
-            .num_tokens = tokens, .num_channels = lo->channels, .row_stride = kv->layer_stride,
-            .token_stride = kv->token_stride, .bins = lo->bins + p * lo->num_layers,
-            .symbols = b->symbols + p * plane * lo->channels, .scales = b->scales + p * plane};
+        const uint8_t *x = (const uint8_t *)kv->base +
+                           (p * kv->kv_stride + t0 * kv->token_stride) * es;
+        kvx_codec_quantize_args args = {.x = x,
+                                        .dtype = kv->dtype,
+                                        .num_rows = lo->num_layers,
+                                        .num_tokens = tokens,
+                                        .num_channels = lo->channels,
+                                        .row_stride = kv->layer_stride,
+                                        .token_stride = kv->token_stride,
+                                        .bins = lo->bins + p * lo->num_layers,
+                                        .symbols = b->symbols + p * plane * lo->channels,
+                                        .scales = b->scales + p * plane};
         int32_t rc = be->codec_quantize(&args, stream);
         if (rc) {
             /* The backend names rows and tokens of this chunk's plane; say where that is. */
             char detail[400];
             snprintf(detail, sizeof detail, "%s", kvx_last_error());
-            return kvx_fail(rc, "kv (plane %d, chunk from token %lld): %s", (int)p,
-                            (long long)t0, detail);
+            return kvx_fail(rc, "kv (plane %d, chunk from token %lld): %s", (int)p, (long long)t0,
+                            detail);
         }
     }
     return KVX_OK;
@@ -174,10 +180,15 @@ static void write_chunk(writer *w, const layout *lo, int64_t index, int64_t toke
 static int32_t encode_chunk(const kvx_backend *be, const layout *lo, int64_t tokens,
                             chunk_buffers *b, const kvx_stream *stream)
 {
-    kvx_codec_encode_args args = {.cdf = b->cdf, .cdf_len = lo->num_bins + 1,
-        .symbols = b->symbols, .num_layers = lo->rows, .num_tokens = tokens,
-        .num_channels = lo->channels, .streams = b->streams,
-        .stream_capacity = b->stream_capacity, .lengths = b->lengths};
+    kvx_codec_encode_args args = {.cdf = b->cdf,
+                                  .cdf_len = lo->num_bins + 1,
+                                  .symbols = b->symbols,
+                                  .num_layers = lo->rows,
+                                  .num_tokens = tokens,
+                                  .num_channels = lo->channels,
+                                  .streams = b->streams,
+                                  .stream_capacity = b->stream_capacity,
+                                  .lengths = b->lengths};
     return be->codec_encode(&args, stream);
 }
 
@@ -236,8 +247,10 @@ int32_t kvx_codec_compress(const kvx_dense_desc *kv_user, const kvx_codec_params
     if (!be)
         return KVX_ERR_NOT_AVAILABLE;
     if (be->device_type != KVX_DEVICE_CPU || !be->codec_quantize || !be->codec_encode)
-        return kvx_fail(KVX_ERR_UNSUPPORTED, "codec_compress: the container is built in host "
-                        "memory; the %s backend is not supported yet", be->name);
+        return kvx_fail(KVX_ERR_UNSUPPORTED,
+                        "codec_compress: the container is built in host "
+                        "memory; the %s backend is not supported yet",
+                        be->name);
     layout *lo = kvx_codec_layout_from_desc(&kv, &params);
     if (!lo)
         return KVX_ERR_OUT_OF_MEMORY;
@@ -248,7 +261,8 @@ int32_t kvx_codec_compress(const kvx_dense_desc *kv_user, const kvx_codec_params
     if (rc)
         return rc;
     if (w.pos > dst_capacity)
-        return kvx_fail(KVX_ERR_BUFFER_TOO_SMALL, "dst_capacity: expected >= %lld bytes, got "
+        return kvx_fail(KVX_ERR_BUFFER_TOO_SMALL,
+                        "dst_capacity: expected >= %lld bytes, got "
                         "%lld (kvx_codec_compress_bound gives a safe size)",
                         (long long)w.pos, (long long)dst_capacity);
     *dst_size = w.pos;

@@ -124,8 +124,11 @@ static int32_t read_out_desc(const kvx_dense_desc *user, const layout *lo, kvx_d
     if ((int64_t)out->field != (int64_t)(value))                                               \
         return FAIL_ARG("out->" #field ": expected %lld (the container's), got %lld",          \
                         (long long)(value), (long long)out->field);
-    SAME(dtype, lo->dtype) SAME(num_kv, lo->num_kv) SAME(num_layers, lo->num_layers)
-    SAME(num_heads, lo->num_heads) SAME(head_size, lo->head_size)
+    SAME(dtype, lo->dtype)
+    SAME(num_kv, lo->num_kv)
+    SAME(num_layers, lo->num_layers)
+    SAME(num_heads, lo->num_heads)
+    SAME(head_size, lo->head_size)
     SAME(num_tokens, lo->num_tokens)
 #undef SAME
     return KVX_OK;
@@ -164,10 +167,15 @@ static int32_t dequantize_chunk(const kvx_backend *be, const layout *lo, int64_t
     for (int32_t p = 0; p < lo->num_kv; p++) {
         uint8_t *dst = (uint8_t *)out->base + (p * out->kv_stride + t0 * out->token_stride) * es;
         kvx_codec_dequantize_args args = {.symbols = b->symbols + p * plane * lo->channels,
-            .scales = b->scales + p * plane, .bins = lo->bins + p * lo->num_layers,
-            .num_rows = lo->num_layers, .num_tokens = c->tokens, .num_channels = lo->channels,
-            .dtype = lo->dtype, .out = dst, .row_stride = out->layer_stride,
-            .token_stride = out->token_stride};
+                                          .scales = b->scales + p * plane,
+                                          .bins = lo->bins + p * lo->num_layers,
+                                          .num_rows = lo->num_layers,
+                                          .num_tokens = c->tokens,
+                                          .num_channels = lo->channels,
+                                          .dtype = lo->dtype,
+                                          .out = dst,
+                                          .row_stride = out->layer_stride,
+                                          .token_stride = out->token_stride};
         int32_t rc = be->codec_dequantize(&args, stream);
         if (rc)
             return rc;
@@ -188,10 +196,15 @@ static int32_t decode_chunk(const kvx_backend *be, const layout *lo, int64_t ind
     cdf_build_job job = {lo, b->counts, c->tokens, b->cdf};
     kvx_parallel_for(streams, 256, cdf_build_range, &job);
     scales_from_le(c->scales, lo->rows * c->tokens, b->scales);
-    kvx_codec_decode_args coded = {.cdf = b->cdf, .cdf_len = lo->num_bins + 1,
-        .bytes = c->payload, .num_bytes = c->payload_size, .end_offsets = b->end_offsets,
-        .num_layers = lo->rows, .num_tokens = c->tokens, .num_channels = lo->channels,
-        .symbols = b->symbols};
+    kvx_codec_decode_args coded = {.cdf = b->cdf,
+                                   .cdf_len = lo->num_bins + 1,
+                                   .bytes = c->payload,
+                                   .num_bytes = c->payload_size,
+                                   .end_offsets = b->end_offsets,
+                                   .num_layers = lo->rows,
+                                   .num_tokens = c->tokens,
+                                   .num_channels = lo->channels,
+                                   .symbols = b->symbols};
     if ((rc = be->codec_decode(&coded, stream)))
         return rc;
     return dequantize_chunk(be, lo, index, c, b, out, stream);
@@ -237,8 +250,10 @@ int32_t kvx_codec_decompress(const void *src, int64_t src_size, const kvx_dense_
     if (!be)
         return KVX_ERR_NOT_AVAILABLE;
     if (be->device_type != KVX_DEVICE_CPU || !be->codec_decode || !be->codec_dequantize)
-        return kvx_fail(KVX_ERR_UNSUPPORTED, "codec_decompress: the container is read in host "
-                        "memory; the %s backend is not supported yet", be->name);
+        return kvx_fail(KVX_ERR_UNSUPPORTED,
+                        "codec_decompress: the container is read in host "
+                        "memory; the %s backend is not supported yet",
+                        be->name);
     if ((rc = kvx_codec_parse_header(src, src_size, &lo)))
         return rc;
     if (!(rc = read_out_desc(out_user, lo, &out)))
@@ -246,4 +261,3 @@ int32_t kvx_codec_decompress(const void *src, int64_t src_size, const kvx_dense_
     free(lo);
     return rc;
 }
-

@@ -32,8 +32,8 @@ static int32_t parse_fixed_header(reader *r, layout *lo)
     uint64_t v[13] = {0};
     static const int widths[13] = {2, 2, 4, 4, 4, 4, 4, 4, 8, 4, 4, 4, 8};
     static const char *const names[13] = {
-        "header.version", "header.header_size", "header.dtype", "header.num_kv",
-        "header.num_layers", "header.num_heads", "header.head_size", "header.num_bins",
+        "header.version",    "header.header_size",  "header.dtype",      "header.num_kv",
+        "header.num_layers", "header.num_heads",    "header.head_size",  "header.num_bins",
         "header.num_tokens", "header.chunk_tokens", "header.num_chunks", "header.flags",
         "header.reserved"};
     if ((rc = need(r, 4, "header.magic")))
@@ -50,7 +50,8 @@ static int32_t parse_fixed_header(reader *r, layout *lo)
         return rc;
     if (v[2] != KVX_DTYPE_FLOAT32 && v[2] != KVX_DTYPE_FLOAT16 && v[2] != KVX_DTYPE_BFLOAT16)
         return FAIL_CORRUPT("header.dtype: expected 1 (float32), 2 (float16) or 3 (bfloat16), "
-                            "got %llu", (unsigned long long)v[2]);
+                            "got %llu",
+                            (unsigned long long)v[2]);
     if ((rc = field_range(names[3], v[3], 1, 2)) ||
         (rc = field_range(names[4], v[4], 1, INT32_MAX)) ||
         (rc = field_range(names[5], v[5], 1, INT32_MAX)) ||
@@ -68,8 +69,8 @@ static int32_t parse_fixed_header(reader *r, layout *lo)
         return FAIL_CORRUPT("header.num_chunks: expected %llu (num_tokens / chunk_tokens, "
                             "rounded up), got %llu",
                             (unsigned long long)chunks, (unsigned long long)v[10]);
-    *lo = (layout){(int32_t)v[2], (int32_t)v[3], (int32_t)v[4], (int32_t)v[5], (int32_t)v[6],
-                   (int32_t)v[7], (int64_t)(v[3] * v[4]), (int64_t)(v[5] * v[6]),
+    *lo = (layout){(int32_t)v[2], (int32_t)v[3], (int32_t)v[4],          (int32_t)v[5],
+                   (int32_t)v[6], (int32_t)v[7], (int64_t)(v[3] * v[4]), (int64_t)(v[5] * v[6]),
                    (int64_t)v[8], (int64_t)v[9], (int64_t)v[10]};
     return KVX_OK;
 }
@@ -141,9 +142,17 @@ static int32_t fill_info(const layout *lo, kvx_codec_info *user)
     if (kvx_codec_product("decoded_bytes", lo->rows * lo->channels, lo->num_tokens,
                           kvx_dtype_size(lo->dtype), &bytes))
         return FAIL_CORRUPT("header: the decoded size overflows int64");
-    kvx_codec_info info = {sizeof(kvx_codec_info), KVX_CODEC_FORMAT_VERSION, lo->dtype,
-                           lo->num_kv, lo->num_layers, lo->num_heads, lo->head_size,
-                           lo->num_bins, lo->num_tokens, lo->chunk_tokens, lo->num_chunks,
+    kvx_codec_info info = {sizeof(kvx_codec_info),
+                           KVX_CODEC_FORMAT_VERSION,
+                           lo->dtype,
+                           lo->num_kv,
+                           lo->num_layers,
+                           lo->num_heads,
+                           lo->head_size,
+                           lo->num_bins,
+                           lo->num_tokens,
+                           lo->chunk_tokens,
+                           lo->num_chunks,
                            bytes};
     return kvx_write_struct("info", "kvx_codec_info", user, &info, sizeof info);
 }
@@ -207,8 +216,8 @@ static int32_t walk_chunks(const void *src, int64_t src_size, const layout *lo)
     return KVX_OK;
 }
 
-int32_t kvx_codec_inspect(const void *src, int64_t src_size, kvx_codec_info *info,
-                          int32_t *bins, int64_t bins_capacity)
+int32_t kvx_codec_inspect(const void *src, int64_t src_size, kvx_codec_info *info, int32_t *bins,
+                          int64_t bins_capacity)
 {
     int32_t rc;
     layout *lo;

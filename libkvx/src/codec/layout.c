@@ -13,12 +13,13 @@ int32_t kvx_codec_check_kv_desc(const char *name, const kvx_dense_desc *d)
     if (d->dtype != KVX_DTYPE_FLOAT32 && d->dtype != KVX_DTYPE_FLOAT16 &&
         d->dtype != KVX_DTYPE_BFLOAT16)
         return FAIL_ARG("%s->dtype: expected KVX_DTYPE_FLOAT32 (1), FLOAT16 (2) or BFLOAT16 (3), "
-                        "got %d", name, (int)d->dtype);
+                        "got %d",
+                        name, (int)d->dtype);
     if (d->num_kv < 1 || d->num_kv > 2)
         return FAIL_ARG("%s->num_kv: expected 1 or 2, got %d", name, (int)d->num_kv);
     if (d->num_layers < 1 || d->num_heads < 1 || d->head_size < 1)
-        return FAIL_ARG("%s: expected num_layers, num_heads, head_size >= 1, got %d, %d, %d",
-                        name, (int)d->num_layers, (int)d->num_heads, (int)d->head_size);
+        return FAIL_ARG("%s: expected num_layers, num_heads, head_size >= 1, got %d, %d, %d", name,
+                        (int)d->num_layers, (int)d->num_heads, (int)d->head_size);
     int64_t channels = (int64_t)d->num_heads * d->head_size;
     if (channels > INT32_MAX)
         return FAIL_ARG("%s: num_heads * head_size: expected <= %d, got %lld", name, INT32_MAX,
@@ -58,14 +59,12 @@ static int32_t check_params(const kvx_dense_desc *kv, const kvx_codec_params *p)
     return kvx_check_range("params->chunk_tokens", p->chunk_tokens, 1, MAX_CHUNK_TOKENS);
 }
 
-int32_t kvx_codec_read_kv_args(const kvx_dense_desc *kv_user,
-                               const kvx_codec_params *params_user, kvx_dense_desc *kv,
-                               kvx_codec_params *params)
+int32_t kvx_codec_read_kv_args(const kvx_dense_desc *kv_user, const kvx_codec_params *params_user,
+                               kvx_dense_desc *kv, kvx_codec_params *params)
 {
     int32_t rc;
     if ((rc = kvx_read_struct("kv", "kvx_dense_desc", kv_user, kv, sizeof *kv)) ||
-        (rc = kvx_read_struct("params", "kvx_codec_params", params_user, params,
-                              sizeof *params)) ||
+        (rc = kvx_read_struct("params", "kvx_codec_params", params_user, params, sizeof *params)) ||
         (rc = kvx_codec_check_kv_desc("kv", kv)))
         return rc;
     return check_params(kv, params);
@@ -86,9 +85,17 @@ layout *kvx_codec_layout_from_desc(const kvx_dense_desc *kv, const kvx_codec_par
     layout *lo = kvx_codec_layout_new(rows);
     if (!lo)
         return NULL;
-    *lo = (layout){kv->dtype, kv->num_kv, kv->num_layers, kv->num_heads, kv->head_size, 0,
-                   rows, (int64_t)kv->num_heads * kv->head_size, kv->num_tokens,
-                   p->chunk_tokens, (kv->num_tokens + p->chunk_tokens - 1) / p->chunk_tokens};
+    *lo = (layout){kv->dtype,
+                   kv->num_kv,
+                   kv->num_layers,
+                   kv->num_heads,
+                   kv->head_size,
+                   0,
+                   rows,
+                   (int64_t)kv->num_heads * kv->head_size,
+                   kv->num_tokens,
+                   p->chunk_tokens,
+                   (kv->num_tokens + p->chunk_tokens - 1) / p->chunk_tokens};
     for (int64_t r = 0; r < rows; r++) {
         lo->bins[r] = r < kv->num_layers ? p->key_bins[r] : p->value_bins[r - kv->num_layers];
         lo->num_bins = lo->bins[r] > lo->num_bins ? lo->bins[r] : lo->num_bins;
@@ -137,8 +144,8 @@ int32_t kvx_codec_container_size(const layout *lo, int worst, int64_t *out)
     return KVX_OK;
 }
 
-int32_t kvx_codec_compress_bound(const kvx_dense_desc *kv_user,
-                                 const kvx_codec_params *params_user, int64_t *bound)
+int32_t kvx_codec_compress_bound(const kvx_dense_desc *kv_user, const kvx_codec_params *params_user,
+                                 int64_t *bound)
 {
     int32_t rc;
     kvx_dense_desc kv;

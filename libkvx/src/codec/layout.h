@@ -41,9 +41,8 @@ static inline int32_t row_symbols(const layout *lo, int64_t row) { return lo->bi
  * heads contiguous, strides that address less than 2^63 bytes. */
 int32_t kvx_codec_check_kv_desc(const char *name, const kvx_dense_desc *d);
 /* The caller's kv descriptor and parameters, read once into *kv and *params and checked. */
-int32_t kvx_codec_read_kv_args(const kvx_dense_desc *kv_user,
-                               const kvx_codec_params *params_user, kvx_dense_desc *kv,
-                               kvx_codec_params *params);
+int32_t kvx_codec_read_kv_args(const kvx_dense_desc *kv_user, const kvx_codec_params *params_user,
+                               kvx_dense_desc *kv, kvx_codec_params *params);
 
 /* A zeroed layout with room for `rows` bins; NULL after kvx_fail when out of memory. */
 layout *kvx_codec_layout_new(int64_t rows);

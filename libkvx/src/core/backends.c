@@ -9,7 +9,7 @@ static const kvx_backend *const compiled_backends[] = {
 #if defined(KVX_WITH_CUDA) || defined(KVX_WITH_HIP)
     &kvx_gpu_backend,
 #endif
-    /* runtime-loaded backends, each behind #ifdef KVX_WITH_<NAME> */
+/* runtime-loaded backends, each behind #ifdef KVX_WITH_<NAME> */
 #ifdef KVX_WITH_ASCEND
     &kvx_ascend_backend,
 #endif
@@ -33,7 +33,8 @@ const kvx_backend *kvx_backend_for(const kvx_stream *stream)
     if (!backend) {
         kvx_fail(KVX_ERR_NOT_AVAILABLE,
                  "stream->device_type: no backend for device type %d is compiled into this "
-                 "libkvx (rebuild with its meson option)", (int)device_type);
+                 "libkvx (rebuild with its meson option)",
+                 (int)device_type);
         return NULL;
     }
     return backend->available() ? backend : NULL;

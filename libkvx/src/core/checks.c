@@ -12,8 +12,7 @@ int32_t kvx_check_range(const char *name, int64_t value, int64_t lo, int64_t hi)
     return KVX_OK;
 }
 
-int32_t kvx_check_field(const char *owner, const char *field, int64_t value, int64_t lo,
-                        int64_t hi)
+int32_t kvx_check_field(const char *owner, const char *field, int64_t value, int64_t lo, int64_t hi)
 {
     /* Checks run on every call, failures rarely: the name is formatted only for a message. */
     if (value >= lo && value <= hi)

@@ -72,8 +72,7 @@ static int32_t cpu_threads(const char **which)
 static int first_report(void)
 {
     static _Atomic int reported;
-    return !atomic_load_explicit(&reported, memory_order_relaxed) &&
-           !atomic_exchange(&reported, 1);
+    return !atomic_load_explicit(&reported, memory_order_relaxed) && !atomic_exchange(&reported, 1);
 }
 
 /* KVX_NUM_THREADS (`text`) as a thread count: a whole number, blanks around it allowed, more
@@ -121,9 +120,8 @@ int32_t kvx_set_num_threads(int32_t num_threads)
 {
     kvx_clear_error();
     if (num_threads < 0 || num_threads > MAX_THREADS)
-        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
-                        "num_threads: expected 0 (default) to %d, got %d", MAX_THREADS,
-                        (int)num_threads);
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT, "num_threads: expected 0 (default) to %d, got %d",
+                        MAX_THREADS, (int)num_threads);
     atomic_store(&requested_threads, num_threads);
     return KVX_OK;
 }
@@ -270,8 +268,7 @@ static int ensure_workers(int wanted)
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         pthread_cond_init(&job_posted[workers_started], NULL);
-        int failed = pthread_create(&thread, &attr, worker_main,
-                                    (void *)(intptr_t)workers_started);
+        int failed = pthread_create(&thread, &attr, worker_main, (void *)(intptr_t)workers_started);
         pthread_attr_destroy(&attr);
         if (failed) {
             pthread_cond_destroy(&job_posted[workers_started]);

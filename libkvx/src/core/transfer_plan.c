@@ -100,8 +100,11 @@ static kvx_copy *emit_run(const kvx_paged_desc *p, const kvx_dense_desc *d, cons
     int64_t paged_pitch = p->token_stride * es, dense_pitch = d->token_stride * es;
     if (s->unit == KVX_COPY_RUN) {
         *out++ = (kvx_copy){kvx_paged_token(p, paged_plane, r->slot, es),
-                            dense_plane + r->token * dense_pitch, r->count * s->row_bytes, 1,
-                            0, 0};
+                            dense_plane + r->token * dense_pitch,
+                            r->count * s->row_bytes,
+                            1,
+                            0,
+                            0};
         return out;
     }
     int64_t width = s->unit == KVX_COPY_HEAD ? s->head_bytes : s->row_bytes;
@@ -111,8 +114,12 @@ static kvx_copy *emit_run(const kvx_paged_desc *p, const kvx_dense_desc *d, cons
         char *pt = kvx_paged_token(p, paged_plane, r->slot + i, es);
         char *dt = dense_plane + (r->token + i) * dense_pitch;
         for (int64_t h = 0; h < s->pieces_per_token; h++)
-            *out++ = (kvx_copy){pt + h * p->head_stride * es, dt + h * d->head_stride * es,
-                                width, height, paged_pitch, dense_pitch};
+            *out++ = (kvx_copy){pt + h * p->head_stride * es,
+                                dt + h * d->head_stride * es,
+                                width,
+                                height,
+                                paged_pitch,
+                                dense_pitch};
     }
     return out;
 }

@@ -70,8 +70,8 @@ static void cdf_range(void *ctx, int64_t begin, int64_t end)
 int32_t kvx_cpu_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream)
 {
     (void)stream;
-    int32_t rc = kvx_cpu_codec_check_symbols(args->symbols, args->num_layers, args->num_tokens, args->num_channels,
-                                             args->num_bins - 1, "symbols");
+    int32_t rc = kvx_cpu_codec_check_symbols(args->symbols, args->num_layers, args->num_tokens,
+                                             args->num_channels, args->num_bins - 1, "symbols");
     if (rc)
         return rc;
     /* Every stream divides by the same token count: one table of quotients replaces a 64-bit
@@ -87,7 +87,8 @@ int32_t kvx_cpu_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_st
                                  (uint64_t)args->num_tokens);
     }
     int64_t groups = (args->num_channels + KVX_CDF_GROUP - 1) / KVX_CDF_GROUP;
-    cdf_job job = {args->symbols, args->num_tokens, args->num_channels, groups, args->num_bins, norm, args->cdf};
+    cdf_job job = {args->symbols, args->num_tokens, args->num_channels, groups, args->num_bins,
+                   norm,          args->cdf};
     kvx_parallel_for(args->num_layers * groups, 1, cdf_range, &job);
     free(norm);
     return KVX_OK;
@@ -132,18 +133,17 @@ static void check_range(void *ctx, int64_t begin, int64_t end)
             m = p[c] > m ? p[c] : m;
         if (m > job->max_symbol) {
             int64_t seen = atomic_load_explicit(&job->first_bad, memory_order_relaxed);
-            while (i < seen && !atomic_compare_exchange_weak_explicit(
-                                   &job->first_bad, &seen, i, memory_order_relaxed,
-                                   memory_order_relaxed))
+            while (i < seen && !atomic_compare_exchange_weak_explicit(&job->first_bad, &seen, i,
+                                                                      memory_order_relaxed,
+                                                                      memory_order_relaxed))
                 ;
             return;
         }
     }
 }
 
-int32_t kvx_cpu_codec_check_symbols(const uint8_t *symbols, int64_t num_layers,
-                                    int64_t num_tokens, int64_t num_channels, int32_t max_symbol,
-                                    const char *what)
+int32_t kvx_cpu_codec_check_symbols(const uint8_t *symbols, int64_t num_layers, int64_t num_tokens,
+                                    int64_t num_channels, int32_t max_symbol, const char *what)
 {
     if (max_symbol >= 255)
         return KVX_OK;
@@ -158,6 +158,6 @@ int32_t kvx_cpu_codec_check_symbols(const uint8_t *symbols, int64_t num_layers,
     while (p[c] <= max_symbol)
         c++;
     return kvx_fail(KVX_ERR_INVALID_ARGUMENT, "%s[%lld, %lld, %lld]: expected 0..%d, got %u", what,
-                    (long long)(bad / num_tokens), (long long)(bad % num_tokens),
-                    (long long)c, (int)max_symbol, (unsigned)p[c]);
+                    (long long)(bad / num_tokens), (long long)(bad % num_tokens), (long long)c,
+                    (int)max_symbol, (unsigned)p[c]);
 }

@@ -14,8 +14,7 @@
 int32_t kvx_cpu_codec_check_cdf(const uint16_t *cdf, int32_t cdf_len, int64_t num_tables);
 
 /* Fails unless every symbol is <= max_symbol; names the first offender. */
-int32_t kvx_cpu_codec_check_symbols(const uint8_t *symbols, int64_t num_layers,
-                                    int64_t num_tokens, int64_t num_channels, int32_t max_symbol,
-                                    const char *what);
+int32_t kvx_cpu_codec_check_symbols(const uint8_t *symbols, int64_t num_layers, int64_t num_tokens,
+                                    int64_t num_channels, int32_t max_symbol, const char *what);
 
 #endif /* KVX_CPU_CODEC_CPU_H */

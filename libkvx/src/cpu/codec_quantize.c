@@ -82,7 +82,9 @@ static void scale_range(void *ctx, int64_t begin, int64_t end)
     for (int64_t i = begin; i < end; i++) {
         const void *p = token_ptr(job, i);
         switch (job->dtype) {
-        case KVX_DTYPE_BFLOAT16: job->scales[i] = abs_max_16(p, job->num_channels, 0x7f80, 1); break;
+        case KVX_DTYPE_BFLOAT16:
+            job->scales[i] = abs_max_16(p, job->num_channels, 0x7f80, 1);
+            break;
         case KVX_DTYPE_FLOAT16: job->scales[i] = abs_max_16(p, job->num_channels, 0x7c00, 0); break;
         default: job->scales[i] = abs_max_32(p, job->num_channels); break;
         }
@@ -146,8 +148,17 @@ int32_t kvx_cpu_codec_quantize(const kvx_codec_quantize_args *args, const kvx_st
     if (!found)
         return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "quantize: cannot allocate %lld scales",
                         (long long)items);
-    quant_job job = {args->x, args->dtype, kvx_dtype_size(args->dtype), args->num_tokens, args->num_channels, args->row_stride,
-                     args->token_stride, args->bins, args->symbols, found, found};
+    quant_job job = {args->x,
+                     args->dtype,
+                     kvx_dtype_size(args->dtype),
+                     args->num_tokens,
+                     args->num_channels,
+                     args->row_stride,
+                     args->token_stride,
+                     args->bins,
+                     args->symbols,
+                     found,
+                     found};
     int64_t grain = 1 + 16384 / (args->num_channels + 1);
     kvx_parallel_for(items, grain, scale_range, &job);
     for (int64_t i = 0; i < items; i++) {
@@ -223,8 +234,12 @@ static void dequant_range(void *ctx, int64_t begin, int64_t end)
 int32_t kvx_cpu_codec_dequantize(const kvx_codec_dequantize_args *args, const kvx_stream *stream)
 {
     (void)stream;
-    dequant_job job = {args->symbols, args->scales, args->bins, args->num_tokens, args->num_channels, args->dtype, args->out,
-                       kvx_dtype_size(args->dtype), args->row_stride, args->token_stride};
-    kvx_parallel_for(args->num_rows * args->num_tokens, 1 + 16384 / (args->num_channels + 1), dequant_range, &job);
+    dequant_job job = {args->symbols,      args->scales,
+                       args->bins,         args->num_tokens,
+                       args->num_channels, args->dtype,
+                       args->out,          kvx_dtype_size(args->dtype),
+                       args->row_stride,   args->token_stride};
+    kvx_parallel_for(args->num_rows * args->num_tokens, 1 + 16384 / (args->num_channels + 1),
+                     dequant_range, &job);
     return KVX_OK;
 }

@@ -7,9 +7,10 @@
  * middle" bits are deferred as pending bits (E3). LMCache does this one bit per loop iteration;
  * here each renormalisation is two count-leading-zeros steps, which give the same bits: the E1/E2
  * shifts (one per leading bit that low and high share) all come first, and after an E3 shift
- * E1/E2 can no longer apply (E3 keeps low's top bit 0 and high's 1). The decoder computes LMCache's count = ((value - low + 1) * 65536 - 1) / span with a
- * double-precision division (exact here, and pipelined unlike a 64-bit integer one) and finds the
- * symbol by counting the CDF edges <= count in a loop the compiler vectorises.
+ * E1/E2 can no longer apply (E3 keeps low's top bit 0 and high's 1). The decoder computes LMCache's
+ * count = ((value - low + 1) * 65536 - 1) / span with a double-precision division (exact here, and
+ * pipelined unlike a 64-bit integer one) and finds the symbol by counting the CDF edges <= count in
+ * a loop the compiler vectorises.
  *
  * Invariants that make hostile input harmless: with strictly increasing CDF tables, the range
  * evolves from the symbols alone (never from the input bytes), stays above 2^30 after each
@@ -201,7 +202,7 @@ static ALWAYS_INLINE void encode_group(encode_job *job, int64_t layer, int64_t c
     int64_t first = layer * job->num_channels + c0; /* stream index of channel c0 */
     load_tables(&tables, job->cdf + first * job->cdf_len, job->cdf_len, width);
     for (int g = 0; g < width; g++)
-        enc[g] = (encoder){0, 0xffffffffu, 0, 0, 0, job->streams + (first + g) * job->capacity,
+        enc[g] = (encoder){0, 0xffffffffu,  0, 0, 0, job->streams + (first + g) * job->capacity,
                            0, job->capacity};
     /* Zero tokens may come with NULL symbols, and C defines no offset from NULL, not even 0. */
     const uint8_t *row = job->num_tokens == 0
@@ -217,7 +218,7 @@ static ALWAYS_INLINE void encode_group(encode_job *job, int64_t layer, int64_t c
             atomic_store(&job->overflow_stream, first + g);
         }
         job->lengths[first + g] = (int32_t)(enc[g].pos < job->capacity ? enc[g].pos
-                                                                         : job->capacity);
+                                                                       : job->capacity);
     }
 }
 
@@ -237,13 +238,16 @@ int32_t kvx_cpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream
 {
     (void)stream;
     int32_t rc;
-    if ((rc = kvx_cpu_codec_check_cdf(args->cdf, args->cdf_len, args->num_layers * args->num_channels)) ||
-        (rc = kvx_cpu_codec_check_symbols(args->symbols, args->num_layers, args->num_tokens, args->num_channels,
-                                          args->cdf_len - 2, "symbols")))
+    if ((rc = kvx_cpu_codec_check_cdf(args->cdf, args->cdf_len,
+                                      args->num_layers * args->num_channels)) ||
+        (rc = kvx_cpu_codec_check_symbols(args->symbols, args->num_layers, args->num_tokens,
+                                          args->num_channels, args->cdf_len - 2, "symbols")))
         return rc;
     int64_t groups = (args->num_channels + KVX_CODEC_GROUP - 1) / KVX_CODEC_GROUP;
-    encode_job job = {args->cdf, args->cdf_len, args->symbols, args->num_tokens, args->num_channels, groups, args->streams,
-                      args->stream_capacity, args->lengths, -1, 0};
+    encode_job job = {
+        args->cdf, args->cdf_len, args->symbols,         args->num_tokens, args->num_channels,
+        groups,    args->streams, args->stream_capacity, args->lengths,    -1,
+        0};
     kvx_parallel_for(args->num_layers * groups, 1, encode_range_variant(), &job);
     int64_t bad = atomic_load(&job.overflow_stream);
     if (bad >= 0)
@@ -251,7 +255,8 @@ int32_t kvx_cpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream
                         "stream_capacity: stream %lld (layer %lld, channel %lld) needs %lld "
                         "bytes, got %lld (kvx_codec_stream_bound gives a safe capacity)",
                         (long long)bad, (long long)(bad / args->num_channels),
-                        (long long)(bad % args->num_channels), (long long)atomic_load(&job.overflow_needed),
+                        (long long)(bad % args->num_channels),
+                        (long long)atomic_load(&job.overflow_needed),
                         (long long)args->stream_capacity);
     return KVX_OK;
 }
@@ -370,8 +375,7 @@ static ALWAYS_INLINE void decode_tokens(const decode_job *job, decoder *dec,
     }
 }
 
-static ALWAYS_INLINE void decode_group(const decode_job *job, int64_t layer, int64_t c0,
-                                       int width)
+static ALWAYS_INLINE void decode_group(const decode_job *job, int64_t layer, int64_t c0, int width)
 {
     cdf_tables tables;
     decoder dec[KVX_CODEC_GROUP];
@@ -431,11 +435,13 @@ int32_t kvx_cpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream
     int32_t rc;
     int64_t num_streams = args->num_layers * args->num_channels;
     if ((rc = kvx_cpu_codec_check_cdf(args->cdf, args->cdf_len, num_streams)) ||
-        (rc = check_extents(args->num_bytes, args->stream_capacity, args->lengths, args->end_offsets, num_streams)))
+        (rc = check_extents(args->num_bytes, args->stream_capacity, args->lengths,
+                            args->end_offsets, num_streams)))
         return rc;
     int64_t groups = (args->num_channels + KVX_CODEC_GROUP - 1) / KVX_CODEC_GROUP;
-    decode_job job = {args->cdf, args->cdf_len, args->bytes, args->stream_capacity, args->lengths, args->end_offsets,
-                      args->num_tokens, args->num_channels, groups, args->symbols};
+    decode_job job = {args->cdf,     args->cdf_len,     args->bytes,      args->stream_capacity,
+                      args->lengths, args->end_offsets, args->num_tokens, args->num_channels,
+                      groups,        args->symbols};
     kvx_parallel_for(args->num_layers * groups, 1, decode_range_variant(), &job);
     return KVX_OK;
 }

@@ -88,8 +88,10 @@ static rope_job new_job(const kvx_rope_cache *cache, const void *positions,
 static int32_t require_checked_positions(int32_t positions_dtype)
 {
     if (positions_dtype != KVX_DTYPE_INT64)
-        return kvx_fail(KVX_ERR_INTERNAL, "rope: the CPU backend got positions of dtype %d, "
-                        "not the checked int64 copy", (int)positions_dtype);
+        return kvx_fail(KVX_ERR_INTERNAL,
+                        "rope: the CPU backend got positions of dtype %d, "
+                        "not the checked int64 copy",
+                        (int)positions_dtype);
     return KVX_OK;
 }
 

@@ -166,8 +166,8 @@ ATTR_AVX512 static inline block_angles gptj_duplicate(__m512 c, __m512 s)
 {
     const __m512i dup_lo = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     const __m512i dup_hi = _mm512_add_epi32(dup_lo, _mm512_set1_epi32(8));
-    const __m512 even_sign =
-        _mm512_castsi512_ps(_mm512_maskz_set1_epi32((__mmask16)0x5555, (int)0x80000000u));
+    const __m512 even_sign = _mm512_castsi512_ps(_mm512_maskz_set1_epi32((__mmask16)0x5555,
+                                                                         (int)0x80000000u));
     block_angles a;
     a.cos[0] = _mm512_permutexvar_ps(dup_lo, c);
     a.cos[1] = _mm512_permutexvar_ps(dup_hi, c);
@@ -187,8 +187,8 @@ ATTR_AVX512 static inline block_angles gptj_duplicate(__m512 c, __m512 s)
  */
 ATTR_AVX512 static inline __m512 ab_pick(__m512 lo, __m512 hi, int b)
 {
-    const __m512i pick_a = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25,
-                                             26, 27);
+    const __m512i pick_a = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26,
+                                             27);
     const __m512i pick_b = _mm512_add_epi32(pick_a, _mm512_set1_epi32(4));
     return _mm512_permutex2var_ps(lo, b ? pick_b : pick_a, hi);
 }
@@ -276,9 +276,9 @@ ATTR_AVX512_BF16 static inline void gptj_block_bf16_pairs(char *head, int64_t fi
 {
     (void)half;
     (void)pairs;
-    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10,
-                                                25, 9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3,
-                                                18, 2, 17, 1, 16, 0);
+    const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25,
+                                                9, 24, 8, 23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2,
+                                                17, 1, 16, 0);
     uint16_t *p = (uint16_t *)head + 2 * first;
     __m512i v = _mm512_loadu_si512(p);
     __m512 a = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
@@ -385,8 +385,7 @@ ATTR_AVX512 static inline block_angles neox_angles_ab(const void *new_row, const
 
 /* A token's block of 16 GPT-J pairs from `first`, in plain pair order (cos[0], sin[0]). */
 ATTR_AVX512 static inline block_angles gptj_angles_pairs(const void *new_row, const void *old_row,
-                                                         int32_t dtype, int64_t first,
-                                                         int64_t half)
+                                                         int32_t dtype, int64_t first, int64_t half)
 {
     block_angles a = {{_mm512_setzero_ps(), _mm512_setzero_ps()},
                       {_mm512_setzero_ps(), _mm512_setzero_ps()}};
@@ -443,8 +442,7 @@ ATTR_AVX512 static inline block_angles gptj_angles_pairs(const void *new_row, co
 
 DEFINE_TOKEN_LOOP(token_loop_neox_f32, 32, 4, neox_angles, neox_block_f32, ATTR_AVX512)
 DEFINE_TOKEN_LOOP(token_loop_neox_f16, 32, 2, neox_angles, neox_block_f16, ATTR_AVX512)
-DEFINE_TOKEN_LOOP(token_loop_neox_bf16, 32, 2, neox_angles_ab, neox_block_bf16_ab,
-                  ATTR_AVX512_BF16)
+DEFINE_TOKEN_LOOP(token_loop_neox_bf16, 32, 2, neox_angles_ab, neox_block_bf16_ab, ATTR_AVX512_BF16)
 DEFINE_TOKEN_LOOP(token_loop_gptj_f32, 16, 4, gptj_angles, gptj_block_f32, ATTR_AVX512)
 DEFINE_TOKEN_LOOP(token_loop_gptj_f16, 16, 2, gptj_angles, gptj_block_f16, ATTR_AVX512)
 DEFINE_TOKEN_LOOP(token_loop_gptj_bf16, 16, 2, gptj_angles_pairs, gptj_block_bf16_pairs,

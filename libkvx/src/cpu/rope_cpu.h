@@ -22,9 +22,8 @@
 
 /* Rotates pairs [first, first + n) of `num_heads` head vectors (head h at base + h*head_bytes)
  * by the angles whose cos/sin are c[0..n) and s[0..n); `half` is rot_dim / 2. */
-typedef void (*rotate_heads_fn)(char *base, int32_t num_heads, int64_t head_bytes,
-                                const float *c, const float *s, int64_t first, int64_t n,
-                                int64_t half);
+typedef void (*rotate_heads_fn)(char *base, int32_t num_heads, int64_t head_bytes, const float *c,
+                                const float *s, int64_t first, int64_t n, int64_t half);
 
 #define LOAD_F32(v) (v)
 #define STORE_F32(v) (v)
@@ -98,9 +97,9 @@ static ALWAYS_INLINE void load_angles(const kvx_rope_cache *cache, int64_t pos, 
 }
 
 /* (c, s) <- the rotation by new - old, given new in (cn, sn) and old in (co, so). */
-static ALWAYS_INLINE void combine_angles(float *restrict c, float *restrict s,
-                                         const float *cn, const float *sn, const float *co,
-                                         const float *so, int64_t n)
+static ALWAYS_INLINE void combine_angles(float *restrict c, float *restrict s, const float *cn,
+                                         const float *sn, const float *co, const float *so,
+                                         int64_t n)
 {
     for (int64_t i = 0; i < n; i++) {
         c[i] = cn[i] * co[i] + sn[i] * so[i];

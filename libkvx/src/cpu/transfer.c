@@ -44,8 +44,9 @@ static void copy_run(const transfer_job *job, char *paged_base, char *dense_base
     const kvx_dense_desc *d = job->dense;
     int64_t es = job->elem_size;
     if (job->unit == COPY_RUN) {
-        copy_piece(kvx_paged_token(p, paged_base, r->slot, es), dense_base + r->token * d->token_stride * es,
-                   r->count * job->row_bytes, job->direction);
+        copy_piece(kvx_paged_token(p, paged_base, r->slot, es),
+                   dense_base + r->token * d->token_stride * es, r->count * job->row_bytes,
+                   job->direction);
         return;
     }
     for (int64_t i = 0; i < r->count; i++) {

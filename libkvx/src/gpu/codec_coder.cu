@@ -77,11 +77,18 @@ __global__ void __launch_bounds__(CDF_THREADS) cdf_tables(const cdf_args a)
     }
 }
 
-extern "C" int32_t kvx_gpu_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream)
+extern "C" int32_t kvx_gpu_codec_calculate_cdf(const kvx_codec_cdf_args *args,
+                                               const kvx_stream *stream)
 {
     kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
-    cdf_args a = {args->symbols, args->num_layers, args->num_tokens, args->num_channels,
-                  (args->num_channels + CDF_GROUP - 1) / CDF_GROUP, args->num_bins, args->cdf, NULL};
+    cdf_args a = {args->symbols,
+                  args->num_layers,
+                  args->num_tokens,
+                  args->num_channels,
+                  (args->num_channels + CDF_GROUP - 1) / CDF_GROUP,
+                  args->num_bins,
+                  args->cdf,
+                  NULL};
     int32_t rc = kvx_codec_begin(stream, scope, &a.error);
     if (rc)
         return rc;
@@ -115,8 +122,8 @@ __device__ void encode_one(const encode_args &a, long long i)
         return;
     }
     /* Zero tokens may come with NULL symbols, which only an offset of 0 leaves defined. */
-    const uint8_t *symbols =
-        a.tokens == 0 ? a.symbols : a.symbols + layer * a.tokens * a.channels + c;
+    const uint8_t *symbols = a.tokens == 0 ? a.symbols
+                                           : a.symbols + layer * a.tokens * a.channels + c;
     int64_t needed = 0;
     const int64_t bad_token = kvx_cc_encode_stream(cdf, a.cdf_len, symbols, a.channels, a.tokens,
                                                    a.streams + i * a.capacity, a.capacity, &needed);
@@ -143,13 +150,16 @@ __global__ void __launch_bounds__(CODER_THREADS) encode_streams(const encode_arg
 extern "C" int32_t kvx_gpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream)
 {
     kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
-    encode_args a = {args->cdf, args->cdf_len, args->symbols, args->num_layers, args->num_tokens, args->num_channels,
-                     args->streams, args->stream_capacity, args->lengths, NULL};
+    encode_args a = {args->cdf,        args->cdf_len,
+                     args->symbols,    args->num_layers,
+                     args->num_tokens, args->num_channels,
+                     args->streams,    args->stream_capacity,
+                     args->lengths,    NULL};
     int32_t rc = kvx_codec_begin(stream, scope, &a.error);
     if (rc)
         return rc;
-    encode_streams<<<kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS), CODER_THREADS, 0,
-                     kvx_gpu_stream(stream)>>>(a);
+    encode_streams<<<kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS),
+                     CODER_THREADS, 0, kvx_gpu_stream(stream)>>>(a);
     return kvx_codec_launched("launching the encode kernel");
 }
 
@@ -175,8 +185,7 @@ __device__ void decode_one(const decode_args &a, long long i)
         if (a.lengths)
             kvx_gpu_record_error(a.error, KVX_GPU_BAD_LENGTH, i, a.lengths[i], a.capacity);
         else
-            kvx_gpu_record_error(a.error, KVX_GPU_BAD_END_OFFSET, i, a.end_offsets[i],
-                                 a.num_bytes);
+            kvx_gpu_record_error(a.error, KVX_GPU_BAD_END_OFFSET, i, a.end_offsets[i], a.num_bytes);
         return;
     }
     const uint16_t *cdf = a.cdf + i * a.cdf_len;
@@ -201,12 +210,14 @@ __global__ void __launch_bounds__(CODER_THREADS) decode_streams(const decode_arg
 extern "C" int32_t kvx_gpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream)
 {
     kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
-    decode_args a = {args->cdf, args->cdf_len, args->bytes, args->num_bytes, args->stream_capacity, args->lengths, args->end_offsets,
-                     args->num_layers, args->num_tokens, args->num_channels, args->symbols, NULL};
+    decode_args a = {args->cdf,          args->cdf_len,         args->bytes,
+                     args->num_bytes,    args->stream_capacity, args->lengths,
+                     args->end_offsets,  args->num_layers,      args->num_tokens,
+                     args->num_channels, args->symbols,         NULL};
     int32_t rc = kvx_codec_begin(stream, scope, &a.error);
     if (rc)
         return rc;
-    decode_streams<<<kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS), CODER_THREADS, 0,
-                     kvx_gpu_stream(stream)>>>(a);
+    decode_streams<<<kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS),
+                     CODER_THREADS, 0, kvx_gpu_stream(stream)>>>(a);
     return kvx_codec_launched("launching the decode kernel");
 }

@@ -53,8 +53,9 @@ KVX_HOST_DEVICE uint32_t kvx_cc_magnitude(const void *x, int32_t dtype, int64_t 
 
 KVX_HOST_DEVICE uint32_t kvx_cc_inf_bits(int32_t dtype)
 {
-    return dtype == KVX_DTYPE_FLOAT32 ? 0x7f800000u
-                                      : dtype == KVX_DTYPE_BFLOAT16 ? 0x7f80u : 0x7c00u;
+    return dtype == KVX_DTYPE_FLOAT32    ? 0x7f800000u
+           : dtype == KVX_DTYPE_BFLOAT16 ? 0x7f80u
+                                         : 0x7c00u;
 }
 
 /* The float32 value of magnitude bits (the scale, exact in every input dtype). */
@@ -128,8 +129,8 @@ KVX_HOST_DEVICE void kvx_cc_quantize_channels(const void *x, int32_t dtype, int6
 
 /* A whole token on one thread: 0 after writing its symbols and *scale, or 1 (nothing written)
  * when it holds an infinity or a NaN. */
-KVX_HOST_DEVICE int kvx_cc_quantize_token(const void *x, int32_t dtype, int64_t n,
-                                          int32_t max_int, uint8_t *out, float *scale)
+KVX_HOST_DEVICE int kvx_cc_quantize_token(const void *x, int32_t dtype, int64_t n, int32_t max_int,
+                                          uint8_t *out, float *scale)
 {
     uint32_t bits = kvx_cc_max_magnitude(x, dtype, n, 0, 1);
     if (bits >= kvx_cc_inf_bits(dtype))
@@ -310,8 +311,8 @@ KVX_HOST_DEVICE void kvx_cc_emit(kvx_cc_encoder *e, uint32_t low, int n)
     kvx_cc_put_bits(e, (low >> (32 - n)) & ((1u << (n - 1)) - 1), n - 1);
 }
 
-KVX_HOST_DEVICE void kvx_cc_encode_symbol(kvx_cc_encoder *e, const uint16_t *cdf,
-                                          int32_t cdf_len, uint8_t s)
+KVX_HOST_DEVICE void kvx_cc_encode_symbol(kvx_cc_encoder *e, const uint16_t *cdf, int32_t cdf_len,
+                                          uint8_t s)
 {
     kvx_cc_step st = kvx_cc_narrow(&e->low, &e->high, cdf[s], kvx_cc_upper_edge(cdf, cdf_len, s));
     kvx_cc_emit(e, st.settled, st.n);
@@ -455,9 +456,9 @@ KVX_HOST_DEVICE int kvx_cc_stream_extent(const int32_t *lengths, const int64_t *
 
 /* Decodes num_tokens symbols into out[t * stride] from src[len] (a strictly increasing table:
  * check it with kvx_cc_cdf_bad_entry first). */
-KVX_HOST_DEVICE void kvx_cc_decode_stream(const uint16_t *cdf, int32_t cdf_len,
-                                          const uint8_t *src, int64_t len, int64_t num_tokens,
-                                          uint8_t *out, int64_t stride)
+KVX_HOST_DEVICE void kvx_cc_decode_stream(const uint16_t *cdf, int32_t cdf_len, const uint8_t *src,
+                                          int64_t len, int64_t num_tokens, uint8_t *out,
+                                          int64_t stride)
 {
     kvx_cc_decoder d;
     kvx_cc_decoder_init(&d, src, len);

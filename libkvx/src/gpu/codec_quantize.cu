@@ -107,42 +107,46 @@ static void launch_rows(token_rows *g, long long first, long long num_rows, cons
         g->max_int[r] = (unsigned char)(bins[first + r] / 2 - 1);
 }
 
-extern "C" int32_t kvx_gpu_codec_quantize(const kvx_codec_quantize_args *args, const kvx_stream *stream)
+extern "C" int32_t kvx_gpu_codec_quantize(const kvx_codec_quantize_args *args,
+                                          const kvx_stream *stream)
 {
     kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
     quant_args a = {};
     int32_t rc = kvx_codec_begin(stream, scope, &a.error);
     if (rc)
         return rc;
-    init_rows(&a.g, args->dtype, args->num_tokens, args->num_channels, args->row_stride, args->token_stride);
+    init_rows(&a.g, args->dtype, args->num_tokens, args->num_channels, args->row_stride,
+              args->token_stride);
     for (long long first = 0; first < args->num_rows; first += MAX_ROWS) {
         launch_rows(&a.g, first, args->num_rows, args->bins);
         a.first_row = first;
         a.x = (const char *)args->x + first * a.g.row_stride;
         a.symbols = args->symbols + first * args->num_tokens * args->num_channels;
         a.scales = args->scales + first * args->num_tokens;
-        quantize_tokens<<<kvx_codec_blocks(a.g.rows * args->num_tokens, 1), threads_for(args->num_channels), 0,
-                          kvx_gpu_stream(stream)>>>(a);
+        quantize_tokens<<<kvx_codec_blocks(a.g.rows * args->num_tokens, 1),
+                          threads_for(args->num_channels), 0, kvx_gpu_stream(stream)>>>(a);
         if ((rc = kvx_codec_launched("launching the quantize kernel")))
             return rc;
     }
     return KVX_OK;
 }
 
-extern "C" int32_t kvx_gpu_codec_dequantize(const kvx_codec_dequantize_args *args, const kvx_stream *stream)
+extern "C" int32_t kvx_gpu_codec_dequantize(const kvx_codec_dequantize_args *args,
+                                            const kvx_stream *stream)
 {
     kvx_gpu_device_scope scope(kvx_gpu_device_index(stream));
     if (scope.status() != gpuSuccess)
         return kvx_gpu_fail(scope.status(), "selecting stream->device_index");
     dequant_args a = {};
-    init_rows(&a.g, args->dtype, args->num_tokens, args->num_channels, args->row_stride, args->token_stride);
+    init_rows(&a.g, args->dtype, args->num_tokens, args->num_channels, args->row_stride,
+              args->token_stride);
     for (long long first = 0; first < args->num_rows; first += MAX_ROWS) {
         launch_rows(&a.g, first, args->num_rows, args->bins);
         a.symbols = args->symbols + first * args->num_tokens * args->num_channels;
         a.scales = args->scales + first * args->num_tokens;
         a.out = (char *)args->out + first * a.g.row_stride;
-        dequantize_tokens<<<kvx_codec_blocks(a.g.rows * args->num_tokens, 1), threads_for(args->num_channels), 0,
-                            kvx_gpu_stream(stream)>>>(a);
+        dequantize_tokens<<<kvx_codec_blocks(a.g.rows * args->num_tokens, 1),
+                            threads_for(args->num_channels), 0, kvx_gpu_stream(stream)>>>(a);
         int32_t rc = kvx_codec_launched("launching the dequantize kernel");
         if (rc)
             return rc;

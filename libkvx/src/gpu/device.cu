@@ -78,7 +78,8 @@ static int32_t report_codec(const kvx_gpu_deferred_error *seen, unsigned long lo
     case KVX_GPU_NON_FINITE:
         return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
                         "x: expected finite values, got inf or NaN in row %lld token %lld (found "
-                        "on the device; that token was skipped)", seen->value, seen->limit);
+                        "on the device; that token was skipped)",
+                        seen->value, seen->limit);
     case KVX_GPU_BAD_SYMBOL:
         return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
                         "symbols: expected 0..%lld, got %lld at flat index %llu of [layers, "
@@ -92,8 +93,8 @@ static int32_t report_codec(const kvx_gpu_deferred_error *seen, unsigned long lo
     case KVX_GPU_BAD_LENGTH:
         return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
                         "lengths[%llu]: expected 0..%lld (stream_capacity), got %lld (found on "
-                        "the device; that stream was not decoded)", index, seen->limit,
-                        seen->value);
+                        "the device; that stream was not decoded)",
+                        index, seen->limit, seen->value);
     case KVX_GPU_BAD_END_OFFSET:
         return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
                         "end_offsets[%llu]: expected non-decreasing offsets at most num_bytes "
@@ -104,8 +105,7 @@ static int32_t report_codec(const kvx_gpu_deferred_error *seen, unsigned long lo
                         "stream_capacity: stream %llu needs %lld bytes, got %lld "
                         "(kvx_codec_stream_bound gives a safe capacity; found on the device)",
                         index, seen->value, seen->limit);
-    default:
-        return kvx_fail(KVX_ERR_INTERNAL, "unknown device error kind %d", (int)seen->kind);
+    default: return kvx_fail(KVX_ERR_INTERNAL, "unknown device error kind %d", (int)seen->kind);
     }
 }
 

@@ -11,11 +11,11 @@ enum kvx_gpu_error_kind {
     KVX_GPU_BAD_POSITION = 2,     /* positions[index] = value outside [0, limit) */
     KVX_GPU_BAD_OLD_POSITION = 3, /* old_positions[index] = value outside [0, limit) */
     /* codec (codec_quantize.cu, codec_coder.cu) */
-    KVX_GPU_NON_FINITE = 4,      /* x row `value`, token `limit` holds inf or NaN; token skipped */
-    KVX_GPU_BAD_SYMBOL = 5,      /* symbols[index] (flat) = value > limit; stream skipped */
-    KVX_GPU_BAD_CDF = 6,         /* cdf table index: entry value >= entry value + 1; skipped */
-    KVX_GPU_BAD_LENGTH = 7,      /* lengths[index] = value outside [0, limit]; not decoded */
-    KVX_GPU_BAD_END_OFFSET = 8,  /* end_offsets[index] = value: below the previous or > limit */
+    KVX_GPU_NON_FINITE = 4, /* x row `value`, token `limit` holds inf or NaN; token skipped */
+    KVX_GPU_BAD_SYMBOL = 5, /* symbols[index] (flat) = value > limit; stream skipped */
+    KVX_GPU_BAD_CDF = 6, /* cdf table index: entry value >= entry value + 1; skipped */
+    KVX_GPU_BAD_LENGTH = 7, /* lengths[index] = value outside [0, limit]; not decoded */
+    KVX_GPU_BAD_END_OFFSET = 8, /* end_offsets[index] = value: below the previous or > limit */
     KVX_GPU_STREAM_OVERFLOW = 9, /* stream index needs value bytes, has limit; truncated */
 };
 

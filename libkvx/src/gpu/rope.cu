@@ -71,8 +71,8 @@ __device__ void read_positions(const rope_args &a, long long t, long long *rows)
     long long old = a.old_positions ? position_at(a.old_positions, a.positions_are_int64, t) : 0;
     bool bad_new = pos < 0 || pos >= a.max_position, bad_old = old < 0 || old >= a.max_position;
     if (bad_new || bad_old) {
-        kvx_gpu_record_error(a.error, bad_old ? KVX_GPU_BAD_OLD_POSITION : KVX_GPU_BAD_POSITION,
-                             t, bad_old ? old : pos, a.max_position);
+        kvx_gpu_record_error(a.error, bad_old ? KVX_GPU_BAD_OLD_POSITION : KVX_GPU_BAD_POSITION, t,
+                             bad_old ? old : pos, a.max_position);
         pos = -1;
     }
     rows[0] = pos;
@@ -87,13 +87,15 @@ __device__ void load_angles(const rope_args &a, long long pos, long long old, fl
     long long elem = a.cache_dtype == KVX_DTYPE_FLOAT32 ? 4 : 2;
     const void *now = row + pos * a.row_stride * elem, *then = row + old * a.row_stride * elem;
     for (int i = threadIdx.x; i < a.half; i += blockDim.x) {
-        float cn = load_value(now, a.cache_dtype, i), sn = load_value(now, a.cache_dtype, a.half + i);
+        float cn = load_value(now, a.cache_dtype, i),
+              sn = load_value(now, a.cache_dtype, a.half + i);
         if (!a.old_positions) {
             c[i] = cn;
             s[i] = sn;
             continue;
         }
-        float co = load_value(then, a.cache_dtype, i), so = load_value(then, a.cache_dtype, a.half + i);
+        float co = load_value(then, a.cache_dtype, i),
+              so = load_value(then, a.cache_dtype, a.half + i);
         c[i] = cn * co + sn * so;
         s[i] = sn * co - cn * so;
     }
@@ -153,8 +155,9 @@ static int32_t run(rope_args &a, const kvx_rope_cache *cache, const kvx_stream *
         return kvx_gpu_fail(scope.status(), "selecting stream->device_index");
     size_t shared = 2 * (size_t)a.half * sizeof(float);
     if (shared > 48 * 1024)
-        return kvx_fail(KVX_ERR_UNSUPPORTED, "cache->rot_dim: the %s backend supports up to %d, got %d",
-                        KVX_GPU_NAME, 48 * 1024 / (int)sizeof(float), (int)cache->rot_dim);
+        return kvx_fail(KVX_ERR_UNSUPPORTED,
+                        "cache->rot_dim: the %s backend supports up to %d, got %d", KVX_GPU_NAME,
+                        48 * 1024 / (int)sizeof(float), (int)cache->rot_dim);
     a.error = kvx_gpu_error_record(device);
     if (!a.error)
         return KVX_ERR_DEVICE;
@@ -186,9 +189,11 @@ static rope_args common_args(const kvx_rope_cache *cache, const void *positions,
     return a;
 }
 
-extern "C" int32_t kvx_gpu_rope_rerotate(const kvx_rope_rerotate_args *args, const kvx_stream *stream)
+extern "C" int32_t kvx_gpu_rope_rerotate(const kvx_rope_rerotate_args *args,
+                                         const kvx_stream *stream)
 {
-    rope_args a = common_args(args->cache, args->new_positions, args->positions_dtype, args->keys->num_tokens);
+    rope_args a = common_args(args->cache, args->new_positions, args->positions_dtype,
+                              args->keys->num_tokens);
     a.old_positions = args->old_positions;
     a.targets[0] = target_args(args->keys);
     a.num_targets = 1;
@@ -197,7 +202,8 @@ extern "C" int32_t kvx_gpu_rope_rerotate(const kvx_rope_rerotate_args *args, con
 
 extern "C" int32_t kvx_gpu_rope_apply(const kvx_rope_apply_args *args, const kvx_stream *stream)
 {
-    rope_args a = common_args(args->cache, args->positions, args->positions_dtype, args->query->num_tokens);
+    rope_args a = common_args(args->cache, args->positions, args->positions_dtype,
+                              args->query->num_tokens);
     a.targets[0] = target_args(args->query);
     a.num_targets = 1;
     if (args->key)

@@ -142,7 +142,8 @@ extern "C" int32_t kvx_gpu_transfer(const kvx_transfer_args *args, const kvx_str
         a.dense = (char *)d->base + first * a.dense_layer;
         for (int kv = 0; kv < (a.per_kv_bases ? p->num_kv : 1); kv++)
             for (int l = 0; l < layers; l++)
-                a.bases[kv * layers + l] = (char *)p->bases[kv * p->num_layers * a.per_kv_bases + first + l];
+                a.bases[kv * layers + l] =
+                    (char *)p->bases[kv * p->num_layers * a.per_kv_bases + first + l];
         launch(a, width, p->num_kv * layers, kvx_gpu_stream(stream));
         gpuError_t error = gpuGetLastError();
         if (error != gpuSuccess)

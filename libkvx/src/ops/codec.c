@@ -8,7 +8,6 @@
  */
 #include "codec_checks.h"
 
-
 /* Bits one symbol can cost, at most (see src/cpu/codec_range_coder.c), plus the final flush. */
 #define MAX_BITS_PER_SYMBOL 18
 
@@ -17,8 +16,8 @@ int32_t kvx_codec_product(const char *what, int64_t a, int64_t b, int64_t c, int
 {
     int64_t ab = 0;
     if (__builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, out))
-        return FAIL_ARG("%s: %lld * %lld * %lld overflows int64", what, (long long)a,
-                        (long long)b, (long long)c);
+        return FAIL_ARG("%s: %lld * %lld * %lld overflows int64", what, (long long)a, (long long)b,
+                        (long long)c);
     return KVX_OK;
 }
 
@@ -65,7 +64,8 @@ static int32_t check_view(const char *name, int64_t rows, int64_t tokens, int64_
     int64_t a, b, end;
     if (row_stride < 0 || token_stride < 0)
         return FAIL_ARG("%s: expected non-negative strides, got row_stride %lld, token_stride "
-                        "%lld", name, (long long)row_stride, (long long)token_stride);
+                        "%lld",
+                        name, (long long)row_stride, (long long)token_stride);
     if (tokens == 0)
         return KVX_OK;
     if (__builtin_mul_overflow(rows - 1, row_stride, &a) ||
@@ -107,9 +107,16 @@ int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64
     KVX_DISPATCH(backend, stream, codec_quantize, "codec_quantize");
     if (elements == 0)
         return KVX_OK;
-    kvx_codec_quantize_args args = {.x = x, .dtype = dtype, .num_rows = num_rows,
-        .num_tokens = num_tokens, .num_channels = num_channels, .row_stride = row_stride,
-        .token_stride = token_stride, .bins = bins, .symbols = symbols, .scales = scales};
+    kvx_codec_quantize_args args = {.x = x,
+                                    .dtype = dtype,
+                                    .num_rows = num_rows,
+                                    .num_tokens = num_tokens,
+                                    .num_channels = num_channels,
+                                    .row_stride = row_stride,
+                                    .token_stride = token_stride,
+                                    .bins = bins,
+                                    .symbols = symbols,
+                                    .scales = scales};
     return backend->codec_quantize(&args, stream);
 }
 
@@ -131,9 +138,16 @@ int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales, const 
     KVX_DISPATCH(backend, stream, codec_dequantize, "codec_dequantize");
     if (elements == 0)
         return KVX_OK;
-    kvx_codec_dequantize_args args = {.symbols = symbols, .scales = scales, .bins = bins,
-        .num_rows = num_rows, .num_tokens = num_tokens, .num_channels = num_channels,
-        .dtype = dtype, .out = out, .row_stride = row_stride, .token_stride = token_stride};
+    kvx_codec_dequantize_args args = {.symbols = symbols,
+                                      .scales = scales,
+                                      .bins = bins,
+                                      .num_rows = num_rows,
+                                      .num_tokens = num_tokens,
+                                      .num_channels = num_channels,
+                                      .dtype = dtype,
+                                      .out = out,
+                                      .row_stride = row_stride,
+                                      .token_stride = token_stride};
     return backend->codec_dequantize(&args, stream);
 }
 
@@ -152,8 +166,12 @@ int32_t kvx_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers, int6
         (rc = kvx_check_pointer("cdf", cdf, tables)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_calculate_cdf, "codec_calculate_cdf");
-    kvx_codec_cdf_args args = {.symbols = symbols, .num_layers = num_layers,
-        .num_tokens = num_tokens, .num_channels = num_channels, .num_bins = num_bins, .cdf = cdf};
+    kvx_codec_cdf_args args = {.symbols = symbols,
+                               .num_layers = num_layers,
+                               .num_tokens = num_tokens,
+                               .num_channels = num_channels,
+                               .num_bins = num_bins,
+                               .cdf = cdf};
     return backend->codec_calculate_cdf(&args, stream);
 }
 
@@ -193,16 +211,21 @@ int32_t kvx_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *sy
     kvx_clear_error();
     if ((rc = check_coder_args(cdf, cdf_len, num_layers, num_tokens, num_channels, &elements)) ||
         (rc = kvx_check_pointer("symbols", symbols, elements)) ||
-        (rc = kvx_check_range("stream_capacity", stream_capacity, 1,
-                               KVX_CODEC_MAX_STREAM_BYTES)) ||
+        (rc = kvx_check_range("stream_capacity", stream_capacity, 1, KVX_CODEC_MAX_STREAM_BYTES)) ||
         (rc = kvx_codec_product("streams", num_layers, num_channels, stream_capacity, &slots)) ||
         (rc = kvx_check_pointer("streams", streams, slots)) ||
         (rc = kvx_check_pointer("lengths", lengths, num_layers * num_channels)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_encode, "codec_encode");
-    kvx_codec_encode_args args = {.cdf = cdf, .cdf_len = cdf_len, .symbols = symbols,
-        .num_layers = num_layers, .num_tokens = num_tokens, .num_channels = num_channels,
-        .streams = streams, .stream_capacity = stream_capacity, .lengths = lengths};
+    kvx_codec_encode_args args = {.cdf = cdf,
+                                  .cdf_len = cdf_len,
+                                  .symbols = symbols,
+                                  .num_layers = num_layers,
+                                  .num_tokens = num_tokens,
+                                  .num_channels = num_channels,
+                                  .streams = streams,
+                                  .stream_capacity = stream_capacity,
+                                  .lengths = lengths};
     return backend->codec_encode(&args, stream);
 }
 
@@ -224,17 +247,23 @@ int32_t kvx_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *st
     KVX_DISPATCH(backend, stream, codec_decode, "codec_decode");
     if (elements == 0)
         return KVX_OK;
-    kvx_codec_decode_args args = {.cdf = cdf, .cdf_len = cdf_len, .bytes = streams,
-        .num_bytes = slots, .stream_capacity = stream_capacity, .lengths = lengths,
-        .num_layers = num_layers, .num_tokens = num_tokens, .num_channels = num_channels,
-        .symbols = symbols};
+    kvx_codec_decode_args args = {.cdf = cdf,
+                                  .cdf_len = cdf_len,
+                                  .bytes = streams,
+                                  .num_bytes = slots,
+                                  .stream_capacity = stream_capacity,
+                                  .lengths = lengths,
+                                  .num_layers = num_layers,
+                                  .num_tokens = num_tokens,
+                                  .num_channels = num_channels,
+                                  .symbols = symbols};
     return backend->codec_decode(&args, stream);
 }
 
 int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len, const uint8_t *bytes,
-                                 int64_t num_bytes, const int64_t *end_offsets,
-                                 int64_t num_layers, int64_t num_tokens, int64_t num_channels,
-                                 uint8_t *symbols, const kvx_stream *stream)
+                                 int64_t num_bytes, const int64_t *end_offsets, int64_t num_layers,
+                                 int64_t num_tokens, int64_t num_channels, uint8_t *symbols,
+                                 const kvx_stream *stream)
 {
     int32_t rc;
     int64_t elements = 0;
@@ -248,8 +277,14 @@ int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len, const uin
     KVX_DISPATCH(backend, stream, codec_decode, "codec_decode_prefsum");
     if (elements == 0)
         return KVX_OK;
-    kvx_codec_decode_args args = {.cdf = cdf, .cdf_len = cdf_len, .bytes = bytes,
-        .num_bytes = num_bytes, .end_offsets = end_offsets, .num_layers = num_layers,
-        .num_tokens = num_tokens, .num_channels = num_channels, .symbols = symbols};
+    kvx_codec_decode_args args = {.cdf = cdf,
+                                  .cdf_len = cdf_len,
+                                  .bytes = bytes,
+                                  .num_bytes = num_bytes,
+                                  .end_offsets = end_offsets,
+                                  .num_layers = num_layers,
+                                  .num_tokens = num_tokens,
+                                  .num_channels = num_channels,
+                                  .symbols = symbols};
     return backend->codec_decode(&args, stream);
 }

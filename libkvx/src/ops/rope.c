@@ -14,11 +14,9 @@
 
 #include "../core/kvx_internal.h"
 
-
 static int is_float_dtype(int32_t dtype)
 {
-    return dtype == KVX_DTYPE_FLOAT32 || dtype == KVX_DTYPE_FLOAT16 ||
-           dtype == KVX_DTYPE_BFLOAT16;
+    return dtype == KVX_DTYPE_FLOAT32 || dtype == KVX_DTYPE_FLOAT16 || dtype == KVX_DTYPE_BFLOAT16;
 }
 
 static int32_t check_cache(const kvx_rope_cache *c)
@@ -61,10 +59,10 @@ static int32_t check_tensor(const char *name, const kvx_rope_tensor *t, const kv
     if (t->num_tokens > 0 && !t->base)
         return FAIL_ARG("%s->base: expected a pointer, got NULL", name);
     int64_t max_offset = t->head_size - 1;
-    if ((rc = kvx_check_extent(name, "layer_stride",
-                               t->layer_stride, t->num_layers, &max_offset)) ||
-        (rc = kvx_check_extent(name, "token_stride",
-                               t->token_stride, t->num_tokens, &max_offset)) ||
+    if ((rc = kvx_check_extent(name, "layer_stride", t->layer_stride, t->num_layers,
+                               &max_offset)) ||
+        (rc = kvx_check_extent(name, "token_stride", t->token_stride, t->num_tokens,
+                               &max_offset)) ||
         (rc = kvx_check_extent(name, "head_stride", t->head_stride, t->num_heads, &max_offset)))
         return rc;
     return kvx_check_bytes_fit(name, max_offset, kvx_dtype_size(t->dtype));
@@ -74,7 +72,8 @@ static int32_t check_positions_dtype(int32_t dtype)
 {
     if (dtype != KVX_DTYPE_INT64 && dtype != KVX_DTYPE_INT32)
         return FAIL_ARG("positions_dtype: expected KVX_DTYPE_INT64 (%d) or KVX_DTYPE_INT32 (%d), "
-                        "got %d", KVX_DTYPE_INT64, KVX_DTYPE_INT32, (int)dtype);
+                        "got %d",
+                        KVX_DTYPE_INT64, KVX_DTYPE_INT32, (int)dtype);
     return KVX_OK;
 }
 
@@ -113,15 +112,15 @@ static int32_t check_positions(const char *name, const void *positions, int32_t 
     checked->values = count <= STACK_POSITIONS ? checked->on_stack
                                                : malloc((size_t)count * sizeof(int64_t));
     if (!checked->values)
-        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "%s: cannot allocate a copy of %lld positions",
-                        name, (long long)count);
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "%s: cannot allocate a copy of %lld positions", name,
+                        (long long)count);
     for (int64_t t = 0; t < count; t++) {
         int64_t p = caller_position(positions, dtype, t);
         if (p < 0 || p >= max_position) {
             release_positions(checked);
             return FAIL_ARG("%s[%lld]: expected a position in [0, %lld) (the cache's "
-                            "max_position), got %lld", name, (long long)t,
-                            (long long)max_position, (long long)p);
+                            "max_position), got %lld",
+                            name, (long long)t, (long long)max_position, (long long)p);
         }
         checked->values[t] = p;
     }
@@ -135,16 +134,15 @@ static int positions_on_host(const kvx_backend *backend)
 }
 
 /* Checked copies of the old and new positions into old_pos / new_pos, both or neither. */
-static int32_t check_rerotation(const void *old_positions, const void *new_positions,
-                                int32_t dtype, int64_t count, int64_t max_position,
-                                checked_positions *old_pos, checked_positions *new_pos)
+static int32_t check_rerotation(const void *old_positions, const void *new_positions, int32_t dtype,
+                                int64_t count, int64_t max_position, checked_positions *old_pos,
+                                checked_positions *new_pos)
 {
     int32_t rc = check_positions("old_positions", old_positions, dtype, count, max_position,
                                  old_pos);
     if (rc)
         return rc;
-    if ((rc = check_positions("new_positions", new_positions, dtype, count, max_position,
-                              new_pos)))
+    if ((rc = check_positions("new_positions", new_positions, dtype, count, max_position, new_pos)))
         release_positions(old_pos);
     return rc;
 }
@@ -197,8 +195,8 @@ int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cac
 }
 
 int32_t kvx_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
-                       const kvx_rope_cache *cache, const void *positions,
-                       int32_t positions_dtype, const kvx_stream *stream)
+                       const kvx_rope_cache *cache, const void *positions, int32_t positions_dtype,
+                       const kvx_stream *stream)
 {
     int32_t rc;
     kvx_rope_cache c;
@@ -223,8 +221,8 @@ int32_t kvx_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
     if (!positions_on_host(backend))
         return backend->rope_apply(&args, stream);
     checked_positions pos;
-    if ((rc = check_positions("positions", positions, positions_dtype, q.num_tokens,
-                              c.max_position, &pos)))
+    if ((rc = check_positions("positions", positions, positions_dtype, q.num_tokens, c.max_position,
+                              &pos)))
         return rc;
     args.positions = pos.values;
     args.positions_dtype = KVX_DTYPE_INT64;

@@ -9,7 +9,6 @@
 
 #include "../core/kvx_internal.h"
 
-
 static int32_t check_paged(const kvx_paged_desc *p)
 {
     int32_t rc;
@@ -31,8 +30,8 @@ static int32_t check_paged(const kvx_paged_desc *p)
     int64_t per_kv = (int64_t)p->num_kv * p->num_layers;
     if (p->num_bases != p->num_layers && p->num_bases != per_kv)
         return FAIL_ARG("paged->num_bases: expected num_layers (%d) or num_kv * num_layers "
-                        "(%lld), got %d", (int)p->num_layers, (long long)per_kv,
-                        (int)p->num_bases);
+                        "(%lld), got %d",
+                        (int)p->num_layers, (long long)per_kv, (int)p->num_bases);
     if ((rc = kvx_check_array("paged->bases", p->bases, p->num_bases, "pointers")))
         return rc;
     for (int32_t i = 0; i < p->num_bases; i++)
@@ -40,10 +39,10 @@ static int32_t check_paged(const kvx_paged_desc *p)
             return FAIL_ARG("paged->bases[%d]: expected a pointer, got NULL", (int)i);
     int64_t max_offset = p->head_size - 1;
     if ((rc = kvx_check_extent("paged", "kv_stride", p->kv_stride, p->num_kv, &max_offset)) ||
-        (rc = kvx_check_extent("paged", "block_stride",
-                               p->block_stride, p->num_blocks, &max_offset)) ||
-        (rc = kvx_check_extent("paged", "token_stride",
-                               p->token_stride, p->block_size, &max_offset)) ||
+        (rc = kvx_check_extent("paged", "block_stride", p->block_stride, p->num_blocks,
+                               &max_offset)) ||
+        (rc = kvx_check_extent("paged", "token_stride", p->token_stride, p->block_size,
+                               &max_offset)) ||
         (rc = kvx_check_extent("paged", "head_stride", p->head_stride, p->num_heads, &max_offset)))
         return rc;
     return kvx_check_bytes_fit("paged", max_offset, kvx_dtype_size(p->dtype));
@@ -56,7 +55,11 @@ static int32_t check_dense(const kvx_dense_desc *d, const kvx_paged_desc *p)
     if (d->field != p->field)                                                                  \
         return FAIL_ARG("dense->" #field ": expected %lld (paged->" #field "), got %lld",       \
                         (long long)p->field, (long long)d->field);
-    SAME(dtype) SAME(num_layers) SAME(num_kv) SAME(num_heads) SAME(head_size)
+    SAME(dtype)
+    SAME(num_layers)
+    SAME(num_kv)
+    SAME(num_heads)
+    SAME(head_size)
 #undef SAME
     if (d->num_tokens < 0)
         return FAIL_ARG("dense->num_tokens: expected >= 0, got %lld", (long long)d->num_tokens);
@@ -64,10 +67,10 @@ static int32_t check_dense(const kvx_dense_desc *d, const kvx_paged_desc *p)
         return FAIL_ARG("dense->base: expected a pointer, got NULL");
     int64_t max_offset = d->head_size - 1;
     if ((rc = kvx_check_extent("dense", "kv_stride", d->kv_stride, d->num_kv, &max_offset)) ||
-        (rc = kvx_check_extent("dense", "layer_stride",
-                               d->layer_stride, d->num_layers, &max_offset)) ||
-        (rc = kvx_check_extent("dense", "token_stride",
-                               d->token_stride, d->num_tokens, &max_offset)) ||
+        (rc = kvx_check_extent("dense", "layer_stride", d->layer_stride, d->num_layers,
+                               &max_offset)) ||
+        (rc = kvx_check_extent("dense", "token_stride", d->token_stride, d->num_tokens,
+                               &max_offset)) ||
         (rc = kvx_check_extent("dense", "head_stride", d->head_stride, d->num_heads, &max_offset)))
         return rc;
     return kvx_check_bytes_fit("dense", max_offset, kvx_dtype_size(d->dtype));
@@ -86,7 +89,8 @@ int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
         return rc;
     if (direction != KVX_PAGED_TO_DENSE && direction != KVX_DENSE_TO_PAGED)
         return FAIL_ARG("direction: expected KVX_PAGED_TO_DENSE (0) or KVX_DENSE_TO_PAGED (1), "
-                        "got %d", (int)direction);
+                        "got %d",
+                        (int)direction);
     if ((rc = kvx_check_array("slot_mapping", slot_mapping, d.num_tokens, "int64 entries")))
         return rc;
     KVX_DISPATCH(backend, stream, transfer, "transfer");

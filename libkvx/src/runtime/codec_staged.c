@@ -38,10 +38,7 @@ typedef struct staging {
     kvx_device_guard guard;
 } staging;
 
-static int64_t array_bytes(const staged_array *a)
-{
-    return a->outer * a->inner * a->run_bytes;
-}
+static int64_t array_bytes(const staged_array *a) { return a->outer * a->inner * a->run_bytes; }
 
 static void add_flat(staging *s, const char *name, const void *ptr, int64_t bytes, int dir)
 {
@@ -54,8 +51,17 @@ static void add_view(staging *s, const char *name, const void *ptr, int64_t rows
                      int64_t channels, int64_t row_stride, int64_t token_stride, int64_t elem,
                      int dir)
 {
-    staged_array a = {name, (char *)ptr, dir, rows, tokens, channels * elem,
-                      row_stride * elem, token_stride * elem, 0, 0, NULL};
+    staged_array a = {name,
+                      (char *)ptr,
+                      dir,
+                      rows,
+                      tokens,
+                      channels * elem,
+                      row_stride * elem,
+                      token_stride * elem,
+                      0,
+                      0,
+                      NULL};
     if (a.inner == 1 || a.inner_stride == a.run_bytes) {
         a.run_bytes *= a.inner;
         a.inner = 1;
@@ -79,13 +85,12 @@ static int32_t copy_runs(staging *s, const staged_array *a, int to_device)
             char *user = a->user + o * a->outer_stride + i * a->inner_stride;
             const char *function = "";
             const uint32_t *kinds = s->ops->kind_codes;
-            int64_t code =
-                to_device ? s->ops->copy_1d(user, packed, (size_t)a->run_bytes,
-                                            kinds[KVX_COPY_HOST_TO_DEVICE], s->stream->handle,
-                                            &function)
-                          : s->ops->copy_1d(packed, user, (size_t)a->run_bytes,
-                                            kinds[KVX_COPY_DEVICE_TO_HOST], s->stream->handle,
-                                            &function);
+            int64_t code = to_device ? s->ops->copy_1d(user, packed, (size_t)a->run_bytes,
+                                                       kinds[KVX_COPY_HOST_TO_DEVICE],
+                                                       s->stream->handle, &function)
+                                     : s->ops->copy_1d(packed, user, (size_t)a->run_bytes,
+                                                       kinds[KVX_COPY_DEVICE_TO_HOST],
+                                                       s->stream->handle, &function);
             if (code != 0)
                 return kvx_runtime_fail(s->ops, function, code, doing);
             s->in_flight = 1;
@@ -125,17 +130,21 @@ static int32_t allocate_block(staging *s, size_t total)
 {
     if (!(s->features & KVX_RUNTIME_HAS_PINNED)) {
         if (!(s->block = malloc(total)))
-            return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "cannot allocate %zu bytes of staging memory "
-                            "for the host-staged codec", total);
+            return kvx_fail(KVX_ERR_OUT_OF_MEMORY,
+                            "cannot allocate %zu bytes of staging memory "
+                            "for the host-staged codec",
+                            total);
         return KVX_OK;
     }
     s->block_bytes = kvx_staging_pool_round(total);
     int64_t code = s->ops->host_alloc(s->block_bytes, &s->block);
     if (code != 0) {
         s->block = NULL;
-        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "%s failed with %s error %lld for %zu bytes of "
-                        "staging memory for the host-staged codec", s->ops->calls.host_alloc,
-                        s->ops->words.runtime, (long long)code, s->block_bytes);
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY,
+                        "%s failed with %s error %lld for %zu bytes of "
+                        "staging memory for the host-staged codec",
+                        s->ops->calls.host_alloc, s->ops->words.runtime, (long long)code,
+                        s->block_bytes);
     }
     s->pinned = 1;
     return KVX_OK;
@@ -164,14 +173,15 @@ static int32_t stage_in(staging *s)
         if (device != s->stream->device_index)
             return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
                             "%s: expected host memory or memory of %s %d (the stream's), got %s "
-                            "%d", a->name, s->ops->words.device, (int)s->stream->device_index,
+                            "%d",
+                            a->name, s->ops->words.device, (int)s->stream->device_index,
                             s->ops->words.device, (int)device);
         a->staged = 1;
         a->offset = total;
         total += staged_piece_bytes(a);
     }
-    if (total > 0 && (s->block = kvx_staging_pool_take(s->ops, s->stream->device_index, total,
-                                                       &s->block_bytes)))
+    if (total > 0 &&
+        (s->block = kvx_staging_pool_take(s->ops, s->stream->device_index, total, &s->block_bytes)))
         s->pinned = 1;
     else if (total > 0 && (rc = allocate_block(s, total)))
         return rc;
@@ -199,8 +209,10 @@ static int32_t stage_out(staging *s)
             drain_quietly(s);
             char saved[512];
             snprintf(saved, sizeof saved, "%s", kvx_last_error());
-            return kvx_fail(rc, "%s (outputs may be partly written: the earlier copies are "
-                            "queued)", saved);
+            return kvx_fail(rc,
+                            "%s (outputs may be partly written: the earlier copies are "
+                            "queued)",
+                            saved);
         }
     }
     return wait_stream(s);
@@ -212,8 +224,7 @@ static void stage_end(staging *s)
      * left allocated (a leak, after a runtime failure) rather than freed under a running DMA. */
     if (!s->in_flight) {
         if (s->block && s->pinned) {
-            if (!kvx_staging_pool_give(s->ops, s->stream->device_index, s->block,
-                                       s->block_bytes))
+            if (!kvx_staging_pool_give(s->ops, s->stream->device_index, s->block, s->block_bytes))
                 s->ops->host_free(s->block);
         } else {
             free(s->block);
@@ -280,8 +291,7 @@ int32_t kvx_staged_codec_quantize(const kvx_codec_quantize_args *args, const kvx
     });
 }
 
-int32_t kvx_staged_codec_dequantize(const kvx_codec_dequantize_args *args,
-                                    const kvx_stream *stream)
+int32_t kvx_staged_codec_dequantize(const kvx_codec_dequantize_args *args, const kvx_stream *stream)
 {
     staging s;
     int32_t status = begin(&s, stream);
@@ -357,8 +367,7 @@ int32_t kvx_staged_codec_decode(const kvx_codec_decode_args *args, const kvx_str
     if (args->lengths)
         add_flat(&s, "lengths", args->lengths, tables * (int64_t)sizeof(int32_t), STAGE_IN);
     else
-        add_flat(&s, "end_offsets", args->end_offsets, tables * (int64_t)sizeof(int64_t),
-                 STAGE_IN);
+        add_flat(&s, "end_offsets", args->end_offsets, tables * (int64_t)sizeof(int64_t), STAGE_IN);
     add_flat(&s, "symbols", args->symbols, tables * args->num_tokens, STAGE_OUT);
     kvx_codec_decode_args host = *args;
     STAGED_RUN(s, {

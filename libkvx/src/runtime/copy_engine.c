@@ -85,7 +85,8 @@ static int32_t check_slots(const engine *e, const int64_t *slots)
     if (device >= 0)
         return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
                         "slot_mapping: expected host memory (the %s backend plans on the host), "
-                        "got %s memory", ops->words.backend, ops->words.device);
+                        "got %s memory",
+                        ops->words.backend, ops->words.device);
     return KVX_OK;
 }
 
@@ -98,9 +99,9 @@ static int32_t check_locations(engine *e, const kvx_transfer_args *args)
         (rc = check_dense(e, args->dense->base, &dense_on_device)) ||
         (rc = check_slots(e, args->slot_mapping)))
         return rc;
-    e->kind = dense_on_device                          ? KVX_COPY_DEVICE_TO_DEVICE
+    e->kind = dense_on_device                         ? KVX_COPY_DEVICE_TO_DEVICE
               : args->direction == KVX_PAGED_TO_DENSE ? KVX_COPY_DEVICE_TO_HOST
-                                                       : KVX_COPY_HOST_TO_DEVICE;
+                                                      : KVX_COPY_HOST_TO_DEVICE;
     return KVX_OK;
 }
 
@@ -165,9 +166,10 @@ static int32_t reserve_bounce(engine *e)
     if ((e->features & KVX_RUNTIME_HAS_PINNED) && e->ops->host_alloc(bytes, &block) == 0)
         e->bounce_release = e->ops->host_free;
     else if (!(block = malloc(bytes)))
-        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "transfer: cannot allocate %zu bytes of host "
-                        "memory for unaligned %s-to-%s copies", bytes, e->ops->words.device,
-                        e->ops->words.device);
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY,
+                        "transfer: cannot allocate %zu bytes of host "
+                        "memory for unaligned %s-to-%s copies",
+                        bytes, e->ops->words.device, e->ops->words.device);
     e->bounce = block;
     return KVX_OK;
 }
@@ -178,16 +180,17 @@ static int32_t copy_failed(const engine *e, const char *function, int64_t code)
 {
     return kvx_fail(KVX_ERR_DEVICE,
                     "%s failed with %s error %lld at copy %lld of %lld (the earlier ones are "
-                    "queued)", function, e->ops->words.runtime, (long long)code,
-                    (long long)e->current, (long long)e->plan.num_copies);
+                    "queued)",
+                    function, e->ops->words.runtime, (long long)code, (long long)e->current,
+                    (long long)e->plan.num_copies);
 }
 
 static int32_t copy_1d(const engine *e, void *dst, const void *src, size_t bytes,
                        kvx_copy_kind kind)
 {
     const char *function = "";
-    int64_t code =
-        e->ops->copy_1d(dst, src, bytes, e->ops->kind_codes[kind], e->stream->handle, &function);
+    int64_t code = e->ops->copy_1d(dst, src, bytes, e->ops->kind_codes[kind], e->stream->handle,
+                                   &function);
     return code == 0 ? KVX_OK : copy_failed(e, function, code);
 }
 
@@ -207,8 +210,11 @@ static int32_t submit_piece(engine *e, void *dst, const void *src, size_t bytes)
 static int32_t submit_grid(engine *e, const kvx_copy *c, void *dst, const void *src)
 {
     int to_dense = e->direction == KVX_PAGED_TO_DENSE;
-    kvx_copy_grid grid = {dst, src, (size_t)(to_dense ? c->dense_pitch : c->paged_pitch),
-                          (size_t)(to_dense ? c->paged_pitch : c->dense_pitch), (size_t)c->bytes,
+    kvx_copy_grid grid = {dst,
+                          src,
+                          (size_t)(to_dense ? c->dense_pitch : c->paged_pitch),
+                          (size_t)(to_dense ? c->paged_pitch : c->dense_pitch),
+                          (size_t)c->bytes,
                           (size_t)c->height};
     const kvx_runtime_ops *ops = e->ops;
     if (!atomic_load(&ops->state->refused_2d[e->kind])) {
@@ -251,9 +257,11 @@ static int32_t submit_batch(engine *e)
                    ops->batch_attr_bytes;
     char *block = malloc(bytes);
     if (!block)
-        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "transfer: cannot allocate %zu bytes of batch "
-                        "descriptors", bytes);
-    kvx_copy_batch batch = {(void **)block, NULL, NULL, NULL, n, NULL, NULL, e->kind,
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY,
+                        "transfer: cannot allocate %zu bytes of batch "
+                        "descriptors",
+                        bytes);
+    kvx_copy_batch batch = {(void **)block,         NULL, NULL, NULL, n, NULL, NULL, e->kind,
                             e->stream->device_index};
     batch.srcs = batch.dsts + n;
     batch.dest_maxs = (size_t *)(batch.srcs + n);
@@ -298,8 +306,8 @@ static int32_t submit(engine *e)
     if (!e->bounce)
         return rc;
     if (rc == KVX_OK)
-        return kvx_keep_until_passed(e->ops, e->stream->device_index, e->stream->handle,
-                                     e->bounce, e->bounce_release);
+        return kvx_keep_until_passed(e->ops, e->stream->device_index, e->stream->handle, e->bounce,
+                                     e->bounce_release);
     kvx_release_after_sync(e->ops, e->stream->handle, e->bounce, e->bounce_release);
     return rc;
 }

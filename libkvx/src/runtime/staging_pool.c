@@ -59,8 +59,7 @@ void *kvx_staging_pool_take(const kvx_runtime_ops *ops, int32_t device, size_t b
     return block;
 }
 
-int kvx_staging_pool_give(const kvx_runtime_ops *ops, int32_t device, void *block,
-                          size_t capacity)
+int kvx_staging_pool_give(const kvx_runtime_ops *ops, int32_t device, void *block, size_t capacity)
 {
     size_t limit = pool_limit();
     pthread_mutex_lock(&pool_lock);

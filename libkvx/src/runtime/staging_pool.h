@@ -22,8 +22,7 @@ void *kvx_staging_pool_take(const kvx_runtime_ops *ops, int32_t device, size_t b
 
 /* Keeps a block for later calls; returns 0 when the pool is full or off (then the caller frees
  * it). */
-int kvx_staging_pool_give(const kvx_runtime_ops *ops, int32_t device, void *block,
-                          size_t capacity);
+int kvx_staging_pool_give(const kvx_runtime_ops *ops, int32_t device, void *block, size_t capacity);
 
 /* The size to allocate for `bytes`: a power of two (at least 64 KiB), so that calls of
  * similar sizes can share blocks. */

@@ -121,8 +121,8 @@ static int64_t track(const kvx_runtime_ops *ops, int32_t device, void *stream, p
     return rc;
 }
 
-int32_t kvx_keep_until_passed(const kvx_runtime_ops *ops, int32_t device, void *stream,
-                              void *block, kvx_release_fn release)
+int32_t kvx_keep_until_passed(const kvx_runtime_ops *ops, int32_t device, void *stream, void *block,
+                              kvx_release_fn release)
 {
     unsigned features = 0;
     ops->load(&features);

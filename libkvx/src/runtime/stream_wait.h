@@ -18,8 +18,8 @@ typedef void (*kvx_release_fn)(void *block);
 /* Frees `block` with `release` once `stream` (of `device`, current on this thread) has passed
  * this point. On failure the stream has been synchronised and the block freed (or, if that
  * failed too, left allocated: the copies may still run); the error names the vendor call. */
-int32_t kvx_keep_until_passed(const kvx_runtime_ops *ops, int32_t device, void *stream,
-                              void *block, kvx_release_fn release);
+int32_t kvx_keep_until_passed(const kvx_runtime_ops *ops, int32_t device, void *stream, void *block,
+                              kvx_release_fn release);
 
 /* Synchronises the stream, then frees `block`; if the synchronisation fails the block is left
  * allocated (a leak, after a runtime failure) rather than freed under queued copies. Returns
