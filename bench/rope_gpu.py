@@ -88,7 +88,7 @@ def run(argv: list[str]) -> int:
     modules = common.gpu_modules("GPU RoPE")
     if modules is None:
         return 2
-    torch, kvx = modules
+    torch, _kvx = modules
     from kvx import reference_rope, rope
 
     progress = common.Progress(len(args.tokens), "bench rope_gpu")

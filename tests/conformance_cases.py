@@ -140,7 +140,14 @@ def _transfer_cases() -> list[TransferCase]:
     for layout in sorted(layouts.PAGED_LAYOUTS):
 
         def add(
-            name: str, g: tc.Geometry, dtype: torch.dtype, tokens: int, seed: int, **kw: Any
+            name: str,
+            g: tc.Geometry,
+            dtype: torch.dtype,
+            tokens: int,
+            seed: int,
+            *,
+            layout: str = layout,
+            **kw: Any,
         ) -> None:
             for direction in ("store", "load"):
                 cases.append(
@@ -274,7 +281,7 @@ def _golden_cases() -> list[CodecCase]:
             cap = int(c.lengths.max()) + 3
             buf = np.full((2 * c.L, c.C, cap), 0xFF, dtype=np.uint8)  # past a length: reads as zero
             ends = np.cumsum(c.lengths.ravel())
-            for i, (end, n) in enumerate(zip(ends, c.lengths.ravel())):
+            for i, (end, n) in enumerate(zip(ends, c.lengths.ravel(), strict=True)):
                 buf.reshape(-1, cap)[i, :n] = np.frombuffer(
                     c.streams[end - n : end], dtype=np.uint8
                 )

@@ -76,7 +76,9 @@ def test_cffi_layouts_and_constants_match_the_compiler(tmp_path):
     source = f"#include <stddef.h>\n#include <stdio.h>\n#include <kvx.h>\nint main(void) {{\n{body}\n    return 0;\n}}\n"
     out = compile_and_run(source, tmp_path, [f"-I{_native.header_path().parent}"])
     got = [int(v) for v in out.split()]
-    mismatches = [(expr, want, c) for (expr, want), c in zip(checks, got) if want != c]
+    mismatches = [
+        (expr, want, c) for (expr, want), c in zip(checks, got, strict=False) if want != c
+    ]
     assert len(got) == len(checks) and not mismatches, mismatches
     assert len(checks) > 60  # the structs' fields and all enum constants were really compared
 

@@ -100,7 +100,7 @@ def test_slot_mapping_in_device_memory_is_rejected():
 
 
 def test_wrong_device_is_rejected():
-    st, case = staged()
+    _st, case = staged()
     case.stream.device_index = 1
     assert case.run(STORE) == klib.KVX_ERR_INVALID_ARGUMENT
     assert "MLU 1" in dsc.last_error() and "MLU 0" in dsc.last_error()

@@ -73,7 +73,7 @@ def test_layout_matches_the_documentation(kv, blob) -> None:
     for k, c in enumerate(info["chunks"]):
         t = c["tokens"]
         ends = np.cumsum(c["lengths"])
-        streams = [c["payload"][e - n : e] for e, n in zip(ends, c["lengths"])]
+        streams = [c["payload"][e - n : e] for e, n in zip(ends, c["lengths"], strict=True)]
         assert sum(c["lengths"]) == len(c["payload"])
         for row in range(4):
             for ch in range(6):
@@ -297,7 +297,7 @@ def test_default_ratio_admits_all_zero_data() -> None:
 
 def test_inspect_checks_the_chunk_table(blob) -> None:
     for cut in (1, 5, 40):
-        with pytest.raises(kvx.CorruptInputError, match="chunk|src_size"):
+        with pytest.raises(kvx.CorruptInputError, match=r"chunk|src_size"):
             codec.inspect(blob[:-cut])
     with pytest.raises(kvx.CorruptInputError, match="bytes follow the last chunk"):
         codec.inspect(blob + b"\0")

@@ -464,7 +464,7 @@ def test_compress_rejects_bad_kv_desc(kv, field, value, text) -> None:
 
 def test_compress_rejects_split_heads(kv) -> None:
     d = _desc(kv, num_heads=2, head_size=2, head_stride=3)
-    rc, msg, buf, _ = _compress(kv, desc=d)
+    rc, msg, _buf, _ = _compress(kv, desc=d)
     assert rc == INVALID and "kv->head_stride: expected head_size (2)" in msg
 
 
@@ -602,7 +602,7 @@ def test_python_decode_rejects_bad_arguments() -> None:
     ro.flags.writeable = False
     with pytest.raises(kvx.InvalidArgumentError, match="out: expected a writable array"):
         codec.decode(blob, out=ro)
-    with pytest.raises(kvx.CorruptInputError, match="header.magic"):
+    with pytest.raises(kvx.CorruptInputError, match=r"header\.magic"):
         codec.decode(b"not a container at all")
 
 
@@ -622,7 +622,7 @@ def test_python_low_level_rejects_bad_arguments() -> None:
     cdf = codec.calculate_cdf(sym, 16)
     with pytest.raises(kvx.InvalidArgumentError, match="input_sym: expected int8 or uint8 symbols"):
         codec.calculate_cdf(sym.astype(np.int32), 16)
-    with pytest.raises(kvx.InvalidArgumentError, match="num_bins: expected 1..256, got 300"):
+    with pytest.raises(kvx.InvalidArgumentError, match=r"num_bins: expected 1\.\.256, got 300"):
         codec.calculate_cdf(sym, 300)
     with pytest.raises(kvx.InvalidArgumentError, match="cdf: expected int16 or uint16"):
         codec.encode_streams(cdf.astype(np.int32), sym)

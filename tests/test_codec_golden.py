@@ -106,7 +106,7 @@ def test_decode_fast_new(case: Case) -> None:
     cap = int(case.lengths.max()) + 3
     buf = np.zeros((2 * case.L, case.C, cap), dtype=np.uint8)
     ends = np.cumsum(case.lengths.ravel())
-    for i, (end, n) in enumerate(zip(ends, case.lengths.ravel())):
+    for i, (end, n) in enumerate(zip(ends, case.lengths.ravel(), strict=True)):
         buf.reshape(-1, cap)[i, :n] = np.frombuffer(case.streams[end - n : end], dtype=np.uint8)
     buf[..., -3:] = 0xFF  # bytes past each stream's length must read as zero, not as these
     out = np.zeros((2 * case.L, case.T, case.C), dtype=np.uint8)

@@ -188,7 +188,7 @@ def test_any_cdf_round_trips_and_matches_reference(rng, lp, skew) -> None:
     if skew:
         rare = np.argmin(np.diff(np.concatenate([cdf[0, 0, : lp - 1].astype(np.int64), [65536]])))
         worst = np.full((1, 300, 1), rare, dtype=np.uint8)
-        s2, l2 = codec.encode_streams(np.ascontiguousarray(cdf[:1, :1]), worst)
+        _s2, l2 = codec.encode_streams(np.ascontiguousarray(cdf[:1, :1]), worst)
         assert int(l2.max()) <= codec.stream_bound(300)
 
 

@@ -32,7 +32,7 @@ def _copies(paged):
 def _equal(a, b) -> bool:
     if isinstance(a, np.ndarray):
         return np.array_equal(a.view(np.uint8), b.view(np.uint8))
-    return all(_equal(x, y) for x, y in zip(a, b))
+    return all(_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def _format(layout: str) -> str:

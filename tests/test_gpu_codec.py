@@ -29,7 +29,7 @@ pytestmark = [
 def test_non_finite_token_is_skipped_and_reported():
     x = torch.randn(2, 5, 16, device="cuda")
     x[1, 3, 7] = float("nan")
-    symbols, scales = codec.quantize(x, [16, 16])
+    symbols, _scales = codec.quantize(x, [16, 16])
     with pytest.raises(kvx.InvalidArgumentError, match=r"row 1 token 3"):
         kvx.synchronize(symbols)
     kvx.synchronize(symbols)  # the error was consumed

@@ -188,7 +188,7 @@ def test_golden_decode_slots(run, case):
     cap = int(case.lengths.max()) + 3
     buf = np.full((2 * case.L, case.C, cap), 0xFF, dtype=np.uint8)
     ends = np.cumsum(case.lengths.ravel())
-    for i, (end, n) in enumerate(zip(ends, case.lengths.ravel())):
+    for i, (end, n) in enumerate(zip(ends, case.lengths.ravel(), strict=True)):
         buf.reshape(-1, cap)[i, :n] = np.frombuffer(case.streams[end - n : end], dtype=np.uint8)
     symbols, bad = _decode(run, case.cdf, buf, case.T, lengths=case.lengths, capacity=cap)
     assert not bad.any()
@@ -250,7 +250,7 @@ def test_quantize_flags_exactly_the_non_finite_tokens(run, rng):
     for dtype in ("float32", "float16", "bfloat16"):
         for lanes in (1, 64):
             _, _, bad = _quantize(run, x.to(DTYPES[dtype][0]), [16, 32], lanes)
-            assert sorted(zip(*np.nonzero(bad))) == [(0, 3), (1, 0), (1, 8)]
+            assert sorted(zip(*np.nonzero(bad), strict=True)) == [(0, 3), (1, 0), (1, 8)]
     with pytest.raises(kvx.InvalidArgumentError, match="finite"):
         codec.quantize(x, [16, 32])
 

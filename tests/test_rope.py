@@ -218,7 +218,7 @@ def test_concurrent_calls_from_python_threads():
         expected.append(alone)
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda job: rope.rerotate_keys(job[0], job[1], job[2], cs), jobs))
-    assert all(torch.equal(job[0], want) for job, want in zip(jobs, expected))
+    assert all(torch.equal(job[0], want) for job, want in zip(jobs, expected, strict=True))
 
 
 def test_rerotate_to_same_positions_is_near_identity():

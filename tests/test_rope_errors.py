@@ -31,7 +31,7 @@ def _rejects(fn, match, *watched):
     before = [w.clone() if isinstance(w, torch.Tensor) else w.copy() for w in watched]
     with pytest.raises(kvx.InvalidArgumentError, match=match):
         fn()
-    for b, w in zip(before, watched):
+    for b, w in zip(before, watched, strict=True):
         assert torch.equal(b, w) if isinstance(w, torch.Tensor) else np.array_equal(b, w), (
             "input was modified"
         )

@@ -112,7 +112,7 @@ def test_device_to_device_2d_refusal_never_replays_the_plan():
     r = dsc.run_python(DEVICE_2D)
     assert r.returncode == 0, r.stdout + r.stderr
     results = json.loads(r.stdout.splitlines()[-1])
-    for calls_2d, copies, expected in results:
+    for _calls_2d, copies, expected in results:
         assert copies == expected
     assert sum(calls for calls, _, _ in results) <= 1
     assert results[-1][0] == 0
@@ -136,7 +136,7 @@ def test_host_side_2d_refusal_falls_back_per_run():
     r = dsc.run_python(HOST_2D)
     assert r.returncode == 0, r.stdout + r.stderr
     results = json.loads(r.stdout.splitlines()[-1])
-    for calls_2d, copies, expected in results:
+    for _calls_2d, copies, expected in results:
         assert copies == expected
     assert [calls for calls, _, _ in results] == [1, 1, 0, 0]
 
@@ -214,7 +214,7 @@ def test_entering_a_device_puts_back_the_callers_context():
 def test_a_thread_on_the_streams_device_is_left_alone():
     """Already on the stream's NPU: no aclrtSetDevice (it would add a reference) and no context
     switch."""
-    st, ffi, acl = runtime("ascend")
+    st, _ffi, acl = runtime("ascend")
     case = transfer_on("ascend", 1, dense_on_device=True)
 
     def work():
@@ -236,7 +236,7 @@ def test_a_thread_on_the_streams_device_is_left_alone():
 def test_synchronize_without_a_handle_waits_for_that_devices_default_stream(backend, thread_device):
     """kvx_synchronize({device_index 1, handle NULL}) waits for device 1's default stream (the
     stub counts which one), with device 1 current only for the call."""
-    st, ffi, rt = runtime(backend)
+    _st, ffi, rt = runtime(backend)
     names = {
         "ascend": ("aclrtSetDevice", "aclrtGetDevice"),
         "cnrt": ("cnrtSetDevice", "cnrtGetDevice"),

@@ -286,7 +286,7 @@ def same(a, b):
     """Equal results: status, message and every output byte."""
     assert a[0] == b[0], (a[1], b[1])
     assert a[1] == b[1]
-    for x, y in zip(a[2:], b[2:]):
+    for x, y in zip(a[2:], b[2:], strict=True):
         assert x.dtype == y.dtype and x.shape == y.shape
         assert x.tobytes() == y.tobytes()
 
@@ -463,7 +463,7 @@ def test_failure_while_copying_back_says_outputs_may_be_partial(dev):
     symbols = rng.integers(0, 15, (2, 20, 3), dtype=np.uint8)
     cdf = calculate_cdf(symbols, 16)[2]
     dev.st.inject(COPY[dev.backend], 100002, after=4)
-    rc, msg, streams, lengths = encode(cdf, symbols, 32, on=dev)
+    rc, msg, _streams, lengths = encode(cdf, symbols, 32, on=dev)
     assert rc == klib.KVX_ERR_DEVICE and COPY[dev.backend] in msg and "100002" in msg
     assert "partly written" in msg
     assert (lengths == -7).all()

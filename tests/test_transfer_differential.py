@@ -29,7 +29,7 @@ def test_numpy_arrays(direction):
     kvx.transfer(paged, dense, slots, direction=direction)
     kvx.reference.transfer(ref_paged, ref_dense, torch.from_numpy(slots), direction=direction)
     assert np.array_equal(dense.view(np.uint16), ref_dense.numpy().view(np.uint16))
-    for p, r in zip(paged, ref_paged):
+    for p, r in zip(paged, ref_paged, strict=True):
         assert np.array_equal(p.view(np.uint16), r.numpy().view(np.uint16))
 
 

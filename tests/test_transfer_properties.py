@@ -63,9 +63,12 @@ def test_store_then_load_restores_exactly_the_selected_slots(case):
     selected = slots[slots >= 0]
     skipped = torch.nonzero(slots < 0).flatten()
     for src_plane, dst_plane, old_plane in zip(
-        _planes(layout_name, source), _planes(layout_name, target), _planes(layout_name, before)
+        _planes(layout_name, source),
+        _planes(layout_name, target),
+        _planes(layout_name, before),
+        strict=True,
     ):
-        for src, dst, old in zip(src_plane, dst_plane, old_plane):
+        for src, dst, old in zip(src_plane, dst_plane, old_plane, strict=True):
             assert tc.bits_equal(dst[selected], src[selected])
             untouched = torch.ones(dst.shape[0], dtype=torch.bool)
             untouched[selected] = False

@@ -47,7 +47,7 @@ def test_concurrent_calls_from_python_threads():
                 kvx.store(paged, dense, slots)
                 if not tc.bits_equal(dense, expected):
                     errors.append("mismatch")
-        except Exception as exc:
+        except Exception as exc:  # reported below
             errors.append(repr(exc))
 
     threads = [threading.Thread(target=work, args=(case,)) for case in cases]

@@ -98,7 +98,7 @@ def whole(t: torch.Tensor) -> torch.Tensor:
 def paged_equal(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return bits_equal(whole(a), whole(b))
-    return all(paged_equal(x, y) for x, y in zip(a, b))
+    return all(paged_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
 def bits_equal(a: torch.Tensor, b: torch.Tensor) -> bool:

@@ -4,7 +4,7 @@ arrays (symbols, scales, CDF tables, streams, bins) into what the C API takes.""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -13,7 +13,7 @@ from ._errors import InvalidArgumentError
 from ._native import ffi, lib
 from ._tensors import ArrayInfo, describe, require_same_device, require_writable
 
-Bins = Union[int, Sequence[int], None]
+Bins = int | Sequence[int] | None
 
 _FLOAT_DTYPES = {
     lib.KVX_DTYPE_FLOAT32: "float32",
@@ -30,7 +30,7 @@ def _contiguous(info: ArrayInfo, shape_desc: str) -> None:
     for n in reversed(info.shape):
         expected.insert(0, step)
         step *= n
-    if any(n > 1 and s != e for n, s, e in zip(info.shape, info.strides, expected)):
+    if any(n > 1 and s != e for n, s, e in zip(info.shape, info.strides, expected, strict=True)):
         raise InvalidArgumentError(
             f"{info.name}: expected a contiguous {shape_desc}, got strides {info.strides} "
             f"for shape {info.shape}"

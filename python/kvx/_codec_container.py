@@ -4,7 +4,7 @@ one host byte string, :func:`inspect` its header, :func:`decode` it back (see :m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from ._native import check, ffi, lib
 from ._tensors import ArrayInfo, describe, require_writable
 from .reference_codec import default_bins
 
-BytesLike = Union[bytes, bytearray, memoryview, np.ndarray, Any]
+BytesLike = bytes | bytearray | memoryview | np.ndarray | Any
 
 DEFAULT_CHUNK_TOKENS = 256
 # decode's default bound on the decoded size, as a multiple of the blob's size (see decode).

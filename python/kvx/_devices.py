@@ -10,6 +10,7 @@ streams, the RoPE route, ``kvx info``) looks device facts up here and keeps no t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 from dataclasses import dataclass
@@ -87,10 +88,9 @@ class DeviceKind:
         """``torch.cuda`` / ``torch.npu`` / ``torch.mlu``, importing the vendor plugin that adds
         it when it is missing; None where the plugin is not installed (or fails to import)."""
         if self.torch_plugin and not hasattr(torch, self.torch_type):
-            try:
+            # Not installed, or broken: no such device then.
+            with contextlib.suppress(Exception):
                 importlib.import_module(self.torch_plugin)
-            except Exception:
-                pass
         return getattr(torch, self.torch_type, None)
 
     def compiled(self) -> bool:

@@ -92,9 +92,8 @@ def _extent(
     ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], itemsize: int
 ) -> tuple[int, int]:
     last = 0
-    for n, stride in zip(
-        shape, strides
-    ):  # a plain loop: this runs for every argument of every call
+    # A plain loop: this runs for every argument of every call.
+    for n, stride in zip(shape, strides, strict=True):
         if n == 0:
             return (ptr, ptr)
         last += (n - 1) * stride
@@ -248,7 +247,7 @@ def require_writable(info: ArrayInfo) -> None:
             f"{info.name}: expected a tensor that does not require grad (kvx writes it in place, unseen by "
             f"autograd); pass .detach() or run under torch.no_grad()"
         )
-    if any(s == 0 and n > 1 for n, s in zip(info.shape, info.strides)):
+    if any(s == 0 and n > 1 for n, s in zip(info.shape, info.strides, strict=True)):
         raise InvalidArgumentError(
             f"{info.name}: expected a writable view, got one with broadcast (stride 0) dimensions "
             f"(shape {info.shape}, strides {info.strides})"

@@ -62,9 +62,12 @@ def _capability_lines(states: list[_info.BackendState]) -> list[str]:
     names = [op.name for op in _devices.OPS]
     cell = max(len(word) for word in _devices.SUPPORT_WORDS.values())
     widths = [max(len(name), cell) for name in names]
-    lines = [f"    {'':<7} " + " ".join(f"{name:<{w}}" for name, w in zip(names, widths)).rstrip()]
+    lines = [
+        f"    {'':<7} "
+        + " ".join(f"{name:<{w}}" for name, w in zip(names, widths, strict=True)).rstrip()
+    ]
     for state in states:
-        cells = " ".join(f"{state.ops[name]:<{w}}" for name, w in zip(names, widths))
+        cells = " ".join(f"{state.ops[name]:<{w}}" for name, w in zip(names, widths, strict=True))
         lines.append(f"    {state.name:<7} {cells}".rstrip())
     return lines
 

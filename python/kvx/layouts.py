@@ -251,7 +251,7 @@ def axis_sizes(axes: Sequence[str], shape: Sequence[int], what: str) -> dict[str
         raise InvalidArgumentError(
             f"{what}: expected {len(axes)} dimensions [{', '.join(axes)}], got shape {tuple(shape)}"
         )
-    return dict(zip(axes, (int(n) for n in shape)))
+    return dict(zip(axes, (int(n) for n in shape), strict=True))
 
 
 def dense_axes(fmt: DenseFormat, ndim: int) -> tuple[str, ...]:

@@ -99,7 +99,7 @@ def transfer(
     direction = _direction(direction)
     layout = layouts.paged_layout(layout)
     fmt = layouts.dense_format(dense_format)
-    views, num_layers = _paged_views(paged, layout)
+    views, _num_layers = _paged_views(paged, layout)
     slots = _as_torch(slot_mapping).to("cpu", torch.int64)
     num_blocks, block_size, num_heads, _ = views[0][0].shape
     capacity = num_blocks * block_size

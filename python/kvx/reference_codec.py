@@ -67,7 +67,7 @@ def dequantize(symbols: np.ndarray, scales: np.ndarray, bins: Sequence[int]) -> 
 
 def calculate_cdf(symbols: np.ndarray, num_bins: int) -> np.ndarray:
     """symbols ``[L, T, C]`` (values < num_bins) -> uint16 ``[L, C, num_bins + 1]``."""
-    L, T, C = symbols.shape
+    L, _T, C = symbols.shape
     cdf = np.zeros((L, C, num_bins + 1), dtype=np.uint16)
     top = 0xFFFF - num_bins
     for layer in range(L):
@@ -165,7 +165,7 @@ def decode_stream(cdf_row: np.ndarray, data: bytes, num_tokens: int) -> np.ndarr
 
 def encode(cdf: np.ndarray, symbols: np.ndarray) -> tuple[list[bytes], np.ndarray]:
     """cdf ``[L, C, Lp]``, symbols ``[L, T, C]`` -> streams (layer-major) and lengths ``[L, C]``."""
-    L, T, C = symbols.shape
+    L, _T, C = symbols.shape
     streams = [
         encode_stream(cdf[layer, c], symbols[layer, :, c]) for layer in range(L) for c in range(C)
     ]

@@ -187,7 +187,7 @@ def _resolve_positions(
 ) -> list[ArrayInfo]:
     """Positions as contiguous int64 or int32 arrays of one dtype (int64 when they differ)."""
     infos = []
-    for x, name in zip(positions, names):
+    for x, name in zip(positions, names, strict=True):
         info = describe(x, name)
         if info.dtype not in _POSITION_DTYPES:
             raise InvalidArgumentError(
@@ -202,7 +202,7 @@ def _resolve_positions(
         infos.append(info)
     mixed = len({info.dtype for info in infos}) > 1
     out = []
-    for x, info, name in zip(positions, infos, names):
+    for x, info, name in zip(positions, infos, names, strict=True):
         if mixed and info.dtype != lib.KVX_DTYPE_INT64:
             info = describe(_as_int64(x), name)
         if info.shape[0] > 1 and info.strides[0] != 1:

@@ -78,7 +78,9 @@ class PagedCache:
     def reading(self) -> str:
         """How the layout read the engine's tensors, for messages about sizes that disagree."""
         info = self.infos[0]
-        axes = ", ".join(f"{axis}={size}" for axis, size in zip(self.layout.axes, info.shape))
+        axes = ", ".join(
+            f"{axis}={size}" for axis, size in zip(self.layout.axes, info.shape, strict=True)
+        )
         return f"layout {self.layout.name} read {info.name} of shape {info.shape} as [{axes}]"
 
     def bases(self) -> list[int]:
@@ -111,7 +113,7 @@ def resolve_paged(paged: Any, layout: str | int | layouts.PagedLayout) -> PagedC
     layout = layouts.paged_layout(layout)
     tensors, num_layers = layouts.flatten_paged(layout, paged, is_tensor)
     names = _paged_names(layout, len(tensors), num_layers)
-    infos = [describe(t, name) for t, name in zip(tensors, names)]
+    infos = [describe(t, name) for t, name in zip(tensors, names, strict=True)]
     first = infos[0]
     sizes = layouts.axis_sizes(layout.axes, first.shape, f"{first.name} (layout {layout.name})")
     for info in infos[1:]:
@@ -122,7 +124,7 @@ def resolve_paged(paged: Any, layout: str | int | layouts.PagedLayout) -> PagedC
                     f"got {getattr(info, attr)}"
                 )
     require_same_device(infos)
-    strides = dict(zip(layout.axes, first.strides))
+    strides = dict(zip(layout.axes, first.strides, strict=True))
     if "kv" in sizes and sizes["kv"] != 2:
         raise InvalidArgumentError(
             f"{first.name}: the kv axis of layout {layout.name} must have size 2, got {sizes['kv']}"
@@ -155,7 +157,7 @@ def _dense_strides(
     """Checks the dense buffer's shape against the paged cache and returns its strides by axis."""
     axes = layouts.dense_axes(fmt, len(info.shape))
     sizes = layouts.axis_sizes(axes, info.shape, f"dense (format {fmt.name})")
-    strides = dict(zip(axes, info.strides))
+    strides = dict(zip(axes, info.strides, strict=True))
     # Sizes taken from the paged cache say how they were read: a tensor in another layout than
     # the one named (NHD passed as HND) shows up here first.
     why = f" ({cache.reading()}; dense format {fmt.name} reads shape {info.shape} as [{', '.join(axes)}])"
