@@ -4,9 +4,10 @@ Default input: a Llama-3-8B-shaped chunk (32 layers, 8 KV heads x 128 = 1024 cha
 tokens, bf16, LMCache's bin schedule) of LLM-like data: every channel has its own offset and
 scale (log-normal, with a few outlier channels ~20x larger), and values drift smoothly from token
 to token (AR(1) along tokens), as real keys and values do. torch runs single-threaded during
-the measurements: its idle OpenMP workers spin and would steal the cores the codec measures. Reports encode and decode throughput
-in symbols (= elements) per second, bits per element, compression ratio against the raw bytes,
-the same run's zstd level 3 on the raw bytes, and the reconstruction's relative L2 error.
+the measurements: its idle OpenMP workers spin and would steal the cores the codec measures.
+Reports encode and decode throughput in symbols (= elements) per second, bits per element,
+compression ratio against the raw bytes, the same run's zstd level 3 on the raw bytes, and the
+reconstruction's relative L2 error.
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
     rows = [
         (
             "input",
-            f"{args.dtype} [2, {args.layers}, {args.tokens}, {args.channels}] = {symbols / 1e6:.2f} M elements, {len(raw) / 1e6:.1f} MB",
+            f"{args.dtype} [2, {args.layers}, {args.tokens}, {args.channels}] = "
+            f"{symbols / 1e6:.2f} M elements, {len(raw) / 1e6:.1f} MB",
         ),
         ("bins", "LMCache schedule: K 32 x first 10 layers, V 32 x first 2, 16 after"),
         ("threads", f"{kvx.get_num_threads()} (kvx); torch set to 1 while measuring"),
@@ -165,11 +167,13 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
         ("range coder decode only", msym(t_rc_dec)),
         (
             "kvx size",
-            f"{len(blob) / 1e6:.2f} MB: {8 * len(blob) / symbols:.3f} bits/element, ratio {len(raw) / len(blob):.2f}x vs raw {args.dtype}",
+            f"{len(blob) / 1e6:.2f} MB: {8 * len(blob) / symbols:.3f} bits/element, "
+            f"ratio {len(raw) / len(blob):.2f}x vs raw {args.dtype}",
         ),
         (
             "  of which streams",
-            f"{int(lengths.sum()) / 1e6:.2f} MB ({8 * int(lengths.sum()) / symbols:.3f} bits/element)",
+            f"{int(lengths.sum()) / 1e6:.2f} MB "
+            f"({8 * int(lengths.sum()) / symbols:.3f} bits/element)",
         ),
         ("relative L2 error", f"{rel_l2:.4f}"),
     ]
@@ -185,7 +189,8 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
         rows.append(
             (
                 "zstd level 3 speed",
-                f"compress {len(raw) / zstd['t_encode'] / 1e6:.0f} MB/s, decompress {len(raw) / zstd['t_decode'] / 1e6:.0f} MB/s (1 thread)",
+                f"compress {len(raw) / zstd['t_encode'] / 1e6:.0f} MB/s, "
+                f"decompress {len(raw) / zstd['t_decode'] / 1e6:.0f} MB/s (1 thread)",
             )
         )
     common.print_machine()

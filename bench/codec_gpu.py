@@ -103,7 +103,8 @@ def run(argv: list[str]) -> int:
         rows += more
         notes.append(note)
     print(
-        f"{torch.cuda.get_device_name()}: {args.layers} layers x K/V, {args.channels} channels, bf16, LMCache bins; "
+        f"{torch.cuda.get_device_name()}: {args.layers} layers x K/V, {args.channels} channels, "
+        "bf16, LMCache bins; "
         "GB/s of the uncompressed KV bytes"
     )
     print(common.rows_table(rows, baseline="copy_"))

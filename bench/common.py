@@ -21,7 +21,8 @@ def print_machine() -> None:
     import kvx
 
     print(
-        f"CPU: {kvx.cpu_isa()}; kvx kernels: {kvx.cpu_kernels()}; kvx threads: {kvx.get_num_threads()}"
+        f"CPU: {kvx.cpu_isa()}; kvx kernels: {kvx.cpu_kernels()}; "
+        f"kvx threads: {kvx.get_num_threads()}"
     )
 
 
@@ -91,7 +92,8 @@ def gpu_modules(bench: str):
     ):
         return torch, kvx
     print(
-        "no GPU: needs torch.cuda and a libkvx built with -Dcuda=enabled or -Dhip=enabled (see kvx info)"
+        "no GPU: needs torch.cuda and a libkvx built with -Dcuda=enabled or -Dhip=enabled "
+        "(see kvx info)"
     )
     return None
 

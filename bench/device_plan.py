@@ -163,7 +163,8 @@ def run(argv: list[str]) -> int:
     if not (args.tests_dir / "stubs" / "stub_common.c").exists():
         print(
             f"device_plan: the stub runtimes are test code and need the repository checkout "
-            f"({args.tests_dir}/stubs not found: run it from the checkout's top folder, or pass --tests-dir)"
+            f"({args.tests_dir}/stubs not found: run it from the checkout's top folder, "
+            "or pass --tests-dir)"
         )
         return 2
     sys.path.insert(0, str(args.tests_dir))
@@ -239,7 +240,8 @@ def run(argv: list[str]) -> int:
         st.lib.stub_host_free(host_dense)
     common.print_machine()
     print(
-        f"\nKV transfer plans on the stub runtimes: {args.layers} layers x 2 x {args.tokens} tokens x "
+        f"\nKV transfer plans on the stub runtimes: {args.layers} layers x 2 x "
+        f"{args.tokens} tokens x "
         f"{args.heads} heads x {args.head_size} (bf16), block {args.block_size}, random blocks; "
         f"median of {args.repeats}"
     )
@@ -261,13 +263,16 @@ def run(argv: list[str]) -> int:
         )
     )
     print(
-        "plan us: host time of kvx_transfer up to the first copy call (checks + planning), the runtime refusing it;"
+        "plan us: host time of kvx_transfer up to the first copy call (checks + planning), "
+        "the runtime refusing it;"
     )
     print(
-        "plan+submit us: host time of kvx_transfer with the stream paused (planning plus every call into the stub)."
+        "plan+submit us: host time of kvx_transfer with the stream paused "
+        "(planning plus every call into the stub)."
     )
     print(
-        "These backends are untested on real NPUs/MLUs: these numbers describe the plan, not the hardware."
+        "These backends are untested on real NPUs/MLUs: these numbers describe the plan, "
+        "not the hardware."
     )
     return 0
 

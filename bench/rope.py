@@ -12,8 +12,8 @@ in place and reports bandwidth over the key bytes, read + write (2 * T * H * D *
 - ``torch reference``: ``kvx.reference_rope.rerotate_keys`` (plain torch, float32).
 
 All in one run: medians per call over ``--repeats`` calls of each method, timed in alternating
-blocks so that load from other processes does not favour one of them. The bar (docs/design.md) is kvx at >= 80%
-of memcpy; the table gives the ratio against both baselines.
+blocks so that load from other processes does not favour one of them. The bar (docs/design.md)
+is kvx at >= 80% of memcpy; the table gives the ratio against both baselines.
 """
 
 from __future__ import annotations
@@ -152,7 +152,8 @@ def run(argv: list[str]) -> int:
     common.print_machine()
     print(
         f"RoPE re-rotation: {T} tokens x {H} heads x {D} (rot_dim {rot_dim}), {args.dtype} keys, "
-        f"{args.cache_dtype} cache, {'NeoX' if is_neox else 'GPT-J'} pairs, {args.positions} positions; "
+        f"{args.cache_dtype} cache, {'NeoX' if is_neox else 'GPT-J'} pairs, "
+        f"{args.positions} positions; "
         f"{nbytes / 2**20:.1f} MiB of keys; libkvx threads {kvx.get_num_threads()}, "
         f"torch threads {torch.get_num_threads()}; medians of {args.repeats} calls each",
         flush=True,
@@ -197,7 +198,8 @@ def run(argv: list[str]) -> int:
     print(
         f"bar: kvx.rope.rerotate_keys at >= 80% of memcpy: {'PASS' if ok else 'FAIL'} "
         f"({base_memcpy / api * 100:.0f}% by medians, "
-        f"{best['memcpy (libc, 1 thread)'] / best['kvx.rope.rerotate_keys'] * 100:.0f}% by best times; "
+        f"{best['memcpy (libc, 1 thread)'] / best['kvx.rope.rerotate_keys'] * 100:.0f}% "
+        "by best times; "
         f"C kernel alone {base_memcpy / kernel * 100:.0f}%; "
         f"vs torch copy_ {base_copy / api * 100:.0f}%); "
         f"{seconds['torch reference'] / api:.1f}x faster than the torch reference"

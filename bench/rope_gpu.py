@@ -98,7 +98,8 @@ def run(argv: list[str]) -> int:
         for row in _one_size(torch, rope, reference_rope, tokens, args.repeats, progress)
     ]
     print(
-        f"{torch.cuda.get_device_name()}: RoPE, 8 KV heads (32 query heads), head 128, bf16 keys, fp32 cache"
+        f"{torch.cuda.get_device_name()}: RoPE, 8 KV heads (32 query heads), head 128, "
+        "bf16 keys, fp32 cache"
     )
     print(common.rows_table(rows, baseline="baseline"))
     return 0

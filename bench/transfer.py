@@ -114,8 +114,9 @@ def run(argv: list[str]) -> int:
     _case_token_pool(torch, kvx, args, add)
     common.print_machine()
     print(
-        f"Llama-3-8B shape: {args.layers} layers, {args.heads} KV heads, head {args.head_size}, bf16, "
-        f"{args.tokens} tokens = {nbytes / 2**20:.0f} MiB moved per call; kvx threads {kvx.get_num_threads()}"
+        f"Llama-3-8B shape: {args.layers} layers, {args.heads} KV heads, "
+        f"head {args.head_size}, bf16, {args.tokens} tokens = {nbytes / 2**20:.0f} MiB "
+        f"moved per call; kvx threads {kvx.get_num_threads()}"
     )
     print(common.rows_table(rows))
     return 0

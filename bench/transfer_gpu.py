@@ -105,7 +105,8 @@ def run(argv: list[str]) -> int:
         for row in _one_size(torch, kvx, args.layers, tokens, args.repeats, progress)
     ]
     print(
-        f"{torch.cuda.get_device_name()}: Llama-3-8B shape, {args.layers} layers, 8 KV heads, head 128, bf16, block 16"
+        f"{torch.cuda.get_device_name()}: Llama-3-8B shape, {args.layers} layers, "
+        "8 KV heads, head 128, bf16, block 16"
     )
     print(common.rows_table(rows, baseline="baseline"))
     return 0

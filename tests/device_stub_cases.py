@@ -412,9 +412,10 @@ def _piece_starts(case: DeviceCase, runs: list, unit: str) -> list[tuple[int, in
 
 
 def expected_plan(case: DeviceCase, allow_2d: bool, d2d_alignment: int = 0) -> tuple[int, bool]:
-    """(copies, whether 2D copies are used) libkvx should submit, from the documented planning rule (docs/design.md,
-    src/core/transfer_plan.h): one per (plane, run) for whole-row runs, else one per token (and
-    head when rows are split), or one 2D copy per (plane, run[, head]) where 2D copies exist.
+    """(copies, whether 2D copies are used) libkvx should submit, from the documented planning
+    rule (docs/design.md, src/core/transfer_plan.h): one per (plane, run) for whole-row runs, else
+    one per token (and head when rows are split), or one 2D copy per (plane, run[, head]) where 2D
+    copies exist.
     With d2d_alignment (AscendCL's on-chip copies between device buffers), a piece whose two ends
     are not both aligned goes through host memory: two copies instead of one."""
     p, d = case.paged_desc, case.dense_desc

@@ -19,8 +19,9 @@ LMCACHE_VERSION = "0.5.6"
 
 
 def function(module_path: str, name: str, namespace: dict[str, Any]) -> Callable[..., Any]:
-    """Function `name` of LMCache's `module_path` (e.g. "lmcache/v1/platform/torch_ops/pos_kernels.py"),
-    compiled alone with `namespace` as its globals (e.g. {"torch": torch})."""
+    """Function `name` of LMCache's `module_path`
+    (e.g. "lmcache/v1/platform/torch_ops/pos_kernels.py"), compiled alone with `namespace` as its
+    globals (e.g. {"torch": torch})."""
     with zipfile.ZipFile(
         pypi_wheels.wheel(f"lmcache=={LMCACHE_VERSION}", f"lmcache-{LMCACHE_VERSION}-*.whl")
     ) as wheel:

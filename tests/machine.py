@@ -10,7 +10,8 @@ TESTS = Path(__file__).resolve().parent
 
 
 def cpu_flags() -> set[str]:
-    """The CPU's feature flags (/proc/cpuinfo names, e.g. "avx2", "avx512_bf16"); empty if unknown."""
+    """The CPU's feature flags (/proc/cpuinfo names, e.g. "avx2", "avx512_bf16"); empty if
+    unknown."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

@@ -38,6 +38,7 @@ def wheel(requirement: str, file_glob: str) -> Path:
     found = sorted(cache.glob(file_glob))
     if result.returncode != 0 or not found:
         pytest.skip(
-            f"cannot download {requirement} from PyPI (network refused?): {result.stderr.strip()[-300:]}"
+            f"cannot download {requirement} from PyPI (network refused?): "
+            f"{result.stderr.strip()[-300:]}"
         )
     return found[-1]

@@ -1,7 +1,8 @@
 """The Ascend backend's runtime handling, on the stub AscendCL (how the runtime is found:
-test_device_runtimes.py; the host-staged codec: test_staged_codec.py): which copy API is picked (batch V2, batch, loop; fallback when the chip lacks batch copies), error
-mapping by injected failures, host-side slot checks, device selection, and the lifetime of the
-batch descriptor arrays the runtime reads asynchronously."""
+test_device_runtimes.py; the host-staged codec: test_staged_codec.py): which copy API is picked
+(batch V2, batch, loop; fallback when the chip lacks batch copies), error mapping by injected
+failures, host-side slot checks, device selection, and the lifetime of the batch descriptor
+arrays the runtime reads asynchronously."""
 
 import functools
 import json
@@ -27,12 +28,15 @@ VARIANT = """
     out = {{}}
     for dense_on_device in (False, True):
         for direction in ("store", "load"):
-            case = dsc.check_against_reference("ascend", "{layout}", "blocks", direction, dense_on_device)
+            case = dsc.check_against_reference("ascend", "{layout}", "blocks", direction,
+                                               dense_on_device)
             key = ("device" if dense_on_device else "host") + "-" + direction
-            out[key] = {{n: st.calls(n) for n in ("aclrtMemcpyBatchAsyncV2", "aclrtMemcpyBatchAsync",
-                                                 "aclrtMemcpyAsync", "aclrtMemcpy2dAsync")}}
+            out[key] = {{n: st.calls(n) for n in ("aclrtMemcpyBatchAsyncV2",
+                                                 "aclrtMemcpyBatchAsync", "aclrtMemcpyAsync",
+                                                 "aclrtMemcpy2dAsync")}}
             # 2D copies are host <-> device only (the AscendCL reference)
-            out[key]["expected"] = dsc.expected_copies(case, allow_2d={allow_2d} and not dense_on_device)
+            out[key]["expected"] = dsc.expected_copies(case,
+                                                       allow_2d={allow_2d} and not dense_on_device)
             out[key]["copies"] = st.copies()
     print(json.dumps(out))
 """
@@ -80,7 +84,8 @@ FEATURE_NOT_SUPPORTED = """
     st = dsc.stub("ascend")
     # a 310P: the symbol exists, the feature does not
     inject = lambda st: st.inject("aclrtMemcpyBatchAsyncV2", 207000)
-    first = dsc.check_against_reference("ascend", "vllm_nhd", "blocks", "store", False, before_run=inject)
+    first = dsc.check_against_reference("ascend", "vllm_nhd", "blocks", "store", False,
+                                        before_run=inject)
     a = {n: st.calls(n) for n in ("aclrtMemcpyBatchAsyncV2", "aclrtMemcpyAsync")}
     second = dsc.check_against_reference("ascend", "vllm_nhd", "blocks", "load", False)
     b = {n: st.calls(n) for n in ("aclrtMemcpyBatchAsyncV2", "aclrtMemcpyAsync")}
@@ -200,7 +205,8 @@ LIFETIME = """
         paged, dense, slots, fmt = dsc.make_inputs("vllm_hnd", "blocks", 4)  # hundreds of copies
         kp, kd = tc.clone_paged(paged), tc.clone_keep_layout(dense)
         rp, rd = tc.clone_paged(paged), tc.clone_keep_layout(dense)
-        kvx.reference.transfer(rp, rd, slots, direction=direction, layout="vllm_hnd", dense_format=fmt)
+        kvx.reference.transfer(rp, rd, slots, direction=direction, layout="vllm_hnd",
+                               dense_format=fmt)
         case = dsc.stage(st, "ascend", "vllm_hnd", kp, kd, slots, fmt, False)
         before = tc.clone_keep_layout(kd)
         st.reset()
@@ -212,7 +218,8 @@ LIFETIME = """
         junk = [bytearray(b"\\x5a" * n) for n in range(1000, 200000, 997)]
         del junk; gc.collect()
         for _ in range(3):
-            other = dsc.stage(st, "ascend", "vllm_nhd", *dsc.make_inputs("vllm_nhd", "small", 9)[0:3], "KV_2LTD", False,
+            other = dsc.stage(st, "ascend", "vllm_nhd",
+                              *dsc.make_inputs("vllm_nhd", "small", 9)[0:3], "KV_2LTD", False,
                               handle=st.stream())
             assert other.run(0) == 0 and other.synchronize() == 0
             other.release()
@@ -220,7 +227,8 @@ LIFETIME = """
         assert case.synchronize() == 0
         case.download(); case.release()
         out.append(dict(returned_before_copies=returned_before_copies, errors=st.errors()[0],
-                        dense_ok=tc.bits_equal(tc.whole(kd), tc.whole(rd)), paged_ok=tc.paged_equal(kp, rp)))
+                        dense_ok=tc.bits_equal(tc.whole(kd), tc.whole(rd)),
+                        paged_ok=tc.paged_equal(kp, rp)))
     print(json.dumps(out))
 """
 
@@ -256,8 +264,8 @@ EARLY_FREE = """
     import cffi, device_stub_cases as dsc
     st = dsc.stub("ascend")
     ffi = cffi.FFI()
-    ffi.cdef("int aclrtSetDevice(int); int aclrtMemcpyBatchAsyncV2(void **, size_t *, void **, size_t *, size_t,"
-             " void *, size_t *, size_t, void *);")
+    ffi.cdef("int aclrtSetDevice(int); int aclrtMemcpyBatchAsyncV2(void **, size_t *, void **,"
+             " size_t *, size_t, void *, size_t *, size_t, void *);")
     acl = ffi.dlopen(str(st.path))
     acl.aclrtSetDevice(0)
     n = 200
@@ -268,10 +276,11 @@ EARLY_FREE = """
     arrays = dict(dsts=ffi.new("void *[]", [ffi.cast("void *", dev + 64 * i) for i in range(n)]),
                   srcs=ffi.new("void *[]", [host + 64 * i for i in range(n)]),
                   sizes=ffi.new("size_t[]", [64] * n), maxs=ffi.new("size_t[]", [64] * n),
-                  attr=ffi.new("uint32_t[]", [0, 1, 0, 0, 0, 0, 0, 0]), index=ffi.new("size_t[]", [0]))
+                  attr=ffi.new("uint32_t[]", [0, 1, 0, 0, 0, 0, 0, 0]),
+                  index=ffi.new("size_t[]", [0]))
     a = arrays
-    assert acl.aclrtMemcpyBatchAsyncV2(a["dsts"], a["maxs"], a["srcs"], a["sizes"], n, a["attr"], a["index"], 1,
-                                       ffi.cast("void *", s)) == 0
+    assert acl.aclrtMemcpyBatchAsyncV2(a["dsts"], a["maxs"], a["srcs"], a["sizes"], n, a["attr"],
+                                       a["index"], 1, ffi.cast("void *", s)) == 0
     del a, arrays  # freed while the stream still has to read them: the bug the test above rules out
     junk = [bytearray(b"\\x5a" * k) for k in range(1000, 200000, 997)]
     st.pause(s, False)

@@ -30,7 +30,8 @@ def _tool(name: str) -> str | None:
 
 
 def _dynamic(path: Path, tag: str) -> list[str]:
-    """The values of one dynamic-section tag (SONAME, NEEDED) of an ELF file, as readelf shows them."""
+    """The values of one dynamic-section tag (SONAME, NEEDED) of an ELF file, as readelf shows
+    them."""
     readelf = shutil.which("readelf")
     if readelf is None:
         pytest.skip("readelf (binutils) is not installed")
@@ -41,7 +42,8 @@ def _dynamic(path: Path, tag: str) -> list[str]:
 
 
 def _rpath(path: Path) -> list[str]:
-    """Where the program looks for its libraries: DT_RUNPATH, or DT_RPATH with old linker defaults."""
+    """Where the program looks for its libraries: DT_RUNPATH, or DT_RPATH with old linker
+    defaults."""
     return _dynamic(path, "RUNPATH") or _dynamic(path, "RPATH")
 
 
@@ -73,7 +75,10 @@ def test_cffi_layouts_and_constants_match_the_compiler(tmp_path):
         if name.startswith("KVX_"):
             checks.append((f"(long long)({name})", getattr(lib, name)))
     body = "\n".join(f'    printf("%lld\\n", (long long)({expr}));' for expr, _ in checks)
-    source = f"#include <stddef.h>\n#include <stdio.h>\n#include <kvx.h>\nint main(void) {{\n{body}\n    return 0;\n}}\n"
+    source = (
+        "#include <stddef.h>\n#include <stdio.h>\n#include <kvx.h>\n"
+        f"int main(void) {{\n{body}\n    return 0;\n}}\n"
+    )
     out = compile_and_run(source, tmp_path, [f"-I{_native.header_path().parent}"])
     got = [int(v) for v in out.split()]
     mismatches = [
@@ -212,7 +217,8 @@ def meson_prefix(tmp_path_factory) -> Path:
 @needs_cc
 @needs_pkg_config
 def test_plain_meson_install(meson_prefix, tmp_path):
-    """`meson setup && meson install` gives kvx.h, a versioned libkvx.so, kvx.pc and the CMake package."""
+    """`meson setup && meson install` gives kvx.h, a versioned libkvx.so, kvx.pc and the CMake
+    package."""
     prefix = meson_prefix
     assert (prefix / "include" / "kvx.h").exists()
     library = prefix / "lib" / f"libkvx.so.0.{kvx.version().split('.', 1)[1]}"

@@ -1,5 +1,5 @@
-"""The command line: info, the demo (the README's main job), the benchmark's plumbing, --version, C flags
-and the folders of the pkg-config and CMake files."""
+"""The command line: info, the demo (the README's main job), the benchmark's plumbing, --version,
+C flags and the folders of the pkg-config and CMake files."""
 
 import subprocess
 import sys
@@ -40,8 +40,8 @@ def test_demo_verifies_every_step():
     assert "bits/element" in out and "relative L2 error" in out  # codec
     assert "matches a float64 re-rotation" in out  # RoPE
     assert (
-        "verified: transfers bit-identical, codec equal to the reference quantizer, RoPE within fp16 rounding"
-        in out
+        "verified: transfers bit-identical, codec equal to the reference quantizer, "
+        "RoPE within fp16 rounding" in out
     )
 
 

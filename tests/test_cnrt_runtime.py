@@ -26,10 +26,11 @@ VARIANT = """
     for layout in ("vllm_nhd", "vllm_hnd"):
         for dense_on_device in (False, True):
             for direction in ("store", "load"):
-                case = dsc.check_against_reference("cnrt", layout, "blocks", direction, dense_on_device)
+                case = dsc.check_against_reference("cnrt", layout, "blocks", direction,
+                                                   dense_on_device)
                 key = "-".join([layout, "device" if dense_on_device else "host", direction])
-                out[key] = {{n: st.calls(n) for n in ("cnrtMemcpyAsync_V3", "cnrtMemcpyAsync_V2", "cnrtMemcpyAsync",
-                                                     "cnrtMemcpy2DAsync")}}
+                out[key] = {{n: st.calls(n) for n in ("cnrtMemcpyAsync_V3", "cnrtMemcpyAsync_V2",
+                                                     "cnrtMemcpyAsync", "cnrtMemcpy2DAsync")}}
                 out[key]["expected"] = dsc.expected_copies(case, allow_2d={allow_2d})
                 out[key]["copies"] = st.copies()
     print(json.dumps(out))

@@ -239,7 +239,8 @@ _ISA_SCRIPT = """
 import hashlib, numpy as np, torch, kvx
 from kvx import codec
 g = torch.Generator().manual_seed(5)
-kv = (torch.randn(2, 12, 300, 256, generator=g) * torch.rand(1, 12, 1, 256, generator=g)).to(torch.bfloat16)
+kv = (torch.randn(2, 12, 300, 256, generator=g)
+      * torch.rand(1, 12, 1, 256, generator=g)).to(torch.bfloat16)
 blob = codec.encode(kv, chunk_tokens=128)
 out = codec.decode(blob)
 print(kvx.cpu_kernels())  # which coder ran: checked by the caller

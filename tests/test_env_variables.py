@@ -35,7 +35,8 @@ def transfer_is_correct(seed):
 
 def rope_is_correct(seed):
     gen = torch.Generator().manual_seed(seed)
-    query, key = torch.randn((300, 4, 128), generator=gen), torch.randn((300, 2, 128), generator=gen)
+    query = torch.randn((300, 4, 128), generator=gen)
+    key = torch.randn((300, 2, 128), generator=gen)
     positions = torch.randint(0, 400, (300,), generator=gen)
     cache = rope.build_cos_sin_cache(128, 400, dtype=torch.float32)
     q_ref, k_ref = query.clone(), key.clone()

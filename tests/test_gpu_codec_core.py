@@ -204,7 +204,8 @@ def test_golden_decode_prefsum(run, case):
     np.testing.assert_array_equal(symbols, case.symbols)
 
 
-# ---------------------------------------------------------------- random data against the CPU backend
+# ---------------------------------------------------------------- random data
+# Random inputs, checked against the CPU backend.
 
 
 def _random_kv(rng, rows, tokens, channels, dtype):

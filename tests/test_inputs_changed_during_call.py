@@ -40,7 +40,8 @@ kvx.set_num_threads(1)
 torch.set_num_threads(1)
 CPUS = sorted(os.sched_getaffinity(0))
 flipper = ctypes.CDLL(sys.argv[2])
-flipper.flipper_start.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int]
+flipper.flipper_start.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                  ctypes.c_int]
 flipper.flipper_flips.restype = ctypes.c_longlong
 
 def wait_for_writer(seen):
@@ -55,7 +56,8 @@ def hammer(array, index, good, bad, call, check_success, check_rejected):
     # Calls `call` CALLS times while a native thread flips array[index] between good and bad.
     assert array.flags.c_contiguous and array[index] == good
     entry = array.ctypes.data + index * array.itemsize
-    assert flipper.flipper_start(entry, array.itemsize, good, bad, CPUS[1] if len(CPUS) > 1 else -1) == 0
+    assert flipper.flipper_start(entry, array.itemsize, good, bad,
+                                 CPUS[1] if len(CPUS) > 1 else -1) == 0
     if len(CPUS) > 1:
         os.sched_setaffinity(0, {CPUS[0]})  # this thread only (Linux)
     outcomes = {"ok": 0, "rejected": 0}
@@ -154,7 +156,8 @@ if sys.argv[1] == "rerotate_keys":
     def check_rejected():
         assert torch.equal(keys, original), "a rejected rerotate_keys modified keys"
 else:
-    expected_q, expected_k = kvx.rope.apply_rotary(positions.clone(), original.clone(), original.clone(), cache)
+    expected_q, expected_k = kvx.rope.apply_rotary(positions.clone(), original.clone(),
+                                                   original.clone(), cache)
 
     def call():
         query.copy_(original)
@@ -162,10 +165,12 @@ else:
         kvx.rope.apply_rotary(positions, query, keys, cache)
 
     def check_success():
-        assert torch.equal(query, expected_q) and torch.equal(keys, expected_k), "apply_rotary: wrong result"
+        assert torch.equal(query, expected_q) and torch.equal(keys, expected_k), (
+            "apply_rotary: wrong result")
 
     def check_rejected():
-        assert torch.equal(query, original) and torch.equal(keys, original), "a rejected apply_rotary wrote"
+        assert torch.equal(query, original) and torch.equal(keys, original), (
+            "a rejected apply_rotary wrote")
 
 hammer(positions.numpy(), TOKENS - 1, good, BAD, call, check_success, check_rejected)
 """

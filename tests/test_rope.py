@@ -342,7 +342,8 @@ def test_cache_drives_the_kernel(is_neox):
     torch.testing.assert_close(x[0, 0, second].double(), angles.sin(), rtol=0, atol=1e-6)
 
 
-# ---------------------------------------------------------------- fallback on devices without a kernel
+# ---------------------------------------------------------------- fallback
+# On devices without a kernel.
 
 
 def test_fallback_runs_with_one_warning(monkeypatch):

@@ -78,8 +78,10 @@ int main(void) {
     int32_t rc = kvx_rope_rerotate(&k, &c, old_pos, new_pos, KVX_DTYPE_INT64, NULL);
     if (rc != KVX_OK) { printf("error %s\n", kvx_last_error()); return 1; }
     /* token 0: pair 0 = (x0, x2) rotated by 3 rad; token 1: pair 1 = (x1, x3) by 5 * 0.1 rad */
-    int ok = fabsf(keys[0][0] - (float)cos(3.0)) < 1e-6f && fabsf(keys[0][2] - (float)sin(3.0)) < 1e-6f &&
-             fabsf(keys[1][1] - (float)cos(0.5)) < 1e-6f && fabsf(keys[1][3] - (float)sin(0.5)) < 1e-6f;
+    int ok = fabsf(keys[0][0] - (float)cos(3.0)) < 1e-6f &&
+             fabsf(keys[0][2] - (float)sin(3.0)) < 1e-6f &&
+             fabsf(keys[1][1] - (float)cos(0.5)) < 1e-6f &&
+             fabsf(keys[1][3] - (float)sin(0.5)) < 1e-6f;
     new_pos[1] = 8;  /* one past the cache: rejected, nothing changed */
     float before = keys[0][0];
     rc = kvx_rope_rerotate(&k, &c, old_pos, new_pos, KVX_DTYPE_INT64, NULL);

@@ -526,7 +526,8 @@ def test_c_positions(c):
     c.new[T - 1] = MAXPOS
     _expect(
         c.rerotate(),
-        r"new_positions\[8\]: expected a position in \[0, 40\) \(the cache's max_position\), got 40",
+        r"new_positions\[8\]: expected a position in \[0, 40\) "
+        r"\(the cache's max_position\), got 40",
     )
     _expect(c.apply(), r"positions\[8\]: expected a position in \[0, 40\)")
     c.new[T - 1] = 0

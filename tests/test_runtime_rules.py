@@ -100,7 +100,8 @@ DEVICE_2D = """
     out = []
     for direction in ("store", "load", "store"):
         case = dsc.check_against_reference("ascend", "vllm_hnd", "blocks", direction, True)
-        out.append([st.calls("aclrtMemcpy2dAsync"), st.copies(), dsc.expected_copies(case, allow_2d=False)])
+        out.append([st.calls("aclrtMemcpy2dAsync"), st.copies(),
+                    dsc.expected_copies(case, allow_2d=False)])
     print(json.dumps(out))
 """
 
@@ -120,11 +121,13 @@ def test_device_to_device_2d_refusal_never_replays_the_plan():
 
 HOST_2D = """
     import json, device_stub_cases as dsc
-    dsc._loaded["ascend"] = st = dsc.Stub("ascend", dsc.build_stub("ascend", ("STUB_2D_HOST_REFUSED",)))
+    dsc._loaded["ascend"] = st = dsc.Stub("ascend",
+                                          dsc.build_stub("ascend", ("STUB_2D_HOST_REFUSED",)))
     out = []
     for direction in ("store", "load", "store", "load"):
         case = dsc.check_against_reference("ascend", "vllm_hnd", "blocks", direction, False)
-        out.append([st.calls("aclrtMemcpy2dAsync"), st.copies(), dsc.expected_copies(case, allow_2d=False)])
+        out.append([st.calls("aclrtMemcpy2dAsync"), st.copies(),
+                    dsc.expected_copies(case, allow_2d=False)])
     print(json.dumps(out))
 """
 

@@ -78,9 +78,10 @@ def _run_c_tests(library: Path, preload: list[str], logs: Path, **extra_env: str
         KVX_LIBRARY=str(library),
         KVX_SANITIZER_RUN="1",
         LD_PRELOAD=" ".join(preload),
-        # The interpreter and torch are not instrumented: leaks and their allocator quirks are not ours.
-        # pytest captures stderr, so reports go to files (read back below).
-        ASAN_OPTIONS=f"detect_leaks=0:alloc_dealloc_mismatch=0:detect_odr_violation=0:abort_on_error=1:log_path={logs}",
+        # The interpreter and torch are not instrumented: leaks and their allocator quirks are not
+        # ours. pytest captures stderr, so reports go to files (read back below).
+        ASAN_OPTIONS="detect_leaks=0:alloc_dealloc_mismatch=0:detect_odr_violation=0:"
+        f"abort_on_error=1:log_path={logs}",
         UBSAN_OPTIONS=f"halt_on_error=1:print_stacktrace=1:log_path={logs}",
         **extra_env,
     )

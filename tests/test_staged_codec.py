@@ -361,7 +361,8 @@ def test_slow_stream_is_waited_for(dev):
 
 NO_PINNED = """
     import numpy as np, device_stub_cases as dsc, test_staged_codec as t
-    dsc._loaded["{backend}"] = dsc.Stub("{backend}", dsc.build_stub("{backend}", ("STUB_NO_PINNED",)))
+    dsc._loaded["{backend}"] = dsc.Stub("{backend}",
+                                        dsc.build_stub("{backend}", ("STUB_NO_PINNED",)))
     dev = t.Device("{backend}")
     symbols = np.random.default_rng(8).integers(0, 15, (2, 70, 5), dtype=np.uint8)
     cdf = t.calculate_cdf(symbols, 16, on=dev)

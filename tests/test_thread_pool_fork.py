@@ -62,7 +62,8 @@ def child_checks(inputs):
                 return 3
         started = threads_now() - before
         if started < THREADS - 1:  # e.g. it ran serially because it inherited a held lock
-            print(f"child: {{started}} pool threads started, expected {{THREADS - 1}}", file=sys.stderr)
+            print(f"child: {{started}} pool threads started, expected {{THREADS - 1}}",
+                  file=sys.stderr)
             return 4
         return 0
     except BaseException:

@@ -77,7 +77,8 @@ def test_pool_survives_count_changes_and_idle_gaps(restore_threads):
 
 @pytest.fixture(scope="module")
 def thread_pool_driver(tmp_path_factory) -> Path:
-    """tests/c/thread_pool_driver.c built with the pool's sources (not the library), warning-free."""
+    """tests/c/thread_pool_driver.c built with the pool's sources (not the library),
+    warning-free."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")

@@ -176,7 +176,8 @@ def pool_store_case(seed: int, tokens: int = 700):
 
 
 def run_both(layout_name, paged, dense, slots, direction, fmt="KV_2LTD"):
-    """Runs kvx and the reference on copies; returns ((paged, dense) of kvx, (paged, dense) of ref)."""
+    """Runs kvx and the reference on copies; returns ((paged, dense) of kvx, (paged, dense) of
+    ref)."""
     kp, kd = clone_paged(paged), clone_keep_layout(dense)
     rp, rd = clone_paged(paged), clone_keep_layout(dense)
     kvx.transfer(kp, kd, slots, direction=direction, layout=layout_name, dense_format=fmt)

@@ -120,7 +120,8 @@ def get_num_threads() -> int:
     return int(lib.kvx_get_num_threads())
 
 
-# Instruction-set extensions the CPU kernels choose between (x86-64 and aarch64 /proc/cpuinfo names).
+# Instruction-set extensions the CPU kernels choose between (x86-64 and aarch64 /proc/cpuinfo
+# names).
 _ISA_FLAGS = (
     "avx2",
     "fma",

@@ -2,9 +2,9 @@
 
 The declarations come from the package's own copy of ``kvx.h``: cffi reads no preprocessor
 directives, so :func:`header_to_cdef` evaluates the header's few conditionals, keeps integer
-``#define`` constants and drops the rest. ``KVX_LIBRARY`` and ``KVX_HEADER`` override which library and
-header are used (the sanitizer tests load an ASan build; developers can run the package from
-the source tree against a plain meson build).
+``#define`` constants and drops the rest. ``KVX_LIBRARY`` and ``KVX_HEADER`` override which
+library and header are used (the sanitizer tests load an ASan build; developers can run the
+package from the source tree against a plain meson build).
 """
 
 from __future__ import annotations

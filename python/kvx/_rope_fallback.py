@@ -4,7 +4,8 @@ C backends answer "unsupported"), and on GPUs whose backend is not compiled in.
 :mod:`kvx.rope` asks libkvx first (``kvx_backend_supports`` and ``kvx_backend_available``, through
 :mod:`kvx._devices`); where the backend cannot run the op, it runs one of these fallbacks on
 the tensors' own device and warns once per (operation, device type, route) with the route's name
-(docs/design.md, "Backends": vendor torch ops first, then the plain-torch reference; never silently).
+(docs/design.md, "Backends": vendor torch ops first, then the plain-torch reference; never
+silently).
 
 Routes:
 
@@ -95,8 +96,9 @@ def _heads(x: Any, name: str, head_size: int | None) -> Any:
 
 
 def _rotate_npu(x: Any, name: str, cos: Any, sin: Any, rot_dim: int, head_size: int | None) -> None:
-    """Rotates the first rot_dim dims of every head of ``x`` in place by (cos, sin) ``[T, rot_dim/2]``
-    (float32) with npu_rotary_mul in half mode: BSND input, r1/r2 ``[1, T, 1, rot_dim]``."""
+    """Rotates the first rot_dim dims of every head of ``x`` in place by (cos, sin)
+    ``[T, rot_dim/2]`` (float32) with npu_rotary_mul in half mode: BSND input, r1/r2
+    ``[1, T, 1, rot_dim]``."""
     part = _heads(x, name, head_size)[..., :rot_dim]
     r1 = torch.cat((cos, cos), dim=-1)[None, :, None, :].contiguous()
     r2 = torch.cat((sin, sin), dim=-1)[None, :, None, :].contiguous()

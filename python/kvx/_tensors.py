@@ -244,8 +244,8 @@ def require_writable(info: ArrayInfo) -> None:
         raise InvalidArgumentError(f"{info.name}: expected a writable array, got a read-only one")
     if getattr(info.obj, "requires_grad", False) and _torch.imported().is_grad_enabled():
         raise InvalidArgumentError(
-            f"{info.name}: expected a tensor that does not require grad (kvx writes it in place, unseen by "
-            f"autograd); pass .detach() or run under torch.no_grad()"
+            f"{info.name}: expected a tensor that does not require grad (kvx writes it in place, "
+            f"unseen by autograd); pass .detach() or run under torch.no_grad()"
         )
     if any(s == 0 and n > 1 for n, s in zip(info.shape, info.strides, strict=True)):
         raise InvalidArgumentError(
@@ -266,7 +266,8 @@ def require_same_device(infos: Sequence[ArrayInfo]) -> tuple[int, int]:
     for info in infos[1:]:
         if not reachable_from(info, first.device):
             raise InvalidArgumentError(
-                f"{info.name}: expected the device of {first.name} {_device_name(first)}, got {_device_name(info)}"
+                f"{info.name}: expected the device of {first.name} {_device_name(first)}, "
+                f"got {_device_name(info)}"
             )
     return first.device
 

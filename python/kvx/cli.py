@@ -1,5 +1,5 @@
-"""Command line: ``python -m kvx info | demo | bench NAME... | --version``, and for C/C++ users of the wheel
-``--cflags | --libs | --pkgconfig-dir | --cmake-dir``."""
+"""Command line: ``python -m kvx info | demo | bench NAME... | --version``, and for C/C++ users of
+the wheel ``--cflags | --libs | --pkgconfig-dir | --cmake-dir``."""
 
 from __future__ import annotations
 
@@ -127,7 +127,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return importlib.import_module(f"kvx.bench.{args.name}").run(args.bench_args)
     if args.bench_args:
         print(
-            "python -m kvx bench: options belong to one benchmark (python -m kvx bench NAME --help)",
+            "python -m kvx bench: options belong to one benchmark "
+            "(python -m kvx bench NAME --help)",
             file=sys.stderr,
         )
         return CANNOT_RUN

@@ -135,9 +135,10 @@ def _codec_step(dense: np.ndarray) -> bool:
     rel_l2 = float(np.linalg.norm(y - x) / np.linalg.norm(x))
     ratio = dense.nbytes / len(blob)
     print(
-        f"codec: {len(blob) / 2**20:.1f} MiB, {8 * len(blob) / dense.size:.2f} bits/element, {ratio:.2f}x smaller "
-        f"than fp16; encode {dense.size / t_enc / 1e6:.0f} M symbols/s, decode {dense.size / t_dec / 1e6:.0f} M "
-        f"symbols/s; relative L2 error {rel_l2:.3f}; first and last layer "
+        f"codec: {len(blob) / 2**20:.1f} MiB, {8 * len(blob) / dense.size:.2f} bits/element, "
+        f"{ratio:.2f}x smaller than fp16; encode {dense.size / t_enc / 1e6:.0f} M symbols/s, "
+        f"decode {dense.size / t_dec / 1e6:.0f} M symbols/s; relative L2 error {rel_l2:.3f}; "
+        f"first and last layer "
         f"{'equal' if exact else 'DIFFER from'} the reference quantizer's round trip"
     )
     return exact
@@ -195,7 +196,8 @@ def run_demo(tokens: int = 1024) -> int:
     )
     loaded = _transfer_mismatches(request, fresh, new_slots) == 0
     print(
-        f"transfer: offload {nbytes / t_store / 1e9:.2f} GB/s, load {nbytes / t_load / 1e9:.2f} GB/s; "
+        f"transfer: offload {nbytes / t_store / 1e9:.2f} GB/s, "
+        f"load {nbytes / t_load / 1e9:.2f} GB/s; "
         f"{'bit-identical, no other slot touched' if offloaded and loaded else 'MISMATCH'}"
     )
     checks = {
@@ -208,6 +210,7 @@ def run_demo(tokens: int = 1024) -> int:
         print(f"FAILED: {', '.join(failed)}")
         return 1
     print(
-        "verified: transfers bit-identical, codec equal to the reference quantizer, RoPE within fp16 rounding"
+        "verified: transfers bit-identical, codec equal to the reference quantizer, "
+        "RoPE within fp16 rounding"
     )
     return 0

@@ -45,7 +45,8 @@ class PagedLayout:
 
     @property
     def num_kv_fixed(self) -> int | None:
-        """1 for single-plane layouts (MLA), 2 for separate K/V tensors, None if a `kv` axis says."""
+        """1 for single-plane layouts (MLA), 2 for separate K/V tensors, None if a `kv` axis
+        says."""
         if self.container in (KV_TUPLES, KV_LISTS):
             return 2
         return None if "kv" in self.axes else 1
@@ -189,7 +190,8 @@ def paged_layout(layout: str | int | PagedLayout) -> PagedLayout:
 
 
 def dense_format(fmt: str | DenseFormat) -> DenseFormat:
-    """Resolves a dense format name (LMCache's ``KV_2LTD``, ``KV_T2D``, ``KV_2TD``, ``MLA_1LTD``)."""
+    """Resolves a dense format name (LMCache's ``KV_2LTD``, ``KV_T2D``, ``KV_2TD``,
+    ``MLA_1LTD``)."""
     if isinstance(fmt, DenseFormat):
         return fmt
     try:

@@ -182,7 +182,8 @@ def decode(cdf: np.ndarray, streams: Sequence[bytes], num_tokens: int) -> np.nda
     return out
 
 
-# ---------------------------------------------------------------- container (docs/codec-container.md)
+# ---------------------------------------------------------------- container
+# The byte layout is docs/codec-container.md.
 
 HEADER_FIELDS = (  # name, offset, size: the fixed 60-byte header, little-endian
     ("magic", 0, 4),

@@ -97,7 +97,8 @@ def rerotate_keys(
     head_size: int | None = None,
     compute_dtype: Any = None,
 ) -> Any:
-    """Rotates ``keys`` (rotated at ``old_positions``) to ``new_positions`` in place; returns ``keys``.
+    """Rotates ``keys`` (rotated at ``old_positions``) to ``new_positions`` in place; returns
+    ``keys``.
 
     Rotation by ``-old`` then by ``new``, in ``compute_dtype`` (default float32), rounded to the
     keys' dtype once at the end.

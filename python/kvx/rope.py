@@ -89,7 +89,8 @@ def _resolve_heads(x: Any, name: str, head_size: int | None) -> _Heads:
     if len(shape) == 2:
         if head_size is None or head_size < 1 or shape[1] % head_size:
             raise InvalidArgumentError(
-                f"{name}: a 2-D [T, H*D] tensor needs head_size, a divisor of {shape[1]}; got head_size={head_size}"
+                f"{name}: a 2-D [T, H*D] tensor needs head_size, a divisor of {shape[1]}; "
+                f"got head_size={head_size}"
             )
         if shape[1] > 1 and strides[1] != 1:
             raise InvalidArgumentError(
@@ -105,7 +106,8 @@ def _resolve_heads(x: Any, name: str, head_size: int | None) -> _Heads:
             )
         if shape[-1] > 1 and strides[-1] != 1:
             raise InvalidArgumentError(
-                f"{name}: head vectors must be contiguous (stride 1 along the last axis), got stride {strides[-1]}"
+                f"{name}: head vectors must be contiguous (stride 1 along the last axis), "
+                f"got stride {strides[-1]}"
             )
         num_layers, layer_stride = (shape[0], strides[0]) if len(shape) == 4 else (1, 0)
         tokens, heads, size = shape[-3:]
@@ -139,8 +141,8 @@ def _require_disjoint_heads(h: _Heads) -> None:
     for n, stride in sorted(dims, key=lambda d: d[1]):
         if stride < extent:
             raise InvalidArgumentError(
-                f"{h.info.name}: expected head vectors that do not overlap, got shape {h.info.shape} with strides "
-                f"{h.info.strides}"
+                f"{h.info.name}: expected head vectors that do not overlap, "
+                f"got shape {h.info.shape} with strides {h.info.strides}"
             )
         extent = stride * (n - 1) + extent
 
@@ -149,7 +151,8 @@ def _resolve_cache(cos_sin_cache: Any, rot_dim: int | None) -> ArrayInfo:
     info = describe(cos_sin_cache, "cos_sin_cache")
     if info.dtype not in _FLOAT_DTYPES:
         raise InvalidArgumentError(
-            f"cos_sin_cache: expected dtype float32, float16 or bfloat16, got {_dtype_name(cos_sin_cache)}"
+            f"cos_sin_cache: expected dtype float32, float16 or bfloat16, "
+            f"got {_dtype_name(cos_sin_cache)}"
         )
     if len(info.shape) != 2:
         raise InvalidArgumentError(
@@ -240,8 +243,8 @@ def _check_rot_dim(cache: ArrayInfo, heads: Sequence[_Heads]) -> None:
     for h in heads:
         if cache.shape[1] > h.head_size:
             raise InvalidArgumentError(
-                f"rot_dim: expected <= the head size of {h.info.name} ({h.head_size}), got {cache.shape[1]} "
-                f"(cos_sin_cache.shape[1])"
+                f"rot_dim: expected <= the head size of {h.info.name} ({h.head_size}), "
+                f"got {cache.shape[1]} (cos_sin_cache.shape[1])"
             )
 
 
@@ -323,7 +326,8 @@ def rerotate_keys(
 
     Raises:
         kvx.InvalidArgumentError: bad shape, dtype or device, a position outside
-            ``[0, max_position)``, ``rot_dim`` odd or larger than the head size; nothing is modified.
+            ``[0, max_position)``, ``rot_dim`` odd or larger than the head size; nothing is
+            modified.
     """
     heads = _resolve_heads(keys, "keys", head_size)
     cache = _resolve_cache(cos_sin_cache, rot_dim)

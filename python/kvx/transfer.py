@@ -49,7 +49,8 @@ def _direction(direction: str | int | Direction) -> Direction:
     elif direction in (0, 1) and not isinstance(direction, bool):
         return Direction(direction)
     raise InvalidArgumentError(
-        f"direction: expected one of {sorted(_DIRECTION_ALIASES)} or kvx.Direction, got {direction!r}"
+        f"direction: expected one of {sorted(_DIRECTION_ALIASES)} or kvx.Direction, "
+        f"got {direction!r}"
     )
 
 
@@ -131,7 +132,8 @@ def resolve_paged(paged: Any, layout: str | int | layouts.PagedLayout) -> PagedC
         )
     if sizes["dim"] > 1 and strides["dim"] != 1:
         raise InvalidArgumentError(
-            f"{first.name}: head vectors must be contiguous (stride 1 along the last axis), got stride {strides['dim']}"
+            f"{first.name}: head vectors must be contiguous (stride 1 along the last axis), "
+            f"got stride {strides['dim']}"
         )
     return PagedCache(
         layout=layout,
@@ -160,7 +162,10 @@ def _dense_strides(
     strides = dict(zip(axes, info.strides, strict=True))
     # Sizes taken from the paged cache say how they were read: a tensor in another layout than
     # the one named (NHD passed as HND) shows up here first.
-    why = f" ({cache.reading()}; dense format {fmt.name} reads shape {info.shape} as [{', '.join(axes)}])"
+    why = (
+        f" ({cache.reading()}; dense format {fmt.name} reads shape {info.shape} "
+        f"as [{', '.join(axes)}])"
+    )
     _expect("dense", "K/V planes (first axis of the kv dimension)", cache.num_kv, sizes["kv"], why)
     _expect("dense", "layers", cache.num_layers, sizes.get("layer", 1), why)
     _expect("dense", "tokens (len(slot_mapping))", num_tokens, sizes["token"])
@@ -197,7 +202,8 @@ def _slot_mapping(slot_mapping: Any, device: tuple[int, int]) -> ArrayInfo:
         # produced it).
         if info.device != device and info.device_type != lib.KVX_DEVICE_CPU:
             raise InvalidArgumentError(
-                f"slot_mapping: expected the host or the paged cache's device {device}, got {info.device}"
+                f"slot_mapping: expected the host or the paged cache's device {device}, "
+                f"got {info.device}"
             )
         if info.device_type != lib.KVX_DEVICE_CPU:
             slot_mapping = slot_mapping.cpu()
