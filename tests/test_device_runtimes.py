@@ -1,6 +1,6 @@
-"""What the Ascend and CNRT backends share about finding their runtime (src/core/runtime_loader.c),
-on the stub runtimes: not available without it (and why), found on LD_LIBRARY_PATH, and an
-already-loaded copy preferred (RTLD_NOLOAD)."""
+"""What the Ascend and CNRT backends share about finding their runtime
+(src/runtime/runtime_loader.c), on the stub runtimes: not available without it (and why), found on
+LD_LIBRARY_PATH, and an already-loaded copy preferred (RTLD_NOLOAD)."""
 
 import device_stub_cases as dsc
 import pytest

@@ -1,4 +1,4 @@
-"""The host-staged codec of the Ascend and CNRT backends (src/core/codec_staged.c), on the stub
+"""The host-staged codec of the Ascend and CNRT backends (src/runtime/codec_staged.c), on the stub
 runtimes, where it differs from the CPU backend: how it stages (one copy per run of a strided
 view, host arrays used in place, another device's memory refused, a slow stream waited for,
 malloc when the runtime has no pinned memory, the staging pool); data-dependent errors and
