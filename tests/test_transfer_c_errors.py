@@ -65,6 +65,7 @@ def call():
 
     c = Call()
     c.paged, c.dense_desc, c.slots, c.bases = paged, desc, slots, bases
+    c.dense = dense
     return c
 
 
@@ -141,6 +142,21 @@ def test_dense_fields(call, field, value, match):
     status, message, untouched = call.run()
     assert status == lib.KVX_ERR_INVALID_ARGUMENT and untouched
     assert re.search(match, message), message
+
+
+def test_older_paged_desc_reads_missing_fields_as_zero(call):
+    """A struct_size that ends before head_stride (a caller built against an older kvx.h) is read
+    as far as it goes and head_stride as 0: the same copy as an explicit 0, although the bytes
+    past the declared size hold a stride that would fail the call if they were read."""
+    call.paged.head_stride = 0
+    assert call.run()[0] == lib.KVX_OK
+    explicit_zero = call.dense.copy()
+    call.dense[...] = -1.0
+    call.paged.head_stride = -1
+    call.paged.struct_size = ffi.offsetof("kvx_paged_desc", "head_stride")
+    status, message, _ = call.run()
+    assert status == lib.KVX_OK, message
+    np.testing.assert_array_equal(call.dense, explicit_zero)
 
 
 def test_null_pointers(call):
