@@ -215,8 +215,5 @@ const kvx_runtime_ops kvx_ascend_ops = {
 
 static int32_t available(void) { return kvx_acl_load() != NULL; }
 
-/* The backend: the copy engine and the host-staged codec (src/runtime/) on these ops. RoPE
- * entries stay NULL ("unsupported"): kvx.rope falls back to vendor torch ops or kvx.reference
- * on the device (python/kvx/_rope_fallback.py). */
 const kvx_backend kvx_ascend_backend = KVX_RUNTIME_BACKEND("ascend", KVX_DEVICE_ASCEND, available,
                                                            kvx_ascend_ops);

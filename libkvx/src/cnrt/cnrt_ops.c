@@ -104,8 +104,5 @@ const kvx_runtime_ops kvx_cnrt_ops = {
 
 static int32_t available(void) { return kvx_cnrt_load() != NULL; }
 
-/* The backend: the copy engine and the host-staged codec (src/runtime/) on these ops. RoPE
- * entries stay NULL ("unsupported"): kvx.rope falls back to vendor torch ops or kvx.reference
- * on the device (python/kvx/_rope_fallback.py). */
 const kvx_backend kvx_cnrt_backend = KVX_RUNTIME_BACKEND("cnrt", KVX_DEVICE_CNRT, available,
                                                          kvx_cnrt_ops);

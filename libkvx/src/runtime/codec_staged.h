@@ -49,7 +49,9 @@ int32_t kvx_staged_codec_decode(const kvx_codec_decode_args *args, const kvx_str
     .codec_encode = kvx_staged_codec_encode, .codec_decode = kvx_staged_codec_decode,          \
     .staging = &(ops)
 
-/* A runtime-loaded backend's whole vtable. */
+/* A runtime-loaded backend's whole vtable: the copy engine and the host-staged codec on its ops.
+ * The RoPE slots stay NULL ("unsupported"): kvx.rope falls back to vendor torch ops or
+ * kvx.reference on the device (python/kvx/_rope_fallback.py). */
 #define KVX_RUNTIME_BACKEND(backend_name, type, available_fn, ops)                              \
     {.name = (backend_name), .device_type = (type), .available = (available_fn),               \
      KVX_RUNTIME_BACKEND_ENTRIES(ops)}
