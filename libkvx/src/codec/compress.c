@@ -246,7 +246,7 @@ int32_t kvx_codec_compress(const kvx_dense_desc *kv_user, const kvx_codec_params
     const kvx_backend *be = kvx_backend_for(stream);
     if (!be)
         return KVX_ERR_NOT_AVAILABLE;
-    if (be->device_type != KVX_DEVICE_CPU || !be->codec_quantize || !be->codec_encode)
+    if (!kvx_backend_runs_container(be))
         return kvx_fail(KVX_ERR_UNSUPPORTED,
                         "codec_compress: the container is built in host "
                         "memory; the %s backend is not supported yet",

@@ -249,7 +249,7 @@ int32_t kvx_codec_decompress(const void *src, int64_t src_size, const kvx_dense_
     const kvx_backend *be = kvx_backend_for(stream);
     if (!be)
         return KVX_ERR_NOT_AVAILABLE;
-    if (be->device_type != KVX_DEVICE_CPU || !be->codec_decode || !be->codec_dequantize)
+    if (!kvx_backend_runs_container(be))
         return kvx_fail(KVX_ERR_UNSUPPORTED,
                         "codec_decompress: the container is read in host "
                         "memory; the %s backend is not supported yet",

@@ -135,6 +135,10 @@ typedef struct kvx_backend {
 /* The backend that serves `stream` (NULL = CPU), or NULL after kvx_fail() with the reason. */
 const kvx_backend *kvx_backend_for(const kvx_stream *stream);
 
+/* Whether backend b runs the codec container (KVX_OP_CODEC_CONTAINER): it is built and read in
+ * host memory, so only a CPU backend with all four codec slots it calls does. */
+int kvx_backend_runs_container(const kvx_backend *b);
+
 /* In a public entry point: declares `backend`, the one serving `stream`, and returns when there
  * is none (KVX_ERR_NOT_AVAILABLE) or it lacks `entry` (KVX_ERR_UNSUPPORTED naming `op`). */
 #define KVX_DISPATCH(backend, stream, entry, op)                                               \

@@ -46,18 +46,20 @@ int32_t kvx_backend_compiled(int32_t device_type)
     return find_compiled(device_type) != NULL;
 }
 
-/* 1 if backend b has the slot that runs `op` (KVX_OP_SLOTS), 0 if not, -1 for no kvx_op. The
- * container is built and read in host memory, so only a CPU backend with the codec slots has
- * it. */
+int kvx_backend_runs_container(const kvx_backend *b)
+{
+    return b->device_type == KVX_DEVICE_CPU && b->codec_quantize && b->codec_encode &&
+           b->codec_decode && b->codec_dequantize;
+}
+
+/* 1 if backend b has the slot that runs `op` (KVX_OP_SLOTS), 0 if not, -1 for no kvx_op. */
 static int has_entry(const kvx_backend *b, int32_t op)
 {
 #define SLOT_SET(kvx_op, slot)                                                                 \
     case kvx_op: return b->slot != NULL;
     switch (op) {
         KVX_OP_SLOTS(SLOT_SET)
-    case KVX_OP_CODEC_CONTAINER:
-        return b->device_type == KVX_DEVICE_CPU && b->codec_quantize && b->codec_encode &&
-               b->codec_decode && b->codec_dequantize;
+    case KVX_OP_CODEC_CONTAINER: return kvx_backend_runs_container(b);
     default: return -1;
     }
 #undef SLOT_SET
