@@ -254,6 +254,17 @@ static int32_t begin_coder(staging *s, const kvx_stream *stream, const uint16_t 
     return rc;
 }
 
+/* The strides the CPU step uses for a [rows, tokens, channels] view: the caller's when the view
+ * is used in place, packed ones when it was staged (add_view packs what it copies). */
+static void host_strides(const staged_array *a, int64_t num_tokens, int64_t num_channels,
+                         int64_t *row_stride, int64_t *token_stride)
+{
+    if (a->staged) {
+        *row_stride = num_tokens * num_channels;
+        *token_stride = num_channels;
+    }
+}
+
 /* Stages in, runs `cpu_step` (a statement list setting rc), stages out. */
 #define STAGED_RUN(s, cpu_step)                                                                \
     do {                                                                                       \
@@ -281,10 +292,8 @@ int32_t kvx_staged_codec_quantize(const kvx_codec_quantize_args *args, const kvx
     kvx_codec_quantize_args host = *args;
     STAGED_RUN(s, {
         host.x = (void *)s.arrays[0].host;
-        if (s.arrays[0].staged) { /* packed [rows, tokens, channels] */
-            host.row_stride = args->num_tokens * args->num_channels;
-            host.token_stride = args->num_channels;
-        }
+        host_strides(&s.arrays[0], args->num_tokens, args->num_channels, &host.row_stride,
+                     &host.token_stride);
         host.symbols = (void *)s.arrays[1].host;
         host.scales = (void *)s.arrays[2].host;
         rc = kvx_cpu_backend.codec_quantize(&host, NULL);
@@ -308,10 +317,8 @@ int32_t kvx_staged_codec_dequantize(const kvx_codec_dequantize_args *args, const
         host.symbols = (void *)s.arrays[0].host;
         host.scales = (void *)s.arrays[1].host;
         host.out = (void *)s.arrays[2].host;
-        if (s.arrays[2].staged) {
-            host.row_stride = args->num_tokens * args->num_channels;
-            host.token_stride = args->num_channels;
-        }
+        host_strides(&s.arrays[2], args->num_tokens, args->num_channels, &host.row_stride,
+                     &host.token_stride);
         rc = kvx_cpu_backend.codec_dequantize(&host, NULL);
     });
 }
