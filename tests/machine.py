@@ -1,12 +1,15 @@
 """What several test files ask of this machine and its toolchain: the CPU's feature flags, the
-functions a shared library exports, and tests/c/digests.c built against a given library."""
+functions a shared library exports, C programs compiled and run, and tests/c/digests.c built
+against a given library."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parent
+CC = shutil.which("cc") or shutil.which("gcc")  # None: the tests that compile C skip
 
 
 def cpu_flags() -> set[str]:
@@ -35,6 +38,21 @@ def isa_variants() -> list[str]:
     return runs
 
 
+# How the tests compile their C programs and helper libraries: C11, every warning an error, so a
+# header or test source that a strict consumer's compiler would reject fails the test.
+STRICT_C11 = ("-std=c11", "-Wall", "-Wextra", "-Werror")
+
+
+def compile_and_run(source: str, tmp_path: Path, flags: list[str]) -> str:
+    """Compiles the C program `source` with CC (STRICT_C11 and `flags`) in tmp_path, runs it and
+    returns what it printed."""
+    src = tmp_path / "prog.c"
+    src.write_text(source)
+    exe = tmp_path / "prog"
+    subprocess.run([CC, *STRICT_C11, str(src), "-o", str(exe), *flags], check=True)
+    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+
+
 def digests_program(cc: str, library: Path, out: Path) -> Path:
     """tests/c/digests.c (digests of RoPE, codec and transfer outputs on fixed inputs) built with
     `cc` against `library` by path (the wheel's libkvx.so.0 has no libkvx.so link for -lkvx),
@@ -44,11 +62,8 @@ def digests_program(cc: str, library: Path, out: Path) -> Path:
     subprocess.run(
         [
             cc,
-            "-std=c11",
+            *STRICT_C11,
             "-O1",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
             f"-I{get_include()}",
             str(TESTS / "c" / "digests.c"),
             "-o",

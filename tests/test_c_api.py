@@ -15,10 +15,9 @@ import kvx
 import pytest
 from kvx import _native
 from kvx._native import ffi, lib
-from machine import exported_symbols
+from machine import CC, compile_and_run, exported_symbols
 
 REPO = Path(__file__).resolve().parent.parent
-CC = shutil.which("cc") or shutil.which("gcc")
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
 
 
@@ -45,17 +44,6 @@ def _rpath(path: Path) -> list[str]:
     """Where the program looks for its libraries: DT_RUNPATH, or DT_RPATH with old linker
     defaults."""
     return _dynamic(path, "RUNPATH") or _dynamic(path, "RPATH")
-
-
-def compile_and_run(source: str, tmp_path: Path, flags: list[str]) -> str:
-    src = tmp_path / "prog.c"
-    src.write_text(source)
-    exe = tmp_path / "prog"
-    subprocess.run(
-        [CC, "-std=c11", "-Wall", "-Wextra", "-Werror", str(src), "-o", str(exe), *flags],
-        check=True,
-    )
-    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
 
 
 def test_installed_header_is_the_source_header():

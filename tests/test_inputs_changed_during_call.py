@@ -22,6 +22,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from machine import STRICT_C11
 
 FLIPPER_C = Path(__file__).resolve().parent / "c" / "entry_flipper.c"
 
@@ -186,11 +187,8 @@ def flipper(tmp_path_factory) -> Path:
     subprocess.run(
         [
             cc,
-            "-std=c11",
+            *STRICT_C11,
             "-O1",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
             "-shared",
             "-fPIC",
             "-pthread",

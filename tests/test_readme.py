@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_c_api import compile_and_run
+from machine import compile_and_run
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

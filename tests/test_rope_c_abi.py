@@ -3,37 +3,12 @@ them equal what cffi parsed, and a small C program re-rotates keys through the l
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import pytest
 from kvx import _native
 from kvx._native import ffi, lib
+from machine import CC, compile_and_run
 
-CC = shutil.which("cc") or shutil.which("gcc")
 pytestmark = pytest.mark.skipif(CC is None, reason="needs a C compiler")
-
-
-def _compile_and_run(source: str, tmp_path, extra: list[str]) -> str:
-    src = tmp_path / "prog.c"
-    src.write_text(source)
-    exe = tmp_path / "prog"
-    subprocess.run(
-        [
-            CC,
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            str(src),
-            "-o",
-            str(exe),
-            f"-I{_native.header_path().parent}",
-            *extra,
-        ],
-        check=True,
-    )
-    return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
 
 
 def test_rope_struct_layouts_and_enums_match_the_compiler(tmp_path):
@@ -44,11 +19,11 @@ def test_rope_struct_layouts_and_enums_match_the_compiler(tmp_path):
             checks.append((f"offsetof({name}, {field})", ffi.offsetof(name, field)))
     checks += [("KVX_ROPE_NEOX", lib.KVX_ROPE_NEOX), ("KVX_ROPE_GPTJ", lib.KVX_ROPE_GPTJ)]
     body = "\n".join(f'    printf("%lld\\n", (long long)({expr}));' for expr, _ in checks)
-    out = _compile_and_run(
+    out = compile_and_run(
         f"#include <stddef.h>\n#include <stdio.h>\n#include <kvx.h>\n"
         f"int main(void) {{\n{body}\n    return 0;\n}}\n",
         tmp_path,
-        [],
+        [f"-I{_native.header_path().parent}"],
     )
     got = [int(v) for v in out.split()]
     assert got == [want for _, want in checks]
@@ -94,7 +69,8 @@ int main(void) {
 
 def test_c_program_rerotates_through_the_library(tmp_path):
     lib_path = _native.library_path()
-    out = _compile_and_run(
-        _CONSUMER, tmp_path, [str(lib_path), f"-Wl,-rpath,{lib_path.parent}", "-lm"]
+    include = f"-I{_native.header_path().parent}"
+    out = compile_and_run(
+        _CONSUMER, tmp_path, [include, str(lib_path), f"-Wl,-rpath,{lib_path.parent}", "-lm"]
     )
     assert out == "ok\n"

@@ -9,6 +9,7 @@ from pathlib import Path
 import kvx
 import pytest
 import transfer_cases as tc
+from machine import STRICT_C11
 
 REPO = Path(__file__).resolve().parent.parent
 DEADLOCK_GUARD_S = 300  # the driver's own guard gives up on a job after 60 s
@@ -92,11 +93,8 @@ def thread_pool_driver(tmp_path_factory) -> Path:
     build = subprocess.run(
         [
             cc,
-            "-std=c11",
+            *STRICT_C11,
             "-O1",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
             "-D_GNU_SOURCE",
             "-pthread",
             f"-I{REPO / 'libkvx' / 'include'}",
