@@ -1,0 +1,15 @@
+"""kvx as LMCache's device backend (``pip install 'kvx[lmcache]'``).
+
+LMCache 0.5.x finds device backends through the ``lmcache.device_plugins`` entry points; kvx
+registers one per kind of device it drives (:mod:`kvx.lmcache.specs`) and
+``LMCACHE_DEVICE_BACKEND=kvx_cpu`` (or ``kvx_cuda``, ``kvx_rocm``, ``kvx_npu``, ``kvx_mlu``)
+selects it. Its ops (:mod:`kvx.lmcache.device_ops`) take LMCache's arguments unchanged and run
+on libkvx; the few kvx does not run fall back to LMCache's torch versions, logged once.
+
+Importing this package does not import LMCache; its submodules do.
+"""
+
+from __future__ import annotations
+
+# The LMCache release whose op surface and tests kvx is checked against.
+LMCACHE_VERSION_TESTED = "0.5.6"
