@@ -250,3 +250,21 @@ def test_accelerator_specs_are_unavailable_without_their_device(lmc, monkeypatch
         assert spec.is_available() == specs.usable(spec.kind)
         if not torch.cuda.is_available():
             assert not spec.is_available(), spec.backend_name
+
+
+def test_info_says_which_lmcache_and_backends_it_found() -> None:
+    import subprocess
+
+    run = subprocess.run(
+        lmcache_env.python_command("kvx", "info"),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, LMCACHE_DEVICE_BACKEND="kvx_cpu"),
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    (line,) = [x for x in run.stdout.splitlines() if x.startswith("LMCache plugin:")]
+    assert f"LMCache {lmcache_env.LMCACHE_VERSION}" in line
+    assert "LMCACHE_DEVICE_BACKEND=kvx_cpu" in line
+    if "not registered" not in line:  # a pip-installed kvx: its backends are listed
+        assert "kvx_cpu" in line.split("LMCACHE_DEVICE_BACKEND")[0]
