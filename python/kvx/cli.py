@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import _devices, _info, _native
+from . import _devices, _info, _native, lmcache
 
 BENCHMARKS = (
     "transfer",
@@ -87,6 +87,7 @@ def cmd_info(_: argparse.Namespace) -> int:
     print(f"CPU: {_info.cpu_isa()}")
     print(f"CPU threads: {_info.get_num_threads()}; kernels: {_info.cpu_kernels()}")
     print(f"devices: {', '.join(_torch_devices())}")
+    print(f"LMCache plugin: {lmcache.plugin_status()}")
     states = _info.backends()
     print("backends (state, then the codec and RoPE routes on its devices):")
     for state in states:
