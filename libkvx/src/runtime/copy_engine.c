@@ -261,7 +261,7 @@ static int32_t submit_batch(engine *e)
                         "transfer: cannot allocate %zu bytes of batch "
                         "descriptors",
                         bytes);
-    kvx_copy_batch batch = {(void **)block,         NULL, NULL, NULL, n, NULL, NULL, e->kind,
+    kvx_batch_desc batch = {(void **)block,         NULL, NULL, NULL, n, NULL, NULL, e->kind,
                             e->stream->device_index};
     batch.srcs = batch.dsts + n;
     batch.dest_maxs = (size_t *)(batch.srcs + n);
