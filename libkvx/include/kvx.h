@@ -98,7 +98,8 @@ enum kvx_op {
     KVX_OP_CODEC_DECODE = 6,    /* kvx_codec_decode and kvx_codec_decode_prefsum */
     KVX_OP_CODEC_CONTAINER = 7, /* kvx_codec_compress and kvx_codec_decompress */
     KVX_OP_ROPE_REROTATE = 8,
-    KVX_OP_ROPE_APPLY = 9
+    KVX_OP_ROPE_APPLY = 9,
+    KVX_OP_COPY = 10 /* kvx_copy_batch */
 };
 
 /* How a backend runs an operation. */
@@ -225,6 +226,30 @@ KVX_API int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *
  * tracked per device: a check reports the first error any stream of the device recorded since
  * the last check. */
 KVX_API int32_t kvx_synchronize(const kvx_stream *stream);
+
+/* ---------------------------------------------------------------- raw copies */
+
+/*
+ * Copies `count` byte ranges, sizes[i] bytes from srcs[i] to dsts[i], ordered on `stream` like
+ * every other operation: with a NULL (CPU) stream the copies are done when the call returns (on
+ * the CPU backend's threads); on a device stream they are queued, and done when the stream gets
+ * there. memcpy semantics: no destination range may overlap another destination range or any
+ * source range (sources may overlap one another), so the ranges may be copied in any order and
+ * at once. The call checks this on the host, by address, before copying anything, and fails
+ * naming both ranges. A range of 0 bytes is skipped and its pointers are not looked at (NULL is
+ * fine there). Each entry of the three arrays is read once.
+ *
+ * On a device stream each end of a range is memory of the stream's device or host memory
+ * (page-locked, for copies that do not block the caller):
+ *   - CUDA/HIP: whatever cudaMemcpyAsync / hipMemcpyAsync with the Default kind takes (unified
+ *     addressing), host-to-host included;
+ *   - Ascend, CNRT: host <-> device and device <-> device of the stream's device. Their runtimes
+ *     have no asynchronous host-to-host copy: a range with both ends in host memory is
+ *     KVX_ERR_UNSUPPORTED (copy those with a NULL stream), and memory of another device is
+ *     KVX_ERR_INVALID_ARGUMENT, both before anything is queued.
+ */
+KVX_API int32_t kvx_copy_batch(const void *const *srcs, void *const *dsts, const int64_t *sizes,
+                               int64_t count, const kvx_stream *stream);
 
 /* ---------------------------------------------------------------- KV codec (CacheGen) */
 

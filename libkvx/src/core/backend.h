@@ -102,6 +102,23 @@ typedef struct kvx_rope_apply_args {
     int32_t positions_dtype;
 } kvx_rope_apply_args;
 
+/* One range of kvx_copy_batch as the front-end read it, once, from the caller's arrays. */
+typedef struct kvx_copy_range {
+    void *dst;
+    const void *src;
+    int64_t bytes;  /* > 0: empty ranges are dropped */
+    int64_t index;  /* its entry in the caller's arrays, for messages */
+    int64_t offset; /* bytes of the ranges before it, so that work can be split by bytes */
+} kvx_copy_range;
+
+/* kvx_copy_batch: the non-empty ranges in the caller's order (count > 0), every pointer
+ * non-NULL, no destination overlapping another destination or any source. */
+typedef struct kvx_copy_batch_args {
+    const kvx_copy_range *ranges;
+    int64_t count;
+    int64_t total_bytes;
+} kvx_copy_batch_args;
+
 /* ---------------------------------------------------------------- the backend table */
 
 /* One table per backend; a NULL slot means "unsupported on this backend". Each operation's slot
@@ -127,6 +144,7 @@ typedef struct kvx_backend {
     int32_t (*codec_decode)(const kvx_codec_decode_args *args, const kvx_stream *stream);
     int32_t (*rope_rerotate)(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
     int32_t (*rope_apply)(const kvx_rope_apply_args *args, const kvx_stream *stream);
+    int32_t (*copy_batch)(const kvx_copy_batch_args *args, const kvx_stream *stream);
     /* The runtime-loaded backends (src/runtime/) point their codec entries at the host-staged
      * codec and this at their runtime operations, which it stages through; NULL otherwise. */
     const struct kvx_runtime_ops *staging;
@@ -165,7 +183,8 @@ extern const kvx_backend kvx_cnrt_backend;
     X(KVX_OP_CODEC_ENCODE, codec_encode)                                                       \
     X(KVX_OP_CODEC_DECODE, codec_decode)                                                       \
     X(KVX_OP_ROPE_REROTATE, rope_rerotate)                                                     \
-    X(KVX_OP_ROPE_APPLY, rope_apply)
+    X(KVX_OP_ROPE_APPLY, rope_apply)                                                           \
+    X(KVX_OP_COPY, copy_batch)
 
 #ifdef __cplusplus
 }

@@ -24,6 +24,7 @@ typedef hipError_t gpuError_t;
 #define gpuMemsetAsync hipMemsetAsync
 #define gpuMemcpyAsync hipMemcpyAsync
 #define gpuMemcpyDeviceToHost hipMemcpyDeviceToHost
+#define gpuMemcpyDefault hipMemcpyDefault
 #define gpuStreamSynchronize hipStreamSynchronize
 
 #else
@@ -43,6 +44,7 @@ typedef cudaError_t gpuError_t;
 #define gpuMemsetAsync cudaMemsetAsync
 #define gpuMemcpyAsync cudaMemcpyAsync
 #define gpuMemcpyDeviceToHost cudaMemcpyDeviceToHost
+#define gpuMemcpyDefault cudaMemcpyDefault
 #define gpuStreamSynchronize cudaStreamSynchronize
 #endif
 

@@ -156,5 +156,6 @@ const kvx_runtime_ops *kvx_runtime_ops_for(const kvx_stream *stream);
 /* Vtable entries (copy_engine.c, stream_wait.c); they find the ops through the stream. */
 int32_t kvx_runtime_transfer(const kvx_transfer_args *args, const kvx_stream *stream);
 int32_t kvx_runtime_synchronize(const kvx_stream *stream);
+int32_t kvx_runtime_copy_batch(const kvx_copy_batch_args *args, const kvx_stream *stream);
 
 #endif /* KVX_RUNTIME_OPS_H */
