@@ -12,6 +12,8 @@ int32_t kvx_cpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream
 int32_t kvx_cpu_rope_rerotate(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
 int32_t kvx_cpu_rope_apply(const kvx_rope_apply_args *args, const kvx_stream *stream);
 int32_t kvx_cpu_copy_batch(const kvx_copy_batch_args *args, const kvx_stream *stream);
+int32_t kvx_cpu_host_alloc(const kvx_host_alloc_args *args, const kvx_stream *device);
+int32_t kvx_cpu_host_free(const kvx_host_free_args *args, const kvx_stream *device);
 
 static int32_t cpu_available(void) { return 1; }
 
@@ -28,4 +30,7 @@ const kvx_backend kvx_cpu_backend = {
     .rope_rerotate = kvx_cpu_rope_rerotate,
     .rope_apply = kvx_cpu_rope_apply,
     .copy_batch = kvx_cpu_copy_batch,
+    .host_alloc = kvx_cpu_host_alloc,
+    .host_free = kvx_cpu_host_free,
+    .host_alloc_page_aligned = 1,
 };

@@ -1,5 +1,5 @@
 /*
- * copy.c - kvx_copy_batch on the CPU backend.
+ * copy.c - kvx_copy_batch and host memory on the CPU backend.
  *
  * The ranges are copied as one stream of bytes cut into pieces of equal size: a piece covers the
  * tail of one range, whole small ranges and the head of the next, so many small copies are
@@ -7,7 +7,9 @@
  * the same bytes. The front-end proved that no destination overlaps anything, so pieces may run
  * in any order on any thread.
  */
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cpu_backend.h"
 
@@ -59,5 +61,26 @@ int32_t kvx_cpu_copy_batch(const kvx_copy_batch_args *args, const kvx_stream *st
         piece = MIN_PIECE_BYTES;
     copy_job job = {args, piece};
     kvx_parallel_for((args->total_bytes + piece - 1) / piece, 1, copy_pieces, &job);
+    return KVX_OK;
+}
+
+/* Page-aligned, so that a device runtime can later pin it whole (cudaHostRegister and its
+ * kind work on pages) and huge copies start on a page. */
+int32_t kvx_cpu_host_alloc(const kvx_host_alloc_args *args, const kvx_stream *device)
+{
+    (void)device;
+    long page = sysconf(_SC_PAGESIZE);
+    void *ptr = NULL;
+    if (posix_memalign(&ptr, page > 0 ? (size_t)page : 4096, args->bytes) != 0)
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "bytes: cannot allocate %zu bytes of host memory",
+                        args->bytes);
+    *args->ptr = ptr;
+    return KVX_OK;
+}
+
+int32_t kvx_cpu_host_free(const kvx_host_free_args *args, const kvx_stream *device)
+{
+    (void)device;
+    free(args->ptr);
     return KVX_OK;
 }

@@ -1,4 +1,4 @@
-/* copy.cu - kvx_copy_batch on CUDA and HIP.
+/* copy.cu - kvx_copy_batch and page-locked host memory on CUDA and HIP.
  *
  * One cudaMemcpyAsync / hipMemcpyAsync per range with the Default kind: under unified
  * addressing the runtime tells device memory, pinned and pageable host memory apart by itself,
@@ -24,4 +24,28 @@ extern "C" int32_t kvx_gpu_copy_batch(const kvx_copy_batch_args *args, const kvx
                             gpuGetErrorString(error), KVX_GPU_NAME, (int)error);
     }
     return KVX_OK;
+}
+
+extern "C" int32_t kvx_gpu_host_alloc(const kvx_host_alloc_args *args, const kvx_stream *device)
+{
+    kvx_gpu_device_scope scope(kvx_gpu_device_index(device));
+    if (scope.status() != gpuSuccess)
+        return kvx_gpu_fail(scope.status(), "selecting device_index");
+    gpuError_t error = gpuHostAllocPortable(args->ptr, args->bytes);
+    if (error != gpuSuccess)
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY,
+                        "%s: cannot allocate %zu bytes of page-locked host memory: %s (%s error "
+                        "%d)",
+                        KVX_GPU_NAME, args->bytes, gpuGetErrorString(error), KVX_GPU_NAME,
+                        (int)error);
+    return KVX_OK;
+}
+
+extern "C" int32_t kvx_gpu_host_free(const kvx_host_free_args *args, const kvx_stream *device)
+{
+    kvx_gpu_device_scope scope(kvx_gpu_device_index(device));
+    if (scope.status() != gpuSuccess)
+        return kvx_gpu_fail(scope.status(), "selecting device_index");
+    gpuError_t error = gpuFreeHost(args->ptr);
+    return error == gpuSuccess ? KVX_OK : kvx_gpu_fail(error, "freeing page-locked host memory");
 }

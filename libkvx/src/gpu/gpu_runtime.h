@@ -26,6 +26,9 @@ typedef hipError_t gpuError_t;
 #define gpuMemcpyDeviceToHost hipMemcpyDeviceToHost
 #define gpuMemcpyDefault hipMemcpyDefault
 #define gpuStreamSynchronize hipStreamSynchronize
+/* page-locked host memory that every device's context sees */
+#define gpuHostAllocPortable(ptr, bytes) hipHostMalloc(ptr, bytes, hipHostMallocPortable)
+#define gpuFreeHost hipHostFree
 
 #else
 #include <cuda_runtime.h>
@@ -46,6 +49,8 @@ typedef cudaError_t gpuError_t;
 #define gpuMemcpyDeviceToHost cudaMemcpyDeviceToHost
 #define gpuMemcpyDefault cudaMemcpyDefault
 #define gpuStreamSynchronize cudaStreamSynchronize
+#define gpuHostAllocPortable(ptr, bytes) cudaHostAlloc(ptr, bytes, cudaHostAllocPortable)
+#define gpuFreeHost cudaFreeHost
 #endif
 
 #endif /* KVX_GPU_RUNTIME_H */

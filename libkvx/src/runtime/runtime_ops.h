@@ -157,5 +157,9 @@ const kvx_runtime_ops *kvx_runtime_ops_for(const kvx_stream *stream);
 int32_t kvx_runtime_transfer(const kvx_transfer_args *args, const kvx_stream *stream);
 int32_t kvx_runtime_synchronize(const kvx_stream *stream);
 int32_t kvx_runtime_copy_batch(const kvx_copy_batch_args *args, const kvx_stream *stream);
+/* Page-locked host memory through host_alloc/host_free, with `device` current for the call
+ * (runtime_ops.c). */
+int32_t kvx_runtime_host_alloc(const kvx_host_alloc_args *args, const kvx_stream *device);
+int32_t kvx_runtime_host_free(const kvx_host_free_args *args, const kvx_stream *device);
 
 #endif /* KVX_RUNTIME_OPS_H */
