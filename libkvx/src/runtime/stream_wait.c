@@ -53,12 +53,19 @@ static int64_t take_event(const kvx_runtime_ops *ops, int32_t device, void **eve
     return ops->event_create(event);
 }
 
+/* Whether the stream passed `event`; a failed query counts as "not yet". */
+static int event_passed(const kvx_runtime_ops *ops, void *event)
+{
+    int passed = 0;
+    return ops->event_query(event, &passed) == 0 && passed;
+}
+
 static void reap_locked(int wait)
 {
     pending **link = &pending_head;
     while (*link) {
         pending *p = *link;
-        int done = p->ops->event_done(p->event);
+        int done = event_passed(p->ops, p->event);
         if (!done && wait && pending_count >= MAX_PENDING && link == &pending_head)
             done = p->ops->event_wait(p->event);
         if (!done) {
