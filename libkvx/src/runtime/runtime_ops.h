@@ -163,5 +163,9 @@ int32_t kvx_runtime_copy_batch(const kvx_copy_batch_args *args, const kvx_stream
  * (runtime_ops.c). */
 int32_t kvx_runtime_host_alloc(const kvx_host_alloc_args *args, const kvx_stream *device);
 int32_t kvx_runtime_host_free(const kvx_host_free_args *args, const kvx_stream *device);
+/* Stream marks on the events of the stream's device (stream_wait.c). */
+int32_t kvx_runtime_mark_record(const kvx_mark_args *args, const kvx_stream *stream);
+int32_t kvx_runtime_mark_passed(const kvx_mark_args *args, const kvx_stream *stream);
+int32_t kvx_runtime_mark_release(const kvx_mark_args *args, const kvx_stream *stream);
 
 #endif /* KVX_RUNTIME_OPS_H */
