@@ -16,6 +16,7 @@ from kvx._native import ffi, lib
 BACKENDS = ["ascend", "cnrt"]
 RUNTIME = {"ascend": ("AscendCL", "aclrtCreateEvent"), "cnrt": ("CNRT", "cnrtNotifierCreate")}
 RECORD = {"ascend": "aclrtRecordEvent", "cnrt": "cnrtPlaceNotifier"}
+QUERY = {"ascend": "aclrtQueryEventStatus", "cnrt": "cnrtQueryNotifier"}
 
 
 def _record(stream) -> tuple[int, object, str]:
@@ -155,7 +156,12 @@ def test_stub_mark_passes_only_once_the_stream_got_there(dev) -> None:
     dev.st.pause(dev.handle, False)
     assert lib.kvx_synchronize(dev.stream) == lib.KVX_OK
     assert lib.kvx_mark_passed(mark) == 1
+    # passed stays passed: neither asking again nor releasing asks the runtime
+    query = QUERY[dev.backend]
+    asked = dev.st.calls(query)
+    assert lib.kvx_mark_passed(mark) == 1
     assert lib.kvx_mark_release(mark) == lib.KVX_OK
+    assert dev.st.calls(query) == asked
 
 
 def test_stub_marks_pass_in_stream_order_around_the_work(dev) -> None:
@@ -245,7 +251,7 @@ def test_stub_released_events_are_reused_once_passed(dev) -> None:
 
 def test_stub_failures_name_the_vendor_call(dev) -> None:
     runtime, record = RUNTIME[dev.backend][0], RECORD[dev.backend]
-    query = {"ascend": "aclrtQueryEventStatus", "cnrt": "cnrtQueryNotifier"}[dev.backend]
+    query = QUERY[dev.backend]
     where = {"ascend": "stream", "cnrt": "queue"}[dev.backend]
     dev.st.inject(record, 507000)
     rc, mark, msg = _record(dev.stream)

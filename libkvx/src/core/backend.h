@@ -133,10 +133,11 @@ typedef struct kvx_host_free_args {
 
 /* Stream marks on an asynchronous backend: mark_record stores in *created a new event recorded
  * at the stream's current end; mark_passed answers 1 (the stream passed `event`) or 0, or
- * fails; mark_release frees `event`, passed or not. */
+ * fails; mark_release frees `event`, passed or not (`passed`: mark_passed said so already). */
 typedef struct kvx_mark_args {
     void *event;
     void **created;
+    int passed;
 } kvx_mark_args;
 
 /* ---------------------------------------------------------------- the backend table */
