@@ -50,6 +50,7 @@ void *stub_stream_create(int device);
 int stub_stream_destroy(void *stream);
 int stub_stream_sync(void *stream);
 void stub_stream_pause(void *stream, int paused);
+int stub_stream_step(void *stream, int tasks);
 void stub_stream_delay_us(void *stream, int delay_us);
 long stub_call_count(const char *function);
 long stub_copy_count(void);
@@ -162,6 +163,10 @@ class Stub:
 
     def pause(self, stream: int, paused: bool) -> None:
         self.lib.stub_stream_pause(self.ffi.cast("void *", stream), int(paused))
+
+    def step(self, stream: int, tasks: int = 1) -> int:
+        """Runs the next `tasks` tasks of a paused stream and returns once they ran."""
+        return self.lib.stub_stream_step(self.ffi.cast("void *", stream), tasks)
 
     def delay(self, stream: int, us: int) -> None:
         self.lib.stub_stream_delay_us(self.ffi.cast("void *", stream), us)

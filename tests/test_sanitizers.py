@@ -25,6 +25,7 @@ C_TEST_GLOBS = (
     "test_cnrt_transfer.py",
     "test_copy.py",
     "test_host_memory.py",
+    "test_marks.py",
     "test_conformance.py",
     "fuzz/test_fuzz_*.py",
 )

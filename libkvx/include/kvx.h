@@ -227,6 +227,34 @@ KVX_API int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *
  * the last check. */
 KVX_API int32_t kvx_synchronize(const kvx_stream *stream);
 
+/* ---------------------------------------------------------------- stream marks */
+
+/* A point of a stream: it has passed once the device has run everything enqueued on the stream
+ * before the mark was recorded. Opaque; owned by the caller until kvx_mark_release. */
+typedef struct kvx_mark kvx_mark;
+
+/*
+ * Records a mark at the current end of `stream` into *mark (written on success only), without
+ * waiting for anything:
+ *   - NULL or a CPU stream: the CPU backend's work is done when each call returns, so the mark
+ *     has passed at once;
+ *   - CUDA/HIP: an event created without timing on the stream's device and recorded on it;
+ *   - Ascend, CNRT: an event (aclrtCreateEvent) or notifier (cnrtNotifierCreate) of the stream's
+ *     device, recorded (aclrtRecordEvent, cnrtPlaceNotifier) on it.
+ * KVX_ERR_UNSUPPORTED where the backend's runtime has no events (a CNRT without notifiers),
+ * KVX_ERR_DEVICE naming the vendor call that failed.
+ */
+KVX_API int32_t kvx_mark_record(const kvx_stream *stream, kvx_mark **mark);
+
+/* 1 when the stream has passed `mark`, 0 when not yet, or a negative kvx_status (the runtime's
+ * query failed: KVX_ERR_DEVICE naming it). Never waits; any thread may ask. Once 1, always 1. */
+KVX_API int32_t kvx_mark_passed(const kvx_mark *mark);
+
+/* Frees `mark`, passed or not (an event the stream has not reached yet is kept until it has);
+ * NULL does nothing. The mark must not be used afterwards, nor released while another thread
+ * asks kvx_mark_passed about it. */
+KVX_API int32_t kvx_mark_release(kvx_mark *mark);
+
 /* ---------------------------------------------------------------- raw copies, host memory */
 
 /*

@@ -1,4 +1,5 @@
-"""kvx: portable KV-cache kernels for LLM serving (transfer, CacheGen codec, RoPE, raw copies).
+"""kvx: portable KV-cache kernels for LLM serving (transfer, CacheGen codec, RoPE, raw copies,
+stream marks).
 
 The package wraps libkvx, a C library with a CPU backend (always) and device backends chosen
 at build time. Arrays are torch tensors on any supported device, or numpy arrays.
@@ -31,6 +32,7 @@ from ._info import (
     set_num_threads,
     version,
 )
+from .marks import Mark, mark
 from .memory import copy_batch, host_alloc, host_free
 from .transfer import Direction, load, store, synchronize, transfer
 
@@ -53,6 +55,7 @@ __all__ = [
     "InternalError",
     "InvalidArgumentError",
     "KvxError",
+    "Mark",
     "NotAvailableError",
     "OutOfMemoryError",
     "UnsupportedError",
@@ -68,6 +71,7 @@ __all__ = [
     "host_free",
     "layouts",
     "load",
+    "mark",
     "reference",
     "rope",
     "set_num_threads",

@@ -3,20 +3,30 @@
  * memory (see stub_common.h). Types written from the CNRT documentation, independently of
  * libkvx's cnrt_api.h.
  *
+ * A notifier belongs to the device current when it was created (cnrtNotifierCreate: "for the
+ * current device"); placing it on a queue of another device is refused with cnrtErrorDevice.
+ * The reference documents no such refusal: the stub assumes the strictest reading, as AscendCL
+ * has it for events.
+ *
  * Variants (compile-time): -DSTUB_NO_V3 drops cnrtMemcpyAsync_V3, -DSTUB_NO_V2 drops _V2 too,
- * -DSTUB_NO_2D drops cnrtMemcpy2DAsync, -DSTUB_NO_PINNED drops cnrtHostMalloc/cnrtFreeHost.
+ * -DSTUB_NO_2D drops cnrtMemcpy2DAsync, -DSTUB_NO_PINNED drops cnrtHostMalloc/cnrtFreeHost,
+ * -DSTUB_NO_NOTIFIER drops the notifier functions.
  */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "stub_common.h"
 
 typedef enum {
     cnrtSuccess = 0,
     cnrtErrorArgsInvalid = 100006,
+    cnrtErrorDevice = 632006,
     cnrtErrorMemcpyDirectionInvalid = 632013,
+    cnrtErrorBusy = 632014,
 } cnrtRet_t;
 typedef struct cnrtQueue *cnrtQueue_t;
+typedef struct cnrtNotifier *cnrtNotifier_t;
 typedef enum {
     cnrtMemcpyHostToDev = 0,
     cnrtMemcpyDevToDev,
@@ -158,6 +168,73 @@ API cnrtRet_t cnrtQueueSync(cnrtQueue_t queue)
     ENTER("cnrtQueueSync");
     return (cnrtRet_t)stub_stream_sync(queue);
 }
+
+/* ---- notifiers: each belongs to the device current at its creation */
+#ifndef STUB_NO_NOTIFIER
+
+struct cnrtNotifier {
+    stub_event *done;
+    int device;
+};
+
+API cnrtRet_t cnrtNotifierCreate(cnrtNotifier_t *pNotifier)
+{
+    ENTER("cnrtNotifierCreate");
+    if (!pNotifier)
+        return cnrtErrorArgsInvalid;
+    cnrtNotifier_t n = malloc(sizeof *n);
+    if (!n || !(n->done = stub_event_new())) {
+        free(n);
+        return cnrtErrorArgsInvalid;
+    }
+    n->device = current();
+    *pNotifier = n;
+    return cnrtSuccess;
+}
+
+API cnrtRet_t cnrtPlaceNotifier(cnrtNotifier_t notifier, cnrtQueue_t queue)
+{
+    ENTER("cnrtPlaceNotifier");
+    stub_stream *s = stub_resolve_stream(queue);
+    if (!notifier || !s)
+        return cnrtErrorArgsInvalid;
+    if (notifier->device != stub_stream_device(s))
+        return cnrtErrorDevice;
+    stub_event_record(notifier->done, s);
+    return cnrtSuccess;
+}
+
+API cnrtRet_t cnrtQueryNotifier(cnrtNotifier_t notifier)
+{
+    ENTER("cnrtQueryNotifier");
+    if (!notifier)
+        return cnrtErrorArgsInvalid;
+    return stub_event_done(notifier->done) ? cnrtSuccess : cnrtErrorBusy;
+}
+
+API cnrtRet_t cnrtWaitNotifier(cnrtNotifier_t notifier)
+{
+    ENTER("cnrtWaitNotifier");
+    if (!notifier)
+        return cnrtErrorArgsInvalid;
+    stub_event_wait(notifier->done);
+    return cnrtSuccess;
+}
+
+/* CNRT frees a notifier the queue has not reached once it has; the stub leaks it instead, since
+ * its queue still writes to it. */
+API cnrtRet_t cnrtNotifierDestroy(cnrtNotifier_t notifier)
+{
+    ENTER("cnrtNotifierDestroy");
+    if (!notifier)
+        return cnrtErrorArgsInvalid;
+    if (stub_event_pending(notifier->done))
+        return cnrtSuccess;
+    stub_event_free(notifier->done);
+    free(notifier);
+    return cnrtSuccess;
+}
+#endif
 
 /* ---- page-locked host memory (the host-staged codec's staging buffers) */
 #ifndef STUB_NO_PINNED

@@ -361,6 +361,7 @@ struct stub_stream {
     pthread_cond_t wake, idle;
     stub_task *head, *tail;
     int busy, paused, stop, delay_us, device;
+    int steps; /* tasks a paused stream may still run (stub_stream_step) */
     int error; /* first async error since the last sync */
 };
 
@@ -439,10 +440,12 @@ static void *worker(void *arg)
     stub_stream *s = arg;
     pthread_mutex_lock(&s->lock);
     for (;;) {
-        while (!s->stop && (!s->head || s->paused))
+        while (!s->stop && (!s->head || (s->paused && !s->steps)))
             pthread_cond_wait(&s->wake, &s->lock);
         if (s->stop && !s->head)
             break;
+        if (s->paused && s->steps)
+            s->steps--;
         stub_task *t = s->head;
         s->head = t->next;
         if (!s->head)
@@ -463,7 +466,7 @@ static void *worker(void *arg)
         free(t);
         pthread_mutex_lock(&s->lock);
         s->busy = 0;
-        if (!s->head)
+        if (!s->head || s->paused) /* a paused stream's task may end a step */
             pthread_cond_broadcast(&s->idle);
     }
     pthread_mutex_unlock(&s->lock);
@@ -557,6 +560,20 @@ void stub_stream_pause(void *stream, int paused)
     s->paused = paused;
     pthread_cond_broadcast(&s->wake);
     pthread_mutex_unlock(&s->lock);
+}
+
+int stub_stream_step(void *stream, int tasks)
+{
+    stub_stream *s = stub_resolve_stream(stream);
+    pthread_mutex_lock(&s->lock);
+    s->steps = tasks;
+    pthread_cond_broadcast(&s->wake);
+    while ((s->steps > 0 && s->head) || s->busy)
+        pthread_cond_wait(&s->idle, &s->lock);
+    int left = s->steps;
+    s->steps = 0;
+    pthread_mutex_unlock(&s->lock);
+    return tasks - left;
 }
 
 void stub_stream_delay_us(void *stream, int delay_us)

@@ -6,7 +6,8 @@
  *   handed out, so any host dereference of device memory crashes the test) and once read/write
  *   (an alias only the stub's copy routines use).
  * - Streams/queues: each is a worker thread with a FIFO, so copies really run after the call
- *   that enqueued them returned; a stream can be paused or slowed down.
+ *   that enqueued them returned; a stream can be paused, run task by task while paused, or
+ *   slowed down.
  * - Calls are counted by function name; failures are injected by function name, either as the
  *   call's return code or as an error the stream reports when synchronised.
  * - Anything a real runtime would choke on (a device range out of bounds, a copy kind or batch
@@ -41,6 +42,9 @@ STUB_API void *stub_stream_create(int device);
 STUB_API int stub_stream_destroy(void *stream);
 STUB_API int stub_stream_sync(void *stream); /* returns and clears the stream's async error */
 STUB_API void stub_stream_pause(void *stream, int paused);
+/* Lets the first `tasks` tasks queued on a paused stream run, one after the other, and returns
+ * once they have: how many ran (fewer when the queue held fewer). */
+STUB_API int stub_stream_step(void *stream, int tasks);
 STUB_API void stub_stream_delay_us(void *stream, int delay_us); /* before each task */
 /* NULL handle: the default stream of the thread's current device (device 0 when none). */
 stub_stream *stub_resolve_stream(void *handle);

@@ -168,11 +168,12 @@ static int64_t event_record(void *event, void *stream)
     return kvx_acl_load()->aclrtRecordEvent(event, stream);
 }
 
-static int event_done(void *event)
+static int64_t event_query(void *event, int *passed)
 {
     kvx_acl_enum status = KVX_ACL_EVENT_RECORDED_STATUS_NOT_READY;
-    return kvx_acl_load()->aclrtQueryEventStatus(event, &status) == KVX_ACL_SUCCESS &&
-           status == KVX_ACL_EVENT_RECORDED_STATUS_COMPLETE;
+    kvx_acl_error rc = kvx_acl_load()->aclrtQueryEventStatus(event, &status);
+    *passed = rc == KVX_ACL_SUCCESS && status == KVX_ACL_EVENT_RECORDED_STATUS_COMPLETE;
+    return rc;
 }
 
 static int event_wait(void *event)
@@ -191,6 +192,7 @@ const kvx_runtime_ops kvx_ascend_ops = {
               .host_alloc = "aclrtMallocHost",
               .event_create = "aclrtCreateEvent",
               .event_record = "aclrtRecordEvent",
+              .event_query = "aclrtQueryEventStatus",
               .sync_stream = "aclrtSynchronizeStream"},
     .kind_codes = {[KVX_COPY_HOST_TO_DEVICE] = KVX_ACL_MEMCPY_HOST_TO_DEVICE,
                    [KVX_COPY_DEVICE_TO_HOST] = KVX_ACL_MEMCPY_DEVICE_TO_HOST,
@@ -206,7 +208,7 @@ const kvx_runtime_ops kvx_ascend_ops = {
     .device_copy_alignment = KVX_ACL_ON_CHIP_COPY_ALIGNMENT,
     .event_create = event_create,
     .event_record = event_record,
-    .event_done = event_done,
+    .event_query = event_query,
     .event_wait = event_wait,
     .event_destroy = event_destroy,
     .sync_stream = sync_stream,

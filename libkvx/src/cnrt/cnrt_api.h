@@ -31,6 +31,13 @@
  *   - cnrtHostMalloc(void **pPtr, size_t bytes), cnrtFreeHost(void *ptr): page-locked host
  *     memory for the host-staged codec (checked: 6.x cnrt.h; optional here, plain malloc when
  *     missing).
+ *   - cnrtNotifier_t: pointer to an opaque struct; cnrtNotifierCreate(cnrtNotifier_t *pNotifier)
+ *     ("for the current device"), cnrtPlaceNotifier(cnrtNotifier_t notifier, cnrtQueue_t queue),
+ *     cnrtQueryNotifier(cnrtNotifier_t notifier) (cnrtSuccess once the queue passed it,
+ *     cnrtErrorBusy = 632014 while not; cnrtErrorBusy is marked deprecated in favour of
+ *     cnrtErrorNotReady = 1, taken as "not yet" too), cnrtWaitNotifier(cnrtNotifier_t),
+ *     cnrtNotifierDestroy(cnrtNotifier_t) (checked: 6.14.1 and 6.0.2; optional here: a runtime
+ *     without them has no stream marks).
  */
 #ifndef KVX_CNRT_API_H
 #define KVX_CNRT_API_H
@@ -41,11 +48,14 @@
 typedef uint32_t kvx_cnrt_ret;  /* cnrtRet_t: an enum of non-negative values */
 typedef void *kvx_cnrt_queue;   /* cnrtQueue_t */
 typedef uint32_t kvx_cnrt_enum; /* cnrtMemTransDir_t */
+typedef void *kvx_cnrt_notifier; /* cnrtNotifier_t */
 
 enum {
     KVX_CNRT_SUCCESS = 0,
+    KVX_CNRT_ERROR_NOT_READY = 1,
     KVX_CNRT_ERROR_ARGS_INVALID = 100006,
-    KVX_CNRT_ERROR_NOT_SUPPORT = 100050
+    KVX_CNRT_ERROR_NOT_SUPPORT = 100050,
+    KVX_CNRT_ERROR_BUSY = 632014
 };
 
 /* cnrtMemTransDir_t */
@@ -91,7 +101,12 @@ typedef struct kvx_cnrt_pointer_attributes {
     X(cnrtSetDevice, 1, (int ordinal))                                                          \
     X(cnrtQueueSync, 1, (kvx_cnrt_queue queue))                                                \
     X(cnrtHostMalloc, 0, (void **ptr, size_t bytes))                                            \
-    X(cnrtFreeHost, 0, (void *ptr))
+    X(cnrtFreeHost, 0, (void *ptr))                                                             \
+    X(cnrtNotifierCreate, 0, (kvx_cnrt_notifier *notifier))                                     \
+    X(cnrtPlaceNotifier, 0, (kvx_cnrt_notifier notifier, kvx_cnrt_queue queue))                 \
+    X(cnrtQueryNotifier, 0, (kvx_cnrt_notifier notifier))                                       \
+    X(cnrtWaitNotifier, 0, (kvx_cnrt_notifier notifier))                                        \
+    X(cnrtNotifierDestroy, 0, (kvx_cnrt_notifier notifier))
 
 #define KVX_CNRT_FN_TYPEDEF(name, required, params) typedef kvx_cnrt_ret(*kvx_##name##_fn) params;
 KVX_CNRT_FUNCTIONS(KVX_CNRT_FN_TYPEDEF)

@@ -3,7 +3,7 @@
  * 1D copies take the queue BEFORE the direction, cnrtMemcpy2DAsync the direction BEFORE the
  * queue (cnrt_api.h); 2D copies go every way, within CNRT's limits (no zero parameter, pitch >=
  * width), which the planner meets. Every argument is passed by value, so nothing has to outlive
- * a call: no batch copies, no events.
+ * a call: no batch copies. Notifiers are CNRT's events; only stream marks use them.
  */
 #include <string.h>
 
@@ -20,6 +20,9 @@ static int load(unsigned *features)
         *features |= KVX_RUNTIME_HAS_2D;
     if (cnrt->cnrtHostMalloc && cnrt->cnrtFreeHost)
         *features |= KVX_RUNTIME_HAS_PINNED;
+    if (cnrt->cnrtNotifierCreate && cnrt->cnrtPlaceNotifier && cnrt->cnrtQueryNotifier &&
+        cnrt->cnrtWaitNotifier && cnrt->cnrtNotifierDestroy)
+        *features |= KVX_RUNTIME_HAS_EVENTS;
     return 1;
 }
 
@@ -60,6 +63,30 @@ static int64_t host_alloc(size_t bytes, void **ptr)
 
 static void host_free(void *ptr) { kvx_cnrt_load()->cnrtFreeHost(ptr); }
 
+static int64_t event_create(void **notifier)
+{
+    return kvx_cnrt_load()->cnrtNotifierCreate(notifier);
+}
+
+static int64_t event_record(void *notifier, void *queue)
+{
+    return kvx_cnrt_load()->cnrtPlaceNotifier(notifier, queue);
+}
+
+static int64_t event_query(void *notifier, int *passed)
+{
+    kvx_cnrt_ret rc = kvx_cnrt_load()->cnrtQueryNotifier(notifier);
+    *passed = rc == KVX_CNRT_SUCCESS;
+    return rc == KVX_CNRT_ERROR_BUSY || rc == KVX_CNRT_ERROR_NOT_READY ? KVX_CNRT_SUCCESS : rc;
+}
+
+static int event_wait(void *notifier)
+{
+    return kvx_cnrt_load()->cnrtWaitNotifier(notifier) == KVX_CNRT_SUCCESS;
+}
+
+static void event_destroy(void *notifier) { kvx_cnrt_load()->cnrtNotifierDestroy(notifier); }
+
 static int64_t sync_queue(void *queue) { return kvx_cnrt_load()->cnrtQueueSync(queue); }
 
 /* Makes the queue's MLU current on this thread when it is not; leave() selects the one that
@@ -89,6 +116,9 @@ const kvx_runtime_ops kvx_cnrt_ops = {
     .words = {.backend = "cnrt", .runtime = "CNRT", .device = "MLU", .stream = "queue"},
     .calls = {.copy_2d = "cnrtMemcpy2DAsync",
               .host_alloc = "cnrtHostMalloc",
+              .event_create = "cnrtNotifierCreate",
+              .event_record = "cnrtPlaceNotifier",
+              .event_query = "cnrtQueryNotifier",
               .sync_stream = "cnrtQueueSync"},
     .kind_codes = {[KVX_COPY_HOST_TO_DEVICE] = KVX_CNRT_MEMCPY_HOST_TO_DEV,
                    [KVX_COPY_DEVICE_TO_HOST] = KVX_CNRT_MEMCPY_DEV_TO_HOST,
@@ -98,6 +128,11 @@ const kvx_runtime_ops kvx_cnrt_ops = {
                      KVX_COPY_KIND_BIT(KVX_COPY_DEVICE_TO_DEVICE),
     .max_2d_height = INT64_MAX,
     .device_copy_alignment = 1,
+    .event_create = event_create,
+    .event_record = event_record,
+    .event_query = event_query,
+    .event_wait = event_wait,
+    .event_destroy = event_destroy,
     .sync_stream = sync_queue,
     .state = &(kvx_runtime_state){0},
 };

@@ -131,6 +131,15 @@ typedef struct kvx_host_free_args {
     size_t bytes;
 } kvx_host_free_args;
 
+/* Stream marks on an asynchronous backend: mark_record stores in *created a new event recorded
+ * at the stream's current end; mark_passed answers 1 (the stream passed `event`) or 0, or
+ * fails; mark_release frees `event`, passed or not (`passed`: mark_passed said so already). */
+typedef struct kvx_mark_args {
+    void *event;
+    void **created;
+    int passed;
+} kvx_mark_args;
+
 /* ---------------------------------------------------------------- the backend table */
 
 /* One table per backend; a NULL slot means "unsupported on this backend". Each operation's slot
@@ -164,6 +173,11 @@ typedef struct kvx_backend {
     /* Whether host_alloc's memory starts on a page; where not, the front-end asks for a page
      * more and aligns the pointer itself. */
     int host_alloc_page_aligned;
+    /* Stream marks (kvx_mark_record). A synchronous backend (no `synchronize`) needs none: its
+     * marks have passed when recorded; an asynchronous one without them refuses marks. */
+    int32_t (*mark_record)(const kvx_mark_args *args, const kvx_stream *stream);
+    int32_t (*mark_passed)(const kvx_mark_args *args, const kvx_stream *stream);
+    int32_t (*mark_release)(const kvx_mark_args *args, const kvx_stream *stream);
     /* The runtime-loaded backends (src/runtime/) point their codec entries at the host-staged
      * codec and this at their runtime operations, which it stages through; NULL otherwise. */
     const struct kvx_runtime_ops *staging;

@@ -22,4 +22,7 @@ const kvx_backend kvx_gpu_backend = {
     .copy_batch = kvx_gpu_copy_batch,
     .host_alloc = kvx_gpu_host_alloc,
     .host_free = kvx_gpu_host_free,
+    .mark_record = kvx_gpu_mark_record,
+    .mark_passed = kvx_gpu_mark_passed,
+    .mark_release = kvx_gpu_mark_release,
 };

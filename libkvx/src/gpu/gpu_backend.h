@@ -26,6 +26,10 @@ int32_t kvx_gpu_rope_apply(const kvx_rope_apply_args *args, const kvx_stream *st
 int32_t kvx_gpu_copy_batch(const kvx_copy_batch_args *args, const kvx_stream *stream);
 int32_t kvx_gpu_host_alloc(const kvx_host_alloc_args *args, const kvx_stream *device);
 int32_t kvx_gpu_host_free(const kvx_host_free_args *args, const kvx_stream *device);
+/* mark.cu: stream marks as events without timing */
+int32_t kvx_gpu_mark_record(const kvx_mark_args *args, const kvx_stream *stream);
+int32_t kvx_gpu_mark_passed(const kvx_mark_args *args, const kvx_stream *stream);
+int32_t kvx_gpu_mark_release(const kvx_mark_args *args, const kvx_stream *stream);
 
 #ifdef __cplusplus
 }

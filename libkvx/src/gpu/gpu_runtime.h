@@ -29,6 +29,13 @@ typedef hipError_t gpuError_t;
 /* page-locked host memory that every device's context sees */
 #define gpuHostAllocPortable(ptr, bytes) hipHostMalloc(ptr, bytes, hipHostMallocPortable)
 #define gpuFreeHost hipHostFree
+/* events that mark a point of a stream, without timing (cheaper to record and query) */
+typedef hipEvent_t gpuEvent_t;
+#define gpuEventCreateUntimed(event) hipEventCreateWithFlags(event, hipEventDisableTiming)
+#define gpuEventRecord hipEventRecord
+#define gpuEventQuery hipEventQuery
+#define gpuEventDestroy hipEventDestroy
+#define gpuErrorNotReady hipErrorNotReady
 
 #else
 #include <cuda_runtime.h>
@@ -51,6 +58,12 @@ typedef cudaError_t gpuError_t;
 #define gpuStreamSynchronize cudaStreamSynchronize
 #define gpuHostAllocPortable(ptr, bytes) cudaHostAlloc(ptr, bytes, cudaHostAllocPortable)
 #define gpuFreeHost cudaFreeHost
+typedef cudaEvent_t gpuEvent_t;
+#define gpuEventCreateUntimed(event) cudaEventCreateWithFlags(event, cudaEventDisableTiming)
+#define gpuEventRecord cudaEventRecord
+#define gpuEventQuery cudaEventQuery
+#define gpuEventDestroy cudaEventDestroy
+#define gpuErrorNotReady cudaErrorNotReady
 #endif
 
 #endif /* KVX_GPU_RUNTIME_H */

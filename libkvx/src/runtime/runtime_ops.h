@@ -74,7 +74,7 @@ typedef struct kvx_runtime_state {
 
 /* The names of the vendor calls behind the operations whose call is always the same one. */
 typedef struct kvx_runtime_names {
-    const char *copy_2d, *host_alloc, *event_create, *event_record, *sync_stream;
+    const char *copy_2d, *host_alloc, *event_create, *event_record, *event_query, *sync_stream;
 } kvx_runtime_names;
 
 /* How messages name things. */
@@ -122,10 +122,12 @@ typedef struct kvx_runtime_ops {
     void (*host_free)(void *ptr);
 
     /* Events mark a point of a stream. One is created with its device current and only ever
-     * recorded on streams of that device. done/wait return 1 when the point was passed. */
+     * recorded on streams of that device. query sets *passed to 1 when the point was passed
+     * (0: not yet) and returns 0, or the runtime's code when it could not tell; wait returns 1
+     * when the point was passed. */
     int64_t (*event_create)(void **event);
     int64_t (*event_record)(void *event, void *stream);
-    int (*event_done)(void *event);
+    int64_t (*event_query)(void *event, int *passed);
     int (*event_wait)(void *event);
     void (*event_destroy)(void *event);
 
@@ -161,5 +163,9 @@ int32_t kvx_runtime_copy_batch(const kvx_copy_batch_args *args, const kvx_stream
  * (runtime_ops.c). */
 int32_t kvx_runtime_host_alloc(const kvx_host_alloc_args *args, const kvx_stream *device);
 int32_t kvx_runtime_host_free(const kvx_host_free_args *args, const kvx_stream *device);
+/* Stream marks on the events of the stream's device (stream_wait.c). */
+int32_t kvx_runtime_mark_record(const kvx_mark_args *args, const kvx_stream *stream);
+int32_t kvx_runtime_mark_passed(const kvx_mark_args *args, const kvx_stream *stream);
+int32_t kvx_runtime_mark_release(const kvx_mark_args *args, const kvx_stream *stream);
 
 #endif /* KVX_RUNTIME_OPS_H */

@@ -1,4 +1,5 @@
-/* stream_wait.c - see stream_wait.h; also kvx_synchronize for the runtime-loaded backends. */
+/* stream_wait.c - see stream_wait.h; also kvx_synchronize and stream marks for the
+ * runtime-loaded backends. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,12 +54,19 @@ static int64_t take_event(const kvx_runtime_ops *ops, int32_t device, void **eve
     return ops->event_create(event);
 }
 
+/* Whether the stream passed `event`; a failed query counts as "not yet". */
+static int event_passed(const kvx_runtime_ops *ops, void *event)
+{
+    int passed = 0;
+    return ops->event_query(event, &passed) == 0 && passed;
+}
+
 static void reap_locked(int wait)
 {
     pending **link = &pending_head;
     while (*link) {
         pending *p = *link;
-        int done = p->ops->event_done(p->event);
+        int done = event_passed(p->ops, p->event);
         if (!done && wait && pending_count >= MAX_PENDING && link == &pending_head)
             done = p->ops->event_wait(p->event);
         if (!done) {
@@ -68,7 +76,8 @@ static void reap_locked(int wait)
         *link = p->next;
         pending_count--;
         retire_event(p->ops, p->device, p->event);
-        p->release(p->block);
+        if (p->release)
+            p->release(p->block);
         free(p);
     }
 }
@@ -99,24 +108,30 @@ static void append_locked(pending *p)
     pending_count++;
 }
 
+/* An event of (ops, device), spare or new, recorded on the stream: 0, or the failing vendor
+ * call's code and name. Call with pending_lock held and `device` current. */
+static int64_t record_locked(const kvx_runtime_ops *ops, int32_t device, void *stream, void **event,
+                             const char **function)
+{
+    int64_t rc = take_event(ops, device, event, function);
+    if (rc == 0) {
+        *function = ops->calls.event_record;
+        rc = ops->event_record(*event, stream);
+    }
+    if (rc != 0 && *event)
+        retire_event(ops, device, *event); /* not recorded: nothing is pending on it */
+    return rc;
+}
+
 /* Records an event of (ops, device) on the stream and queues the block behind it: 0, or the
  * failing vendor call's code and name. */
 static int64_t track(const kvx_runtime_ops *ops, int32_t device, void *stream, pending *p,
                      const char **function)
 {
-    void *event = NULL;
     pthread_mutex_lock(&pending_lock);
-    int64_t rc = take_event(ops, device, &event, function);
-    if (rc == 0) {
-        *function = ops->calls.event_record;
-        rc = ops->event_record(event, stream);
-    }
-    if (rc == 0) {
-        p->event = event;
+    int64_t rc = record_locked(ops, device, stream, &p->event, function);
+    if (rc == 0)
         append_locked(p);
-    } else if (event) {
-        retire_event(ops, device, event);
-    }
     pthread_mutex_unlock(&pending_lock);
     return rc;
 }
@@ -163,5 +178,78 @@ int32_t kvx_runtime_synchronize(const kvx_stream *stream)
         snprintf(doing, sizeof doing, "waiting for the %s", ops->words.stream);
         return kvx_runtime_fail(ops, ops->calls.sync_stream, code, doing);
     }
+    return KVX_OK;
+}
+
+/* ---------------------------------------------------------------- stream marks */
+
+/* A mark is one event of the pool, recorded with the stream's device current (an event belongs
+ * to the device current at its creation); asking about it needs no device, as reaping does not. */
+int32_t kvx_runtime_mark_record(const kvx_mark_args *args, const kvx_stream *stream)
+{
+    unsigned features = 0;
+    const kvx_runtime_ops *ops = kvx_runtime_ops_for(stream);
+    if (!ops || !ops->load(&features))
+        return KVX_ERR_NOT_AVAILABLE;
+    if (!(features & KVX_RUNTIME_HAS_EVENTS))
+        return kvx_fail(KVX_ERR_UNSUPPORTED,
+                        "mark_record: the loaded %s runtime lacks %s or another of its event "
+                        "functions, so the %s backend cannot mark a %s",
+                        ops->words.runtime, ops->calls.event_create, ops->words.backend,
+                        ops->words.stream);
+    kvx_device_guard guard;
+    int32_t rc = kvx_runtime_enter(ops, stream, &guard);
+    if (rc)
+        return rc;
+    void *event = NULL;
+    const char *function = "";
+    pthread_mutex_lock(&pending_lock);
+    int64_t code = record_locked(ops, stream->device_index, stream->handle, &event, &function);
+    pthread_mutex_unlock(&pending_lock);
+    ops->leave(&guard);
+    if (code != 0) {
+        char doing[64];
+        snprintf(doing, sizeof doing, "recording a mark on the %s", ops->words.stream);
+        return kvx_runtime_fail(ops, function, code, doing);
+    }
+    *args->created = event;
+    return KVX_OK;
+}
+
+int32_t kvx_runtime_mark_passed(const kvx_mark_args *args, const kvx_stream *stream)
+{
+    const kvx_runtime_ops *ops = kvx_runtime_ops_for(stream);
+    if (!ops)
+        return KVX_ERR_NOT_AVAILABLE;
+    int passed = 0;
+    int64_t code = ops->event_query(args->event, &passed);
+    if (code != 0)
+        return kvx_runtime_fail(ops, ops->calls.event_query, code, "asking whether a mark passed");
+    return passed ? 1 : 0;
+}
+
+/* A passed event goes back to the pool; one the stream has not reached yet joins the pending
+ * blocks (with nothing to free) until it has, since AscendCL may not destroy an event in use. */
+int32_t kvx_runtime_mark_release(const kvx_mark_args *args, const kvx_stream *stream)
+{
+    const kvx_runtime_ops *ops = kvx_runtime_ops_for(stream);
+    if (!ops)
+        return KVX_ERR_NOT_AVAILABLE;
+    pending *p = NULL;
+    int passed = args->passed || event_passed(ops, args->event);
+    if (!passed && !(p = malloc(sizeof *p)))
+        passed = ops->event_wait(args->event); /* no room to keep it: wait, rather than leak */
+    pthread_mutex_lock(&pending_lock);
+    if (p) {
+        *p = (pending){ops, stream->device_index, args->event, NULL, NULL, NULL};
+        append_locked(p);
+    } else if (passed) {
+        retire_event(ops, stream->device_index, args->event);
+    }
+    pthread_mutex_unlock(&pending_lock);
+    if (!p && !passed)
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY,
+                        "mark: cannot keep an event the %s has not reached (left allocated)",
+                        ops->words.stream);
     return KVX_OK;
 }

@@ -6,7 +6,8 @@
  * kvx_synchronize reap the blocks whose events completed. Events come from one pool per
  * (runtime, device): AscendCL records an event only on streams of the device it was created
  * on. Where no event can be recorded the stream is synchronised instead, so a block is never
- * freed while the runtime may read it.
+ * freed while the runtime may read it. Stream marks (kvx_mark_record) take their events from the
+ * same pools, and an event of a mark released before the stream reached it waits here too.
  */
 #ifndef KVX_STREAM_WAIT_H
 #define KVX_STREAM_WAIT_H

@@ -1,5 +1,6 @@
 """LMCache's own torch versions of the ops (or cases of an op) kvx does not run, called visibly:
-the first call of each (op, reason) logs a warning saying which and why."""
+the first call of each (op, reason) logs a warning saying which and why. Other detours (an op
+that waits where the device cannot be asked) are announced the same way."""
 
 from __future__ import annotations
 
@@ -14,16 +15,22 @@ _announced: set[tuple[str, str]] = set()
 _lock = threading.Lock()
 
 
+def announce(name: str, reason: str, route: str = "runs LMCache's torch version") -> None:
+    """Says once per process and (op, reason), as a warning, that op ``name`` takes ``route``
+    instead of kvx's usual one, and ``reason`` why."""
+    with _lock:
+        first = (name, reason) not in _announced
+        _announced.add((name, reason))
+    if first:
+        log.warning("kvx: %s %s: %s", name, route, reason)
+
+
 def torch_op(name: str, reason: str) -> Callable[..., Any]:
     """LMCache's torch version of op ``name`` (from ``lmcache.v1.platform.torch_ops``), announced
     once per process with ``reason`` (why kvx does not run this call)."""
     from lmcache.v1.platform import torch_ops
 
-    with _lock:
-        first = (name, reason) not in _announced
-        _announced.add((name, reason))
-    if first:
-        log.warning("kvx: %s runs LMCache's torch version: %s", name, reason)
+    announce(name, reason)
     return getattr(torch_ops, name)
 
 

@@ -1,9 +1,9 @@
 """kvx's implementation of LMCache's ``DeviceOps`` surface.
 
 Every op LMCache's torch baseline has is an attribute of :class:`KvxDeviceOps`: a function of
-:mod:`.transfer_ops`, :mod:`.codec_ops`, :mod:`.rope_ops`, :mod:`.memory_ops` or
-:mod:`.copy_ops` (same name, parameters and defaults as LMCache's), or, for the ops kvx does not
-run, a forwarder to LMCache's torch version that says so once (:mod:`._fallback`).
+:mod:`.transfer_ops`, :mod:`.codec_ops`, :mod:`.rope_ops`, :mod:`.memory_ops`, :mod:`.copy_ops`
+or :mod:`.stream_ops` (same name, parameters and defaults as LMCache's), or, for the ops kvx
+does not run, a forwarder to LMCache's torch version that says so once (:mod:`._fallback`).
 :data:`FALLBACK_OPS` lists those with the reason.
 """
 
@@ -17,19 +17,15 @@ from lmcache.v1.platform.base.device_ops import DeviceOps
 from lmcache.v1.platform.devices.cpu.device_ops import CpuDeviceOps
 
 from .. import _devices
-from . import _fallback, codec_ops, copy_ops, memory_ops, rope_ops, transfer_ops
+from . import _fallback, codec_ops, copy_ops, memory_ops, rope_ops, stream_ops, transfer_ops
 
 # Ops kvx leaves to LMCache, and why.
 FALLBACK_OPS: dict[str, str] = {
     "alloc_shm_pinned_ptr": "shared-memory buffers stay LMCache's",
     "free_shm_pinned_ptr": "shared-memory buffers stay LMCache's",
-    "record_completion_on_stream": "kvx records no stream callbacks yet",
-    "drain_recorded_completions": "kvx records no stream callbacks yet",
-    "record_event_on_stream": "kvx records no stream callbacks yet",
-    "drain_recorded_events": "kvx records no stream callbacks yet",
     "get_gpu_pci_bus_id": "a device query, not a kernel",
 }
-_KVX_MODULES = (transfer_ops, codec_ops, rope_ops, memory_ops, copy_ops)
+_KVX_MODULES = (transfer_ops, codec_ops, rope_ops, memory_ops, copy_ops, stream_ops)
 
 
 def _kvx_ops() -> dict[str, Any]:
