@@ -14,7 +14,9 @@ is what the library promises (docs/design.md, docs/rope-cpu.md):
   (same float32 operations in the same order, no FMA; a GPU does not carry NaN payloads through
   arithmetic, so there NaNs need only be NaNs); the plain-torch fallback that runs where a backend
   has no RoPE kernel promises float32 arithmetic with one rounding, not the kernels' bits: its
-  rotated dims are checked against the float64 oracle with that bound, the others bit for bit.
+  rotated dims are checked against the float64 oracle with that bound, the others bit for bit;
+- raw copies: the CPU backend's bytes, between host and device memory either way and within a
+  device.
 
 Run as a script (``python conformance_cases.py``), it prints a JSON object with the variant that
 ran (``kvx.cpu_kernels()``) and a digest of every case's result on this process's CPU backend:
@@ -870,6 +872,60 @@ def cpu_rope(case: RopeCase) -> Outputs:
     return case.run(rope.rerotate_keys, rope.apply_rotary)
 
 
+# ================================================================ raw copies
+
+
+@dataclass(frozen=True)
+class CopyCase:
+    """kvx_copy_batch: ranges of `sizes` bytes read in order from one source buffer (random gaps
+    between them) and written in shuffled order into one destination buffer (random gaps) that
+    starts filled with 0xA5, so that the bytes between the ranges are checked too. Every backend
+    must give the CPU's bytes, whichever memory holds each side."""
+
+    group: str
+    name: str
+    sizes: tuple[int, ...]
+    seed: int
+
+    def inputs(self) -> tuple[np.ndarray, np.ndarray, list[int], list[int], list[int]]:
+        """source, destination (as before the copy), source offsets, destination offsets, sizes"""
+        rng = np.random.default_rng(self.seed)
+        sizes = list(self.sizes)
+        src_off, at = [], 0
+        for n in sizes:
+            src_off.append(at)
+            at += n + int(rng.integers(0, 64))
+        src = rng.integers(0, 256, max(at, 1), dtype=np.uint8)
+        dst_off, at = [0] * len(sizes), 0
+        for i in rng.permutation(len(sizes)):
+            dst_off[i] = at
+            at += sizes[i] + int(rng.integers(0, 64))
+        return src, np.full(max(at, 1), 0xA5, np.uint8), src_off, dst_off, sizes
+
+
+def _copy_cases() -> list[CopyCase]:
+    rng = np.random.default_rng(40)
+    return [
+        CopyCase(
+            "small", "3000-ranges-0-to-200-bytes", tuple(map(int, rng.integers(0, 200, 3000))), 1
+        ),
+        CopyCase("small", "257-single-bytes", (1,) * 257, 2),
+        CopyCase("small", "empty-ranges-around-one", (0, 0, 17, 0), 3),
+        CopyCase("large", "odd-sizes", ((1 << 20) + 3, 5, (3 << 20) - 1, 0, 65536), 4),
+        CopyCase("large", "one-range", (5 << 20,), 5),
+    ]
+
+
+COPY_CASES = _copy_cases()
+
+
+def cpu_copy(case: CopyCase) -> Outputs:
+    src, dst, src_off, dst_off, sizes = case.inputs()
+    s, d = src.ctypes.data, dst.ctypes.data
+    kvx.copy_batch([s + o for o in src_off], [d + o for o in dst_off], sizes)
+    return {"dst": dst}
+
+
 # ================================================================ everything, by name
 
 
@@ -877,6 +933,7 @@ OPS: dict[str, tuple[list[Any], Callable[[Any], Outputs]]] = {
     "transfer": (TRANSFER_CASES, cpu_transfer),
     "codec": (CODEC_CASES, cpu_codec),
     "rope": (ROPE_CASES, cpu_rope),
+    "copy": (COPY_CASES, cpu_copy),
 }
 
 

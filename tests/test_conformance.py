@@ -8,11 +8,13 @@ Backends:
 - ``cpu-<variant>``: the CPU kernels of another ``KVX_CPU_ISA`` instruction-set variant, in a
   fresh process (a variant is chosen once per process); skipped where this CPU cannot run it;
 - ``gpu``: the CUDA/HIP backend on a device (transfer with the dense buffer on the device and in
-  pinned host memory); skipped without a GPU build and a device torch sees;
+  pinned host memory, raw copies each way between them); skipped without a GPU build and a
+  device torch sees;
 - ``ascend`` / ``cnrt``: the runtime-loaded backends on the stub runtimes (tests/stubs/): transfer
   with the dense buffer in host and in device memory, the host-staged codec through the C ABI
   with every array in stub device memory, and RoPE, which those backends lack, through kvx.rope's
-  fallback (the tensors' device simulated, the C backend answering "unsupported").
+  fallback (the tensors' device simulated, the C backend answering "unsupported"), and raw
+  copies each way between host and stub device memory through the C ABI.
 
 One test runs one group of cases on one backend and names every case that differs. What stays
 elsewhere is backend-specific behaviour: error paths, stream ordering, runtime failures, plans,
@@ -55,6 +57,9 @@ TRANSFER_BACKENDS = [
     *(f"{s}-{where}-dense" for s in STUBS for where in ("host", "device")),
 ]
 BACKENDS = [*CPU_VARIANTS, "gpu", *STUBS]
+# where the two sides of a raw copy live (CPU variants run the same memcpy: not repeated)
+COPY_KINDS = ("device-to-host", "host-to-device", "device-to-device")
+COPY_BACKENDS = [f"{b}-{kind}" for b in ("gpu", *STUBS) for kind in COPY_KINDS]
 
 
 def unavailable(backend: str) -> str | None:
@@ -333,6 +338,45 @@ def fallback_rope_difference(case: cc.RopeCase, got: cc.Outputs) -> str | None:
 # ---------------------------------------------------------------- the tests
 
 
+def copy_ranges(case: cc.CopyCase, src: int, dst: int) -> tuple[list[int], list[int], list[int]]:
+    _, _, src_off, dst_off, sizes = case.inputs()
+    return [src + o for o in src_off], [dst + o for o in dst_off], sizes
+
+
+def gpu_copy(case: cc.CopyCase, kind: str) -> cc.Outputs:
+    """kvx.copy_batch on torch's current CUDA/HIP stream; host memory is pinned."""
+    src, dst, *_ = case.inputs()
+    place = {
+        "device": lambda a: torch.from_numpy(a).cuda(),
+        "host": lambda a: torch.from_numpy(a).pin_memory(),
+    }
+    on_src, on_dst = kind.split("-to-")
+    s, d = place[on_src](src), place[on_dst](dst)
+    device = s.device if s.is_cuda else d.device
+    kvx.copy_batch(*copy_ranges(case, s.data_ptr(), d.data_ptr()), device=device)
+    kvx.synchronize(s if s.is_cuda else d)
+    return {"dst": d.cpu().numpy()}
+
+
+def stub_copy(case: cc.CopyCase, backend: str, kind: str) -> cc.Outputs:
+    """kvx_copy_batch on a stub stream, device sides in stub device memory; the stub must record
+    no misuse."""
+    from test_copy import StubDevice
+
+    dev = StubDevice(backend)
+    src, dst, *_ = case.inputs()
+    on_src, on_dst = kind.split("-to-")
+    s = dev.put(src) if on_src == "device" else src.ctypes.data
+    d = dev.put(dst) if on_dst == "device" else dst.ctypes.data
+    try:
+        rc, msg = dev.call(*copy_ranges(case, s, d))
+        assert rc == 0, msg
+        assert dev.sync() == 0, dsc.last_error()
+        return {"dst": dev.get(d, dst.nbytes) if on_dst == "device" else dst}
+    finally:
+        dev.release()
+
+
 @pytest.mark.parametrize("group,backend", params("transfer", TRANSFER_BACKENDS))
 def test_transfer(group, backend, variant_runs):
     """Store and load over one paged layout: every element size, odd rows, padded tokens, heads,
@@ -438,3 +482,19 @@ def test_the_tables_reach_every_op_and_layout():
     }
     for cases, _ in cc.OPS.values():
         assert len({cc.case_id(c) for c in cases}) == len(cases)  # a case is found by its id
+
+
+@pytest.mark.parametrize("group,backend", params("copy", COPY_BACKENDS))
+def test_copy(group, backend):
+    """kvx_copy_batch: thousands of small ranges, single bytes, empty ranges, large odd-sized
+    ones, from device to host memory, host to device and within a device: the CPU's bytes, the
+    gaps between the destinations untouched."""
+    where, kind = backend.split("-", 1)
+    run = (
+        (lambda case: gpu_copy(case, kind))
+        if where == "gpu"
+        else (lambda case: stub_copy(case, where, kind))
+    )
+    check_group(
+        "copy", group, backend, lambda case: cc.first_difference(baseline("copy", case), run(case))
+    )

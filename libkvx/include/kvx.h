@@ -98,7 +98,8 @@ enum kvx_op {
     KVX_OP_CODEC_DECODE = 6,    /* kvx_codec_decode and kvx_codec_decode_prefsum */
     KVX_OP_CODEC_CONTAINER = 7, /* kvx_codec_compress and kvx_codec_decompress */
     KVX_OP_ROPE_REROTATE = 8,
-    KVX_OP_ROPE_APPLY = 9
+    KVX_OP_ROPE_APPLY = 9,
+    KVX_OP_COPY = 10 /* kvx_copy_batch */
 };
 
 /* How a backend runs an operation. */
@@ -225,6 +226,50 @@ KVX_API int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *
  * tracked per device: a check reports the first error any stream of the device recorded since
  * the last check. */
 KVX_API int32_t kvx_synchronize(const kvx_stream *stream);
+
+/* ---------------------------------------------------------------- raw copies, host memory */
+
+/*
+ * Copies `count` byte ranges, sizes[i] bytes from srcs[i] to dsts[i], ordered on `stream` like
+ * every other operation: with a NULL (CPU) stream the copies are done when the call returns (on
+ * the CPU backend's threads); on a device stream they are queued, and done when the stream gets
+ * there. memcpy semantics: no destination range may overlap another destination range or any
+ * source range (sources may overlap one another), so the ranges may be copied in any order and
+ * at once. The call checks this on the host, by address, before copying anything, and fails
+ * naming both ranges. A range of 0 bytes is skipped and its pointers are not looked at (NULL is
+ * fine there). Each entry of the three arrays is read once.
+ *
+ * On a device stream each end of a range is memory of the stream's device or host memory
+ * (page-locked, from kvx_host_alloc, for copies that do not block the caller):
+ *   - CUDA/HIP: whatever cudaMemcpyAsync / hipMemcpyAsync with the Default kind takes (unified
+ *     addressing), host-to-host included;
+ *   - Ascend, CNRT: host <-> device and device <-> device of the stream's device. Their runtimes
+ *     have no asynchronous host-to-host copy: a range with both ends in host memory is
+ *     KVX_ERR_UNSUPPORTED (copy those with a NULL stream), and memory of another device is
+ *     KVX_ERR_INVALID_ARGUMENT, both before anything is queued.
+ */
+KVX_API int32_t kvx_copy_batch(const void *const *srcs, void *const *dsts, const int64_t *sizes,
+                               int64_t count, const kvx_stream *stream);
+
+/*
+ * Page-aligned host memory of `bytes` (>= 1) bytes, not initialised, for work on devices of
+ * `device_type`: page-locked through that device's runtime (cudaHostAlloc with
+ * cudaHostAllocPortable, hipHostMalloc with hipHostMallocPortable, aclrtMallocHost,
+ * cnrtHostMalloc), so that copies between it and the device run as DMA without blocking the
+ * caller; plain page-aligned memory for KVX_DEVICE_CPU. `device_index` is the device whose
+ * runtime context allocates it (made current for the call; 0 for the CPU). *ptr is written on
+ * success only. KVX_ERR_NOT_AVAILABLE when the backend cannot run (runtime or device missing),
+ * KVX_ERR_UNSUPPORTED when its runtime has no page-locked allocation, KVX_ERR_OUT_OF_MEMORY when
+ * the allocation fails.
+ */
+KVX_API int32_t kvx_host_alloc(int32_t device_type, int32_t device_index, int64_t bytes,
+                               void **ptr);
+
+/* Frees memory that kvx_host_alloc(device_type, ...) returned, through the same runtime; NULL
+ * does nothing. Any other pointer (another device type's, one freed already, one that did not
+ * come from kvx_host_alloc) is KVX_ERR_INVALID_ARGUMENT and left alone. The caller makes sure
+ * no device work still reads or writes the memory (kvx_synchronize). */
+KVX_API int32_t kvx_host_free(int32_t device_type, void *ptr);
 
 /* ---------------------------------------------------------------- KV codec (CacheGen) */
 

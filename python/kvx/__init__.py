@@ -1,4 +1,4 @@
-"""kvx: portable KV-cache kernels for LLM serving (transfer, CacheGen codec, RoPE).
+"""kvx: portable KV-cache kernels for LLM serving (transfer, CacheGen codec, RoPE, raw copies).
 
 The package wraps libkvx, a C library with a CPU backend (always) and device backends chosen
 at build time. Arrays are torch tensors on any supported device, or numpy arrays.
@@ -31,6 +31,7 @@ from ._info import (
     set_num_threads,
     version,
 )
+from .memory import copy_batch, host_alloc, host_free
 from .transfer import Direction, load, store, synchronize, transfer
 
 __version__ = version()
@@ -57,11 +58,14 @@ __all__ = [
     "UnsupportedError",
     "backends",
     "codec",
+    "copy_batch",
     "cpu_isa",
     "cpu_kernels",
     "get_include",
     "get_library",
     "get_num_threads",
+    "host_alloc",
+    "host_free",
     "layouts",
     "load",
     "reference",

@@ -40,6 +40,7 @@ OPS = (
     Op("container", lib.KVX_OP_CODEC_CONTAINER),  # kvx.codec.encode / decode, in host memory
     Op("rerotate", lib.KVX_OP_ROPE_REROTATE),
     Op("apply", lib.KVX_OP_ROPE_APPLY),
+    Op("copy", lib.KVX_OP_COPY),  # kvx.copy_batch
 )
 # The codec's low-level entries, which run on the device's stream (the container never does).
 CODEC_OPS = OPS[1:6]

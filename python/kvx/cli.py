@@ -19,6 +19,7 @@ BENCHMARKS = (
     "transfer_gpu",
     "rope_gpu",
     "codec_gpu",
+    "copy",
 )  # each is kvx.bench.NAME with run(argv) -> int
 
 

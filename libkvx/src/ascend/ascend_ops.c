@@ -134,7 +134,7 @@ static kvx_acl_mem_location side(int device_side, int32_t device)
 }
 
 /* One attribute record covers every copy (all go the same way). */
-static int64_t copy_batch(const kvx_copy_batch *b, void *stream, const char **function,
+static int64_t copy_batch(const kvx_batch_desc *b, void *stream, const char **function,
                           size_t *fail_index)
 {
     const kvx_acl_api *acl = kvx_acl_load();

@@ -102,6 +102,35 @@ typedef struct kvx_rope_apply_args {
     int32_t positions_dtype;
 } kvx_rope_apply_args;
 
+/* One range of kvx_copy_batch as the front-end read it, once, from the caller's arrays. */
+typedef struct kvx_copy_range {
+    void *dst;
+    const void *src;
+    int64_t bytes;  /* > 0: empty ranges are dropped */
+    int64_t index;  /* its entry in the caller's arrays, for messages */
+    int64_t offset; /* bytes of the ranges before it, so that work can be split by bytes */
+} kvx_copy_range;
+
+/* kvx_copy_batch: the non-empty ranges in the caller's order (count > 0), every pointer
+ * non-NULL, no destination overlapping another destination or any source. */
+typedef struct kvx_copy_batch_args {
+    const kvx_copy_range *ranges;
+    int64_t count;
+    int64_t total_bytes;
+} kvx_copy_batch_args;
+
+/* kvx_host_alloc: at least `bytes` bytes into *ptr; kvx_host_free gives back what the slot
+ * returned (the front-end aligns it to a page and remembers the slot's own pointer). */
+typedef struct kvx_host_alloc_args {
+    size_t bytes;
+    void **ptr;
+} kvx_host_alloc_args;
+
+typedef struct kvx_host_free_args {
+    void *ptr;
+    size_t bytes;
+} kvx_host_free_args;
+
 /* ---------------------------------------------------------------- the backend table */
 
 /* One table per backend; a NULL slot means "unsupported on this backend". Each operation's slot
@@ -127,6 +156,14 @@ typedef struct kvx_backend {
     int32_t (*codec_decode)(const kvx_codec_decode_args *args, const kvx_stream *stream);
     int32_t (*rope_rerotate)(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
     int32_t (*rope_apply)(const kvx_rope_apply_args *args, const kvx_stream *stream);
+    int32_t (*copy_batch)(const kvx_copy_batch_args *args, const kvx_stream *stream);
+    /* Host memory for work on this backend's devices (page-locked where the device has a
+     * runtime); `device` names the device whose context allocates it (handle NULL). */
+    int32_t (*host_alloc)(const kvx_host_alloc_args *args, const kvx_stream *device);
+    int32_t (*host_free)(const kvx_host_free_args *args, const kvx_stream *device);
+    /* Whether host_alloc's memory starts on a page; where not, the front-end asks for a page
+     * more and aligns the pointer itself. */
+    int host_alloc_page_aligned;
     /* The runtime-loaded backends (src/runtime/) point their codec entries at the host-staged
      * codec and this at their runtime operations, which it stages through; NULL otherwise. */
     const struct kvx_runtime_ops *staging;
@@ -165,7 +202,8 @@ extern const kvx_backend kvx_cnrt_backend;
     X(KVX_OP_CODEC_ENCODE, codec_encode)                                                       \
     X(KVX_OP_CODEC_DECODE, codec_decode)                                                       \
     X(KVX_OP_ROPE_REROTATE, rope_rerotate)                                                     \
-    X(KVX_OP_ROPE_APPLY, rope_apply)
+    X(KVX_OP_ROPE_APPLY, rope_apply)                                                           \
+    X(KVX_OP_COPY, copy_batch)
 
 #ifdef __cplusplus
 }

@@ -19,4 +19,7 @@ const kvx_backend kvx_gpu_backend = {
     .codec_decode = kvx_gpu_codec_decode,
     .rope_rerotate = kvx_gpu_rope_rerotate,
     .rope_apply = kvx_gpu_rope_apply,
+    .copy_batch = kvx_gpu_copy_batch,
+    .host_alloc = kvx_gpu_host_alloc,
+    .host_free = kvx_gpu_host_free,
 };

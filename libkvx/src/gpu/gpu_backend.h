@@ -21,6 +21,11 @@ int32_t kvx_gpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream
 int32_t kvx_gpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream);
 int32_t kvx_gpu_rope_rerotate(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
 int32_t kvx_gpu_rope_apply(const kvx_rope_apply_args *args, const kvx_stream *stream);
+/* copy.cu: one cudaMemcpyAsync / hipMemcpyAsync (Default kind) per range, and page-locked
+ * host memory */
+int32_t kvx_gpu_copy_batch(const kvx_copy_batch_args *args, const kvx_stream *stream);
+int32_t kvx_gpu_host_alloc(const kvx_host_alloc_args *args, const kvx_stream *device);
+int32_t kvx_gpu_host_free(const kvx_host_free_args *args, const kvx_stream *device);
 
 #ifdef __cplusplus
 }

@@ -24,7 +24,11 @@ typedef hipError_t gpuError_t;
 #define gpuMemsetAsync hipMemsetAsync
 #define gpuMemcpyAsync hipMemcpyAsync
 #define gpuMemcpyDeviceToHost hipMemcpyDeviceToHost
+#define gpuMemcpyDefault hipMemcpyDefault
 #define gpuStreamSynchronize hipStreamSynchronize
+/* page-locked host memory that every device's context sees */
+#define gpuHostAllocPortable(ptr, bytes) hipHostMalloc(ptr, bytes, hipHostMallocPortable)
+#define gpuFreeHost hipHostFree
 
 #else
 #include <cuda_runtime.h>
@@ -43,7 +47,10 @@ typedef cudaError_t gpuError_t;
 #define gpuMemsetAsync cudaMemsetAsync
 #define gpuMemcpyAsync cudaMemcpyAsync
 #define gpuMemcpyDeviceToHost cudaMemcpyDeviceToHost
+#define gpuMemcpyDefault cudaMemcpyDefault
 #define gpuStreamSynchronize cudaStreamSynchronize
+#define gpuHostAllocPortable(ptr, bytes) cudaHostAlloc(ptr, bytes, cudaHostAllocPortable)
+#define gpuFreeHost cudaFreeHost
 #endif
 
 #endif /* KVX_GPU_RUNTIME_H */

@@ -39,15 +39,17 @@ int32_t kvx_staged_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx
 int32_t kvx_staged_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream);
 int32_t kvx_staged_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream);
 
-/* Designated initialisers for a runtime-loaded backend's vtable: the copy engine's transfer and
- * synchronize, the host-staged codec, and the ops table they all work on. */
+/* Designated initialisers for a runtime-loaded backend's vtable: the copy engine's transfer,
+ * batched copy and synchronize, page-locked host memory, the host-staged codec, and the ops
+ * table they all work on. */
 #define KVX_RUNTIME_BACKEND_ENTRIES(ops)                                                       \
     .transfer = kvx_runtime_transfer, .synchronize = kvx_runtime_synchronize,                  \
     .codec_quantize = kvx_staged_codec_quantize,                                               \
     .codec_dequantize = kvx_staged_codec_dequantize,                                           \
     .codec_calculate_cdf = kvx_staged_codec_calculate_cdf,                                     \
     .codec_encode = kvx_staged_codec_encode, .codec_decode = kvx_staged_codec_decode,          \
-    .staging = &(ops)
+    .copy_batch = kvx_runtime_copy_batch, .host_alloc = kvx_runtime_host_alloc,                \
+    .host_free = kvx_runtime_host_free, .staging = &(ops)
 
 /* A runtime-loaded backend's whole vtable: the copy engine and the host-staged codec on its ops.
  * The RoPE slots stay NULL ("unsupported"): kvx.rope falls back to vendor torch ops or

@@ -1,6 +1,8 @@
 /*
- * copy_engine.c - kvx_transfer for the runtime-loaded backends (Ascend, CNRT), written once
- * against their runtime ops (runtime_ops.h). docs/backends-ascend-cnrt.md has the design.
+ * copy_engine.c - kvx_transfer and kvx_copy_batch for the runtime-loaded backends (Ascend,
+ * CNRT), written once against their runtime ops (runtime_ops.h). docs/backends-ascend-cnrt.md
+ * has the design. kvx_copy_batch (at the end) turns the caller's ranges into a plan per kind of
+ * copy and submits each as below.
  *
  * With the stream's device current: locate the paged cache, the dense buffer and the slot
  * mapping (the runtime says where memory lives); plan the whole transfer on the host
@@ -19,6 +21,7 @@
  * Memory the runtime may read after this call returned (batch descriptors, the bounce block)
  * is kept until the stream has passed the copies (stream_wait.h).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +39,8 @@ typedef struct engine {
     char *bounce;    /* host memory for unaligned device-to-device pieces */
     size_t bounce_used;
     kvx_release_fn bounce_release;
+    const char *op;              /* the entry point, for messages */
+    const int64_t *caller_index; /* kvx_copy_batch: each copy's range in the caller's arrays */
 } engine;
 
 enum { SUBMIT_FALL_BACK = 1 };
@@ -167,17 +172,30 @@ static int32_t reserve_bounce(engine *e)
         e->bounce_release = e->ops->host_free;
     else if (!(block = malloc(bytes)))
         return kvx_fail(KVX_ERR_OUT_OF_MEMORY,
-                        "transfer: cannot allocate %zu bytes of host "
-                        "memory for unaligned %s-to-%s copies",
-                        bytes, e->ops->words.device, e->ops->words.device);
+                        "%s: cannot allocate %zu bytes of host memory for unaligned %s-to-%s "
+                        "copies",
+                        e->op, bytes, e->ops->words.device, e->ops->words.device);
     e->bounce = block;
     return KVX_OK;
 }
 
 /* ---------------------------------------------------------------- submission */
 
+/* A kvx_copy_batch copy failed: named by its range, since the plan is the caller's ranges
+ * grouped by kind. */
+static int32_t range_failed(const engine *e, const char *function, int64_t code, int64_t copy)
+{
+    long long range = (long long)e->caller_index[copy];
+    return kvx_fail(KVX_ERR_DEVICE,
+                    "%s failed with %s error %lld copying srcs[%lld] to dsts[%lld] (the copies "
+                    "submitted before it are queued)",
+                    function, e->ops->words.runtime, (long long)code, range, range);
+}
+
 static int32_t copy_failed(const engine *e, const char *function, int64_t code)
 {
+    if (e->caller_index)
+        return range_failed(e, function, code, e->current);
     return kvx_fail(KVX_ERR_DEVICE,
                     "%s failed with %s error %lld at copy %lld of %lld (the earlier ones are "
                     "queued)",
@@ -257,11 +275,9 @@ static int32_t submit_batch(engine *e)
                    ops->batch_attr_bytes;
     char *block = malloc(bytes);
     if (!block)
-        return kvx_fail(KVX_ERR_OUT_OF_MEMORY,
-                        "transfer: cannot allocate %zu bytes of batch "
-                        "descriptors",
-                        bytes);
-    kvx_copy_batch batch = {(void **)block,         NULL, NULL, NULL, n, NULL, NULL, e->kind,
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "%s: cannot allocate %zu bytes of batch descriptors",
+                        e->op, bytes);
+    kvx_batch_desc batch = {(void **)block,         NULL, NULL, NULL, n, NULL, NULL, e->kind,
                             e->stream->device_index};
     batch.srcs = batch.dsts + n;
     batch.dest_maxs = (size_t *)(batch.srcs + n);
@@ -287,10 +303,14 @@ static int32_t submit_batch(engine *e)
     if (code != 0) {
         /* Part of the batch may have been queued: wait before the block is freed. */
         kvx_release_after_sync(ops, e->stream->handle, block, free);
+        if (fail_index < n && e->caller_index)
+            return range_failed(e, function, code, (int64_t)fail_index);
         if (fail_index != SIZE_MAX)
             return kvx_fail(KVX_ERR_DEVICE, "%s failed with %s error %lld at copy %zu of %zu",
                             function, ops->words.runtime, (long long)code, fail_index, n);
-        return kvx_runtime_fail(ops, function, code, "submitting the transfer's copies");
+        return kvx_runtime_fail(ops, function, code,
+                                e->caller_index ? "submitting the ranges' copies"
+                                                : "submitting the transfer's copies");
     }
     return kvx_keep_until_passed(ops, e->stream->device_index, e->stream->handle, block, free);
 }
@@ -333,7 +353,7 @@ static int32_t transfer_on_device(engine *e, const kvx_transfer_args *args)
 int32_t kvx_runtime_transfer(const kvx_transfer_args *args, const kvx_stream *stream)
 {
     const kvx_runtime_ops *ops = kvx_runtime_ops_for(stream);
-    engine e = {.ops = ops, .stream = stream, .direction = args->direction};
+    engine e = {.ops = ops, .stream = stream, .direction = args->direction, .op = "transfer"};
     if (!ops || !ops->load(&e.features))
         return KVX_ERR_NOT_AVAILABLE;
     kvx_device_guard guard;
@@ -341,6 +361,108 @@ int32_t kvx_runtime_transfer(const kvx_transfer_args *args, const kvx_stream *st
     if (rc)
         return rc;
     rc = transfer_on_device(&e, args);
+    ops->leave(&guard);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- kvx_copy_batch */
+
+/* Where range r goes: *kind from where its ends live, each host memory or memory of the
+ * stream's device, and not both host memory. */
+static int32_t range_kind(const engine *e, const kvx_copy_range *r, kvx_copy_kind *kind)
+{
+    const kvx_runtime_ops *ops = e->ops;
+    const void *ends[2] = {r->src, r->dst};
+    const char *names[2] = {"srcs", "dsts"};
+    int32_t device[2] = {-1, -1};
+    for (int k = 0; k < 2; k++) {
+        char what[48];
+        snprintf(what, sizeof what, "%s[%lld]", names[k], (long long)r->index);
+        int32_t rc = ops->locate(ends[k], what, &device[k]);
+        if (rc)
+            return rc;
+        if (device[k] >= 0 && device[k] != e->stream->device_index)
+            return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                            "%s: expected host memory or memory of %s %d (the %s's), got %s %d",
+                            what, ops->words.device, (int)e->stream->device_index,
+                            ops->words.stream, ops->words.device, (int)device[k]);
+    }
+    if (device[0] < 0 && device[1] < 0)
+        return kvx_fail(KVX_ERR_UNSUPPORTED,
+                        "srcs[%lld] and dsts[%lld]: both host memory, and %s has no asynchronous "
+                        "host-to-host copy on a %s (copy host ranges with a NULL stream)",
+                        (long long)r->index, (long long)r->index, ops->words.runtime,
+                        ops->words.stream);
+    *kind = device[0] < 0   ? KVX_COPY_HOST_TO_DEVICE
+            : device[1] < 0 ? KVX_COPY_DEVICE_TO_HOST
+                            : KVX_COPY_DEVICE_TO_DEVICE;
+    return KVX_OK;
+}
+
+/* The ranges of one kind as a plan the submission above takes: the device end as the paged
+ * side (the source for device-to-device copies), in the caller's order. */
+static int64_t plan_kind(const kvx_copy_batch_args *args, const kvx_copy_kind *kinds,
+                         kvx_copy_kind kind, kvx_copy *copies, int64_t *index)
+{
+    int64_t m = 0;
+    for (int64_t i = 0; i < args->count; i++) {
+        const kvx_copy_range *r = &args->ranges[i];
+        if (kinds[i] != kind)
+            continue;
+        char *src = (char *)r->src, *dst = r->dst;
+        int to_device = kind == KVX_COPY_HOST_TO_DEVICE;
+        copies[m] = (kvx_copy){to_device ? dst : src, to_device ? src : dst, r->bytes, 1, 0, 0};
+        index[m++] = r->index;
+    }
+    return m;
+}
+
+/* Every range located before anything is queued (a refused range queues nothing); then one
+ * submission per kind. The ranges do not overlap (src/ops/copy.c), so grouping them by kind,
+ * which gives one batch call per direction where the runtime has batches, changes no result. */
+static int32_t copy_on_device(engine *e, const kvx_copy_batch_args *args)
+{
+    size_t n = (size_t)args->count;
+    kvx_copy_kind *kinds = malloc(n * sizeof *kinds);
+    kvx_copy *copies = malloc(n * sizeof *copies);
+    int64_t *index = malloc(n * sizeof *index);
+    int32_t rc = KVX_OK;
+    if (!kinds || !copies || !index)
+        rc = kvx_fail(KVX_ERR_OUT_OF_MEMORY, "copy_batch: cannot allocate the plan of %zu ranges",
+                      n);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = range_kind(e, &args->ranges[i], &kinds[i]);
+    if (!rc)
+        kvx_reap_passed(1);
+    e->caller_index = index;
+    for (int kind = 0; kind < KVX_COPY_KINDS && !rc; kind++) {
+        int64_t m = plan_kind(args, kinds, (kvx_copy_kind)kind, copies, index);
+        if (m == 0)
+            continue;
+        e->kind = (kvx_copy_kind)kind;
+        e->direction = kind == KVX_COPY_HOST_TO_DEVICE ? KVX_DENSE_TO_PAGED : KVX_PAGED_TO_DENSE;
+        e->plan = (kvx_copy_plan){copies, m, 0};
+        e->bounce = NULL;
+        e->bounce_used = 0;
+        rc = submit(e);
+    }
+    free(kinds);
+    free(copies);
+    free(index);
+    return rc;
+}
+
+int32_t kvx_runtime_copy_batch(const kvx_copy_batch_args *args, const kvx_stream *stream)
+{
+    const kvx_runtime_ops *ops = kvx_runtime_ops_for(stream);
+    engine e = {.ops = ops, .stream = stream, .op = "copy_batch"};
+    if (!ops || !ops->load(&e.features))
+        return KVX_ERR_NOT_AVAILABLE;
+    kvx_device_guard guard;
+    int32_t rc = kvx_runtime_enter(ops, stream, &guard);
+    if (rc)
+        return rc;
+    rc = copy_on_device(&e, args);
     ops->leave(&guard);
     return rc;
 }

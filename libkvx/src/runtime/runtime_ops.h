@@ -54,7 +54,7 @@ typedef struct kvx_copy_grid {
 /* One batch call's descriptors: they live in memory the engine keeps until the stream has
  * passed the call (the runtime may read them then). `attrs` is batch_attr_bytes of that memory
  * for the backend's own attribute records. */
-typedef struct kvx_copy_batch {
+typedef struct kvx_batch_desc {
     void **dsts;
     size_t *dest_maxs;
     void **srcs;
@@ -64,7 +64,7 @@ typedef struct kvx_copy_batch {
     size_t *attr_indexes;
     kvx_copy_kind kind;
     int32_t device;
-} kvx_copy_batch;
+} kvx_batch_desc;
 
 /* What the engine learnt at run time about what the runtime refuses. */
 typedef struct kvx_runtime_state {
@@ -106,7 +106,7 @@ typedef struct kvx_runtime_ops {
     unsigned copy_2d_kinds; /* KVX_COPY_KIND_BITs the runtime documents 2D copies for */
     int64_t max_2d_height;  /* rows per 2D call */
     /* Host <-> device only; *fail_index names the failing copy where the runtime says. */
-    int64_t (*copy_batch)(const kvx_copy_batch *batch, void *stream, const char **function,
+    int64_t (*copy_batch)(const kvx_batch_desc *batch, void *stream, const char **function,
                           size_t *fail_index);
     size_t batch_attr_bytes;
     /* Whether an error code of copy_2d / copy_batch means "not this kind of copy here" (nothing
@@ -156,5 +156,10 @@ const kvx_runtime_ops *kvx_runtime_ops_for(const kvx_stream *stream);
 /* Vtable entries (copy_engine.c, stream_wait.c); they find the ops through the stream. */
 int32_t kvx_runtime_transfer(const kvx_transfer_args *args, const kvx_stream *stream);
 int32_t kvx_runtime_synchronize(const kvx_stream *stream);
+int32_t kvx_runtime_copy_batch(const kvx_copy_batch_args *args, const kvx_stream *stream);
+/* Page-locked host memory through host_alloc/host_free, with `device` current for the call
+ * (runtime_ops.c). */
+int32_t kvx_runtime_host_alloc(const kvx_host_alloc_args *args, const kvx_stream *device);
+int32_t kvx_runtime_host_free(const kvx_host_free_args *args, const kvx_stream *device);
 
 #endif /* KVX_RUNTIME_OPS_H */
