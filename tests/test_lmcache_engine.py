@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -117,3 +118,23 @@ def test_each_decodes_the_others_cachegen_bytes(
     assert not torch_decodes_kvx["device_ops"].startswith("kvx.")
     assert kvx_run["decoded_other"] == torch_run["cachegen"]["decoded"]
     assert torch_decodes_kvx["decoded"] == kvx_run["cachegen"]["decoded"]
+
+
+def test_benchmark_times_lmcaches_calls_on_both_backends() -> None:
+    """``kvx bench lmcache`` on a small shape: both processes run, with the ops they should, and
+    every row of the table is there."""
+    args = ["--tokens", "256", "--heads", "1", "--head-size", "64", "--repeats", "1"]
+    args += ["--torch-codec-chunks", "1", "--lmcache-site", str(lmcache_env.site_dir())]
+    done = subprocess.run(
+        [sys.executable, "-m", "kvx", "bench", "lmcache", *args],
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr[-4000:]
+    assert f"kvx = {KVX_OPS}" in done.stdout
+    assert "torch = lmcache." in done.stdout
+    calls = ["RoPE", "transfer store", "transfer load", "codec encode: serde call"]
+    calls += ["codec encode: device ops", "codec decode: serde call", "codec decode: device ops"]
+    rows = [line.split("  ")[0].strip() for line in done.stdout.splitlines()]
+    assert all(call in rows for call in calls), done.stdout
