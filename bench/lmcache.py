@@ -14,12 +14,15 @@ layers, 8 KV heads, head 128, bf16, vLLM block 16), 1024 and 4096 tokens:
   "serde call" times the whole call, "device ops" the part of it inside the device ops it makes
   (``calculate_cdf`` and ``encode_fast_new``; ``decode_fast_prefsum``): the rest is LMCache's own
   torch code (quantization, byte packing), the same with either ops. LMCache's torch codec takes
-  seconds per chunk, so only ``--torch-codec-chunks`` chunks are timed with it;
+  seconds per chunk, so it encodes and decodes one chunk per block;
 - RoPE: ``device_ops.rotary_embedding_k_fused`` as LMCache's fused positional encoding calls it:
   keys ``[T, H*D]`` viewed ``[T, H, D]``, NeoX pairing, vLLM's bf16 cos/sin cache, positions
   moved by T/2 (a reused chunk placed further on).
 
-Medians per call; "kvx speed-up" is LMCache-torch's median over kvx's. Needs LMCache 0.5.6
+Both processes stay up and take turns, block by block (``--blocks``; a few calls of one case per
+block), so that load from other processes on the machine falls on both alike; each row is the
+median over all blocks' calls, and "kvx speed-up" is LMCache-torch's median over kvx's. Needs
+LMCache 0.5.6
 importable by this Python: ``pip install 'kvx[lmcache]'``, or LMCache's wheel and the modules it
 imports in a folder of their own (``pip install --target DIR``) named with ``--lmcache-site DIR``.
 """
@@ -27,13 +30,16 @@ imports in a folder of their own (``pip install --target DIR``) named with ``--l
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import itertools
 import json
 import os
 import site
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,12 +69,15 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=8)
     parser.add_argument("--head-size", type=int, default=128)
     parser.add_argument("--block-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls (RoPE: 4x as many)")
+    parser.add_argument("--blocks", type=int, default=3, help="turns each process takes per case")
     parser.add_argument(
-        "--torch-codec-chunks",
+        "--repeats",
         type=int,
-        default=2,
-        help="chunks LMCache's torch codec encodes and decodes per row (seconds each)",
+        default=3,
+        help="timed calls per block (RoPE: 4x as many; LMCache's torch codec: 1)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch's and kvx's CPU threads (0: their defaults)"
     )
     parser.add_argument(
         "--lmcache-site",
@@ -205,30 +214,52 @@ def _serde(torch: Any, args: argparse.Namespace) -> tuple[Any, Any]:
     return CacheGenSerializer(config, metadata), CacheGenDeserializer(config, metadata)
 
 
-def _per_chunk(
-    name: str, call: Callable[[int], object], chunks: int, calls: int
-) -> dict[str, float]:
-    """Median seconds per request of ``call(i)`` for i in ``range(calls)``, times the request's
-    ``chunks``: the whole call, and the part inside LMCache's device ops."""
-    whole, inside = [], []
-    common.settle()
-    with _OpClock(CODEC_OPS[name]) as clock:
-        for i in range(calls):
+def _timed_block(
+    name: str, fn: Callable[[], object], calls: int, warmup: int
+) -> Callable[[], dict[str, list[float]]]:
+    """One block of a case: ``warmup`` untimed calls of ``fn``, then ``calls`` timed ones."""
+
+    def block() -> dict[str, list[float]]:
+        common.settle()
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(calls):
             start = time.perf_counter()
-            call(i)
-            whole.append(time.perf_counter() - start)
-            inside.append(clock.lap())
-    return {
-        f"{name}: serde call": statistics.median(whole) * chunks,
-        f"{name}: device ops": statistics.median(inside) * chunks,
-    }
+            fn()
+            times.append(time.perf_counter() - start)
+        return {name: times}
+
+    return block
 
 
-def _codec_seconds(
+def _chunk_block(
+    name: str, call: Callable[[int], object], chunks: int, calls: int
+) -> Callable[[], dict[str, list[float]]]:
+    """One block of a codec case: ``calls`` calls of ``call(i)``, i counting on from block to
+    block; each in seconds per request (times the request's ``chunks``), for the whole call
+    and for the part inside LMCache's device ops."""
+    turn = itertools.count()
+
+    def block() -> dict[str, list[float]]:
+        whole, inside = [], []
+        common.settle()
+        with _OpClock(CODEC_OPS[name]) as clock:
+            for _ in range(calls):
+                start = time.perf_counter()
+                call(next(turn))
+                whole.append((time.perf_counter() - start) * chunks)
+                inside.append(clock.lap() * chunks)
+        return {f"{name}: serde call": whole, f"{name}: device ops": inside}
+
+    return block
+
+
+def _codec(
     torch: Any, args: argparse.Namespace, tokens: int, calls: int
-) -> dict[str, float]:
-    """LMCache's CacheGen serializer on ``calls`` of a request's chunks (in turn), then its
-    deserializer on what that wrote."""
+) -> dict[str, Callable[[], dict[str, list[float]]]]:
+    """LMCache's CacheGen serializer on a request's chunks in turn, and its deserializer on what
+    the serializer wrote."""
     serializer, deserializer = _serde(torch, args)
     shape = (2, args.layers, CHUNK, args.heads * args.head_size)
     chunks = [
@@ -243,11 +274,11 @@ def _codec_seconds(
         encoded.append(serializer.serialize(chunks[i % len(chunks)]))
 
     def decode(i: int) -> None:
-        deserializer.deserialize(encoded[i])
+        deserializer.deserialize(encoded[i % len(encoded)])
 
     return {
-        **_per_chunk("codec encode", encode, len(chunks), calls),
-        **_per_chunk("codec decode", decode, len(chunks), calls),
+        "codec encode": _chunk_block("codec encode", encode, len(chunks), calls),
+        "codec decode": _chunk_block("codec decode", decode, len(chunks), calls),
     }
 
 
@@ -268,66 +299,150 @@ def _rope(torch: Any, args: argparse.Namespace, tokens: int) -> Callable[[], Non
     )
 
 
-def _worker(args: argparse.Namespace) -> dict[str, Any]:
-    """Times every case with the ops LMCache chose; says which ops those were."""
+# The cases, in the order each block runs them (a decode needs an encode before it).
+CASES = ("RoPE", "transfer store", "transfer load", "codec encode", "codec decode")
+
+
+def _cases(
+    torch: Any, args: argparse.Namespace, tokens: int, kvx_backend: bool
+) -> dict[str, Callable[[], dict[str, list[float]]]]:
+    """Every case for a request of ``tokens``, set up once; each call of one runs a block."""
+    cases = {"RoPE": _timed_block("RoPE", _rope(torch, args, tokens), 4 * args.repeats, 3)}
+    for name, fn in _transfer(torch, args, tokens).items():
+        cases[name] = _timed_block(name, fn, args.repeats, 1)
+    cases.update(_codec(torch, args, tokens, args.repeats if kvx_backend else 1))
+    return cases
+
+
+def _serve(args: argparse.Namespace) -> None:
+    """The worker: runs the blocks the parent asks for, one JSON line per request on stdin and
+    per reply on the original stdout (whatever else writes to stdout goes to stderr)."""
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def reply(message: dict[str, Any]) -> None:
+        replies.write(json.dumps(message) + "\n")
+        replies.flush()
+
     import lmcache
     import torch
 
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # both processes build the same inputs
+    if args.threads:
+        import kvx
+
+        torch.set_num_threads(args.threads)
+        kvx.set_num_threads(args.threads)
     ops = type(lmcache.device_ops)
     kvx_backend = ops.__module__.startswith("kvx.")
-    times: dict[str, float] = {}
-    for tokens in args.tokens:
-        times[f"RoPE|{tokens}"] = common.median_seconds(
-            _rope(torch, args, tokens), 4 * args.repeats
-        )
-        for name, fn in _transfer(torch, args, tokens).items():
-            times[f"{name}|{tokens}"] = common.median_seconds(fn, args.repeats)
-        calls = max(args.repeats, -(-tokens // CHUNK)) if kvx_backend else args.torch_codec_chunks
-        for name, seconds in _codec_seconds(torch, args, tokens, calls).items():
-            times[f"{name}|{tokens}"] = seconds
-    result: dict[str, Any] = {"device_ops": f"{ops.__module__}.{ops.__qualname__}", "times": times}
+    reply({"device_ops": f"{ops.__module__}.{ops.__qualname__}"})
+    cases, tokens = {}, None
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request["tokens"] != tokens:
+            cases = {}  # the last request's buffers go before the next one's are made
+            tokens = request["tokens"]
+            cases = _cases(torch, args, tokens, kvx_backend)
+        reply(cases[request["case"]]())
+    fallbacks = []
     if kvx_backend:
         from kvx.lmcache import _fallback
 
-        result["fallbacks"] = [list(pair) for pair in _fallback.announced()]
-    return result
+        fallbacks = [list(pair) for pair in _fallback.announced()]
+    reply({"fallbacks": fallbacks})
 
 
-# --- the parent: one worker per backend, then the table -------------------------------------
+# --- the parent: one worker per backend, taking turns --------------------------------------
 
 
-def _worker_command(argv: list[str]) -> list[str]:
-    """This module, run again by this Python, as the worker."""
-    spec = globals().get("__spec__")
-    module = ["-m", spec.name] if spec is not None else [__file__]
-    return [sys.executable, *module, *argv, "--worker"]
+class _WorkerFailed(Exception):
+    pass
 
 
-def _run_worker(argv: list[str], backend: str | None) -> dict[str, Any] | None:
-    env = dict(os.environ, LMCACHE_LOG_LEVEL="WARNING")
-    env.pop(BACKEND_ENV_VAR, None)
-    if backend is not None:
-        env[BACKEND_ENV_VAR] = backend
-    done = subprocess.run(_worker_command(argv), env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        who = backend or "LMCache's torch ops"
-        print(f"the worker on {who} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
-        return None
-    return json.loads(done.stdout.splitlines()[-1])
+class _Worker:
+    """A worker process, with the ops LMCache picks under ``backend`` (None: its torch ops)."""
+
+    def __init__(self, argv: list[str], backend: str | None) -> None:
+        env = dict(os.environ, LMCACHE_LOG_LEVEL="WARNING")
+        env.pop(BACKEND_ENV_VAR, None)
+        if backend is not None:
+            env[BACKEND_ENV_VAR] = backend
+        self.who = backend or "LMCache's torch ops"
+        # The worker's stderr for its whole life (closed in close()); shown if it dies.
+        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115
+        spec = globals().get("__spec__")
+        module = ["-m", spec.name] if spec is not None else [__file__]
+        self.proc = subprocess.Popen(
+            [sys.executable, *module, *argv, "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+            env=env,
+        )
+        self.device_ops: str = self._read()["device_ops"]
+
+    def ask(self, tokens: int, case: str) -> dict[str, list[float]]:
+        """One block of ``case``: seconds per call, by table row."""
+        with contextlib.suppress(BrokenPipeError):  # a dead worker: _read says why
+            self.proc.stdin.write(json.dumps({"tokens": tokens, "case": case}) + "\n")
+            self.proc.stdin.flush()
+        return self._read()
+
+    def finish(self) -> list[list[str]]:
+        """Ends the worker; the ops that fell back to LMCache's torch ops through kvx."""
+        self.proc.stdin.close()
+        fallbacks = self._read()["fallbacks"]
+        self.proc.wait()
+        return fallbacks
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+    def _read(self) -> dict[str, Any]:
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self.log.seek(0)
+            raise _WorkerFailed(
+                f"the worker on {self.who} failed (exit {self.proc.returncode}):\n"
+                + self.log.read()[-3000:]
+            )
+        return json.loads(line)
 
 
-def _table(results: dict[str, dict[str, Any]]) -> str:
+def _measure(
+    args: argparse.Namespace, workers: dict[str, _Worker]
+) -> dict[str, dict[tuple[str, int], list[float]]]:
+    """Seconds per call by backend and (row, tokens), the workers taking turns block by block
+    (which goes first alternates)."""
+    times: dict[str, dict[tuple[str, int], list[float]]] = {c: {} for c in workers}
+    progress = common.Progress(len(args.tokens) * args.blocks * len(CASES), "bench lmcache")
+    for tokens in args.tokens:
+        for block in range(args.blocks):
+            for case in CASES:
+                turns = list(workers.items())
+                for column, worker in turns[:: -1 if block % 2 else 1]:
+                    for row, seconds in worker.ask(tokens, case).items():
+                        times[column].setdefault((row, tokens), []).extend(seconds)
+                progress.step(f"{tokens} tokens: {case}")
+    return times
+
+
+def _table(times: dict[str, dict[tuple[str, int], list[float]]]) -> str:
     rows = []
-    for key, torch_s in results["torch"]["times"].items():
-        name, tokens = key.split("|")
-        kvx_s = results["kvx"]["times"][key]
+    for (name, tokens), torch_times in times["torch"].items():
+        torch_s = statistics.median(torch_times)
+        kvx_s = statistics.median(times["kvx"][name, tokens])
         bar = next(v for k, v in BARS.items() if name.startswith(k))
         ratio = torch_s / kvx_s
         rows.append(
             [
                 name,
-                tokens,
+                str(tokens),
                 f"{torch_s * 1e3:.2f}",
                 f"{kvx_s * 1e3:.2f}",
                 f"{ratio:.1f}x",
@@ -344,7 +459,7 @@ def run(argv: list[str]) -> int:
     if args.lmcache_site:
         site.addsitedir(args.lmcache_site)
     if args.worker:
-        print(json.dumps(_worker(args)))
+        _serve(args)
         return 0
     if importlib.util.find_spec("lmcache") is None:
         print(
@@ -355,23 +470,27 @@ def run(argv: list[str]) -> int:
         return 2
     import kvx.lmcache
 
-    results = {}
-    progress = common.Progress(len(BACKENDS), "bench lmcache")
-    for column, backend in BACKENDS.items():
-        found = _run_worker(argv, backend)
-        if found is None:
-            return 1
-        results[column] = found
-        progress.step(f"{column} ({found['device_ops'].rsplit('.', 1)[-1]})")
+    workers: dict[str, _Worker] = {}
+    try:
+        for column, backend in BACKENDS.items():
+            workers[column] = _Worker(argv, backend)
+        times = _measure(args, workers)
+        fallbacks = workers["kvx"].finish()
+        workers["torch"].finish()
+    except _WorkerFailed as failed:
+        print(failed, file=sys.stderr)
+        return 1
+    finally:
+        for worker in workers.values():
+            worker.close()
     common.print_machine()
     print(f"LMCache plugin: {kvx.lmcache.plugin_status()}")
     print(
         f"Llama-3-8B shape: {args.layers} layers, {args.heads} KV heads, head {args.head_size}, "
-        f"bf16, block {args.block_size}; ops: torch = {results['torch']['device_ops']}, "
-        f"kvx = {results['kvx']['device_ops']}"
+        f"bf16, block {args.block_size}; ops: torch = {workers['torch'].device_ops}, "
+        f"kvx = {workers['kvx'].device_ops}"
     )
-    print(_table(results))
-    fallbacks = results["kvx"].get("fallbacks") or []
+    print(_table(times))
     print(
         "kvx fell back to LMCache's torch ops for: "
         + ("; ".join(f"{op} ({why})" for op, why in fallbacks) or "nothing")

@@ -123,8 +123,8 @@ def test_each_decodes_the_others_cachegen_bytes(
 def test_benchmark_times_lmcaches_calls_on_both_backends() -> None:
     """``kvx bench lmcache`` on a small shape: both processes run, with the ops they should, and
     every row of the table is there."""
-    args = ["--tokens", "256", "--heads", "1", "--head-size", "64", "--repeats", "1"]
-    args += ["--torch-codec-chunks", "1", "--lmcache-site", str(lmcache_env.site_dir())]
+    args = ["--tokens", "256", "--heads", "1", "--head-size", "64", "--blocks", "2"]
+    args += ["--repeats", "1", "--lmcache-site", str(lmcache_env.site_dir())]
     done = subprocess.run(
         [sys.executable, "-m", "kvx", "bench", "lmcache", *args],
         capture_output=True,
