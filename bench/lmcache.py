@@ -483,6 +483,8 @@ def run(argv: list[str]) -> int:
     finally:
         for worker in workers.values():
             worker.close()
+    if args.threads:  # the CPU line then gives the workers' thread count
+        kvx.set_num_threads(args.threads)
     common.print_machine()
     print(f"LMCache plugin: {kvx.lmcache.plugin_status()}")
     print(
