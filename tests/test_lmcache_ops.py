@@ -63,11 +63,11 @@ def test_fallback_ops_are_announced_once(ops, caplog) -> None:
     from kvx.lmcache import _fallback
 
     caplog.set_level(logging.WARNING, logger="kvx.lmcache")
-    ops.batched_memcpy([], [], [])
-    ops.batched_memcpy([], [], [])
-    said = [r.getMessage() for r in caplog.records if "batched_memcpy" in r.getMessage()]
+    assert ops.get_gpu_pci_bus_id(0) is None  # no GPU here
+    ops.get_gpu_pci_bus_id(0)
+    said = [r.getMessage() for r in caplog.records if "get_gpu_pci_bus_id" in r.getMessage()]
     assert len(said) <= 1  # a test before this one may have triggered the announcement
-    assert any(op == "batched_memcpy" for op, _ in _fallback.announced())
+    assert any(op == "get_gpu_pci_bus_id" for op, _ in _fallback.announced())
 
 
 def test_native_enums_are_lmcache_s(ops) -> None:
@@ -210,6 +210,74 @@ def test_free_ignores_foreign_and_repeated_pointers(ops) -> None:
     ops.free_pinned_ptr(ptr)
     ops.free_pinned_ptr(ptr)
     ops.free_pinned_ptr(12345)
+
+
+# --- raw copies ------------------------------------------------------------------------------
+
+
+def _ranges(seed: int, count: int, size: int):
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, 256, (count, size), generator=gen, dtype=torch.uint8)
+    return src, torch.zeros_like(src)
+
+
+def test_batched_memcpy_copies_every_range(ops) -> None:
+    src, dst = _ranges(6, 9, 1000)
+    sizes = [0, 1, 999, 1000, 7, 500, 1000, 3, 64]
+    ops.batched_memcpy(
+        [src[i].data_ptr() for i in range(9)], [dst[i].data_ptr() for i in range(9)], sizes
+    )
+    for i, n in enumerate(sizes):
+        assert torch.equal(dst[i, :n], src[i, :n]) and not dst[i, n:].any()
+
+
+def test_batched_memcpy_refuses_overlap_and_uneven_lists(ops) -> None:
+    src, dst = _ranges(7, 2, 100)
+    with pytest.raises(kvx.InvalidArgumentError, match="sizes"):
+        ops.batched_memcpy([src[0].data_ptr()], [dst[0].data_ptr()], [1, 2])
+    with pytest.raises(kvx.InvalidArgumentError, match="overlap"):
+        ops.batched_memcpy(
+            [src[0].data_ptr(), src[1].data_ptr()], [dst[0].data_ptr(), dst[0].data_ptr() + 50],
+            [100, 100],
+        )  # fmt: skip
+    assert not dst.any()
+
+
+@pytest.mark.parametrize("mode", ["pointers", "tensors"])
+@pytest.mark.parametrize("offset,alignment", [(0, 1 << 20), (100, 256), (4095, 4096)])
+def test_lmcache_memcpy_async_copies_nbytes(lmc, ops, mode, offset, alignment) -> None:
+    import lmcache.lmcache_native as native
+
+    src, dst = _ranges(8, 1, 5000)
+    args = (dst[0], src[0]) if mode == "tensors" else (dst.data_ptr(), src.data_ptr())
+    ops.lmcache_memcpy_async(*args, 4321, native.TransferDirection.H2D, offset, alignment)
+    assert torch.equal(dst[0, :4321], src[0, :4321]) and not dst[0, 4321:].any()
+
+
+def test_lmcache_memcpy_async_pieces_stop_at_each_host_boundary() -> None:
+    from kvx.lmcache.copy_ops import _pieces
+
+    assert _pieces(1000, 100, 256) == [(0, 156), (156, 256), (412, 256), (668, 256), (924, 76)]
+    assert _pieces(10, 0, 4096) == [(0, 10)]
+    assert _pieces(0, 5, 8) == []
+
+
+def test_lmcache_memcpy_async_refuses_what_lmcache_refuses(ops) -> None:
+    import lmcache.lmcache_native as native
+
+    src, dst = _ranges(9, 1, 64)
+    h2d = native.TransferDirection.H2D
+    with pytest.raises(kvx.InvalidArgumentError, match="power of two"):
+        ops.lmcache_memcpy_async(dst.data_ptr(), src.data_ptr(), 8, h2d, 0, 3)
+    with pytest.raises(kvx.InvalidArgumentError, match="direction"):
+        ops.lmcache_memcpy_async(dst.data_ptr(), src.data_ptr(), 8, 7, 0, 4)
+    with pytest.raises(TypeError):
+        ops.lmcache_memcpy_async(dst[0], src.data_ptr(), 8, h2d, 0, 4)
+    with pytest.raises(kvx.InvalidArgumentError, match="nbytes"):
+        ops.lmcache_memcpy_async(dst[0].view(torch.int32), src[0].view(torch.int32), 6, h2d, 0, 4)
+    with pytest.raises(kvx.InvalidArgumentError, match="src"):
+        ops.lmcache_memcpy_async(dst[0], src[0, :8], 16, h2d, 0, 4)
+    assert not dst.any()
 
 
 # --- specs and registration ------------------------------------------------------------------

@@ -23,6 +23,8 @@ C_TEST_GLOBS = (
     "test_staged_codec.py",
     "test_ascend_transfer.py",
     "test_cnrt_transfer.py",
+    "test_copy.py",
+    "test_host_memory.py",
     "test_conformance.py",
     "fuzz/test_fuzz_*.py",
 )

@@ -1,10 +1,10 @@
 """kvx's implementation of LMCache's ``DeviceOps`` surface.
 
 Every op LMCache's torch baseline has is an attribute of :class:`KvxDeviceOps`: a function of
-:mod:`.transfer_ops`, :mod:`.codec_ops`, :mod:`.rope_ops` or :mod:`.memory_ops` (same name,
-parameters and defaults as LMCache's), or, for the ops kvx does not run, a forwarder to
-LMCache's torch version that says so once (:mod:`._fallback`). :data:`FALLBACK_OPS` lists
-those with the reason.
+:mod:`.transfer_ops`, :mod:`.codec_ops`, :mod:`.rope_ops`, :mod:`.memory_ops` or
+:mod:`.copy_ops` (same name, parameters and defaults as LMCache's), or, for the ops kvx does not
+run, a forwarder to LMCache's torch version that says so once (:mod:`._fallback`).
+:data:`FALLBACK_OPS` lists those with the reason.
 """
 
 from __future__ import annotations
@@ -17,12 +17,10 @@ from lmcache.v1.platform.base.device_ops import DeviceOps
 from lmcache.v1.platform.devices.cpu.device_ops import CpuDeviceOps
 
 from .. import _devices
-from . import _fallback, codec_ops, memory_ops, rope_ops, transfer_ops
+from . import _fallback, codec_ops, copy_ops, memory_ops, rope_ops, transfer_ops
 
 # Ops kvx leaves to LMCache, and why.
 FALLBACK_OPS: dict[str, str] = {
-    "batched_memcpy": "libkvx has no batched copy entry yet",
-    "lmcache_memcpy_async": "libkvx has no copy entry yet",
     "alloc_shm_pinned_ptr": "shared-memory buffers stay LMCache's",
     "free_shm_pinned_ptr": "shared-memory buffers stay LMCache's",
     "record_completion_on_stream": "kvx records no stream callbacks yet",
@@ -31,7 +29,7 @@ FALLBACK_OPS: dict[str, str] = {
     "drain_recorded_events": "kvx records no stream callbacks yet",
     "get_gpu_pci_bus_id": "a device query, not a kernel",
 }
-_KVX_MODULES = (codec_ops, rope_ops, memory_ops, transfer_ops)
+_KVX_MODULES = (transfer_ops, codec_ops, rope_ops, memory_ops, copy_ops)
 
 
 def _kvx_ops() -> dict[str, Any]:

@@ -1,38 +1,36 @@
 """LMCache's host-buffer ops (``alloc_*_ptr`` / ``free_*_ptr``), allocated by kvx.
 
-Buffers are anonymous page-aligned mappings, zero-filled by the kernel on first touch (nothing is
-written up front, unlike LMCache's torch version). The NUMA variants bind the mapping to node
-``numa_id`` (LMCache's torch version ignores it); the hugepage variants ask for huge pages and
-fall back to normal ones with a warning. Where the active LMCache device pins host memory (an
-accelerator's runtime: cudaHostRegister, aclrtHostRegister, ...), each buffer is pinned through
-it, so device copies from and to it run as DMA.
+On an accelerator, ``alloc_pinned_ptr`` is page-locked memory from the device's runtime
+(:func:`kvx.host_alloc`: cudaHostAlloc, aclrtMallocHost, cnrtHostMalloc, ...). Every other
+buffer (the CPU's, and the NUMA and hugepage variants everywhere) is an anonymous page-aligned
+mapping, zero-filled by the kernel on first touch (nothing is written up front, unlike LMCache's
+torch version): the NUMA variants bind it to node ``numa_id`` before any page exists (LMCache's
+torch version ignores the node), the hugepage variants ask for huge pages and fall back to
+normal ones with a warning, and on an accelerator it is then registered with the device
+(LMCache's pinning backend for it), so device copies from and to it run as DMA.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import os
 import platform
 import threading
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
 
+from .. import memory
 from .._errors import InvalidArgumentError, OutOfMemoryError
+from . import _active
 
 _MPOL_BIND = 2
 # mbind(2) has no libc wrapper everywhere; its syscall number per architecture.
 _SYS_MBIND = {"x86_64": 237, "aarch64": 235, "ppc64le": 259, "riscv64": 235}
 
 
-@dataclass
-class _Buffer:
-    mapping: mmap.mmap
-    anchor: ctypes.c_char  # exports the mapping's address; released before unmapping
-    pinned: bool
-
-
-_buffers: dict[int, _Buffer] = {}
+_buffers: dict[int, Callable[[], None]] = {}  # address -> what frees it
 _lock = threading.Lock()
 
 
@@ -74,48 +72,59 @@ def _map(size: int, huge: bool) -> mmap.mmap:
     return mmap.mmap(-1, size, flags=flags)
 
 
-def _pin(address: int, size: int) -> bool:
+def _mapped(size: int, numa_id: int | None, huge: bool) -> tuple[int, Callable[[], None]]:
+    """An anonymous mapping (NUMA-bound, registered with the active device's pinning backend
+    where it has one): its address and what frees it."""
     from lmcache.v1.platform._device_detect import current_device_spec
 
+    try:
+        mapping = _map(size, huge)
+    except OSError as e:
+        raise OutOfMemoryError(f"size: cannot map {size} bytes: {e}") from None
+    anchor = ctypes.c_char.from_buffer(mapping)  # exports the address; released before unmap
+    address = ctypes.addressof(anchor)
     spec = current_device_spec()
-    return spec.device_type not in ("", "cpu") and bool(spec.pin_memory(address, size))
+    pinned = False
+
+    def release() -> None:
+        nonlocal anchor
+        if pinned:
+            spec.unpin_memory(address)
+        del anchor
+        mapping.close()
+
+    try:
+        if numa_id is not None:
+            _bind(address, size, numa_id)
+        pinned = spec.device_type not in ("", "cpu") and bool(spec.pin_memory(address, size))
+    except BaseException:
+        release()
+        raise
+    return address, release
 
 
 def _alloc(size: int, numa_id: int | None = None, huge: bool = False) -> int:
     if not isinstance(size, int) or size < 1:
         raise InvalidArgumentError(f"size: expected a positive number of bytes, got {size!r}")
-    try:
-        mapping = _map(size, huge)
-    except OSError as e:
-        raise OutOfMemoryError(f"size: cannot map {size} bytes: {e}") from None
-    anchor = ctypes.c_char.from_buffer(mapping)
-    address = ctypes.addressof(anchor)
-    try:
-        if numa_id is not None:
-            _bind(address, size, numa_id)
-        pinned = _pin(address, size)
-    except BaseException:
-        del anchor
-        mapping.close()
-        raise
+    device = _active.device()
+    if device is not None and numa_id is None and not huge:
+        # Page-locked by the device runtime itself (cudaHostAlloc, aclrtMallocHost, ...).
+        address = memory.host_alloc(size, device)
+        release = functools.partial(memory.host_free, address, device)
+    else:
+        address, release = _mapped(size, numa_id, huge)
     with _lock:
-        _buffers[address] = _Buffer(mapping, anchor, pinned)
+        _buffers[address] = release
     return address
 
 
 def _free(ptr: int) -> None:
-    """Unmaps a buffer of this module; a pointer it did not hand out (or already freed) is
+    """Frees a buffer of this module; a pointer it did not hand out (or already freed) is
     ignored, as LMCache's own free ops do."""
     with _lock:
-        buffer = _buffers.pop(ptr, None)
-    if buffer is None:
-        return
-    if buffer.pinned:
-        from lmcache.v1.platform._device_detect import current_device_spec
-
-        current_device_spec().unpin_memory(ptr)
-    del buffer.anchor
-    buffer.mapping.close()
+        release = _buffers.pop(ptr, None)
+    if release is not None:
+        release()
 
 
 def alloc_pinned_ptr(size: int, device_id: int = 0) -> int:
