@@ -152,10 +152,13 @@ class _Engine:
 
         LMCacheEngineBuilder.destroy(self.name)
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _forget_caches(self) -> None:
         # The connector keeps the caches' pointer table between calls (vLLM's caches never
         # move); these calls pass different caches, so it starts over, as LMCache's tests do.
         self.connector.kv_cache_pointers_on_gpu = {}
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        self._forget_caches()
         return getattr(self.engine, method)(*args, **kwargs)
 
     def store(self, tokens: torch.Tensor, caches: list[torch.Tensor], slots: torch.Tensor) -> None:
@@ -184,7 +187,7 @@ class _Engine:
         self, chunk: Any, start: int, end: int, caches: list[torch.Tensor], slots: torch.Tensor
     ) -> None:
         """One chunk into ``caches`` through the engine's connector."""
-        self.connector.kv_cache_pointers_on_gpu = {}
+        self._forget_caches()
         self.connector.to_gpu(chunk, start, end, kvcaches=caches, slot_mapping=slots)
 
 
