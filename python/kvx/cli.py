@@ -20,6 +20,7 @@ BENCHMARKS = (
     "rope_gpu",
     "codec_gpu",
     "copy",
+    "lmcache",
 )  # each is kvx.bench.NAME with run(argv) -> int
 
 
