@@ -78,6 +78,19 @@ class KvxCpuDeviceSpec(_KvxSpec, CpuDeviceSpec):
 
     kind = _devices.CPU
 
+    @property
+    def torch_module_name(self) -> str:
+        """``kvx_cpu``: LMCache's own CPU stand-in for a device module, attached to torch under
+        that name. LMCache takes the selected backend's module as ``getattr(torch, name)``;
+        ``torch.cpu`` would say a CPU "device" is available whose current device is the
+        string ``"cpu"``, which LMCache's storage setup turns into the device ``"cpu:cpu"``."""
+        import torch
+        from lmcache.v1.platform.devices.cpu.stub_cpu_device import StubCPUDevice
+
+        if not hasattr(torch, self.backend_name):
+            setattr(torch, self.backend_name, StubCPUDevice("cpu"))
+        return self.backend_name
+
 
 class KvxCudaDeviceSpec(_KvxSpec, CudaDeviceSpec):
     """NVIDIA GPUs through kvx's CUDA backend."""
