@@ -350,19 +350,30 @@ static int32_t transfer_on_device(engine *e, const kvx_transfer_args *args)
     return rc;
 }
 
-int32_t kvx_runtime_transfer(const kvx_transfer_args *args, const kvx_stream *stream)
+/* Loads the stream's runtime into e, makes the stream's device current around body(e, args),
+ * and puts the previous device back. */
+static int32_t on_device(engine *e, int32_t (*body)(engine *, const void *), const void *args)
 {
-    const kvx_runtime_ops *ops = kvx_runtime_ops_for(stream);
-    engine e = {.ops = ops, .stream = stream, .direction = args->direction, .op = "transfer"};
-    if (!ops || !ops->load(&e.features))
+    if (!e->ops || !e->ops->load(&e->features))
         return KVX_ERR_NOT_AVAILABLE;
     kvx_device_guard guard;
-    int32_t rc = kvx_runtime_enter(ops, stream, &guard);
+    int32_t rc = kvx_runtime_enter(e->ops, e->stream, &guard);
     if (rc)
         return rc;
-    rc = transfer_on_device(&e, args);
-    ops->leave(&guard);
+    rc = body(e, args);
+    e->ops->leave(&guard);
     return rc;
+}
+
+static int32_t transfer_body(engine *e, const void *args) { return transfer_on_device(e, args); }
+
+int32_t kvx_runtime_transfer(const kvx_transfer_args *args, const kvx_stream *stream)
+{
+    engine e = {.ops = kvx_runtime_ops_for(stream),
+                .stream = stream,
+                .direction = args->direction,
+                .op = "transfer"};
+    return on_device(&e, transfer_body, args);
 }
 
 /* ---------------------------------------------------------------- kvx_copy_batch */
@@ -452,17 +463,10 @@ static int32_t copy_on_device(engine *e, const kvx_copy_batch_args *args)
     return rc;
 }
 
+static int32_t copy_body(engine *e, const void *args) { return copy_on_device(e, args); }
+
 int32_t kvx_runtime_copy_batch(const kvx_copy_batch_args *args, const kvx_stream *stream)
 {
-    const kvx_runtime_ops *ops = kvx_runtime_ops_for(stream);
-    engine e = {.ops = ops, .stream = stream, .op = "copy_batch"};
-    if (!ops || !ops->load(&e.features))
-        return KVX_ERR_NOT_AVAILABLE;
-    kvx_device_guard guard;
-    int32_t rc = kvx_runtime_enter(ops, stream, &guard);
-    if (rc)
-        return rc;
-    rc = copy_on_device(&e, args);
-    ops->leave(&guard);
-    return rc;
+    engine e = {.ops = kvx_runtime_ops_for(stream), .stream = stream, .op = "copy_batch"};
+    return on_device(&e, copy_body, args);
 }
