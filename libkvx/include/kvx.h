@@ -122,7 +122,7 @@ KVX_API int32_t kvx_backend_supports(int32_t device_type, int32_t op);
 KVX_API int32_t kvx_set_num_threads(int32_t num_threads);
 KVX_API int32_t kvx_get_num_threads(void);
 /* The instruction-set variants the CPU kernels run, chosen once per process from the CPU and
- * KVX_CPU_ISA, e.g. "rope=avx512bf16 range_coder=avx2". A static string. */
+ * KVX_CPU_ISA, e.g. "rope=avx512bf16 range_coder=avx2 copy=stream-avx2". A static string. */
 KVX_API const char *kvx_cpu_kernels(void);
 
 /* ---------------------------------------------------------------- element types */

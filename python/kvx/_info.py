@@ -164,5 +164,6 @@ def cpu_isa() -> str:
 
 def cpu_kernels() -> str:
     """The instruction-set variants the CPU kernels run in this process, chosen from the CPU and
-    ``KVX_CPU_ISA``, e.g. ``"rope=avx512bf16 range_coder=avx2"``."""
+    ``KVX_CPU_ISA``, e.g. ``"rope=avx512bf16 range_coder=avx2 copy=stream-avx2"`` (``copy``: how
+    transfers larger than the last-level cache copy, see ``KVX_CPU_STREAM_THRESHOLD``)."""
     return ffi.string(lib.kvx_cpu_kernels()).decode()

@@ -1,6 +1,6 @@
 /* isa.c - which instruction-set variants of the CPU kernels may run (RoPE keeps its own, finer
- * choice in rope.c), the public query naming them, and the warning about a KVX_CPU_ISA value
- * that is not followed. */
+ * choice in rope.c; stream_copy.c names the transfer's copy), the public query naming them, and
+ * the warning about a KVX_CPU_ISA value that is not followed. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "stream_copy.h"
 
 static int detect_avx2(void)
 {
@@ -43,6 +44,13 @@ static int names_a_variant(const char *name)
     return 0;
 }
 
+/* "rope=... range_coder=... copy=...": what kvx_cpu_kernels() returns and the warnings name. */
+static void describe(char *text, size_t size)
+{
+    snprintf(text, size, "rope=%s range_coder=%s copy=%s", kvx_cpu_rope_variant(),
+             kvx_cpu_avx2_allowed() ? "avx2" : "baseline", kvx_stream_copy_variant());
+}
+
 void kvx_cpu_check_isa_setting(void)
 {
     /* Set first: asking for the variants below calls this again, which must return at once. */
@@ -53,25 +61,22 @@ void kvx_cpu_check_isa_setting(void)
     if (!wanted || !*wanted) /* empty counts as unset */
         return;
     const char *rope = kvx_cpu_rope_variant();
-    const char *coder = kvx_cpu_avx2_allowed() ? "avx2" : "baseline";
+    char running[96];
+    describe(running, sizeof running);
     if (!names_a_variant(wanted))
         kvx_warn("KVX_CPU_ISA=\"%s\" ignored (expected baseline, avx2, avx512 or avx512bf16); "
-                 "using the best variants this CPU runs: rope=%s range_coder=%s",
-                 wanted, rope, coder);
+                 "using the best variants this CPU runs: %s",
+                 wanted, running);
     else if (strcmp(rope, wanted) != 0) /* RoPE runs the named variant whenever the CPU can */
         kvx_warn("KVX_CPU_ISA=\"%s\" ignored (this CPU cannot run it); using the best "
-                 "variants it runs: rope=%s range_coder=%s",
-                 wanted, rope, coder);
+                 "variants it runs: %s",
+                 wanted, running);
 }
 
-static char kernels[64];
+static char kernels[96];
 static pthread_once_t kernels_once = PTHREAD_ONCE_INIT;
 
-static void describe_kernels(void)
-{
-    snprintf(kernels, sizeof kernels, "rope=%s range_coder=%s", kvx_cpu_rope_variant(),
-             kvx_cpu_avx2_allowed() ? "avx2" : "baseline");
-}
+static void describe_kernels(void) { describe(kernels, sizeof kernels); }
 
 const char *kvx_cpu_kernels(void)
 {

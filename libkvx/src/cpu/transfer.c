@@ -6,12 +6,14 @@
  * are contiguous on both sides (one run per block when consecutive slots share a block and both
  * sides store whole token rows back to back), and the same runs are then copied for every
  * (layer, plane) on the thread pool. Within a run, the copy unit is the largest contiguous piece
- * the two layouts share: the whole run, one token row, or one head vector.
+ * the two layouts share: the whole run, one token row, or one head vector. Transfers much larger
+ * than the caches copy with streaming stores (stream_copy.c).
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "stream_copy.h"
 #include "../core/transfer_plan.h"
 
 typedef kvx_run run;
@@ -28,14 +30,16 @@ typedef struct transfer_job {
     int64_t head_bytes;
     const run *runs;
     int64_t num_runs;
+    kvx_copy_fn copy;
+    int streaming; /* copy is the streaming one: each chunk ends with a fence */
 } transfer_job;
 
-static void copy_piece(char *paged, char *dense, int64_t bytes, int32_t direction)
+static void copy_piece(const transfer_job *job, char *paged, char *dense, int64_t bytes)
 {
-    if (direction == KVX_PAGED_TO_DENSE)
-        memcpy(dense, paged, (size_t)bytes);
+    if (job->direction == KVX_PAGED_TO_DENSE)
+        job->copy(dense, paged, (size_t)bytes);
     else
-        memcpy(paged, dense, (size_t)bytes);
+        job->copy(paged, dense, (size_t)bytes);
 }
 
 static void copy_run(const transfer_job *job, char *paged_base, char *dense_base, const run *r)
@@ -44,21 +48,20 @@ static void copy_run(const transfer_job *job, char *paged_base, char *dense_base
     const kvx_dense_desc *d = job->dense;
     int64_t es = job->elem_size;
     if (job->unit == COPY_RUN) {
-        copy_piece(kvx_paged_token(p, paged_base, r->slot, es),
-                   dense_base + r->token * d->token_stride * es, r->count * job->row_bytes,
-                   job->direction);
+        copy_piece(job, kvx_paged_token(p, paged_base, r->slot, es),
+                   dense_base + r->token * d->token_stride * es, r->count * job->row_bytes);
         return;
     }
     for (int64_t i = 0; i < r->count; i++) {
         char *src_p = kvx_paged_token(p, paged_base, r->slot + i, es);
         char *src_d = dense_base + (r->token + i) * d->token_stride * es;
         if (job->unit == COPY_ROW) {
-            copy_piece(src_p, src_d, job->row_bytes, job->direction);
+            copy_piece(job, src_p, src_d, job->row_bytes);
             continue;
         }
         for (int64_t h = 0; h < p->num_heads; h++)
-            copy_piece(src_p + h * p->head_stride * es, src_d + h * d->head_stride * es,
-                       job->head_bytes, job->direction);
+            copy_piece(job, src_p + h * p->head_stride * es, src_d + h * d->head_stride * es,
+                       job->head_bytes);
     }
 }
 
@@ -76,6 +79,9 @@ static void copy_items(void *ctx, int64_t begin, int64_t end)
                            (kv * d->kv_stride + layer * d->layer_stride) * job->elem_size;
         copy_run(job, paged_base, dense_base, &job->runs[r]);
     }
+    /* Streaming stores are weakly ordered: they must reach memory before the pool's "done". */
+    if (job->streaming)
+        kvx_stream_fence();
 }
 
 int32_t kvx_cpu_transfer(const kvx_transfer_args *args, const kvx_stream *stream)
@@ -101,6 +107,10 @@ int32_t kvx_cpu_transfer(const kvx_transfer_args *args, const kvx_stream *stream
                                &job.num_runs);
     if (rc == KVX_OK && job.num_runs > 0) {
         int64_t planes = (int64_t)args->paged->num_kv * args->paged->num_layers;
+        int64_t tokens = 0; /* valid ones: padding slots move nothing */
+        for (int64_t i = 0; i < job.num_runs; i++)
+            tokens += runs[i].count;
+        job.copy = kvx_stream_copy_for(planes * tokens * job.row_bytes, &job.streaming);
         int64_t run_bytes = count * job.row_bytes / job.num_runs;
         /* Hand out at least ~64 KiB per chunk so the counter is not contended. */
         int64_t grain = run_bytes >= 65536 ? 1 : 65536 / (run_bytes > 0 ? run_bytes : 1);
