@@ -84,7 +84,7 @@ def mark(device: Any = None, stream: Any = None) -> Mark:
             that type. None with a torch stream as ``stream``: that stream's device.
         stream: which stream of the device. None: torch's current stream there. An int: a raw
             handle (``cudaStream_t``, ``aclrtStream``, ``cnrtQueue_t``; 0 is the device's
-            default stream), as LMCache passes its ``cuda_stream_ptr``. Or a torch stream of that
+            default stream), as LMCache passes its stream pointers. Or a torch stream of that
             device type. Not looked at on the CPU, which has no streams.
 
     Raises :class:`kvx.NotAvailableError` when the device's backend cannot run,
