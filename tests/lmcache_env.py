@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import shutil
 import site
@@ -33,7 +34,7 @@ import pytest
 LMCACHE_VERSION = "0.5.6"
 
 # What `import lmcache` and the modules of its tests that kvx runs import, pinned to versions
-# known to work with LMCache 0.5.6 on Python 3.10 to 3.13.
+# that work with LMCache 0.5.6 in a clean environment (checked with Python 3.11, as in CI).
 LMCACHE_IMPORTS = [
     "numba==0.68.1",
     "prometheus_client==0.24.1",
@@ -45,6 +46,9 @@ LMCACHE_IMPORTS = [
     "msgspec==0.23.0",
     "pyzmq==27.3.0",
     "redis==8.2.0",
+    "requests==2.32.5",
+    "py-cpuinfo==9.0.0",
+    "cryptography==51.0.1",
 ]
 # Building the sdist's metadata (pip does, to download it) needs these and nothing else when
 # NO_NATIVE_EXT is set; they go to a folder of their own too.
@@ -89,8 +93,10 @@ def _install_once(folder: Path, steps: list[tuple[list[str], str, dict[str, str]
 
 
 def site_dir() -> Path:
-    """The folder holding LMCache and the modules its imports need."""
-    folder = _cache() / "site"
+    """The folder holding LMCache and the modules its imports need (named after that list, so
+    that changing it installs afresh)."""
+    digest = hashlib.sha256("\n".join(LMCACHE_IMPORTS).encode()).hexdigest()[:12]
+    folder = _cache() / f"site-{digest}"
     wheel = pypi_wheels.wheel(f"lmcache=={LMCACHE_VERSION}", f"lmcache-{LMCACHE_VERSION}-*.whl")
     target = ["install", "-q", "--target", str(folder)]
     return _install_once(
