@@ -8,12 +8,11 @@ before anything is queued, injected runtime failures naming the range."""
 
 from __future__ import annotations
 
-import threading
-
 import device_stub_cases as dsc
 import kvx
 import numpy as np
 import pytest
+from concurrency import failures_in_threads
 from kvx._native import ffi, lib
 
 SENTINEL = 0xA5
@@ -155,25 +154,15 @@ def test_empty_batches_and_empty_ranges():
 def test_concurrent_calls_from_python_threads(rng):
     """While one caller's job holds the pool, the others run theirs on their own threads."""
     cases = [scattered(rng, CPU_CASES["small"][:2000] + [1 << 20]) for _ in range(6)]
-    errors = []
 
     def work(case):
         src, dst, src_off, dst_off, sizes, expected = case
-        try:
-            for _ in range(4):
-                dst[:] = SENTINEL
-                run_scattered(src, dst, src_off, dst_off, sizes, as_lists=False)
-                if not np.array_equal(dst, expected):
-                    errors.append("mismatch")
-        except Exception as exc:  # reported below
-            errors.append(repr(exc))
+        for _ in range(4):
+            dst[:] = SENTINEL
+            run_scattered(src, dst, src_off, dst_off, sizes, as_lists=False)
+            assert np.array_equal(dst, expected), "mismatch"
 
-    threads = [threading.Thread(target=work, args=(case,)) for case in cases]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert failures_in_threads(work, cases) == []
 
 
 def test_inputs_as_tensors_and_tuples(rng):

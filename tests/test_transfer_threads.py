@@ -3,12 +3,12 @@ several Python threads at once (cffi releases the GIL) each get their own correc
 
 import shutil
 import subprocess
-import threading
 from pathlib import Path
 
 import kvx
 import pytest
 import transfer_cases as tc
+from concurrency import failures_in_threads
 from machine import STRICT_C11
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,24 +39,14 @@ def test_set_num_threads_rejects_out_of_range(restore_threads):
 
 def test_concurrent_calls_from_python_threads():
     cases = [tc.pool_store_case(100 + i) for i in range(6)]
-    errors = []
 
     def work(case):
         paged, dense, slots, expected = case
-        try:
-            for _ in range(5):
-                kvx.store(paged, dense, slots)
-                if not tc.bits_equal(dense, expected):
-                    errors.append("mismatch")
-        except Exception as exc:  # reported below
-            errors.append(repr(exc))
+        for _ in range(5):
+            kvx.store(paged, dense, slots)
+            assert tc.bits_equal(dense, expected), "mismatch"
 
-    threads = [threading.Thread(target=work, args=(case,)) for case in cases]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert failures_in_threads(work, cases) == []
 
 
 def test_pool_survives_count_changes_and_idle_gaps(restore_threads):
