@@ -62,3 +62,19 @@ def test_hip_flavour_builds(tmp_path):
     library = _build(tmp_path, "hip")
     exported = exported_symbols(library)
     assert "kvx_transfer" in exported and all(name.startswith("kvx_") for name in exported)
+    # hipcc's objects come from a meson generator: their header dependencies must be recorded,
+    # or editing a shared header (gpu_device.h) would leave stale kernels in the library.
+    objects = library.parent / "libkvx.so.0.1.0.p"
+    deps = subprocess.run(
+        [
+            "ninja",
+            "-C",
+            str(library.parent.parent),
+            "-t",
+            "deps",
+            str(objects.relative_to(library.parent.parent) / "transfer.o"),
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "gpu_device.h" in deps, deps[-2000:]
