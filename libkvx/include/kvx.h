@@ -369,8 +369,10 @@ KVX_API int32_t kvx_codec_stream_bound(int64_t num_tokens, int64_t *bytes);
  * LMCache encode_fast_new: encodes every (layer, channel) stream of symbols [num_layers,
  * num_tokens, num_channels] (each <= cdf_len - 2) into streams [num_layers, num_channels,
  * stream_capacity] and its byte length into lengths [num_layers, num_channels]. A stream that
- * does not fit stream_capacity fails the call with KVX_ERR_BUFFER_TOO_SMALL (nothing is written
- * past any stream's slot); kvx_codec_stream_bound gives a capacity that always suffices.
+ * does not fit stream_capacity fails the call with KVX_ERR_BUFFER_TOO_SMALL: nothing is written
+ * past any stream's slot, and where the call reports it (not a GPU, whose errors come from
+ * kvx_synchronize) lengths are left as they were; kvx_codec_stream_bound gives a capacity that
+ * always suffices.
  */
 KVX_API int32_t kvx_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
                                  int64_t num_layers, int64_t num_tokens, int64_t num_channels,

@@ -22,6 +22,7 @@
  * token as one contiguous run.
  */
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "codec_cpu.h"
@@ -244,12 +245,22 @@ int32_t kvx_cpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream
                                           args->num_channels, args->cdf_len - 2, "symbols")))
         return rc;
     int64_t groups = (args->num_channels + KVX_CODEC_GROUP - 1) / KVX_CODEC_GROUP;
+    /* The lengths land in the caller's array only once every stream has fit: a failed call
+     * leaves them as they were (the slots themselves are the caller's scratch). */
+    size_t lengths_bytes = (size_t)(args->num_layers * args->num_channels) * sizeof(int32_t);
+    int32_t *lengths = malloc(lengths_bytes ? lengths_bytes : 1);
+    if (!lengths)
+        return kvx_fail(KVX_ERR_OUT_OF_MEMORY, "encode: cannot allocate %zu bytes of lengths",
+                        lengths_bytes);
     encode_job job = {
         args->cdf, args->cdf_len, args->symbols,         args->num_tokens, args->num_channels,
-        groups,    args->streams, args->stream_capacity, args->lengths,    -1,
+        groups,    args->streams, args->stream_capacity, lengths,          -1,
         0};
     kvx_parallel_for(args->num_layers * groups, 1, encode_range_variant(), &job);
     int64_t bad = atomic_load(&job.overflow_stream);
+    if (bad < 0 && lengths_bytes)
+        memcpy(args->lengths, lengths, lengths_bytes);
+    free(lengths);
     if (bad >= 0)
         return kvx_fail(KVX_ERR_BUFFER_TOO_SMALL,
                         "stream_capacity: stream %lld (layer %lld, channel %lld) needs %lld "

@@ -36,13 +36,11 @@ def encode_fast_new(cdf: Any, input_sym: Any, output_buffer: Any, output_lengths
     Raises:
         kvx.BufferTooSmallError: a stream longer than ``capacity`` (LMCache's torch version
             silently cuts it short, which loses data). ``output_lengths`` is then left as it
-            was and ``output_buffer``'s bytes are unspecified (never written past).
+            was and ``output_buffer``'s bytes are unspecified (never written past). On a GPU
+            the error comes from :func:`kvx.synchronize` instead, and a cut stream reports its
+            capacity as its length.
     """
-    # libkvx fills the lengths stream by stream; a failed call must leave the caller's as they
-    # were, so they land in a scratch copy first (L * C integers).
-    lengths = output_lengths.new_empty(output_lengths.shape)
-    codec.encode_fast_new(cdf, input_sym, output_buffer, lengths)
-    output_lengths.copy_(lengths)
+    codec.encode_fast_new(cdf, input_sym, output_buffer, output_lengths)
 
 
 def decode_fast_new(cdf: Any, bytestreams: Any, lengths: Any, output: Any) -> None:
