@@ -284,10 +284,12 @@ def current_stream(device: tuple[int, int]) -> Any:
         return ffi.NULL
     torch = _torch.imported()  # a device tensor was passed: torch is imported
     handle = _devices.by_kvx_type(device_type).current_stream_handle(torch, index)
+    return stream_struct(device_type, index, handle)
+
+
+def stream_struct(device_type: int, index: int, handle: int) -> Any:
+    """A ``kvx_stream *`` naming stream ``handle`` (a raw vendor handle) of device ``index``."""
     stream = ffi.new("kvx_stream *")
-    stream.device_type, stream.device_index, stream.handle = (
-        device_type,
-        index,
-        ffi.cast("void *", handle),
-    )
+    stream.device_type, stream.device_index = device_type, index
+    stream.handle = ffi.cast("void *", handle)
     return stream

@@ -18,6 +18,7 @@ from . import _devices, _torch
 from ._devices import DEVICE_CPU
 from ._errors import InvalidArgumentError, NotAvailableError
 from ._native import check, ffi, lib
+from ._tensors import stream_struct
 from .memory import resolve_device
 
 
@@ -111,13 +112,7 @@ def mark(device: Any = None, stream: Any = None) -> Mark:
                 "installed: pass the stream's handle"
             )
         handle = kind.current_stream_handle(torch, index)
-    where = ffi.new("kvx_stream *")
-    where.device_type, where.device_index, where.handle = (
-        device_type,
-        index,
-        ffi.cast("void *", handle),
-    )
-    check(lib.kvx_mark_record(where, out))
+    check(lib.kvx_mark_record(stream_struct(device_type, index, handle), out))
     return Mark(ffi.gc(out[0], lib.kvx_mark_release), (device_type, index, handle))
 
 

@@ -27,7 +27,8 @@ from typing import Any
 
 from .. import marks
 from .._errors import UnsupportedError
-from .._native import check, ffi, lib
+from .._native import check, lib
+from .._tensors import stream_struct
 from ..memory import resolve_device
 from . import _active, _fallback
 
@@ -100,11 +101,7 @@ def _settle(entry: _Entry) -> None:
 def _wait_for_stream(op: str, device: Any, stream_ptr: int, why: str) -> None:
     """Waits for the stream a mark could not be recorded on, and says so once."""
     _fallback.announce(op, why, "waits for the stream instead of marking it")
-    device_type, index = resolve_device(device)
-    stream = ffi.new("kvx_stream *")
-    stream.device_type, stream.device_index = device_type, index
-    stream.handle = ffi.cast("void *", stream_ptr)
-    check(lib.kvx_synchronize(stream))
+    check(lib.kvx_synchronize(stream_struct(*resolve_device(device), stream_ptr)))
 
 
 _completions = _Recorder("record_completion_on_stream")
