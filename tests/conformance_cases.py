@@ -52,6 +52,18 @@ def raw(x: torch.Tensor) -> np.ndarray:
     return x.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().copy()
 
 
+def encoded(streams: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The bytes of encoded streams [layers, channels, capacity] that carry data, as a flat
+    uint8 array: each slot's bytes past its stream's length are unspecified (the CPU's encoder
+    stores whole words and may zero up to 3 of them; a GPU's leaves them as they were), so they
+    read as zero here."""
+    out = np.array(streams, dtype=np.uint8, copy=True)
+    lengths = np.asarray(lengths)
+    past = np.arange(out.shape[-1]) >= lengths[..., None]
+    out[np.broadcast_to(past, out.shape)] = 0
+    return out.reshape(-1)
+
+
 def _name(dtype: torch.dtype) -> str:
     return str(dtype).split(".")[1]
 
@@ -589,11 +601,14 @@ def _tensor(a: np.ndarray, device: str, dtype: str | None = None) -> torch.Tenso
     return t.to(device)
 
 
-def run_codec_api(case: CodecCase, device: str = "cpu") -> Outputs:
-    """The case through kvx.codec (the public functions) on `device` ("cpu", "cuda")."""
+def run_codec_api(case: CodecCase, device: str = "cpu", on_gpu: bool | None = None) -> Outputs:
+    """The case through kvx.codec (the public functions) with its tensors on `device` ("cpu",
+    "cuda"); `on_gpu` (default: device is not the CPU) waits for the GPU after each call, which
+    host execution needs with CPU tensors (tests/gpu_target.py)."""
     a = case.make()
     op = case.op
-    sync = (lambda t: kvx.synchronize(t)) if device != "cpu" else (lambda t: None)
+    on_gpu = device != "cpu" if on_gpu is None else on_gpu
+    sync = (lambda t: kvx.synchronize(t)) if on_gpu else (lambda t: None)
     if op == "quantize":
         rows, tokens, channels = a["shape"]
         base = _tensor(a["x"], device, a["dtype"])
@@ -623,7 +638,8 @@ def run_codec_api(case: CodecCase, device: str = "cpu") -> Outputs:
             lengths,
         )
         sync(streams)
-        return {"streams": raw(streams), "lengths": raw(lengths)}
+        streams, lengths = streams.cpu().numpy(), lengths.cpu().numpy()
+        return {"streams": encoded(streams, lengths), "lengths": lengths.view(np.uint8).reshape(-1)}
     if op in ("decode", "decode_prefsum"):
         layers, channels = a["cdf"].shape[:2]
         shape = (layers, a["tokens"], channels) if op == "decode" else a["shape"]
@@ -696,7 +712,7 @@ def run_codec_abi(case: CodecCase, on: Any = None) -> Outputs:
         return {"cdf": cdf.view(np.uint8).reshape(-1)}
     if case.op == "encode":
         streams, lengths = ok(abi.encode(a["cdf"], a["symbols"], a["capacity"], on=on))
-        return {"streams": streams.reshape(-1), "lengths": lengths.view(np.uint8).reshape(-1)}
+        return {"streams": encoded(streams, lengths), "lengths": lengths.view(np.uint8).reshape(-1)}
     if case.op == "decode":
         (symbols,) = ok(abi.decode(a["cdf"], a["streams"], a["lengths"], a["tokens"], on=on))
         return {"symbols": symbols.reshape(-1)}
@@ -787,16 +803,21 @@ class RopeCase:
         }
 
     def run(
-        self, rerotate: Callable[..., Any], apply: Callable[..., Any], device: str = "cpu"
+        self,
+        rerotate: Callable[..., Any],
+        apply: Callable[..., Any],
+        device: str = "cpu",
+        on_gpu: bool | None = None,
     ) -> Outputs:
-        """Runs the case with the given functions (kvx.rope's, or the same on another device)."""
+        """Runs the case with the given functions (kvx.rope's, or the same on another device;
+        `on_gpu` as in run_codec_api)."""
         a = {k: v.to(device) for k, v in self.inputs().items() if k != "keys"}
         a["keys"] = a["kv"][0].unflatten(-1, (self.heads, self.head)) if self.layers else a["kv"]
         if self.op == "rerotate":
             rerotate(a["keys"], a["old"], a["new"], a["cache"], is_neox=self.is_neox)
         else:
             apply(a["new"], a["query"], a["keys"], a["cache"], is_neox=self.is_neox)
-        if device != "cpu":
+        if device != "cpu" if on_gpu is None else on_gpu:
             kvx.synchronize(a["kv"])
         out = {"keys": a["kv"].cpu()}
         if self.op == "apply":

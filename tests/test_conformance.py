@@ -7,9 +7,9 @@ Backends:
   it is the baseline the others are compared with);
 - ``cpu-<variant>``: the CPU kernels of another ``KVX_CPU_ISA`` instruction-set variant, in a
   fresh process (a variant is chosen once per process); skipped where this CPU cannot run it;
-- ``gpu``: the CUDA/HIP backend on a device (transfer with the dense buffer on the device and in
-  pinned host memory, raw copies each way between them); skipped without a GPU build and a
-  device torch sees;
+- ``gpu``: the CUDA/HIP backend on a device, or in host execution (tests/gpu_target.py):
+  transfer with the dense buffer on the device and in pinned host memory, raw copies each way
+  between them; skipped without a GPU build and a device torch sees, outside host execution;
 - ``ascend`` / ``cnrt``: the runtime-loaded backends on the stub runtimes (tests/stubs/): transfer
   with the dense buffer in host and in device memory, the host-staged codec through the C ABI
   with every array in stub device memory, and RoPE, which those backends lack, through kvx.rope's
@@ -33,6 +33,7 @@ from typing import Any
 
 import conformance_cases as cc
 import device_stub_cases as dsc
+import gpu_target
 import kvx
 import pytest
 import torch
@@ -46,7 +47,6 @@ TESTS = Path(__file__).resolve().parent
 ISA_NAMES = ("baseline", "avx2", "avx512", "avx512bf16")
 IN_PROCESS_ISA = kvx.cpu_kernels().split()[0].split("=", 1)[1]  # "rope=avx2 range_coder=avx2"
 CPU_VARIANTS = [f"cpu-{name}" for name in ISA_NAMES if name != IN_PROCESS_ISA]
-GPU_COMPILED = any(b.name in ("cuda", "hip") and b.compiled for b in kvx.backends())
 STUBS = ("ascend", "cnrt")
 
 TRANSFER_BACKENDS = [
@@ -67,10 +67,7 @@ def unavailable(backend: str) -> str | None:
     if backend.startswith("cpu-") and backend[4:] not in isa_variants():
         return f"this CPU cannot run the {backend[4:]} kernels"
     if backend.startswith("gpu"):
-        if not GPU_COMPILED:
-            return "this libkvx was built without the GPU backend (-Dcuda/-Dhip)"
-        if not torch.cuda.is_available():
-            return "torch sees no CUDA/HIP device"
+        return gpu_target.unavailable()
     stub = backend.split("-")[0]
     if stub in STUBS and dsc.compiler() is None:
         return f"no C compiler to build the stub {stub} runtime"
@@ -210,22 +207,22 @@ def _map_paged(paged: Any, place: Callable[[torch.Tensor], torch.Tensor]) -> Any
     return type(paged)(_map_paged(p, place) for p in paged)
 
 
-def gpu_transfer(case: cc.TransferCase, pinned: bool) -> cc.Outputs:
+def gpu_transfer(case: cc.TransferCase, gpu: gpu_target.GpuTarget, pinned: bool) -> cc.Outputs:
     paged, dense, slots, fmt = case.inputs()
-    gpu_paged = _map_paged(paged, lambda t: t.cuda())
-    gpu_dense = _on_device(dense, (lambda t: t.pin_memory()) if pinned else (lambda t: t.cuda()))
-    gpu_slots = slots.cuda()
-    kvx.transfer(
-        gpu_paged,
-        gpu_dense,
-        gpu_slots,
-        direction=case.direction,
-        layout=case.layout,
-        dense_format=fmt,
-    )
-    kvx.synchronize(gpu_slots)
-    back = lambda t: t.cpu()  # noqa: E731
-    return cc.transfer_outputs(_map_paged(gpu_paged, back), _on_device(gpu_dense, back))
+    gpu_paged = _map_paged(paged, gpu.put)
+    gpu_dense = _on_device(dense, gpu.pinned if pinned else gpu.put)
+    gpu_slots = gpu.put(slots)
+    with gpu.running():
+        kvx.transfer(
+            gpu_paged,
+            gpu_dense,
+            gpu_slots,
+            direction=case.direction,
+            layout=case.layout,
+            dense_format=fmt,
+        )
+        kvx.synchronize(gpu_slots)
+    return cc.transfer_outputs(_map_paged(gpu_paged, gpu.back), _on_device(gpu_dense, gpu.back))
 
 
 def gpu_rope_difference(case: cc.RopeCase, want: cc.Outputs, got: cc.Outputs) -> str | None:
@@ -343,19 +340,19 @@ def copy_ranges(case: cc.CopyCase, src: int, dst: int) -> tuple[list[int], list[
     return [src + o for o in src_off], [dst + o for o in dst_off], sizes
 
 
-def gpu_copy(case: cc.CopyCase, kind: str) -> cc.Outputs:
+def gpu_copy(case: cc.CopyCase, gpu: gpu_target.GpuTarget, kind: str) -> cc.Outputs:
     """kvx.copy_batch on torch's current CUDA/HIP stream; host memory is pinned."""
     src, dst, *_ = case.inputs()
-    place = {
-        "device": lambda a: torch.from_numpy(a).cuda(),
-        "host": lambda a: torch.from_numpy(a).pin_memory(),
-    }
+    place = {"device": gpu.put, "host": gpu.pinned}
     on_src, on_dst = kind.split("-to-")
-    s, d = place[on_src](src), place[on_dst](dst)
-    device = s.device if s.is_cuda else d.device
-    kvx.copy_batch(*copy_ranges(case, s.data_ptr(), d.data_ptr()), device=device)
-    kvx.synchronize(s if s.is_cuda else d)
-    return {"dst": d.cpu().numpy()}
+    s, d = place[on_src](torch.from_numpy(src)), place[on_dst](torch.from_numpy(dst))
+    on_device = s if on_src == "device" else d
+    with gpu.running():
+        kvx.copy_batch(
+            *copy_ranges(case, s.data_ptr(), d.data_ptr()), device=gpu.device_of(on_device)
+        )
+        kvx.synchronize(on_device)
+    return {"dst": gpu.back(d).numpy()}
 
 
 def stub_copy(case: cc.CopyCase, backend: str, kind: str) -> cc.Outputs:
@@ -378,7 +375,7 @@ def stub_copy(case: cc.CopyCase, backend: str, kind: str) -> cc.Outputs:
 
 
 @pytest.mark.parametrize("group,backend", params("transfer", TRANSFER_BACKENDS))
-def test_transfer(group, backend, variant_runs):
+def test_transfer(group, backend, variant_runs, monkeypatch):
     """Store and load over one paged layout: every element size, odd rows, padded tokens, heads,
     blocks and dims, dense rows spaced apart, one-layer dense formats, -1 padding, block runs;
     byte-exact with kvx.reference, padding included."""
@@ -388,7 +385,8 @@ def test_transfer(group, backend, variant_runs):
     if backend == "cpu":
         run = cc.cpu_transfer
     elif backend.startswith("gpu"):
-        run = lambda case: gpu_transfer(case, pinned=backend == "gpu-pinned-dense")  # noqa: E731
+        gpu = gpu_target.target(monkeypatch)
+        run = lambda case: gpu_transfer(case, gpu, pinned=backend == "gpu-pinned-dense")  # noqa: E731
     else:
         stub, where, _ = backend.split("-")
         run = lambda case: stub_transfer(case, stub, where == "device")  # noqa: E731
@@ -401,7 +399,7 @@ def test_transfer(group, backend, variant_runs):
 
 
 @pytest.mark.parametrize("group,backend", params("codec", BACKENDS))
-def test_codec(group, backend, variant_runs):
+def test_codec(group, backend, variant_runs, monkeypatch):
     """CacheGen quantize, dequantize, calculate_cdf, encode, decode, prefix-sum decode and the
     container: LMCache's golden vectors, random data over many magnitudes, tiny scales, strided
     views, zero tokens, damaged streams; bit-exact with this process's CPU backend."""
@@ -421,7 +419,10 @@ def test_codec(group, backend, variant_runs):
             "the stubs' memory only"
         )
     if backend == "gpu":
-        run = lambda case: cc.run_codec_api(case, "cuda")  # noqa: E731
+        gpu = gpu_target.target(monkeypatch)
+        run = lambda case: gpu_target.run_on(  # noqa: E731
+            gpu, lambda: cc.run_codec_api(case, gpu.device, on_gpu=True)
+        )
     else:
         run = lambda case: stub_codec(case, backend)  # noqa: E731
     check_group(
@@ -433,7 +434,7 @@ def test_codec(group, backend, variant_runs):
 
 
 @pytest.mark.parametrize("group,backend", params("rope", BACKENDS))
-def test_rope(group, backend, variant_runs, simulated_device):
+def test_rope(group, backend, variant_runs, simulated_device, monkeypatch):
     """Re-rotation and application, NeoX and GPT-J, float32/float16/bfloat16 keys and caches,
     whole blocks, tails and partial rotary, denormal results, zero heads, NaN payloads, runs of
     positions, all layers of a KV_2LTD K plane, a million values per 16-bit dtype: the CPU's bits
@@ -442,10 +443,13 @@ def test_rope(group, backend, variant_runs, simulated_device):
         check_group("rope", group, backend, variant_check("rope", backend, variant_runs))
         return
     if backend == "gpu":
+        gpu = gpu_target.target(monkeypatch)
 
         def run(case: cc.RopeCase) -> str | None:
-            got = case.run(rope.rerotate_keys, rope.apply_rotary, "cuda")
-            return gpu_rope_difference(case, baseline("rope", case), got)
+            want = baseline("rope", case)
+            with gpu.running():
+                got = case.run(rope.rerotate_keys, rope.apply_rotary, gpu.device, on_gpu=True)
+            return gpu_rope_difference(case, want, got)
     else:
 
         def run(case: cc.RopeCase) -> str | None:
@@ -485,16 +489,16 @@ def test_the_tables_reach_every_op_and_layout():
 
 
 @pytest.mark.parametrize("group,backend", params("copy", COPY_BACKENDS))
-def test_copy(group, backend):
+def test_copy(group, backend, monkeypatch):
     """kvx_copy_batch: thousands of small ranges, single bytes, empty ranges, large odd-sized
     ones, from device to host memory, host to device and within a device: the CPU's bytes, the
     gaps between the destinations untouched."""
     where, kind = backend.split("-", 1)
-    run = (
-        (lambda case: gpu_copy(case, kind))
-        if where == "gpu"
-        else (lambda case: stub_copy(case, where, kind))
-    )
+    if where == "gpu":
+        gpu = gpu_target.target(monkeypatch)
+        run = lambda case: gpu_copy(case, gpu, kind)  # noqa: E731
+    else:
+        run = lambda case: stub_copy(case, where, kind)  # noqa: E731
     check_group(
         "copy", group, backend, lambda case: cc.first_difference(baseline("copy", case), run(case))
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _devices, layouts
+from . import _devices, _torch, layouts
 from ._errors import InvalidArgumentError
 from ._native import check, ffi, lib
 from ._tensors import (
@@ -326,8 +326,15 @@ def _call_transfer(
 def synchronize(x: Any = None) -> None:
     """Waits for the work kvx enqueued on the current stream of ``x``'s device (a tensor; None
     means the CPU) and raises what asynchronous backends found while running it, e.g. an
-    out-of-range slot (:class:`kvx.InvalidArgumentError`; that token was skipped)."""
-    device = (lib.KVX_DEVICE_CPU, 0) if x is None else describe(x, "x").device
+    out-of-range slot (:class:`kvx.InvalidArgumentError`; that token was skipped). ``x`` may
+    have any dtype, int16 CDF tables included: only its device matters."""
+    if x is None:
+        device = (lib.KVX_DEVICE_CPU, 0)
+    elif is_tensor(x) and not isinstance(x, np.ndarray):
+        # an empty uint8 tensor on x's device stands for it, whatever x's dtype
+        device = describe(x.new_empty(0, dtype=_torch.imported().uint8), "x").device
+    else:
+        device = describe(x, "x").device
     check(lib.kvx_synchronize(current_stream(device)))
 
 

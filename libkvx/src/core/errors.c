@@ -7,11 +7,17 @@
 /* Long enough for a message that names an argument, its value and the limit. */
 static _Thread_local char last_error[512];
 
+int32_t kvx_vfail(int32_t status, const char *fmt, va_list args)
+{
+    vsnprintf(last_error, sizeof last_error, fmt, args);
+    return status;
+}
+
 int32_t kvx_fail(int32_t status, const char *fmt, ...)
 {
     va_list args;
     va_start(args, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, args);
+    kvx_vfail(status, fmt, args);
     va_end(args);
     return status;
 }

@@ -6,6 +6,8 @@
 #ifndef KVX_INTERNAL_H
 #define KVX_INTERNAL_H
 
+#include <stdarg.h>
+
 #include "kvx.h"
 
 #ifdef __cplusplus
@@ -21,6 +23,7 @@ extern "C" { /* the GPU backend's .cu files are C++ */
 /* Records a formatted message as this thread's last error and returns `status`, so that a
  * failing check reads `return kvx_fail(KVX_ERR_INVALID_ARGUMENT, "...", ...);`. */
 int32_t kvx_fail(int32_t status, const char *fmt, ...) KVX_PRINTF(2, 3);
+int32_t kvx_vfail(int32_t status, const char *fmt, va_list args) KVX_PRINTF(2, 0);
 
 /* Clears this thread's last error; every public entry point calls it first. */
 void kvx_clear_error(void);

@@ -1,7 +1,8 @@
-/* backend.c - the GPU backend's vtable (one source for CUDA and HIP; see gpu_runtime.h). */
+/* backend.c - the GPU module's backend table (one source for CUDA and HIP; see gpu_runtime.h);
+ * libkvx reaches it through loader.c. */
 #include "gpu_backend.h"
 
-const kvx_backend kvx_gpu_backend = {
+const kvx_backend kvx_gpu_module_backend = {
 #if defined(KVX_GPU_HIP)
     .name = "hip",
     .device_type = KVX_DEVICE_HIP,

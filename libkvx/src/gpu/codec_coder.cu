@@ -92,8 +92,8 @@ extern "C" int32_t kvx_gpu_codec_calculate_cdf(const kvx_codec_cdf_args *args,
     int32_t rc = kvx_codec_begin(stream, scope, &a.error);
     if (rc)
         return rc;
-    cdf_tables<<<kvx_codec_blocks(args->num_layers * a.groups, 1), CDF_THREADS, 0,
-                 kvx_gpu_stream(stream)>>>(a);
+    KVX_LAUNCH(cdf_tables, kvx_codec_blocks(args->num_layers * a.groups, 1), CDF_THREADS, 0,
+               kvx_gpu_stream(stream))(a);
     return kvx_codec_launched("launching the calculate_cdf kernel");
 }
 
@@ -158,8 +158,9 @@ extern "C" int32_t kvx_gpu_codec_encode(const kvx_codec_encode_args *args, const
     int32_t rc = kvx_codec_begin(stream, scope, &a.error);
     if (rc)
         return rc;
-    encode_streams<<<kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS),
-                     CODER_THREADS, 0, kvx_gpu_stream(stream)>>>(a);
+    KVX_LAUNCH(encode_streams,
+               kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS),
+               CODER_THREADS, 0, kvx_gpu_stream(stream))(a);
     return kvx_codec_launched("launching the encode kernel");
 }
 
@@ -217,7 +218,8 @@ extern "C" int32_t kvx_gpu_codec_decode(const kvx_codec_decode_args *args, const
     int32_t rc = kvx_codec_begin(stream, scope, &a.error);
     if (rc)
         return rc;
-    decode_streams<<<kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS),
-                     CODER_THREADS, 0, kvx_gpu_stream(stream)>>>(a);
+    KVX_LAUNCH(decode_streams,
+               kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS),
+               CODER_THREADS, 0, kvx_gpu_stream(stream))(a);
     return kvx_codec_launched("launching the decode kernel");
 }

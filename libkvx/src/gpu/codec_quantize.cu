@@ -123,8 +123,8 @@ extern "C" int32_t kvx_gpu_codec_quantize(const kvx_codec_quantize_args *args,
         a.x = (const char *)args->x + first * a.g.row_stride;
         a.symbols = args->symbols + first * args->num_tokens * args->num_channels;
         a.scales = args->scales + first * args->num_tokens;
-        quantize_tokens<<<kvx_codec_blocks(a.g.rows * args->num_tokens, 1),
-                          threads_for(args->num_channels), 0, kvx_gpu_stream(stream)>>>(a);
+        KVX_LAUNCH(quantize_tokens, kvx_codec_blocks(a.g.rows * args->num_tokens, 1),
+                   threads_for(args->num_channels), 0, kvx_gpu_stream(stream))(a);
         if ((rc = kvx_codec_launched("launching the quantize kernel")))
             return rc;
     }
@@ -145,8 +145,8 @@ extern "C" int32_t kvx_gpu_codec_dequantize(const kvx_codec_dequantize_args *arg
         a.symbols = args->symbols + first * args->num_tokens * args->num_channels;
         a.scales = args->scales + first * args->num_tokens;
         a.out = (char *)args->out + first * a.g.row_stride;
-        dequantize_tokens<<<kvx_codec_blocks(a.g.rows * args->num_tokens, 1),
-                            threads_for(args->num_channels), 0, kvx_gpu_stream(stream)>>>(a);
+        KVX_LAUNCH(dequantize_tokens, kvx_codec_blocks(a.g.rows * args->num_tokens, 1),
+                   threads_for(args->num_channels), 0, kvx_gpu_stream(stream))(a);
         int32_t rc = kvx_codec_launched("launching the dequantize kernel");
         if (rc)
             return rc;

@@ -9,6 +9,9 @@
 extern "C" {
 #endif
 
+/* backend.c: the table below, which plugin.c hands to libkvx */
+extern const kvx_backend kvx_gpu_module_backend;
+
 int32_t kvx_gpu_available(void);
 int32_t kvx_gpu_transfer(const kvx_transfer_args *args, const kvx_stream *stream);
 int32_t kvx_gpu_synchronize(const kvx_stream *stream);

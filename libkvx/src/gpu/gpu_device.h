@@ -26,7 +26,7 @@ struct kvx_gpu_deferred_error {
     int kind;
 };
 
-#if defined(__CUDACC__) || defined(__HIPCC__)
+#if defined(__CUDACC__) || defined(__HIPCC__) || defined(KVX_GPU_HOST)
 __device__ inline void kvx_gpu_record_error(kvx_gpu_deferred_error *record, int kind,
                                             long long index, long long value, long long limit)
 {

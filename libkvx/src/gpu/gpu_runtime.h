@@ -2,12 +2,26 @@
  * gpu_runtime.h - the one place where CUDA and HIP differ for libkvx's GPU backend.
  *
  * Kernel sources include this header and use the gpu* names only, so the same .cu files build
- * with nvcc (CUDA) and with hipcc -x hip (HIP: AMD GPUs, Hygon DCUs). KVX_GPU_HIP selects HIP.
+ * with nvcc (CUDA), with hipcc -x hip (HIP: AMD GPUs, Hygon DCUs; KVX_GPU_HIP) and with the
+ * host's C++ compiler (KVX_GPU_HOST: host/gpu_host_runtime.h runs the kernels on the CPU).
+ *
+ * Kernels are launched as KVX_LAUNCH(kernel, grid, block, shared_bytes, stream)(arguments...),
+ * the <<<...>>> syntax where a GPU compiler builds them, a call of the grid runner where not;
+ * dynamic shared memory is declared with KVX_DYNAMIC_SHARED(type, name).
  */
 #ifndef KVX_GPU_RUNTIME_H
 #define KVX_GPU_RUNTIME_H
 
-#if defined(KVX_GPU_HIP)
+#if defined(KVX_GPU_HOST)
+#include "host/gpu_host_runtime.h"
+
+#define KVX_GPU_NAME "cuda"
+#define KVX_GPU_DEVICE_TYPE KVX_DEVICE_CUDA
+#define KVX_LAUNCH(kernel, grid, block, shared, stream)                                        \
+    kvx_host_configure(grid, block, shared, stream, kernel)
+#define KVX_DYNAMIC_SHARED(type, name) type *name = static_cast<type *>(kvx_host_dynamic_shared())
+
+#elif defined(KVX_GPU_HIP)
 #include <hip/hip_runtime.h>
 
 #define KVX_GPU_NAME "hip"
@@ -64,6 +78,11 @@ typedef cudaEvent_t gpuEvent_t;
 #define gpuEventQuery cudaEventQuery
 #define gpuEventDestroy cudaEventDestroy
 #define gpuErrorNotReady cudaErrorNotReady
+#endif
+
+#if !defined(KVX_GPU_HOST)
+#define KVX_LAUNCH(kernel, grid, block, shared, stream) kernel<<<grid, block, shared, stream>>>
+#define KVX_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
 #endif
 
 #endif /* KVX_GPU_RUNTIME_H */

@@ -119,7 +119,7 @@ __device__ void rotate_target(const rope_target_args &x, const rope_args &a, lon
 
 __global__ void __launch_bounds__(ROPE_THREADS) rope_tokens(const rope_args a)
 {
-    extern __shared__ float angles[]; /* c[half], then s[half] */
+    KVX_DYNAMIC_SHARED(float, angles); /* c[half], then s[half] */
     __shared__ long long rows[2];     /* the token's checked positions (read_positions) */
     const long long t = a.first_token + blockIdx.x;
     if (threadIdx.x == 0)
@@ -165,7 +165,7 @@ static int32_t run(rope_args &a, const kvx_rope_cache *cache, const kvx_stream *
     for (long long first = 0; first < total; first += MAX_LAUNCH_TOKENS) {
         long long count = total - first < MAX_LAUNCH_TOKENS ? total - first : MAX_LAUNCH_TOKENS;
         a.first_token = first;
-        rope_tokens<<<(unsigned)count, ROPE_THREADS, shared, kvx_gpu_stream(stream)>>>(a);
+        KVX_LAUNCH(rope_tokens, (unsigned)count, ROPE_THREADS, shared, kvx_gpu_stream(stream))(a);
         gpuError_t error = gpuGetLastError();
         if (error != gpuSuccess)
             return kvx_gpu_fail(error, "launching the RoPE kernel");

@@ -90,11 +90,11 @@ static void launch(const transfer_args &a, int width, int planes, gpuStream_t st
     dim3 grid((unsigned)((a.num_tokens + BLOCK_THREADS / GROUP - 1) / (BLOCK_THREADS / GROUP)),
               (unsigned)planes);
     switch (width) {
-    case 16: transfer_rows<uint4><<<grid, BLOCK_THREADS, 0, stream>>>(a); break;
-    case 8: transfer_rows<uint2><<<grid, BLOCK_THREADS, 0, stream>>>(a); break;
-    case 4: transfer_rows<unsigned><<<grid, BLOCK_THREADS, 0, stream>>>(a); break;
-    case 2: transfer_rows<unsigned short><<<grid, BLOCK_THREADS, 0, stream>>>(a); break;
-    default: transfer_rows<unsigned char><<<grid, BLOCK_THREADS, 0, stream>>>(a); break;
+    case 16: KVX_LAUNCH(transfer_rows<uint4>, grid, BLOCK_THREADS, 0, stream)(a); break;
+    case 8: KVX_LAUNCH(transfer_rows<uint2>, grid, BLOCK_THREADS, 0, stream)(a); break;
+    case 4: KVX_LAUNCH(transfer_rows<unsigned>, grid, BLOCK_THREADS, 0, stream)(a); break;
+    case 2: KVX_LAUNCH(transfer_rows<unsigned short>, grid, BLOCK_THREADS, 0, stream)(a); break;
+    default: KVX_LAUNCH(transfer_rows<unsigned char>, grid, BLOCK_THREADS, 0, stream)(a); break;
     }
 }
 
