@@ -46,6 +46,43 @@ extern "C" int32_t kvx_gpu_available(void)
     return 1;
 }
 
+/* Lets this thread make calls that a stream capture in global or thread-local mode forbids
+ * (allocating, creating and synchronising a private stream), so the first kvx call inside a
+ * graph capture sets up without breaking it; restores the thread's mode afterwards. */
+class relaxed_capture {
+  public:
+    relaxed_capture() { exchanged_ = gpuThreadExchangeStreamCaptureMode(&mode_) == gpuSuccess; }
+    ~relaxed_capture()
+    {
+        if (exchanged_)
+            (void)gpuThreadExchangeStreamCaptureMode(&mode_);
+    }
+
+  private:
+    gpuStreamCaptureMode_t mode_ = gpuStreamCaptureModeRelaxed;
+    bool exchanged_ = false;
+};
+
+/* Allocates a zeroed record. It is zeroed on a private non-blocking stream: stream 0 would wait
+ * on every blocking stream of the device, and is illegal to touch while a graph is captured. */
+static gpuError_t allocate_record(void **memory)
+{
+    relaxed_capture relaxed;
+    gpuStream_t zeroing{};
+    gpuError_t error = gpuMalloc(memory, sizeof(kvx_gpu_deferred_error));
+    if (error == gpuSuccess)
+        error = gpuStreamCreateNonBlocking(&zeroing);
+    if (error == gpuSuccess)
+        error = gpuMemsetAsync(*memory, 0, sizeof(kvx_gpu_deferred_error), zeroing);
+    if (error == gpuSuccess)
+        error = gpuStreamSynchronize(zeroing);
+    if (zeroing)
+        (void)gpuStreamDestroy(zeroing);
+    if (error != gpuSuccess && *memory)
+        (void)gpuFree(*memory);
+    return error;
+}
+
 kvx_gpu_deferred_error *kvx_gpu_error_record(int device)
 {
     if (device < 0 || device >= MAX_DEVICES) {
@@ -56,11 +93,7 @@ kvx_gpu_deferred_error *kvx_gpu_error_record(int device)
     pthread_mutex_lock(&records_lock);
     if (!records[device]) {
         void *memory = NULL;
-        gpuError_t error = gpuMalloc(&memory, sizeof(kvx_gpu_deferred_error));
-        if (error == gpuSuccess)
-            error = gpuMemsetAsync(memory, 0, sizeof(kvx_gpu_deferred_error), 0);
-        if (error == gpuSuccess)
-            error = gpuStreamSynchronize(0);
+        gpuError_t error = allocate_record(&memory);
         if (error != gpuSuccess)
             kvx_gpu_fail(error, "allocating the deferred-error record");
         else

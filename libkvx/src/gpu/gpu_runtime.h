@@ -36,6 +36,14 @@ typedef hipEvent_t gpuEvent_t;
 #define gpuEventQuery hipEventQuery
 #define gpuEventDestroy hipEventDestroy
 #define gpuErrorNotReady hipErrorNotReady
+#define gpuFree hipFree
+/* a private stream that never waits on the legacy default stream (nor it on this one) */
+#define gpuStreamCreateNonBlocking(stream) hipStreamCreateWithFlags(stream, hipStreamNonBlocking)
+#define gpuStreamDestroy hipStreamDestroy
+/* the thread's stream-capture mode: relaxed lets set-up calls run while a graph is captured */
+typedef hipStreamCaptureMode gpuStreamCaptureMode_t;
+#define gpuStreamCaptureModeRelaxed hipStreamCaptureModeRelaxed
+#define gpuThreadExchangeStreamCaptureMode hipThreadExchangeStreamCaptureMode
 
 #else
 #include <cuda_runtime.h>
@@ -64,6 +72,12 @@ typedef cudaEvent_t gpuEvent_t;
 #define gpuEventQuery cudaEventQuery
 #define gpuEventDestroy cudaEventDestroy
 #define gpuErrorNotReady cudaErrorNotReady
+#define gpuFree cudaFree
+#define gpuStreamCreateNonBlocking(stream) cudaStreamCreateWithFlags(stream, cudaStreamNonBlocking)
+#define gpuStreamDestroy cudaStreamDestroy
+typedef cudaStreamCaptureMode gpuStreamCaptureMode_t;
+#define gpuStreamCaptureModeRelaxed cudaStreamCaptureModeRelaxed
+#define gpuThreadExchangeStreamCaptureMode cudaThreadExchangeStreamCaptureMode
 #endif
 
 #endif /* KVX_GPU_RUNTIME_H */
