@@ -9,7 +9,11 @@
 
 #define MAX_DEVICES 64
 
+/* Whether this build has a kernel image for a device: fixed for the process once known. */
+enum image_verdict { IMAGE_UNKNOWN = 0, IMAGE_RUNS, IMAGE_MISSING };
+
 struct device_state {
+    std::atomic<int> image{IMAGE_UNKNOWN};
     /* set once, after `reader`; NULL until the device's first kernel launch */
     std::atomic<kvx_gpu_deferred_error *> record{nullptr};
     gpuStream_t reader{}; /* private non-blocking stream that reads and clears the record */
@@ -57,6 +61,84 @@ class relaxed_capture {
     bool exchanged_ = false;
 };
 
+/* Never launched: asking the runtime for its attributes tells whether this build has code for a
+ * device (every kernel of the backend is built for the same targets). */
+static __global__ void image_probe(void) {}
+
+static bool is_missing_image(gpuError_t error)
+{
+    return error == gpuErrorInvalidDeviceFunction || error == gpuErrorNoKernelImage;
+}
+
+static gpuError_t probe_image(int device)
+{
+    relaxed_capture relaxed;
+    kvx_gpu_device_scope scope(device);
+    if (scope.status() != gpuSuccess)
+        return scope.status();
+    gpuFuncAttributes_t attributes;
+    gpuError_t error = gpuFuncGetAttributes(&attributes, (const void *)image_probe);
+    if (error != gpuSuccess)
+        (void)gpuGetLastError(); /* or the caller's next launch check would report it */
+    return error;
+}
+
+/* gpuSuccess when this build's kernels can run on `device`, else why not. Only the two definite
+ * answers are kept: any other failure may pass. */
+static gpuError_t image_status(int device)
+{
+    device_state *d = device < MAX_DEVICES ? &devices[device] : NULL;
+    int known = d ? d->image.load() : IMAGE_UNKNOWN;
+    if (known != IMAGE_UNKNOWN)
+        return known == IMAGE_RUNS ? gpuSuccess : gpuErrorNoKernelImage;
+    gpuError_t error = probe_image(device);
+    if (d && (error == gpuSuccess || is_missing_image(error)))
+        d->image.store(error == gpuSuccess ? IMAGE_RUNS : IMAGE_MISSING);
+    return error;
+}
+
+/* KVX_ERR_NOT_AVAILABLE naming the device, its architecture and what to rebuild with. */
+static int32_t fail_image(int device, gpuError_t error)
+{
+    gpuDeviceProp_t properties;
+    char arch[64] = "?";
+    const char *name = "?";
+    if (gpuGetDeviceProperties(&properties, device) == gpuSuccess) {
+        name = properties.name;
+        gpuDeviceArch(&properties, arch, sizeof arch);
+    } else {
+        (void)gpuGetLastError(); /* the message below already says the device is unusable */
+    }
+    if (is_missing_image(error))
+        return kvx_fail(KVX_ERR_NOT_AVAILABLE,
+                        "%s: device %d (%s, %s%s) has no kernel image in this build (rebuild "
+                        "with -D%s including %s)",
+                        KVX_GPU_NAME, device, name, KVX_GPU_ARCH_PREFIX, arch,
+                        KVX_GPU_TARGETS_OPTION, arch);
+    return kvx_fail(KVX_ERR_NOT_AVAILABLE,
+                    "%s: device %d (%s, %s%s) cannot run this build's kernels: %s (%s error %d)",
+                    KVX_GPU_NAME, device, name, KVX_GPU_ARCH_PREFIX, arch, gpuGetErrorString(error),
+                    KVX_GPU_NAME, (int)error);
+}
+
+/* The current device, or failing that any other, can run this build's kernels. Devices other
+ * than the current one are probed (which creates their contexts) only when it cannot; an op on a
+ * device without an image then fails on its own (kvx_gpu_error_record). */
+static int any_device_runs(int count)
+{
+    int current = 0;
+    if (gpuGetDevice(&current) != gpuSuccess)
+        current = 0;
+    gpuError_t error = image_status(current);
+    for (int device = 0; error != gpuSuccess && device < count; device++)
+        if (device != current && image_status(device) == gpuSuccess)
+            return 1;
+    if (error == gpuSuccess)
+        return 1;
+    fail_image(current, error);
+    return 0;
+}
+
 extern "C" int32_t kvx_gpu_available(void)
 {
     int count = 0;
@@ -70,7 +152,7 @@ extern "C" int32_t kvx_gpu_available(void)
         kvx_fail(KVX_ERR_NOT_AVAILABLE, "%s: the runtime reports no devices", KVX_GPU_NAME);
         return 0;
     }
-    return 1;
+    return any_device_runs(count);
 }
 
 /* Allocates the record and zeroes it on a private non-blocking stream, which it keeps for reading
@@ -111,8 +193,15 @@ kvx_gpu_deferred_error *kvx_gpu_error_record(int device)
     if (kvx_gpu_deferred_error *record = d->record.load())
         return record;
     std::lock_guard<std::mutex> guard(set_up_lock);
-    if (!d->record.load() && set_up(d) != KVX_OK)
-        return NULL;
+    if (!d->record.load()) {
+        gpuError_t error = image_status(device);
+        if (error != gpuSuccess) {
+            fail_image(device, error);
+            return NULL;
+        }
+        if (set_up(d) != KVX_OK)
+            return NULL;
+    }
     return d->record.load();
 }
 

@@ -72,9 +72,9 @@ class kvx_gpu_device_scope {
     gpuError_t status_ = gpuSuccess;
 };
 
-/* The deferred-error record of `device`, which must be current: set up on the device's first use.
- * NULL after kvx_fail() (bad index, runtime failure). Safe while the caller's stream captures a
- * graph. */
+/* The deferred-error record of `device`, which must be current: set up on the device's first use,
+ * after checking that this build has a kernel image for it. NULL after kvx_fail() (no image, bad
+ * index, runtime failure). Safe while the caller's stream captures a graph. */
 kvx_gpu_deferred_error *kvx_gpu_error_record(int device);
 
 static inline gpuStream_t kvx_gpu_stream(const kvx_stream *stream)

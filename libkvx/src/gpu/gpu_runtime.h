@@ -7,6 +7,9 @@
 #ifndef KVX_GPU_RUNTIME_H
 #define KVX_GPU_RUNTIME_H
 
+#include <stdio.h>  /* gpuDeviceArch */
+#include <string.h> /* gpuDeviceArch */
+
 #if defined(KVX_GPU_HIP)
 #include <hip/hip_runtime.h>
 
@@ -44,6 +47,19 @@ typedef hipEvent_t gpuEvent_t;
 typedef hipStreamCaptureMode gpuStreamCaptureMode_t;
 #define gpuStreamCaptureModeRelaxed hipStreamCaptureModeRelaxed
 #define gpuThreadExchangeStreamCaptureMode hipThreadExchangeStreamCaptureMode
+/* whether a kernel of this build has code for the current device */
+typedef hipFuncAttributes gpuFuncAttributes_t;
+#define gpuFuncGetAttributes hipFuncGetAttributes
+#define gpuErrorInvalidDeviceFunction hipErrorInvalidDeviceFunction
+#define gpuErrorNoKernelImage hipErrorNoBinaryForGpu
+typedef hipDeviceProp_t gpuDeviceProp_t;
+#define gpuGetDeviceProperties hipGetDeviceProperties
+/* The device's architecture as the build option spells it: "gfx90a" from
+ * "gfx90a:sramecc+:xnack-". */
+#define KVX_GPU_TARGETS_OPTION "gfx_targets"
+#define KVX_GPU_ARCH_PREFIX ""
+#define gpuDeviceArch(prop, out, size)                                                         \
+    snprintf(out, size, "%.*s", (int)strcspn((prop)->gcnArchName, ":"), (prop)->gcnArchName)
 
 #else
 #include <cuda_runtime.h>
@@ -78,6 +94,16 @@ typedef cudaEvent_t gpuEvent_t;
 typedef cudaStreamCaptureMode gpuStreamCaptureMode_t;
 #define gpuStreamCaptureModeRelaxed cudaStreamCaptureModeRelaxed
 #define gpuThreadExchangeStreamCaptureMode cudaThreadExchangeStreamCaptureMode
+typedef cudaFuncAttributes gpuFuncAttributes_t;
+#define gpuFuncGetAttributes cudaFuncGetAttributes
+#define gpuErrorInvalidDeviceFunction cudaErrorInvalidDeviceFunction
+#define gpuErrorNoKernelImage cudaErrorNoKernelImageForDevice
+typedef cudaDeviceProp gpuDeviceProp_t;
+#define gpuGetDeviceProperties cudaGetDeviceProperties
+/* "60" for compute capability 6.0, as -Dsm_targets spells it */
+#define KVX_GPU_TARGETS_OPTION "sm_targets"
+#define KVX_GPU_ARCH_PREFIX "sm_"
+#define gpuDeviceArch(prop, out, size) snprintf(out, size, "%d%d", (prop)->major, (prop)->minor)
 #endif
 
 #endif /* KVX_GPU_RUNTIME_H */
