@@ -1,13 +1,27 @@
 /* device.cu - availability, device selection, deferred errors and kvx_synchronize for the GPU
  * backend. */
-#include <pthread.h>
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <thread>
 
 #include "gpu_device.h"
 
 #define MAX_DEVICES 64
 
-static pthread_mutex_t records_lock = PTHREAD_MUTEX_INITIALIZER;
-static kvx_gpu_deferred_error *records[MAX_DEVICES];
+/* Whether this build has a kernel image for a device: fixed for the process once known. */
+enum image_verdict { IMAGE_UNKNOWN = 0, IMAGE_RUNS, IMAGE_MISSING };
+
+struct device_state {
+    std::atomic<int> image{IMAGE_UNKNOWN};
+    /* set once, after `reader`; NULL until the device's first kernel launch */
+    std::atomic<kvx_gpu_deferred_error *> record{nullptr};
+    gpuStream_t reader{}; /* private non-blocking stream that reads and clears the record */
+    std::mutex read_lock; /* one reader at a time: see take_error() */
+};
+
+static device_state devices[MAX_DEVICES];
+static std::mutex set_up_lock;
 
 int32_t kvx_gpu_fail(gpuError_t error, const char *call)
 {
@@ -30,6 +44,101 @@ kvx_gpu_device_scope::~kvx_gpu_device_scope()
         (void)gpuSetDevice(previous_); /* a destructor cannot report; the call already did */
 }
 
+/* Lets this thread make calls that a stream capture in global or thread-local mode forbids
+ * (allocating, creating and synchronising a private stream), so the first kvx call inside a
+ * graph capture sets up without breaking it; restores the thread's mode afterwards. */
+class relaxed_capture {
+  public:
+    relaxed_capture() { exchanged_ = gpuThreadExchangeStreamCaptureMode(&mode_) == gpuSuccess; }
+    ~relaxed_capture()
+    {
+        if (exchanged_)
+            (void)gpuThreadExchangeStreamCaptureMode(&mode_);
+    }
+
+  private:
+    gpuStreamCaptureMode_t mode_ = gpuStreamCaptureModeRelaxed;
+    bool exchanged_ = false;
+};
+
+/* Never launched: asking the runtime for its attributes tells whether this build has code for a
+ * device (every kernel of the backend is built for the same targets). */
+static __global__ void image_probe(void) {}
+
+static bool is_missing_image(gpuError_t error)
+{
+    return error == gpuErrorInvalidDeviceFunction || error == gpuErrorNoKernelImage;
+}
+
+static gpuError_t probe_image(int device)
+{
+    relaxed_capture relaxed;
+    kvx_gpu_device_scope scope(device);
+    if (scope.status() != gpuSuccess)
+        return scope.status();
+    gpuFuncAttributes_t attributes;
+    gpuError_t error = gpuFuncGetAttributes(&attributes, (const void *)image_probe);
+    if (error != gpuSuccess)
+        (void)gpuGetLastError(); /* or the caller's next launch check would report it */
+    return error;
+}
+
+/* gpuSuccess when this build's kernels can run on `device`, else why not. Only the two definite
+ * answers are kept: any other failure may pass. */
+static gpuError_t image_status(int device)
+{
+    device_state *d = device < MAX_DEVICES ? &devices[device] : NULL;
+    int known = d ? d->image.load() : IMAGE_UNKNOWN;
+    if (known != IMAGE_UNKNOWN)
+        return known == IMAGE_RUNS ? gpuSuccess : gpuErrorNoKernelImage;
+    gpuError_t error = probe_image(device);
+    if (d && (error == gpuSuccess || is_missing_image(error)))
+        d->image.store(error == gpuSuccess ? IMAGE_RUNS : IMAGE_MISSING);
+    return error;
+}
+
+/* KVX_ERR_NOT_AVAILABLE naming the device, its architecture and what to rebuild with. */
+static int32_t fail_image(int device, gpuError_t error)
+{
+    gpuDeviceProp_t properties;
+    char arch[64] = "?";
+    const char *name = "?";
+    if (gpuGetDeviceProperties(&properties, device) == gpuSuccess) {
+        name = properties.name;
+        gpuDeviceArch(&properties, arch, sizeof arch);
+    } else {
+        (void)gpuGetLastError(); /* the message below already says the device is unusable */
+    }
+    if (is_missing_image(error))
+        return kvx_fail(KVX_ERR_NOT_AVAILABLE,
+                        "%s: device %d (%s, %s%s) has no kernel image in this build (rebuild "
+                        "with -D%s including %s)",
+                        KVX_GPU_NAME, device, name, KVX_GPU_ARCH_PREFIX, arch,
+                        KVX_GPU_TARGETS_OPTION, arch);
+    return kvx_fail(KVX_ERR_NOT_AVAILABLE,
+                    "%s: device %d (%s, %s%s) cannot run this build's kernels: %s (%s error %d)",
+                    KVX_GPU_NAME, device, name, KVX_GPU_ARCH_PREFIX, arch, gpuGetErrorString(error),
+                    KVX_GPU_NAME, (int)error);
+}
+
+/* The current device, or failing that any other, can run this build's kernels. Devices other
+ * than the current one are probed (which creates their contexts) only when it cannot; an op on a
+ * device without an image then fails on its own (kvx_gpu_error_record). */
+static int any_device_runs(int count)
+{
+    int current = 0;
+    if (gpuGetDevice(&current) != gpuSuccess)
+        current = 0;
+    gpuError_t error = image_status(current);
+    for (int device = 0; error != gpuSuccess && device < count; device++)
+        if (device != current && image_status(device) == gpuSuccess)
+            return 1;
+    if (error == gpuSuccess)
+        return 1;
+    fail_image(current, error);
+    return 0;
+}
+
 extern "C" int32_t kvx_gpu_available(void)
 {
     int count = 0;
@@ -43,7 +152,34 @@ extern "C" int32_t kvx_gpu_available(void)
         kvx_fail(KVX_ERR_NOT_AVAILABLE, "%s: the runtime reports no devices", KVX_GPU_NAME);
         return 0;
     }
-    return 1;
+    return any_device_runs(count);
+}
+
+/* Allocates the record and zeroes it on a private non-blocking stream, which it keeps for reading
+ * the record: stream 0 would wait on every blocking stream of the device, and is illegal to
+ * touch while a graph is being captured. */
+static int32_t set_up(device_state *d)
+{
+    relaxed_capture relaxed;
+    void *memory = NULL;
+    gpuStream_t reader{};
+    gpuError_t error = gpuStreamCreateNonBlocking(&reader);
+    if (error == gpuSuccess)
+        error = gpuMalloc(&memory, sizeof(kvx_gpu_deferred_error));
+    if (error == gpuSuccess)
+        error = gpuMemsetAsync(memory, 0, sizeof(kvx_gpu_deferred_error), reader);
+    if (error == gpuSuccess)
+        error = gpuStreamSynchronize(reader);
+    if (error != gpuSuccess) {
+        if (memory)
+            (void)gpuFree(memory);
+        if (reader)
+            (void)gpuStreamDestroy(reader);
+        return kvx_gpu_fail(error, "setting up the deferred-error record");
+    }
+    d->reader = reader;
+    d->record.store((kvx_gpu_deferred_error *)memory); /* publishes `reader` with it */
+    return KVX_OK;
 }
 
 kvx_gpu_deferred_error *kvx_gpu_error_record(int device)
@@ -53,22 +189,20 @@ kvx_gpu_deferred_error *kvx_gpu_error_record(int device)
                  MAX_DEVICES - 1, device);
         return NULL;
     }
-    pthread_mutex_lock(&records_lock);
-    if (!records[device]) {
-        void *memory = NULL;
-        gpuError_t error = gpuMalloc(&memory, sizeof(kvx_gpu_deferred_error));
-        if (error == gpuSuccess)
-            error = gpuMemsetAsync(memory, 0, sizeof(kvx_gpu_deferred_error), 0);
-        if (error == gpuSuccess)
-            error = gpuStreamSynchronize(0);
-        if (error != gpuSuccess)
-            kvx_gpu_fail(error, "allocating the deferred-error record");
-        else
-            records[device] = (kvx_gpu_deferred_error *)memory;
+    device_state *d = &devices[device];
+    if (kvx_gpu_deferred_error *record = d->record.load())
+        return record;
+    std::lock_guard<std::mutex> guard(set_up_lock);
+    if (!d->record.load()) {
+        gpuError_t error = image_status(device);
+        if (error != gpuSuccess) {
+            fail_image(device, error);
+            return NULL;
+        }
+        if (set_up(d) != KVX_OK)
+            return NULL;
     }
-    kvx_gpu_deferred_error *record = records[device];
-    pthread_mutex_unlock(&records_lock);
-    return record;
+    return d->record.load();
 }
 
 /* A codec error a kernel recorded, worded like the CPU backend's up-front checks. */
@@ -112,9 +246,8 @@ static int32_t report_codec(const kvx_gpu_deferred_error *seen, unsigned long lo
 /* The error a kernel recorded, worded like the CPU backend's up-front checks. */
 static int32_t report(const kvx_gpu_deferred_error *seen)
 {
-    unsigned long long index = seen->index_plus_one - 1;
-    switch (seen->index_plus_one ? seen->kind : 0) {
-    case 0: return KVX_OK;
+    unsigned long long index = seen->index;
+    switch (seen->kind) {
     case KVX_GPU_NON_FINITE:
     case KVX_GPU_BAD_SYMBOL:
     case KVX_GPU_BAD_CDF:
@@ -126,13 +259,72 @@ static int32_t report(const kvx_gpu_deferred_error *seen)
                         "slot_mapping[%llu]: slot %lld is out of range; the paged cache holds "
                         "%lld slots (found on the device; that token was skipped)",
                         index, seen->value, seen->limit);
-    default:
+    case KVX_GPU_BAD_POSITION:
+    case KVX_GPU_BAD_OLD_POSITION:
         return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
                         "%s[%llu]: position %lld is outside the cache's 0..%lld (found on the "
                         "device; that token was skipped)",
                         seen->kind == KVX_GPU_BAD_OLD_POSITION ? "old_positions" : "positions",
                         index, seen->value, seen->limit - 1);
+    default: return kvx_fail(KVX_ERR_INTERNAL, "unknown device error kind %d", (int)seen->kind);
     }
+}
+
+/* Copies the record's state word until no kernel is writing it. The caller's stream has
+ * finished, so a WRITING record belongs to a kernel on another stream, which publishes it within
+ * microseconds unless the GPU was preempted; a second is a generous bound. */
+static int32_t settled_state(device_state *d, unsigned *state)
+{
+    const kvx_gpu_deferred_error *record = d->record.load();
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    for (;;) {
+        gpuError_t error = gpuMemcpyAsync(state, &record->state, sizeof *state,
+                                          gpuMemcpyDeviceToHost, d->reader);
+        if (error == gpuSuccess)
+            error = gpuStreamSynchronize(d->reader);
+        if (error != gpuSuccess)
+            return kvx_gpu_fail(error, "reading the deferred-error record");
+        if (*state != KVX_GPU_RECORD_WRITING)
+            return KVX_OK;
+        if (std::chrono::steady_clock::now() > deadline)
+            return kvx_fail(KVX_ERR_DEVICE,
+                            "%s: a kernel on another stream left the deferred-error record "
+                            "half-written for over a second; it is read at the next check",
+                            KVX_GPU_NAME);
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+}
+
+/* Copies a published record, then frees it for the next error. The fields are copied only after
+ * a separate copy saw PUBLISHED: one copy of the whole record could read the fields before a
+ * writer wrote them and the state after it published. Copy and clear run in order on one
+ * stream, so the clear lands after the copy; while the state is PUBLISHED no kernel writes the
+ * record (their atomicCAS from FREE fails), and read_lock makes this the only reader, so clearing
+ * the state word alone loses nothing. */
+static int32_t take_published(device_state *d, kvx_gpu_deferred_error *seen)
+{
+    kvx_gpu_deferred_error *record = d->record.load();
+    gpuError_t error = gpuMemcpyAsync(seen, record, sizeof *seen, gpuMemcpyDeviceToHost, d->reader);
+    if (error == gpuSuccess)
+        error = gpuMemsetAsync(&record->state, 0, sizeof record->state, d->reader);
+    if (error == gpuSuccess)
+        error = gpuStreamSynchronize(d->reader);
+    return error == gpuSuccess ? KVX_OK : kvx_gpu_fail(error, "reading the deferred-error record");
+}
+
+/* Reports the first error any stream recorded on the device since the last check, once. Readers
+ * take turns: two interleaved ones could both report one error, or one could clear the state
+ * while another copies a record a kernel is rewriting. */
+static int32_t take_error(device_state *d)
+{
+    std::lock_guard<std::mutex> guard(d->read_lock);
+    unsigned state = KVX_GPU_RECORD_FREE;
+    int32_t rc = settled_state(d, &state);
+    if (rc != KVX_OK || state != KVX_GPU_RECORD_PUBLISHED)
+        return rc;
+    kvx_gpu_deferred_error seen;
+    rc = take_published(d, &seen);
+    return rc != KVX_OK ? rc : report(&seen);
 }
 
 extern "C" int32_t kvx_gpu_synchronize(const kvx_stream *stream)
@@ -141,20 +333,13 @@ extern "C" int32_t kvx_gpu_synchronize(const kvx_stream *stream)
     kvx_gpu_device_scope scope(device);
     if (scope.status() != gpuSuccess)
         return kvx_gpu_fail(scope.status(), "selecting stream->device_index");
-    gpuStream_t handle = kvx_gpu_stream(stream);
-    gpuError_t error = gpuStreamSynchronize(handle);
+    gpuError_t error = gpuStreamSynchronize(kvx_gpu_stream(stream));
     if (error != gpuSuccess)
         return kvx_gpu_fail(error, "synchronizing the stream");
-    kvx_gpu_deferred_error *record = kvx_gpu_error_record(device);
-    if (!record)
-        return KVX_ERR_DEVICE;
-    kvx_gpu_deferred_error seen;
-    error = gpuMemcpyAsync(&seen, record, sizeof seen, gpuMemcpyDeviceToHost, handle);
-    if (error == gpuSuccess)
-        error = gpuMemsetAsync(record, 0, sizeof seen, handle);
-    if (error == gpuSuccess)
-        error = gpuStreamSynchronize(handle);
-    if (error != gpuSuccess)
-        return kvx_gpu_fail(error, "reading the deferred-error record");
-    return report(&seen);
+    if (device < 0 || device >= MAX_DEVICES)
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT, "stream->device_index: expected 0..%d, got %d",
+                        MAX_DEVICES - 1, device);
+    device_state *d = &devices[device];
+    /* no record: no kvx kernel ran on this device, so there is nothing to report */
+    return d->record.load() ? take_error(d) : KVX_OK;
 }

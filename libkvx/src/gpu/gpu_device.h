@@ -19,22 +19,41 @@ enum kvx_gpu_error_kind {
     KVX_GPU_STREAM_OVERFLOW = 9, /* stream index needs value bytes, has limit; truncated */
 };
 
+/* The record's life: FREE -> WRITING (one kernel thread claimed it) -> PUBLISHED (its fields are
+ * complete and visible) -> FREE (kvx_synchronize read it). Only the claiming thread moves it out
+ * of WRITING and only kvx_synchronize out of PUBLISHED, so no field changes while a reader sees
+ * PUBLISHED, and no reader takes fields it has not seen published. */
+enum kvx_gpu_record_state {
+    KVX_GPU_RECORD_FREE = 0,
+    KVX_GPU_RECORD_WRITING = 1,
+    KVX_GPU_RECORD_PUBLISHED = 2,
+};
+
 struct kvx_gpu_deferred_error {
-    unsigned long long index_plus_one; /* 0: no error */
+    unsigned int state; /* kvx_gpu_record_state; first, so it can be read and cleared alone */
+    int kind;
+    unsigned long long index;
     long long value;
     long long limit;
-    int kind;
 };
 
 #if defined(__CUDACC__) || defined(__HIPCC__) || defined(KVX_GPU_HOST)
+/* Records the first error since the last kvx_synchronize; later ones are dropped (the first is
+ * what a CPU backend's up-front check would have reported). */
 __device__ inline void kvx_gpu_record_error(kvx_gpu_deferred_error *record, int kind,
                                             long long index, long long value, long long limit)
 {
-    if (atomicCAS(&record->index_plus_one, 0ULL, (unsigned long long)index + 1) == 0ULL) {
-        record->value = value;
-        record->limit = limit;
-        record->kind = kind;
-    }
+    if (atomicCAS(&record->state, (unsigned)KVX_GPU_RECORD_FREE,
+                  (unsigned)KVX_GPU_RECORD_WRITING) != KVX_GPU_RECORD_FREE)
+        return;
+    record->index = (unsigned long long)index;
+    record->value = value;
+    record->limit = limit;
+    record->kind = kind;
+    /* The host reads the record with copies, not kernel loads: the fields must be visible
+     * system-wide before the state says they are complete. */
+    __threadfence_system();
+    atomicExch(&record->state, (unsigned)KVX_GPU_RECORD_PUBLISHED);
 }
 #endif
 
@@ -53,7 +72,9 @@ class kvx_gpu_device_scope {
     gpuError_t status_ = gpuSuccess;
 };
 
-/* The device's deferred-error record (allocated on first use), or NULL after kvx_fail(). */
+/* The deferred-error record of `device`, which must be current: set up on the device's first use,
+ * after checking that this build has a kernel image for it. NULL after kvx_fail() (no image, bad
+ * index, runtime failure). Safe while the caller's stream captures a graph. */
 kvx_gpu_deferred_error *kvx_gpu_error_record(int device);
 
 static inline gpuStream_t kvx_gpu_stream(const kvx_stream *stream)

@@ -12,6 +12,9 @@
 #ifndef KVX_GPU_RUNTIME_H
 #define KVX_GPU_RUNTIME_H
 
+#include <stdio.h>  /* gpuDeviceArch */
+#include <string.h> /* gpuDeviceArch */
+
 #if defined(KVX_GPU_HOST)
 #include "host/gpu_host_runtime.h"
 
@@ -50,6 +53,27 @@ typedef hipEvent_t gpuEvent_t;
 #define gpuEventQuery hipEventQuery
 #define gpuEventDestroy hipEventDestroy
 #define gpuErrorNotReady hipErrorNotReady
+#define gpuFree hipFree
+/* a private stream that never waits on the legacy default stream (nor it on this one) */
+#define gpuStreamCreateNonBlocking(stream) hipStreamCreateWithFlags(stream, hipStreamNonBlocking)
+#define gpuStreamDestroy hipStreamDestroy
+/* the thread's stream-capture mode: relaxed lets set-up calls run while a graph is captured */
+typedef hipStreamCaptureMode gpuStreamCaptureMode_t;
+#define gpuStreamCaptureModeRelaxed hipStreamCaptureModeRelaxed
+#define gpuThreadExchangeStreamCaptureMode hipThreadExchangeStreamCaptureMode
+/* whether a kernel of this build has code for the current device */
+typedef hipFuncAttributes gpuFuncAttributes_t;
+#define gpuFuncGetAttributes hipFuncGetAttributes
+#define gpuErrorInvalidDeviceFunction hipErrorInvalidDeviceFunction
+#define gpuErrorNoKernelImage hipErrorNoBinaryForGpu
+typedef hipDeviceProp_t gpuDeviceProp_t;
+#define gpuGetDeviceProperties hipGetDeviceProperties
+/* The device's architecture as the build option spells it: "gfx90a" from
+ * "gfx90a:sramecc+:xnack-". */
+#define KVX_GPU_TARGETS_OPTION "gfx_targets"
+#define KVX_GPU_ARCH_PREFIX ""
+#define gpuDeviceArch(prop, out, size)                                                         \
+    snprintf(out, size, "%.*s", (int)strcspn((prop)->gcnArchName, ":"), (prop)->gcnArchName)
 
 #else
 #include <cuda_runtime.h>
@@ -78,6 +102,22 @@ typedef cudaEvent_t gpuEvent_t;
 #define gpuEventQuery cudaEventQuery
 #define gpuEventDestroy cudaEventDestroy
 #define gpuErrorNotReady cudaErrorNotReady
+#define gpuFree cudaFree
+#define gpuStreamCreateNonBlocking(stream) cudaStreamCreateWithFlags(stream, cudaStreamNonBlocking)
+#define gpuStreamDestroy cudaStreamDestroy
+typedef cudaStreamCaptureMode gpuStreamCaptureMode_t;
+#define gpuStreamCaptureModeRelaxed cudaStreamCaptureModeRelaxed
+#define gpuThreadExchangeStreamCaptureMode cudaThreadExchangeStreamCaptureMode
+typedef cudaFuncAttributes gpuFuncAttributes_t;
+#define gpuFuncGetAttributes cudaFuncGetAttributes
+#define gpuErrorInvalidDeviceFunction cudaErrorInvalidDeviceFunction
+#define gpuErrorNoKernelImage cudaErrorNoKernelImageForDevice
+typedef cudaDeviceProp gpuDeviceProp_t;
+#define gpuGetDeviceProperties cudaGetDeviceProperties
+/* "60" for compute capability 6.0, as -Dsm_targets spells it */
+#define KVX_GPU_TARGETS_OPTION "sm_targets"
+#define KVX_GPU_ARCH_PREFIX "sm_"
+#define gpuDeviceArch(prop, out, size) snprintf(out, size, "%d%d", (prop)->major, (prop)->minor)
 #endif
 
 #if !defined(KVX_GPU_HOST)

@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h> /* gpuDeviceArch */
 
 #include <tuple>
 
@@ -145,23 +146,44 @@ enum {
     gpuErrorInvalidValue = 1,
     gpuErrorMemoryAllocation = 2,
     gpuErrorInvalidConfiguration = 9,
+    gpuErrorInvalidDeviceFunction = 98,
     gpuErrorInvalidDevice = 101,
+    gpuErrorNoKernelImage = 209,
     gpuErrorInvalidResourceHandle = 400,
     gpuErrorNotReady = 600,
     gpuErrorLaunchFailure = 719,
 };
 enum { gpuMemcpyDeviceToHost = 2, gpuMemcpyDefault = 4 };
 typedef struct kvx_host_event *gpuEvent_t;
+typedef int gpuStreamCaptureMode_t;
+enum { gpuStreamCaptureModeRelaxed = 2 };
+struct gpuFuncAttributes_t {
+    int maxThreadsPerBlock;
+};
+struct gpuDeviceProp_t {
+    char name[64];
+    int major, minor;
+};
+/* The device's architecture as -Dgpu_host would name it: there is one */
+#define KVX_GPU_TARGETS_OPTION "gpu_host"
+#define KVX_GPU_ARCH_PREFIX "host"
+#define gpuDeviceArch(prop, out, size) snprintf(out, size, "%d%d", (prop)->major, (prop)->minor)
 
 const char *gpuGetErrorString(gpuError_t error);
 gpuError_t gpuGetLastError(void);
 gpuError_t gpuGetDeviceCount(int *count);
 gpuError_t gpuGetDevice(int *device);
 gpuError_t gpuSetDevice(int device);
+gpuError_t gpuGetDeviceProperties(gpuDeviceProp_t *properties, int device);
+gpuError_t gpuFuncGetAttributes(gpuFuncAttributes_t *attributes, const void *kernel);
+gpuError_t gpuThreadExchangeStreamCaptureMode(gpuStreamCaptureMode_t *mode);
 gpuError_t gpuMalloc(void **ptr, size_t bytes);
+gpuError_t gpuFree(void *ptr);
 gpuError_t gpuMemsetAsync(void *ptr, int value, size_t bytes, gpuStream_t stream);
 gpuError_t gpuMemcpyAsync(void *dst, const void *src, size_t bytes, int kind, gpuStream_t stream);
 gpuError_t gpuStreamSynchronize(gpuStream_t stream);
+gpuError_t gpuStreamCreateNonBlocking(gpuStream_t *stream);
+gpuError_t gpuStreamDestroy(gpuStream_t stream);
 gpuError_t gpuHostAllocPortable(void **ptr, size_t bytes);
 gpuError_t gpuFreeHost(void *ptr);
 gpuError_t gpuEventCreateUntimed(gpuEvent_t *event);
