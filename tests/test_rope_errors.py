@@ -11,6 +11,7 @@ import pytest
 import torch
 from kvx import rope
 from kvx._native import ffi, last_error, lib
+from misaligned import misaligned_copy
 from rope_cases import cache, positions, randn
 
 T, H, D, MAXPOS = 9, 2, 16, 40
@@ -567,3 +568,67 @@ def test_c_stream_without_backend(c):
     _expect(
         c.apply(), r"stream->device_type: no backend for device type 999", lib.KVX_ERR_NOT_AVAILABLE
     )
+
+
+# ---------------------------------------------------------------- alignment (C entry points)
+
+
+def _set_keys_base(c, p):
+    c.k.base = p
+
+
+def _set_query_base(c, p):
+    c.q.base = p
+
+
+def _set_cos_sin(c, p):
+    c.c.cos_sin = p
+
+
+def _set_old(c, p):
+    c.old_ptr = p
+
+
+def _set_new(c, p):
+    c.new_ptr = p
+
+
+# (argument, the call, the array it points to, how to point it elsewhere, dtype of the tensors
+# or positions, bytes past an aligned address, the alignment the message asks for)
+F32, F16, BF16 = lib.KVX_DTYPE_FLOAT32, lib.KVX_DTYPE_FLOAT16, lib.KVX_DTYPE_BFLOAT16
+I64, I32 = lib.KVX_DTYPE_INT64, lib.KVX_DTYPE_INT32
+MISALIGNED = [
+    ("keys->base", "rerotate", "keys", _set_keys_base, F32, 2, "4 bytes (float32)"),
+    ("keys->base", "rerotate", "keys", _set_keys_base, F16, 1, "2 bytes (float16)"),
+    ("keys->base", "rerotate", "keys", _set_keys_base, BF16, 3, "2 bytes (bfloat16)"),
+    ("query->base", "apply", "query", _set_query_base, F32, 1, "4 bytes (float32)"),
+    ("key->base", "apply", "keys", _set_keys_base, F32, 2, "4 bytes (float32)"),
+    ("cache->cos_sin", "rerotate", "cs", _set_cos_sin, F32, 2, "4 bytes (float32)"),
+    ("old_positions", "rerotate", "old", _set_old, I64, 4, "8 bytes (int64)"),
+    ("new_positions", "rerotate", "new", _set_new, I64, 1, "8 bytes (int64)"),
+    ("old_positions", "rerotate", "old", _set_old, I32, 2, "4 bytes (int32)"),
+    ("positions", "apply", "new", _set_new, I64, 4, "8 bytes (int64)"),
+]
+
+
+@pytest.mark.parametrize(
+    "name,call,array,point,dtype,offset,alignment",
+    MISALIGNED,
+    ids=[f"{m[0]}-{m[5]}-{i}" for i, m in enumerate(MISALIGNED)],
+)
+def test_c_misaligned_pointer(c, name, call, array, point, dtype, offset, alignment):
+    """Refused for every backend (an unknown device type still gets the alignment message: it
+    is checked before a backend is chosen), naming the argument; nothing written."""
+    if array in ("old", "new"):
+        c.pos_dtype = dtype
+    elif array != "cs":
+        c.k.dtype = c.q.dtype = dtype
+    buf, address = misaligned_copy(getattr(c, array), offset)
+    before = buf.copy()
+    point(c, ffi.cast("void *", address))
+    want = rf"^{re.escape(name)}: expected an address aligned to {re.escape(alignment)}, "
+    want += rf"got {address:#x}$"
+    _expect(getattr(c, call)(), want)
+    c.stream = ffi.new("kvx_stream *", dict(device_type=999, device_index=0, handle=ffi.NULL))
+    _expect(getattr(c, call)(), want)
+    np.testing.assert_array_equal(buf, before)

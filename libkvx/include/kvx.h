@@ -10,7 +10,9 @@
  *     it goes, taking the fields past it as zero, and refuses a larger one (a newer kvx.h than
  *     the library); output structs get only the bytes their struct_size declares. Fields named
  *     reserved* must be 0;
- *   - a NULL stream means the CPU backend; device backends never synchronise unless asked.
+ *   - a NULL stream means the CPU backend; device backends never synchronise unless asked;
+ *   - every array starts at an address that is a multiple of its element size (numpy and torch
+ *     allocate them so): calls refuse others on every backend, as GPUs fault on misaligned loads.
  *
  * The Python package parses this file with cffi. cffi reads no preprocessor directives, so every
  * `#` line is dropped before parsing (see python/kvx/_native.py) and KVX_API expands to nothing:

@@ -4,12 +4,13 @@
  *
  * After these checks a backend may assume: dtypes are FLOAT32/FLOAT16/BFLOAT16 (tensors, cache)
  * and INT32/INT64 (positions); rot_dim is even and fits every head; strides are non-negative and
- * every element offset the views can produce fits in int64 bytes; pointers are non-NULL where
- * data will be touched; and, for backends that run on host memory, positions come as a checked
- * int64 copy whose every entry lies in [0, max_position), so the cache is never read out of
- * bounds.
+ * every element offset the views can produce fits in int64 bytes; pointers are non-NULL and
+ * aligned to their element size where data will be touched; and, for backends that run on host
+ * memory, positions come as a checked int64 copy whose every entry lies in [0, max_position), so
+ * the cache is never read out of bounds.
  */
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "../core/kvx_internal.h"
@@ -35,6 +36,8 @@ static int32_t check_cache(const kvx_rope_cache *c)
     if (!c->cos_sin)
         return FAIL_ARG("cache->cos_sin: expected a [%lld, %d] table, got NULL",
                         (long long)c->max_position, (int)c->rot_dim);
+    if ((rc = kvx_check_dtype_aligned("cache->cos_sin", c->cos_sin, 1, c->dtype)))
+        return rc;
     int64_t max_offset = c->rot_dim - 1;
     if ((rc = kvx_check_extent("cache", "row_stride", c->row_stride, c->max_position, &max_offset)))
         return rc;
@@ -58,6 +61,11 @@ static int32_t check_tensor(const char *name, const kvx_rope_tensor *t, const kv
         return FAIL_ARG("%s->reserved0: expected 0, got %d", name, (int)t->reserved0);
     if (t->num_tokens > 0 && !t->base)
         return FAIL_ARG("%s->base: expected a pointer, got NULL", name);
+    if (t->num_tokens > 0 && !kvx_is_aligned(t->base, kvx_dtype_size(t->dtype))) {
+        char field[32];
+        snprintf(field, sizeof field, "%s->base", name);
+        return kvx_check_dtype_aligned(field, t->base, t->num_tokens, t->dtype);
+    }
     int64_t max_offset = t->head_size - 1;
     if ((rc = kvx_check_extent(name, "layer_stride", t->layer_stride, t->num_layers,
                                &max_offset)) ||
@@ -173,7 +181,11 @@ int32_t kvx_rope_rerotate(const kvx_rope_tensor *keys, const kvx_rope_cache *cac
     if ((rc = read_cache(cache, &c)) || (rc = read_tensor("keys", keys, &k, &c)) ||
         (rc = check_positions_dtype(positions_dtype)) ||
         (rc = kvx_check_array("old_positions", old_positions, k.num_tokens, "entries")) ||
-        (rc = kvx_check_array("new_positions", new_positions, k.num_tokens, "entries")))
+        (rc = kvx_check_array("new_positions", new_positions, k.num_tokens, "entries")) ||
+        (rc = kvx_check_dtype_aligned("old_positions", old_positions, k.num_tokens,
+                                      positions_dtype)) ||
+        (rc = kvx_check_dtype_aligned("new_positions", new_positions, k.num_tokens,
+                                      positions_dtype)))
         return rc;
     KVX_DISPATCH(backend, stream, rope_rerotate, "rope_rerotate");
     if (k.num_tokens == 0)
@@ -212,7 +224,8 @@ int32_t kvx_rope_apply(const kvx_rope_tensor *query, const kvx_rope_tensor *key,
                             (long long)q.num_tokens, (long long)k.num_tokens);
     }
     if ((rc = check_positions_dtype(positions_dtype)) ||
-        (rc = kvx_check_array("positions", positions, q.num_tokens, "entries")))
+        (rc = kvx_check_array("positions", positions, q.num_tokens, "entries")) ||
+        (rc = kvx_check_dtype_aligned("positions", positions, q.num_tokens, positions_dtype)))
         return rc;
     KVX_DISPATCH(backend, stream, rope_apply, "rope_apply");
     if (q.num_tokens == 0)
