@@ -470,9 +470,11 @@ enum kvx_rope_pairing {
  *
  * and its first rot_dim elements are rotated; the rest are left untouched. num_layers > 1 lets
  * one call re-rotate the K plane of a [2, L, T, H*D] buffer (every layer shares the positions).
- * Head vectors must not overlap one another, the other tensor of the call, the cache or the
- * positions. dtype: FLOAT32, FLOAT16 or BFLOAT16; arithmetic is float32 whatever the storage
- * type, stores round to nearest even.
+ * The rotated elements of a head vector must not overlap those of another, of either tensor
+ * (the calls refuse such views; query and key may be views of one fused qkv tensor, whose
+ * elements do not overlap), nor may head vectors overlap the cache or the positions.
+ * dtype: FLOAT32, FLOAT16 or BFLOAT16; arithmetic is float32 whatever the storage type, stores
+ * round to nearest even.
  */
 typedef struct kvx_rope_tensor {
     uint32_t struct_size;
