@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from kvx import codec
 from kvx._native import ffi, lib
+from misaligned import misaligned_copy
 
 L, T, C, BINS = 2, 6, 4, 16
 LP = BINS + 1
@@ -555,6 +556,83 @@ def test_inspect_and_decompress_reject_bad_arguments(kv) -> None:
     assert lib.kvx_codec_decompress(src, len(blob), _desc(out), BAD_STREAM) < 0
     assert (out == 99.0).all()
     assert lib.kvx_codec_decompress(src, len(blob), _desc(out), ffi.NULL) == 0
+
+
+# ---------------------------------------------------------------- alignment
+
+F32, F16, BF16 = lib.KVX_DTYPE_FLOAT32, lib.KVX_DTYPE_FLOAT16, lib.KVX_DTYPE_BFLOAT16
+# (entry point, argument, the Setup array it points to, its C type, bytes past an aligned
+# address, the float dtype passed (quantize, dequantize), the name and alignment the message says)
+MISALIGNED = [
+    (quantize, "x", "x", "void *", 2, F32, "x", "4 bytes (float32)"),
+    (quantize, "x", "x", "void *", 1, F16, "x", "2 bytes (float16)"),
+    (quantize, "bins", "bins", "int32_t *", 2, F32, "bins", "4 bytes (int32)"),
+    (quantize, "scales", "scales", "float *", 1, F32, "scales", "4 bytes (float32)"),
+    (dequantize, "scales", "good_scales", "float *", 2, F32, "scales", "4 bytes (float32)"),
+    (dequantize, "bins", "bins", "int32_t *", 1, F32, "bins", "4 bytes (int32)"),
+    (dequantize, "out", "out", "void *", 2, F32, "out", "4 bytes (float32)"),
+    (dequantize, "out", "out", "void *", 3, BF16, "out", "2 bytes (bfloat16)"),
+    (calculate_cdf, "cdf", "cdf", "uint16_t *", 1, None, "cdf", "2 bytes (uint16)"),
+    (encode, "cdf", "good_cdf", "uint16_t *", 1, None, "cdf", "2 bytes (uint16)"),
+    (encode, "lengths", "lengths", "int32_t *", 2, None, "lengths", "4 bytes (int32)"),
+    (decode, "cdf", "good_cdf", "uint16_t *", 3, None, "cdf", "2 bytes (uint16)"),
+    (decode, "lengths", "good_lengths", "int32_t *", 1, None, "lengths", "4 bytes (int32)"),
+    (decode_prefsum, "cdf", "good_cdf", "uint16_t *", 1, None, "cdf", "2 bytes (uint16)"),
+    (decode_prefsum, "ends", "ends", "int64_t *", 4, None, "end_offsets", "8 bytes (int64)"),
+]
+
+
+@pytest.mark.parametrize(
+    "fn,arg,array,ctype,offset,dtype,name,alignment",
+    MISALIGNED,
+    ids=[f"{m[0].__name__}-{m[1]}-{m[4]}" for m in MISALIGNED],
+)
+def test_low_level_rejects_misaligned_arrays(fn, arg, array, ctype, offset, dtype, name, alignment):
+    """Refused before a backend is chosen (an unknown device type gets the same message),
+    naming the argument; nothing written, the misaligned copy included."""
+    s = Setup()
+    before = s.snapshot()
+    buf, address = misaligned_copy(getattr(s, array), offset)
+    buf_before = buf.copy()
+    kw = {arg: ffi.cast(ctype, address)}
+    if dtype is not None:
+        kw["dtype"] = dtype
+    want = f"{name}: expected an address aligned to {alignment}, got {address:#x}"
+    for stream in (ffi.NULL, BAD_STREAM):
+        assert fn(s, stream=stream, **kw) == INVALID
+        assert kvx._native.last_error() == want
+    assert s.snapshot() == before and np.array_equal(buf, buf_before), "an output was written"
+
+
+def test_container_rejects_misaligned_arrays(kv) -> None:
+    # the _buffers are kept (as locals) while the descriptors point into them
+    _kv_buf, kv_address = misaligned_copy(kv, 2)
+    desc = _desc(kv, base=ffi.cast("void *", kv_address))
+    rc, msg, buf, size = _compress(kv, desc=desc)
+    assert (rc, msg) == (
+        INVALID,
+        f"kv->base: expected an address aligned to 4 bytes (float32), got {kv_address:#x}",
+    )
+    assert (buf == 0xEE).all() and size[0] == -42
+    _bins_buf, bins_address = misaligned_copy(np.full(L, 8, dtype=np.int32), 1)
+    params = _params(ffi.cast("int32_t *", bins_address))
+    bound = ffi.new("int64_t *", -1)
+    assert lib.kvx_codec_compress_bound(_desc(kv), params, bound) == INVALID
+    assert kvx._native.last_error() == (
+        f"params->key_bins: expected an address aligned to 4 bytes (int32), got {bins_address:#x}"
+    )
+    assert bound[0] == -1
+
+    blob = codec.encode(kv, key_bins=8, value_bins=8, chunk_tokens=4)
+    out = np.full(kv.shape, 99.0, dtype=np.float32)
+    out_buf, out_address = misaligned_copy(out, 1)
+    out_before = out_buf.copy()
+    desc = _desc(out, base=ffi.cast("void *", out_address))
+    assert lib.kvx_codec_decompress(ffi.from_buffer(blob), len(blob), desc, ffi.NULL) == INVALID
+    assert kvx._native.last_error() == (
+        f"out->base: expected an address aligned to 4 bytes (float32), got {out_address:#x}"
+    )
+    assert np.array_equal(out_buf, out_before)
 
 
 # ---------------------------------------------------------------- Python API

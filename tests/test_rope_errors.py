@@ -11,6 +11,7 @@ import pytest
 import torch
 from kvx import rope
 from kvx._native import ffi, last_error, lib
+from misaligned import misaligned_copy
 from rope_cases import cache, positions, randn
 
 T, H, D, MAXPOS = 9, 2, 16, 40
@@ -363,22 +364,24 @@ class CCall:
         self.stream = ffi.NULL
 
     @staticmethod
-    def _tensor(a: np.ndarray):
-        return ffi.new(
-            "kvx_rope_tensor *",
-            dict(
-                struct_size=ffi.sizeof("kvx_rope_tensor"),
-                dtype=lib.KVX_DTYPE_FLOAT32,
-                num_layers=1,
-                num_heads=a.shape[1],
-                head_size=D,
-                num_tokens=T,
-                base=ffi.cast("void *", a.ctypes.data),
-                layer_stride=0,
-                token_stride=a.shape[1] * D,
-                head_stride=D,
-            ),
+    def _tensor(a: np.ndarray, **fields):
+        """A contiguous [T, H, D] float32 array, or the view `fields` make of its memory
+        (base: an address)."""
+        desc = dict(
+            struct_size=ffi.sizeof("kvx_rope_tensor"),
+            dtype=lib.KVX_DTYPE_FLOAT32,
+            num_layers=1,
+            num_heads=a.shape[1],
+            head_size=D,
+            num_tokens=T,
+            base=a.ctypes.data,
+            layer_stride=0,
+            token_stride=a.shape[1] * D,
+            head_stride=D,
         )
+        desc.update(fields)
+        desc["base"] = ffi.cast("void *", desc["base"])
+        return ffi.new("kvx_rope_tensor *", desc)
 
     def _run(self, fn):
         before = self.keys.copy(), self.query.copy()
@@ -567,3 +570,230 @@ def test_c_stream_without_backend(c):
     _expect(
         c.apply(), r"stream->device_type: no backend for device type 999", lib.KVX_ERR_NOT_AVAILABLE
     )
+
+
+# ---------------------------------------------------------------- overlap (C entry points)
+
+
+@pytest.mark.parametrize(
+    "fields,match",
+    [
+        (
+            dict(head_stride=D // 2),
+            r"keys->head_stride: expected >= cache->rot_dim \(16\), the elements a head rotates, "
+            r"got 8: heads overlap, so elements would be rotated twice",
+        ),
+        (dict(head_stride=0), r"keys->head_stride: .* got 0: heads overlap"),
+        (
+            dict(token_stride=0),
+            r"keys->token_stride: expected >= cache->rot_dim \(16\), .* got 0: tokens overlap",
+        ),
+        (
+            dict(token_stride=D),
+            r"keys->token_stride: expected >= 32, the elements one token's heads span, got 16: "
+            r"tokens overlap",
+        ),
+        (
+            dict(num_layers=2, layer_stride=D),
+            r"keys->layer_stride: expected >= 32, the elements one layer's heads span, got 16: "
+            r"layers overlap",
+        ),
+        (
+            dict(num_layers=2, layer_stride=H * D + 8),
+            r"keys->layer_stride: expected >= 288, the elements one layer's heads and tokens "
+            r"span, got 40: layers overlap",
+        ),
+    ],
+    ids=[
+        "head_stride=8",
+        "head_stride=0",
+        "token_stride=0",
+        "token_stride=16",
+        "layer_stride=16",
+        "layer_stride=40",
+    ],
+)
+def test_c_keys_whose_head_vectors_overlap(c, fields, match):
+    # more room than any of these views reaches
+    room = np.random.default_rng(3).standard_normal((2 * T, H, D)).astype(np.float32)
+    before = room.copy()
+    keys = CCall._tensor(room, **fields)
+    _expect(c.rerotate(keys), match)
+    _expect(c.apply(query=keys, key=ffi.NULL), match.replace("keys", "query"))
+    np.testing.assert_array_equal(room, before)
+
+
+def test_c_one_token_may_repeat_its_stride():
+    """A single token's token_stride is never used: 0 is no overlap."""
+    c = CCall()
+    c.k = CCall._tensor(c.keys, num_tokens=1, token_stride=0)
+    status, message, untouched = c.rerotate()
+    assert status == lib.KVX_OK and not untouched, message
+
+
+def test_c_heads_may_share_the_elements_past_rot_dim():
+    """Only the first rot_dim elements of a head vector are touched: heads 8 apart with head_size
+    16 and rot_dim 8 are disjoint, and rotate as the same heads stored apart."""
+    rng = np.random.default_rng(5)
+    buf = rng.standard_normal((T, 2 * D)).astype(np.float32)
+    apart = np.ascontiguousarray(buf[:, :D].reshape(T, 2, D // 2))
+    before = buf.copy()
+    c = CCall()
+    c.c.rot_dim = D // 2
+    for keys in (
+        CCall._tensor(buf, num_heads=2, token_stride=2 * D, head_stride=D // 2),
+        CCall._tensor(apart, head_size=D // 2, token_stride=D, head_stride=D // 2),
+    ):
+        status, message, _ = c.rerotate(keys)
+        assert status == lib.KVX_OK, message
+    np.testing.assert_array_equal(buf[:, :D], apart.reshape(T, D))
+    np.testing.assert_array_equal(buf[:, D:], before[:, D:])
+
+
+@pytest.mark.parametrize(
+    "key,match",
+    [
+        ("query", r"^key: overlaps query \(the same elements would be rotated twice\); pass "),
+        (dict(offset=D, num_heads=1), r"^key: overlaps query \(the same elements"),
+        (
+            dict(offset=D, num_heads=1, token_stride=2 * D),
+            r"^key: shares memory with query, with another token stride \(128 bytes against "
+            r"192\)",
+        ),
+        (
+            dict(offset=2 * D, num_heads=2, num_tokens=T - 1),
+            r"^key: shares memory with query, and one token of the two spans 256 bytes, more than "
+            r"their token stride \(192 bytes\)",
+        ),
+    ],
+    ids=["same-view", "one-head-of-query", "another-token-stride", "token-wider-than-stride"],
+)
+def test_c_apply_key_overlapping_query(c, key, match):
+    query = c.q
+    if key == "query":
+        key = c.q
+    else:
+        offset = key.pop("offset")
+        key = CCall._tensor(c.query, base=c.query.ctypes.data + 4 * offset, **key)
+        if key.num_tokens < T:  # the key would reach past the buffer: fewer tokens for both
+            query = CCall._tensor(c.query, num_tokens=key.num_tokens)
+    _expect(c.apply(query, key), match)
+
+
+HQ, HK = 3, 2
+
+
+def _fused(layout: str) -> tuple[np.ndarray, dict, dict]:
+    """A [T, ...] float32 buffer and the query and key views of it (element offset, heads,
+    strides) that engines make: vLLM and SGLang's qkv[:, :q_size] and qkv[:, q_size:][:k_size]
+    (and key first), and a [T, H, 3, D] tensor's [:, :, 0] and [:, :, 1] (GPT-NeoX's layout)."""
+    rng = np.random.default_rng(11)
+    if layout == "per-head":
+        row = 3 * HQ * D
+        q = dict(offset=0, heads=HQ, head_stride=3 * D)
+        k = dict(offset=D, heads=HQ, head_stride=3 * D)
+    else:
+        row = (HQ + 2 * HK) * D
+        q = dict(offset=0 if layout == "qkv" else HK * D, heads=HQ, head_stride=D)
+        k = dict(offset=HQ * D if layout == "qkv" else 0, heads=HK, head_stride=D)
+    return rng.standard_normal((T, row)).astype(np.float32), q, k
+
+
+def _strided(buf: np.ndarray, view: dict) -> np.ndarray:
+    row = buf.shape[1]
+    return np.lib.stride_tricks.as_strided(
+        buf.reshape(-1)[view["offset"] :],
+        shape=(T, view["heads"], D),
+        strides=(4 * row, 4 * view["head_stride"], 4),
+    )
+
+
+@pytest.mark.parametrize("layout", ["qkv", "kqv", "per-head"])
+def test_c_apply_accepts_query_and_key_views_of_one_fused_tensor(layout):
+    """Their address ranges interleave token by token, their elements do not: accepted, and
+    rotated as the same query and key stored apart; the rest (values) untouched."""
+    buf, qv, kv = _fused(layout)
+    expected = buf.copy()
+    query, key = _strided(buf, qv).copy(), _strided(buf, kv).copy()
+    c = CCall()
+    status, message, _ = c.apply(CCall._tensor(query), CCall._tensor(key))
+    assert status == lib.KVX_OK, message
+    _strided(expected, qv)[...] = query
+    _strided(expected, kv)[...] = key
+
+    def view(v):
+        return CCall._tensor(
+            buf,
+            base=buf.ctypes.data + 4 * v["offset"],
+            num_heads=v["heads"],
+            token_stride=buf.shape[1],
+            head_stride=v["head_stride"],
+        )
+
+    status, message, _ = c.apply(view(qv), view(kv))
+    assert status == lib.KVX_OK, message
+    np.testing.assert_array_equal(buf, expected)
+
+
+# ---------------------------------------------------------------- alignment (C entry points)
+
+
+def _set_keys_base(c, p):
+    c.k.base = p
+
+
+def _set_query_base(c, p):
+    c.q.base = p
+
+
+def _set_cos_sin(c, p):
+    c.c.cos_sin = p
+
+
+def _set_old(c, p):
+    c.old_ptr = p
+
+
+def _set_new(c, p):
+    c.new_ptr = p
+
+
+# (argument, the call, the array it points to, how to point it elsewhere, dtype of the tensors
+# or positions, bytes past an aligned address, the alignment the message asks for)
+F32, F16, BF16 = lib.KVX_DTYPE_FLOAT32, lib.KVX_DTYPE_FLOAT16, lib.KVX_DTYPE_BFLOAT16
+I64, I32 = lib.KVX_DTYPE_INT64, lib.KVX_DTYPE_INT32
+MISALIGNED = [
+    ("keys->base", "rerotate", "keys", _set_keys_base, F32, 2, "4 bytes (float32)"),
+    ("keys->base", "rerotate", "keys", _set_keys_base, F16, 1, "2 bytes (float16)"),
+    ("keys->base", "rerotate", "keys", _set_keys_base, BF16, 3, "2 bytes (bfloat16)"),
+    ("query->base", "apply", "query", _set_query_base, F32, 1, "4 bytes (float32)"),
+    ("key->base", "apply", "keys", _set_keys_base, F32, 2, "4 bytes (float32)"),
+    ("cache->cos_sin", "rerotate", "cs", _set_cos_sin, F32, 2, "4 bytes (float32)"),
+    ("old_positions", "rerotate", "old", _set_old, I64, 4, "8 bytes (int64)"),
+    ("new_positions", "rerotate", "new", _set_new, I64, 1, "8 bytes (int64)"),
+    ("old_positions", "rerotate", "old", _set_old, I32, 2, "4 bytes (int32)"),
+    ("positions", "apply", "new", _set_new, I64, 4, "8 bytes (int64)"),
+]
+
+
+@pytest.mark.parametrize(
+    "name,call,array,point,dtype,offset,alignment",
+    MISALIGNED,
+    ids=[f"{m[0]}-{m[5]}-{i}" for i, m in enumerate(MISALIGNED)],
+)
+def test_c_misaligned_pointer(c, name, call, array, point, dtype, offset, alignment):
+    """Refused for every backend (an unknown device type still gets the alignment message: it
+    is checked before a backend is chosen), naming the argument; nothing written."""
+    if array in ("old", "new"):
+        c.pos_dtype = dtype
+    elif array != "cs":
+        c.k.dtype = c.q.dtype = dtype
+    buf, address = misaligned_copy(getattr(c, array), offset)
+    before = buf.copy()
+    point(c, ffi.cast("void *", address))
+    want = rf"^{re.escape(name)}: expected an address aligned to {re.escape(alignment)}, "
+    want += rf"got {address:#x}$"
+    _expect(getattr(c, call)(), want)
+    c.stream = ffi.new("kvx_stream *", dict(device_type=999, device_index=0, handle=ffi.NULL))
+    _expect(getattr(c, call)(), want)
+    np.testing.assert_array_equal(buf, before)

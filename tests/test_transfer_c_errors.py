@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pytest
 from kvx._native import ffi, last_error, lib
+from misaligned import misaligned_copy
 
 L, NB, BS, H, D, T = 2, 3, 4, 2, 5, 4
 
@@ -65,7 +66,7 @@ def call():
 
     c = Call()
     c.paged, c.dense_desc, c.slots, c.bases = paged, desc, slots, bases
-    c.dense = dense
+    c.dense, c.cache = dense, cache
     return c
 
 
@@ -186,6 +187,69 @@ def test_null_pointers(call):
     )
     call.dense_desc.base = ffi.NULL
     call.paged.bases = call.bases
+
+
+@pytest.mark.parametrize(
+    "name,dtype,offset,alignment",
+    [
+        ("paged->bases[1]", lib.KVX_DTYPE_FLOAT32, 2, "4 bytes (float32)"),
+        ("paged->bases[0]", lib.KVX_DTYPE_FLOAT16, 1, "2 bytes (float16)"),
+        ("dense->base", lib.KVX_DTYPE_FLOAT32, 1, "4 bytes (float32)"),
+        ("dense->base", lib.KVX_DTYPE_BFLOAT16, 3, "2 bytes (bfloat16)"),
+        ("slot_mapping", lib.KVX_DTYPE_FLOAT32, 4, "8 bytes (int64)"),
+    ],
+)
+@pytest.mark.parametrize("direction", [lib.KVX_PAGED_TO_DENSE, lib.KVX_DENSE_TO_PAGED])
+def test_misaligned_pointers(call, name, dtype, offset, alignment, direction):
+    """Refused before a backend is chosen (an unknown device type gets the same message),
+    naming the argument; nothing written, the misaligned copy included."""
+    call.paged.dtype = call.dense_desc.dtype = dtype
+    slot_ptr = None
+    if name.startswith("paged"):
+        layer = int(name[-2])
+        buf, address = misaligned_copy(call.cache[layer], offset)
+        call.bases[layer] = ffi.cast("void *", address)
+    elif name == "dense->base":
+        buf, address = misaligned_copy(call.dense, offset)
+        call.dense_desc.base = ffi.cast("void *", address)
+    else:
+        buf, address = misaligned_copy(call.slots, offset)
+        slot_ptr = ffi.cast("int64_t *", address)
+    before = buf.copy()
+    want = f"{name}: expected an address aligned to {alignment}, got {address:#x}"
+    unknown = ffi.new("kvx_stream *", {"device_type": 77})
+    for stream in (ffi.NULL, unknown):
+        status, message, untouched = call.run(slot_ptr, direction, stream)
+        assert (status, message, untouched) == (lib.KVX_ERR_INVALID_ARGUMENT, want, True)
+    np.testing.assert_array_equal(buf, before)
+
+
+def test_one_byte_elements_need_no_alignment(call):
+    """The same copy as bytes (uint8, strides and head_size in bytes), with the cache and the
+    dense buffer at odd addresses: accepted, and byte-exact."""
+    status, message, _ = call.run()
+    assert status == lib.KVX_OK, message
+    expected = call.dense.copy()
+    call.dense[...] = -1.0
+    copies = [misaligned_copy(call.cache[l], 1 + 2 * l) for l in range(L)]
+    dense_buf, dense_address = misaligned_copy(call.dense, 3)
+    for l, (_, address) in enumerate(copies):
+        call.bases[l] = ffi.cast("void *", address)
+    p, d = call.paged, call.dense_desc
+    p.dtype = d.dtype = lib.KVX_DTYPE_UINT8
+    p.head_size = d.head_size = 4 * D
+    for desc, fields in (
+        (p, ("kv_stride", "block_stride", "token_stride", "head_stride")),
+        (d, ("kv_stride", "layer_stride", "token_stride", "head_stride")),
+    ):
+        for field in fields:
+            setattr(desc, field, 4 * getattr(desc, field))
+    d.base = ffi.cast("void *", dense_address)
+    status, message, _ = call.run()
+    assert status == lib.KVX_OK, message
+    start = dense_address - dense_buf.ctypes.data
+    got = dense_buf[start : start + expected.nbytes].view(np.float32).reshape(expected.shape)
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_direction(call):

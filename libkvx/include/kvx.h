@@ -10,7 +10,9 @@
  *     it goes, taking the fields past it as zero, and refuses a larger one (a newer kvx.h than
  *     the library); output structs get only the bytes their struct_size declares. Fields named
  *     reserved* must be 0;
- *   - a NULL stream means the CPU backend; device backends never synchronise unless asked.
+ *   - a NULL stream means the CPU backend; device backends never synchronise unless asked;
+ *   - every array starts at an address that is a multiple of its element size (numpy and torch
+ *     allocate them so): calls refuse others on every backend, as GPUs fault on misaligned loads.
  *
  * The Python package parses this file with cffi. cffi reads no preprocessor directives, so every
  * `#` line is dropped before parsing (see python/kvx/_native.py) and KVX_API expands to nothing:
@@ -468,9 +470,11 @@ enum kvx_rope_pairing {
  *
  * and its first rot_dim elements are rotated; the rest are left untouched. num_layers > 1 lets
  * one call re-rotate the K plane of a [2, L, T, H*D] buffer (every layer shares the positions).
- * Head vectors must not overlap one another, the other tensor of the call, the cache or the
- * positions. dtype: FLOAT32, FLOAT16 or BFLOAT16; arithmetic is float32 whatever the storage
- * type, stores round to nearest even.
+ * The rotated elements of a head vector must not overlap those of another, of either tensor
+ * (the calls refuse such views; query and key may be views of one fused qkv tensor, whose
+ * elements do not overlap), nor may head vectors overlap the cache or the positions.
+ * dtype: FLOAT32, FLOAT16 or BFLOAT16; arithmetic is float32 whatever the storage type, stores
+ * round to nearest even.
  */
 typedef struct kvx_rope_tensor {
     uint32_t struct_size;

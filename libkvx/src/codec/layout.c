@@ -2,6 +2,7 @@
  * layout.c - what a container holds, from the caller's arguments: the checks that make a KV
  * descriptor and codec parameters a container's layout, and the sizes that layout can take.
  */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "bytes.h" /* MAX_VARINT32, for the worst-case size */
@@ -36,6 +37,11 @@ int32_t kvx_codec_check_kv_desc(const char *name, const kvx_dense_desc *d)
         return rc;
     if (d->num_tokens > 0 && !d->base)
         return FAIL_ARG("%s->base: expected a pointer, got NULL", name);
+    if (d->num_tokens > 0 && !kvx_is_aligned(d->base, kvx_dtype_size(d->dtype))) {
+        char field[32];
+        snprintf(field, sizeof field, "%s->base", name);
+        return kvx_check_dtype_aligned(field, d->base, d->num_tokens, d->dtype);
+    }
     int64_t a, b, c, end;
     if (__builtin_mul_overflow((int64_t)d->num_kv - 1, d->kv_stride, &a) ||
         __builtin_mul_overflow((int64_t)d->num_layers - 1, d->layer_stride, &b) ||

@@ -64,6 +64,21 @@ int32_t kvx_check_bytes_fit(const char *owner, int64_t max_offset, int64_t elem_
     return KVX_OK;
 }
 
+int32_t kvx_check_aligned(const char *name, const void *ptr, int64_t count, int32_t size,
+                          const char *type)
+{
+    if (count <= 0 || kvx_is_aligned(ptr, size))
+        return KVX_OK;
+    return FAIL_ARG("%s: expected an address aligned to %d bytes (%s), got 0x%llx", name, (int)size,
+                    type, (unsigned long long)(uintptr_t)ptr);
+}
+
+int32_t kvx_check_dtype_aligned(const char *name, const void *ptr, int64_t count, int32_t dtype)
+{
+    int32_t size = kvx_dtype_size(dtype);
+    return kvx_check_aligned(name, ptr, count, size > 0 ? size : 1, kvx_dtype_name(dtype));
+}
+
 int32_t kvx_struct_size(const char *name, const char *type, const void *user, size_t size,
                         uint32_t *declared)
 {

@@ -19,3 +19,22 @@ int32_t kvx_dtype_size(int32_t dtype)
     default: return 0;
     }
 }
+
+const char *kvx_dtype_name(int32_t dtype)
+{
+    switch (dtype) {
+    case KVX_DTYPE_FLOAT32: return "float32";
+    case KVX_DTYPE_FLOAT16: return "float16";
+    case KVX_DTYPE_BFLOAT16: return "bfloat16";
+    case KVX_DTYPE_FLOAT8_E4M3FN: return "float8_e4m3fn";
+    case KVX_DTYPE_FLOAT8_E5M2: return "float8_e5m2";
+    case KVX_DTYPE_UINT8: return "uint8";
+    case KVX_DTYPE_INT8: return "int8";
+    case KVX_DTYPE_FLOAT64: return "float64";
+    case KVX_DTYPE_INT32: return "int32";
+    case KVX_DTYPE_INT64: return "int64";
+    case KVX_DTYPE_FLOAT8_E4M3FNUZ: return "float8_e4m3fnuz";
+    case KVX_DTYPE_FLOAT8_E5M2FNUZ: return "float8_e5m2fnuz";
+    default: return "unknown dtype";
+    }
+}

@@ -20,6 +20,9 @@ extern "C" { /* the GPU backend's .cu files are C++ */
 #define KVX_PRINTF(fmt_index, first_arg)
 #endif
 
+/* torch's name of a kvx_dtype ("bfloat16"), or "unknown dtype". */
+const char *kvx_dtype_name(int32_t dtype);
+
 /* Records a formatted message as this thread's last error and returns `status`, so that a
  * failing check reads `return kvx_fail(KVX_ERR_INVALID_ARGUMENT, "...", ...);`. */
 int32_t kvx_fail(int32_t status, const char *fmt, ...) KVX_PRINTF(2, 3);
@@ -55,6 +58,21 @@ int32_t kvx_check_extent(const char *owner, const char *field, int64_t stride, i
                          int64_t *max_offset);
 /* The largest element offset a view can address must fit in int64 bytes. */
 int32_t kvx_check_bytes_fit(const char *owner, int64_t max_offset, int64_t elem_size);
+
+/* Device kernels load elements with the width of their type, and a GPU faults on a misaligned
+ * load (an error that ends the whole CUDA context), so every backend gets element-aligned
+ * arrays; strides count elements, so an aligned base aligns every element. `size` is a power of
+ * two (1 always holds). */
+static inline int kvx_is_aligned(const void *ptr, int32_t size)
+{
+    return (uintptr_t)ptr % (uintptr_t)size == 0;
+}
+/* Fails unless the call touches none of ptr's `count` elements or kvx_is_aligned(ptr, size):
+ * "<name>: expected an address aligned to <size> bytes (<type>), got 0x<address>". */
+int32_t kvx_check_aligned(const char *name, const void *ptr, int64_t count, int32_t size,
+                          const char *type);
+/* The same for elements of a kvx_dtype (one of at least 2 bytes, or the check always holds). */
+int32_t kvx_check_dtype_aligned(const char *name, const void *ptr, int64_t count, int32_t dtype);
 
 /* ---------------------------------------------------------------- versioned structs */
 

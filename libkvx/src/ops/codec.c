@@ -2,9 +2,9 @@
  * codec.c - the low-level codec entry points: backend-independent checks, then dispatch.
  *
  * After these checks a backend may assume: counts are in range, every array the call touches is
- * non-NULL, and every element or byte offset the call can form fits in int64. What depends on
- * the data (finite values, symbol ranges, CDF tables, stream offsets) is checked by the backend,
- * which knows where the data lives.
+ * non-NULL and aligned to its element size, and every element or byte offset the call can form
+ * fits in int64. What depends on the data (finite values, symbol ranges, CDF tables, stream
+ * offsets) is checked by the backend, which knows where the data lives.
  */
 #include "codec_checks.h"
 
@@ -48,13 +48,33 @@ static int32_t check_float_dtype(const char *name, int32_t dtype)
 int32_t kvx_codec_check_bins(const char *name, const int32_t *bins, int64_t count)
 {
     int32_t rc = kvx_check_pointer(name, bins, count);
-    if (rc || !bins)
+    if (rc || !bins || (rc = kvx_check_aligned(name, bins, count, 4, "int32")))
         return rc;
     for (int64_t i = 0; i < count; i++)
         if (bins[i] < KVX_CODEC_MIN_BINS || bins[i] > KVX_CODEC_MAX_BINS)
             return FAIL_ARG("%s[%lld]: expected %d..%d, got %d", name, (long long)i,
                             KVX_CODEC_MIN_BINS, KVX_CODEC_MAX_BINS, (int)bins[i]);
     return KVX_OK;
+}
+
+/* The typed arrays the front-ends take besides x and out: present where touched, and aligned to
+ * their element (kvx_check_aligned). */
+static int32_t check_scales(const float *scales, int64_t count)
+{
+    int32_t rc = kvx_check_pointer("scales", scales, count);
+    return rc ? rc : kvx_check_aligned("scales", scales, count, 4, "float32");
+}
+
+static int32_t check_cdf(const uint16_t *cdf, int64_t count)
+{
+    int32_t rc = kvx_check_pointer("cdf", cdf, count);
+    return rc ? rc : kvx_check_aligned("cdf", cdf, count, 2, "uint16");
+}
+
+static int32_t check_lengths(const int32_t *lengths, int64_t count)
+{
+    int32_t rc = kvx_check_pointer("lengths", lengths, count);
+    return rc ? rc : kvx_check_aligned("lengths", lengths, count, 4, "int32");
 }
 
 /* The strided [rows, tokens, channels] view must address bytes that fit in int64. */
@@ -100,9 +120,10 @@ int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64
     if ((rc = check_float_tokens("x", dtype, num_rows, num_tokens, num_channels, row_stride,
                                  token_stride, &elements)) ||
         (rc = kvx_check_pointer("x", x, elements)) ||
+        (rc = kvx_check_dtype_aligned("x", x, elements, dtype)) ||
         (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
         (rc = kvx_check_pointer("symbols", symbols, elements)) ||
-        (rc = kvx_check_pointer("scales", scales, num_rows * num_tokens)))
+        (rc = check_scales(scales, num_rows * num_tokens)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_quantize, "codec_quantize");
     if (elements == 0)
@@ -131,9 +152,10 @@ int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales, const 
     if ((rc = check_float_tokens("out", dtype, num_rows, num_tokens, num_channels, row_stride,
                                  token_stride, &elements)) ||
         (rc = kvx_check_pointer("symbols", symbols, elements)) ||
-        (rc = kvx_check_pointer("scales", scales, num_rows * num_tokens)) ||
+        (rc = check_scales(scales, num_rows * num_tokens)) ||
         (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
-        (rc = kvx_check_pointer("out", out, elements)))
+        (rc = kvx_check_pointer("out", out, elements)) ||
+        (rc = kvx_check_dtype_aligned("out", out, elements, dtype)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_dequantize, "codec_dequantize");
     if (elements == 0)
@@ -163,7 +185,7 @@ int32_t kvx_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers, int6
         (rc = kvx_check_range("num_bins", num_bins, 1, KVX_CODEC_MAX_BINS)) ||
         (rc = kvx_check_pointer("symbols", symbols, elements)) ||
         (rc = kvx_codec_product("cdf", num_layers, num_channels, num_bins + 1, &tables)) ||
-        (rc = kvx_check_pointer("cdf", cdf, tables)))
+        (rc = check_cdf(cdf, tables)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_calculate_cdf, "codec_calculate_cdf");
     kvx_codec_cdf_args args = {.symbols = symbols,
@@ -196,7 +218,7 @@ static int32_t check_coder_args(const uint16_t *cdf, int32_t cdf_len, int64_t nu
                                     elements)) ||
         (rc = kvx_check_range("cdf_len", cdf_len, 3, KVX_CODEC_MAX_CDF_LEN)) ||
         (rc = kvx_codec_product("cdf", num_layers, num_channels, cdf_len, &tables)) ||
-        (rc = kvx_check_pointer("cdf", cdf, tables)))
+        (rc = check_cdf(cdf, tables)))
         return rc;
     return KVX_OK;
 }
@@ -214,7 +236,7 @@ int32_t kvx_codec_encode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *sy
         (rc = kvx_check_range("stream_capacity", stream_capacity, 1, KVX_CODEC_MAX_STREAM_BYTES)) ||
         (rc = kvx_codec_product("streams", num_layers, num_channels, stream_capacity, &slots)) ||
         (rc = kvx_check_pointer("streams", streams, slots)) ||
-        (rc = kvx_check_pointer("lengths", lengths, num_layers * num_channels)))
+        (rc = check_lengths(lengths, num_layers * num_channels)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_encode, "codec_encode");
     kvx_codec_encode_args args = {.cdf = cdf,
@@ -241,7 +263,7 @@ int32_t kvx_codec_decode(const uint16_t *cdf, int32_t cdf_len, const uint8_t *st
         (rc = kvx_check_range("stream_capacity", stream_capacity, 0, INT64_MAX)) ||
         (rc = kvx_codec_product("streams", num_layers, num_channels, stream_capacity, &slots)) ||
         (rc = kvx_check_pointer("streams", streams, slots)) ||
-        (rc = kvx_check_pointer("lengths", lengths, num_layers * num_channels)) ||
+        (rc = check_lengths(lengths, num_layers * num_channels)) ||
         (rc = kvx_check_pointer("symbols", symbols, elements)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_decode, "codec_decode");
@@ -272,6 +294,8 @@ int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len, const uin
         (rc = kvx_check_range("num_bytes", num_bytes, 0, INT64_MAX)) ||
         (rc = kvx_check_pointer("bytes", bytes, num_bytes)) ||
         (rc = kvx_check_pointer("end_offsets", end_offsets, num_layers * num_channels)) ||
+        (rc = kvx_check_aligned("end_offsets", end_offsets, num_layers * num_channels, 8,
+                                "int64")) ||
         (rc = kvx_check_pointer("symbols", symbols, elements)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_decode, "codec_decode_prefsum");

@@ -2,10 +2,12 @@
  * transfer.c - kvx_transfer: the checks every backend relies on, then dispatch.
  *
  * After these checks a backend may assume: shapes agree, strides are non-negative, every element
- * offset a valid slot or token can produce fits in int64 bytes, and pointers are non-NULL where
- * data will be touched. Slot values are checked by the backend, which knows where they live.
+ * offset a valid slot or token can produce fits in int64 bytes, and pointers are non-NULL and
+ * aligned to their element size where data will be touched. Slot values are checked by the
+ * backend, which knows where they live.
  */
 #include <stddef.h>
+#include <stdio.h>
 
 #include "../core/kvx_internal.h"
 
@@ -34,9 +36,17 @@ static int32_t check_paged(const kvx_paged_desc *p)
                         (int)p->num_layers, (long long)per_kv, (int)p->num_bases);
     if ((rc = kvx_check_array("paged->bases", p->bases, p->num_bases, "pointers")))
         return rc;
-    for (int32_t i = 0; i < p->num_bases; i++)
-        if (!p->bases[i])
+    int32_t elem_size = kvx_dtype_size(p->dtype);
+    for (int32_t i = 0; i < p->num_bases; i++) {
+        const void *base = p->bases[i];
+        if (!base)
             return FAIL_ARG("paged->bases[%d]: expected a pointer, got NULL", (int)i);
+        if (!kvx_is_aligned(base, elem_size)) {
+            char name[32];
+            snprintf(name, sizeof name, "paged->bases[%d]", (int)i);
+            return kvx_check_dtype_aligned(name, base, 1, p->dtype);
+        }
+    }
     int64_t max_offset = p->head_size - 1;
     if ((rc = kvx_check_extent("paged", "kv_stride", p->kv_stride, p->num_kv, &max_offset)) ||
         (rc = kvx_check_extent("paged", "block_stride", p->block_stride, p->num_blocks,
@@ -65,6 +75,8 @@ static int32_t check_dense(const kvx_dense_desc *d, const kvx_paged_desc *p)
         return FAIL_ARG("dense->num_tokens: expected >= 0, got %lld", (long long)d->num_tokens);
     if (d->num_tokens > 0 && !d->base)
         return FAIL_ARG("dense->base: expected a pointer, got NULL");
+    if ((rc = kvx_check_dtype_aligned("dense->base", d->base, d->num_tokens, d->dtype)))
+        return rc;
     int64_t max_offset = d->head_size - 1;
     if ((rc = kvx_check_extent("dense", "kv_stride", d->kv_stride, d->num_kv, &max_offset)) ||
         (rc = kvx_check_extent("dense", "layer_stride", d->layer_stride, d->num_layers,
@@ -91,7 +103,8 @@ int32_t kvx_transfer(const kvx_paged_desc *paged, const kvx_dense_desc *dense,
         return FAIL_ARG("direction: expected KVX_PAGED_TO_DENSE (0) or KVX_DENSE_TO_PAGED (1), "
                         "got %d",
                         (int)direction);
-    if ((rc = kvx_check_array("slot_mapping", slot_mapping, d.num_tokens, "int64 entries")))
+    if ((rc = kvx_check_array("slot_mapping", slot_mapping, d.num_tokens, "int64 entries")) ||
+        (rc = kvx_check_aligned("slot_mapping", slot_mapping, d.num_tokens, 8, "int64")))
         return rc;
     KVX_DISPATCH(backend, stream, transfer, "transfer");
     if (d.num_tokens == 0)
