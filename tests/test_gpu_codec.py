@@ -13,8 +13,6 @@ torch = pytest.importorskip("torch")
 import kvx  # noqa: E402
 from kvx import codec  # noqa: E402
 
-
-
 # ---------------------------------------------------------------- errors found on the device
 
 

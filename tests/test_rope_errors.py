@@ -263,9 +263,21 @@ def test_apply_query_and_key_overlap(args):
     query = args["keys"]
     _rejects(
         lambda: rope.apply_rotary(args["new"], query, query[:, :1], args["cs"]),
-        r"key: expected memory separate from query, but they overlap",
+        r"key: overlaps query \(the same elements would be rotated twice\)",
         query,
     )
+
+
+def test_apply_takes_query_and_key_from_one_fused_tensor(args):
+    """vLLM and SGLang pass query and key as column ranges of one qkv projection: interleaved
+    in memory, element by element disjoint."""
+    query, key = args["keys"], args["keys"][:, :2] + 1
+    fused = torch.cat([query.flatten(1), key.flatten(1)], dim=1)
+    fused_query = fused[:, : query[0].numel()].unflatten(1, query.shape[1:])
+    fused_key = fused[:, query[0].numel() :].unflatten(1, key.shape[1:])
+    rope.apply_rotary(args["new"], fused_query, fused_key, args["cs"])
+    rope.apply_rotary(args["new"], query, key, args["cs"])
+    assert torch.equal(fused_query, query) and torch.equal(fused_key, key)
 
 
 def test_apply_bad_query(args):

@@ -248,10 +248,13 @@ def _check_rot_dim(cache: ArrayInfo, heads: Sequence[_Heads]) -> None:
             )
 
 
-def _require_separate(outputs: Sequence[ArrayInfo], inputs: Sequence[ArrayInfo]) -> None:
-    """Rotated tensors must not share memory with each other or with what is read."""
+def _require_separate(
+    outputs: Sequence[ArrayInfo], inputs: Sequence[ArrayInfo], among_outputs: bool = True
+) -> None:
+    """Rotated tensors must not share memory with what is read, nor (`among_outputs`) with each
+    other."""
     for i, out in enumerate(outputs):
-        for other in list(outputs[:i]) + list(inputs):
+        for other in (list(outputs[:i]) if among_outputs else []) + list(inputs):
             a, b = out.extent(), other.extent()
             if a[0] < b[1] and b[0] < a[1]:
                 raise InvalidArgumentError(
@@ -397,7 +400,10 @@ def apply_rotary(
     _check_rot_dim(cache, heads)
     (pos,) = _resolve_positions([positions], ["positions"], q.num_tokens)
     device = require_same_device([h.info for h in heads] + [cache, pos])
-    _require_separate([h.info for h in heads], [cache, pos])
+    # query and key may be views of one fused qkv tensor, interleaved but disjoint: libkvx tells
+    # them from overlapping views element by element; the fallback, run without it, keeps the
+    # conservative byte-range test.
+    _require_separate([h.info for h in heads], [cache, pos], among_outputs=False)
     tq, tk, c = (
         _fill_tensor(q),
         (_fill_tensor(k) if k is not None else ffi.NULL),
@@ -412,6 +418,7 @@ def apply_rotary(
     def fallback() -> Fallback:
         from ._rope_fallback import Apply
 
+        _require_separate([h.info for h in heads], [])
         return Apply(
             device[0], pos.obj, query, key, cos_sin_cache, is_neox=is_neox, head_size=head_size
         )
