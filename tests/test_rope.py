@@ -429,14 +429,15 @@ def test_fallback_reason_is_the_library_answer(op, code, device):
         assert f"no {op.split('_')[0]}" in reason
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device visible to torch")
-def test_cuda_tensors_match_the_oracle():
-    """On a GPU: the device backend's kernel, or the reference fallback (which warns)."""
+def test_cuda_tensors_match_the_oracle(gpu):
+    """On a GPU (or in host execution): the device backend's kernel, or the reference fallback
+    (which warns)."""
     cs = cache(D, MAXPOS)
     keys = randn((T, H, D), torch.bfloat16)
     old, new = positions(T, MAXPOS, seed=2), positions(T, MAXPOS, seed=3)
-    on_gpu = keys.cuda()
-    with warnings.catch_warnings():
+    on_gpu = gpu.put(keys)
+    with gpu.running(), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        rope.rerotate_keys(on_gpu, old.cuda(), new.cuda(), cs.cuda())
-    assert_close_to(on_gpu.cpu(), expected_rerotate(keys, old, new, cs, True), torch.bfloat16)
+        rope.rerotate_keys(on_gpu, gpu.put(old), gpu.put(new), gpu.put(cs))
+        kvx.synchronize(on_gpu)
+    assert_close_to(gpu.back(on_gpu), expected_rerotate(keys, old, new, cs, True), torch.bfloat16)
