@@ -115,7 +115,7 @@ template <typename... Params> struct kvx_host_launcher {
     kvx_host_launch launch;
     void (*kernel)(Params...);
 
-    template <typename... Args> void operator()(const Args &...args) const
+    template <typename... Args> void operator()(Args... args) const
     {
         struct call {
             void (*kernel)(Params...);

@@ -18,6 +18,9 @@ constexpr int kDevices = 1;
 constexpr size_t kAlignment = 256; /* what cudaMalloc guarantees */
 
 thread_local gpuError_t last_error = gpuSuccess;
+/* The message of the last error set with one, kept after gpuGetLastError() clears the error, so
+ * that the usual gpuGetErrorString(gpuGetLastError()) still finds it. */
+thread_local gpuError_t described_error = gpuSuccess;
 thread_local char last_message[256];
 thread_local int current_device = 0;
 
@@ -29,7 +32,7 @@ constexpr unsigned kEventMagic = 0x6b767845u;
 gpuError_t fail(gpuError_t error)
 {
     last_error = error;
-    last_message[0] = '\0';
+    described_error = gpuSuccess;
     return error;
 }
 
@@ -37,13 +40,13 @@ gpuError_t fail(gpuError_t error)
 
 void kvx_host_set_error(gpuError_t error, const char *message)
 {
-    last_error = error;
+    last_error = described_error = error;
     snprintf(last_message, sizeof last_message, "%s", message);
 }
 
 const char *gpuGetErrorString(gpuError_t error)
 {
-    if (error == last_error && last_message[0])
+    if (error == described_error)
         return last_message;
     switch (error) {
     case gpuSuccess: return "no error";
@@ -62,7 +65,6 @@ gpuError_t gpuGetLastError(void)
 {
     gpuError_t error = last_error;
     last_error = gpuSuccess;
-    last_message[0] = '\0';
     return error;
 }
 
