@@ -3,9 +3,11 @@ reported by kvx.synchronize, and ordering on a side stream. Every layout, direct
 against kvx.reference, with the dense buffer on the device and in pinned host memory, is in
 tests/test_conformance.py. Runs on a GPU or in host execution (tests/gpu_target.py)."""
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import kvx
 import pytest
@@ -97,3 +99,36 @@ def test_first_call_can_be_captured_in_a_cuda_graph(gpu):
         pytest.skip("host execution has no CUDA graphs: this needs a GPU")
     out = subprocess.run([sys.executable, "-c", CAPTURE], capture_output=True, text=True)
     assert out.returncode == 0 and "captured" in out.stdout, out.stderr[-4000:]
+
+
+NO_IMAGE = """
+import kvx, torch, gpu_target, pytest
+state = {b.name: b for b in kvx.backends()}["cuda"]
+print(state.available, state.reason)
+gpu = gpu_target.HostExecution(pytest.MonkeyPatch())
+caches = [torch.zeros(2, 4, 4, 2, 8, dtype=torch.float16)]
+with gpu.running():
+    try:
+        kvx.load(caches, torch.ones(2, 1, 3, 16, dtype=torch.float16), torch.arange(3))
+    except kvx.NotAvailableError as error:
+        print("refused:", error)
+"""
+
+
+def test_a_device_without_a_kernel_image_is_unavailable(gpu):
+    """A GPU this build has no code for: unavailable with the reason, and an op refused with
+    it, never a failed launch (host execution plays such a device)."""
+    if gpu.name != "host":
+        pytest.skip("needs a GPU this build lacks code for; host execution plays one")
+    out = subprocess.run(
+        [sys.executable, "-c", NO_IMAGE],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent,
+        env=dict(os.environ, KVX_GPU_HOST_NO_IMAGE="1"),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    availability, refusal = out.stdout.splitlines()
+    assert availability.startswith("False cuda: device 0 (host execution, host00)"), availability
+    assert "has no kernel image in this build" in availability
+    assert refusal.startswith("refused: cuda: device 0"), refusal

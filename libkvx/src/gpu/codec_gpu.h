@@ -24,8 +24,7 @@ static inline int32_t kvx_codec_begin(const kvx_stream *stream, kvx_gpu_device_s
 {
     if (scope.status() != gpuSuccess)
         return kvx_gpu_fail(scope.status(), "selecting stream->device_index");
-    *record = kvx_gpu_error_record(kvx_gpu_device_index(stream));
-    return *record ? KVX_OK : KVX_ERR_DEVICE;
+    return kvx_gpu_error_record(kvx_gpu_device_index(stream), record);
 }
 
 /* After a launch: a bad configuration or a sticky device error surfaces here. */

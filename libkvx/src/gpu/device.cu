@@ -182,27 +182,25 @@ static int32_t set_up(device_state *d)
     return KVX_OK;
 }
 
-kvx_gpu_deferred_error *kvx_gpu_error_record(int device)
+int32_t kvx_gpu_error_record(int device, kvx_gpu_deferred_error **record)
 {
-    if (device < 0 || device >= MAX_DEVICES) {
-        kvx_fail(KVX_ERR_INVALID_ARGUMENT, "stream->device_index: expected 0..%d, got %d",
-                 MAX_DEVICES - 1, device);
-        return NULL;
-    }
+    if (device < 0 || device >= MAX_DEVICES)
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT, "stream->device_index: expected 0..%d, got %d",
+                        MAX_DEVICES - 1, device);
     device_state *d = &devices[device];
-    if (kvx_gpu_deferred_error *record = d->record.load())
-        return record;
+    if ((*record = d->record.load()))
+        return KVX_OK;
     std::lock_guard<std::mutex> guard(set_up_lock);
     if (!d->record.load()) {
         gpuError_t error = image_status(device);
-        if (error != gpuSuccess) {
-            fail_image(device, error);
-            return NULL;
-        }
-        if (set_up(d) != KVX_OK)
-            return NULL;
+        if (error != gpuSuccess)
+            return fail_image(device, error);
+        int32_t rc = set_up(d);
+        if (rc != KVX_OK)
+            return rc;
     }
-    return d->record.load();
+    *record = d->record.load();
+    return KVX_OK;
 }
 
 /* A codec error a kernel recorded, worded like the CPU backend's up-front checks. */

@@ -72,10 +72,11 @@ class kvx_gpu_device_scope {
     gpuError_t status_ = gpuSuccess;
 };
 
-/* The deferred-error record of `device`, which must be current: set up on the device's first use,
- * after checking that this build has a kernel image for it. NULL after kvx_fail() (no image, bad
- * index, runtime failure). Safe while the caller's stream captures a graph. */
-kvx_gpu_deferred_error *kvx_gpu_error_record(int device);
+/* Finds the deferred-error record of `device`, which must be current: set up on the device's
+ * first use, after checking that this build has a kernel image for it. KVX_OK, or the status
+ * kvx_fail() reported (KVX_ERR_NOT_AVAILABLE: no image; KVX_ERR_INVALID_ARGUMENT: bad index;
+ * KVX_ERR_DEVICE: a runtime failure). Safe while the caller's stream captures a graph. */
+int32_t kvx_gpu_error_record(int device, kvx_gpu_deferred_error **record);
 
 static inline gpuStream_t kvx_gpu_stream(const kvx_stream *stream)
 {

@@ -158,9 +158,9 @@ static int32_t run(rope_args &a, const kvx_rope_cache *cache, const kvx_stream *
         return kvx_fail(KVX_ERR_UNSUPPORTED,
                         "cache->rot_dim: the %s backend supports up to %d, got %d", KVX_GPU_NAME,
                         48 * 1024 / (int)sizeof(float), (int)cache->rot_dim);
-    a.error = kvx_gpu_error_record(device);
-    if (!a.error)
-        return KVX_ERR_DEVICE;
+    int32_t rc = kvx_gpu_error_record(device, &a.error);
+    if (rc != KVX_OK)
+        return rc;
     long long total = a.num_tokens;
     for (long long first = 0; first < total; first += MAX_LAUNCH_TOKENS) {
         long long count = total - first < MAX_LAUNCH_TOKENS ? total - first : MAX_LAUNCH_TOKENS;

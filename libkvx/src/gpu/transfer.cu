@@ -131,9 +131,9 @@ extern "C" int32_t kvx_gpu_transfer(const kvx_transfer_args *args, const kvx_str
         return kvx_gpu_fail(scope.status(), "selecting stream->device_index");
     long long elem = kvx_dtype_size(p->dtype);
     transfer_args a = base_args(p, d, args->slot_mapping, args->direction, elem);
-    a.error = kvx_gpu_error_record(device);
-    if (!a.error)
-        return KVX_ERR_DEVICE;
+    int32_t rc = kvx_gpu_error_record(device, &a.error);
+    if (rc != KVX_OK)
+        return rc;
     int width = vector_bytes(p, d, elem);
     int per_launch = a.per_kv_bases ? MAX_BASES / p->num_kv : MAX_BASES;
     for (int first = 0; first < p->num_layers; first += per_launch) {
