@@ -345,6 +345,17 @@ def test_damaged_streams_decode_like_the_cpu(run, rng):
     np.testing.assert_array_equal(got, want)
 
 
+def test_count_equals_the_64_bit_division(run):
+    """The decoder's count without a 64-bit division (kvx_cc_count: a float estimate, corrected)
+    against the division it replaces, clamped to 65536: every target up to span + 2 for spans
+    1 .. 2048, powers of two +-2 (2^16 and 2^32 among them) and random spans with targets at
+    0, span - 1, span (damaged from there on), 2^32 - 1 and at the steps of the quotient. The
+    harness also checks that an estimate 2 ulp off (a GPU's fast division) stays within 1 of the
+    quotient and that the correction recovers it from any estimate within 1."""
+    run("count", [200_000, 20240613])
+    assert run.out("checked", np.int64)[0] > 6_000_000
+
+
 def test_bad_input_is_flagged_per_stream(run, rng):
     layers, tokens, channels, nb = 1, 20, 6, 16
     symbols, cdf = _symbols_and_cdf(rng, layers, tokens, channels, nb)

@@ -14,6 +14,8 @@
  * count-leading-zeros renormalisation). It is written here for one stream per thread: bits are
  * gathered in a 64-bit accumulator and stored 4 bytes at a time, never past the stream's slot;
  * the decoder reads through a 64-bit bit buffer and treats bytes past the stream's end as zero.
+ * The decoder's count, a 64-bit division per symbol in LMCache (a long software routine on
+ * GPUs), comes from a float estimate and an exact integer correction (kvx_cc_count).
  */
 #ifndef KVX_GPU_CODEC_CORE_H
 #define KVX_GPU_CODEC_CORE_H
@@ -395,6 +397,44 @@ KVX_HOST_DEVICE void kvx_cc_decoder_init(kvx_cc_decoder *d, const uint8_t *src, 
     d->value = kvx_cc_take_bits(d, 32);
 }
 
+/* An estimate of x / y (y >= 1) within 2 ulp: CUDA's fast division where there is one. */
+KVX_HOST_DEVICE float kvx_cc_divide_estimate(float x, float y)
+{
+#if defined(__CUDA_ARCH__)
+    return __fdividef(x, y);
+#else
+    return x / y;
+#endif
+}
+
+/* q = floor(num / span) from an estimate within 1 of it (num < 2^48, span <= 2^32): the remainder
+ * num - q * span, exact in 64 bits, moves q by one step to where 0 <= remainder < span. */
+KVX_HOST_DEVICE int32_t kvx_cc_correct_quotient(uint64_t num, uint64_t span, int64_t estimate)
+{
+    int64_t remainder = (int64_t)num - estimate * (int64_t)span;
+    if (remainder < 0)
+        return (int32_t)(estimate - 1);
+    return (int32_t)(remainder >= (int64_t)span ? estimate + 1 : estimate);
+}
+
+/* LMCache's count, floor(((target + 1) * 2^16 - 1) / span) for span = high - low + 1 (1 .. 2^32)
+ * and target = value - low (mod 2^32), exactly but without dividing 64-bit integers: that is a
+ * long software routine on GPUs, here once per symbol. A damaged stream (value outside
+ * [low, high], so target >= span) is the only way to a quotient above 65535; LMCache would
+ * truncate it to 16 bits, kvx clamps it to 65536. Otherwise the quotient is below 2^16 and the
+ * float estimate is within 1 of it: rounding num and span to float (2^-24 each, relative) and
+ * the division (2 ulp, 2^-22) make a relative error below 2^-21, so the estimate is off by less
+ * than 2^16 * 2^-21 = 1/32 and its truncation by at most 1 (no contraction can enter: there is
+ * no addition). */
+KVX_HOST_DEVICE int32_t kvx_cc_count(uint32_t target, uint64_t span)
+{
+    if (target >= span)
+        return 65536;
+    uint64_t num = (((uint64_t)target + 1) << 16) - 1;
+    int64_t estimate = (int64_t)kvx_cc_divide_estimate((float)num, (float)span);
+    return kvx_cc_correct_quotient(num, span, estimate);
+}
+
 /* The largest s in 1 .. cdf_len - 2 with cdf[s] <= count, else 0: for a strictly increasing
  * table, the CPU backend's count of edges <= count, found in log2(cdf_len) reads. */
 KVX_HOST_DEVICE int32_t kvx_cc_find_symbol(const uint16_t *cdf, int32_t cdf_len, int32_t count)
@@ -414,12 +454,7 @@ KVX_HOST_DEVICE uint8_t kvx_cc_decode_symbol(kvx_cc_decoder *d, const uint16_t *
                                              int32_t cdf_len, int last)
 {
     uint64_t span = (uint64_t)(d->high - d->low) + 1;
-    uint32_t target = d->value - d->low;
-    /* LMCache's count, in exact integer arithmetic. Only a damaged stream (value outside
-     * [low, high]) gives more than 65535; LMCache would truncate it to 16 bits, kvx clamps. */
-    uint64_t quotient = ((((uint64_t)target + 1) << 16) - 1) / span;
-    int32_t count = quotient < 65536u ? (int32_t)quotient : 65536;
-    int32_t s = kvx_cc_find_symbol(cdf, cdf_len, count);
+    int32_t s = kvx_cc_find_symbol(cdf, cdf_len, kvx_cc_count(d->value - d->low, span));
     if (last) /* LMCache does not renormalise after the last symbol */
         return (uint8_t)s;
     kvx_cc_step st = kvx_cc_narrow(&d->low, &d->high, cdf[s], kvx_cc_upper_edge(cdf, cdf_len, s));
