@@ -10,6 +10,14 @@
  * threads take neighbouring channels, so each token's symbols are read (or written) as one
  * coalesced run. The per-stream coder is codec_core.h's, bit-exact with the CPU backend.
  *
+ * - A block codes CODER_THREADS consecutive streams at a time (a grid-stride loop over such
+ *   chunks). Their tables are contiguous in the input: the block copies them to shared memory
+ *   first, consecutive threads on consecutive 16-byte pieces, because the coder reads its table
+ *   at every symbol, the decoder's binary search about log2(cdf_len) times one after another.
+ *   Tables of KVX_CODEC_MAX_CDF_LEN entries take 32 KiB for the block.
+ * - Every thread of a block meets every barrier, those without a stream (past the last one)
+ *   included.
+ *
  * Bounds: an encoder never writes past its slot (a stream that needs more is truncated and
  * recorded as overflow), and a decoder never reads outside its own stream (bytes past the end
  * read as zero). Data-dependent errors (symbols out of range, CDF tables that are not strictly
@@ -97,6 +105,38 @@ extern "C" int32_t kvx_gpu_codec_calculate_cdf(const kvx_codec_cdf_args *args,
     return kvx_codec_launched("launching the calculate_cdf kernel");
 }
 
+/* ---------------------------------------------------------------- encode and decode */
+
+/* A block codes CODER_THREADS consecutive streams at a time, one per thread; their tables are
+ * contiguous in the input and go to shared memory, where the decoder's binary search and the
+ * coder's per-symbol reads find them. */
+#define CODER_TABLE_BYTES(cdf_len) ((size_t)CODER_THREADS * (size_t)(cdf_len) * sizeof(uint16_t))
+
+/* Within the 48 KiB a block gets without asking. */
+static_assert(CODER_TABLE_BYTES(KVX_CODEC_MAX_CDF_LEN) <= 48 * 1024, "the coders' tables");
+
+/* n table entries from src into shared memory, consecutive threads on consecutive 16-byte
+ * pieces (entries where src is not 16-byte aligned): coalesced reads. */
+__device__ void load_tables(uint4 *dst, const uint16_t *src, int n)
+{
+    int done = 0;
+    if (((uintptr_t)src & 15) == 0) {
+        const int pieces = n / 8;
+        for (int k = threadIdx.x; k < pieces; k += blockDim.x)
+            dst[k] = reinterpret_cast<const uint4 *>(src)[k];
+        done = pieces * 8;
+    }
+    uint16_t *entries = reinterpret_cast<uint16_t *>(dst);
+    for (int k = done + threadIdx.x; k < n; k += blockDim.x)
+        entries[k] = src[k];
+}
+
+/* How many streams the block codes from `first` on: CODER_THREADS, fewer in the last chunk. */
+__device__ int chunk_streams(long long first, long long streams)
+{
+    return streams - first < CODER_THREADS ? (int)(streams - first) : CODER_THREADS;
+}
+
 /* ---------------------------------------------------------------- encode */
 
 struct encode_args {
@@ -110,11 +150,11 @@ struct encode_args {
     kvx_gpu_deferred_error *error;
 };
 
-/* Encodes stream i = layer * channels + c; a skipped stream gets length 0. */
-__device__ void encode_one(const encode_args &a, long long i)
+/* Encodes stream i = layer * channels + c with its table (in shared memory); a skipped stream
+ * gets length 0. */
+__device__ void encode_one(const encode_args &a, long long i, const uint16_t *cdf)
 {
     const long long layer = i / a.channels, c = i - layer * a.channels;
-    const uint16_t *cdf = a.cdf + i * a.cdf_len;
     const int32_t bad_entry = kvx_cc_cdf_bad_entry(cdf, a.cdf_len);
     if (bad_entry >= 0) {
         kvx_gpu_record_error(a.error, KVX_GPU_BAD_CDF, i, bad_entry, a.cdf_len);
@@ -141,10 +181,19 @@ __device__ void encode_one(const encode_args &a, long long i)
 
 __global__ void __launch_bounds__(CODER_THREADS) encode_streams(const encode_args a)
 {
+    KVX_DYNAMIC_SHARED(uint4, shared_tables);
+    const int t = threadIdx.x;
     const long long streams = a.layers * a.channels;
-    const long long step = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < streams; i += step)
-        encode_one(a, i);
+    for (long long first = (long long)blockIdx.x * CODER_THREADS; first < streams;
+         first += (long long)gridDim.x * CODER_THREADS) {
+        const int count = chunk_streams(first, streams);
+        load_tables(shared_tables, a.cdf + first * a.cdf_len, count * a.cdf_len);
+        __syncthreads();
+        if (t < count)
+            encode_one(a, first + t,
+                       reinterpret_cast<const uint16_t *>(shared_tables) + t * a.cdf_len);
+        __syncthreads(); /* before the next chunk's tables replace these */
+    }
 }
 
 extern "C" int32_t kvx_gpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream)
@@ -160,7 +209,7 @@ extern "C" int32_t kvx_gpu_codec_encode(const kvx_codec_encode_args *args, const
         return rc;
     KVX_LAUNCH(encode_streams,
                kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS),
-               CODER_THREADS, 0, kvx_gpu_stream(stream))(a);
+               CODER_THREADS, CODER_TABLE_BYTES(args->cdf_len), kvx_gpu_stream(stream))(a);
     return kvx_codec_launched("launching the encode kernel");
 }
 
@@ -178,8 +227,9 @@ struct decode_args {
     kvx_gpu_deferred_error *error;
 };
 
-/* Decodes stream i; a stream with a bad extent or table leaves its symbols untouched. */
-__device__ void decode_one(const decode_args &a, long long i)
+/* Decodes stream i with its table (in shared memory); a stream with a bad extent or table leaves
+ * its symbols untouched. */
+__device__ void decode_one(const decode_args &a, long long i, const uint16_t *cdf)
 {
     int64_t start = 0, len = 0;
     if (kvx_cc_stream_extent(a.lengths, a.end_offsets, a.capacity, a.num_bytes, i, &start, &len)) {
@@ -189,7 +239,6 @@ __device__ void decode_one(const decode_args &a, long long i)
             kvx_gpu_record_error(a.error, KVX_GPU_BAD_END_OFFSET, i, a.end_offsets[i], a.num_bytes);
         return;
     }
-    const uint16_t *cdf = a.cdf + i * a.cdf_len;
     const int32_t bad_entry = kvx_cc_cdf_bad_entry(cdf, a.cdf_len);
     if (bad_entry >= 0) {
         kvx_gpu_record_error(a.error, KVX_GPU_BAD_CDF, i, bad_entry, a.cdf_len);
@@ -202,10 +251,19 @@ __device__ void decode_one(const decode_args &a, long long i)
 
 __global__ void __launch_bounds__(CODER_THREADS) decode_streams(const decode_args a)
 {
+    KVX_DYNAMIC_SHARED(uint4, shared_tables);
+    const int t = threadIdx.x;
     const long long streams = a.layers * a.channels;
-    const long long step = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < streams; i += step)
-        decode_one(a, i);
+    for (long long first = (long long)blockIdx.x * CODER_THREADS; first < streams;
+         first += (long long)gridDim.x * CODER_THREADS) {
+        const int count = chunk_streams(first, streams);
+        load_tables(shared_tables, a.cdf + first * a.cdf_len, count * a.cdf_len);
+        __syncthreads();
+        if (t < count)
+            decode_one(a, first + t,
+                       reinterpret_cast<const uint16_t *>(shared_tables) + t * a.cdf_len);
+        __syncthreads(); /* before the next chunk's tables replace these */
+    }
 }
 
 extern "C" int32_t kvx_gpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream)
@@ -220,6 +278,6 @@ extern "C" int32_t kvx_gpu_codec_decode(const kvx_codec_decode_args *args, const
         return rc;
     KVX_LAUNCH(decode_streams,
                kvx_codec_blocks(args->num_layers * args->num_channels, CODER_THREADS),
-               CODER_THREADS, 0, kvx_gpu_stream(stream))(a);
+               CODER_THREADS, CODER_TABLE_BYTES(args->cdf_len), kvx_gpu_stream(stream))(a);
     return kvx_codec_launched("launching the decode kernel");
 }
