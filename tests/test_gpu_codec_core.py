@@ -19,6 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import conformance_cases as cc  # noqa: E402
 import kvx  # noqa: E402
 from kvx import codec  # noqa: E402
 from test_codec_golden import CASES, Case  # noqa: E402
@@ -321,6 +322,28 @@ def test_overflow_stops_at_capacity_and_reports_the_size(run, rng):
         codec.encode_fast_new(
             cdf, symbols, np.zeros((2, 9, cap), np.uint8), np.zeros((2, 9), np.int32)
         )
+
+
+def test_pending_bit_bursts_through_the_staging_ring(run):
+    """Runs of pending bits emitted at once, hundreds of bytes, more than the encoder's staging
+    ring holds: it is written out when full, in 16-, 4- or 1-byte stores as the slot's alignment
+    allows (odd capacities), and the streams are the CPU backend's, cut at the capacity."""
+    symbols, cdf = cc.pending_bursts(2, 3000, 9, seed=3)
+    full, needed = codec.encode_streams(cdf, symbols)
+    for cap in (int(needed.max()), int(needed.max()) + 3, int(np.median(needed)) | 1):
+        got = _encode(run, cdf, symbols, cap)
+        np.testing.assert_array_equal(got["needed"], needed)
+        np.testing.assert_array_equal(got["lengths"], np.minimum(needed, cap))
+        flat, whole = got["streams"].reshape(-1, cap), full.reshape(-1, full.shape[-1])
+        for i, n in enumerate(got["lengths"].ravel()):
+            assert flat[i, :n].tobytes() == whole[i, :n].tobytes(), (cap, i)
+            assert (flat[i, n:] == 0xEE).all(), (cap, i)
+        if cap >= needed.max():
+            decoded, bad = _decode(
+                run, cdf, got["streams"], symbols.shape[1], lengths=got["lengths"], capacity=cap
+            )
+            assert not bad.any()
+            np.testing.assert_array_equal(decoded, symbols)
 
 
 def test_damaged_streams_decode_like_the_cpu(run, rng):
