@@ -462,6 +462,29 @@ def _quantizer_cases() -> list[CodecCase]:
     return cases
 
 
+def pending_bursts(
+    layers: int, tokens: int, channels: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symbols [layers, tokens, channels] and tables [layers, channels, 4] (uint16) whose streams
+    owe long runs of pending bits: symbol 1 holds the middle half of the range, so each one
+    straddles the middle, adds a pending bit and emits nothing, until a 0 or a 2 emits the whole
+    run at once. Runs of up to 3000 tokens make bursts of hundreds of bytes, more than a GPU
+    encoder stages per stream; every fifth channel is random instead."""
+    rng = np.random.default_rng(seed)
+    symbols = np.ones((layers, tokens, channels), np.uint8)
+    for l in range(layers):
+        for c in range(channels):
+            if c % 5 == 4:
+                symbols[l, :, c] = rng.integers(0, 3, tokens)
+                continue
+            longest = (2, 40, 700, 3000)[(c + l) % 4]
+            edges = np.cumsum(rng.integers(1, longest + 1, tokens))
+            edges = edges[edges < tokens]
+            symbols[l, edges, c] = rng.choice(np.array([0, 2], np.uint8), edges.size)
+    cdf = np.tile(np.array([0, 16384, 49152, 65535], np.uint16), (layers, channels, 1))
+    return symbols, cdf
+
+
 def _coder_cases() -> list[CodecCase]:
     cases = []
     for shape, nb in [
@@ -547,6 +570,39 @@ def _coder_cases() -> list[CodecCase]:
         return {"cdf": cdf, "streams": data, "lengths": lengths, "tokens": tokens}
 
     cases.append(CodecCase("coder-damaged-streams", "decode", "decode", damaged))
+
+    @cache
+    def bursts() -> dict[str, Any]:
+        symbols, cdf = pending_bursts(2, 4000, 70, seed=11)
+        streams, lengths = codec.encode_streams(cdf, symbols)
+        return {"symbols": symbols, "cdf": cdf, "streams": streams, "lengths": lengths}
+
+    shape = (2, 4000, 70)
+    group = "coder-pending-bursts"
+    cases += [
+        CodecCase(
+            group,
+            "encode",
+            "encode",
+            lambda: {
+                "cdf": bursts()["cdf"],
+                "symbols": bursts()["symbols"],
+                "capacity": codec.stream_bound(shape[1]),  # odd: slots not aligned
+            },
+        ),
+        CodecCase(
+            group,
+            "decode",
+            "decode",
+            lambda: {
+                "cdf": bursts()["cdf"],
+                "streams": bursts()["streams"],
+                "lengths": bursts()["lengths"],
+                "tokens": shape[1],
+            },
+        ),
+        CodecCase(group, "decode_prefsum", "decode_prefsum", lambda: prefsum(bursts(), shape)),
+    ]
     return cases
 
 

@@ -10,7 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import conformance_cases as cc  # noqa: E402
 import kvx  # noqa: E402
+import numpy as np  # noqa: E402
 from kvx import codec  # noqa: E402
 
 # ---------------------------------------------------------------- errors found on the device
@@ -45,6 +47,36 @@ def test_encode_overflow_and_bad_tables_are_reported(gpu):
         codec.encode_streams(bad, symbols)
         with pytest.raises(kvx.InvalidArgumentError, match=r"cdf\[2\]"):
             kvx.synchronize(symbols)
+
+
+def test_encode_bursts_into_odd_and_short_slots(gpu):
+    """Bursts of pending bits larger than the encoder's staging ring (the thread writes its own
+    ring then), into slots of sizes that leave them unaligned, some too short: each stream is
+    the CPU's, cut at its slot, lengths are min(needed, capacity), the overflow is reported, and
+    the encoder writes nothing past a stream's end (what this GPU encoder promises, beyond the
+    API: those bytes are unspecified)."""
+    symbols, cdf = cc.pending_bursts(2, 3000, 67, seed=5)
+    full, needed = codec.encode_streams(cdf, symbols)  # numpy in, numpy out: the CPU
+    for capacity in (int(needed.max()) + 1, int(needed.max()) + 4, int(np.median(needed)) | 1):
+        out = torch.full((2, 67, capacity), 0xAB, dtype=torch.uint8, device=gpu.device)
+        lengths = torch.zeros((2, 67), dtype=torch.int32, device=gpu.device)
+        with gpu.running():
+            codec.encode_fast_new(
+                gpu.put(torch.from_numpy(cdf.view(np.int16))),
+                gpu.put(torch.from_numpy(symbols)),
+                out,
+                lengths,
+            )
+            if capacity < needed.max():
+                with pytest.raises(kvx.BufferTooSmallError, match="stream_capacity"):
+                    kvx.synchronize(out)
+            else:
+                kvx.synchronize(out)
+        got, got_lengths = gpu.back(out).numpy(), gpu.back(lengths).numpy()
+        np.testing.assert_array_equal(got_lengths, np.minimum(needed, capacity))
+        for (l, c), n in np.ndenumerate(got_lengths):
+            assert got[l, c, :n].tobytes() == full[l, c, :n].tobytes(), (capacity, l, c)
+            assert (got[l, c, n:] == 0xAB).all(), (capacity, l, c)
 
 
 def test_decode_bad_lengths_are_reported(gpu):

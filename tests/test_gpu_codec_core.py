@@ -19,6 +19,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import conformance_cases as cc  # noqa: E402
 import kvx  # noqa: E402
 from kvx import codec  # noqa: E402
 from test_codec_golden import CASES, Case  # noqa: E402
@@ -323,6 +324,28 @@ def test_overflow_stops_at_capacity_and_reports_the_size(run, rng):
         )
 
 
+def test_pending_bit_bursts_through_the_staging_ring(run):
+    """Runs of pending bits emitted at once, hundreds of bytes, more than the encoder's staging
+    ring holds: it is written out when full, in 16-, 4- or 1-byte stores as the slot's alignment
+    allows (odd capacities), and the streams are the CPU backend's, cut at the capacity."""
+    symbols, cdf = cc.pending_bursts(2, 3000, 9, seed=3)
+    full, needed = codec.encode_streams(cdf, symbols)
+    for cap in (int(needed.max()), int(needed.max()) + 3, int(np.median(needed)) | 1):
+        got = _encode(run, cdf, symbols, cap)
+        np.testing.assert_array_equal(got["needed"], needed)
+        np.testing.assert_array_equal(got["lengths"], np.minimum(needed, cap))
+        flat, whole = got["streams"].reshape(-1, cap), full.reshape(-1, full.shape[-1])
+        for i, n in enumerate(got["lengths"].ravel()):
+            assert flat[i, :n].tobytes() == whole[i, :n].tobytes(), (cap, i)
+            assert (flat[i, n:] == 0xEE).all(), (cap, i)
+        if cap >= needed.max():
+            decoded, bad = _decode(
+                run, cdf, got["streams"], symbols.shape[1], lengths=got["lengths"], capacity=cap
+            )
+            assert not bad.any()
+            np.testing.assert_array_equal(decoded, symbols)
+
+
 def test_damaged_streams_decode_like_the_cpu(run, rng):
     """Random bytes, random lengths (0 .. capacity), both modes: the same symbols as the CPU
     backend (whose clamping of out-of-range counts the core shares), and no access outside the
@@ -343,6 +366,17 @@ def test_damaged_streams_decode_like_the_cpu(run, rng):
     codec.decode_fast_prefsum(cdf, flat, ends.reshape(layers, channels), want)
     assert not bad.any()
     np.testing.assert_array_equal(got, want)
+
+
+def test_count_equals_the_64_bit_division(run):
+    """The decoder's count without a 64-bit division (kvx_cc_count: a float estimate, corrected)
+    against the division it replaces, clamped to 65536: every target up to span + 2 for spans
+    1 .. 2048, powers of two +-2 (2^16 and 2^32 among them) and random spans with targets at
+    0, span - 1, span (damaged from there on), 2^32 - 1 and at the steps of the quotient. The
+    harness also checks that an estimate 2 ulp off (a GPU's fast division) stays within 1 of the
+    quotient and that the correction recovers it from any estimate within 1."""
+    run("count", [200_000, 20240613])
+    assert run.out("checked", np.int64)[0] > 6_000_000
 
 
 def test_bad_input_is_flagged_per_stream(run, rng):

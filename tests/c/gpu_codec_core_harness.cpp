@@ -196,10 +196,104 @@ static void decode(const std::vector<long long> &a)
     save("bad", bad);
 }
 
+/* ---------------------------------------------------------------- the decoder's count */
+
+/* What kvx_cc_count replaces: the 64-bit division, clamped to 65536. */
+static int32_t divided_count(uint32_t target, uint64_t span)
+{
+    uint64_t quotient = ((((uint64_t)target + 1) << 16) - 1) / span;
+    return quotient < 65536u ? (int32_t)quotient : 65536;
+}
+
+static uint64_t next_random(uint64_t *state) /* splitmix64 */
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static long long checked_pairs = 0;
+
+/* kvx_cc_count(target, span) must equal the division. Where the quotient is below 2^16, the
+ * float estimate must also be within 1 of it when it errs by 2 ulp either way (a GPU's fast
+ * division), and the correction must recover the quotient from any estimate within 1. */
+static void check_count(uint32_t target, uint64_t span)
+{
+    const int32_t want = divided_count(target, span), got = kvx_cc_count(target, span);
+    if (got != want) {
+        fprintf(stderr, "kvx_cc_count(%u, %llu) = %d, the division gives %d\n", target,
+                (unsigned long long)span, got, want);
+        exit(1);
+    }
+    checked_pairs++;
+    if (target >= span)
+        return;
+    const uint64_t num = (((uint64_t)target + 1) << 16) - 1;
+    float estimate = (float)num / (float)span;
+    float low = nextafterf(nextafterf(estimate, 0.0f), 0.0f);
+    float high = nextafterf(nextafterf(estimate, 1e9f), 1e9f);
+    for (float e : {low, estimate, high})
+        if ((int64_t)e < want - 1 || (int64_t)e > want + 1) {
+            fprintf(stderr, "estimate %.9g for %u / %llu is more than 1 from %d\n", (double)e,
+                    target, (unsigned long long)span, want);
+            exit(1);
+        }
+    for (int64_t off = -1; off <= 1; off++)
+        if (kvx_cc_correct_quotient(num, span, want + off) != want) {
+            fprintf(stderr, "correcting %lld for %u / %llu does not give %d\n",
+                    (long long)(want + off), target, (unsigned long long)span, want);
+            exit(1);
+        }
+}
+
+/* Targets around span (valid below it, damaged from it on), random ones, and those around the
+ * steps of the quotient, where an estimate is likeliest to be off: for q = 0, 1, 65534, 65535
+ * and random ones, the smallest target whose quotient reaches q, and its neighbours. */
+static void check_span(uint64_t span, uint64_t *rng, int steps)
+{
+    const uint64_t top = 0xffffffffull;
+    const uint64_t fixed[] = {0, 1, 2, span - 2, span - 1, span, span + 1, top - 1, top, top / 2};
+    for (uint64_t t : fixed)
+        if (t <= top)
+            check_count((uint32_t)t, span);
+    for (int i = 0; i < steps; i++) {
+        uint64_t q = i < 4 ? (uint64_t)(i < 2 ? i : 65534 + i - 2) : next_random(rng) % 65536;
+        uint64_t first = (q * span + 1 + 65535) / 65536 -
+                         1; /* (first + 1) * 2^16 - 1 >= q * span */
+        for (uint64_t t = first >= 1 ? first - 1 : 0; t <= first + 1; t++)
+            if (t <= top)
+                check_count((uint32_t)t, span);
+    }
+    check_count((uint32_t)(next_random(rng) % span), span);
+    check_count((uint32_t)next_random(rng), span);
+}
+
+/* args: random_spans seed. Out: checked (the number of (target, span) pairs). */
+static void count(const std::vector<long long> &a)
+{
+    uint64_t rng = (uint64_t)a[1];
+    for (uint64_t span = 1; span <= 2048; span++) /* every target, damaged ones too */
+        for (uint64_t t = 0; t <= span + 2; t++)
+            check_count((uint32_t)t, span);
+    for (int bits = 1; bits <= 32; bits++) /* powers of two and their neighbours */
+        for (int64_t off = -2; off <= 2; off++) {
+            uint64_t span = (1ull << bits) + (uint64_t)off;
+            if (span >= 1 && span <= (1ull << 32))
+                check_span(span, &rng, 64);
+        }
+    for (long long i = 0; i < a[0]; i++) { /* random spans, uniform in 1 .. 2^32 and in log */
+        uint64_t r = next_random(&rng);
+        uint64_t span = i % 2 ? r % (1ull << 32) + 1 : ((r >> 6) & ((1ull << (r % 33)) - 1)) + 1;
+        check_span(span, &rng, 4);
+    }
+    save("checked", std::vector<long long>{checked_pairs});
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3) {
-        fprintf(stderr, "usage: %s quantize|dequantize|cdf|encode|decode DIR\n", argv[0]);
+        fprintf(stderr, "usage: %s quantize|dequantize|cdf|encode|decode|count DIR\n", argv[0]);
         return 2;
     }
     dir = argv[2];
@@ -215,6 +309,8 @@ int main(int argc, char **argv)
         encode(a);
     else if (op == "decode")
         decode(a);
+    else if (op == "count")
+        count(a);
     else
         return 2;
     return 0;

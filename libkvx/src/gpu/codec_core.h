@@ -11,9 +11,19 @@
  * -ffp-contract=off too (g++ fuses `a * b` and `+ c` across statements by default).
  *
  * The range coder is LMCache's (see src/cpu/codec_range_coder.c for the derivation of the
- * count-leading-zeros renormalisation). It is written here for one stream per thread: bits are
- * gathered in a 64-bit accumulator and stored 4 bytes at a time, never past the stream's slot;
- * the decoder reads through a 64-bit bit buffer and treats bytes past the stream's end as zero.
+ * count-leading-zeros renormalisation). It is written here for one stream per thread, with two
+ * changes of form, not of result, for GPUs:
+ *
+ * - The encoder gathers bits in a 64-bit accumulator and stages them, 4 bytes at a time, in a
+ *   small ring (KVX_CC_STAGE_BYTES, in shared memory on a GPU) instead of storing them to the
+ *   stream's slot: neighbouring threads' slots lie `capacity` bytes apart, so storing each word
+ *   as it comes makes one partial memory sector per thread and word. The kernel writes the rings
+ *   out for the whole block, and a thread whose ring is full writes its own (kvx_cc_drain, in
+ *   16-byte pieces where the slot allows). Nothing is written past the stream's end or slot.
+ * - The decoder's count, a 64-bit division per symbol in LMCache (a long software routine on
+ *   GPUs), comes from a float estimate and an exact integer correction (kvx_cc_count).
+ *
+ * The decoder reads through a 64-bit bit buffer and treats bytes past the stream's end as zero.
  */
 #ifndef KVX_GPU_CODEC_CORE_H
 #define KVX_GPU_CODEC_CORE_H
@@ -38,6 +48,21 @@ KVX_HOST_DEVICE int kvx_cc_clz32(uint32_t x) /* x != 0 */
     return __builtin_clz(x); /* gcc, and clang for the host and for AMD GPUs */
 #endif
 }
+
+/* word with its most significant byte first in memory: GPUs and the hosts kvx runs on are
+ * little-endian. */
+KVX_HOST_DEVICE uint32_t kvx_cc_msb_first(uint32_t word)
+{
+#if defined(__CUDA_ARCH__)
+    return __byte_perm(word, 0, 0x0123);
+#else
+    return __builtin_bswap32(word);
+#endif
+}
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "kvx_cc_msb_first assumes a little-endian target"
+#endif
 
 /* ================================================================ quantization */
 
@@ -251,33 +276,102 @@ KVX_HOST_DEVICE kvx_cc_step kvx_cc_narrow(uint32_t *low_io, uint32_t *high_io, u
 
 /* ================================================================ range coder: encoder */
 
+/* The encoder's staging ring: stream byte q waits at byte q % KVX_CC_STAGE_BYTES until it is
+ * written to the slot. A power of two (a cheap modulo), at least 4. 128 bytes hold what a stream
+ * emits in 56 tokens at the most (18 bits a symbol), pending bits aside. */
+#define KVX_CC_STAGE_BYTES 128
+
 typedef struct kvx_cc_encoder {
     uint32_t low, high;
     uint64_t pending; /* E3 bits owed: the complement of the next settled bit */
-    uint64_t acc;     /* output bits; the last `nbits` (< 32) not yet stored */
+    uint64_t acc;     /* output bits; the last `nbits` (< 32) not yet staged */
     int nbits;
-    uint8_t *out;
-    int64_t pos, capacity; /* pos keeps counting past capacity: the size the stream needs */
+    uint32_t *stage; /* the ring, KVX_CC_STAGE_BYTES / 4 words, bytes in stream order */
+    uint8_t *out;    /* the slot */
+    /* out holds the stream's bytes < flushed, the ring those from flushed to min(pos, capacity);
+     * pos keeps counting past capacity: the size the stream needs. */
+    int64_t flushed, pos, capacity;
 } kvx_cc_encoder;
 
-KVX_HOST_DEVICE void kvx_cc_encoder_init(kvx_cc_encoder *e, uint8_t *out, int64_t capacity)
+/* 16 bytes, for one wide store. */
+struct alignas(16) kvx_cc_v16 {
+    uint32_t w[4];
+};
+
+KVX_HOST_DEVICE void kvx_cc_encoder_init(kvx_cc_encoder *e, uint32_t *stage, uint8_t *out,
+                                         int64_t capacity)
 {
     e->low = 0;
     e->high = 0xffffffffu;
     e->pending = 0;
     e->acc = 0;
     e->nbits = 0;
+    e->stage = stage;
     e->out = out;
+    e->flushed = 0;
     e->pos = 0;
     e->capacity = capacity;
 }
 
-/* The top `bytes` bytes of word, MSB first, each only if it lies inside the slot. */
+/* Stream byte q, and bytes q .. q + 3 as one word in memory order (any q: a word that straddles
+ * two of the ring's words is shifted together from both), as they wait in the ring. */
+KVX_HOST_DEVICE uint8_t kvx_cc_staged_byte(const uint32_t *stage, int64_t q)
+{
+    return ((const uint8_t *)stage)[(uint64_t)q % KVX_CC_STAGE_BYTES];
+}
+
+KVX_HOST_DEVICE uint32_t kvx_cc_staged_word(const uint32_t *stage, int64_t q)
+{
+    const uint64_t words = KVX_CC_STAGE_BYTES / 4, word = (uint64_t)q / 4;
+    const int shift = (int)((uint64_t)q % 4) * 8;
+    const uint32_t lo = stage[word % words];
+    if (!shift)
+        return lo;
+    return (lo >> shift) | (stage[(word + 1) % words] << (32 - shift)); /* little-endian */
+}
+
+/* Where the staged bytes end: bytes past the slot are counted, never kept. */
+KVX_HOST_DEVICE int64_t kvx_cc_staged_end(const kvx_cc_encoder *e)
+{
+    return e->pos < e->capacity ? e->pos : e->capacity;
+}
+
+/* The thread writes its staged bytes to its slot itself, up to min(pos, capacity): 16 bytes a
+ * store where the address is 16-byte aligned, 4 where it is 4-byte aligned, else 1. */
+KVX_HOST_DEVICE void kvx_cc_drain(kvx_cc_encoder *e)
+{
+    const int64_t end = kvx_cc_staged_end(e);
+    int64_t q = e->flushed;
+    while (q < end) {
+        uint8_t *to = e->out + q;
+        if (((uintptr_t)to & 15) == 0 && end - q >= 16) {
+            kvx_cc_v16 v;
+            for (int j = 0; j < 4; j++)
+                v.w[j] = kvx_cc_staged_word(e->stage, q + 4 * j);
+            *(kvx_cc_v16 *)to = v;
+            q += 16;
+        } else if (((uintptr_t)to & 3) == 0 && end - q >= 4) {
+            *(uint32_t *)to = kvx_cc_staged_word(e->stage, q);
+            q += 4;
+        } else {
+            *to = kvx_cc_staged_byte(e->stage, q);
+            q += 1;
+        }
+    }
+    e->flushed = end;
+}
+
+/* The top `bytes` (1 .. 4) bytes of word at stream position pos, a multiple of 4 (only the final
+ * store has fewer than 4 bytes): one whole word of the ring, all 4 bytes, though those past
+ * pos + bytes or the capacity are never written out. A full ring is drained first. */
 KVX_HOST_DEVICE void kvx_cc_store_bytes(kvx_cc_encoder *e, uint32_t word, int bytes)
 {
-    for (int i = 0; i < bytes; i++, e->pos++)
-        if (e->pos < e->capacity)
-            e->out[e->pos] = (uint8_t)(word >> (24 - 8 * i));
+    if (e->pos < e->capacity) {
+        if (e->pos + 4 - e->flushed > KVX_CC_STAGE_BYTES)
+            kvx_cc_drain(e);
+        e->stage[(uint64_t)e->pos % KVX_CC_STAGE_BYTES / 4] = kvx_cc_msb_first(word);
+    }
+    e->pos += bytes;
 }
 
 /* Appends the low `count` (0 .. 32) bits of value (value < 2^count), MSB first. */
@@ -335,25 +429,40 @@ KVX_HOST_DEVICE void kvx_cc_encode_finish(kvx_cc_encoder *e)
     }
 }
 
-/* Encodes symbols[t * stride], t < num_tokens, with one table into out[capacity]. Returns -1
- * with *needed = the stream's size (it fits when <= capacity; bytes beyond capacity are not
- * written), or the first token whose symbol is above cdf_len - 2 (encoding stops there). */
+/* Encodes symbols[t * stride], first <= t < last. Returns -1, or the first token whose symbol is
+ * above cdf_len - 2 (encoding stops there). */
+KVX_HOST_DEVICE int64_t kvx_cc_encode_tokens(kvx_cc_encoder *e, const uint16_t *cdf,
+                                             int32_t cdf_len, const uint8_t *symbols,
+                                             int64_t stride, int64_t first, int64_t last)
+{
+    for (int64_t t = first; t < last; t++) {
+        uint8_t s = symbols[t * stride];
+        if (s + 2 > cdf_len)
+            return t;
+        kvx_cc_encode_symbol(e, cdf, cdf_len, s);
+    }
+    return -1;
+}
+
+/* Encodes symbols[t * stride], t < num_tokens, with one table into out[capacity], on one thread
+ * (its ring on its stack). Returns -1 with *needed = the stream's size (it fits when <= capacity;
+ * bytes beyond capacity are not written), or the first token whose symbol is above cdf_len - 2
+ * (encoding stops there; what was written of the stream is unspecified). */
 KVX_HOST_DEVICE int64_t kvx_cc_encode_stream(const uint16_t *cdf, int32_t cdf_len,
                                              const uint8_t *symbols, int64_t stride,
                                              int64_t num_tokens, uint8_t *out, int64_t capacity,
                                              int64_t *needed)
 {
+    uint32_t stage[KVX_CC_STAGE_BYTES / 4];
     kvx_cc_encoder e;
-    kvx_cc_encoder_init(&e, out, capacity);
-    for (int64_t t = 0; t < num_tokens; t++) {
-        uint8_t s = symbols[t * stride];
-        if (s + 2 > cdf_len) {
-            *needed = 0;
-            return t;
-        }
-        kvx_cc_encode_symbol(&e, cdf, cdf_len, s);
+    kvx_cc_encoder_init(&e, stage, out, capacity);
+    int64_t bad = kvx_cc_encode_tokens(&e, cdf, cdf_len, symbols, stride, 0, num_tokens);
+    if (bad >= 0) {
+        *needed = 0;
+        return bad;
     }
     kvx_cc_encode_finish(&e);
+    kvx_cc_drain(&e);
     *needed = e.pos;
     return -1;
 }
@@ -395,6 +504,44 @@ KVX_HOST_DEVICE void kvx_cc_decoder_init(kvx_cc_decoder *d, const uint8_t *src, 
     d->value = kvx_cc_take_bits(d, 32);
 }
 
+/* An estimate of x / y (y >= 1) within 2 ulp: CUDA's fast division where there is one. */
+KVX_HOST_DEVICE float kvx_cc_divide_estimate(float x, float y)
+{
+#if defined(__CUDA_ARCH__)
+    return __fdividef(x, y);
+#else
+    return x / y;
+#endif
+}
+
+/* q = floor(num / span) from an estimate within 1 of it (num < 2^48, span <= 2^32): the remainder
+ * num - q * span, exact in 64 bits, moves q by one step to where 0 <= remainder < span. */
+KVX_HOST_DEVICE int32_t kvx_cc_correct_quotient(uint64_t num, uint64_t span, int64_t estimate)
+{
+    int64_t remainder = (int64_t)num - estimate * (int64_t)span;
+    if (remainder < 0)
+        return (int32_t)(estimate - 1);
+    return (int32_t)(remainder >= (int64_t)span ? estimate + 1 : estimate);
+}
+
+/* LMCache's count, floor(((target + 1) * 2^16 - 1) / span) for span = high - low + 1 (1 .. 2^32)
+ * and target = value - low (mod 2^32), exactly but without dividing 64-bit integers: that is a
+ * long software routine on GPUs, here once per symbol. A damaged stream (value outside
+ * [low, high], so target >= span) is the only way to a quotient above 65535; LMCache would
+ * truncate it to 16 bits, kvx clamps it to 65536. Otherwise the quotient is below 2^16 and the
+ * float estimate is within 1 of it: rounding num and span to float (2^-24 each, relative) and
+ * the division (2 ulp, 2^-22) make a relative error below 2^-21, so the estimate is off by less
+ * than 2^16 * 2^-21 = 1/32 and its truncation by at most 1 (no contraction can enter: there is
+ * no addition). */
+KVX_HOST_DEVICE int32_t kvx_cc_count(uint32_t target, uint64_t span)
+{
+    if (target >= span)
+        return 65536;
+    uint64_t num = (((uint64_t)target + 1) << 16) - 1;
+    int64_t estimate = (int64_t)kvx_cc_divide_estimate((float)num, (float)span);
+    return kvx_cc_correct_quotient(num, span, estimate);
+}
+
 /* The largest s in 1 .. cdf_len - 2 with cdf[s] <= count, else 0: for a strictly increasing
  * table, the CPU backend's count of edges <= count, found in log2(cdf_len) reads. */
 KVX_HOST_DEVICE int32_t kvx_cc_find_symbol(const uint16_t *cdf, int32_t cdf_len, int32_t count)
@@ -414,12 +561,7 @@ KVX_HOST_DEVICE uint8_t kvx_cc_decode_symbol(kvx_cc_decoder *d, const uint16_t *
                                              int32_t cdf_len, int last)
 {
     uint64_t span = (uint64_t)(d->high - d->low) + 1;
-    uint32_t target = d->value - d->low;
-    /* LMCache's count, in exact integer arithmetic. Only a damaged stream (value outside
-     * [low, high]) gives more than 65535; LMCache would truncate it to 16 bits, kvx clamps. */
-    uint64_t quotient = ((((uint64_t)target + 1) << 16) - 1) / span;
-    int32_t count = quotient < 65536u ? (int32_t)quotient : 65536;
-    int32_t s = kvx_cc_find_symbol(cdf, cdf_len, count);
+    int32_t s = kvx_cc_find_symbol(cdf, cdf_len, kvx_cc_count(d->value - d->low, span));
     if (last) /* LMCache does not renormalise after the last symbol */
         return (uint8_t)s;
     kvx_cc_step st = kvx_cc_narrow(&d->low, &d->high, cdf[s], kvx_cc_upper_edge(cdf, cdf_len, s));
