@@ -5,7 +5,9 @@ tokens, bf16, LMCache's bin schedule) of LLM-like data: every channel has its ow
 scale (log-normal, with a few outlier channels ~20x larger), and values drift smoothly from token
 to token (AR(1) along tokens), as real keys and values do. torch runs single-threaded during
 the measurements: its idle OpenMP workers spin and would steal the cores the codec measures.
-Reports encode and decode throughput in symbols (= elements) per second, bits per element,
+Reports encode and decode throughput in symbols (= elements) per second and per CPU-second (run
+with --threads 1 and 2 to size a larger host from them), how the time splits between quantize,
+CDF, range coder and dequantize, bits per element,
 compression ratio against the raw bytes, the same run's zstd level 3 on the raw bytes, and the
 reconstruction's relative L2 error.
 """
@@ -62,6 +64,15 @@ def best_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
         cpu.append(time.process_time() - start_cpu)
     CPU_TIMES[id(result)] = statistics.median(cpu)
     return statistics.median(times), result
+
+
+def _split(total: float, steps: dict[str, float]) -> str:
+    """Each step's share of the container call's time, measured alone on the same data; the rest
+    is the container's own work (chunking, layout, checksums) and what the steps lose when run
+    inside it (negative where they run faster there, on chunks that stay in the caches)."""
+    shares = [f"{name} {100 * t / total:.0f}%" for name, t in steps.items()]
+    rest = 100 * (total - sum(steps.values())) / total
+    return ", ".join(shares) + f", rest {rest:.0f}% of the container's time"
 
 
 def _progress(step: str, index: int, total: int) -> None:
@@ -128,15 +139,17 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
     t_dec, out = best_time(lambda: codec.decode(blob), args.repeat)
     c_dec = CPU_TIMES[id(out)]
 
-    _progress("range coder alone (encode_fast_new / decode_fast_new)", 4, steps)
+    _progress("the codec's steps alone (quantize, CDF, range coder, dequantize)", 4, steps)
     x = kv.reshape(2 * args.layers, args.tokens, args.channels)
-    sym, _ = codec.quantize(x, key_bins + value_bins)
-    cdf = codec.calculate_cdf(sym, max(key_bins + value_bins))
+    bins = key_bins + value_bins
+    t_quant, (sym, scales) = best_time(lambda: codec.quantize(x, bins), args.repeat)
+    t_cdf, cdf = best_time(lambda: codec.calculate_cdf(sym, max(bins)), args.repeat)
     t_rc_enc, (streams, lengths) = best_time(lambda: codec.encode_streams(cdf, sym), args.repeat)
     dec_sym = torch.empty_like(sym)
     t_rc_dec, _ = best_time(
         lambda: codec.decode_fast_new(cdf, streams, lengths, dec_sym), args.repeat
     )
+    t_dequant, _ = best_time(lambda: codec.dequantize(sym, scales, bins, kv.dtype), args.repeat)
     if not torch.equal(dec_sym, sym):
         print("kvx bench codec: range coder round trip FAILED", file=sys.stderr)
         return 1
@@ -165,6 +178,11 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
         ("kvx decode (container)", msym(t_dec, c_dec)),
         ("range coder encode only", msym(t_rc_enc)),
         ("range coder decode only", msym(t_rc_dec)),
+        (
+            "encode split",
+            _split(t_enc, {"quantize": t_quant, "CDF": t_cdf, "range coder": t_rc_enc}),
+        ),
+        ("decode split", _split(t_dec, {"range coder": t_rc_dec, "dequantize": t_dequant})),
         (
             "kvx size",
             f"{len(blob) / 1e6:.2f} MB: {8 * len(blob) / symbols:.3f} bits/element, "
