@@ -1,8 +1,8 @@
 /*
  * rope_cpu.h - what the CPU RoPE files share: the job a call becomes, the per-token work of the
  * generic loop (written so that gcc vectorises it for whatever instruction set includes it), and
- * the table of loops one instruction set provides. rope.c holds the generic variants and the
- * entry points; rope_avx512.c the hand-written AVX-512 loops.
+ * the table of loops one instruction set provides. rope.c holds the baseline variant and the
+ * entry points; rope_avx2.c and rope_avx512.c the hand-written AVX2 and AVX-512 loops.
  */
 #ifndef KVX_CPU_ROPE_CPU_H
 #define KVX_CPU_ROPE_CPU_H
@@ -241,6 +241,9 @@ typedef struct rope_isa {
 #define KVX_ROPE_X86 1
 
 #define ATTR_AVX2 __attribute__((target("avx2")))
+/* F16C converts fp16 in the hand-written AVX2 loops; every AVX2 CPU has it, but a hypervisor can
+ * hide it (rope.c checks). */
+#define ATTR_AVX2_F16C __attribute__((target("avx2,f16c")))
 /* 512-bit vectors in the AVX-512 functions. gcc's prefer-vector-width target option keeps its
  * vectoriser at 512 bits even when tuning for cores that prefer 256 (-mtune=skylake-avx512 and
  * later). clang rejects that option, and would then drop the whole attribute, features included;
@@ -254,6 +257,9 @@ typedef struct rope_isa {
 #define ATTR_AVX512 ATTR_WIDE_VECTORS("avx512f,avx512bw,avx512vl,avx512dq")
 #define ATTR_AVX512_BF16 ATTR_WIDE_VECTORS("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")
 
+/* rope_avx2.c: AVX2 and F16C; AVX2 alone (the generic loop only). */
+extern const rope_isa kvx_rope_avx2_isa;
+extern const rope_isa kvx_rope_avx2_generic_isa;
 /* rope_avx512.c: AVX-512 (F, BW, VL, DQ) and the same with AVX512-BF16. */
 extern const rope_isa kvx_rope_avx512_isa;
 extern const rope_isa kvx_rope_avx512bf16_isa;

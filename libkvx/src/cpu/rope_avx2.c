@@ -1,0 +1,476 @@
+/*
+ * rope_avx2.c - hand-written AVX2 RoPE token loops, and the table of the avx2 variant.
+ *
+ * The same design as rope_avx512.c at half the width: a token loop builds the rotation of a block
+ * of pairs (16 NeoX pairs, 16 bf16 GPT-J pairs, 8 fp16 / fp32 GPT-J pairs) in registers from the
+ * token's cache rows once, and applies it to every head of every layer of the token's targets.
+ * Pairs past the last whole block, and jobs mixing dtypes, go through the generic loop (compiled
+ * here for AVX2). The float32 operations are the generic loop's, in the same order and without
+ * FMA, and the narrowing rounds as half.h does, so every variant gives the same bits.
+ *
+ * AVX2 has no bf16 instructions, so bf16 is converted with integer operations, arranged so that
+ * neither direction needs a shuffle: the 32-bit lanes of 16 loaded values hold values 2i (low
+ * half) and 2i + 1 (high half), and a shift or a mask makes each a float32 in place ("even" and
+ * "odd" vectors). A rounded float32 keeps its bf16 in its high half, so one word blend of the
+ * shifted even vector and the odd one puts all 16 back in memory order. NeoX pairs value i of x
+ * with value i of y, so x and y split the same way and the angles are put in even/odd order once
+ * per token; a GPT-J pair is a 32-bit lane, its angles stay in plain order.
+ *
+ * fp16 uses F16C (vcvtph2ps / vcvtps2ph), which agrees with half.h everywhere: the variant's
+ * token loops run only where the CPU has F16C (rope.c).
+ */
+#include "rope_cpu.h"
+
+#if KVX_ROPE_X86
+#include <immintrin.h>
+
+/* The generic loops, vectorised by gcc for AVX2: jobs mixing dtypes, the pairs past the token
+ * loops' whole blocks, and everything on a CPU without F16C. */
+DEFINE_ISA_FUNCTIONS(avx2, ATTR_AVX2)
+
+#define ATTR ATTR_AVX2_F16C
+
+/* ---------------------------------------------------------------- bf16 conversions */
+
+/* The bf16 values in the low / high halves of v's 32-bit lanes, as float32. */
+ATTR static inline __m256 bf16_low(__m256i v)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+ATTR static inline __m256 bf16_high(__m256i v)
+{
+    return _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)));
+}
+
+/*
+ * Narrowing leaves each lane's bf16 in its high half (the low half is left over), three ways:
+ *
+ * - round_bf16_nan: half.h's rule for every value: round to nearest even by adding 0x7fff plus
+ *   the lowest kept bit, and truncate a NaN, setting its quiet bit (the addition could carry out
+ *   of its payload).
+ * - round_bf16: the same without the NaN case.
+ * - round_bf16_half_up: add 0x8000, one operation instead of four (the loops are limited by
+ *   vector operations, about three a cycle). It differs from round_bf16 only on ties, a low half
+ *   of exactly 0x8000, which has_tie finds with one compare per vector.
+ *
+ * Only NaNs with low bits set need the first: a sum of products passes on one input's NaN payload
+ * (quieted), or makes the default NaN 0xffc00000. bf16 keys have no payload bits below bit 16, so
+ * with angles free of NaNs every NaN result is a quiet NaN with a zero low half, whose top half the
+ * two others leave as half.h does; a NaN in a float32 or fp16 cache row can have them. Integer
+ * rounding is exact on denormals in all three.
+ */
+ATTR static inline __m256i round_bf16(__m256 v)
+{
+    __m256i u = _mm256_castps_si256(v);
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    return _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb);
+}
+
+ATTR static inline __m256i round_bf16_nan(__m256 v)
+{
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    __m256i quiet = _mm256_or_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x400000));
+    return _mm256_blendv_epi8(round_bf16(v), quiet, nan);
+}
+
+ATTR static inline __m256i round_bf16_half_up(__m256 v)
+{
+    return _mm256_add_epi32(_mm256_castps_si256(v), _mm256_set1_epi32(0x8000));
+}
+
+/* Whether a lane of the four vectors may be a tie: a 16-bit half equal to 0x8000 (a high half
+ * equal to it, -0 or a tiny negative denormal, only costs the exact rounding). */
+ATTR static inline int has_tie(__m256 a, __m256 b, __m256 c, __m256 d)
+{
+    const __m256i tie = _mm256_set1_epi16((short)0x8000);
+    __m256i ab = _mm256_or_si256(_mm256_cmpeq_epi16(_mm256_castps_si256(a), tie),
+                                 _mm256_cmpeq_epi16(_mm256_castps_si256(b), tie));
+    __m256i cd = _mm256_or_si256(_mm256_cmpeq_epi16(_mm256_castps_si256(c), tie),
+                                 _mm256_cmpeq_epi16(_mm256_castps_si256(d), tie));
+    return _mm256_movemask_epi8(_mm256_or_si256(ab, cd)) != 0;
+}
+
+/* 16 bf16 in memory order from rounded even and odd vectors: one shift and one word blend. */
+ATTR static inline __m256i pack_bf16(__m256i even, __m256i odd)
+{
+    return _mm256_blend_epi16(_mm256_srli_epi32(even, 16), odd, 0xaa);
+}
+
+/* Stores 16 values at p and 16 at q, each given as float32 even / odd vectors, as bf16.
+ * `nan_angles`: whether the angles that made them may hold a NaN (a constant where inlined). */
+ATTR static inline void store32_bf16(uint16_t *p, __m256 pe, __m256 po, uint16_t *q, __m256 qe,
+                                     __m256 qo, int nan_angles)
+{
+    __m256i hp, hq;
+    if (nan_angles) {
+        hp = pack_bf16(round_bf16_nan(pe), round_bf16_nan(po));
+        hq = pack_bf16(round_bf16_nan(qe), round_bf16_nan(qo));
+    } else if (has_tie(pe, po, qe, qo)) {
+        hp = pack_bf16(round_bf16(pe), round_bf16(po));
+        hq = pack_bf16(round_bf16(qe), round_bf16(qo));
+    } else {
+        hp = pack_bf16(round_bf16_half_up(pe), round_bf16_half_up(po));
+        hq = pack_bf16(round_bf16_half_up(qe), round_bf16_half_up(qo));
+    }
+    _mm256_storeu_si256((__m256i *)p, hp);
+    _mm256_storeu_si256((__m256i *)q, hq);
+}
+
+/* ---------------------------------------------------------------- 8 values: fp16, fp32 */
+
+ATTR static inline __m256 load8_f32(const void *p) { return _mm256_loadu_ps(p); }
+
+ATTR static inline void store8_f32(void *p, __m256 v) { _mm256_storeu_ps(p, v); }
+
+ATTR static inline __m256 load8_f16(const void *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+/* float32 -> float16 exactly as kvx_f32_to_f16 (half.h): denormals, infinities and NaN
+ * payloads included. */
+ATTR static inline void store8_f16(void *p, __m256 v)
+{
+    _mm_storeu_si128((__m128i *)p,
+                     _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* ---------------------------------------------------------------- blocks */
+
+typedef struct block_angles {
+    __m256 cos[2], sin[2]; /* in the order the block's rotation routine wants them */
+} block_angles;
+
+/*
+ * NeoX, fp16 / fp32: rotates pairs [first, first + 16) of the head at `head`, pairs
+ * [first + 8 j, first + 8 j + 8) by cos[j] / sin[j].
+ *
+ * GPT-J, fp16 / fp32: 8 values hold 4 whole pairs. With cos duplicated (c0 c0 c1 c1 ...) and sin
+ * duplicated with the sign of the even lanes flipped (-s0 s0 -s1 s1 ...; see gptj_duplicate), the
+ * result is x * cc + swap(x) * ss, swap exchanging the members of each pair: a*c + b*(-s) =
+ * a*c - b*s and b*c + a*s, the generic loop's roundings bit for bit (except the sign of a NaN
+ * coming from the cache's sin, which the negation flips), as on AVX-512. Rotates pairs
+ * [first, first + 8), values [2 first + 8 j, ...) by cos[j] / sin[j].
+ */
+#define DEFINE_BLOCKS(suffix, elem_size, LOAD8, STORE8)                                            \
+    ATTR static inline void neox_block_##suffix(char *head, int64_t first, int64_t half,         \
+                                                const block_angles *a)                           \
+    {                                                                                            \
+        for (int j = 0; j < 2; j++) {                                                            \
+            char *x = head + (first + 8 * j) * (elem_size), *y = x + half * (elem_size);         \
+            __m256 xv = LOAD8(x), yv = LOAD8(y);                                                 \
+            STORE8(x, _mm256_sub_ps(_mm256_mul_ps(xv, a->cos[j]), _mm256_mul_ps(yv, a->sin[j]))); \
+            STORE8(y, _mm256_add_ps(_mm256_mul_ps(yv, a->cos[j]), _mm256_mul_ps(xv, a->sin[j]))); \
+        }                                                                                        \
+    }                                                                                            \
+    ATTR static inline void gptj_block_##suffix(char *head, int64_t first, int64_t half,         \
+                                                const block_angles *a)                           \
+    {                                                                                            \
+        (void)half;                                                                              \
+        for (int j = 0; j < 2; j++) {                                                            \
+            char *p = head + (2 * first + 8 * j) * (elem_size);                                  \
+            __m256 v = LOAD8(p), swapped = _mm256_permute_ps(v, 0xb1);                           \
+            STORE8(p, _mm256_add_ps(_mm256_mul_ps(v, a->cos[j]),                                 \
+                                    _mm256_mul_ps(swapped, a->sin[j])));                         \
+        }                                                                                        \
+    }
+
+DEFINE_BLOCKS(f32, 4, load8_f32, store8_f32)
+DEFINE_BLOCKS(f16, 2, load8_f16, store8_f16)
+
+/* NeoX, bf16: pairs [first, first + 16), angles in even / odd order (cos[0]: pairs first + 2i,
+ * cos[1]: pairs first + 2i + 1). */
+ATTR static inline void neox_bf16(char *head, int64_t first, int64_t half, const block_angles *a,
+                                  int nan_angles)
+{
+    uint16_t *x = (uint16_t *)head + first, *y = x + half;
+    __m256i xv = _mm256_loadu_si256((const __m256i *)x);
+    __m256i yv = _mm256_loadu_si256((const __m256i *)y);
+    __m256 xe = bf16_low(xv), xo = bf16_high(xv), ye = bf16_low(yv), yo = bf16_high(yv);
+    __m256 rxe = _mm256_sub_ps(_mm256_mul_ps(xe, a->cos[0]), _mm256_mul_ps(ye, a->sin[0]));
+    __m256 rxo = _mm256_sub_ps(_mm256_mul_ps(xo, a->cos[1]), _mm256_mul_ps(yo, a->sin[1]));
+    __m256 rye = _mm256_add_ps(_mm256_mul_ps(ye, a->cos[0]), _mm256_mul_ps(xe, a->sin[0]));
+    __m256 ryo = _mm256_add_ps(_mm256_mul_ps(yo, a->cos[1]), _mm256_mul_ps(xo, a->sin[1]));
+    store32_bf16(x, rxe, rxo, y, rye, ryo, nan_angles);
+}
+
+/* GPT-J, bf16: pairs [first, first + 16), angles in plain order (cos[j]: pairs first + 8 j ...).
+ * Each 32-bit lane holds one pair, a in its low half and b in its high half: the even / odd
+ * vectors of a load are the pairs' a's and b's, lane by lane, as the rotation wants them. */
+ATTR static inline void gptj_bf16(char *head, int64_t first, int64_t half, const block_angles *ang,
+                                  int nan_angles)
+{
+    (void)half;
+    uint16_t *p = (uint16_t *)head + 2 * first;
+    __m256i v0 = _mm256_loadu_si256((const __m256i *)p);
+    __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + 16));
+    __m256 a0 = bf16_low(v0), b0 = bf16_high(v0), a1 = bf16_low(v1), b1 = bf16_high(v1);
+    __m256 ra0 = _mm256_sub_ps(_mm256_mul_ps(a0, ang->cos[0]), _mm256_mul_ps(b0, ang->sin[0]));
+    __m256 rb0 = _mm256_add_ps(_mm256_mul_ps(b0, ang->cos[0]), _mm256_mul_ps(a0, ang->sin[0]));
+    __m256 ra1 = _mm256_sub_ps(_mm256_mul_ps(a1, ang->cos[1]), _mm256_mul_ps(b1, ang->sin[1]));
+    __m256 rb1 = _mm256_add_ps(_mm256_mul_ps(b1, ang->cos[1]), _mm256_mul_ps(a1, ang->sin[1]));
+    store32_bf16(p, ra0, rb0, p + 16, ra1, rb1, nan_angles);
+}
+
+/* The two for angles free of NaNs, and for any angles. */
+ATTR static inline void neox_block_bf16(char *head, int64_t first, int64_t half,
+                                        const block_angles *a)
+{
+    neox_bf16(head, first, half, a, 0);
+}
+
+ATTR static inline void neox_block_bf16_nan(char *head, int64_t first, int64_t half,
+                                            const block_angles *a)
+{
+    neox_bf16(head, first, half, a, 1);
+}
+
+ATTR static inline void gptj_block_bf16(char *head, int64_t first, int64_t half,
+                                        const block_angles *a)
+{
+    gptj_bf16(head, first, half, a, 0);
+}
+
+ATTR static inline void gptj_block_bf16_nan(char *head, int64_t first, int64_t half,
+                                            const block_angles *a)
+{
+    gptj_bf16(head, first, half, a, 1);
+}
+
+/* Whether any angle of blocks a[0 .. blocks) is a NaN. */
+ATTR static inline int angles_have_nan(const block_angles *a, int64_t blocks)
+{
+    __m256 nan = _mm256_setzero_ps();
+    for (int64_t b = 0; b < blocks; b++) {
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a[b].cos[0], a[b].cos[1], _CMP_UNORD_Q));
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(a[b].sin[0], a[b].sin[1], _CMP_UNORD_Q));
+    }
+    return _mm256_movemask_ps(nan) != 0;
+}
+
+/* ---------------------------------------------------------------- a token's angles */
+
+/* 8 angles of a cache row from index i, as float32 whatever the cache stores. */
+ATTR static inline __m256 load_angles_x8(const void *row, int32_t dtype, int64_t i)
+{
+    if (dtype == KVX_DTYPE_FLOAT32)
+        return _mm256_loadu_ps((const float *)row + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + i));
+    if (dtype == KVX_DTYPE_FLOAT16)
+        return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* cos/sin of pairs [i, i + 8): those of `new_row`, or, when `old_row` is given, those of
+ * new - old with the roundings of combine_angles. */
+ATTR static inline void angles_x8(const void *new_row, const void *old_row, int32_t dtype,
+                                  int64_t i, int64_t half, __m256 *c, __m256 *s)
+{
+    *c = load_angles_x8(new_row, dtype, i);
+    *s = load_angles_x8(new_row, dtype, half + i);
+    if (old_row) {
+        __m256 co = load_angles_x8(old_row, dtype, i);
+        __m256 so = load_angles_x8(old_row, dtype, half + i);
+        __m256 cn = *c, sn = *s;
+        *c = _mm256_add_ps(_mm256_mul_ps(cn, co), _mm256_mul_ps(sn, so));
+        *s = _mm256_sub_ps(_mm256_mul_ps(sn, co), _mm256_mul_ps(cn, so));
+    }
+}
+
+/* A token's block of 16 pairs from `first`, in plain order: NeoX fp16 / fp32, GPT-J bf16. */
+ATTR static inline block_angles plain_angles(const void *new_row, const void *old_row,
+                                             int32_t dtype, int64_t first, int64_t half)
+{
+    block_angles a;
+    for (int j = 0; j < 2; j++)
+        angles_x8(new_row, old_row, dtype, first + 8 * j, half, &a.cos[j], &a.sin[j]);
+    return a;
+}
+
+/* Pairs 0, 2, 4 ... 14 and 1, 3 ... 15 of 16 values held as [0, 8) and [8, 16). */
+ATTR static inline void even_odd(__m256 lo, __m256 hi, __m256 *even, __m256 *odd)
+{
+    /* in-lane picks leave the 64-bit quarters as (0 2)(8 10)(4 6)(12 14): swap the middle two */
+    __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+    __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+}
+
+/* A token's block of 16 NeoX pairs from `first` in even / odd order, for bf16 keys. */
+ATTR static inline block_angles neox_angles_even_odd(const void *new_row, const void *old_row,
+                                                     int32_t dtype, int64_t first, int64_t half)
+{
+    block_angles p = plain_angles(new_row, old_row, dtype, first, half), a;
+    even_odd(p.cos[0], p.cos[1], &a.cos[0], &a.cos[1]);
+    even_odd(p.sin[0], p.sin[1], &a.sin[0], &a.sin[1]);
+    return a;
+}
+
+/* GPT-J angles for 8 pairs, fp16 / fp32 keys: values [0, 8) and [8, 16), see DEFINE_BLOCKS. */
+ATTR static inline block_angles gptj_angles(const void *new_row, const void *old_row, int32_t dtype,
+                                            int64_t first, int64_t half)
+{
+    const __m256i dup_lo = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    const __m256i dup_hi = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+    const __m256 even_sign = _mm256_castsi256_ps(_mm256_setr_epi32(
+        (int)0x80000000u, 0, (int)0x80000000u, 0, (int)0x80000000u, 0, (int)0x80000000u, 0));
+    __m256 c, s;
+    angles_x8(new_row, old_row, dtype, first, half, &c, &s);
+    block_angles a;
+    a.cos[0] = _mm256_permutevar8x32_ps(c, dup_lo);
+    a.cos[1] = _mm256_permutevar8x32_ps(c, dup_hi);
+    a.sin[0] = _mm256_xor_ps(_mm256_permutevar8x32_ps(s, dup_lo), even_sign);
+    a.sin[1] = _mm256_xor_ps(_mm256_permutevar8x32_ps(s, dup_hi), even_sign);
+    return a;
+}
+
+/* ---------------------------------------------------------------- token loops */
+
+/* Blocks whose angles a token loop holds at once: 128 to 256 pairs, 4 KiB of stack for two sets. */
+#define SLICE_BLOCKS 16
+
+/* One token's share of work: pairs [first, first + blocks * pairs) of token t. */
+typedef struct token_slice {
+    int64_t t, first, blocks;
+} token_slice;
+
+/* The slice of token t from pair `first`, whole blocks of `pairs` pairs up to `whole`. */
+static inline token_slice slice_at(int64_t t, int64_t first, int64_t pairs, int64_t whole)
+{
+    int64_t left = (whole - first) / pairs;
+    return (token_slice){t, first, left < SLICE_BLOCKS ? left : SLICE_BLOCKS};
+}
+
+/* The slice after s, in the order the token loop does them (the next token's first when s ends
+ * its token). */
+static inline token_slice next_slice(token_slice s, int64_t pairs, int64_t whole)
+{
+    int64_t first = s.first + s.blocks * pairs;
+    return first < whole ? slice_at(s.t, first, pairs, whole) : slice_at(s.t + 1, 0, pairs, whole);
+}
+
+/* The pairs of token t past the last whole block, by the generic loop. Not inlined: its 6 KiB of
+ * cos/sin arrays would sit in every token loop's stack frame. */
+__attribute__((noinline)) ATTR_AVX2 static void rotate_tail(const rope_job *job, int64_t t,
+                                                            int64_t first, int64_t n)
+{
+    rotate_token_pairs(job, t, first, n);
+}
+
+/* The angles of slice s into a[0 .. s.blocks), built by ANGLES from the token's cache rows. */
+#define ANGLES_OF_SLICE(job, s, pairs, dtype, half, a, ANGLES)                                     \
+    do {                                                                                         \
+        const void *new_row = cache_row(job, (job)->positions[(s).t]);                           \
+        const void *old_row =                                                                    \
+            (job)->old_positions ? cache_row(job, (job)->old_positions[(s).t]) : NULL;           \
+        for (int64_t b = 0; b < (s).blocks; b++)                                                 \
+            (a)[b] = ANGLES(new_row, old_row, dtype, (s).first + b * (pairs), half);             \
+    } while (0)
+
+/* Applies ROTATE with angles a[0 .. s.blocks) to the pairs of slice s of every head of every
+ * layer of tensor x. */
+#define ROTATE_TOKEN_SLICE(x, elem_size, s, pairs, half, a, ROTATE)                                \
+    do {                                                                                         \
+        /* locals, so the stores to keys need not be assumed to change them */                   \
+        const int64_t layer_bytes = (x)->layer_stride * (elem_size);                             \
+        const int64_t head_bytes = (x)->head_stride * (elem_size);                               \
+        const int32_t num_layers = (x)->num_layers, num_heads = (x)->num_heads;                  \
+        const int64_t blocks = (s).blocks, first = (s).first;                                    \
+        char *token = (char *)(x)->base + (s).t * (x)->token_stride * (elem_size);               \
+        /* blocks outside, so a block's angles stay in registers over the heads; pointer steps \
+         * (the last points past the tensor and is never dereferenced) */                        \
+        for (int64_t b = 0; b < blocks; b++) {                                                   \
+            const block_angles ang = (a)[b];                                                     \
+            const int64_t pair = first + b * (pairs);                                            \
+            char *layer = token;                                                                 \
+            for (int32_t l = 0; l < num_layers; l++, layer += layer_bytes) {                     \
+                char *head = layer;                                                              \
+                for (int32_t h = 0; h < num_heads; h++, head += head_bytes)                      \
+                    ROTATE(head, pair, half, &ang);                                              \
+            }                                                                                    \
+        }                                                                                        \
+    } while (0)
+
+/*
+ * A token loop for jobs whose targets all share one dtype, over whole blocks of `pairs` pairs:
+ * ANGLES builds a block's rotation from the token's cache rows, ROTATE applies it to a head
+ * (ROTATE_NAN where the angles hold a NaN, when NAN_CHECK; see store32_bf16).
+ *
+ * The angles of the next slice (the next token's, mostly) are built before the heads of this one
+ * are rotated: nothing in the rotation waits for them, so the core overlaps the two. Built right
+ * before its own heads instead, each block's angles held them up; single-threaded, re-rotating
+ * 4096 x 8 x 128 bf16 keys took about 5% longer. Pairs past the last whole block go through the
+ * generic per-token path.
+ */
+#define DEFINE_TOKEN_LOOP(name, pairs, elem_size, ANGLES, ROTATE, ROTATE_NAN, NAN_CHECK)         \
+    ATTR static void name(void *ctx, int64_t begin, int64_t end)                                 \
+    {                                                                                            \
+        const rope_job *job = ctx;                                                               \
+        int32_t dtype = job->cache->dtype;                                                       \
+        int64_t half = job->cache->rot_dim / 2, whole = half / (pairs) * (pairs);                \
+        if (whole == 0) {                                                                        \
+            rope_range_avx2(ctx, begin, end);                                                    \
+            return;                                                                              \
+        }                                                                                        \
+        block_angles angles[2][SLICE_BLOCKS];                                                    \
+        token_slice s = slice_at(begin, 0, pairs, whole);                                        \
+        ANGLES_OF_SLICE(job, s, pairs, dtype, half, angles[0], ANGLES);                          \
+        for (int set = 0; s.t < end; set ^= 1) {                                                 \
+            token_slice next = next_slice(s, pairs, whole);                                      \
+            if (s.first == 0)                                                                    \
+                prefetch_ahead(job, s.t, end);                                                   \
+            if (next.t < end)                                                                    \
+                ANGLES_OF_SLICE(job, next, pairs, dtype, half, angles[set ^ 1], ANGLES);         \
+            const block_angles *a = angles[set];                                                 \
+            int nan = (NAN_CHECK) && angles_have_nan(a, s.blocks);                               \
+            for (int i = 0; i < job->num_targets; i++) {                                         \
+                if (nan)                                                                         \
+                    ROTATE_TOKEN_SLICE(job->targets[i].tensor, elem_size, s, pairs, half, a,     \
+                                       ROTATE_NAN);                                              \
+                else                                                                             \
+                    ROTATE_TOKEN_SLICE(job->targets[i].tensor, elem_size, s, pairs, half, a,     \
+                                       ROTATE);                                                  \
+            }                                                                                    \
+            if (next.t != s.t && whole < half)                                                   \
+                rotate_tail(job, s.t, whole, half - whole);                                      \
+            s = next;                                                                            \
+        }                                                                                        \
+    }
+
+DEFINE_TOKEN_LOOP(token_loop_neox_f32, 16, 4, plain_angles, neox_block_f32, neox_block_f32, 0)
+DEFINE_TOKEN_LOOP(token_loop_neox_f16, 16, 2, plain_angles, neox_block_f16, neox_block_f16, 0)
+DEFINE_TOKEN_LOOP(token_loop_neox_bf16, 16, 2, neox_angles_even_odd, neox_block_bf16,
+                  neox_block_bf16_nan, 1)
+DEFINE_TOKEN_LOOP(token_loop_gptj_f32, 8, 4, gptj_angles, gptj_block_f32, gptj_block_f32, 0)
+DEFINE_TOKEN_LOOP(token_loop_gptj_f16, 8, 2, gptj_angles, gptj_block_f16, gptj_block_f16, 0)
+DEFINE_TOKEN_LOOP(token_loop_gptj_bf16, 16, 2, plain_angles, gptj_block_bf16, gptj_block_bf16_nan,
+                  1)
+
+/* ---------------------------------------------------------------- tables */
+
+const rope_isa kvx_rope_avx2_isa = {
+    "avx2",
+    rope_range_avx2,
+    {
+        {rotate_neox_f32_avx2, rotate_neox_f16_avx2, rotate_neox_bf16_avx2},
+        {rotate_gptj_f32_avx2, rotate_gptj_f16_avx2, rotate_gptj_bf16_avx2},
+    },
+    {
+        {token_loop_neox_f32, token_loop_neox_f16, token_loop_neox_bf16},
+        {token_loop_gptj_f32, token_loop_gptj_f16, token_loop_gptj_bf16},
+    },
+};
+
+/* The token loops convert with F16C (fp16 keys or caches): without it, the generic loop alone. */
+const rope_isa kvx_rope_avx2_generic_isa = {
+    "avx2",
+    rope_range_avx2,
+    {
+        {rotate_neox_f32_avx2, rotate_neox_f16_avx2, rotate_neox_bf16_avx2},
+        {rotate_gptj_f32_avx2, rotate_gptj_f16_avx2, rotate_gptj_bf16_avx2},
+    },
+    {{NULL, NULL, NULL}, {NULL, NULL, NULL}},
+};
+#endif /* KVX_ROPE_X86 */
