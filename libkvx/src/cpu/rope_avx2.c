@@ -52,7 +52,7 @@ ATTR static inline __m256 bf16_high(__m256i v)
  * - round_bf16: the same without the NaN case.
  * - round_bf16_half_up: add 0x8000, one operation instead of four (the loops are limited by
  *   vector operations, about three a cycle). It differs from round_bf16 only on ties, a low half
- *   of exactly 0x8000, which has_tie finds with one compare per vector.
+ *   of exactly 0x8000 (0 once rounded), which tied_lanes finds in four vectors at once.
  *
  * Only NaNs with low bits set need the first: a sum of products passes on one input's NaN payload
  * (quieted), or makes the default NaN 0xffc00000. bf16 keys have no payload bits below bit 16, so
@@ -79,16 +79,14 @@ ATTR static inline __m256i round_bf16_half_up(__m256 v)
     return _mm256_add_epi32(_mm256_castps_si256(v), _mm256_set1_epi32(0x8000));
 }
 
-/* Whether a lane of the four vectors may be a tie: a 16-bit half equal to 0x8000 (a high half
- * equal to it, -0 or a tiny negative denormal, only costs the exact rounding). */
-ATTR static inline int has_tie(__m256 a, __m256 b, __m256 c, __m256 d)
+/* Whether a lane of four vectors rounded half up was a tie: its low half came out 0. The minimum
+ * of the four low halves, high halves set aside, is 0 then; two operations fewer than comparing
+ * each vector. */
+ATTR static inline int tied_lanes(__m256i a, __m256i b, __m256i c, __m256i d)
 {
-    const __m256i tie = _mm256_set1_epi16((short)0x8000);
-    __m256i ab = _mm256_or_si256(_mm256_cmpeq_epi16(_mm256_castps_si256(a), tie),
-                                 _mm256_cmpeq_epi16(_mm256_castps_si256(b), tie));
-    __m256i cd = _mm256_or_si256(_mm256_cmpeq_epi16(_mm256_castps_si256(c), tie),
-                                 _mm256_cmpeq_epi16(_mm256_castps_si256(d), tie));
-    return _mm256_movemask_epi8(_mm256_or_si256(ab, cd)) != 0;
+    __m256i low = _mm256_or_si256(_mm256_min_epu16(_mm256_min_epu16(a, b), _mm256_min_epu16(c, d)),
+                                  _mm256_set1_epi32((int)0xffff0000u));
+    return _mm256_movemask_epi8(_mm256_cmpeq_epi16(low, _mm256_setzero_si256())) != 0;
 }
 
 /* 16 bf16 in memory order from rounded even and odd vectors: one shift and one word blend. */
@@ -102,19 +100,21 @@ ATTR static inline __m256i pack_bf16(__m256i even, __m256i odd)
 ATTR static inline void store32_bf16(uint16_t *p, __m256 pe, __m256 po, uint16_t *q, __m256 qe,
                                      __m256 qo, int nan_angles)
 {
-    __m256i hp, hq;
     if (nan_angles) {
-        hp = pack_bf16(round_bf16_nan(pe), round_bf16_nan(po));
-        hq = pack_bf16(round_bf16_nan(qe), round_bf16_nan(qo));
-    } else if (has_tie(pe, po, qe, qo)) {
-        hp = pack_bf16(round_bf16(pe), round_bf16(po));
-        hq = pack_bf16(round_bf16(qe), round_bf16(qo));
-    } else {
-        hp = pack_bf16(round_bf16_half_up(pe), round_bf16_half_up(po));
-        hq = pack_bf16(round_bf16_half_up(qe), round_bf16_half_up(qo));
+        _mm256_storeu_si256((__m256i *)p, pack_bf16(round_bf16_nan(pe), round_bf16_nan(po)));
+        _mm256_storeu_si256((__m256i *)q, pack_bf16(round_bf16_nan(qe), round_bf16_nan(qo)));
+        return;
     }
-    _mm256_storeu_si256((__m256i *)p, hp);
-    _mm256_storeu_si256((__m256i *)q, hq);
+    __m256i rpe = round_bf16_half_up(pe), rpo = round_bf16_half_up(po);
+    __m256i rqe = round_bf16_half_up(qe), rqo = round_bf16_half_up(qo);
+    _mm256_storeu_si256((__m256i *)p, pack_bf16(rpe, rpo));
+    _mm256_storeu_si256((__m256i *)q, pack_bf16(rqe, rqo));
+    /* rare (about one block in 2000 on random data): stored again rather than branched around,
+     * so the usual path runs straight through */
+    if (__builtin_expect(tied_lanes(rpe, rpo, rqe, rqo), 0)) {
+        _mm256_storeu_si256((__m256i *)p, pack_bf16(round_bf16(pe), round_bf16(po)));
+        _mm256_storeu_si256((__m256i *)q, pack_bf16(round_bf16(qe), round_bf16(qo)));
+    }
 }
 
 /* ---------------------------------------------------------------- 8 values: fp16, fp32 */
@@ -288,14 +288,13 @@ ATTR static inline block_angles plain_angles(const void *new_row, const void *ol
     return a;
 }
 
-/* Pairs 0, 2, 4 ... 14 and 1, 3 ... 15 of 16 values held as [0, 8) and [8, 16). */
+/* Pairs 0, 2, 4 ... 14 and 1, 3 ... 15 of 16 values held as [0, 8) and [8, 16): 128-bit halves
+ * regrouped as [0, 4) [8, 12) and [4, 8) [12, 16), then in-lane picks. */
 ATTR static inline void even_odd(__m256 lo, __m256 hi, __m256 *even, __m256 *odd)
 {
-    /* in-lane picks leave the 64-bit quarters as (0 2)(8 10)(4 6)(12 14): swap the middle two */
-    __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
-    __m256 o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
-    *even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
-    *odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), _MM_SHUFFLE(3, 1, 2, 0)));
+    __m256 a = _mm256_permute2f128_ps(lo, hi, 0x20), b = _mm256_permute2f128_ps(lo, hi, 0x31);
+    *even = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    *odd = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
 }
 
 /* A token's block of 16 NeoX pairs from `first` in even / odd order, for bf16 keys. */
