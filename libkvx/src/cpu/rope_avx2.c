@@ -79,14 +79,16 @@ ATTR static inline __m256i round_bf16_half_up(__m256 v)
     return _mm256_add_epi32(_mm256_castps_si256(v), _mm256_set1_epi32(0x8000));
 }
 
-/* Whether a lane of four vectors rounded half up was a tie: its low half came out 0. The minimum
- * of the four low halves, high halves set aside, is 0 then; two operations fewer than comparing
- * each vector. */
+/* Whether a lane of four vectors rounded half up was a tie: its low half came out 0. Their
+ * minimum, 16-bit half by 16-bit half, then has a zero low half; the compare's mask is narrowed to
+ * the low halves' bytes in an integer register, since vector operations are what limits the loops.
+ * Five vector operations for the four vectors. */
 ATTR static inline int tied_lanes(__m256i a, __m256i b, __m256i c, __m256i d)
 {
-    __m256i low = _mm256_or_si256(_mm256_min_epu16(_mm256_min_epu16(a, b), _mm256_min_epu16(c, d)),
-                                  _mm256_set1_epi32((int)0xffff0000u));
-    return _mm256_movemask_epi8(_mm256_cmpeq_epi16(low, _mm256_setzero_si256())) != 0;
+    __m256i min = _mm256_min_epu16(_mm256_min_epu16(a, b), _mm256_min_epu16(c, d));
+    unsigned zero_bytes = (unsigned)_mm256_movemask_epi8(
+        _mm256_cmpeq_epi16(min, _mm256_setzero_si256()));
+    return (zero_bytes & 0x33333333u) != 0;
 }
 
 /* 16 bf16 in memory order from rounded even and odd vectors: one shift and one word blend. */
