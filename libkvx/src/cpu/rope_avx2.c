@@ -264,6 +264,15 @@ ATTR static inline __m256 load_angles_x8(const void *row, int32_t dtype, int64_t
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
 
+/* (*c, *s) <- the rotation by new - old, given new in (*c, *s) and old in (co, so), with the
+ * roundings of combine_angles. */
+ATTR static inline void combine_x8(__m256 *c, __m256 *s, __m256 co, __m256 so)
+{
+    __m256 cn = *c, sn = *s;
+    *c = _mm256_add_ps(_mm256_mul_ps(cn, co), _mm256_mul_ps(sn, so));
+    *s = _mm256_sub_ps(_mm256_mul_ps(sn, co), _mm256_mul_ps(cn, so));
+}
+
 /* cos/sin of pairs [i, i + 8): those of `new_row`, or, when `old_row` is given, those of
  * new - old with the roundings of combine_angles. */
 ATTR static inline void angles_x8(const void *new_row, const void *old_row, int32_t dtype,
@@ -271,13 +280,9 @@ ATTR static inline void angles_x8(const void *new_row, const void *old_row, int3
 {
     *c = load_angles_x8(new_row, dtype, i);
     *s = load_angles_x8(new_row, dtype, half + i);
-    if (old_row) {
-        __m256 co = load_angles_x8(old_row, dtype, i);
-        __m256 so = load_angles_x8(old_row, dtype, half + i);
-        __m256 cn = *c, sn = *s;
-        *c = _mm256_add_ps(_mm256_mul_ps(cn, co), _mm256_mul_ps(sn, so));
-        *s = _mm256_sub_ps(_mm256_mul_ps(sn, co), _mm256_mul_ps(cn, so));
-    }
+    if (old_row)
+        combine_x8(c, s, load_angles_x8(old_row, dtype, i),
+                   load_angles_x8(old_row, dtype, half + i));
 }
 
 /* A token's block of 16 pairs from `first`, in plain order: NeoX fp16 / fp32, GPT-J bf16. */
@@ -299,10 +304,30 @@ ATTR static inline void even_odd(__m256 lo, __m256 hi, __m256 *even, __m256 *odd
     *odd = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
 }
 
+/* 16 angles of a bf16 cache row from index i, split even / odd as the keys are: no shuffle. */
+ATTR static inline void load_bf16_even_odd(const void *row, int64_t i, __m256 *even, __m256 *odd)
+{
+    __m256i v = _mm256_loadu_si256((const __m256i *)((const uint16_t *)row + i));
+    *even = bf16_low(v);
+    *odd = bf16_high(v);
+}
+
 /* A token's block of 16 NeoX pairs from `first` in even / odd order, for bf16 keys. */
 ATTR static inline block_angles neox_angles_even_odd(const void *new_row, const void *old_row,
                                                      int32_t dtype, int64_t first, int64_t half)
 {
+    if (dtype == KVX_DTYPE_BFLOAT16) { /* vLLM's cache in a bf16 model */
+        block_angles a, o;
+        load_bf16_even_odd(new_row, first, &a.cos[0], &a.cos[1]);
+        load_bf16_even_odd(new_row, half + first, &a.sin[0], &a.sin[1]);
+        if (old_row) {
+            load_bf16_even_odd(old_row, first, &o.cos[0], &o.cos[1]);
+            load_bf16_even_odd(old_row, half + first, &o.sin[0], &o.sin[1]);
+            for (int j = 0; j < 2; j++)
+                combine_x8(&a.cos[j], &a.sin[j], o.cos[j], o.sin[j]);
+        }
+        return a;
+    }
     block_angles p = plain_angles(new_row, old_row, dtype, first, half), a;
     even_odd(p.cos[0], p.cos[1], &a.cos[0], &a.cos[1]);
     even_odd(p.sin[0], p.sin[1], &a.sin[0], &a.sin[1]);
