@@ -92,7 +92,8 @@ static rope_job new_job(const kvx_rope_cache *cache, const void *positions,
     return (rope_job){.cache = cache,
                       .positions = positions,
                       .old_positions = old_positions,
-                      .row_bytes = cache->row_stride * kvx_dtype_size(cache->dtype)};
+                      .row_bytes = cache->row_stride * kvx_dtype_size(cache->dtype),
+                      .angle_bytes = (int64_t)cache->rot_dim * kvx_dtype_size(cache->dtype)};
 }
 
 /* The core hands this backend checked int64 copies of the positions; anything else is a bug. */

@@ -121,7 +121,8 @@ typedef struct rope_job {
      * however often it is read. */
     const int64_t *positions;     /* the angle to rotate to (new positions, or the positions) */
     const int64_t *old_positions; /* re-rotation only: the angle to rotate from; else NULL */
-    int64_t row_bytes; /* distance between cache rows */
+    int64_t row_bytes;   /* distance between cache rows */
+    int64_t angle_bytes; /* the rot_dim values of a row */
 } rope_job;
 
 /* Rotates pairs [first, first + n) of every head of every layer of token t of one tensor. */
@@ -154,8 +155,7 @@ static ALWAYS_INLINE void prefetch_row(const rope_job *job, const int64_t *posit
     if (pos == positions[t - 1] + 1)
         return;
     const char *row = cache_row(job, pos);
-    int64_t bytes = (int64_t)job->cache->rot_dim * kvx_dtype_size(job->cache->dtype);
-    for (int64_t offset = 0; offset < bytes; offset += 64)
+    for (int64_t offset = 0; offset < job->angle_bytes; offset += 64)
         __builtin_prefetch(row + offset);
 }
 
