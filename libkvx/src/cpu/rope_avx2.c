@@ -155,27 +155,27 @@ typedef struct block_angles {
  * coming from the cache's sin, which the negation flips), as on AVX-512. Rotates pairs
  * [first, first + 8), values [2 first + 8 j, ...) by cos[j] / sin[j].
  */
-#define DEFINE_BLOCKS(suffix, elem_size, LOAD8, STORE8)                                            \
-    ATTR static inline void neox_block_##suffix(char *head, int64_t first, int64_t half,         \
-                                                const block_angles *a)                           \
-    {                                                                                            \
-        for (int j = 0; j < 2; j++) {                                                            \
-            char *x = head + (first + 8 * j) * (elem_size), *y = x + half * (elem_size);         \
-            __m256 xv = LOAD8(x), yv = LOAD8(y);                                                 \
+#define DEFINE_BLOCKS(suffix, elem_size, LOAD8, STORE8)                                           \
+    ATTR static inline void neox_block_##suffix(char *head, int64_t first, int64_t half,          \
+                                                const block_angles *a)                            \
+    {                                                                                             \
+        for (int j = 0; j < 2; j++) {                                                             \
+            char *x = head + (first + 8 * j) * (elem_size), *y = x + half * (elem_size);          \
+            __m256 xv = LOAD8(x), yv = LOAD8(y);                                                  \
             STORE8(x, _mm256_sub_ps(_mm256_mul_ps(xv, a->cos[j]), _mm256_mul_ps(yv, a->sin[j]))); \
             STORE8(y, _mm256_add_ps(_mm256_mul_ps(yv, a->cos[j]), _mm256_mul_ps(xv, a->sin[j]))); \
-        }                                                                                        \
-    }                                                                                            \
-    ATTR static inline void gptj_block_##suffix(char *head, int64_t first, int64_t half,         \
-                                                const block_angles *a)                           \
-    {                                                                                            \
-        (void)half;                                                                              \
-        for (int j = 0; j < 2; j++) {                                                            \
-            char *p = head + (2 * first + 8 * j) * (elem_size);                                  \
-            __m256 v = LOAD8(p), swapped = _mm256_permute_ps(v, 0xb1);                           \
-            STORE8(p, _mm256_add_ps(_mm256_mul_ps(v, a->cos[j]),                                 \
-                                    _mm256_mul_ps(swapped, a->sin[j])));                         \
-        }                                                                                        \
+        }                                                                                         \
+    }                                                                                             \
+    ATTR static inline void gptj_block_##suffix(char *head, int64_t first, int64_t half,          \
+                                                const block_angles *a)                            \
+    {                                                                                             \
+        (void)half;                                                                               \
+        for (int j = 0; j < 2; j++) {                                                             \
+            char *p = head + (2 * first + 8 * j) * (elem_size);                                   \
+            __m256 v = LOAD8(p), swapped = _mm256_permute_ps(v, 0xb1);                            \
+            STORE8(p, _mm256_add_ps(_mm256_mul_ps(v, a->cos[j]),                                  \
+                                    _mm256_mul_ps(swapped, a->sin[j])));                          \
+        }                                                                                         \
     }
 
 DEFINE_BLOCKS(f32, 4, load8_f32, store8_f32)
@@ -354,116 +354,13 @@ ATTR static inline block_angles gptj_angles(const void *new_row, const void *old
 
 /* ---------------------------------------------------------------- token loops */
 
-/* Blocks whose angles a token loop holds at once: 128 to 256 pairs, 4 KiB of stack for two sets. */
-#define SLICE_BLOCKS 16
+DEFINE_TAIL(rotate_tail, ATTR_AVX2)
 
-/* One token's share of work: pairs [first, first + blocks * pairs) of token t. */
-typedef struct token_slice {
-    int64_t t, first, blocks;
-} token_slice;
-
-/* The slice of token t from pair `first`, whole blocks of `pairs` pairs up to `whole`. */
-static inline token_slice slice_at(int64_t t, int64_t first, int64_t pairs, int64_t whole)
-{
-    int64_t left = (whole - first) / pairs;
-    return (token_slice){t, first, left < SLICE_BLOCKS ? left : SLICE_BLOCKS};
-}
-
-/* The slice after s, in the order the token loop does them (the next token's first when s ends
- * its token). */
-static inline token_slice next_slice(token_slice s, int64_t pairs, int64_t whole)
-{
-    int64_t first = s.first + s.blocks * pairs;
-    return first < whole ? slice_at(s.t, first, pairs, whole) : slice_at(s.t + 1, 0, pairs, whole);
-}
-
-/* The pairs of token t past the last whole block, by the generic loop. Not inlined: its 6 KiB of
- * cos/sin arrays would sit in every token loop's stack frame. */
-__attribute__((noinline)) ATTR_AVX2 static void rotate_tail(const rope_job *job, int64_t t,
-                                                            int64_t first, int64_t n)
-{
-    rotate_token_pairs(job, t, first, n);
-}
-
-/* The angles of slice s into a[0 .. s.blocks), built by ANGLES from the token's cache rows. */
-#define ANGLES_OF_SLICE(job, s, pairs, dtype, half, a, ANGLES)                                     \
-    do {                                                                                         \
-        const void *new_row = cache_row(job, (job)->positions[(s).t]);                           \
-        const void *old_row =                                                                    \
-            (job)->old_positions ? cache_row(job, (job)->old_positions[(s).t]) : NULL;           \
-        for (int64_t b = 0; b < (s).blocks; b++)                                                 \
-            (a)[b] = ANGLES(new_row, old_row, dtype, (s).first + b * (pairs), half);             \
-    } while (0)
-
-/* Applies ROTATE with angles a[0 .. s.blocks) to the pairs of slice s of every head of every
- * layer of tensor x. */
-#define ROTATE_TOKEN_SLICE(x, elem_size, s, pairs, half, a, ROTATE)                                \
-    do {                                                                                         \
-        /* locals, so the stores to keys need not be assumed to change them */                   \
-        const int64_t layer_bytes = (x)->layer_stride * (elem_size);                             \
-        const int64_t head_bytes = (x)->head_stride * (elem_size);                               \
-        const int32_t num_layers = (x)->num_layers, num_heads = (x)->num_heads;                  \
-        const int64_t blocks = (s).blocks, first = (s).first;                                    \
-        char *token = (char *)(x)->base + (s).t * (x)->token_stride * (elem_size);               \
-        /* blocks outside, so a block's angles stay in registers over the heads; pointer steps \
-         * (the last points past the tensor and is never dereferenced) */                        \
-        for (int64_t b = 0; b < blocks; b++) {                                                   \
-            const block_angles ang = (a)[b];                                                     \
-            const int64_t pair = first + b * (pairs);                                            \
-            char *layer = token;                                                                 \
-            for (int32_t l = 0; l < num_layers; l++, layer += layer_bytes) {                     \
-                char *head = layer;                                                              \
-                for (int32_t h = 0; h < num_heads; h++, head += head_bytes)                      \
-                    ROTATE(head, pair, half, &ang);                                              \
-            }                                                                                    \
-        }                                                                                        \
-    } while (0)
-
-/*
- * A token loop for jobs whose targets all share one dtype, over whole blocks of `pairs` pairs:
- * ANGLES builds a block's rotation from the token's cache rows, ROTATE applies it to a head
- * (ROTATE_NAN where the angles hold a NaN, when NAN_CHECK; see store32_bf16).
- *
- * The angles of the next slice (the next token's, mostly) are built before the heads of this one
- * are rotated: nothing in the rotation waits for them, so the core overlaps the two. Built right
- * before its own heads instead, each block's angles held them up; single-threaded, re-rotating
- * 4096 x 8 x 128 bf16 keys took about 5% longer. Pairs past the last whole block go through the
- * generic per-token path.
- */
-#define DEFINE_TOKEN_LOOP(name, pairs, elem_size, ANGLES, ROTATE, ROTATE_NAN, NAN_CHECK)         \
-    ATTR static void name(void *ctx, int64_t begin, int64_t end)                                 \
-    {                                                                                            \
-        const rope_job *job = ctx;                                                               \
-        int32_t dtype = job->cache->dtype;                                                       \
-        int64_t half = job->cache->rot_dim / 2, whole = half / (pairs) * (pairs);                \
-        if (whole == 0) {                                                                        \
-            rope_range_avx2(ctx, begin, end);                                                    \
-            return;                                                                              \
-        }                                                                                        \
-        block_angles angles[2][SLICE_BLOCKS];                                                    \
-        token_slice s = slice_at(begin, 0, pairs, whole);                                        \
-        ANGLES_OF_SLICE(job, s, pairs, dtype, half, angles[0], ANGLES);                          \
-        for (int set = 0; s.t < end; set ^= 1) {                                                 \
-            token_slice next = next_slice(s, pairs, whole);                                      \
-            if (s.first == 0)                                                                    \
-                prefetch_ahead(job, s.t, end);                                                   \
-            if (next.t < end)                                                                    \
-                ANGLES_OF_SLICE(job, next, pairs, dtype, half, angles[set ^ 1], ANGLES);         \
-            const block_angles *a = angles[set];                                                 \
-            int nan = (NAN_CHECK) && angles_have_nan(a, s.blocks);                               \
-            for (int i = 0; i < job->num_targets; i++) {                                         \
-                if (nan)                                                                         \
-                    ROTATE_TOKEN_SLICE(job->targets[i].tensor, elem_size, s, pairs, half, a,     \
-                                       ROTATE_NAN);                                              \
-                else                                                                             \
-                    ROTATE_TOKEN_SLICE(job->targets[i].tensor, elem_size, s, pairs, half, a,     \
-                                       ROTATE);                                                  \
-            }                                                                                    \
-            if (next.t != s.t && whole < half)                                                   \
-                rotate_tail(job, s.t, whole, half - whole);                                      \
-            s = next;                                                                            \
-        }                                                                                        \
-    }
+/* rope_cpu.h's sliced token loop, with the AVX2 generic loop for rotations narrower than a block
+ * (see store32_bf16 for ROTATE_NAN). */
+#define DEFINE_TOKEN_LOOP(name, pairs, elem_size, ANGLES, ROTATE, ROTATE_NAN, NAN_CHECK)          \
+    DEFINE_SLICED_TOKEN_LOOP(name, pairs, elem_size, ANGLES, ROTATE, ROTATE_NAN, NAN_CHECK, ATTR, \
+                             rope_range_avx2, rotate_tail)
 
 DEFINE_TOKEN_LOOP(token_loop_neox_f32, 16, 4, plain_angles, neox_block_f32, neox_block_f32, 0)
 DEFINE_TOKEN_LOOP(token_loop_neox_f16, 16, 2, plain_angles, neox_block_f16, neox_block_f16, 0)
