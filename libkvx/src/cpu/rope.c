@@ -8,11 +8,11 @@
  * every head of every layer of every tensor of that token is rotated with them, so each key is
  * read and written exactly once. The generic per-head loops (rope_cpu.h) are specialised by
  * storage type and pairing, written so that gcc vectorises them (no branches; conversions by
- * integer arithmetic in half.h), and compiled for several instruction sets; on AVX2 and AVX-512,
- * rope_avx2.c and rope_avx512.c add hand-written token loops that build a token's rotation once
- * and keep it in registers over the heads. The best variant is chosen at run time. Every variant
- * computes the same float32 operations, so all give the same bits (and the same bits as torch
- * computing a*cos - b*sin in float32).
+ * integer arithmetic in half.h), and compiled for several instruction sets; on AVX2, AVX-512 and
+ * NEON, rope_avx2.c, rope_avx512.c and rope_neon.c add hand-written token loops that build a
+ * token's rotation once and keep it in registers over the heads. The best variant is chosen at run
+ * time. Every variant computes the same float32 operations, so all give the same bits (and the same
+ * bits as torch computing a*cos - b*sin in float32).
  *
  * Positions come from src/ops/rope.c as checked int64 copies (every entry in [0, max_position)),
  * which nothing else writes during the call.
@@ -42,8 +42,9 @@ static int cpu_has_f16c(void)
 #endif
 
 /*
- * The best variant this CPU runs, chosen once. KVX_CPU_ISA=baseline|avx2|avx512|avx512bf16
- * selects a lower one (the tests use it to check that every variant gives the same bits).
+ * The best variant this CPU runs, chosen once. KVX_CPU_ISA=baseline|avx2|avx512|avx512bf16 (on
+ * 64-bit ARM: baseline|neon) selects a lower one (the tests use it to check that every variant
+ * gives the same bits).
  */
 static const rope_isa *choose_isa(void)
 {
@@ -59,6 +60,9 @@ static const rope_isa *choose_isa(void)
     }
     if (__builtin_cpu_supports("avx2"))
         candidates[count++] = cpu_has_f16c() ? &kvx_rope_avx2_isa : &kvx_rope_avx2_generic_isa;
+#endif
+#if KVX_ROPE_NEON
+    candidates[count++] = &kvx_rope_neon_isa;
 #endif
     candidates[count++] = &baseline_isa;
     const char *wanted = getenv("KVX_CPU_ISA");

@@ -2,7 +2,8 @@
  * rope_cpu.h - what the CPU RoPE files share: the job a call becomes, the per-token work of the
  * generic loop (written so that gcc vectorises it for whatever instruction set includes it), and
  * the table of loops one instruction set provides. rope.c holds the baseline variant and the
- * entry points; rope_avx2.c and rope_avx512.c the hand-written AVX2 and AVX-512 loops.
+ * entry points; rope_avx2.c, rope_avx512.c and rope_neon.c the hand-written AVX2, AVX-512 and NEON
+ * loops.
  */
 #ifndef KVX_CPU_ROPE_CPU_H
 #define KVX_CPU_ROPE_CPU_H
@@ -383,6 +384,13 @@ extern const rope_isa kvx_rope_avx2_generic_isa;
 /* rope_avx512.c: AVX-512 (F, BW, VL, DQ) and the same with AVX512-BF16. */
 extern const rope_isa kvx_rope_avx512_isa;
 extern const rope_isa kvx_rope_avx512bf16_isa;
+#endif
+
+#if defined(__aarch64__) && defined(__GNUC__) && defined(__ARM_NEON) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define KVX_ROPE_NEON 1
+/* rope_neon.c: NEON, which every 64-bit ARM CPU has. */
+extern const rope_isa kvx_rope_neon_isa;
 #endif
 
 #endif /* KVX_CPU_ROPE_CPU_H */
