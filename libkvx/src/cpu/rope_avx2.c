@@ -1,12 +1,13 @@
 /*
  * rope_avx2.c - hand-written AVX2 RoPE token loops, and the table of the avx2 variant.
  *
- * The same design as rope_avx512.c at half the width: a token loop builds the rotation of a block
- * of pairs (16 NeoX pairs, 16 bf16 GPT-J pairs, 8 fp16 / fp32 GPT-J pairs) in registers from the
- * token's cache rows once, and applies it to every head of every layer of the token's targets.
- * Pairs past the last whole block, and jobs mixing dtypes, go through the generic loop (compiled
- * here for AVX2). The float32 operations are the generic loop's, in the same order and without
- * FMA, and the narrowing rounds as half.h does, so every variant gives the same bits.
+ * The design of rope_avx512.c at half the width, through rope_cpu.h's sliced token loop: the
+ * rotation of each block of pairs (16 NeoX pairs, 16 bf16 GPT-J pairs, 8 fp16 / fp32 GPT-J pairs)
+ * is built once per token from its cache rows, and applied from registers to every head of every
+ * layer of the token's targets. Pairs past the last whole block, and jobs mixing dtypes, go
+ * through the generic loop (compiled here for AVX2). The float32 operations are the generic
+ * loop's, in the same order and without FMA, and the narrowing rounds as half.h does, so every
+ * variant gives the same bits.
  *
  * AVX2 has no bf16 instructions, so bf16 is converted with integer operations, arranged so that
  * neither direction needs a shuffle: the 32-bit lanes of 16 loaded values hold values 2i (low
@@ -149,7 +150,7 @@ typedef struct block_angles {
  * [first + 8 j, first + 8 j + 8) by cos[j] / sin[j].
  *
  * GPT-J, fp16 / fp32: 8 values hold 4 whole pairs. With cos duplicated (c0 c0 c1 c1 ...) and sin
- * duplicated with the sign of the even lanes flipped (-s0 s0 -s1 s1 ...; see gptj_duplicate), the
+ * duplicated with the sign of the even lanes flipped (-s0 s0 -s1 s1 ...; see gptj_angles), the
  * result is x * cc + swap(x) * ss, swap exchanging the members of each pair: a*c + b*(-s) =
  * a*c - b*s and b*c + a*s, the generic loop's roundings bit for bit (except the sign of a NaN
  * coming from the cache's sin, which the negation flips), as on AVX-512. Rotates pairs
