@@ -11,6 +11,9 @@ in place and reports bandwidth over the key bytes, read + write (2 * T * H * D *
   threads), a stricter baseline;
 - ``torch reference``: ``kvx.reference_rope.rerotate_keys`` (plain torch, float32).
 
+``--op apply`` times plain RoPE instead (``kvx.rope.apply_rotary`` / ``kvx_rope_apply``): a query
+and a key, both ``[T, H, D]``, rotated at the new positions; the bytes are those of both.
+
 All in one run: medians per call over ``--repeats`` calls of each method, timed in alternating
 blocks so that load from other processes does not favour one of them. The bar (docs/design.md)
 is kvx at >= 80% of memcpy; the table gives the ratio against both baselines.
@@ -55,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
         "--repeats", type=int, default=300, help="timed calls per method (torch reference: 1/10)"
     )
     p.add_argument("--threads", type=int, default=0, help="libkvx CPU threads (0: its default)")
+    p.add_argument(
+        "--op",
+        choices=["rerotate", "apply"],
+        default="rerotate",
+        help="rerotate: keys from old to new positions; apply: a query and a key at the new ones",
+    )
     return p
 
 
@@ -114,8 +123,10 @@ def run(argv: list[str]) -> int:
         old = torch.randint(0, 2 * T, (T,), generator=g)
         new = torch.randint(0, 2 * T, (T,), generator=g)
     cos_sin = rope.build_cos_sin_cache(rot_dim, 2 * T, 10000.0, dtype=cache_dtype)
-    nbytes = keys.numel() * keys.element_size()
-    traffic = 2 * nbytes  # every key byte is read and written
+    apply = args.op == "apply"
+    query = torch.randn((T, H, D), generator=g).to(dtype) if apply else None
+    nbytes = keys.numel() * keys.element_size() * (2 if apply else 1)
+    traffic = 2 * nbytes  # every key (and query) byte is read and written
 
     # C call with prebuilt descriptors: the kernel without the Python argument checks
     heads = rope._resolve_heads(keys, "keys", None)
@@ -123,38 +134,53 @@ def run(argv: list[str]) -> int:
         rope._fill_tensor(heads),
         rope._fill_cache(rope._resolve_cache(cos_sin, None), is_neox),
     )
+    q_desc = rope._fill_tensor(rope._resolve_heads(query, "query", None)) if apply else None
     old_ptr, new_ptr = ffi.cast("void *", old.data_ptr()), ffi.cast("void *", new.data_ptr())
 
     def c_call() -> None:
-        status = lib.kvx_rope_rerotate(
-            t_desc, c_desc, old_ptr, new_ptr, lib.KVX_DTYPE_INT64, ffi.NULL
-        )
+        if apply:
+            status = lib.kvx_rope_apply(
+                q_desc, t_desc, c_desc, new_ptr, lib.KVX_DTYPE_INT64, ffi.NULL
+            )
+        else:
+            status = lib.kvx_rope_rerotate(
+                t_desc, c_desc, old_ptr, new_ptr, lib.KVX_DTYPE_INT64, ffi.NULL
+            )
         if status:
             raise RuntimeError(kvx._native.last_error())
 
-    src = torch.randn((T, H, D), generator=g).to(dtype)
+    src = torch.randn((nbytes // keys.element_size(),), generator=g).to(dtype)
     dst = torch.empty_like(src)
     ref_keys = keys.clone()
+    ref_query = query.clone() if apply else None
 
+    if apply:
+        api_name, c_name = "kvx.rope.apply_rotary", "kvx_rope_apply (C)"
+        api = lambda: rope.apply_rotary(new, query, keys, cos_sin, is_neox=is_neox)  # noqa: E731
+        reference = lambda: reference_rope.apply_rotary(  # noqa: E731
+            new, ref_query, ref_keys, cos_sin, is_neox=is_neox
+        )
+    else:
+        api_name, c_name = "kvx.rope.rerotate_keys", "kvx_rope_rerotate (C)"
+        api = lambda: rope.rerotate_keys(keys, old, new, cos_sin, is_neox=is_neox)  # noqa: E731
+        reference = lambda: reference_rope.rerotate_keys(  # noqa: E731
+            ref_keys, old, new, cos_sin, is_neox=is_neox
+        )
     cases = [
         ("memcpy (libc, 1 thread)", lambda: common.memcpy(dst.data_ptr(), src.data_ptr(), nbytes)),
         ("torch copy_", lambda: dst.copy_(src)),
-        (
-            "kvx.rope.rerotate_keys",
-            lambda: rope.rerotate_keys(keys, old, new, cos_sin, is_neox=is_neox),
-        ),
-        ("kvx_rope_rerotate (C)", c_call),
-        (
-            "torch reference",
-            lambda: reference_rope.rerotate_keys(ref_keys, old, new, cos_sin, is_neox=is_neox),
-        ),
+        (api_name, api),
+        (c_name, c_call),
+        ("torch reference", reference),
     ]
     common.print_machine()
+    what = "application (query and key)" if apply else "re-rotation"
     print(
-        f"RoPE re-rotation: {T} tokens x {H} heads x {D} (rot_dim {rot_dim}), {args.dtype} keys, "
+        f"RoPE {what}: {T} tokens x {H} heads x {D} (rot_dim {rot_dim}), {args.dtype} keys, "
         f"{args.cache_dtype} cache, {'NeoX' if is_neox else 'GPT-J'} pairs, "
         f"{args.positions} positions; "
-        f"{nbytes / 2**20:.1f} MiB of keys; libkvx threads {kvx.get_num_threads()}, "
+        f"{nbytes / 2**20:.1f} MiB of {'query and key' if apply else 'keys'}; "
+        f"libkvx threads {kvx.get_num_threads()}, "
         f"torch threads {torch.get_num_threads()}; medians of {args.repeats} calls each",
         flush=True,
     )
@@ -193,12 +219,12 @@ def run(argv: list[str]) -> int:
             rows,
         )
     )
-    api, kernel = seconds["kvx.rope.rerotate_keys"], seconds["kvx_rope_rerotate (C)"]
+    api, kernel = seconds[api_name], seconds[c_name]
     ok = base_memcpy / api >= 0.8
     print(
-        f"bar: kvx.rope.rerotate_keys at >= 80% of memcpy: {'PASS' if ok else 'FAIL'} "
+        f"bar: {api_name} at >= 80% of memcpy: {'PASS' if ok else 'FAIL'} "
         f"({base_memcpy / api * 100:.0f}% by medians, "
-        f"{best['memcpy (libc, 1 thread)'] / best['kvx.rope.rerotate_keys'] * 100:.0f}% "
+        f"{best['memcpy (libc, 1 thread)'] / best[api_name] * 100:.0f}% "
         "by best times; "
         f"C kernel alone {base_memcpy / kernel * 100:.0f}%; "
         f"vs torch copy_ {base_copy / api * 100:.0f}%); "

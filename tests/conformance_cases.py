@@ -802,7 +802,10 @@ class RopeCase:
     block and a tail), 64 (two blocks), and partial rotary (rot_dim < head). `special`: a
     denormal-result head, tiny values, a zero head and, in 16-bit keys, NaNs with payloads (one
     per pair: which of two NaNs a sum passes on is left open). `layers` > 0: the K plane of a
-    KV_2LTD buffer [2, L, T, H*D], all layers in one call, V untouched."""
+    KV_2LTD buffer [2, L, T, H*D], all layers in one call, V untouched. `cache_kind`: "ties"
+    (cos 1.5, 0.75, ... with sin 0 in half the rows, so that many results lie halfway between two
+    16-bit values) or "nans" (NaNs whose payloads have low bits, one per pair and row, in rows only
+    new positions use: which of two NaNs a product passes on is left open too)."""
 
     group: str
     name: str
@@ -818,6 +821,7 @@ class RopeCase:
     special: bool = True
     layers: int = 0
     seed: int = 7
+    cache_kind: str = "plain"
 
     def inputs(self) -> dict[str, torch.Tensor]:
         """Fresh copies of the case's inputs (`keys` a view into `kv`)."""
@@ -844,8 +848,12 @@ class RopeCase:
                 nans = torch.tensor([0x7F00, 0x7C01, 0xFD55 - 0x10000, 0x7FC1], dtype=torch.int16)
                 keys.view(torch.int16)[..., 2, 1, 0:8:2] = nans
         query = (torch.randn((t, h + 2, d), generator=g) * 3).to(self.dtype)
-        cache = _cos_sin_cache(self.rot_dim, self.max_position, self.cache_dtype).clone()
-        old = torch.randint(0, self.max_position, (t,), generator=g)
+        cache = _special_cache(self, g) if self.cache_kind != "plain" else None
+        if cache is None:
+            cache = _cos_sin_cache(self.rot_dim, self.max_position, self.cache_dtype).clone()
+        # "nans": old positions keep to the rows without NaNs
+        old_end = self.max_position // 2 if self.cache_kind == "nans" else self.max_position
+        old = torch.randint(0, old_end, (t,), generator=g)
         new = torch.randint(0, self.max_position, (t,), generator=g)
         if t > 40:
             new[10:40] = torch.arange(300, 330) % self.max_position
@@ -881,6 +889,30 @@ class RopeCase:
         return {k: raw(v) for k, v in out.items()}
 
 
+def _special_cache(case: RopeCase, g: torch.Generator) -> torch.Tensor:
+    """The cache of a `cache_kind` case (see RopeCase)."""
+    rows, half = case.max_position, case.rot_dim // 2
+    if case.cache_kind == "ties":
+        # x * 1.5 has one bit more than bf16 x: a tie whenever it lands on the rounding bit
+        factors = torch.tensor([1.5, 0.75, 1.25, 1.0, 2.5, 0.375])
+        cos = factors[torch.randint(0, len(factors), (rows, half), generator=g)]
+        sin = torch.where(torch.arange(rows)[:, None] % 2 == 0, 0.0, cos * 0.5)
+        cos[0], sin[0] = 1.0, 0.0  # old position 0 keeps new's rotation as it is
+        return torch.cat([cos, sin], 1).to(case.cache_dtype)
+    cache = _cos_sin_cache(case.rot_dim, rows, case.cache_dtype).clone()
+    if case.cache_dtype == torch.float32:
+        payloads = [0x7FC0FFFF, 0x7F80F001, -0x00400001, 0x7FFFFFFF, 0x7FC08000]  # low bits set
+        ints = cache.view(torch.int32)
+    else:  # float16 payloads reach bits 13-15 of the float32 they widen to
+        payloads = [0x7E07, 0x7C01, -0x02AB, 0x7FFF, 0x7D55]
+        ints = cache.view(torch.int16)
+    for row in range(rows // 2, rows, 3):
+        slot = row % half
+        ints[row, slot] = payloads[row % len(payloads)]  # a cos
+        ints[row, half + (slot + half // 2) % half] = payloads[(row + 1) % len(payloads)]  # a sin
+    return cache
+
+
 def _rope_cases() -> list[RopeCase]:
     cases = []
     shapes = [(64, 64), (40, 72), (96, 128), (128, 128), (64, 128)]
@@ -914,6 +946,44 @@ def _rope_cases() -> list[RopeCase]:
                 seed=5,
             )
         )
+        # Halfway results, and NaNs with low payload bits from the cache, for the 16-bit
+        # roundings (GPT-J fp16 keys left out of "nans": their variants may flip a NaN's sign)
+        for op in ("rerotate", "apply"):
+            for dtype in (torch.float16, torch.bfloat16):
+                cases.append(
+                    RopeCase(
+                        f"{op}-special-cache",
+                        f"{pairing}-{_name(dtype)}-ties",
+                        op,
+                        is_neox,
+                        dtype,
+                        torch.float32,
+                        64,
+                        64,
+                        tokens=80,
+                        max_position=64,
+                        special=False,
+                        cache_kind="ties",
+                    )
+                )
+            for cache_dtype in (torch.float32, torch.float16):
+                for dtype in (torch.bfloat16,) if not is_neox else (torch.bfloat16, torch.float16):
+                    cases.append(
+                        RopeCase(
+                            f"{op}-special-cache",
+                            f"{pairing}-{_name(dtype)}-nans-cache-{_name(cache_dtype)}",
+                            op,
+                            is_neox,
+                            dtype,
+                            cache_dtype,
+                            96,
+                            128,
+                            tokens=80,
+                            max_position=64,
+                            special=False,
+                            cache_kind="nans",
+                        )
+                    )
         # A one-ulp float32 difference rarely survives rounding to 16 bits: enough values that
         # any would show (about 2**-16 of bf16 values flip per ulp of difference)
         for dtype in (torch.float16, torch.bfloat16):

@@ -4,6 +4,7 @@ against a given library."""
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,6 +36,8 @@ def isa_variants() -> list[str]:
         runs.append("avx512")
         if "avx512_bf16" in flags:
             runs.append("avx512bf16")
+    if platform.machine() in ("aarch64", "arm64"):  # NEON is part of 64-bit ARM
+        runs.append("neon")
     return runs
 
 

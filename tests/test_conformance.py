@@ -44,7 +44,7 @@ from machine import isa_variants
 from rope_cases import REL_TOL, expected_apply, expected_rerotate
 
 TESTS = Path(__file__).resolve().parent
-ISA_NAMES = ("baseline", "avx2", "avx512", "avx512bf16")
+ISA_NAMES = ("baseline", "avx2", "avx512", "avx512bf16", "neon")
 IN_PROCESS_ISA = kvx.cpu_kernels().split()[0].split("=", 1)[1]  # "rope=avx2 range_coder=avx2"
 CPU_VARIANTS = [f"cpu-{name}" for name in ISA_NAMES if name != IN_PROCESS_ISA]
 STUBS = ("ascend", "cnrt")

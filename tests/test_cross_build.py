@@ -3,9 +3,11 @@ Grace): the library cross-compiles warning-free, exports the same API as the hos
 run under qemu's user-mode emulation, computes the same bits as the host build on every kernel
 (tests/c/digests.c prints digests of RoPE, codec and transfer outputs on fixed inputs). The host
 build is the one the rest of the suite checks against golden vectors and float64 references, so
-equal digests carry those checks over. The x86 SIMD code compiles away on ARM; the generic
-loops, vectorised by gcc for NEON, run instead."""
+equal digests carry those checks over. The x86 SIMD code compiles away on ARM; the NEON token
+loops of RoPE (rope_neon.c) and, for everything else, the generic loops, vectorised by gcc for
+NEON, run instead. Both RoPE variants there, neon and baseline, are run."""
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -88,16 +90,23 @@ def test_aarch64_computes_the_same_bits_as_the_host(aarch64_build, tmp_path):
         subprocess.run([str(host), "1"], capture_output=True, text=True, check=True).stdout
         == expected
     )
-    run = subprocess.run(
-        ["qemu-aarch64", "-L", str(SYSROOT), str(arm), "2"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr
-    different = [
-        f"{a}  !=  {b}"
-        for a, b in zip(expected.splitlines(), run.stdout.splitlines(), strict=False)
-        if a != b
-    ]
-    assert run.stdout == expected, "\n".join(different) or run.stdout
+    # the NEON variant (the default there), then the baseline one: both give the host's bits
+    for isa in ("neon", "baseline"):
+        env = {k: v for k, v in os.environ.items() if k != "KVX_CPU_ISA"}
+        if isa == "baseline":
+            env["KVX_CPU_ISA"] = isa
+        run = subprocess.run(
+            ["qemu-aarch64", "-L", str(SYSROOT), str(arm), "2"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+        assert run.returncode == 0, run.stderr
+        assert f"rope={isa} " in run.stderr, run.stderr  # the variant meant ran
+        different = [
+            f"{a}  !=  {b}"
+            for a, b in zip(expected.splitlines(), run.stdout.splitlines(), strict=False)
+            if a != b
+        ]
+        assert run.stdout == expected, f"{isa}: " + ("\n".join(different) or run.stdout)

@@ -14,7 +14,7 @@ from machine import isa_variants
 
 TESTS = Path(__file__).resolve().parent
 MAX_THREADS = 256
-ISA_NAMES = ("baseline", "avx2", "avx512", "avx512bf16")
+ISA_NAMES = ("baseline", "avx2", "avx512", "avx512bf16", "neon")
 
 # Transfer, RoPE and codec calls, each checked against kvx's references, from 4 threads at once;
 # then the thread count and the kernels in use.
@@ -146,7 +146,8 @@ def test_unknown_isa_warns_once_and_runs_the_best(value, best_kernels):
     _, kernels, warnings = _run(KVX_CPU_ISA=value)
     assert kernels == best_kernels
     assert warnings == [
-        f'kvx: KVX_CPU_ISA="{value}" ignored (expected baseline, avx2, avx512 or avx512bf16); '
+        f'kvx: KVX_CPU_ISA="{value}" ignored '
+        "(expected baseline, avx2, avx512, avx512bf16 or neon); "
         f"using the best variants this CPU runs: {kernels}"
     ]
 

@@ -5,7 +5,8 @@
  * tests/test_cross_build.py checks an aarch64 build (run under qemu) against the x86-64 build,
  * which the Python tests check against LMCache's golden vectors and float64 references.
  *
- * Usage: digests [threads]   (0 or nothing: the library's default)
+ * Usage: digests [threads]   (0 or nothing: the library's default); the kernels that ran
+ * (kvx_cpu_kernels) go to stderr.
  */
 #include <kvx.h>
 #include <stdio.h>
@@ -78,8 +79,49 @@ static void fill(void *data, int32_t dtype, size_t count)
 
 /* ---------------------------------------------------------------- RoPE */
 
+/* Caches beyond fill()'s: CACHE_TIES puts many results exactly halfway between two 16-bit values
+ * (cos 1.5, 0.75, ... times keys of few bits), CACHE_NANS holds NaNs whose payloads have low bits,
+ * one cos and one sin per row, in the rows past the middle, which only new positions use (a NaN
+ * meeting another may pass on either payload). */
+enum { CACHE_PLAIN, CACHE_TIES, CACHE_NANS };
+
+static void special_cache(void *cache, int32_t dtype, int kind, int32_t rot_dim, int rows)
+{
+    int half = rot_dim / 2;
+    if (kind == CACHE_TIES) {
+        static const float factors[] = {1.5f, 0.75f, 1.25f, 1.0f, 2.5f, 0.375f};
+        for (int r = 0; r < rows; r++)
+            for (int i = 0; i < half; i++) {
+                float c = factors[(r * 7 + i * 3) % 6], s = r % 2 ? 0.5f * c : 0.0f;
+                if (dtype == KVX_DTYPE_FLOAT32) {
+                    ((float *)cache)[r * rot_dim + i] = c;
+                    ((float *)cache)[r * rot_dim + half + i] = s;
+                } else { /* these values are exact in both 16-bit formats */
+                    uint32_t cu, su;
+                    memcpy(&cu, &c, sizeof cu);
+                    memcpy(&su, &s, sizeof su);
+                    ((uint16_t *)cache)[r * rot_dim + i] = (uint16_t)(cu >> 16);
+                    ((uint16_t *)cache)[r * rot_dim + half + i] = (uint16_t)(su >> 16);
+                }
+            }
+    } else if (kind == CACHE_NANS) {
+        static const uint32_t nan32[] = {0x7fc0ffffu, 0x7f80f001u, 0xffbfffffu, 0x7fc08000u};
+        static const uint16_t nan16[] = {0x7e07, 0x7c01, 0xfd55, 0x7fff};
+        for (int r = rows / 2; r < rows; r += 3) {
+            int slot = r % half, sin_slot = half + (slot + half / 2) % half;
+            if (dtype == KVX_DTYPE_FLOAT32) {
+                ((uint32_t *)cache)[r * rot_dim + slot] = nan32[r % 4];
+                ((uint32_t *)cache)[r * rot_dim + sin_slot] = nan32[(r + 1) % 4];
+            } else {
+                ((uint16_t *)cache)[r * rot_dim + slot] = nan16[r % 4];
+                ((uint16_t *)cache)[r * rot_dim + sin_slot] = nan16[(r + 1) % 4];
+            }
+        }
+    }
+}
+
 static void rope_case(const char *name, int32_t dtype, int32_t pairing, int32_t rot_dim,
-                      int32_t cache_dtype)
+                      int32_t cache_dtype, int cache_kind)
 {
     enum { T = 97, H = 3, D = 128, MAXPOS = 300 };
     size_t elem = (size_t)kvx_dtype_size(dtype), cache_elem = (size_t)kvx_dtype_size(cache_dtype);
@@ -90,8 +132,9 @@ static void rope_case(const char *name, int32_t dtype, int32_t pairing, int32_t 
     fill(query, dtype, (size_t)T * 2 * D);
     /* any bounded values do as angles' cos/sin: the kernels do not assume unit rows */
     fill(cache, cache_dtype, (size_t)MAXPOS * rot_dim);
+    special_cache(cache, cache_dtype, cache_kind, rot_dim, MAXPOS);
     for (int t = 0; t < T; t++) {
-        old_pos[t] = (t * 37) % MAXPOS;
+        old_pos[t] = (t * 37) % (cache_kind == CACHE_NANS ? MAXPOS / 2 : MAXPOS);
         new_pos[t] = t < 40 ? 100 + t : (t * 53 + 11) % MAXPOS; /* a run, then scattered */
     }
     kvx_rope_tensor k = {.struct_size = sizeof k,
@@ -138,8 +181,25 @@ static void rope_cases(void)
                 snprintf(name, sizeof name, "%s.%s.rot%d", dtypes[d].name, neox ? "neox" : "gptj",
                          rot_dim);
                 rope_case(name, dtypes[d].dtype, neox ? KVX_ROPE_NEOX : KVX_ROPE_GPTJ, rot_dim,
-                          rot_dim == 128 ? KVX_DTYPE_FLOAT32 : KVX_DTYPE_BFLOAT16);
+                          rot_dim == 128 ? KVX_DTYPE_FLOAT32 : KVX_DTYPE_BFLOAT16, CACHE_PLAIN);
             }
+    /* the 16-bit roundings: ties, and NaNs from the cache (GPT-J fp16 keys left out of those: the
+     * x86 loops may flip the sign of a NaN from sin there) */
+    for (size_t d = 1; d < 3; d++)
+        for (int neox = 0; neox < 2; neox++) {
+            int32_t pairing = neox ? KVX_ROPE_NEOX : KVX_ROPE_GPTJ;
+            char name[64];
+            snprintf(name, sizeof name, "%s.%s.ties", dtypes[d].name, neox ? "neox" : "gptj");
+            rope_case(name, dtypes[d].dtype, pairing, 96, KVX_DTYPE_FLOAT32, CACHE_TIES);
+            if (!neox && dtypes[d].dtype == KVX_DTYPE_FLOAT16)
+                continue;
+            for (int c = 0; c < 2; c++) {
+                int32_t cache_dtype = c ? KVX_DTYPE_FLOAT16 : KVX_DTYPE_FLOAT32;
+                snprintf(name, sizeof name, "%s.%s.nans-cache-%s", dtypes[d].name,
+                         neox ? "neox" : "gptj", c ? "f16" : "f32");
+                rope_case(name, dtypes[d].dtype, pairing, 96, cache_dtype, CACHE_NANS);
+            }
+        }
 }
 
 /* ---------------------------------------------------------------- codec */
@@ -266,6 +326,8 @@ int main(int argc, char **argv)
 {
     if (argc > 1)
         CHECK(kvx_set_num_threads(atoi(argv[1])));
+    /* which variants ran (KVX_CPU_ISA), for the caller to check; not part of the digests */
+    fprintf(stderr, "kernels: %s\n", kvx_cpu_kernels());
     rope_cases();
     codec_cases();
     transfer_cases();

@@ -37,7 +37,7 @@ int kvx_cpu_avx2_allowed(void)
 
 static int names_a_variant(const char *name)
 {
-    static const char *const variants[] = {"baseline", "avx2", "avx512", "avx512bf16"};
+    static const char *const variants[] = {"baseline", "avx2", "avx512", "avx512bf16", "neon"};
     for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++)
         if (strcmp(name, variants[i]) == 0)
             return 1;
@@ -64,9 +64,10 @@ void kvx_cpu_check_isa_setting(void)
     char running[96];
     describe(running, sizeof running);
     if (!names_a_variant(wanted))
-        kvx_warn("KVX_CPU_ISA=\"%s\" ignored (expected baseline, avx2, avx512 or avx512bf16); "
-                 "using the best variants this CPU runs: %s",
-                 wanted, running);
+        kvx_warn(
+            "KVX_CPU_ISA=\"%s\" ignored (expected baseline, avx2, avx512, avx512bf16 or neon); "
+            "using the best variants this CPU runs: %s",
+            wanted, running);
     else if (strcmp(rope, wanted) != 0) /* RoPE runs the named variant whenever the CPU can */
         kvx_warn("KVX_CPU_ISA=\"%s\" ignored (this CPU cannot run it); using the best "
                  "variants it runs: %s",

@@ -1,6 +1,6 @@
 /*
- * rope.c - RoPE re-rotation and application on the CPU backend: the entry points, the generic
- * variants, and the choice of variant.
+ * rope.c - RoPE re-rotation and application on the CPU backend: the entry points, the baseline
+ * variant, and the choice of variant.
  *
  * Work is split over tokens on the thread pool. For each token the cos/sin of its angles are
  * read from the cache once (and, for re-rotation, combined into the single rotation by
@@ -8,10 +8,11 @@
  * every head of every layer of every tensor of that token is rotated with them, so each key is
  * read and written exactly once. The generic per-head loops (rope_cpu.h) are specialised by
  * storage type and pairing, written so that gcc vectorises them (no branches; conversions by
- * integer arithmetic in half.h), and compiled for several instruction sets; on AVX-512,
- * rope_avx512.c adds hand-written loops, and token loops that keep the angles in registers. The
- * best variant is chosen at run time. Every variant computes the same float32 operations, so all
- * give the same bits (and the same bits as torch computing a*cos - b*sin in float32).
+ * integer arithmetic in half.h), and compiled for several instruction sets; on AVX2, AVX-512 and
+ * NEON, rope_avx2.c, rope_avx512.c and rope_neon.c add hand-written token loops that build a
+ * token's rotation once and keep it in registers over the heads. The best variant is chosen at run
+ * time. Every variant computes the same float32 operations, so all give the same bits (and the same
+ * bits as torch computing a*cos - b*sin in float32).
  *
  * Positions come from src/ops/rope.c as checked int64 copies (every entry in [0, max_position)),
  * which nothing else writes during the call.
@@ -22,17 +23,28 @@
 
 #include "rope_cpu.h"
 
+#if KVX_ROPE_X86
+#include <cpuid.h>
+#endif
+
 DEFINE_ISA_FUNCTIONS(baseline, )
 static const rope_isa baseline_isa = ISA_TABLE(baseline);
 
 #if KVX_ROPE_X86
-DEFINE_ISA_FUNCTIONS(avx2, ATTR_AVX2)
-static const rope_isa avx2_isa = ISA_TABLE(avx2);
+/* F16C, which the AVX2 token loops use for fp16. Asked of CPUID: clang's __builtin_cpu_supports
+ * does not know "f16c" (clang 14). Its vcvtph2ps / vcvtps2ph take VEX registers, whose OS
+ * support the AVX2 check below includes. */
+static int cpu_has_f16c(void)
+{
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & bit_F16C) != 0;
+}
 #endif
 
 /*
- * The best variant this CPU runs, chosen once. KVX_CPU_ISA=baseline|avx2|avx512|avx512bf16
- * selects a lower one (the tests use it to check that every variant gives the same bits).
+ * The best variant this CPU runs, chosen once. KVX_CPU_ISA=baseline|avx2|avx512|avx512bf16 (on
+ * 64-bit ARM: baseline|neon) selects a lower one (the tests use it to check that every variant
+ * gives the same bits).
  */
 static const rope_isa *choose_isa(void)
 {
@@ -47,7 +59,10 @@ static const rope_isa *choose_isa(void)
         candidates[count++] = &kvx_rope_avx512_isa;
     }
     if (__builtin_cpu_supports("avx2"))
-        candidates[count++] = &avx2_isa;
+        candidates[count++] = cpu_has_f16c() ? &kvx_rope_avx2_isa : &kvx_rope_avx2_generic_isa;
+#endif
+#if KVX_ROPE_NEON
+    candidates[count++] = &kvx_rope_neon_isa;
 #endif
     candidates[count++] = &baseline_isa;
     const char *wanted = getenv("KVX_CPU_ISA");
@@ -81,7 +96,8 @@ static rope_job new_job(const kvx_rope_cache *cache, const void *positions,
     return (rope_job){.cache = cache,
                       .positions = positions,
                       .old_positions = old_positions,
-                      .row_bytes = cache->row_stride * kvx_dtype_size(cache->dtype)};
+                      .row_bytes = cache->row_stride * kvx_dtype_size(cache->dtype),
+                      .angle_bytes = (int64_t)cache->rot_dim * kvx_dtype_size(cache->dtype)};
 }
 
 /* The core hands this backend checked int64 copies of the positions; anything else is a bug. */
