@@ -1,6 +1,6 @@
 """What several test files ask of this machine and its toolchain: the CPU's feature flags, the
-functions a shared library exports, C programs compiled and run, and tests/c/digests.c built
-against a given library."""
+functions a shared library exports and the dynamic entries it records, C programs compiled and
+run, and tests/c/digests.c built against a given library."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import platform
 import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 TESTS = Path(__file__).resolve().parent
 CC = shutil.which("cc") or shutil.which("gcc")  # None: the tests that compile C skip
@@ -79,6 +81,18 @@ def digests_program(cc: str, library: Path, out: Path) -> Path:
         text=True,
     )
     return out
+
+
+def dynamic_entries(path: Path | str, tag: str) -> list[str]:
+    """The values of one dynamic-section tag (SONAME, NEEDED) of an ELF file, as readelf shows
+    them; skips the test where readelf is missing."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf (binutils) is not installed")
+    out = subprocess.run(
+        [readelf, "-d", str(path)], check=True, capture_output=True, text=True
+    ).stdout
+    return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if f"({tag})" in line]
 
 
 def exported_symbols(library: Path | str, nm: str = "nm", kinds: str = "T") -> set[str]:

@@ -15,7 +15,7 @@ import kvx
 import pytest
 from kvx import _native
 from kvx._native import ffi, lib
-from machine import CC, compile_and_run, exported_symbols
+from machine import CC, compile_and_run, dynamic_entries, exported_symbols
 
 REPO = Path(__file__).resolve().parent.parent
 needs_cc = pytest.mark.skipif(CC is None, reason="no C compiler on this machine")
@@ -28,22 +28,10 @@ def _tool(name: str) -> str | None:
     return str(scripts) if scripts.is_file() and os.access(scripts, os.X_OK) else shutil.which(name)
 
 
-def _dynamic(path: Path, tag: str) -> list[str]:
-    """The values of one dynamic-section tag (SONAME, NEEDED) of an ELF file, as readelf shows
-    them."""
-    readelf = shutil.which("readelf")
-    if readelf is None:
-        pytest.skip("readelf (binutils) is not installed")
-    out = subprocess.run(
-        [readelf, "-d", str(path)], check=True, capture_output=True, text=True
-    ).stdout
-    return [line.split("[", 1)[1].rstrip("]") for line in out.splitlines() if f"({tag})" in line]
-
-
 def _rpath(path: Path) -> list[str]:
     """Where the program looks for its libraries: DT_RUNPATH, or DT_RPATH with old linker
     defaults."""
-    return _dynamic(path, "RUNPATH") or _dynamic(path, "RPATH")
+    return dynamic_entries(path, "RUNPATH") or dynamic_entries(path, "RPATH")
 
 
 def test_installed_header_is_the_source_header():
@@ -144,7 +132,7 @@ def test_c_consumer_against_the_wheel(tmp_path):
         compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags)
         == "ok\n"
     )
-    assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
+    assert "libkvx.so.0" in dynamic_entries(tmp_path / "prog", "NEEDED")
 
 
 @needs_cc
@@ -159,7 +147,7 @@ def test_cli_flags_build_a_consumer(tmp_path):
         compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags)
         == "ok\n"
     )
-    assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
+    assert "libkvx.so.0" in dynamic_entries(tmp_path / "prog", "NEEDED")
 
 
 def test_wheel_library_is_versioned_by_soname():
@@ -170,7 +158,7 @@ def test_wheel_library_is_versioned_by_soname():
     if "KVX_LIBRARY" not in os.environ:
         assert library.name == "libkvx.so.0" and library.parent == Path(kvx.__file__).parent
         assert not (library.parent / "libkvx.so").exists()
-    assert _dynamic(library, "SONAME") == ["libkvx.so.0"]
+    assert dynamic_entries(library, "SONAME") == ["libkvx.so.0"]
 
 
 def _tool_env() -> dict[str, str]:
@@ -210,7 +198,7 @@ def test_plain_meson_install(meson_prefix, tmp_path):
     prefix = meson_prefix
     assert (prefix / "include" / "kvx.h").exists()
     library = prefix / "lib" / f"libkvx.so.0.{kvx.version().split('.', 1)[1]}"
-    assert library.exists() and _dynamic(library, "SONAME") == ["libkvx.so.0"]
+    assert library.exists() and dynamic_entries(library, "SONAME") == ["libkvx.so.0"]
     for name in ("kvxConfig.cmake", "kvxConfigVersion.cmake"):
         assert (prefix / "lib" / "cmake" / "kvx" / name).exists()
     flags = _pkg_config_flags(str(prefix / "lib" / "pkgconfig")) + [f"-Wl,-rpath,{prefix / 'lib'}"]
@@ -218,7 +206,7 @@ def test_plain_meson_install(meson_prefix, tmp_path):
         compile_and_run((REPO / "tests" / "c" / "consumer.c").read_text(), tmp_path, flags)
         == "ok\n"
     )
-    assert "libkvx.so.0" in _dynamic(tmp_path / "prog", "NEEDED")
+    assert "libkvx.so.0" in dynamic_entries(tmp_path / "prog", "NEEDED")
 
 
 CMAKE_CONSUMER = REPO / "tests" / "cmake_consumer"
@@ -265,7 +253,7 @@ def _check_cmake_consumer(tmp_path: Path, *defines: str) -> Path:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     exe = tmp_path / "cmake_build" / "consumer"
     assert subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout == "ok\n"
-    assert "libkvx.so.0" in _dynamic(exe, "NEEDED")
+    assert "libkvx.so.0" in dynamic_entries(exe, "NEEDED")
     return exe
 
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from machine import exported_symbols
+from machine import dynamic_entries, exported_symbols
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -52,8 +52,7 @@ def _probe(library: Path, name: str) -> list[str]:
 
 
 def _needed(library: Path) -> list[str]:
-    out = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True).stdout
-    return [line.split("[")[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line]
+    return dynamic_entries(library, "NEEDED")
 
 
 NVCC = pytest.mark.skipif(
