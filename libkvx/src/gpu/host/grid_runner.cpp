@@ -67,6 +67,7 @@ struct block_run {
     void (*thread_body)(void *) = nullptr;
     void *context = nullptr;
     std::vector<unsigned char> dynamic_shared;
+    std::vector<unsigned> thread_order; /* the order of the phase being run */
     const void *scheduler_stack = nullptr; /* for ASan's fiber switches */
     size_t scheduler_stack_size = 0;
 };
@@ -176,11 +177,11 @@ bool run_block(const kvx_host_launch &launch, unsigned long long launch_number,
     for (unsigned i = 0; i < count; i++)
         start_fiber(*run.fibers[i], uint3{i % b.x, i / b.x % b.y, i / (b.x * b.y)});
     std::fill(run.dynamic_shared.begin(), run.dynamic_shared.end(), kSharedFill);
-    std::vector<unsigned> sequence(count);
+    run.thread_order.resize(count);
     for (unsigned long long phase = 0;; phase++) {
         const unsigned long long variant = launch_number + block_number + phase;
-        arrange(sequence, chosen_order(variant), variant * 0x9e3779b97f4a7c15ull + count);
-        for (unsigned i : sequence)
+        arrange(run.thread_order, chosen_order(variant), variant * 0x9e3779b97f4a7c15ull + count);
+        for (unsigned i : run.thread_order)
             if (run.fibers[i]->now == state::ready)
                 enter_fiber(*run.fibers[i]);
         unsigned waiting = 0, done = 0;
