@@ -97,7 +97,6 @@ class HostExecution(GpuTarget):
         # the storages pinned() made, by address; held, so that no other tensor gets an address
         # of theirs while the test runs
         self._pinned: dict[int, Any] = {}
-        self._depth = 0
 
     def put(self, t: torch.Tensor) -> torch.Tensor:
         return t.clone()
@@ -116,9 +115,6 @@ class HostExecution(GpuTarget):
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
-        if self._depth:
-            yield
-            return
         describe = _tensors._describe_torch
         stream_handle = _devices.DeviceKind.current_stream_handle
         pinned = self._pinned
@@ -140,11 +136,7 @@ class HostExecution(GpuTarget):
         with self._monkeypatch.context() as m:
             m.setattr(_tensors, "_describe_torch", on_device)
             m.setattr(_devices.DeviceKind, "current_stream_handle", handle)
-            self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
+            yield
 
     @contextlib.contextmanager
     def side_stream(self) -> Iterator[None]:

@@ -330,7 +330,7 @@ def synchronize(x: Any = None) -> None:
     have any dtype, int16 CDF tables included: only its device matters."""
     if x is None:
         device = (lib.KVX_DEVICE_CPU, 0)
-    elif is_tensor(x) and not isinstance(x, np.ndarray):
+    elif _torch.is_tensor(x):
         # an empty uint8 tensor on x's device stands for it, whatever x's dtype
         device = describe(x.new_empty(0, dtype=_torch.imported().uint8), "x").device
     else:
