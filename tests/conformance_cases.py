@@ -491,6 +491,7 @@ def _coder_cases() -> list[CodecCase]:
         ((2, 37, 7), 8),
         ((3, 256, 1024), 32),
         ((1, 1000, 3), 256),
+        ((2, 300, 40), 256),
         ((2, 0, 4), 16),
         ((1, 1, 1), 2),
     ]:
@@ -561,7 +562,7 @@ def _coder_cases() -> list[CodecCase]:
     def damaged() -> dict[str, Any]:
         """Random bytes and lengths: whatever comes out, every backend gives the same."""
         gen = torch.Generator().manual_seed(3)
-        layers, tokens, channels, nb, cap = 2, 50, 11, 32, 40
+        layers, tokens, channels, nb, cap = 2, 50, 37, 32, 40
         symbols = torch.randint(0, nb, (layers, tokens, channels), generator=gen, dtype=torch.uint8)
         cdf = codec.calculate_cdf(symbols, nb).numpy().view(np.uint16)
         data = torch.randint(0, 256, (layers, channels, cap), generator=gen, dtype=torch.uint8)

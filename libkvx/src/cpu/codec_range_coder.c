@@ -26,26 +26,25 @@
 #include <string.h>
 
 #include "codec_cpu.h"
+#include "range_coder_lanes.h"
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-/* The coder loops are compiled twice, for the baseline instruction set and for AVX2 (wider
- * compares in the decoder's symbol search), and picked per call (kvx_cpu_avx2_allowed, so that
- * KVX_CPU_ISA=baseline lets the tests run both). Both compute the same integers. */
-#if defined(__x86_64__) && defined(__GNUC__)
-#define CODER_AVX2 1
+/* The coder loops are compiled twice, for the baseline instruction set and for AVX2, and picked
+ * per call (kvx_cpu_avx2_allowed, so that KVX_CPU_ISA=baseline lets the tests run both). The AVX2
+ * variant hands whole groups to the lane-parallel coder (range_coder_lanes.h) and compiles the
+ * scalar loops left to it (narrow groups, declined ones) with wider compares in the decoder's
+ * symbol search. Both compute the same integers. */
+#if KVX_CODER_LANES
 #define ATTR_AVX2 __attribute__((target("avx2")))
-#endif
-
-#if CODER_AVX2
 #define DEFINE_RANGE_VARIANTS(name)                                                            \
     static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
     {                                                                                         \
-        name##_body(ctx, begin, end);                                                         \
+        name##_body(ctx, begin, end, 0);                                                      \
     }                                                                                         \
     ATTR_AVX2 static void name##_avx2(void *ctx, int64_t begin, int64_t end)                  \
     {                                                                                         \
-        name##_body(ctx, begin, end);                                                         \
+        name##_body(ctx, begin, end, 1);                                                      \
     }                                                                                         \
     static kvx_range_fn name##_variant(void)                                                  \
     {                                                                                         \
@@ -55,12 +54,10 @@
 #define DEFINE_RANGE_VARIANTS(name)                                                            \
     static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
     {                                                                                         \
-        name##_body(ctx, begin, end);                                                         \
+        name##_body(ctx, begin, end, 0);                                                      \
     }                                                                                         \
     static kvx_range_fn name##_variant(void) { return name##_baseline; }
 #endif
-
-static inline int clz32(uint32_t x) { return __builtin_clz(x); } /* x != 0 */
 
 /* One stream's tables widened to 32 bits, with the implicit top 65536 at max_symbol + 1. */
 typedef struct cdf_tables {
@@ -79,111 +76,6 @@ static void load_tables(cdf_tables *tables, const uint16_t *cdf, int32_t cdf_len
 
 /* ---------------------------------------------------------------- encoder */
 
-typedef struct encoder {
-    uint32_t low, high;
-    uint64_t pending;
-    uint64_t acc; /* output bits, the last `nbits` (< 32) of them not yet stored */
-    int nbits;
-    uint8_t *out;
-    int64_t pos, capacity; /* pos keeps counting past capacity to report the size needed */
-} encoder;
-
-static void store_slow(encoder *e, uint32_t word, int bytes)
-{
-    for (int i = 0; i < bytes; i++, e->pos++)
-        if (e->pos < e->capacity)
-            e->out[e->pos] = (uint8_t)(word >> (24 - 8 * i));
-}
-
-/* Appends the low `count` (0 .. 32) bits of value, MSB first. Branch-free while at least 4
- * bytes of the slot remain: the next word is stored every time and kept only when complete. */
-static inline void put_bits(encoder *e, uint64_t value, int count)
-{
-    uint64_t acc = (e->acc << count) | value;
-    int nbits = e->nbits + count; /* <= 63 */
-    uint32_t word = (uint32_t)(((acc << 1) << (63 - nbits)) >> 32);
-    int full = nbits >= 32;
-    if (e->pos + 4 <= e->capacity) {
-        uint8_t *p = e->out + e->pos;
-        p[0] = (uint8_t)(word >> 24);
-        p[1] = (uint8_t)(word >> 16);
-        p[2] = (uint8_t)(word >> 8);
-        p[3] = (uint8_t)word;
-        e->pos += 4 * full;
-    } else if (full) {
-        store_slow(e, word, 4);
-    }
-    e->acc = acc;
-    e->nbits = nbits - 32 * full;
-}
-
-static void put_run(encoder *e, uint32_t bit, uint64_t count)
-{
-    uint64_t fill = bit ? 0xffffffffu : 0;
-    for (; count >= 32; count -= 32)
-        put_bits(e, fill, 32);
-    put_bits(e, fill & ((1ull << count) - 1), (int)count);
-}
-
-/* Emits the n top bits of low with the pending bits right after the first (n may be 0: then
- * nothing is emitted and the pending bits stay pending). */
-static inline void emit_top_bits(encoder *e, uint32_t low, int n)
-{
-    uint64_t pending = e->pending;
-    uint32_t first = low >> 31;
-    if (pending + (uint64_t)n <= 32) {
-        /* Common case, without branches: one put of n + pending bits (or of nothing). */
-        int shift = n ? n - 1 : 0;
-        uint64_t top = (uint64_t)low >> (32 - n);                 /* n bits; 0 when n == 0 */
-        uint64_t rest = top & (((1ull << n) >> 1) - 1);           /* all but the first */
-        uint64_t fill = first ? 0 : (1ull << pending) - 1;        /* pending copies of !first */
-        uint64_t bits = ((uint64_t)first << (pending + (uint64_t)shift)) | (fill << shift) | rest;
-        uint64_t keep = n ? ~0ull : 0;
-        put_bits(e, bits & keep, (int)(keep & (uint64_t)(n + (int)pending)));
-        e->pending = pending & ~keep;
-        return;
-    }
-    if (!n)
-        return;
-    put_bits(e, first, 1);
-    put_run(e, first ^ 1u, pending);
-    e->pending = 0;
-    put_bits(e, (low >> (32 - n)) & ((1u << (n - 1)) - 1), n - 1);
-}
-
-static inline void encode_symbol(encoder *e, const uint32_t *table, uint8_t s)
-{
-    uint64_t span = (uint64_t)(e->high - e->low) + 1;
-    uint32_t low = e->low;
-    uint32_t high = low - 1 + (uint32_t)((span * table[s + 1]) >> 16);
-    low += (uint32_t)((span * table[s]) >> 16);
-    int n = clz32((low ^ high) | 1u); /* E1/E2: top bits that low and high share */
-    emit_top_bits(e, low, n);
-    low <<= n;
-    high = (high << n) | ((1u << n) - 1);
-    /* E3: low = 01..., high = 10... ; bit 0 of ~y is always set, so clz is defined. */
-    int k = clz32(~((low & ~high) << 1));
-    uint32_t e3 = k ? 0x80000000u : 0u;
-    e->pending += (uint64_t)k;
-    e->low = (low << k) & ~e3;
-    e->high = (high << k) | e3 | ((1u << k) - 1);
-}
-
-/* LMCache's final flush: one more pending bit, then the bit that selects the quarter. */
-static void encode_finish(encoder *e)
-{
-    uint32_t bit = e->low >= 0x40000000u;
-    e->pending += 1;
-    put_bits(e, bit, 1);
-    put_run(e, bit ^ 1u, e->pending);
-    e->pending = 0;
-    int bytes = (e->nbits + 7) / 8;
-    if (bytes) {
-        uint32_t word = (uint32_t)((e->acc << (8 * bytes - e->nbits)) << (32 - 8 * bytes));
-        store_slow(e, word, bytes);
-    }
-}
-
 typedef struct encode_job {
     const uint16_t *cdf;
     int32_t cdf_len;
@@ -196,12 +88,31 @@ typedef struct encode_job {
     _Atomic int64_t overflow_needed;
 } encode_job;
 
-static ALWAYS_INLINE void encode_group(encode_job *job, int64_t layer, int64_t c0, int width)
+/* The streams' symbols, token by token: symbol t of stream g at row[t * num_channels + g]. */
+static ALWAYS_INLINE void encode_tokens(const encode_job *job, encoder *enc, int64_t first,
+                                        const uint8_t *row, int width, int lanes)
 {
+    const uint16_t *cdf = job->cdf + first * job->cdf_len;
+#if KVX_CODER_LANES
+    if (lanes && width == KVX_CODEC_GROUP) {
+        kvx_cpu_encode_lanes_avx2(cdf, job->cdf_len, row, job->num_channels, job->num_tokens, enc);
+        return;
+    }
+#else
+    (void)lanes;
+#endif
     cdf_tables tables;
+    load_tables(&tables, cdf, job->cdf_len, width);
+    for (int64_t t = 0; t < job->num_tokens; t++, row += job->num_channels)
+        for (int g = 0; g < width; g++)
+            encode_symbol(&enc[g], tables.entry[g], row[g]);
+}
+
+static ALWAYS_INLINE void encode_group(encode_job *job, int64_t layer, int64_t c0, int width,
+                                       int lanes)
+{
     encoder enc[KVX_CODEC_GROUP];
     int64_t first = layer * job->num_channels + c0; /* stream index of channel c0 */
-    load_tables(&tables, job->cdf + first * job->cdf_len, job->cdf_len, width);
     for (int g = 0; g < width; g++)
         enc[g] = (encoder){0, 0xffffffffu,  0, 0, 0, job->streams + (first + g) * job->capacity,
                            0, job->capacity};
@@ -209,9 +120,7 @@ static ALWAYS_INLINE void encode_group(encode_job *job, int64_t layer, int64_t c
     const uint8_t *row = job->num_tokens == 0
                              ? NULL
                              : job->symbols + layer * job->num_tokens * job->num_channels + c0;
-    for (int64_t t = 0; t < job->num_tokens; t++, row += job->num_channels)
-        for (int g = 0; g < width; g++)
-            encode_symbol(&enc[g], tables.entry[g], row[g]);
+    encode_tokens(job, enc, first, row, width, lanes);
     for (int g = 0; g < width; g++) {
         encode_finish(&enc[g]);
         if (enc[g].pos > enc[g].capacity) {
@@ -223,13 +132,13 @@ static ALWAYS_INLINE void encode_group(encode_job *job, int64_t layer, int64_t c
     }
 }
 
-static ALWAYS_INLINE void encode_range_body(void *ctx, int64_t begin, int64_t end)
+static ALWAYS_INLINE void encode_range_body(void *ctx, int64_t begin, int64_t end, int lanes)
 {
     encode_job *job = ctx;
     for (int64_t i = begin; i < end; i++) {
         int64_t layer = i / job->groups, c0 = (i % job->groups) * KVX_CODEC_GROUP;
         int64_t left = job->num_channels - c0;
-        encode_group(job, layer, c0, left < KVX_CODEC_GROUP ? (int)left : KVX_CODEC_GROUP);
+        encode_group(job, layer, c0, left < KVX_CODEC_GROUP ? (int)left : KVX_CODEC_GROUP, lanes);
     }
 }
 
@@ -274,83 +183,6 @@ int32_t kvx_cpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream
 
 /* ---------------------------------------------------------------- decoder */
 
-typedef struct decoder {
-    uint32_t low, high, value;
-    int64_t bitpos; /* next input bit (from the stream's start, MSB first) */
-    const uint8_t *src;
-    int64_t len;
-} decoder;
-
-static uint64_t peek_slow(const decoder *d, int64_t byte)
-{
-    uint64_t word = 0;
-    for (int i = 0; i < 8; i++)
-        word = (word << 8) | (byte + i < d->len ? d->src[byte + i] : 0u);
-    return word;
-}
-
-/* The next 57+ input bits MSB-aligned; bytes past the stream's end read as zero. */
-static inline uint64_t peek_bits(const decoder *d)
-{
-    int64_t byte = d->bitpos >> 3;
-    uint64_t word;
-    if (byte + 8 <= d->len) {
-        const uint8_t *p = d->src + byte;
-        word = (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 | (uint64_t)p[2] << 40 |
-               (uint64_t)p[3] << 32 | (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 |
-               (uint64_t)p[6] << 8 | p[7];
-    } else {
-        word = peek_slow(d, byte);
-    }
-    return word << (d->bitpos & 7);
-}
-
-static void decoder_init(decoder *d, const uint8_t *src, int64_t len)
-{
-    *d = (decoder){0, 0xffffffffu, 0, 0, src, len};
-    d->value = (uint32_t)(peek_bits(d) >> 32);
-    d->bitpos = 32;
-}
-
-static inline uint8_t decode_symbol(decoder *d, const uint32_t *table, int32_t num_symbols,
-                                    int last)
-{
-    uint64_t span = (uint64_t)(d->high - d->low) + 1;
-    uint32_t target = d->value - d->low;
-    /* LMCache's count = ((target + 1) * 65536 - 1) / span, in double precision: numerator
-     * < 2^48 and span <= 2^32 are exact, and a quotient just below an integer k stays below k
-     * (it is at least 1/span = 2^-32 away, above double's 2^-53 relative rounding), so the
-     * truncation is exact. A double division pipelines; a 64-bit integer one does not. */
-    double quotient = (double)((((uint64_t)target + 1) << 16) - 1) / (double)span;
-    /* Only a damaged stream (value outside [low, high]) gives a count above 65535; LMCache
-     * would truncate it to 16 bits, kvx clamps it. Valid streams decode identically. */
-    int32_t count = quotient < 65536.0 ? (int32_t)quotient : 65536;
-    /* The symbol: how many lower edges after the first are <= count (vectorises). */
-    int32_t s32 = 0;
-    for (int32_t j = 1; j < num_symbols; j++)
-        s32 += (int32_t)table[j] <= count;
-    uint8_t s = (uint8_t)s32;
-    if (last)
-        return s;
-    uint32_t low = d->low;
-    uint32_t high = low - 1 + (uint32_t)((span * table[s + 1]) >> 16);
-    low += (uint32_t)((span * table[s]) >> 16);
-    int n = clz32((low ^ high) | 1u);
-    low <<= n;
-    high = (high << n) | ((1u << n) - 1);
-    int k = clz32(~((low & ~high) << 1));
-    uint32_t e3 = k ? 0x80000000u : 0u;
-    d->low = (low << k) & ~e3;
-    d->high = (high << k) | e3 | ((1u << k) - 1);
-    /* n + k <= 18 (see the top of the file); peek_bits gives at least 57. */
-    int m = n + k;
-    uint32_t bits = (uint32_t)((peek_bits(d) >> 1) >> (63 - m));
-    d->bitpos += m;
-    /* k E3 steps map value to ((value << k) | bits) + 2^31 (mod 2^32), whatever value is. */
-    d->value = ((uint32_t)((uint64_t)d->value << m) | bits) ^ e3;
-    return s;
-}
-
 typedef struct decode_job {
     const uint16_t *cdf;
     int32_t cdf_len;
@@ -386,20 +218,34 @@ static ALWAYS_INLINE void decode_tokens(const decode_job *job, decoder *dec,
     }
 }
 
-static ALWAYS_INLINE void decode_group(const decode_job *job, int64_t layer, int64_t c0, int width)
+static ALWAYS_INLINE void decode_group(const decode_job *job, int64_t layer, int64_t c0, int width,
+                                       int lanes)
 {
-    cdf_tables tables;
-    decoder dec[KVX_CODEC_GROUP];
     int64_t first = layer * job->num_channels + c0;
-    load_tables(&tables, job->cdf + first * job->cdf_len, job->cdf_len, width);
+    const uint16_t *cdf = job->cdf + first * job->cdf_len;
+    const uint8_t *src[KVX_CODEC_GROUP];
+    int64_t len[KVX_CODEC_GROUP];
     for (int g = 0; g < width; g++) {
-        int64_t start, len;
-        stream_extent(job, first + g, &start, &len);
+        int64_t start;
+        stream_extent(job, first + g, &start, &len[g]);
         /* Empty streams may lie in an empty, NULL buffer, which C forbids offsetting (even by
-         * 0); the decoder never dereferences an empty stream's pointer. */
-        decoder_init(&dec[g], len == 0 ? NULL : job->bytes + start, len);
+         * 0); the decoders never dereference an empty stream's pointer. */
+        src[g] = len[g] == 0 ? NULL : job->bytes + start;
     }
     uint8_t *row = job->symbols + layer * job->num_tokens * job->num_channels + c0;
+#if KVX_CODER_LANES
+    if (lanes && width == KVX_CODEC_GROUP &&
+        kvx_cpu_decode_lanes_avx2(cdf, job->cdf_len, src, len, job->num_tokens, row,
+                                  job->num_channels))
+        return;
+#else
+    (void)lanes;
+#endif
+    cdf_tables tables;
+    decoder dec[KVX_CODEC_GROUP];
+    load_tables(&tables, cdf, job->cdf_len, width);
+    for (int g = 0; g < width; g++)
+        decoder_init(&dec[g], src[g], len[g]);
     switch (job->cdf_len - 1) { /* LMCache's schedule uses 32 and 16 bins */
     case 32: decode_tokens(job, dec, &tables, row, width, 32); break;
     case 16: decode_tokens(job, dec, &tables, row, width, 16); break;
@@ -407,13 +253,13 @@ static ALWAYS_INLINE void decode_group(const decode_job *job, int64_t layer, int
     }
 }
 
-static ALWAYS_INLINE void decode_range_body(void *ctx, int64_t begin, int64_t end)
+static ALWAYS_INLINE void decode_range_body(void *ctx, int64_t begin, int64_t end, int lanes)
 {
     const decode_job *job = ctx;
     for (int64_t i = begin; i < end; i++) {
         int64_t layer = i / job->groups, c0 = (i % job->groups) * KVX_CODEC_GROUP;
         int64_t left = job->num_channels - c0;
-        decode_group(job, layer, c0, left < KVX_CODEC_GROUP ? (int)left : KVX_CODEC_GROUP);
+        decode_group(job, layer, c0, left < KVX_CODEC_GROUP ? (int)left : KVX_CODEC_GROUP, lanes);
     }
 }
 
