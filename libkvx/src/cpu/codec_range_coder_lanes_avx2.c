@@ -13,8 +13,9 @@
  *   the bit below its top bit cleared (so that rounding cannot carry into the exponent) has
  *   exponent 127 + 30 - clz(x).
  * - The decoder's count is the scalar decoder's double-precision division, four lanes at a time.
- *   Its symbol search counts the table edges <= count lane by lane (the tables are stored
- *   transposed: row j holds edge j of the 16 streams), and gathers the two edges it needs.
+ *   Its symbol search counts the table edges <= count in 16-bit lanes, all 16 streams in one
+ *   compare per edge (the tables are stored transposed: row j holds edge j of the 16 streams).
+ *   Both sides gather the two edges of each lane's symbol from 32-bit transposed tables.
  * - The encoder appends each lane's output bits to a 32-bit buffer and stores a word when one is
  *   complete; the decoder reads each lane's next bits with a gather from a copy of its streams,
  *   each followed by zero bytes, so that every read stays inside the copy and bytes past a
@@ -315,27 +316,48 @@ ATTR static inline __m256i peek_lanes(const decoder_lanes *v, const uint8_t *cop
     return _mm256_sllv_epi32(byte_swap(word), _mm256_and_si256(v->bitpos, splat(7)));
 }
 
-/* Each lane's symbol: how many of its table's edges 1 .. num_symbols - 1 are <= count. */
-ATTR static inline __m256i find_symbol(const lane_tables *tables, int first, __m256i count,
-                                       int32_t num_symbols)
+/* The decoder's search rows: row j holds edge j of the 16 streams as 16-bit integers biased by
+ * -32768 (AVX2 compares 16-bit lanes as signed), in the order _mm256_packus_epi32 leaves the
+ * counts of the two vectors: streams 0-3, 8-11, 4-7, 12-15. One compare then serves 16 streams. */
+typedef struct search_rows {
+    int16_t row[KVX_CODEC_MAX_CDF_LEN][KVX_CODEC_GROUP];
+} search_rows;
+
+static void fill_search_rows(search_rows *rows, const uint16_t *cdf, int32_t cdf_len)
 {
-    __m256i above = _mm256_add_epi32(count, splat(1)), s = _mm256_setzero_si256();
-    for (int32_t j = 1; j < num_symbols; j++) {
-        __m256i edge = _mm256_loadu_si256((const __m256i *)&tables->row[j][first]);
-        s = _mm256_sub_epi32(s, _mm256_cmpgt_epi32(above, edge));
-    }
-    return s;
+    static const int order[KVX_CODEC_GROUP] = {0, 1, 2, 3, 8,  9,  10, 11,
+                                               4, 5, 6, 7, 12, 13, 14, 15};
+    for (int i = 0; i < KVX_CODEC_GROUP; i++)
+        for (int32_t j = 0; j + 1 < cdf_len; j++)
+            rows->row[j][i] = (int16_t)(cdf[(int64_t)order[i] * cdf_len + j] ^ 0x8000u);
 }
 
-/* One symbol per lane; the state moves on unless `last` (LMCache's decoder stops there). */
-ATTR static inline __m256i decode_step(decoder_lanes *v, const lane_tables *tables, int first,
-                                       const uint8_t *copy, int32_t num_symbols, int last)
+/* Each lane's symbol: how many of its table's edges 1 .. num_symbols - 1 are <= count, that is
+ * num_symbols - 1 less the edges above it. A count of 65536 (damaged streams) saturates to 65535
+ * in the packing, which no edge exceeds either way. */
+ATTR static inline void find_symbols(const search_rows *rows, __m256i count0, __m256i count1,
+                                     int32_t num_symbols, __m256i *s0, __m256i *s1)
 {
-    __m256i d = _mm256_sub_epi32(v->high, v->low);
-    __m256i count = lmcache_count(_mm256_sub_epi32(v->value, v->low), d);
-    __m256i s = find_symbol(tables, first, count, num_symbols);
-    if (last)
-        return s;
+    __m256i count = _mm256_xor_si256(_mm256_packus_epi32(count0, count1),
+                                     _mm256_set1_epi16((short)0x8000));
+    __m256i s = _mm256_set1_epi16((short)(num_symbols - 1));
+    for (int32_t j = 1; j < num_symbols; j++) {
+        __m256i edge = _mm256_loadu_si256((const __m256i *)rows->row[j]);
+        s = _mm256_add_epi16(s, _mm256_cmpgt_epi16(edge, count));
+    }
+    *s0 = _mm256_unpacklo_epi16(s, _mm256_setzero_si256());
+    *s1 = _mm256_unpackhi_epi16(s, _mm256_setzero_si256());
+}
+
+ATTR static inline __m256i decode_count(const decoder_lanes *v)
+{
+    return lmcache_count(_mm256_sub_epi32(v->value, v->low), _mm256_sub_epi32(v->high, v->low));
+}
+
+/* Moves each lane past its decoded symbol s. */
+ATTR static inline void decode_advance(decoder_lanes *v, const lane_tables *tables, int first,
+                                       const uint8_t *copy, __m256i s)
+{
     __m256i lanes = lane_index(first), high = v->high;
     __m256i low = narrow(v->low, &high, edge_at(tables, s, lanes),
                          edge_at(tables, _mm256_add_epi32(s, splat(1)), lanes));
@@ -348,7 +370,6 @@ ATTR static inline __m256i decode_step(decoder_lanes *v, const lane_tables *tabl
     __m256i bits = _mm256_srlv_epi32(peek_lanes(v, copy), _mm256_sub_epi32(splat(32), m));
     v->bitpos = _mm256_add_epi32(v->bitpos, m);
     v->value = _mm256_xor_si256(_mm256_or_si256(_mm256_sllv_epi32(v->value, m), bits), e3);
-    return s;
 }
 
 /* The 16 lanes' symbols of one token, as bytes. */
@@ -359,16 +380,21 @@ ATTR static inline void store_symbols(uint8_t *out, __m256i s0, __m256i s1)
     _mm_storeu_si128((__m128i *)out, _mm_packus_epi16(w0, w1));
 }
 
-/* The token loop, inlined with LMCache's bin counts as constants (unrolled searches). */
+/* The token loop, inlined with LMCache's bin counts as constants (unrolled searches). The last
+ * symbol leaves the state as it is (LMCache's decoder stops there). */
 ATTR static inline void decode_tokens(decoder_lanes *v, const lane_tables *tables,
-                                      const uint8_t *copy, int64_t num_tokens, uint8_t *symbols,
-                                      int64_t stride, int32_t num_symbols)
+                                      const search_rows *rows, const uint8_t *copy,
+                                      int64_t num_tokens, uint8_t *symbols, int64_t stride,
+                                      int32_t num_symbols)
 {
     for (int64_t t = 0; t < num_tokens; t++) {
-        int last = t == num_tokens - 1;
-        __m256i s0 = decode_step(&v[0], tables, 0, copy, num_symbols, last);
-        __m256i s1 = decode_step(&v[1], tables, LANES, copy, num_symbols, last);
+        __m256i s0, s1;
+        find_symbols(rows, decode_count(&v[0]), decode_count(&v[1]), num_symbols, &s0, &s1);
         store_symbols(symbols + t * stride, s0, s1);
+        if (t + 1 < num_tokens) {
+            decode_advance(&v[0], tables, 0, copy, s0);
+            decode_advance(&v[1], tables, LANES, copy, s1);
+        }
     }
 }
 
@@ -424,14 +450,18 @@ ATTR int kvx_cpu_decode_lanes_avx2(const uint16_t *cdf, int32_t cdf_len,
     if (!copy)
         return 0;
     lane_tables tables;
+    search_rows rows;
     transpose_tables(&tables, cdf, cdf_len);
+    fill_search_rows(&rows, cdf, cdf_len);
     decoder_lanes v[VECTORS];
     for (int i = 0; i < VECTORS; i++)
         load_decoders(&v[i], copy, start + i * LANES, len + i * LANES);
     switch (cdf_len - 1) {
-    case 32: decode_tokens(v, &tables, copy, num_tokens, symbols, stride, 32); break;
-    case 16: decode_tokens(v, &tables, copy, num_tokens, symbols, stride, 16); break;
-    default: decode_tokens(v, &tables, copy, num_tokens, symbols, stride, cdf_len - 1); break;
+    case 32: decode_tokens(v, &tables, &rows, copy, num_tokens, symbols, stride, 32); break;
+    case 16: decode_tokens(v, &tables, &rows, copy, num_tokens, symbols, stride, 16); break;
+    default:
+        decode_tokens(v, &tables, &rows, copy, num_tokens, symbols, stride, cdf_len - 1);
+        break;
     }
     free(copy);
     return 1;
