@@ -33,25 +33,27 @@ static uint16_t normalized(const cdf_job *job, uint64_t below)
 
 static void cdf_group(const cdf_job *job, int64_t layer, int64_t c0, int64_t width)
 {
-    uint32_t hist[KVX_CDF_GROUP][KVX_CODEC_MAX_BINS];
+    /* Channel g's counts at hist + g * nb: packed, so that the counts in use stay in a few KiB
+     * of L1 (rows of KVX_CODEC_MAX_BINS would put the channels 1 KiB apart, all in the same few
+     * cache sets). */
+    uint32_t hist[KVX_CDF_GROUP * KVX_CODEC_MAX_BINS];
     int32_t nb = job->num_bins;
-    for (int64_t g = 0; g < width; g++)
-        for (int32_t s = 0; s < nb; s++)
-            hist[g][s] = 0;
+    for (int64_t i = 0; i < width * nb; i++)
+        hist[i] = 0;
     /* Zero tokens may come with NULL symbols, and C defines no offset from NULL, not even 0. */
     const uint8_t *row = job->num_tokens == 0
                              ? NULL
                              : job->symbols + layer * job->num_tokens * job->num_channels + c0;
     for (int64_t t = 0; t < job->num_tokens; t++, row += job->num_channels)
         for (int64_t g = 0; g < width; g++)
-            hist[g][row[g]]++;
+            hist[g * nb + row[g]]++;
     for (int64_t g = 0; g < width; g++) {
         uint16_t *out = job->cdf + ((layer * job->num_channels) + c0 + g) * (nb + 1);
         uint64_t below = 0;
         for (int32_t s = 0; s <= nb; s++) {
             out[s] = (uint16_t)(normalized(job, below) + s);
             if (s < nb)
-                below += hist[g][s];
+                below += hist[g * nb + s];
         }
     }
 }
