@@ -17,4 +17,34 @@ int32_t kvx_cpu_codec_check_cdf(const uint16_t *cdf, int32_t cdf_len, int64_t nu
 int32_t kvx_cpu_codec_check_symbols(const uint8_t *symbols, int64_t num_layers, int64_t num_tokens,
                                     int64_t num_channels, int32_t max_symbol, const char *what);
 
+/*
+ * Defines name##_variant(), which returns a kvx_range_fn running name##_body(ctx, begin, end,
+ * avx2): compiled for the baseline instruction set (avx2 = 0) and, on x86-64, for AVX2 (avx2 = 1),
+ * the latter where kvx_cpu_avx2_allowed (so KVX_CPU_ISA=baseline lets the tests run both). The
+ * two must compute the same bits; the flag lets a body call code that needs AVX2.
+ */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KVX_DEFINE_RANGE_VARIANTS(name)                                                        \
+    static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
+    {                                                                                         \
+        name##_body(ctx, begin, end, 0);                                                      \
+    }                                                                                         \
+    __attribute__((target("avx2"))) static void name##_avx2(void *ctx, int64_t begin,         \
+                                                            int64_t end)                      \
+    {                                                                                         \
+        name##_body(ctx, begin, end, 1);                                                      \
+    }                                                                                         \
+    static kvx_range_fn name##_variant(void)                                                  \
+    {                                                                                         \
+        return kvx_cpu_avx2_allowed() ? name##_avx2 : name##_baseline;                        \
+    }
+#else
+#define KVX_DEFINE_RANGE_VARIANTS(name)                                                        \
+    static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
+    {                                                                                         \
+        name##_body(ctx, begin, end, 0);                                                      \
+    }                                                                                         \
+    static kvx_range_fn name##_variant(void) { return name##_baseline; }
+#endif
+
 #endif /* KVX_CPU_CODEC_CPU_H */

@@ -27,6 +27,11 @@
  * plain SSE2 arithmetic (rintf does not vectorise without SSE4.1). */
 #define ROUND_MAGIC 12582912.0f
 
+/* Each range function below is compiled for the baseline and for AVX2 (twice the vector width,
+ * and gathers for the dequantizer's table), both with the same float32 operations; the helpers
+ * they call are inlined into each. */
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
 /* A scale slot holding this marks a token with a non-finite value (scales are >= 0). */
 #define NON_FINITE_SCALE (-1.0f)
 
@@ -52,7 +57,7 @@ static const void *token_ptr(const quant_job *job, int64_t item)
 
 /* max |x| as a float, or NON_FINITE_SCALE: on the magnitude bits, which order like the values
  * and make infinities and NaNs the largest. */
-static float abs_max_16(const uint16_t *x, int64_t n, uint16_t inf_bits, int is_bf16)
+static ALWAYS_INLINE float abs_max_16(const uint16_t *x, int64_t n, uint16_t inf_bits, int is_bf16)
 {
     int16_t m = 0;
     for (int64_t c = 0; c < n; c++) {
@@ -64,7 +69,7 @@ static float abs_max_16(const uint16_t *x, int64_t n, uint16_t inf_bits, int is_
     return is_bf16 ? kvx_bf16_to_f32((uint16_t)m) : kvx_f16_to_f32((uint16_t)m);
 }
 
-static float abs_max_32(const uint32_t *x, int64_t n)
+static ALWAYS_INLINE float abs_max_32(const uint32_t *x, int64_t n)
 {
     int32_t m = 0;
     for (int64_t c = 0; c < n; c++) {
@@ -76,8 +81,9 @@ static float abs_max_32(const uint32_t *x, int64_t n)
     return kvx_bits_to_f32((uint32_t)m);
 }
 
-static void scale_range(void *ctx, int64_t begin, int64_t end)
+static ALWAYS_INLINE void scale_range_body(void *ctx, int64_t begin, int64_t end, int avx2)
 {
+    (void)avx2;
     quant_job *job = ctx;
     for (int64_t i = begin; i < end; i++) {
         const void *p = token_ptr(job, i);
@@ -103,8 +109,10 @@ static inline uint8_t quantize_one(float x, float factor, float max)
     return rounded >= -2147483648.0f && rounded < 2147483648.0f ? (uint8_t)(int32_t)rounded : 0;
 }
 
-static void quantize_token(const quant_job *job, const void *p, float factor, float max,
-                           uint8_t *out)
+KVX_DEFINE_RANGE_VARIANTS(scale_range)
+
+static ALWAYS_INLINE void quantize_token(const quant_job *job, const void *p, float factor,
+                                         float max, uint8_t *out)
 {
     int64_t n = job->num_channels;
     if (job->dtype == KVX_DTYPE_BFLOAT16) {
@@ -122,8 +130,9 @@ static void quantize_token(const quant_job *job, const void *p, float factor, fl
     }
 }
 
-static void quantize_range(void *ctx, int64_t begin, int64_t end)
+static ALWAYS_INLINE void quantize_range_body(void *ctx, int64_t begin, int64_t end, int avx2)
 {
+    (void)avx2;
     quant_job *job = ctx;
     for (int64_t i = begin; i < end; i++) {
         int32_t max_int = job->bins[i / job->num_tokens] / 2 - 1;
@@ -139,6 +148,8 @@ static void quantize_range(void *ctx, int64_t begin, int64_t end)
         quantize_token(job, token_ptr(job, i), max / scale, max, out);
     }
 }
+
+KVX_DEFINE_RANGE_VARIANTS(quantize_range)
 
 int32_t kvx_cpu_codec_quantize(const kvx_codec_quantize_args *args, const kvx_stream *stream)
 {
@@ -160,7 +171,7 @@ int32_t kvx_cpu_codec_quantize(const kvx_codec_quantize_args *args, const kvx_st
                      found,
                      found};
     int64_t grain = 1 + 16384 / (args->num_channels + 1);
-    kvx_parallel_for(items, grain, scale_range, &job);
+    kvx_parallel_for(items, grain, scale_range_variant(), &job);
     for (int64_t i = 0; i < items; i++) {
         if (found[i] == NON_FINITE_SCALE) {
             free(found);
@@ -170,7 +181,7 @@ int32_t kvx_cpu_codec_quantize(const kvx_codec_quantize_args *args, const kvx_st
         }
     }
     job.scales = args->scales;
-    kvx_parallel_for(items, grain, quantize_range, &job);
+    kvx_parallel_for(items, grain, quantize_range_variant(), &job);
     free(found);
     return KVX_OK;
 }
@@ -190,8 +201,8 @@ typedef struct dequant_job {
     int64_t token_stride;
 } dequant_job;
 
-static void dequant_token(const dequant_job *job, const float *table, const uint8_t *sym,
-                          float scale, void *dst)
+static ALWAYS_INLINE void dequant_token(const dequant_job *job, const float *table,
+                                        const uint8_t *sym, float scale, void *dst)
 {
     int64_t n = job->num_channels;
     if (job->dtype == KVX_DTYPE_BFLOAT16) {
@@ -209,8 +220,9 @@ static void dequant_token(const dequant_job *job, const float *table, const uint
     }
 }
 
-static void dequant_range(void *ctx, int64_t begin, int64_t end)
+static ALWAYS_INLINE void dequant_range_body(void *ctx, int64_t begin, int64_t end, int avx2)
 {
+    (void)avx2;
     dequant_job *job = ctx;
     float table[256];
     int64_t table_row = -1;
@@ -231,6 +243,8 @@ static void dequant_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+KVX_DEFINE_RANGE_VARIANTS(dequant_range)
+
 int32_t kvx_cpu_codec_dequantize(const kvx_codec_dequantize_args *args, const kvx_stream *stream)
 {
     (void)stream;
@@ -240,6 +254,6 @@ int32_t kvx_cpu_codec_dequantize(const kvx_codec_dequantize_args *args, const kv
                        args->out,          kvx_dtype_size(args->dtype),
                        args->row_stride,   args->token_stride};
     kvx_parallel_for(args->num_rows * args->num_tokens, 1 + 16384 / (args->num_channels + 1),
-                     dequant_range, &job);
+                     dequant_range_variant(), &job);
     return KVX_OK;
 }

@@ -30,34 +30,9 @@
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-/* The coder loops are compiled twice, for the baseline instruction set and for AVX2, and picked
- * per call (kvx_cpu_avx2_allowed, so that KVX_CPU_ISA=baseline lets the tests run both). The AVX2
- * variant hands whole groups to the lane-parallel coder (range_coder_lanes.h) and compiles the
- * scalar loops left to it (narrow groups, declined ones) with wider compares in the decoder's
- * symbol search. Both compute the same integers. */
-#if KVX_CODER_LANES
-#define ATTR_AVX2 __attribute__((target("avx2")))
-#define DEFINE_RANGE_VARIANTS(name)                                                            \
-    static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
-    {                                                                                         \
-        name##_body(ctx, begin, end, 0);                                                      \
-    }                                                                                         \
-    ATTR_AVX2 static void name##_avx2(void *ctx, int64_t begin, int64_t end)                  \
-    {                                                                                         \
-        name##_body(ctx, begin, end, 1);                                                      \
-    }                                                                                         \
-    static kvx_range_fn name##_variant(void)                                                  \
-    {                                                                                         \
-        return kvx_cpu_avx2_allowed() ? name##_avx2 : name##_baseline;                        \
-    }
-#else
-#define DEFINE_RANGE_VARIANTS(name)                                                            \
-    static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
-    {                                                                                         \
-        name##_body(ctx, begin, end, 0);                                                      \
-    }                                                                                         \
-    static kvx_range_fn name##_variant(void) { return name##_baseline; }
-#endif
+/* The coder loops are compiled twice (KVX_DEFINE_RANGE_VARIANTS): the AVX2 variant hands whole
+ * groups to the lane-parallel coder (range_coder_lanes.h) and compiles the scalar loops left to
+ * it (narrow groups, declined ones) with wider compares in the decoder's symbol search. */
 
 /* One stream's tables widened to 32 bits, with the implicit top 65536 at max_symbol + 1. */
 typedef struct cdf_tables {
@@ -142,7 +117,7 @@ static ALWAYS_INLINE void encode_range_body(void *ctx, int64_t begin, int64_t en
     }
 }
 
-DEFINE_RANGE_VARIANTS(encode_range)
+KVX_DEFINE_RANGE_VARIANTS(encode_range)
 
 int32_t kvx_cpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream)
 {
@@ -263,7 +238,7 @@ static ALWAYS_INLINE void decode_range_body(void *ctx, int64_t begin, int64_t en
     }
 }
 
-DEFINE_RANGE_VARIANTS(decode_range)
+KVX_DEFINE_RANGE_VARIANTS(decode_range)
 
 static int32_t check_extents(int64_t num_bytes, int64_t capacity, const int32_t *lengths,
                              const int64_t *end_offsets, int64_t num_streams)
