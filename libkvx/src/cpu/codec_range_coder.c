@@ -34,8 +34,12 @@
  * per call (kvx_cpu_avx2_allowed, so that KVX_CPU_ISA=baseline lets the tests run both). The AVX2
  * variant hands whole groups to the lane-parallel coder (range_coder_lanes.h) and compiles the
  * scalar loops left to it (narrow groups, declined ones) with wider compares in the decoder's
- * symbol search. Both compute the same integers. */
+ * symbol search. On 64-bit ARM, where NEON is the baseline, the loops are compiled once and the
+ * neon variant differs only in handing whole groups to the NEON lanes (kvx_cpu_neon_allowed).
+ * All compute the same integers. */
 #if KVX_CODER_LANES
+#define encode_lanes kvx_cpu_encode_lanes_avx2
+#define decode_lanes kvx_cpu_decode_lanes_avx2
 #define ATTR_AVX2 __attribute__((target("avx2")))
 #define DEFINE_RANGE_VARIANTS(name)                                                            \
     static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
@@ -49,6 +53,22 @@
     static kvx_range_fn name##_variant(void)                                                  \
     {                                                                                         \
         return kvx_cpu_avx2_allowed() ? name##_avx2 : name##_baseline;                        \
+    }
+#elif KVX_CODER_LANES_NEON
+#define encode_lanes kvx_cpu_encode_lanes_neon
+#define decode_lanes kvx_cpu_decode_lanes_neon
+#define DEFINE_RANGE_VARIANTS(name)                                                            \
+    static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
+    {                                                                                         \
+        name##_body(ctx, begin, end, 0);                                                      \
+    }                                                                                         \
+    static void name##_neon(void *ctx, int64_t begin, int64_t end)                            \
+    {                                                                                         \
+        name##_body(ctx, begin, end, 1);                                                      \
+    }                                                                                         \
+    static kvx_range_fn name##_variant(void)                                                  \
+    {                                                                                         \
+        return kvx_cpu_neon_allowed() ? name##_neon : name##_baseline;                        \
     }
 #else
 #define DEFINE_RANGE_VARIANTS(name)                                                            \
@@ -93,9 +113,9 @@ static ALWAYS_INLINE void encode_tokens(const encode_job *job, encoder *enc, int
                                         const uint8_t *row, int width, int lanes)
 {
     const uint16_t *cdf = job->cdf + first * job->cdf_len;
-#if KVX_CODER_LANES
+#ifdef encode_lanes
     if (lanes && width == KVX_CODEC_GROUP) {
-        kvx_cpu_encode_lanes_avx2(cdf, job->cdf_len, row, job->num_channels, job->num_tokens, enc);
+        encode_lanes(cdf, job->cdf_len, row, job->num_channels, job->num_tokens, enc);
         return;
     }
 #else
@@ -233,10 +253,9 @@ static ALWAYS_INLINE void decode_group(const decode_job *job, int64_t layer, int
         src[g] = len[g] == 0 ? NULL : job->bytes + start;
     }
     uint8_t *row = job->symbols + layer * job->num_tokens * job->num_channels + c0;
-#if KVX_CODER_LANES
+#ifdef decode_lanes
     if (lanes && width == KVX_CODEC_GROUP &&
-        kvx_cpu_decode_lanes_avx2(cdf, job->cdf_len, src, len, job->num_tokens, row,
-                                  job->num_channels))
+        decode_lanes(cdf, job->cdf_len, src, len, job->num_tokens, row, job->num_channels))
         return;
 #else
     (void)lanes;
