@@ -255,6 +255,7 @@ void kvx_cpu_encode_lanes_neon(const uint16_t *cdf, int32_t cdf_len, const uint8
                 load_encoders(&v[i], enc + i * LANES);
             continue;
         }
+#pragma GCC unroll 4
         for (int i = 0; i < VECTORS; i++) {
             uint32x4_t lo, hi;
             edges_at(&tables, i * LANES, row, &lo, &hi);
@@ -314,6 +315,7 @@ static inline uint16x8_t find_symbols(const search_rows *rows, int first, uint16
                                       int32_t num_symbols)
 {
     uint16x8_t s = vdupq_n_u16(0);
+#pragma GCC unroll 32 /* gcc leaves the loop rolled otherwise, even for constant counts */
     for (int32_t j = 1; j < num_symbols; j++)
         s = vsubq_u16(s, vcleq_u16(vld1q_u16(&rows->row[j][first]), count));
     return s;
@@ -363,6 +365,7 @@ static inline __attribute__((always_inline)) void decode_tokens(
         vst1q_u8(row, vmovn_high_u16(vmovn_u16(s0), s1));
         if (t == num_tokens - 1)
             break;
+#pragma GCC unroll 4 /* as the AVX2 file's two calls: independent chains, interleaved */
         for (int i = 0; i < VECTORS; i++)
             advance(&v[i], tables, i * LANES, row, copy);
     }
