@@ -4,8 +4,9 @@ run under qemu's user-mode emulation, computes the same bits as the host build o
 (tests/c/digests.c prints digests of RoPE, codec and transfer outputs on fixed inputs). The host
 build is the one the rest of the suite checks against golden vectors and float64 references, so
 equal digests carry those checks over. The x86 SIMD code compiles away on ARM; the NEON token
-loops of RoPE (rope_neon.c) and, for everything else, the generic loops, vectorised by gcc for
-NEON, run instead. Both RoPE variants there, neon and baseline, are run."""
+loops of RoPE (rope_neon.c), the NEON lanes of the range coder (codec_range_coder_lanes_neon.c)
+and, for everything else, the generic loops, vectorised by gcc for NEON, run instead. Both
+variants there, neon and baseline, are run."""
 
 import os
 import shutil
@@ -103,7 +104,8 @@ def test_aarch64_computes_the_same_bits_as_the_host(aarch64_build, tmp_path):
             env=env,
         )
         assert run.returncode == 0, run.stderr
-        assert f"rope={isa} " in run.stderr, run.stderr  # the variant meant ran
+        assert f"rope={isa} " in run.stderr, run.stderr  # the variants meant ran
+        assert f"range_coder={isa} " in run.stderr, run.stderr
         different = [
             f"{a}  !=  {b}"
             for a, b in zip(expected.splitlines(), run.stdout.splitlines(), strict=False)

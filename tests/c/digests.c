@@ -265,6 +265,184 @@ static void codec_cases(void)
         free(lengths);
 }
 
+/* ---------------------------------------------------------------- range coder lanes */
+
+/* The range coder on whole groups of 16 streams (the vector lanes' work on CPUs that have them)
+ * and a narrow group (always the scalar loops), on inputs that make the lanes' work hard: runs of
+ * pending bits on both sides of what a lane holds, the widest renormalisations, 256 bins, damaged
+ * streams and tight capacities. tests/test_codec_lanes.py checks the same cases against the
+ * Python reference coder on the host. */
+enum { LANE_LAYERS = 2, LANE_CHANNELS = 37 };
+
+static uint32_t next_u32(void)
+{
+    lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(lcg_state >> 32);
+}
+
+/* Encodes and decodes symbols [LANE_LAYERS, tokens, LANE_CHANNELS]; prints the lengths' and
+ * streams' digests and checks that decoding gives the symbols back. */
+static void coder_round_trip(const char *name, const uint16_t *cdf, int32_t cdf_len,
+                             const uint8_t *symbols, int64_t tokens)
+{
+    enum { N = LANE_LAYERS * LANE_CHANNELS };
+    int64_t capacity = 0;
+    CHECK(kvx_codec_stream_bound(tokens, &capacity));
+    uint8_t *streams = calloc(N, (size_t)capacity), *decoded = malloc((size_t)(N * tokens));
+    int32_t lengths[N];
+    CHECK(kvx_codec_encode(cdf, cdf_len, symbols, LANE_LAYERS, tokens, LANE_CHANNELS, streams,
+                           capacity, lengths, NULL));
+    char label[96];
+    snprintf(label, sizeof label, "coder.%s.lengths", name);
+    print_digest(label, lengths, sizeof lengths);
+    snprintf(label, sizeof label, "coder.%s.streams", name);
+    print_digest(label, streams, (size_t)(N * capacity));
+    CHECK(kvx_codec_decode(cdf, cdf_len, streams, capacity, lengths, LANE_LAYERS, tokens,
+                           LANE_CHANNELS, decoded, NULL));
+    if (memcmp(decoded, symbols, (size_t)(N * tokens)) != 0) {
+        fprintf(stderr, "coder.%s: decode did not give back the symbols\n", name);
+        exit(1);
+    }
+    free(streams), free(decoded);
+}
+
+/* Symbol 2 holds the middle half of the range (one pending bit each); symbols 0 and 4 hold
+ * 1/65536 of it (the most bits one symbol can shift out: 18). Channel c repeats runs of c middle
+ * symbols closed by an edge symbol, most often one of the rarest: runs of 0 .. 36 pending bits,
+ * crossing what a lane holds at different tokens in each lane. */
+static void pending_runs_case(void)
+{
+    enum { T = 400, N = LANE_LAYERS * LANE_CHANNELS };
+    static const uint16_t table[] = {0, 1, 16384, 49152, 65535, 65535};
+    static const uint8_t closing[] = {0, 4, 0, 4, 1, 3};
+    uint16_t cdf[N * 6];
+    for (int i = 0; i < N; i++)
+        memcpy(cdf + i * 6, table, sizeof table);
+    uint8_t *symbols = malloc((size_t)N * T);
+    memset(symbols, 2, (size_t)N * T);
+    for (int l = 0; l < LANE_LAYERS; l++)
+        for (int c = 0; c < LANE_CHANNELS; c++)
+            for (int t = c + l; t < T; t += c + 1)
+                symbols[((size_t)l * T + t) * LANE_CHANNELS + c] = closing[next_u32() % 6];
+    coder_round_trip("pending", cdf, 6, symbols, T);
+    free(symbols);
+}
+
+/* 256 bins whose first and last symbols hold 1/65536 of the range each, 40% of the symbols. */
+static void wide_alphabet_case(void)
+{
+    enum { T = 300, N = LANE_LAYERS * LANE_CHANNELS, LEN = 257 };
+    uint16_t table[LEN];
+    table[0] = 0;
+    for (int i = 1; i < 256; i++) /* 1 .. 65535, strictly increasing */
+        table[i] = (uint16_t)(1 + (uint32_t)(i - 1) * 65534u / 254u);
+    table[256] = 65535;
+    uint16_t *cdf = malloc(sizeof table * N);
+    for (int i = 0; i < N; i++)
+        memcpy(cdf + i * LEN, table, sizeof table);
+    uint8_t *symbols = malloc((size_t)N * T);
+    for (size_t i = 0; i < (size_t)N * T; i++) {
+        uint32_t r = next_u32();
+        symbols[i] = (uint8_t)(r % 10 < 4 ? (r >> 8 & 1) * 255 : r >> 16);
+    }
+    coder_round_trip("bins256", cdf, LEN, symbols, T);
+    free(cdf), free(symbols);
+}
+
+/* Random bytes of random lengths (some empty, some shorter than a word), decoded from slots and
+ * from back-to-back streams: bytes past each end read as zero. */
+static void damaged_streams_case(void)
+{
+    enum { T = 90, N = LANE_LAYERS * LANE_CHANNELS, CAP = 24, BINS = 32 };
+    uint8_t *symbols = malloc((size_t)N * T), *decoded = malloc((size_t)N * T);
+    uint8_t *again = malloc((size_t)N * T), data[N * CAP], packed[N * CAP];
+    for (size_t i = 0; i < (size_t)N * T; i++)
+        symbols[i] = (uint8_t)(next_u32() % BINS);
+    uint16_t cdf[N * (BINS + 1)];
+    CHECK(kvx_codec_calculate_cdf(symbols, LANE_LAYERS, T, LANE_CHANNELS, BINS, cdf, NULL));
+    int32_t lengths[N];
+    int64_t end_offsets[N], at = 0;
+    for (int i = 0; i < N * CAP; i++)
+        data[i] = (uint8_t)next_u32();
+    for (int i = 0; i < N; i++) {
+        lengths[i] = i < 4 ? i : (int32_t)(next_u32() % (CAP + 1));
+        memcpy(packed + at, data + i * CAP, (size_t)lengths[i]);
+        end_offsets[i] = at += lengths[i];
+    }
+    CHECK(kvx_codec_decode(cdf, BINS + 1, data, CAP, lengths, LANE_LAYERS, T, LANE_CHANNELS,
+                           decoded, NULL));
+    print_digest("coder.damaged.decoded", decoded, (size_t)N * T);
+    CHECK(kvx_codec_decode_prefsum(cdf, BINS + 1, packed, at, end_offsets, LANE_LAYERS, T,
+                                   LANE_CHANNELS, again, NULL));
+    if (memcmp(decoded, again, (size_t)N * T) != 0) {
+        fprintf(stderr, "coder.damaged: decode_prefsum differs from decode\n");
+        exit(1);
+    }
+    free(symbols), free(decoded), free(again);
+}
+
+/* A few bytes short for the longest stream, the last one of a whole group: the call fails naming
+ * it, leaves the lengths alone and writes nothing past the last slot. */
+static void tight_capacity_case(void)
+{
+    enum { L = 2, T = 120, C = 32, N = L * C, BINS = 16, TAIL = 64 };
+    uint8_t symbols[N * T];
+    for (int i = 0; i < N * T; i++)
+        symbols[i] = (uint8_t)(6 + next_u32() % 4);
+    uint16_t cdf[N * (BINS + 1)];
+    CHECK(kvx_codec_calculate_cdf(symbols, L, T, C, BINS, cdf, NULL));
+    for (int t = 0; t < T; t++) /* symbols its table makes rarest */
+        symbols[((L - 1) * T + t) * C + C - 1] = next_u32() % 2 ? 15 : 0;
+    int64_t bound = 0;
+    CHECK(kvx_codec_stream_bound(T, &bound));
+    uint8_t *memory = malloc((size_t)(N * bound + TAIL));
+    int32_t lengths[N];
+    CHECK(kvx_codec_encode(cdf, BINS + 1, symbols, L, T, C, memory, bound, lengths, NULL));
+    int32_t needed = lengths[N - 1], second = 0;
+    for (int i = 0; i + 1 < N; i++)
+        second = lengths[i] > second ? lengths[i] : second;
+    static const int shorts[] = {1, 2, 5, 11};
+    for (int k = 0; k < 4; k++) {
+        int64_t capacity = needed - shorts[k];
+        if (capacity < second) {
+            fprintf(stderr, "coder.tight: the last stream is not the only long one\n");
+            exit(1);
+        }
+        memset(memory, 0xA5, (size_t)(N * capacity + TAIL));
+        for (int i = 0; i < N; i++)
+            lengths[i] = -7;
+        if (kvx_codec_encode(cdf, BINS + 1, symbols, L, T, C, memory, capacity, lengths, NULL) !=
+            KVX_ERR_BUFFER_TOO_SMALL) {
+            fprintf(stderr, "coder.tight: expected KVX_ERR_BUFFER_TOO_SMALL\n");
+            exit(1);
+        }
+        for (int i = 0; i < N; i++)
+            if (lengths[i] != -7) {
+                fprintf(stderr, "coder.tight: lengths changed by a failed call\n");
+                exit(1);
+            }
+        for (int i = 0; i < TAIL; i++)
+            if (memory[N * capacity + i] != 0xA5) {
+                fprintf(stderr, "coder.tight: written past the last slot\n");
+                exit(1);
+            }
+        char label[64];
+        snprintf(label, sizeof label, "coder.tight%d.error", shorts[k]);
+        print_digest(label, kvx_last_error(), strlen(kvx_last_error()));
+        snprintf(label, sizeof label, "coder.tight%d.memory", shorts[k]);
+        print_digest(label, memory, (size_t)(N * capacity + TAIL));
+    }
+    free(memory);
+}
+
+static void coder_lane_cases(void)
+{
+    pending_runs_case();
+    wide_alphabet_case();
+    damaged_streams_case();
+    tight_capacity_case();
+}
+
 /* ---------------------------------------------------------------- transfer */
 
 static void transfer_cases(void)
@@ -330,6 +508,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "kernels: %s\n", kvx_cpu_kernels());
     rope_cases();
     codec_cases();
+    coder_lane_cases();
     transfer_cases();
     return 0;
 }

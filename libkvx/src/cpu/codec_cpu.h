@@ -19,9 +19,10 @@ int32_t kvx_cpu_codec_check_symbols(const uint8_t *symbols, int64_t num_layers, 
 
 /*
  * Defines name##_variant(), which returns a kvx_range_fn running name##_body(ctx, begin, end,
- * avx2): compiled for the baseline instruction set (avx2 = 0) and, on x86-64, for AVX2 (avx2 = 1),
- * the latter where kvx_cpu_avx2_allowed (so KVX_CPU_ISA=baseline lets the tests run both). The
- * two must compute the same bits; the flag lets a body call code that needs AVX2.
+ * vector): compiled for the baseline instruction set (vector = 0) and a second time (vector = 1)
+ * for AVX2 on x86-64, or as-is on 64-bit ARM, whose baseline already has NEON. The second runs
+ * where kvx_cpu_avx2_allowed / kvx_cpu_neon_allowed (so KVX_CPU_ISA=baseline lets the tests run
+ * both). The two must compute the same bits; the flag lets a body call hand-written vector code.
  */
 #if defined(__x86_64__) && defined(__GNUC__)
 #define KVX_DEFINE_RANGE_VARIANTS(name)                                                        \
@@ -37,6 +38,20 @@ int32_t kvx_cpu_codec_check_symbols(const uint8_t *symbols, int64_t num_layers, 
     static kvx_range_fn name##_variant(void)                                                  \
     {                                                                                         \
         return kvx_cpu_avx2_allowed() ? name##_avx2 : name##_baseline;                        \
+    }
+#elif defined(__aarch64__) && defined(__GNUC__)
+#define KVX_DEFINE_RANGE_VARIANTS(name)                                                        \
+    static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
+    {                                                                                         \
+        name##_body(ctx, begin, end, 0);                                                      \
+    }                                                                                         \
+    static void name##_neon(void *ctx, int64_t begin, int64_t end)                            \
+    {                                                                                         \
+        name##_body(ctx, begin, end, 1);                                                      \
+    }                                                                                         \
+    static kvx_range_fn name##_variant(void)                                                  \
+    {                                                                                         \
+        return kvx_cpu_neon_allowed() ? name##_neon : name##_baseline;                        \
     }
 #else
 #define KVX_DEFINE_RANGE_VARIANTS(name)                                                        \

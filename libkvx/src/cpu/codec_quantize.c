@@ -27,9 +27,9 @@
  * plain SSE2 arithmetic (rintf does not vectorise without SSE4.1). */
 #define ROUND_MAGIC 12582912.0f
 
-/* Each range function below is compiled for the baseline and for AVX2 (twice the vector width,
- * and gathers for the dequantizer's table), both with the same float32 operations; the helpers
- * they call are inlined into each. */
+/* Each range function below is compiled for the baseline and, on x86-64, for AVX2 (twice the
+ * vector width, and gathers for the dequantizer's table), both with the same float32 operations;
+ * the helpers they call are inlined into each. */
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 /* A scale slot holding this marks a token with a non-finite value (scales are >= 0). */
@@ -81,9 +81,9 @@ static ALWAYS_INLINE float abs_max_32(const uint32_t *x, int64_t n)
     return kvx_bits_to_f32((uint32_t)m);
 }
 
-static ALWAYS_INLINE void scale_range_body(void *ctx, int64_t begin, int64_t end, int avx2)
+static ALWAYS_INLINE void scale_range_body(void *ctx, int64_t begin, int64_t end, int vector)
 {
-    (void)avx2;
+    (void)vector;
     quant_job *job = ctx;
     for (int64_t i = begin; i < end; i++) {
         const void *p = token_ptr(job, i);
@@ -130,9 +130,9 @@ static ALWAYS_INLINE void quantize_token(const quant_job *job, const void *p, fl
     }
 }
 
-static ALWAYS_INLINE void quantize_range_body(void *ctx, int64_t begin, int64_t end, int avx2)
+static ALWAYS_INLINE void quantize_range_body(void *ctx, int64_t begin, int64_t end, int vector)
 {
-    (void)avx2;
+    (void)vector;
     quant_job *job = ctx;
     for (int64_t i = begin; i < end; i++) {
         int32_t max_int = job->bins[i / job->num_tokens] / 2 - 1;
@@ -220,9 +220,9 @@ static ALWAYS_INLINE void dequant_token(const dequant_job *job, const float *tab
     }
 }
 
-static ALWAYS_INLINE void dequant_range_body(void *ctx, int64_t begin, int64_t end, int avx2)
+static ALWAYS_INLINE void dequant_range_body(void *ctx, int64_t begin, int64_t end, int vector)
 {
-    (void)avx2;
+    (void)vector;
     dequant_job *job = ctx;
     float table[256];
     int64_t table_row = -1;

@@ -30,9 +30,18 @@
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-/* The coder loops are compiled twice (KVX_DEFINE_RANGE_VARIANTS): the AVX2 variant hands whole
- * groups to the lane-parallel coder (range_coder_lanes.h) and compiles the scalar loops left to
- * it (narrow groups, declined ones) with wider compares in the decoder's symbol search. */
+/* The coder loops are compiled per instruction-set variant (KVX_DEFINE_RANGE_VARIANTS): the
+ * AVX2 variant, and NEON's on 64-bit ARM, hand whole groups to the lane-parallel coder
+ * (range_coder_lanes.h) and run the scalar loops for what is left (narrow groups, declined ones);
+ * on x86 those loops get AVX2's wider compares in the decoder's symbol search. All compute the
+ * same integers. */
+#if KVX_CODER_LANES
+#define encode_lanes kvx_cpu_encode_lanes_avx2
+#define decode_lanes kvx_cpu_decode_lanes_avx2
+#elif KVX_CODER_LANES_NEON
+#define encode_lanes kvx_cpu_encode_lanes_neon
+#define decode_lanes kvx_cpu_decode_lanes_neon
+#endif
 
 /* One stream's tables widened to 32 bits, with the implicit top 65536 at max_symbol + 1. */
 typedef struct cdf_tables {
@@ -68,9 +77,9 @@ static ALWAYS_INLINE void encode_tokens(const encode_job *job, encoder *enc, int
                                         const uint8_t *row, int width, int lanes)
 {
     const uint16_t *cdf = job->cdf + first * job->cdf_len;
-#if KVX_CODER_LANES
+#ifdef encode_lanes
     if (lanes && width == KVX_CODEC_GROUP) {
-        kvx_cpu_encode_lanes_avx2(cdf, job->cdf_len, row, job->num_channels, job->num_tokens, enc);
+        encode_lanes(cdf, job->cdf_len, row, job->num_channels, job->num_tokens, enc);
         return;
     }
 #else
@@ -208,10 +217,9 @@ static ALWAYS_INLINE void decode_group(const decode_job *job, int64_t layer, int
         src[g] = len[g] == 0 ? NULL : job->bytes + start;
     }
     uint8_t *row = job->symbols + layer * job->num_tokens * job->num_channels + c0;
-#if KVX_CODER_LANES
+#ifdef decode_lanes
     if (lanes && width == KVX_CODEC_GROUP &&
-        kvx_cpu_decode_lanes_avx2(cdf, job->cdf_len, src, len, job->num_tokens, row,
-                                  job->num_channels))
+        decode_lanes(cdf, job->cdf_len, src, len, job->num_tokens, row, job->num_channels))
         return;
 #else
     (void)lanes;

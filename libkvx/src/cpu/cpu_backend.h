@@ -8,6 +8,9 @@
 /* Whether AVX2 variants may run: the CPU has AVX2 and KVX_CPU_ISA does not ask for
  * "baseline" (the tests set it to run the baseline variants on any machine). isa.c. */
 int kvx_cpu_avx2_allowed(void);
+/* Whether NEON variants may run: on 64-bit ARM unless KVX_CPU_ISA asks for "baseline"; never
+ * elsewhere. isa.c. */
+int kvx_cpu_neon_allowed(void);
 /* Name of the RoPE variant this process runs (rope.c). */
 const char *kvx_cpu_rope_variant(void);
 /* Says once per process, on stderr, when KVX_CPU_ISA names no variant or one this CPU cannot

@@ -10,10 +10,15 @@
 #include "cpu_backend.h"
 #include "stream_copy.h"
 
-static int detect_avx2(void)
+static int baseline_wanted(void)
 {
     const char *wanted = getenv("KVX_CPU_ISA");
-    if (wanted && strcmp(wanted, "baseline") == 0)
+    return wanted && strcmp(wanted, "baseline") == 0;
+}
+
+static int detect_avx2(void)
+{
+    if (baseline_wanted())
         return 0;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
@@ -23,16 +28,38 @@ static int detect_avx2(void)
 #endif
 }
 
-int kvx_cpu_avx2_allowed(void)
+/* Every 64-bit ARM CPU has NEON: only KVX_CPU_ISA=baseline turns it off. */
+static int detect_neon(void)
 {
-    static _Atomic int cached = -1; /* not asked yet; racing first calls agree */
-    int allowed = atomic_load_explicit(&cached, memory_order_relaxed);
+#if defined(__aarch64__) && defined(__ARM_NEON)
+    return !baseline_wanted();
+#else
+    return 0;
+#endif
+}
+
+/* detect() asked once; racing first calls agree. */
+static int cached_answer(_Atomic int *cached, int (*detect)(void))
+{
+    int allowed = atomic_load_explicit(cached, memory_order_relaxed);
     if (allowed < 0) {
-        allowed = detect_avx2();
-        atomic_store_explicit(&cached, allowed, memory_order_relaxed);
+        allowed = detect();
+        atomic_store_explicit(cached, allowed, memory_order_relaxed);
         kvx_cpu_check_isa_setting();
     }
     return allowed;
+}
+
+int kvx_cpu_avx2_allowed(void)
+{
+    static _Atomic int cached = -1; /* not asked yet */
+    return cached_answer(&cached, detect_avx2);
+}
+
+int kvx_cpu_neon_allowed(void)
+{
+    static _Atomic int cached = -1; /* not asked yet */
+    return cached_answer(&cached, detect_neon);
 }
 
 static int names_a_variant(const char *name)
@@ -47,8 +74,11 @@ static int names_a_variant(const char *name)
 /* "rope=... range_coder=... copy=...": what kvx_cpu_kernels() returns and the warnings name. */
 static void describe(char *text, size_t size)
 {
-    snprintf(text, size, "rope=%s range_coder=%s copy=%s", kvx_cpu_rope_variant(),
-             kvx_cpu_avx2_allowed() ? "avx2" : "baseline", kvx_stream_copy_variant());
+    const char *coder = kvx_cpu_avx2_allowed()   ? "avx2"
+                        : kvx_cpu_neon_allowed() ? "neon"
+                                                 : "baseline";
+    snprintf(text, size, "rope=%s range_coder=%s copy=%s", kvx_cpu_rope_variant(), coder,
+             kvx_stream_copy_variant());
 }
 
 void kvx_cpu_check_isa_setting(void)

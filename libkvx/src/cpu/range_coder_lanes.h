@@ -1,8 +1,9 @@
 /*
  * range_coder_lanes.h - the range coder run over KVX_CODEC_GROUP streams at once, one stream per
- * 32-bit lane of AVX2 vectors (codec_range_coder_lanes_avx2.c). It gives the scalar coder's bytes
- * and symbols; the scalar loops in codec_range_coder.c do the rest (narrow groups, the final
- * flush, anything the lanes decline).
+ * 32-bit lane of AVX2 vectors (codec_range_coder_lanes_avx2.c) or, on 64-bit ARM, of NEON ones
+ * (codec_range_coder_lanes_neon.c; the same interface, with the suffix _neon). It gives the
+ * scalar coder's bytes and symbols; the scalar loops in codec_range_coder.c do the rest (narrow
+ * groups, the final flush, anything the lanes decline).
  */
 #ifndef KVX_CPU_RANGE_CODER_LANES_H
 #define KVX_CPU_RANGE_CODER_LANES_H
@@ -29,6 +30,18 @@ void kvx_cpu_encode_lanes_avx2(const uint16_t *cdf, int32_t cdf_len, const uint8
  * memory for its padded copy of the streams): the scalar decoder then does the work.
  */
 int kvx_cpu_decode_lanes_avx2(const uint16_t *cdf, int32_t cdf_len,
+                              const uint8_t *const src[KVX_CODEC_GROUP],
+                              const int64_t len[KVX_CODEC_GROUP], int64_t num_tokens,
+                              uint8_t *symbols, int64_t stride);
+
+#elif defined(__aarch64__) && defined(__GNUC__) && defined(__ARM_NEON)
+#define KVX_CODER_LANES_NEON 1
+
+/* kvx_cpu_encode_lanes_avx2 and kvx_cpu_decode_lanes_avx2 with NEON, which every 64-bit ARM CPU
+ * has (kvx_cpu_neon_allowed says whether KVX_CPU_ISA lets them run). */
+void kvx_cpu_encode_lanes_neon(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
+                               int64_t stride, int64_t num_tokens, encoder enc[KVX_CODEC_GROUP]);
+int kvx_cpu_decode_lanes_neon(const uint16_t *cdf, int32_t cdf_len,
                               const uint8_t *const src[KVX_CODEC_GROUP],
                               const int64_t len[KVX_CODEC_GROUP], int64_t num_tokens,
                               uint8_t *symbols, int64_t stride);
