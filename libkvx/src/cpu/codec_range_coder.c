@@ -43,21 +43,6 @@
 #define decode_lanes kvx_cpu_decode_lanes_neon
 #endif
 
-/* One stream's tables widened to 32 bits, with the implicit top 65536 at max_symbol + 1. */
-typedef struct cdf_tables {
-    uint32_t entry[KVX_CODEC_GROUP][KVX_CODEC_MAX_CDF_LEN];
-} cdf_tables;
-
-static void load_tables(cdf_tables *tables, const uint16_t *cdf, int32_t cdf_len, int width)
-{
-    for (int g = 0; g < width; g++) {
-        const uint16_t *src = cdf + (int64_t)g * cdf_len;
-        for (int32_t s = 0; s + 1 < cdf_len; s++)
-            tables->entry[g][s] = src[s];
-        tables->entry[g][cdf_len - 1] = 0x10000u;
-    }
-}
-
 /* ---------------------------------------------------------------- encoder */
 
 typedef struct encode_job {

@@ -26,12 +26,10 @@
 #if KVX_CODER_LANES
 #include <immintrin.h>
 #include <stdlib.h>
-#include <string.h>
 
 #define ATTR __attribute__((target("avx2")))
 #define LANES 8
 #define VECTORS (KVX_CODEC_GROUP / LANES)
-#define PADDING 4 /* zero bytes after each stream in the decoder's copy: one 32-bit read */
 
 /* Row j of the transposed tables: entry j of the KVX_CODEC_GROUP streams' tables, with the
  * implicit 65536 as row cdf_len - 1. */
@@ -128,17 +126,11 @@ typedef struct encoder_lanes {
 ATTR static void store_words(encoder *enc, __m256i words, int full)
 {
     uint32_t word[LANES];
-    _mm256_storeu_si256((__m256i *)word, byte_swap(words));
+    _mm256_storeu_si256((__m256i *)word, words);
     while (full) {
         int g = __builtin_ctz((unsigned)full);
         full &= full - 1;
-        encoder *e = &enc[g];
-        if (e->pos + 4 <= e->capacity) {
-            memcpy(e->out + e->pos, &word[g], 4);
-            e->pos += 4;
-        } else {
-            store_slow(e, __builtin_bswap32(word[g]), 4); /* what fits; counts all 4 */
-        }
+        store_word(&enc[g], word[g]);
     }
 }
 
@@ -189,55 +181,30 @@ ATTR static inline void encode_step(encoder_lanes *v, encoder *enc, const lane_t
     v->high = high;
 }
 
-/* Pending bits above which a lane's next append might not fit 32 bits. */
-#define MAX_LANE_PENDING 14
-
 ATTR static void load_encoders(encoder_lanes *v, const encoder *enc)
 {
-    uint32_t low[LANES], high[LANES], pending[LANES], buffer[LANES], buffered[LANES];
-    for (int g = 0; g < LANES; g++) {
-        low[g] = enc[g].low;
-        high[g] = enc[g].high;
-        pending[g] = (uint32_t)enc[g].pending; /* <= MAX_LANE_PENDING */
-        buffered[g] = (uint32_t)enc[g].nbits;
-        buffer[g] = enc[g].nbits ? (uint32_t)(enc[g].acc << (32 - enc[g].nbits)) : 0;
+    kvx_encoder_words words;
+    kvx_cpu_lanes_from_encoders(enc, &words);
+    for (int i = 0; i < VECTORS; i++) {
+        v[i].low = _mm256_loadu_si256((const __m256i *)&words.low[i * LANES]);
+        v[i].high = _mm256_loadu_si256((const __m256i *)&words.high[i * LANES]);
+        v[i].pending = _mm256_loadu_si256((const __m256i *)&words.pending[i * LANES]);
+        v[i].buffer = _mm256_loadu_si256((const __m256i *)&words.buffer[i * LANES]);
+        v[i].buffered = _mm256_loadu_si256((const __m256i *)&words.buffered[i * LANES]);
     }
-    v->low = _mm256_loadu_si256((const __m256i *)low);
-    v->high = _mm256_loadu_si256((const __m256i *)high);
-    v->pending = _mm256_loadu_si256((const __m256i *)pending);
-    v->buffer = _mm256_loadu_si256((const __m256i *)buffer);
-    v->buffered = _mm256_loadu_si256((const __m256i *)buffered);
 }
 
 ATTR static void store_encoders(const encoder_lanes *v, encoder *enc)
 {
-    uint32_t low[LANES], high[LANES], pending[LANES], buffer[LANES], buffered[LANES];
-    _mm256_storeu_si256((__m256i *)low, v->low);
-    _mm256_storeu_si256((__m256i *)high, v->high);
-    _mm256_storeu_si256((__m256i *)pending, v->pending);
-    _mm256_storeu_si256((__m256i *)buffer, v->buffer);
-    _mm256_storeu_si256((__m256i *)buffered, v->buffered);
-    for (int g = 0; g < LANES; g++) {
-        enc[g].low = low[g];
-        enc[g].high = high[g];
-        enc[g].pending = pending[g];
-        enc[g].nbits = (int)buffered[g];
-        enc[g].acc = buffered[g] ? buffer[g] >> (32 - buffered[g]) : 0;
+    kvx_encoder_words words;
+    for (int i = 0; i < VECTORS; i++) {
+        _mm256_storeu_si256((__m256i *)&words.low[i * LANES], v[i].low);
+        _mm256_storeu_si256((__m256i *)&words.high[i * LANES], v[i].high);
+        _mm256_storeu_si256((__m256i *)&words.pending[i * LANES], v[i].pending);
+        _mm256_storeu_si256((__m256i *)&words.buffer[i * LANES], v[i].buffer);
+        _mm256_storeu_si256((__m256i *)&words.buffered[i * LANES], v[i].buffered);
     }
-}
-
-/* One token through the scalar steps; returns whether every stream's pending bits are back
- * within what the lanes hold. */
-static int encode_token_scalar(encoder *enc, const lane_tables *tables, const uint8_t *row)
-{
-    int fits = 1;
-    for (int g = 0; g < KVX_CODEC_GROUP; g++) {
-        /* The two edges the step reads, as the table of a one-symbol alphabet. */
-        uint32_t edges[2] = {tables->row[row[g]][g], tables->row[row[g] + 1][g]};
-        encode_symbol(&enc[g], edges, 0);
-        fits &= enc[g].pending <= MAX_LANE_PENDING;
-    }
-    return fits;
+    kvx_cpu_lanes_to_encoders(&words, enc);
 }
 
 ATTR void kvx_cpu_encode_lanes_avx2(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
@@ -247,22 +214,19 @@ ATTR void kvx_cpu_encode_lanes_avx2(const uint16_t *cdf, int32_t cdf_len, const 
     lane_tables tables;
     transpose_tables(&tables, cdf, cdf_len);
     encoder_lanes v[VECTORS];
-    for (int i = 0; i < VECTORS; i++)
-        load_encoders(&v[i], enc + i * LANES);
+    load_encoders(v, enc);
     const __m256i lanes0 = lane_index(0), lanes1 = lane_index(LANES);
-    const __m256i max_pending = splat(MAX_LANE_PENDING);
+    const __m256i max_pending = splat(KVX_LANE_MAX_PENDING);
     for (int64_t t = 0; t < num_tokens; t++) {
         __m256i deep = _mm256_or_si256(_mm256_cmpgt_epi32(v[0].pending, max_pending),
                                        _mm256_cmpgt_epi32(v[1].pending, max_pending));
         if (!_mm256_testz_si256(deep, deep)) {
             /* A long run of pending bits (rare): scalar steps until every stream is back. */
-            for (int i = 0; i < VECTORS; i++)
-                store_encoders(&v[i], enc + i * LANES);
-            while (!encode_token_scalar(enc, &tables, symbols + t * stride))
+            store_encoders(v, enc);
+            while (!kvx_cpu_lanes_encode_token(enc, cdf, cdf_len, symbols + t * stride))
                 if (++t == num_tokens)
                     return;
-            for (int i = 0; i < VECTORS; i++)
-                load_encoders(&v[i], enc + i * LANES);
+            load_encoders(v, enc);
             continue;
         }
         __m128i bytes = _mm_loadu_si128((const __m128i *)(symbols + t * stride));
@@ -270,8 +234,7 @@ ATTR void kvx_cpu_encode_lanes_avx2(const uint16_t *cdf, int32_t cdf_len, const 
         encode_step(&v[1], enc + LANES, &tables, lanes1,
                     _mm256_cvtepu8_epi32(_mm_srli_si128(bytes, LANES)));
     }
-    for (int i = 0; i < VECTORS; i++)
-        store_encoders(&v[i], enc + i * LANES);
+    store_encoders(v, enc);
 }
 
 /* ---------------------------------------------------------------- decoder */
@@ -398,30 +361,6 @@ ATTR static inline void decode_tokens(decoder_lanes *v, const lane_tables *table
     }
 }
 
-/* Copies the streams back to back, each followed by PADDING zero bytes; NULL when out of memory
- * or when offsets into the copy would not fit the gathers' 32-bit indices. */
-static uint8_t *padded_copy(const uint8_t *const src[KVX_CODEC_GROUP],
-                            const int64_t len[KVX_CODEC_GROUP], uint32_t start[KVX_CODEC_GROUP])
-{
-    int64_t total = 0;
-    for (int g = 0; g < KVX_CODEC_GROUP; g++)
-        total += len[g] + PADDING;
-    if (total > INT32_MAX)
-        return NULL;
-    uint8_t *copy = malloc((size_t)total);
-    if (!copy)
-        return NULL;
-    int64_t at = 0;
-    for (int g = 0; g < KVX_CODEC_GROUP; g++) {
-        start[g] = (uint32_t)at;
-        if (len[g])
-            memcpy(copy + at, src[g], (size_t)len[g]);
-        memset(copy + at + len[g], 0, PADDING);
-        at += len[g] + PADDING;
-    }
-    return copy;
-}
-
 ATTR static void load_decoders(decoder_lanes *v, const uint8_t *copy, const uint32_t *start,
                                const int64_t *len)
 {
@@ -446,7 +385,7 @@ ATTR int kvx_cpu_decode_lanes_avx2(const uint16_t *cdf, int32_t cdf_len,
     if (num_tokens > (INT32_MAX - 64) / 18)
         return 0;
     uint32_t start[KVX_CODEC_GROUP];
-    uint8_t *copy = padded_copy(src, len, start);
+    uint8_t *copy = kvx_cpu_lanes_padded_copy(src, len, start);
     if (!copy)
         return 0;
     lane_tables tables;

@@ -33,21 +33,6 @@
 
 #define LANES 4
 #define VECTORS (KVX_CODEC_GROUP / LANES)
-#define PADDING 4 /* zero bytes after each stream in the decoder's copy: one 32-bit read */
-
-/* Each stream's table widened to 32 bits, with the implicit 65536 as entry cdf_len - 1. */
-typedef struct stream_tables {
-    uint32_t entry[KVX_CODEC_GROUP][KVX_CODEC_MAX_CDF_LEN];
-} stream_tables;
-
-static void load_stream_tables(stream_tables *tables, const uint16_t *cdf, int32_t cdf_len)
-{
-    for (int g = 0; g < KVX_CODEC_GROUP; g++) {
-        for (int32_t j = 0; j + 1 < cdf_len; j++)
-            tables->entry[g][j] = cdf[(int64_t)g * cdf_len + j];
-        tables->entry[g][cdf_len - 1] = 0x10000u;
-    }
-}
 
 static inline uint32x4_t splat(uint32_t x) { return vdupq_n_u32(x); }
 
@@ -58,7 +43,7 @@ static inline uint32x4_t shift(uint32x4_t x, uint32x4_t count)
 }
 
 /* Edges s and s + 1 of the tables of streams first .. first + 3, s being symbols[first + i]. */
-static inline void edges_at(const stream_tables *tables, int first, const uint8_t *symbols,
+static inline void edges_at(const cdf_tables *tables, int first, const uint8_t *symbols,
                             uint32x4_t *lo, uint32x4_t *hi)
 {
     const uint8_t *s = symbols + first;
@@ -116,17 +101,11 @@ typedef struct encoder_lanes {
 static void store_words(encoder *enc, uint32x4_t words, unsigned full)
 {
     uint32_t word[LANES];
-    vst1q_u32(word, vreinterpretq_u32_u8(vrev32q_u8(vreinterpretq_u8_u32(words))));
+    vst1q_u32(word, words);
     while (full) {
         int g = __builtin_ctz(full);
         full &= full - 1;
-        encoder *e = &enc[g];
-        if (e->pos + 4 <= e->capacity) {
-            memcpy(e->out + e->pos, &word[g], 4);
-            e->pos += 4;
-        } else {
-            store_slow(e, __builtin_bswap32(word[g]), 4); /* what fits; counts all 4 */
-        }
+        store_word(&enc[g], word[g]);
     }
 }
 
@@ -178,81 +157,55 @@ static inline void encode_step(encoder_lanes *v, encoder *enc, uint32x4_t lo, ui
     v->high = high;
 }
 
-/* Pending bits above which a lane's next append might not fit 32 bits. */
-#define MAX_LANE_PENDING 14
-
 static void load_encoders(encoder_lanes *v, const encoder *enc)
 {
-    uint32_t low[LANES], high[LANES], pending[LANES], buffer[LANES], buffered[LANES];
-    for (int g = 0; g < LANES; g++) {
-        low[g] = enc[g].low;
-        high[g] = enc[g].high;
-        pending[g] = (uint32_t)enc[g].pending; /* <= MAX_LANE_PENDING */
-        buffered[g] = (uint32_t)enc[g].nbits;
-        buffer[g] = enc[g].nbits ? (uint32_t)(enc[g].acc << (32 - enc[g].nbits)) : 0;
+    kvx_encoder_words words;
+    kvx_cpu_lanes_from_encoders(enc, &words);
+    for (int i = 0; i < VECTORS; i++) {
+        v[i].low = vld1q_u32(&words.low[i * LANES]);
+        v[i].high = vld1q_u32(&words.high[i * LANES]);
+        v[i].pending = vld1q_u32(&words.pending[i * LANES]);
+        v[i].buffer = vld1q_u32(&words.buffer[i * LANES]);
+        v[i].buffered = vld1q_u32(&words.buffered[i * LANES]);
     }
-    v->low = vld1q_u32(low);
-    v->high = vld1q_u32(high);
-    v->pending = vld1q_u32(pending);
-    v->buffer = vld1q_u32(buffer);
-    v->buffered = vld1q_u32(buffered);
 }
 
 static void store_encoders(const encoder_lanes *v, encoder *enc)
 {
-    uint32_t low[LANES], high[LANES], pending[LANES], buffer[LANES], buffered[LANES];
-    vst1q_u32(low, v->low);
-    vst1q_u32(high, v->high);
-    vst1q_u32(pending, v->pending);
-    vst1q_u32(buffer, v->buffer);
-    vst1q_u32(buffered, v->buffered);
-    for (int g = 0; g < LANES; g++) {
-        enc[g].low = low[g];
-        enc[g].high = high[g];
-        enc[g].pending = pending[g];
-        enc[g].nbits = (int)buffered[g];
-        enc[g].acc = buffered[g] ? buffer[g] >> (32 - buffered[g]) : 0;
+    kvx_encoder_words words;
+    for (int i = 0; i < VECTORS; i++) {
+        vst1q_u32(&words.low[i * LANES], v[i].low);
+        vst1q_u32(&words.high[i * LANES], v[i].high);
+        vst1q_u32(&words.pending[i * LANES], v[i].pending);
+        vst1q_u32(&words.buffer[i * LANES], v[i].buffer);
+        vst1q_u32(&words.buffered[i * LANES], v[i].buffered);
     }
-}
-
-/* One token through the scalar steps; returns whether every stream's pending bits are back
- * within what the lanes hold. */
-static int encode_token_scalar(encoder *enc, const stream_tables *tables, const uint8_t *row)
-{
-    int fits = 1;
-    for (int g = 0; g < KVX_CODEC_GROUP; g++) {
-        encode_symbol(&enc[g], tables->entry[g], row[g]);
-        fits &= enc[g].pending <= MAX_LANE_PENDING;
-    }
-    return fits;
+    kvx_cpu_lanes_to_encoders(&words, enc);
 }
 
 static inline int too_deep(const encoder_lanes *v)
 {
     uint32x4_t deepest = vmaxq_u32(vmaxq_u32(v[0].pending, v[1].pending),
                                    vmaxq_u32(v[2].pending, v[3].pending));
-    return vmaxvq_u32(deepest) > MAX_LANE_PENDING;
+    return vmaxvq_u32(deepest) > KVX_LANE_MAX_PENDING;
 }
 
 void kvx_cpu_encode_lanes_neon(const uint16_t *cdf, int32_t cdf_len, const uint8_t *symbols,
                                int64_t stride, int64_t num_tokens, encoder enc[KVX_CODEC_GROUP])
 {
-    stream_tables tables;
-    load_stream_tables(&tables, cdf, cdf_len);
+    cdf_tables tables;
+    load_tables(&tables, cdf, cdf_len, KVX_CODEC_GROUP);
     encoder_lanes v[VECTORS];
-    for (int i = 0; i < VECTORS; i++)
-        load_encoders(&v[i], enc + i * LANES);
+    load_encoders(v, enc);
     for (int64_t t = 0; t < num_tokens; t++) {
         const uint8_t *row = symbols + t * stride;
         if (too_deep(v)) {
             /* A long run of pending bits (rare): scalar steps until every stream is back. */
-            for (int i = 0; i < VECTORS; i++)
-                store_encoders(&v[i], enc + i * LANES);
-            while (!encode_token_scalar(enc, &tables, symbols + t * stride))
+            store_encoders(v, enc);
+            while (!kvx_cpu_lanes_encode_token(enc, cdf, cdf_len, symbols + t * stride))
                 if (++t == num_tokens)
                     return;
-            for (int i = 0; i < VECTORS; i++)
-                load_encoders(&v[i], enc + i * LANES);
+            load_encoders(v, enc);
             continue;
         }
 #pragma GCC unroll 4
@@ -262,8 +215,7 @@ void kvx_cpu_encode_lanes_neon(const uint16_t *cdf, int32_t cdf_len, const uint8
             encode_step(&v[i], enc + i * LANES, lo, hi);
         }
     }
-    for (int i = 0; i < VECTORS; i++)
-        store_encoders(&v[i], enc + i * LANES);
+    store_encoders(v, enc);
 }
 
 /* ---------------------------------------------------------------- decoder */
@@ -335,7 +287,7 @@ static inline uint32x4_t peek_lanes(const decoder_lanes *v, const uint8_t *copy)
 }
 
 /* Moves the state of one vector past the symbols just decoded (in symbols[first ..]). */
-static inline void advance(decoder_lanes *v, const stream_tables *tables, int first,
+static inline void advance(decoder_lanes *v, const cdf_tables *tables, int first,
                            const uint8_t *symbols, const uint8_t *copy)
 {
     uint32x4_t lo, hi, high = v->high;
@@ -355,7 +307,7 @@ static inline void advance(decoder_lanes *v, const stream_tables *tables, int fi
 /* The token loop, inlined with LMCache's bin counts as constants (unrolled searches). The state
  * does not move past the last token (LMCache's decoder stops there). */
 static inline __attribute__((always_inline)) void decode_tokens(
-    decoder_lanes *v, const search_rows *rows, const stream_tables *tables, const uint8_t *copy,
+    decoder_lanes *v, const search_rows *rows, const cdf_tables *tables, const uint8_t *copy,
     int64_t num_tokens, uint8_t *symbols, int64_t stride, int32_t num_symbols)
 {
     for (int64_t t = 0; t < num_tokens; t++) {
@@ -369,30 +321,6 @@ static inline __attribute__((always_inline)) void decode_tokens(
         for (int i = 0; i < VECTORS; i++)
             advance(&v[i], tables, i * LANES, row, copy);
     }
-}
-
-/* Copies the streams back to back, each followed by PADDING zero bytes; NULL when out of memory
- * or when offsets into the copy would not fit the lanes' 32-bit offsets. */
-static uint8_t *padded_copy(const uint8_t *const src[KVX_CODEC_GROUP],
-                            const int64_t len[KVX_CODEC_GROUP], uint32_t start[KVX_CODEC_GROUP])
-{
-    int64_t total = 0;
-    for (int g = 0; g < KVX_CODEC_GROUP; g++)
-        total += len[g] + PADDING;
-    if (total > INT32_MAX)
-        return NULL;
-    uint8_t *copy = malloc((size_t)total);
-    if (!copy)
-        return NULL;
-    int64_t at = 0;
-    for (int g = 0; g < KVX_CODEC_GROUP; g++) {
-        start[g] = (uint32_t)at;
-        if (len[g])
-            memcpy(copy + at, src[g], (size_t)len[g]);
-        memset(copy + at + len[g], 0, PADDING);
-        at += len[g] + PADDING;
-    }
-    return copy;
 }
 
 static void load_decoders(decoder_lanes *v, const uint8_t *copy, const uint32_t *start,
@@ -419,12 +347,12 @@ int kvx_cpu_decode_lanes_neon(const uint16_t *cdf, int32_t cdf_len,
     if (num_tokens > (INT32_MAX - 64) / 18)
         return 0;
     uint32_t start[KVX_CODEC_GROUP];
-    uint8_t *copy = padded_copy(src, len, start);
+    uint8_t *copy = kvx_cpu_lanes_padded_copy(src, len, start);
     if (!copy)
         return 0;
-    stream_tables tables;
+    cdf_tables tables;
     search_rows rows;
-    load_stream_tables(&tables, cdf, cdf_len);
+    load_tables(&tables, cdf, cdf_len, KVX_CODEC_GROUP);
     transpose_rows(&rows, cdf, cdf_len);
     decoder_lanes v[VECTORS];
     for (int i = 0; i < VECTORS; i++)

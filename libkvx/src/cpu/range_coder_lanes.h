@@ -47,4 +47,38 @@ int kvx_cpu_decode_lanes_neon(const uint16_t *cdf, int32_t cdf_len,
                               uint8_t *symbols, int64_t stride);
 #endif
 
+#if KVX_CODER_LANES || KVX_CODER_LANES_NEON
+/* What both lane coders share (codec_range_coder_lanes.c). */
+
+/* Pending bits above which a lane's next append might not fit its 32-bit buffer: one symbol
+ * shifts out at most 18 bits (see range_coder_scalar.h), and 14 + 18 = 32. */
+#define KVX_LANE_MAX_PENDING 14
+
+/* Zero bytes after each stream in the decoder's padded copy: one 32-bit read past any position
+ * up to the stream's end stays inside the copy. */
+#define KVX_LANE_PADDING 4
+
+/* The encoders' state as the lanes hold it, stream g at index g: the output bits not yet stored
+ * MSB-aligned in `buffer`, `buffered` of them (0 .. 31). */
+typedef struct kvx_encoder_words {
+    uint32_t low[KVX_CODEC_GROUP], high[KVX_CODEC_GROUP], pending[KVX_CODEC_GROUP];
+    uint32_t buffer[KVX_CODEC_GROUP], buffered[KVX_CODEC_GROUP];
+} kvx_encoder_words;
+
+/* The encoders (pending bits <= KVX_LANE_MAX_PENDING) in lane form, and back. */
+void kvx_cpu_lanes_from_encoders(const encoder enc[KVX_CODEC_GROUP], kvx_encoder_words *words);
+void kvx_cpu_lanes_to_encoders(const kvx_encoder_words *words, encoder enc[KVX_CODEC_GROUP]);
+
+/* One token's symbols row[g] through the scalar encoders (tables cdf + g * cdf_len); returns
+ * whether every stream's pending bits are back within what a lane holds. */
+int kvx_cpu_lanes_encode_token(encoder enc[KVX_CODEC_GROUP], const uint16_t *cdf, int32_t cdf_len,
+                               const uint8_t *row);
+
+/* The streams back to back, each followed by KVX_LANE_PADDING zero bytes, stream g from
+ * start[g]; NULL when out of memory or when offsets into the copy would not fit 32 bits. */
+uint8_t *kvx_cpu_lanes_padded_copy(const uint8_t *const src[KVX_CODEC_GROUP],
+                                   const int64_t len[KVX_CODEC_GROUP],
+                                   uint32_t start[KVX_CODEC_GROUP]);
+#endif
+
 #endif /* KVX_CPU_RANGE_CODER_LANES_H */

@@ -9,7 +9,24 @@
 
 #include <stdint.h>
 
+#include "codec_cpu.h"
+
 static inline int clz32(uint32_t x) { return __builtin_clz(x); } /* x != 0 */
+
+/* One stream's tables widened to 32 bits, with the implicit top 65536 at max_symbol + 1. */
+typedef struct cdf_tables {
+    uint32_t entry[KVX_CODEC_GROUP][KVX_CODEC_MAX_CDF_LEN];
+} cdf_tables;
+
+static inline void load_tables(cdf_tables *tables, const uint16_t *cdf, int32_t cdf_len, int width)
+{
+    for (int g = 0; g < width; g++) {
+        const uint16_t *src = cdf + (int64_t)g * cdf_len;
+        for (int32_t s = 0; s + 1 < cdf_len; s++)
+            tables->entry[g][s] = src[s];
+        tables->entry[g][cdf_len - 1] = 0x10000u;
+    }
+}
 
 /* ---------------------------------------------------------------- encoder */
 
@@ -29,6 +46,26 @@ static inline void store_slow(encoder *e, uint32_t word, int bytes)
             e->out[e->pos] = (uint8_t)(word >> (24 - 8 * i));
 }
 
+static inline void store_be32(uint8_t *p, uint32_t word)
+{
+    p[0] = (uint8_t)(word >> 24);
+    p[1] = (uint8_t)(word >> 16);
+    p[2] = (uint8_t)(word >> 8);
+    p[3] = (uint8_t)word;
+}
+
+/* Stores one complete 32-bit word (MSB first) at the stream's position: what fits of it, the
+ * position counting all 4 bytes either way. */
+static inline void store_word(encoder *e, uint32_t word)
+{
+    if (e->pos + 4 <= e->capacity) {
+        store_be32(e->out + e->pos, word);
+        e->pos += 4;
+    } else {
+        store_slow(e, word, 4);
+    }
+}
+
 /* Appends the low `count` (0 .. 32) bits of value, MSB first. Branch-free while at least 4
  * bytes of the slot remain: the next word is stored every time and kept only when complete. */
 static inline void put_bits(encoder *e, uint64_t value, int count)
@@ -38,11 +75,7 @@ static inline void put_bits(encoder *e, uint64_t value, int count)
     uint32_t word = (uint32_t)(((acc << 1) << (63 - nbits)) >> 32);
     int full = nbits >= 32;
     if (e->pos + 4 <= e->capacity) {
-        uint8_t *p = e->out + e->pos;
-        p[0] = (uint8_t)(word >> 24);
-        p[1] = (uint8_t)(word >> 16);
-        p[2] = (uint8_t)(word >> 8);
-        p[3] = (uint8_t)word;
+        store_be32(e->out + e->pos, word);
         e->pos += 4 * full;
     } else if (full) {
         store_slow(e, word, 4);
