@@ -28,8 +28,8 @@
 #define ROUND_MAGIC 12582912.0f
 
 /* Each range function below is compiled for the baseline and, on x86-64, for AVX2 (twice the
- * vector width, and gathers for the dequantizer's table), both with the same float32 operations;
- * the helpers they call are inlined into each. */
+ * vector width), both with the same float32 operations; the helpers they call are inlined into
+ * each. */
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 /* A scale slot holding this marks a token with a non-finite value (scales are >= 0). */
