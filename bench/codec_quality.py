@@ -347,11 +347,13 @@ def plot(rows: list[dict[str, Any]], path: str, title: str) -> bool:
             ax.annotate(str(i + 1), (r["bits_per_element"], r[key]), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)  # fmt: skip
         ax.set_xscale("log", base=2)
+        ticks = [2, 3, 4, 6, 8, 12, 16]
+        ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.set_yscale("log")
         ax.set_xlabel("bits per element (log scale)")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=7, loc="upper right")
+    axes[1].legend(fontsize=7, loc="lower left")  # the corner no setting reaches
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
