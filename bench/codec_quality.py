@@ -119,6 +119,7 @@ class ModelCheck:
     predicted: int = 0
     loss_sum: float = 0.0
     tokens: dict[str, int] = field(default_factory=dict)
+    per_text: dict[str, float] = field(default_factory=dict)  # text -> its top-1 accuracy
 
     @property
     def accuracy(self) -> float:
@@ -295,11 +296,13 @@ def measure_case(
     totals.positions += len(kl)
 
 
-def check_model(full: quality_model.ForwardResult, ids: Any, check: ModelCheck) -> None:
-    """Adds one text's top-1 next-token hits and loss (positions 0 .. T-2) to ``check``."""
+def check_model(name: str, full: quality_model.ForwardResult, ids: Any, check: ModelCheck) -> None:
+    """Adds text ``name``'s top-1 next-token hits and loss (positions 0 .. T-2) to ``check``."""
     logp = log_softmax(full.logits[:-1])
     targets = np.asarray(ids[1:])
-    check.correct += int(np.sum(np.argmax(logp, -1) == targets))
+    hits = int(np.sum(np.argmax(logp, -1) == targets))
+    check.per_text[name] = hits / len(targets)
+    check.correct += hits
     check.loss_sum += float(-np.sum(logp[np.arange(len(targets)), targets]))
     check.predicted += len(targets)
 
@@ -479,7 +482,7 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
         points = split_points(len(ids), fractions)
         _progress(f"{name}: {len(ids)} tokens, prefixes {points}", index + 2, len(names) + 1)
         full = quality_model.forward(model, ids)
-        check_model(full, ids, check)
+        check_model(name, full, ids, check)
         heads[name] = (ids, full.logits[: args.llama_cpp_positions])
         for prefix in points:
             for s in rows:
@@ -499,7 +502,9 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
     )
     print(
         f"forward pass check: top-1 next-token accuracy {100 * check.accuracy:.1f}% "
-        f"over {check.predicted} positions, mean loss {check.loss:.3f} nats"
+        f"over {check.predicted} positions ("
+        + ", ".join(f"{n} {100 * a:.1f}%" for n, a in check.per_text.items())
+        + f"), mean loss {check.loss:.3f} nats"
     )
     cross = llama_cpp_check(path, heads) if args.llama_cpp_positions else None
     if cross is not None:
@@ -540,6 +545,7 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
             "tokens": check.tokens,
             "prefix_fractions": fractions,
             "top1_accuracy": check.accuracy,
+            "top1_accuracy_per_text": check.per_text,
             "mean_loss_nats": check.loss,
             "llama_cpp_check": cross,
             "rows": results,

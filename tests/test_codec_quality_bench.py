@@ -213,6 +213,18 @@ def test_argmax_changed_counts_changed_positions() -> None:
     assert cq.argmax_changed(a, b).tolist() == [True, False, True, False]
 
 
+def test_check_model_counts_hits_and_loss() -> None:
+    logits = torch.full((4, 5), -4.0)
+    logits[0, 1] = logits[1, 2] = logits[2, 0] = 4.0  # predicts tokens 1, 2, 0 after 0, 1, 3
+    ids = torch.tensor([0, 1, 3, 0])
+    empty = torch.zeros(1, 4, 2)
+    check = cq.ModelCheck()
+    cq.check_model("t", qm.ForwardResult(logits, empty, empty), ids, check)
+    assert (check.predicted, check.correct, check.per_text) == (3, 2, {"t": 2 / 3})
+    lp = torch.log_softmax(logits.double(), -1)
+    assert check.loss == pytest.approx(-float(lp[0, 1] + lp[1, 3] + lp[2, 0]) / 3)
+
+
 def test_split_points_keep_a_prefix_and_a_continuation() -> None:
     assert cq.split_points(100, [0.25, 0.5, 0.75]) == [25, 50, 75]
     assert cq.split_points(10, [0.0, 1.0, 0.5, 0.5]) == [1, 5, 9]
