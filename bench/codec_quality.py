@@ -49,12 +49,9 @@ from typing import Any
 
 import numpy as np
 
-try:
-    from . import common, quality_model, quality_texts
-except ImportError:  # run from the repository as `python -m bench.codec_quality`
-    import common  # type: ignore[no-redef]
-    import quality_model  # type: ignore[no-redef]
-    import quality_texts  # type: ignore[no-redef]
+# Relative imports: it runs as kvx.bench.codec_quality or, from a checkout, bench.codec_quality
+# (as a script, bench/copy.py would shadow the standard library's copy).
+from . import common, quality_model, quality_texts
 
 # A roundtrip takes K and V [layers, P, channels] float32 and returns their decoded copies and
 # the bytes the encoded form takes.
@@ -276,7 +273,8 @@ def measure_case(
     totals: Totals,
 ) -> None:
     """One (text, split, setting): encode+decode the prefix KV, run the continuation against it,
-    and add its bytes, errors and distribution changes to ``totals``."""
+    and add its bytes, errors and distribution changes to ``totals``. ``ids``: the text's tokens
+    ``[T]`` int64; ``full``: the forward pass over all of them; ``prefix``: P, 1 .. T - 1."""
     import torch
 
     k = full.k[:, :prefix].numpy()

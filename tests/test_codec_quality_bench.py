@@ -334,3 +334,24 @@ def test_measure_case_on_a_tiny_model() -> None:
     assert row["bits_per_element"] == 32 and row["rel_l2_k"] == 0
     assert coarse_row["mean_kl_nats"] > 1e-4 and coarse_row["rel_l2_v"] > 0.05
     assert coarse.elements == 2 * TINY.layers * 10 * TINY.kv_channels
+
+
+def test_unknown_text_cannot_run() -> None:
+    assert cq.run(["--texts", "no-such-text"]) == 2
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    k, v = _kv()
+    rows = []
+    for bins in (16, 32):
+        totals = cq.Totals()
+        k2, v2, totals.nbytes = cq.cachegen(bins, bins)(k, v)
+        totals.elements, totals.positions = k.size + v.size, 10
+        totals.k_err, totals.k_sq = float(((k2 - k) ** 2).sum()), float((k**2).sum())
+        totals.v_err, totals.v_sq = float(((v2 - v) ** 2).sum()), float((v**2).sum())
+        totals.kl_sum, totals.changed = 0.1 / bins, 1
+        rows.append(totals.row(f"{bins} bins", bins == 32))
+    path = tmp_path / "rate.png"
+    assert cq.plot(rows, str(path), "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
