@@ -4,6 +4,7 @@ and the bits accounting through kvx's codec on synthetic KV. No gguf, no network
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -62,6 +63,82 @@ def test_config_from_smollm2_metadata() -> None:
         qm.config_from_metadata({**meta, "llama.rope.dimension_count": 32})
     with pytest.raises(ValueError, match="llama-architecture"):
         qm.config_from_metadata({**meta, "general.architecture": "qwen2"})
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 one-byte symbols of a byte-level BPE vocabulary, in byte order: printable Latin-1
+    bytes stand for themselves, the others for the code points from 256 up, in byte order."""
+    keep = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    moved = iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(moved)) for b in range(256)]
+
+
+def _write_tiny_gguf(
+    path: Path, model: qm.LlamaModel, tokens: list[str], merges: list[str]
+) -> None:
+    gguf = pytest.importorskip("gguf")
+    c = model.config
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("tiny")
+    w.add_block_count(c.layers)
+    w.add_embedding_length(c.hidden)
+    w.add_feed_forward_length(c.ffn)
+    w.add_head_count(c.heads)
+    w.add_head_count_kv(c.kv_heads)
+    w.add_rope_freq_base(c.rope_theta)
+    w.add_layer_norm_rms_eps(c.rms_eps)
+    w.add_rope_dimension_count(c.head_dim)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smollm")
+    w.add_token_list(tokens)
+    w.add_token_merges(merges)
+    w.add_token_types([3 if t.startswith("<|") else 1 for t in tokens])
+    names = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output"]
+    names += ["ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
+    w.add_tensor("token_embd.weight", model.embedding.numpy())
+    for i, layer in enumerate(model.layers):
+        for n, t in zip(names, vars(layer).values(), strict=True):
+            if n == "ffn_up":  # one quantized tensor: the loader must dequantize it
+                q8 = gguf.GGMLQuantizationType.Q8_0
+                w.add_tensor(
+                    f"blk.{i}.{n}.weight", gguf.quants.quantize(t.numpy(), q8), raw_dtype=q8
+                )
+            else:
+                w.add_tensor(f"blk.{i}.{n}.weight", t.numpy())
+    w.add_tensor("output_norm.weight", model.output_norm.numpy())
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_loader_reads_a_tiny_gguf(tmp_path: Path) -> None:
+    """A GGUF written by gguf's own writer loads back: config, [out, in] weights, a Q8_0 tensor
+    dequantized, the output tied to the embedding, and the BPE tokenizer with digits split."""
+    pytest.importorskip("gguf")
+    pytest.importorskip("tokenizers")
+    symbols = _byte_symbols()
+    merges = ["h e", "l l", "he ll", "1 2", "Ġ w"]
+    tokens = symbols + ["he", "ll", "hell", "12", "Ġw", "<|im_start|>"]
+    config = qm.LlamaConfig(**{**vars(TINY), "vocab": len(tokens)})
+    model = qm.random_model(config, seed=10)
+    path = tmp_path / "tiny.gguf"
+    _write_tiny_gguf(path, model, tokens, merges)
+
+    loaded = qm.load_gguf(path)
+    assert loaded.config.rms_eps == pytest.approx(config.rms_eps, rel=1e-6)  # stored as float32
+    assert dataclasses.replace(loaded.config, rms_eps=config.rms_eps) == config
+    assert loaded.name == "tiny"
+    assert loaded.output is loaded.embedding
+    torch.testing.assert_close(loaded.embedding, model.embedding)
+    torch.testing.assert_close(loaded.layers[1].wk, model.layers[1].wk)
+    torch.testing.assert_close(loaded.layers[0].w_down, model.layers[0].w_down)
+    up, want = loaded.layers[0].w_up, model.layers[0].w_up
+    assert up.shape == want.shape and 0 < (up - want).abs().max() < 0.02 * want.abs().max()
+
+    ids = loaded.tokenizer.encode("<|im_start|>hello w12").ids
+    assert [tokens[i] for i in ids] == ["<|im_start|>", "hell", "o", "Ġw", "1", "2"]
+    assert loaded.tokenizer.decode(ids, skip_special_tokens=False) == "<|im_start|>hello w12"
 
 
 # ---------------------------------------------------------------- forward pass pieces
