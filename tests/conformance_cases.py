@@ -241,7 +241,8 @@ class CodecCase:
     - encode: cdf, symbols, capacity (streams start as 0xAB: the slack must survive);
     - decode: cdf, streams [L, C, capacity], lengths, tokens;
     - decode_prefsum: cdf, data (streams back to back), ends (int32 or int64), shape;
-    - container: kv (raw), dtype, shape [2, L, T, C], key_bins, value_bins, chunk_tokens."""
+    - container: kv (raw), dtype, shape [2, L, T, C], key_bins, value_bins, chunk_tokens, method,
+      head_size."""
 
     group: str
     name: str
@@ -614,7 +615,9 @@ def _container_cases() -> list[CodecCase]:
         seed: int,
         key_bins: Any = None,
         value_bins: Any = None,
-        chunk_tokens: int = 256,
+        chunk_tokens: int | None = None,
+        method: str = "cachegen",
+        head_size: int | None = None,
     ) -> dict[str, Any]:
         x = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
         return {
@@ -624,6 +627,8 @@ def _container_cases() -> list[CodecCase]:
             "key_bins": key_bins,
             "value_bins": value_bins,
             "chunk_tokens": chunk_tokens,
+            "method": method,
+            "head_size": head_size,
         }
 
     return [
@@ -644,6 +649,18 @@ def _container_cases() -> list[CodecCase]:
             "float16-chunks",
             "container",
             lambda: kv((2, 2, 70, 16), torch.float16, 3, 16, 8, 32),
+        ),
+        CodecCase(
+            "container",
+            "rotated-bfloat16",
+            "container",
+            lambda: kv((2, 3, 90, 64), torch.bfloat16, 4, method="rotated", head_size=16),
+        ),
+        CodecCase(
+            "container",
+            "rotated-float16-chunks",
+            "container",
+            lambda: kv((2, 2, 70, 32), torch.float16, 5, [12, 64], 6, 32, "rotated", 32),
         ),
     ]
 
@@ -712,7 +729,9 @@ def run_codec_api(case: CodecCase, device: str = "cpu", on_gpu: bool | None = No
         return {"symbols": raw(out)}
     if op == "container":
         kv = _tensor(a["kv"], device, a["dtype"]).reshape(a["shape"])
-        blob = codec.encode(kv, a["key_bins"], a["value_bins"], chunk_tokens=a["chunk_tokens"])
+        blob = codec.encode(
+            kv, a["key_bins"], a["value_bins"], a["chunk_tokens"], a["method"], a["head_size"]
+        )
         out = torch.empty(a["shape"], dtype=TORCH_DTYPES[a["dtype"]], device=device)
         assert codec.decode(blob, out=out) is out
         sync(out)

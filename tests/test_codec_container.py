@@ -62,7 +62,7 @@ def test_layout_matches_the_documentation(kv, blob) -> None:
         4,
         3,
     )
-    assert info["bins"] == [16, 8, 8, 6] and info["flags"] == 0 and info["reserved"] == 0
+    assert info["bins"] == [16, 8, 8, 6] and info["method"] == 0 and info["reserved"] == 0
     assert info["header_crc_ok"] and all(c["crc_ok"] for c in info["chunks"])
     assert info["size"] == len(blob)
     assert [c["tokens"] for c in info["chunks"]] == [4, 4, 3] and [
@@ -118,7 +118,6 @@ def test_bit_flips_in_each_header_field(blob, name, offset, size) -> None:
                 "version",
                 "header_size",
                 "dtype",
-                "flags",
                 "reserved",
             ):
                 assert f"header.{name}" in message, message
@@ -224,7 +223,7 @@ def _header(**overrides: int) -> bytes:
         num_tokens=0,
         chunk_tokens=65535,
         num_chunks=0,
-        flags=0,
+        method=0,
         reserved=0,
     )
     fields.update(overrides)

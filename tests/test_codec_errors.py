@@ -419,7 +419,7 @@ DESC_CASES = [
 PARAM_CASES = [
     ("struct_size", 0, "params->struct_size: expected sizeof(kvx_codec_params) ("),
     ("struct_size", 33, "params->struct_size: expected sizeof(kvx_codec_params) ("),
-    ("reserved0", 1, "params->reserved0: expected 0, got 1"),
+    ("method", 2, "params->method: expected KVX_CODEC_METHOD_CACHEGEN (0) or "),
     ("key_bins", ffi.NULL, "params->key_bins: expected a pointer to 2"),
     ("value_bins", ffi.NULL, "params->value_bins: expected a pointer to 2"),
     ("chunk_tokens", 0, "params->chunk_tokens: expected 1..65535, got 0"),

@@ -351,7 +351,7 @@ def test_more_bins_cost_bits_and_cut_error() -> None:
         totals.k_err, totals.k_sq = float(((k2 - k) ** 2).sum()), float((k**2).sum())
         totals.v_err, totals.v_sq = float(((v2 - v) ** 2).sum()), float((v**2).sum())
         totals.positions = 1
-        rows.append(totals.row(str(bins), False))
+        rows.append(totals.row(str(bins)))
     assert rows[0]["bits_per_element"] < rows[1]["bits_per_element"]
     assert rows[0]["rel_l2_k"] > rows[1]["rel_l2_k"] > 0
     assert rows[1]["ratio_vs_bf16"] == pytest.approx(16 / rows[1]["bits_per_element"])
@@ -371,30 +371,14 @@ def test_baselines_bytes_and_error() -> None:
     assert nbytes * 8 / elements == 16 and 0 < np.abs(kb - k).max() <= np.abs(k).max() / 256
 
 
-def test_hadamard_is_orthogonal_and_the_rotation_undoes_itself() -> None:
-    h = cq.hadamard(16)
-    assert np.allclose(h @ h.T, np.eye(16), atol=1e-6) and np.allclose(h, h.T)
-    assert set(np.unique(np.abs(h))) == {np.float32(0.25)}
-    with pytest.raises(ValueError):
-        cq.hadamard(12)
-    k, v = _kv()
-    k2, v2, nbytes = cq.rotated(cq.fp32_exact, 16)(k, v)
-    assert np.allclose(k2, k, atol=1e-5) and np.allclose(v2, v, atol=1e-5)
-    assert nbytes == 4 * (k.size + v.size)  # the fixed rotation adds no bytes
-    # Each head is rotated on its own: head 0's channels do not leak into head 1.
-    x = np.zeros((1, 1, 32), np.float32)
-    x[..., 3] = 1.0
-    assert np.all(cq.rotate_heads(x, h)[..., 16:] == 0)
-
-
-def test_rotated_codec_counts_the_real_container() -> None:
+def test_rotated_setting_counts_the_real_container() -> None:
     from kvx import codec
 
     k, v = _kv()
-    h = cq.hadamard(16)
-    _, _, nbytes = cq.rotated(cq.cachegen(), 16)(k, v)
-    blob = codec.encode(np.stack([cq.rotate_heads(k, h), cq.rotate_heads(v, h)]))
-    assert nbytes == len(blob)
+    k2, _, nbytes = cq.cachegen(method="rotated", head_dim=16)(k, v)
+    blob = codec.encode(np.stack([k, v]), method="rotated", head_size=16)
+    assert nbytes == len(blob) and codec.inspect(blob).method == "rotated"
+    assert not np.array_equal(k2, k) and np.allclose(k2, k, atol=np.abs(k).max() / 2)
 
 
 def test_measure_case_on_a_tiny_model() -> None:
@@ -405,7 +389,7 @@ def test_measure_case_on_a_tiny_model() -> None:
     exact, coarse = cq.Totals(), cq.Totals()
     cq.measure_case(model, ids, full, 10, cq.Setting("fp32", cq.fp32_exact), exact)
     cq.measure_case(model, ids, full, 10, cq.Setting("4 bins", cq.cachegen(4, 4)), coarse)
-    row, coarse_row = exact.row("fp32", False), coarse.row("4 bins", False)
+    row, coarse_row = exact.row("fp32"), coarse.row("4 bins")
     assert row["positions"] == coarse_row["positions"] == 14
     assert row["mean_kl_nats"] < 1e-6 and row["changed_share"] == 0
     assert row["bits_per_element"] == 32 and row["rel_l2_k"] == 0
@@ -428,7 +412,7 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
         totals.k_err, totals.k_sq = float(((k2 - k) ** 2).sum()), float((k**2).sum())
         totals.v_err, totals.v_sq = float(((v2 - v) ** 2).sum()), float((v**2).sum())
         totals.kl_sum, totals.changed = 0.1 / bins, 1
-        rows.append(totals.row(f"{bins} bins", bins == 32))
+        rows.append(totals.row(f"{bins} bins"))
     path = tmp_path / "rate.png"
     assert cq.plot(rows, str(path), "test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -50,6 +50,7 @@ def test_split_modules_keep_their_public_names():
         "decode_fast_new",
         "decode_fast_prefsum",
         "default_bins",
+        "default_rotated_bins",
         "dequantize",
         "encode",
         "encode_fast_new",

@@ -405,9 +405,18 @@ KVX_API int32_t kvx_codec_decode_prefsum(const uint16_t *cdf, int32_t cdf_len, c
  * own per-token scales, CDF tables (as symbol counts), stream lengths and LMCache-identical
  * streams, under CRC-32 checksums. Host memory only for now (stream NULL or a CPU stream).
  */
+/* How the container codes the values (docs/codec-container.md, "Methods"). */
+enum kvx_codec_method {
+    KVX_CODEC_METHOD_CACHEGEN = 0, /* LMCache's CacheGen, bit for bit: per-token scales, streams
+                                      identical to LMCache's */
+    KVX_CODEC_METHOD_ROTATED = 1   /* each head Walsh-Hadamard rotated before CacheGen-style
+                                      quantization, bfloat16 scales: fewer bits at equal quality;
+                                      head_size a power of two */
+};
+
 typedef struct kvx_codec_params {
     uint32_t struct_size;
-    int32_t reserved0;         /* set to 0 */
+    int32_t method;            /* enum kvx_codec_method; 0 (CacheGen) when zero-initialised */
     const int32_t *key_bins;   /* [num_layers]: bins of plane 0 (K) layer l */
     const int32_t *value_bins; /* [num_layers]: bins of plane 1 (V); unused when num_kv == 1 */
     int64_t chunk_tokens;      /* 1 .. 65535; LMCache uses 256 */
@@ -436,6 +445,8 @@ typedef struct kvx_codec_info {
     int64_t chunk_tokens;
     int64_t num_chunks;
     int64_t decoded_bytes; /* num_kv * num_layers * num_tokens * heads * head_size * elem size */
+    int32_t method;        /* enum kvx_codec_method */
+    int32_t reserved0;
 } kvx_codec_info;
 
 /* Checks the header of src[src_size] and its chunk table (each chunk's index, token count and

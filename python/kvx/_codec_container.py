@@ -14,10 +14,14 @@ from ._errors import CorruptInputError, InvalidArgumentError
 from ._native import check, ffi, lib
 from ._tensors import ArrayInfo, describe, require_writable
 from .reference_codec import default_bins
+from .reference_rotated import default_rotated_bins
 
 BytesLike = bytes | bytearray | memoryview | np.ndarray | Any
 
 DEFAULT_CHUNK_TOKENS = 256
+# The rotated method's default: longer chunks carry fewer CDF tables for the same streams.
+DEFAULT_ROTATED_CHUNK_TOKENS = 512
+METHODS = ("cachegen", "rotated")  # index = enum kvx_codec_method
 # decode's default bound on the decoded size, as a multiple of the blob's size (see decode).
 DEFAULT_MAX_RATIO = 1024
 
@@ -39,11 +43,18 @@ class CodecInfo:
     num_chunks: int
     format_version: int
     decoded_bytes: int  # what decode writes: num_kv * L * T * H * D * element size
+    method: str = "cachegen"  # "cachegen" | "rotated"
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         """Shape :func:`decode` returns: ``[num_kv, num_layers, num_tokens, heads * head_size]``."""
         return (self.num_kv, self.num_layers, self.num_tokens, self.num_heads * self.head_size)
+
+
+def _method_code(method: str) -> int:
+    if method not in METHODS:
+        raise InvalidArgumentError(f"method: expected one of {METHODS}, got {method!r}")
+    return METHODS.index(method)
 
 
 def _is_device_tensor(x: Any) -> bool:
@@ -97,35 +108,62 @@ def _dense_desc(info: ArrayInfo, heads: int, head_size: int) -> Any:
     return d
 
 
+def _split_heads(heads: int, head_size: int, split: int | None) -> tuple[int, int]:
+    """(heads, head_size) after ``head_size=split`` divides a flat ``[.., H*D]`` input's heads."""
+    if split is None:
+        return heads, head_size
+    if isinstance(split, bool) or not isinstance(split, (int, np.integer)) or split < 1:
+        raise InvalidArgumentError(f"head_size: expected a positive int or None, got {split!r}")
+    channels = heads * head_size
+    if channels % split or (heads > 1 and split != head_size):
+        raise InvalidArgumentError(
+            f"head_size: expected a divisor of the {channels} channels that keeps kv's heads "
+            f"({heads} x {head_size}), got {split}"
+        )
+    return channels // int(split), int(split)
+
+
 def encode(
     kv: Any,
     key_bins: Bins = None,
     value_bins: Bins = None,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    chunk_tokens: int | None = None,
+    method: str = "cachegen",
+    head_size: int | None = None,
 ) -> bytes:
-    """Compresses a dense KV cache into kvx's CacheGen container.
+    """Compresses a dense KV cache into kvx's container.
 
     kv: ``[2, L, T, H*D]`` (LMCache KV_2LTD), ``[2, L, T, H, D]``, or ``[1, L, T, D]`` (MLA);
     float32/float16/bfloat16, each token's channels contiguous (other strides free). A tensor on
     a device (GPU, NPU, MLU) is copied to host memory first (the whole tensor, synchronously):
     the container is a host byte string; the device codec is the low-level API.
-    key_bins / value_bins: bins per layer (int, sequence of L ints, or None for LMCache's schedule,
-    :func:`default_bins`). chunk_tokens: tokens per chunk (1..65535), each chunk with its own CDF
-    tables like LMCache's 256-token chunks. Raises :class:`kvx.InvalidArgumentError` for
+    method: ``"cachegen"`` (LMCache's CacheGen, bit for bit) or ``"rotated"`` (each head
+    Walsh-Hadamard rotated before quantization: fewer bits for the same next-token quality,
+    see docs/codec-quality.md; needs a power-of-two head size, given by a 5-dimensional kv or
+    ``head_size``). key_bins / value_bins: bins per layer (int, sequence of L ints, or None for
+    the method's schedule: :func:`default_bins` for CacheGen, :func:`default_rotated_bins`).
+    chunk_tokens: tokens per chunk (1..65535), each chunk with its own CDF tables; None: 256
+    (LMCache's) for CacheGen, 512 for the rotated method. head_size: splits a flat
+    ``[.., H*D]`` kv into heads of that size. Raises :class:`kvx.InvalidArgumentError` for
     non-finite values.
     """
     if _is_device_tensor(kv):
         kv = kv.to("cpu")  # staged through host memory: the container is a host byte string
-    info, heads, head_size = _kv_view(kv, "kv")
+    info, heads, size = _kv_view(kv, "kv")
+    heads, size = _split_heads(heads, size, head_size)
+    code = _method_code(method)
     num_layers = info.shape[1]
-    default_k, default_v = default_bins(num_layers)
+    default_k, default_v = default_rotated_bins(num_layers) if code else default_bins(num_layers)
     kb = _bins_list(key_bins, default_k, num_layers, "key_bins")
     vb = _bins_list(value_bins, default_v, num_layers, "value_bins")
+    if chunk_tokens is None:
+        chunk_tokens = DEFAULT_ROTATED_CHUNK_TOKENS if code else DEFAULT_CHUNK_TOKENS
     if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, (int, np.integer)):
         raise InvalidArgumentError(f"chunk_tokens: expected an int 1..65535, got {chunk_tokens!r}")
-    desc = _dense_desc(info, heads, head_size)
+    desc = _dense_desc(info, heads, size)
     params = ffi.new("kvx_codec_params *")
     params.struct_size = ffi.sizeof("kvx_codec_params")
+    params.method = code
     kb_c, vb_c = _int32_array(kb), _int32_array(vb)
     params.key_bins, params.value_bins = kb_c, vb_c
     params.chunk_tokens = int(chunk_tokens)
@@ -182,6 +220,7 @@ def inspect(blob: BytesLike) -> CodecInfo:
         num_chunks=int(info.num_chunks),
         format_version=int(info.format_version),
         decoded_bytes=int(info.decoded_bytes),
+        method=METHODS[info.method],
     )
 
 

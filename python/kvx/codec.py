@@ -7,7 +7,10 @@ High level::
 
 ``kv`` is a torch tensor or numpy array, float32, float16 or bfloat16 (bf16 needs torch); a
 tensor on a device goes through host memory. Bins default to LMCache's schedule
-(:func:`default_bins`). The blob is kvx's own container (``docs/codec-container.md``):
+(:func:`default_bins`). ``encode(kv, method="rotated")`` selects the container's second method,
+which rotates each head before quantizing (fewer bits for the same next-token quality on real
+models, docs/codec-quality.md; not LMCache-compatible, its own :func:`default_rotated_bins`).
+The blob is kvx's own container (``docs/codec-container.md``):
 little-endian, no pickle, CRC-32 checked; decoding damaged or hostile bytes raises
 :class:`kvx.CorruptInputError` naming the field.
 
@@ -50,6 +53,7 @@ from ._codec_lowlevel import (
     stream_bound,
 )
 from .reference_codec import default_bins
+from .reference_rotated import default_rotated_bins
 
 __all__ = [
     "CodecInfo",
@@ -58,6 +62,7 @@ __all__ = [
     "decode_fast_new",
     "decode_fast_prefsum",
     "default_bins",
+    "default_rotated_bins",
     "dequantize",
     "encode",
     "encode_fast_new",

@@ -198,7 +198,7 @@ HEADER_FIELDS = (  # name, offset, size: the fixed 60-byte header, little-endian
     ("num_tokens", 32, 8),
     ("chunk_tokens", 40, 4),
     ("num_chunks", 44, 4),
-    ("flags", 48, 4),
+    ("method", 48, 4),  # 0 CacheGen, 1 rotated (kvx.reference_rotated)
     ("reserved", 52, 8),
 )
 CHUNK_FIELDS = (
@@ -231,8 +231,8 @@ def parse_container(blob: bytes) -> dict:
     """Parses a kvx codec container following docs/codec-container.md, independently of the C
     parser (trusting the input: for tests). Returns the header fields, ``bins``, ``header_crc``
     and ``chunks``: dicts with the chunk fields, ``start`` / ``end`` (byte range, CRC excluded),
-    ``scales`` float32 ``[rows, tokens]``, ``counts`` (per stream, the count of every symbol
-    ``0 .. bins[row] - 2``), ``lengths``,
+    ``scales`` float32 ``[rows, tokens]`` (stored as bfloat16 by the rotated method),
+    ``counts`` (per stream, the count of every symbol ``0 .. bins[row] - 2``), ``lengths``,
     ``payload`` bytes and ``crc``."""
     import zlib
 
@@ -257,10 +257,12 @@ def parse_container(blob: bytes) -> dict:
             chunk[name] = int.from_bytes(blob[pos + off : pos + off + size], "little")
         pos += CHUNK_HEADER_SIZE
         t = chunk["tokens"]
-        chunk["scales"] = np.frombuffer(blob[pos : pos + 4 * rows * t], dtype="<f4").reshape(
-            rows, t
-        )
-        pos += 4 * rows * t
+        size = 2 if info["method"] == 1 else 4  # the rotated method stores bfloat16 scales
+        raw = np.frombuffer(blob[pos : pos + size * rows * t], dtype="<u2" if size == 2 else "<f4")
+        if size == 2:
+            raw = (raw.astype(np.uint32) << 16).view(np.float32)
+        chunk["scales"] = raw.reshape(rows, t)
+        pos += size * rows * t
         counts_raw = blob[pos : pos + chunk["counts_size"]]
         pos += chunk["counts_size"]
         counts, k = [], 0

@@ -46,14 +46,20 @@ def target(data: bytes) -> None:
 def seeds() -> list[bytes]:
     rng = np.random.default_rng(0)
     out = []
-    for shape, bins, chunk, dtype in [
-        ((2, 2, 9, 5), ([16, 8], [6, 32]), 4, np.float32),
-        ((2, 1, 20, 3), ([256], [4]), 7, np.float16),
-        ((1, 3, 6, 4), ([32, 16, 16], None), 6, np.float32),
-        ((2, 1, 0, 4), ([16], [16]), 2, np.float32),
+    for shape, bins, chunk, dtype, method in [
+        ((2, 2, 9, 5), ([16, 8], [6, 32]), 4, np.float32, "cachegen"),
+        ((2, 1, 20, 3), ([256], [4]), 7, np.float16, "cachegen"),
+        ((1, 3, 6, 4), ([32, 16, 16], None), 6, np.float32, "cachegen"),
+        ((2, 1, 0, 4), ([16], [16]), 2, np.float32, "cachegen"),
+        ((2, 2, 9, 2, 4), ([12, 10], [6, 64]), 4, np.float32, "rotated"),
+        ((2, 1, 20, 8), ([256], [4]), 7, np.float16, "rotated"),
     ]:
         kv = (rng.standard_normal(shape) * 4).astype(dtype)
-        out.append(codec.encode(kv, key_bins=bins[0], value_bins=bins[1], chunk_tokens=chunk))
+        out.append(
+            codec.encode(
+                kv, key_bins=bins[0], value_bins=bins[1], chunk_tokens=chunk, method=method
+            )
+        )
     return out
 
 

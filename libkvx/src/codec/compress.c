@@ -127,22 +127,25 @@ static void write_header(writer *w, const layout *lo)
     put_le(w, (uint64_t)lo->num_tokens, 8);
     put_le(w, (uint64_t)lo->chunk_tokens, 4);
     put_le(w, (uint64_t)lo->num_chunks, 4);
-    put_le(w, 0, 4); /* flags */
+    put_le(w, (uint64_t)lo->method, 4);
     put_le(w, 0, 8); /* reserved */
     for (int64_t r = 0; r < lo->rows; r++)
         put_le(w, (uint64_t)lo->bins[r], 2);
     put_crc(w, 0);
 }
 
-/* n scales as little-endian f32 (their bits, whatever the host's byte order). */
-static void put_scales(writer *w, const float *scales, int64_t n)
+/* n scales as little-endian f32, or bf16 for the rotated method (whose scales are bfloat16
+ * values: the top half of their float32 bits), whatever the host's byte order. */
+static void put_scales(writer *w, const layout *lo, const float *scales, int64_t n)
 {
-    uint8_t *at = reserve(w, 4 * n);
+    int64_t size = scale_bytes(lo);
+    uint8_t *at = reserve(w, size * n);
     for (int64_t i = 0; at && i < n; i++) {
         uint32_t bits;
         memcpy(&bits, &scales[i], sizeof bits);
-        for (int k = 0; k < 4; k++)
-            at[4 * i + k] = (uint8_t)(bits >> (8 * k));
+        bits >>= 8 * (4 - size);
+        for (int k = 0; k < size; k++)
+            at[size * i + k] = (uint8_t)(bits >> (8 * k));
     }
 }
 
@@ -163,7 +166,7 @@ static void write_chunk(writer *w, const layout *lo, int64_t index, int64_t toke
     put_le(w, (uint64_t)counts, 8);
     put_le(w, (uint64_t)lengths, 8);
     put_le(w, (uint64_t)payload, 8);
-    put_scales(w, b->scales, lo->rows * tokens);
+    put_scales(w, lo, b->scales, lo->rows * tokens);
     if ((job->out = reserve(w, counts)))
         kvx_parallel_for(streams, 256, write_counts_range, job);
     for (int64_t i = 0; i < streams; i++)
@@ -217,7 +220,11 @@ static int32_t compress_chunks(const kvx_backend *be, const kvx_dense_desc *kv, 
     for (int64_t k = 0; !rc && k < lo->num_chunks; k++) {
         int64_t tokens = chunk_len(lo, k);
         count_job job = {lo, b.symbols, tokens, b.counts, b.cdf, b.end_offsets, NULL};
-        if ((rc = quantize_chunk(be, kv, lo, k * lo->chunk_tokens, tokens, &b, stream)))
+        rc = lo->method == KVX_CODEC_METHOD_ROTATED
+                 ? kvx_codec_rotated_quantize(lo, kv, k * lo->chunk_tokens, tokens, b.symbols,
+                                              b.scales)
+                 : quantize_chunk(be, kv, lo, k * lo->chunk_tokens, tokens, &b, stream);
+        if (rc)
             break;
         kvx_parallel_for(lo->rows * lo->channels, 64, count_range, &job);
         rc = encode_chunk(be, lo, tokens, &b, stream);

@@ -65,4 +65,21 @@ int32_t kvx_codec_parse_header(const void *src, int64_t src_size, layout **out);
 int32_t kvx_codec_read_chunk_frame(reader *r, const layout *lo, int64_t index, chunk_view *c,
                                    uint32_t *stored_crc);
 
+/* ---------------------------------------------------------------- the rotated method (rotated.c)
+ */
+
+/* The largest |x| the rotated method encodes (and the largest scale a reader accepts): half of
+ * float32's largest over head_size, so that no sum of the inverse transform overflows. */
+float kvx_codec_rotated_limit(const layout *lo);
+
+/* Tokens t0 .. t0 + tokens - 1 of kv: rotated, scaled (bfloat16-representable scales) and
+ * quantized into symbols [rows, tokens, channels] and scales [rows, tokens]. Fails, naming the
+ * first offending token, when a value is not finite or above the limit. */
+int32_t kvx_codec_rotated_quantize(const layout *lo, const kvx_dense_desc *kv, int64_t t0,
+                                   int64_t tokens, uint8_t *symbols, float *scales);
+
+/* The inverse, into those tokens of out (values saturate at the dtype's largest). */
+int32_t kvx_codec_rotated_dequantize(const layout *lo, const kvx_dense_desc *out, int64_t t0,
+                                     int64_t tokens, const uint8_t *symbols, const float *scales);
+
 #endif /* KVX_CODEC_CONTAINER_H */

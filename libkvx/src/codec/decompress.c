@@ -77,17 +77,28 @@ static int32_t read_lengths(const layout *lo, int64_t index, const chunk_view *c
     return KVX_OK;
 }
 
-/* Scales are max |x| of values of the KV dtype: finite, >= 0 and at most the dtype's largest
- * value, which keeps every decoded value (|value| <= scale) finite in that dtype. */
+/* Scale i of a chunk's scales section (f32, or bf16 for the rotated method), as float32. */
+static float scale_at(const layout *lo, const uint8_t *scales, int64_t i)
+{
+    int64_t size = scale_bytes(lo);
+    uint32_t bits = (uint32_t)le_at(scales + size * i, (int)size) << (8 * (4 - size));
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* CacheGen's scales are max |x| of values of the KV dtype: finite, >= 0 and at most the dtype's
+ * largest value, which keeps every decoded value (|value| <= scale) finite in that dtype. The
+ * rotated method's are at most its limit, which keeps its inverse transform finite in float32
+ * (the dtype then saturates). */
 static int32_t check_scales(const layout *lo, int64_t index, const chunk_view *c)
 {
-    float largest = lo->dtype == KVX_DTYPE_FLOAT16    ? 65504.0f
-                    : lo->dtype == KVX_DTYPE_BFLOAT16 ? 3.3895313892515355e38f
-                                                      : 3.4028234663852886e38f;
+    float largest = lo->method == KVX_CODEC_METHOD_ROTATED ? kvx_codec_rotated_limit(lo)
+                    : lo->dtype == KVX_DTYPE_FLOAT16       ? 65504.0f
+                    : lo->dtype == KVX_DTYPE_BFLOAT16      ? 3.3895313892515355e38f
+                                                           : 3.4028234663852886e38f;
     for (int64_t i = 0; i < lo->rows * c->tokens; i++) {
-        uint32_t bits = (uint32_t)le_at(c->scales + 4 * i, 4);
-        float f;
-        memcpy(&f, &bits, sizeof f);
+        float f = scale_at(lo, c->scales, i);
         if (!(f >= 0.0f && f <= largest))
             return FAIL_CORRUPT("chunk[%lld].scales[%lld]: expected a finite value >= 0 and <= "
                                 "%g (the dtype's largest), got %g",
@@ -134,12 +145,10 @@ static int32_t read_out_desc(const kvx_dense_desc *user, const layout *lo, kvx_d
     return KVX_OK;
 }
 
-static void scales_from_le(const uint8_t *p, int64_t n, float *out)
+static void scales_from_le(const layout *lo, const uint8_t *p, int64_t n, float *out)
 {
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t bits = (uint32_t)le_at(p + 4 * i, 4);
-        memcpy(&out[i], &bits, sizeof bits);
-    }
+    for (int64_t i = 0; i < n; i++)
+        out[i] = scale_at(lo, p, i);
 }
 
 typedef struct cdf_build_job {
@@ -195,7 +204,7 @@ static int32_t decode_chunk(const kvx_backend *be, const layout *lo, int64_t ind
         return rc;
     cdf_build_job job = {lo, b->counts, c->tokens, b->cdf};
     kvx_parallel_for(streams, 256, cdf_build_range, &job);
-    scales_from_le(c->scales, lo->rows * c->tokens, b->scales);
+    scales_from_le(lo, c->scales, lo->rows * c->tokens, b->scales);
     kvx_codec_decode_args coded = {.cdf = b->cdf,
                                    .cdf_len = lo->num_bins + 1,
                                    .bytes = c->payload,
@@ -207,6 +216,9 @@ static int32_t decode_chunk(const kvx_backend *be, const layout *lo, int64_t ind
                                    .symbols = b->symbols};
     if ((rc = be->codec_decode(&coded, stream)))
         return rc;
+    if (lo->method == KVX_CODEC_METHOD_ROTATED)
+        return kvx_codec_rotated_dequantize(lo, out, index * lo->chunk_tokens, c->tokens,
+                                            b->symbols, b->scales);
     return dequantize_chunk(be, lo, index, c, b, out, stream);
 }
 

@@ -34,7 +34,7 @@ static int32_t parse_fixed_header(reader *r, layout *lo)
     static const char *const names[13] = {
         "header.version",    "header.header_size",  "header.dtype",      "header.num_kv",
         "header.num_layers", "header.num_heads",    "header.head_size",  "header.num_bins",
-        "header.num_tokens", "header.chunk_tokens", "header.num_chunks", "header.flags",
+        "header.num_tokens", "header.chunk_tokens", "header.num_chunks", "header.method",
         "header.reserved"};
     if ((rc = need(r, 4, "header.magic")))
         return rc;
@@ -59,8 +59,13 @@ static int32_t parse_fixed_header(reader *r, layout *lo)
         (rc = field_range(names[7], v[7], KVX_CODEC_MIN_BINS, KVX_CODEC_MAX_BINS)) ||
         (rc = field_range(names[8], v[8], 0, KVX_CODEC_MAX_TOKENS)) ||
         (rc = field_range(names[9], v[9], 1, MAX_CHUNK_TOKENS)) ||
-        (rc = field_range(names[11], v[11], 0, 0)) || (rc = field_range(names[12], v[12], 0, 0)))
+        (rc = field_range(names[11], v[11], KVX_CODEC_METHOD_CACHEGEN, KVX_CODEC_METHOD_ROTATED)) ||
+        (rc = field_range(names[12], v[12], 0, 0)))
         return rc;
+    if (v[11] == KVX_CODEC_METHOD_ROTATED && (v[6] & (v[6] - 1) || v[6] > MAX_ROTATED_HEAD))
+        return FAIL_CORRUPT("header.head_size: the rotated method expects a power of two up to "
+                            "%d, got %llu",
+                            MAX_ROTATED_HEAD, (unsigned long long)v[6]);
     if (v[5] * v[6] > INT32_MAX)
         return FAIL_CORRUPT("header.num_heads * header.head_size: expected <= %d, got %llu",
                             INT32_MAX, (unsigned long long)(v[5] * v[6]));
@@ -71,7 +76,7 @@ static int32_t parse_fixed_header(reader *r, layout *lo)
                             (unsigned long long)chunks, (unsigned long long)v[10]);
     *lo = (layout){(int32_t)v[2], (int32_t)v[3], (int32_t)v[4],          (int32_t)v[5],
                    (int32_t)v[6], (int32_t)v[7], (int64_t)(v[3] * v[4]), (int64_t)(v[5] * v[6]),
-                   (int64_t)v[8], (int64_t)v[9], (int64_t)v[10]};
+                   (int64_t)v[8], (int64_t)v[9], (int64_t)v[10],         (int32_t)v[11]};
     return KVX_OK;
 }
 
@@ -153,7 +158,9 @@ static int32_t fill_info(const layout *lo, kvx_codec_info *user)
                            lo->num_tokens,
                            lo->chunk_tokens,
                            lo->num_chunks,
-                           bytes};
+                           bytes,
+                           lo->method,
+                           0};
     return kvx_write_struct("info", "kvx_codec_info", user, &info, sizeof info);
 }
 
@@ -178,10 +185,10 @@ int32_t kvx_codec_read_chunk_frame(reader *r, const layout *lo, int64_t index, c
                                          "chunk.payload_size"};
     const uint8_t **parts[3] = {&c->counts, &c->lengths, &c->payload};
     int64_t *part_sizes[3] = {&c->counts_size, &c->lengths_size, &c->payload_size};
-    if ((rc = need(r, 4 * lo->rows * c->tokens, "chunk.scales")))
+    if ((rc = need(r, scale_bytes(lo) * lo->rows * c->tokens, "chunk.scales")))
         return rc;
     c->scales = r->p + r->pos;
-    r->pos += 4 * lo->rows * c->tokens;
+    r->pos += scale_bytes(lo) * lo->rows * c->tokens;
     for (int i = 0; i < 3; i++) {
         if (sizes[i] > (uint64_t)(r->size - r->pos))
             return FAIL_CORRUPT("%s: chunk %lld declares %llu bytes, only %lld remain", names[i],

@@ -56,8 +56,15 @@ int32_t kvx_codec_check_kv_desc(const char *name, const kvx_dense_desc *d)
 static int32_t check_params(const kvx_dense_desc *kv, const kvx_codec_params *p)
 {
     int32_t rc;
-    if (p->reserved0 != 0)
-        return FAIL_ARG("params->reserved0: expected 0, got %d", (int)p->reserved0);
+    if (p->method != KVX_CODEC_METHOD_CACHEGEN && p->method != KVX_CODEC_METHOD_ROTATED)
+        return FAIL_ARG("params->method: expected KVX_CODEC_METHOD_CACHEGEN (0) or "
+                        "KVX_CODEC_METHOD_ROTATED (1), got %d",
+                        (int)p->method);
+    if (p->method == KVX_CODEC_METHOD_ROTATED &&
+        (kv->head_size & (kv->head_size - 1) || kv->head_size > MAX_ROTATED_HEAD))
+        return FAIL_ARG("kv->head_size: the rotated method expects a power of two up to %d, "
+                        "got %d",
+                        MAX_ROTATED_HEAD, (int)kv->head_size);
     if ((rc = kvx_codec_check_bins("params->key_bins", p->key_bins, kv->num_layers)) ||
         (kv->num_kv == 2 &&
          (rc = kvx_codec_check_bins("params->value_bins", p->value_bins, kv->num_layers))))
@@ -101,7 +108,8 @@ layout *kvx_codec_layout_from_desc(const kvx_dense_desc *kv, const kvx_codec_par
                    (int64_t)kv->num_heads * kv->head_size,
                    kv->num_tokens,
                    p->chunk_tokens,
-                   (kv->num_tokens + p->chunk_tokens - 1) / p->chunk_tokens};
+                   (kv->num_tokens + p->chunk_tokens - 1) / p->chunk_tokens,
+                   p->method};
     for (int64_t r = 0; r < rows; r++) {
         lo->bins[r] = r < kv->num_layers ? p->key_bins[r] : p->value_bins[r - kv->num_layers];
         lo->num_bins = lo->bins[r] > lo->num_bins ? lo->bins[r] : lo->num_bins;
@@ -124,7 +132,7 @@ static int32_t chunk_size(const layout *lo, int64_t tokens, int worst, int64_t *
         __builtin_mul_overflow(streams, per_stream_payload, &payload) ||
         __builtin_add_overflow(counts, payload, &total) ||
         __builtin_add_overflow(total, lengths, &total) ||
-        __builtin_add_overflow(total, 4 * lo->rows * tokens, &total) ||
+        __builtin_add_overflow(total, scale_bytes(lo) * lo->rows * tokens, &total) ||
         __builtin_add_overflow(total, (int64_t)CHUNK_HEADER_SIZE + CRC_SIZE, &total))
         return FAIL_ARG("codec: the container size overflows int64");
     *out = total;

@@ -12,7 +12,8 @@ enum {
     HEADER_SIZE = 60,         /* fixed part of the file header, before the bins table */
     CHUNK_HEADER_SIZE = 32,   /* index, tokens, three section sizes */
     CRC_SIZE = 4,
-    MAX_CHUNK_TOKENS = 65535  /* symbol counts stay uint16 */
+    MAX_CHUNK_TOKENS = 65535, /* symbol counts stay uint16 */
+    MAX_ROTATED_HEAD = 65536  /* the rotated method's largest head_size */
 };
 
 /* header.magic: its 4 bytes, without the string's terminator. */
@@ -21,8 +22,15 @@ enum {
 typedef struct layout {
     int32_t dtype, num_kv, num_layers, num_heads, head_size, num_bins;
     int64_t rows, channels, num_tokens, chunk_tokens, num_chunks;
+    int32_t method; /* enum kvx_codec_method */
     int32_t bins[]; /* rows entries (allocated with the struct) */
 } layout;
+
+/* Bytes of one stored scale: float32 for CacheGen, bfloat16 for the rotated method. */
+static inline int64_t scale_bytes(const layout *lo)
+{
+    return lo->method == KVX_CODEC_METHOD_ROTATED ? 2 : 4;
+}
 
 /* Tokens of chunk `chunk`: chunk_tokens, except for a shorter last one. */
 static inline int64_t chunk_len(const layout *lo, int64_t chunk)

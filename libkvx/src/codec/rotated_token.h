@@ -1,0 +1,95 @@
+/*
+ * rotated_token.h - the arithmetic of the container's rotated method for one (row, token): a
+ * Walsh-Hadamard transform of each head, the token's scale and symbols, and the way back
+ * (docs/codec-container.md, method 1).
+ *
+ * Why a rotation: keys have a few outlier channels, and one per-token scale (max |x|) sized for
+ * them leaves the other channels a handful of levels. The transform spreads every channel over
+ * the whole head, so the coefficients share one range evenly; it is orthogonal up to a factor,
+ * so the error it brings back is the coefficients' error, spread the same way.
+ *
+ * Only float32 additions in a fixed order and multiplications by exact powers of two, so any
+ * backend that includes this header (the GPU compilers too) computes the same bits. The forward
+ * transform scales by 1/n first, so no sum exceeds the largest |x|; the inverse needs no scaling
+ * (H * H = n * I).
+ */
+#ifndef KVX_CODEC_ROTATED_TOKEN_H
+#define KVX_CODEC_ROTATED_TOKEN_H
+
+#include <math.h>
+#include <stdint.h>
+
+#include "../core/half.h"
+
+/* The butterflies of spans 1, 2 and 4 on the 8 values at x: the same additions, in the same
+ * stage order, as the generic loop (each output depends only on its own inputs, so the order
+ * of independent butterflies is free), written out so that a loop over groups vectorises. */
+KVX_HALF_FN void kvx_rot_hadamard8(float *x)
+{
+    float a0 = x[0] + x[1], a1 = x[0] - x[1], a2 = x[2] + x[3], a3 = x[2] - x[3];
+    float a4 = x[4] + x[5], a5 = x[4] - x[5], a6 = x[6] + x[7], a7 = x[6] - x[7];
+    float b0 = a0 + a2, b2 = a0 - a2, b1 = a1 + a3, b3 = a1 - a3;
+    float b4 = a4 + a6, b6 = a4 - a6, b5 = a5 + a7, b7 = a5 - a7;
+    x[0] = b0 + b4, x[4] = b0 - b4, x[1] = b1 + b5, x[5] = b1 - b5;
+    x[2] = b2 + b6, x[6] = b2 - b6, x[3] = b3 + b7, x[7] = b3 - b7;
+}
+
+/* x[0 .. n - 1] <- H x (unnormalised Sylvester Hadamard; n a power of two), in place: the
+ * butterflies (a, b) <- (a + b, a - b) of span 1, then 2, 4, .. n / 2. */
+KVX_HALF_FN void kvx_rot_hadamard(float *x, int64_t n)
+{
+    int64_t len = 1;
+    if (n >= 8) {
+        for (int64_t g = 0; g < n; g += 8)
+            kvx_rot_hadamard8(x + g);
+        len = 8;
+    }
+    /* Two spans per pass where they fit (len and 2 * len on four values at once): the same
+     * butterflies, with half the passes over memory. */
+    for (; 4 * len <= n; len <<= 2)
+        for (int64_t i = 0; i < n; i += len << 2)
+            for (int64_t j = i; j < i + len; j++) {
+                float a = x[j], b = x[j + len], c = x[j + 2 * len], d = x[j + 3 * len];
+                float ab = a + b, a_b = a - b, cd = c + d, c_d = c - d;
+                x[j] = ab + cd;
+                x[j + 2 * len] = ab - cd;
+                x[j + len] = a_b + c_d;
+                x[j + 3 * len] = a_b - c_d;
+            }
+    for (; len < n; len <<= 1)
+        for (int64_t i = 0; i < n; i += len << 1)
+            for (int64_t j = i; j < i + len; j++) {
+                float a = x[j], b = x[j + len];
+                x[j] = a + b;
+                x[j + len] = a - b;
+            }
+}
+
+/* The smallest bfloat16 value >= s (s finite, >= 0, below bfloat16's largest), as float32: the
+ * stored scale, rounded up so that no coefficient exceeds it. */
+KVX_HALF_FN float kvx_rot_scale_up(float s)
+{
+    uint16_t b = kvx_f32_to_bf16(s);
+    return kvx_bf16_to_f32((uint16_t)(b + (kvx_bf16_to_f32(b) < s)));
+}
+
+/* Symbol of coefficient c under scale s (> 0) with max_int = bins / 2 - 1: c * (max / s) rounded
+ * half to even, kept within +-max, shifted to 0 .. 2 * max. */
+KVX_HALF_FN uint8_t kvx_rot_symbol(float c, float factor, int32_t max_int)
+{
+    float q = rintf(c * factor);
+    float max = (float)max_int;
+    q = q > max ? max : q;
+    q = q < -max ? -max : q;
+    return (uint8_t)((int32_t)q + max_int);
+}
+
+/* Coefficient of symbol sym (above 2 * max only when forged: read as 2 * max), given the
+ * token's step = float32(scale / max): one multiplication per value, the division once a token. */
+KVX_HALF_FN float kvx_rot_value(uint8_t sym, int32_t max_int, float step)
+{
+    int32_t clamped = sym <= 2 * max_int ? sym : 2 * max_int;
+    return (float)(clamped - max_int) * step;
+}
+
+#endif /* KVX_CODEC_ROTATED_TOKEN_H */
