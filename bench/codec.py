@@ -9,7 +9,9 @@ Reports encode and decode throughput in symbols (= elements) per second and per 
 with --threads 1 and 2 to size a larger host from them), how the time splits between quantize,
 CDF, range coder and dequantize, bits per element,
 compression ratio against the raw bytes, the same run's zstd level 3 on the raw bytes, and the
-reconstruction's relative L2 error.
+reconstruction's relative L2 error; then the same for the container's rotated method (its own
+default bins and 512-token chunks, heads of --head-size), whose speed is the figure to compare
+here (its rate and quality are bench/codec_quality.py's, on real KV).
 """
 
 from __future__ import annotations
@@ -99,6 +101,9 @@ def run(argv: list[str]) -> int:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
     parser.add_argument("--chunk-tokens", type=int, default=256)
+    parser.add_argument(
+        "--head-size", type=int, default=128, help="for the rotated method (a power of two)"
+    )
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (median)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: libkvx default)")
     parser.add_argument("--seed", type=int, default=0)
@@ -123,7 +128,7 @@ def run(argv: list[str]) -> int:
 
 
 def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
-    steps = 6
+    steps = 7
     _progress("generating LLM-like KV data", 1, steps)
     kv = llm_like_kv(args.layers, args.tokens, args.channels, getattr(torch, args.dtype), args.seed)
     symbols = kv.numel()
@@ -139,7 +144,13 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
     t_dec, out = best_time(lambda: codec.decode(blob), args.repeat)
     c_dec = CPU_TIMES[id(out)]
 
-    _progress("the codec's steps alone (quantize, CDF, range coder, dequantize)", 4, steps)
+    _progress("the rotated method (container, its default bins and chunks)", 4, steps)
+    t_rot_enc, rot_blob = best_time(
+        lambda: codec.encode(kv, method="rotated", head_size=args.head_size), args.repeat
+    )
+    t_rot_dec, rot_out = best_time(lambda: codec.decode(rot_blob), args.repeat)
+
+    _progress("the codec's steps alone (quantize, CDF, range coder, dequantize)", 5, steps)
     x = kv.reshape(2 * args.layers, args.tokens, args.channels)
     bins = key_bins + value_bins
     t_quant, (sym, scales) = best_time(lambda: codec.quantize(x, bins), args.repeat)
@@ -154,11 +165,14 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
         print("kvx bench codec: range coder round trip FAILED", file=sys.stderr)
         return 1
 
-    _progress("zstd level 3 on the raw bytes", 5, steps)
+    _progress("zstd level 3 on the raw bytes", 6, steps)
     zstd = _zstd(raw, args.repeat)
-    _progress("error", 6, steps)
+    _progress("error", 7, steps)
     ref = kv.float()
-    rel_l2 = (torch.linalg.vector_norm(out.float() - ref) / torch.linalg.vector_norm(ref)).item()
+
+    def rel_l2(decoded: Any) -> float:
+        diff = decoded.float().reshape(ref.shape) - ref
+        return (torch.linalg.vector_norm(diff) / torch.linalg.vector_norm(ref)).item()
 
     def msym(t: float, cpu: float | None = None) -> str:
         text = f"{symbols / t / 1e6:8.1f} M symbols/s  ({len(raw) / t / 1e9:.2f} GB/s raw)"
@@ -193,7 +207,14 @@ def _measure(args: argparse.Namespace, torch: Any, kvx: Any, codec: Any) -> int:
             f"{int(lengths.sum()) / 1e6:.2f} MB "
             f"({8 * int(lengths.sum()) / symbols:.3f} bits/element)",
         ),
-        ("relative L2 error", f"{rel_l2:.4f}"),
+        ("relative L2 error", f"{rel_l2(out):.4f}"),
+        ("rotated encode (container)", msym(t_rot_enc, CPU_TIMES[id(rot_blob)])),
+        ("rotated decode (container)", msym(t_rot_dec, CPU_TIMES[id(rot_out)])),
+        (
+            "rotated size, error",
+            f"{8 * len(rot_blob) / symbols:.3f} bits/element ({len(raw) / len(rot_blob):.2f}x); "
+            f"relative L2 {rel_l2(rot_out):.4f} (its own bins: see docs/codec-quality.md)",
+        ),
     ]
     if zstd is None:
         rows.append(("zstd level 3", "zstd not installed (pip install zstandard)"))

@@ -27,12 +27,11 @@ Settings: fp32 (the exact KV, a self-check: its KL must be ~0), bf16 and int8 pe
 absmax per (layer, token) over the channels, float32 scales; no entropy coding) as baselines,
 kvx's CacheGen with LMCache's bin schedule and 256-token chunks (the defaults), with 512-token
 chunks (fewer CDF tables; differs only for prefixes over 256 tokens), with 16, 32 and 64 bins in
-every layer. Rows marked [prototype] preview a codec idea in numpy around kvx's real quantizer,
-CDF tables and range coder (their bits are the real container's size, never estimated): a fixed
-orthogonal rotation of each head (normalized Hadamard, head_dim x head_dim) applied to K and V
-before encoding and undone after decoding, with 16 bins, LMCache's bins and 64 bins. The rotation
-changes the symbols' statistics and so the rate, so compare settings on the rate/quality curve
-(``--plot``), not row by row.
+every layer; and kvx's rotated method (``method="rotated"``: each head Walsh-Hadamard rotated
+before quantization, bfloat16 scales, 512-token chunks) with its default bins (K 10 bins in the
+first third of the layers and 12 after, V 6) and with 16 / 8 and 48 / 24 bins. A method changes
+the symbols' statistics and so the rate, so compare settings on the rate/quality curve
+(``--plot``, the rotated method's points square), not row by row.
 """
 
 from __future__ import annotations
@@ -74,7 +73,6 @@ class Setting:
 
     name: str
     roundtrip: Roundtrip
-    prototype: bool = False
 
 
 @dataclass
@@ -91,12 +89,11 @@ class Totals:
     changed: int = 0
     positions: int = 0
 
-    def row(self, name: str, prototype: bool) -> dict[str, Any]:
+    def row(self, name: str) -> dict[str, Any]:
         """The table's figures for this setting."""
         bits = bits_per_element(self.nbytes, self.elements)
         return {
             "setting": name,
-            "prototype": prototype,
             "bits_per_element": bits,
             "ratio_vs_bf16": 16.0 / bits,
             "rel_l2_k": math.sqrt(self.k_err / self.k_sq),
@@ -160,15 +157,17 @@ def cachegen(
     key_bins: Sequence[int] | int | None = None,
     value_bins: Sequence[int] | int | None = None,
     chunk_tokens: int | None = None,
+    method: str = "cachegen",
+    head_dim: int | None = None,
 ) -> Roundtrip:
-    """kvx's CacheGen container: ``kvx.codec.encode`` then ``decode``; None means kvx's default
-    (LMCache's bin schedule, 256-token chunks). The bytes are the whole container's."""
+    """kvx's container: ``kvx.codec.encode`` then ``decode``; None means the method's default
+    (bins schedule, chunk size). ``method="rotated"`` needs ``head_dim``. The bytes are the
+    whole container's."""
     from kvx import codec
 
     def roundtrip(k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         kv = np.ascontiguousarray(np.stack([k, v]), dtype=np.float32)
-        chunk = codec.DEFAULT_CHUNK_TOKENS if chunk_tokens is None else chunk_tokens
-        blob = codec.encode(kv, key_bins, value_bins, chunk)
+        blob = codec.encode(kv, key_bins, value_bins, chunk_tokens, method, head_dim)
         out = codec.decode(blob, as_numpy=True)
         return out[0], out[1], len(blob)
 
@@ -203,42 +202,12 @@ def int8_per_token(k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return quant(k), quant(v), k.size + v.size + 4 * scales
 
 
-def hadamard(n: int) -> np.ndarray:
-    """Normalized Sylvester Hadamard matrix ``[n, n]`` float32 (n a power of two): symmetric and
-    orthogonal, so it is its own inverse."""
-    if n < 1 or n & (n - 1):
-        raise ValueError(f"Hadamard rotation needs a power-of-two head size, got {n}")
-    h = np.ones((1, 1))
-    while h.shape[0] < n:
-        h = np.block([[h, h], [h, -h]])
-    return (h / math.sqrt(n)).astype(np.float32)
-
-
-def rotate_heads(x: np.ndarray, rotation: np.ndarray) -> np.ndarray:
-    """``x`` ``[..., heads * D]`` with each head's D channels multiplied by ``rotation`` ``[D, D]``
-    (row vector times matrix); same shape, float32."""
-    d = rotation.shape[0]
-    heads = x.shape[-1] // d
-    y = x.reshape(*x.shape[:-1], heads, d) @ rotation
-    return y.reshape(x.shape).astype(np.float32)
-
-
-def rotated(inner: Roundtrip, head_dim: int) -> Roundtrip:
-    """``inner`` on K and V rotated per head by the Hadamard matrix, rotated back after decoding:
-    spreading outlier channels over the head evens out the per-token scale's range. The rotation
-    is fixed, so it adds no bytes."""
-    h = hadamard(head_dim)
-
-    def roundtrip(k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-        k2, v2, nbytes = inner(rotate_heads(k, h), rotate_heads(v, h))
-        return rotate_heads(k2, h.T), rotate_heads(v2, h.T), nbytes
-
-    return roundtrip
-
-
 def settings(config: quality_model.LlamaConfig) -> list[Setting]:
     """The table's rows, in order."""
-    d = config.head_dim
+
+    def rotated(key_bins: int | None = None, value_bins: int | None = None) -> Roundtrip:
+        return cachegen(key_bins, value_bins, method="rotated", head_dim=config.head_dim)
+
     return [
         Setting("fp32 (exact KV, self-check)", fp32_exact),
         Setting("bf16 (cast)", bf16_cast),
@@ -248,9 +217,9 @@ def settings(config: quality_model.LlamaConfig) -> list[Setting]:
         Setting("CacheGen 16 bins all layers", cachegen(16, 16)),
         Setting("CacheGen 32 bins all layers", cachegen(32, 32)),
         Setting("CacheGen 64 bins all layers", cachegen(64, 64)),
-        Setting("[prototype] Hadamard + 16 bins", rotated(cachegen(16, 16), d), True),
-        Setting("[prototype] Hadamard + default bins", rotated(cachegen(), d), True),
-        Setting("[prototype] Hadamard + 64 bins", rotated(cachegen(64, 64), d), True),
+        Setting("kvx rotated default (K 10/12, V 6 bins, chunk 512)", rotated()),
+        Setting("kvx rotated, K 16 / V 8 bins", rotated(16, 8)),
+        Setting("kvx rotated, K 48 / V 24 bins", rotated(48, 24)),
     ]
 
 
@@ -381,7 +350,7 @@ def plot(rows: list[dict[str, Any]], path: str, title: str) -> bool:
         (axes[1], "changed_share", "top-1 next token changed (share)"),
     ):
         for i, r in enumerate(shown):
-            marker = "s" if r["prototype"] else "o"
+            marker = "s" if r["setting"].startswith("kvx rotated") else "o"
             ax.scatter(
                 r["bits_per_element"], r[key], marker=marker, label=f"{i + 1}: {r['setting']}"
             )
@@ -486,7 +455,7 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
             for s in rows:
                 measure_case(model, ids, full, prefix, s, totals[s.name])
 
-    results = [totals[s.name].row(s.name, s.prototype) for s in rows]
+    results = [totals[s.name].row(s.name) for s in rows]
     total_tokens = sum(check.tokens.values())
     print(
         f"model: {model.name} ({path.name}); {cfg.layers} layers, {cfg.heads} heads, "
