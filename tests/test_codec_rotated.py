@@ -14,6 +14,7 @@ import pytest
 from kvx import codec
 from kvx import reference_codec as ref
 from kvx import reference_rotated as rr
+from test_codec_container import _decode_fails, _fix_crcs
 
 torch = pytest.importorskip("torch")
 
@@ -120,25 +121,6 @@ def kv() -> torch.Tensor:
 @pytest.fixture(scope="module")
 def blob(kv) -> bytes:
     return codec.encode(kv, key_bins=[16, 8], value_bins=[8, 6], chunk_tokens=4, method="rotated")
-
-
-def _fix_crcs(data: bytearray, original: bytes) -> bytearray:
-    info = ref.parse_container(original)
-    hdr = ref.HEADER_SIZE + 2 * len(info["bins"])
-    data[hdr : hdr + 4] = struct.pack("<I", zlib.crc32(bytes(data[:hdr])))
-    for c in info["chunks"]:
-        data[c["end"] : c["end"] + 4] = struct.pack(
-            "<I", zlib.crc32(bytes(data[c["start"] : c["end"]]))
-        )
-    return data
-
-
-def _decode_fails(data: bytes, field: str | None = None) -> str:
-    with pytest.raises(kvx.CorruptInputError) as err:
-        codec.decode(data, as_numpy=True)
-    if field is not None:
-        assert field in str(err.value), str(err.value)
-    return str(err.value)
 
 
 def test_layout_matches_the_documentation(kv, blob) -> None:

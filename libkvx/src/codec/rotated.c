@@ -114,17 +114,17 @@ static ALWAYS_INLINE int quantize_item(rotated_job *job, int64_t row, int64_t t,
     return 1;
 }
 
-static ALWAYS_INLINE void quantize_range_body(void *ctx, int64_t begin, int64_t end, int vector)
+/* Items begin .. end - 1 through `item`, with one work buffer of a token's values. */
+static ALWAYS_INLINE void for_items(rotated_job *job, int64_t begin, int64_t end,
+                                    int (*item)(rotated_job *, int64_t, int64_t, float *))
 {
-    (void)vector;
-    rotated_job *job = ctx;
     float *x = malloc((size_t)job->lo->channels * sizeof *x);
     if (!x) {
         atomic_store(&job->failed, 1);
         return;
     }
     for (int64_t i = begin; i < end; i++)
-        if (!quantize_item(job, i / job->tokens, i % job->tokens, x)) {
+        if (!item(job, i / job->tokens, i % job->tokens, x)) {
             int64_t seen = atomic_load(&job->bad_item);
             while ((seen < 0 || i < seen) &&
                    !atomic_compare_exchange_weak(&job->bad_item, &seen, i))
@@ -133,10 +133,16 @@ static ALWAYS_INLINE void quantize_range_body(void *ctx, int64_t begin, int64_t 
     free(x);
 }
 
+static ALWAYS_INLINE void quantize_range_body(void *ctx, int64_t begin, int64_t end, int vector)
+{
+    (void)vector;
+    for_items(ctx, begin, end, quantize_item);
+}
+
 KVX_DEFINE_RANGE_VARIANTS(quantize_range)
 
-/* One (row, token) back: coefficients, inverse rotation, the dtype. */
-static ALWAYS_INLINE void dequantize_item(const rotated_job *job, int64_t row, int64_t t, float *x)
+/* One (row, token) back: coefficients, inverse rotation, the dtype. Always succeeds. */
+static ALWAYS_INLINE int dequantize_item(rotated_job *job, int64_t row, int64_t t, float *x)
 {
     const layout *lo = job->lo;
     int64_t n = lo->channels, d = lo->head_size;
@@ -148,20 +154,13 @@ static ALWAYS_INLINE void dequantize_item(const rotated_job *job, int64_t row, i
     for (int64_t h = 0; h < n; h += d)
         kvx_rot_hadamard(x + h, d);
     store_row(lo->dtype, x, n, element(job, row, t));
+    return 1;
 }
 
 static ALWAYS_INLINE void dequantize_range_body(void *ctx, int64_t begin, int64_t end, int vector)
 {
     (void)vector;
-    rotated_job *job = ctx;
-    float *x = malloc((size_t)job->lo->channels * sizeof *x);
-    if (!x) {
-        atomic_store(&job->failed, 1);
-        return;
-    }
-    for (int64_t i = begin; i < end; i++)
-        dequantize_item(job, i / job->tokens, i % job->tokens, x);
-    free(x);
+    for_items(ctx, begin, end, dequantize_item);
 }
 
 KVX_DEFINE_RANGE_VARIANTS(dequantize_range)
