@@ -34,16 +34,10 @@ KVX_HALF_FN void kvx_rot_hadamard8(float *x)
     x[2] = b2 + b6, x[6] = b2 - b6, x[3] = b3 + b7, x[7] = b3 - b7;
 }
 
-/* x[0 .. n - 1] <- H x (unnormalised Sylvester Hadamard; n a power of two), in place: the
- * butterflies (a, b) <- (a + b, a - b) of span 1, then 2, 4, .. n / 2. */
-KVX_HALF_FN void kvx_rot_hadamard(float *x, int64_t n)
+/* The butterflies of spans `from`, 2 * from, .. n / 2 on x[0 .. n - 1] (from a power of two). */
+KVX_HALF_FN void kvx_rot_hadamard_spans(float *x, int64_t n, int64_t from)
 {
-    int64_t len = 1;
-    if (n >= 8) {
-        for (int64_t g = 0; g < n; g += 8)
-            kvx_rot_hadamard8(x + g);
-        len = 8;
-    }
+    int64_t len = from;
     /* Two spans per pass where they fit (len and 2 * len on four values at once): the same
      * butterflies, with half the passes over memory. */
     for (; 4 * len <= n; len <<= 2)
@@ -63,6 +57,19 @@ KVX_HALF_FN void kvx_rot_hadamard(float *x, int64_t n)
                 x[j] = a + b;
                 x[j + len] = a - b;
             }
+}
+
+/* x[0 .. n - 1] <- H x (unnormalised Sylvester Hadamard; n a power of two), in place: the
+ * butterflies (a, b) <- (a + b, a - b) of span 1, then 2, 4, .. n / 2. */
+KVX_HALF_FN void kvx_rot_hadamard(float *x, int64_t n)
+{
+    if (n < 8) {
+        kvx_rot_hadamard_spans(x, n, 1);
+        return;
+    }
+    for (int64_t g = 0; g < n; g += 8)
+        kvx_rot_hadamard8(x + g);
+    kvx_rot_hadamard_spans(x, n, 8);
 }
 
 /* The smallest bfloat16 value >= s (s finite, >= 0, below bfloat16's largest), as float32: the
