@@ -108,6 +108,14 @@ def test_values_beyond_the_method_range_are_refused() -> None:
     kv[1, 0, 2, 5] = float("nan")
     with pytest.raises(kvx.InvalidArgumentError):
         codec.encode(kv, method="rotated")
+    # A head of equal values just below the limit: its first coefficient is that value, and the
+    # scale's rounding up to bfloat16 would pass the limit, which a reader refuses: refused.
+    limit = np.float32(3.4028234663852886e38 / (2 * 16))
+    kv[1, 0, 2] = float(np.nextafter(limit, np.float32(0)))
+    with pytest.raises(kvx.InvalidArgumentError):
+        codec.encode(kv, method="rotated")
+    kv[1, 0, 2] = float(limit) / 2  # well inside: encodes, and decodes
+    assert codec.decode(codec.encode(kv, method="rotated")).shape == kv.shape
 
 
 # ---------------------------------------------------------------- the bytes

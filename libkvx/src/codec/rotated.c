@@ -103,6 +103,8 @@ static ALWAYS_INLINE int quantize_item(rotated_job *job, int64_t row, int64_t t,
     int32_t max_int = lo->bins[row] / 2 - 1;
     uint8_t *sym = job->symbols + (row * job->tokens + t) * n;
     float scale = kvx_rot_scale_up(largest);
+    if (!(scale <= limit)) /* rounded up past it: a reader would refuse the scale */
+        return 0;
     job->scales[row * job->tokens + t] = scale;
     if (scale == 0.0f) {
         memset(sym, max_int, (size_t)n);
