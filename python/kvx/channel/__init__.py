@@ -3,9 +3,10 @@
 A :class:`Sender` gathers the request from its engine's paged cache (any kvx layout) into a
 staging buffer with ``kvx.transfer``, optionally compresses it with ``kvx.codec`` (lossy), and
 sends it with a 256-byte header (``wire.py``) over a transport chosen by name: ``"torch"``
-(torch.distributed point-to-point: gloo, NCCL, HCCL, CNCL). A :class:`Receiver` lands each
-request in its own paged cache (its own layout and block size) only after the whole payload
-arrived and passed its checks. Both return handles (``wait(timeout)``, ``done()``).
+(torch.distributed point-to-point: gloo, NCCL, HCCL, CNCL) or ``"mooncake"`` (Mooncake
+Transfer Engine). A :class:`Receiver` lands each request in its own paged cache (its own layout
+and block size) only after the whole payload arrived and passed its checks. Both return handles
+(``wait(timeout)``, ``done()``). docs/channel.md has the details.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ class Transport(abc.ABC):
 
 
 _TRANSPORTS: dict[str, Callable[..., Transport]] = {}
-_BUILTIN = ("torch_dist",)
+_BUILTIN = ("torch_dist", "mooncake")
 
 
 def register(name: str, factory: Callable[..., Transport]) -> None:

@@ -37,8 +37,9 @@ class Receiver:
     """Receives requests' KV caches from senders and lands them in paged caches.
 
     Args:
-        transport: ``"torch"`` (as the :class:`Sender`).
-        address: ``"host:port"`` to listen at (see :attr:`address`).
+        transport: ``"torch"`` or ``"mooncake"`` (as the :class:`Sender`).
+        address: ``"host:port"`` to listen at (mooncake: port 0 picks a free one; see
+            :attr:`address`).
         timeout: seconds a started transfer may go without progress before it fails.
         **options: passed to the transport (see docs/channel.md).
 

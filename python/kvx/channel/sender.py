@@ -21,7 +21,7 @@ class Sender:
 
     Args:
         transport: ``"torch"`` (torch.distributed point-to-point; ``backend="gloo"`` by default,
-            ``"nccl"``, ``"hccl"``, ``"cncl"`` where installed).
+            ``"nccl"``, ``"hccl"``, ``"cncl"`` where installed) or ``"mooncake"``.
         address: the receiver's ``"host:port"``.
         timeout: seconds a started transfer may go without progress before it fails.
         **options: passed to the transport (see docs/channel.md).
