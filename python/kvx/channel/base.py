@@ -21,11 +21,13 @@ RECEIVER = "receiver"
 @dataclass
 class Frame:
     """One complete transfer as the receiver got it. ``payload`` (a 1-D uint8 torch tensor of
-    ``header.payload_bytes``) stays valid until ``release()``."""
+    ``header.payload_bytes``) stays valid until ``release()``. ``crc``: the payload's CRC-32
+    where the transport computed it while the bytes came in (None: not yet)."""
 
     header: Header
     payload: Any
     release: Callable[[], None]
+    crc: int | None = None
 
 
 class Transport(abc.ABC):
@@ -50,7 +52,16 @@ class Transport(abc.ABC):
     # -- sender side --------------------------------------------------------------------------
     def staging(self, nbytes: int) -> Any:
         """A 1-D uint8 torch tensor of ``nbytes`` that ``write`` can send from (transports that
-        need registered memory hand out pieces of it)."""
+        need registered memory hand out pieces of it). The sender uses one at a time: the
+        default keeps it for the next request, since first touching hundreds of MiB of fresh
+        pages costs as much as sending them."""
+        spare = getattr(self, "_spare", None)
+        if spare is None or spare.numel() < nbytes:
+            spare = self._spare = self.allocate(nbytes)
+        return spare[:nbytes]
+
+    def allocate(self, nbytes: int) -> Any:
+        """A new 1-D uint8 tensor for staging or receiving (host memory by default)."""
         import torch
 
         return torch.empty(nbytes, dtype=torch.uint8)

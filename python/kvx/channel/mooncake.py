@@ -33,8 +33,9 @@ _GRANT = struct.Struct("<Q")  # offset in the receiver's pool
 
 def load_engine() -> Any:
     """``mooncake.engine.TransferEngine``, or an ImportError that says what is missing."""
-    # Mooncake logs every connection at INFO level through glog; keep warnings and errors.
-    os.environ.setdefault("GLOG_minloglevel", "1")
+    # Mooncake logs each connection at INFO level (its own MC_LOG_LEVEL variable; glog's are not
+    # read): keep warnings and errors unless the user chose.
+    os.environ.setdefault("MC_LOG_LEVEL", "WARNING")
     try:
         from mooncake.engine import TransferEngine
     except ImportError as exc:

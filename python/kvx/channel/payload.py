@@ -44,6 +44,22 @@ class Side:
         return int(np.prod(self.shape)) * self.itemsize
 
 
+class Scratch:
+    """One reusable host buffer for a single thread's temporary copies (the compressed path's
+    gathered or decoded KV): fresh pages cost about as much to touch as the copy itself."""
+
+    def __init__(self) -> None:
+        self._buffer: Any = None
+
+    def get(self, nbytes: int) -> Any:
+        """A 1-D uint8 tensor of ``nbytes``, valid until the next call."""
+        import torch
+
+        if self._buffer is None or self._buffer.numel() < nbytes:
+            self._buffer = torch.empty(nbytes, dtype=torch.uint8)
+        return self._buffer[:nbytes]
+
+
 def _torch_dtype(obj: Any) -> Any:
     import torch
 
@@ -104,15 +120,13 @@ def check_matches(side: Side, header: Header) -> None:
         )
 
 
-def land(side: Side, header: Header, payload: Any) -> None:
+def land(side: Side, header: Header, payload: Any, scratch: Scratch) -> None:
     """Writes a checked payload (1-D uint8 torch tensor) into the receiver's paged cache: raw
-    elements as they are, a compressed payload after decoding all of it. Nothing is written if
-    decoding fails."""
+    elements as they are, a compressed payload after decoding all of it (into ``scratch``).
+    Nothing is written if decoding fails."""
     check_matches(side, header)
     if header.compressed:
-        import torch
-
-        dense = torch.empty(side.shape, dtype=side.torch_dtype).permute(1, 0, 2, 3, 4)
+        dense = dense_view(side, scratch.get(side.raw_bytes))
         try:
             codec.decode(payload, out=dense, max_bytes=side.raw_bytes)
         except (KvxError, ValueError) as exc:

@@ -142,14 +142,16 @@ class Receiver:
         return None
 
     def _land(self) -> None:
+        scratch = payload.Scratch()
         while (item := self._next_ready()) is not None:
             frame, handle, side = item
             header = frame.header
             error: ChannelError | None = None
             try:
-                if _crc(frame.payload) != header.payload_crc:
+                crc = frame.crc if frame.crc is not None else _crc(frame.payload)
+                if crc != header.payload_crc:
                     raise WireFormatError("payload CRC-32 mismatch (damaged)", header.request_id)
-                payload.land(side, header, frame.payload)
+                payload.land(side, header, frame.payload, scratch)
             except ChannelError as exc:
                 error = exc
             except Exception as exc:  # e.g. kvx rejected the cache: this request only

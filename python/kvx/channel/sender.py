@@ -42,6 +42,7 @@ class Sender:
         self._worker = threading.Thread(target=self._work, name="kvx-channel-send", daemon=True)
         self._replies = threading.Thread(target=self._read, name="kvx-channel-acks", daemon=True)
         self._goodbye = threading.Event()
+        self._scratch = payload.Scratch()  # the worker's, for the compressed path
         self._worker.start()
         self._replies.start()
 
@@ -131,10 +132,7 @@ class Sender:
 
     def _send_one(self, request_id: str, side: payload.Side, compress: bool) -> None:
         if compress:
-            import torch
-
-            raw = torch.empty(side.raw_bytes, dtype=torch.uint8)
-            blob = payload.compress(payload.gather(side, raw))
+            blob = payload.compress(payload.gather(side, self._scratch.get(side.raw_bytes)))
             buffer = self._link.staging(len(blob))
             buffer.numpy()[:] = memoryview(blob)
         else:

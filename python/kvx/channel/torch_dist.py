@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ _FRAMES, _REPLIES = 1, 2
 # Waiting for the next frame or reply has no limit (an idle channel is fine): gloo needs some
 # value, and a timeout would close the connection.
 _IDLE = datetime.timedelta(days=365)
+_KEEP = 2  # received payloads' buffers kept for reuse
 
 
 def _error(exc: Exception, what: str, request_id: str | None, timeout: float) -> ChannelError:
@@ -68,6 +70,7 @@ class TorchTransport(base.Transport):
         self._timeout = timeout
         self._owns_group = group is None
         self._lock = threading.Lock()
+        self._free: list[Any] = []  # received payloads' buffers, released, for reuse
         self._waiting = 0  # threads blocked in an unbounded receive (see close)
         self._ended = False
         if group is None:
@@ -96,6 +99,18 @@ class TorchTransport(base.Transport):
         except RuntimeError as exc:
             raise _error(exc, what, request_id, self._timeout) from exc
 
+    def _post_recv(self, tensor: Any, what: str, request_id: str | None) -> Any:
+        try:
+            return self._dist.irecv(tensor, src=self._peer, group=self._group, tag=_FRAMES)
+        except RuntimeError as exc:
+            raise _error(exc, what, request_id, self._timeout) from exc
+
+    def _wait(self, work: Any, what: str, request_id: str | None) -> None:
+        try:
+            work.wait(timeout=self._stall)
+        except RuntimeError as exc:
+            raise _error(exc, what, request_id, self._timeout) from exc
+
     def _recv(
         self, tensor: Any, tag: int, what: str, request_id: str | None, wait: Any = None
     ) -> None:
@@ -113,8 +128,21 @@ class TorchTransport(base.Transport):
     def _bytes_tensor(self, data: bytes) -> Any:
         return self._torch.frombuffer(bytearray(data), dtype=self._torch.uint8).to(self._device)
 
-    def staging(self, nbytes: int) -> Any:
+    def allocate(self, nbytes: int) -> Any:
         return self._torch.empty(nbytes, dtype=self._torch.uint8, device=self._device)
+
+    def _payload_buffer(self, nbytes: int) -> Any:
+        """A received payload's buffer: a used one when one is free and large enough (fresh
+        pages cost as much to touch as the bytes take to arrive)."""
+        with self._lock:
+            for i, buffer in enumerate(self._free):
+                if buffer.numel() >= nbytes:
+                    return self._free.pop(i)
+        return self.allocate(nbytes)
+
+    def _release(self, buffer: Any) -> None:
+        with self._lock:
+            self._free = sorted(self._free + [buffer], key=lambda b: b.numel())[-_KEEP:]
 
     # -- sender side --------------------------------------------------------------------------
     def begin(self, header: wire.Header, header_bytes: bytes) -> None:
@@ -159,14 +187,29 @@ class TorchTransport(base.Transport):
                 self._ended = True
                 self.reply(wire.pack_reply("", wire.GOODBYE))
                 return None
-            payload = self.staging(header.payload_bytes)
-            for offset in range(0, header.payload_bytes, self.chunk_bytes):
-                end = min(offset + self.chunk_bytes, header.payload_bytes)
-                what = f"receiving payload bytes {offset}..{end} of {header.payload_bytes}"
-                self._recv(payload[offset:end], _FRAMES, what, header.request_id)
+            buffer = self._payload_buffer(header.payload_bytes)
+            payload = buffer[: header.payload_bytes]
+            crc = self._receive_payload(header, payload)
         except ChannelError as exc:
             raise fatal(exc) from None
-        return base.Frame(header, payload, lambda: None)
+        return base.Frame(header, payload, lambda: self._release(buffer), crc)
+
+    def _receive_payload(self, header: wire.Header, payload: Any) -> int | None:
+        """Receives the payload chunk by chunk; on the CPU, checksums each chunk while the next
+        one arrives. Returns the CRC-32 (None on a device: the receiver computes it)."""
+        n, crc, pending = header.payload_bytes, 0, None
+        on_cpu = payload.device.type == "cpu"
+        for offset in range(0, n, self.chunk_bytes):
+            chunk = payload[offset : min(offset + self.chunk_bytes, n)]
+            what = f"receiving payload bytes {offset}..{offset + chunk.numel()} of {n}"
+            work = self._post_recv(chunk, what, header.request_id)
+            if pending is not None and on_cpu:
+                crc = zlib.crc32(pending.numpy(), crc)
+            self._wait(work, what, header.request_id)
+            pending = chunk
+        if pending is not None and on_cpu:
+            crc = zlib.crc32(pending.numpy(), crc)
+        return crc if on_cpu else None
 
     def reply(self, data: bytes) -> None:
         self._send(self._bytes_tensor(data), _REPLIES, "sending a reply", None)
