@@ -89,7 +89,8 @@ def _transport_class(transport: str) -> type:
 
 def faulty(transport: str, fault: str) -> type:
     """``transport``'s class, breaking on purpose: requests named ``corrupt...`` get their first
-    payload byte flipped after the CRC was taken; the request named ``victim`` is followed by
+    payload byte flipped after the CRC was taken, those named ``garbage...`` a bit of their
+    header; the request named ``victim`` is followed by
     the process killing itself (``fault="kill"``) or hanging (``"stall"``) after its first
     payload chunk."""
     base = _transport_class(transport)
@@ -97,6 +98,8 @@ def faulty(transport: str, fault: str) -> type:
     class Faulty(base):  # type: ignore[misc, valid-type]
         def begin(self, header: Any, header_bytes: bytes) -> None:
             self._request = header.request_id
+            if self._request.startswith("garbage"):  # one bit of the flags field
+                header_bytes = header_bytes[:8] + bytes([header_bytes[8] ^ 4]) + header_bytes[9:]
             super().begin(header, header_bytes)
 
         def write(self, offset: int, chunk: Any) -> None:

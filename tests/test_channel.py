@@ -209,3 +209,24 @@ def test_a_sender_lost_mid_payload_fails_its_request_and_writes_nothing(
     else:  # a torch.distributed group does not outlive its peer
         assert error and kind in error, error
         assert_untouched(after, paged)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_damaged_header_is_refused(transport: str) -> None:
+    garbage = Case("garbage", "vllm_nhd", "vllm_nhd", False, 300)
+    after = Case("after", "vllm_nhd", "vllm_nhd", False, 301)
+    options = {"timeout": 3.0}
+    # The receiver names only `after`: a damaged header's request id cannot be trusted.
+    with Pair(transport, [after], options) as pair:
+        sent = dict(_get(pair.send([garbage, after], options), "sender"))
+        landed = pair.receiver_results()
+    error, paged = landed["after"]
+    if transport == "mooncake":  # refused by the control path; the next request lands
+        assert "RejectedError" in sent["garbage"] and "CRC-32" in sent["garbage"], sent
+        assert error is None and sent["after"] is None, (error, sent)
+        assert_landed(after, paged)
+    else:  # the payload's length is unknown: the torch channel cannot go on
+        assert error and "WireFormatError" in error and "CRC-32" in error, error
+        assert "cannot skip the payload" in error
+        assert "Error" in sent["garbage"] and "Error" in sent["after"], sent
+        assert_untouched(after, paged)
