@@ -109,6 +109,11 @@ class Transport(abc.ABC):
     def reply(self, data: bytes) -> None:
         """Sends one reply to the sender."""
 
+    def drain(self, timeout: float) -> None:
+        """Waits up to ``timeout`` seconds for the senders connected now to end (receiver side,
+        before ``close``)."""
+        return None
+
     # -- both ---------------------------------------------------------------------------------
     @abc.abstractmethod
     def close(self) -> None:

@@ -168,6 +168,8 @@ class MooncakeTransport(base.Transport):
         self._frames: queue.Queue[Any] = queue.Queue()
         self._owners: dict[str, control.Connection] = {}  # request id -> who sent it
         self._lock = threading.Lock()
+        self._senders = 0  # connections being served
+        self._senders_left = threading.Condition(self._lock)
         self._check: Callable[[bytes], wire.Header] | None = None
 
     def next_frame(self, check: Callable[[bytes], wire.Header]) -> base.Frame | None:
@@ -197,11 +199,20 @@ class MooncakeTransport(base.Transport):
 
     def _serve(self, conn: control.Connection) -> None:
         """One sender's frames, one after another, until it ends or fails."""
+        with self._lock:
+            self._senders += 1
         try:
             while self._serve_one(conn):
                 pass
         finally:
             conn.close()
+            with self._lock:
+                self._senders -= 1
+                self._senders_left.notify_all()
+
+    def drain(self, timeout: float) -> None:
+        with self._lock:
+            self._senders_left.wait_for(lambda: self._senders == 0, timeout)
 
     def _serve_one(self, conn: control.Connection) -> bool:
         try:

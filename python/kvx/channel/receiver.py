@@ -96,11 +96,13 @@ class Receiver:
         return handle
 
     def close(self, timeout: float = 30.0) -> None:
-        """Waits up to ``timeout`` seconds for the sender to end the channel (a torch.distributed
-        group can only be taken down cleanly then), stops landing, and releases the link.
+        """Waits up to ``timeout`` seconds for the sender(s) to end the channel (a transport is
+        only taken down cleanly then), stops landing, and releases the link.
         Requests not landed by then fail with :class:`ChannelClosedError`."""
         if self._link.ends_with_sender:
             self._receiver.join(timeout)
+        else:
+            self._link.drain(timeout)
         with self._cond:
             self._closed = True
             self._cond.notify_all()
