@@ -8,6 +8,7 @@ receiver in ``sender.py`` / ``receiver.py`` build and check what goes through it
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -51,13 +52,18 @@ class Transport(abc.ABC):
 
     # -- sender side --------------------------------------------------------------------------
     def staging(self, nbytes: int) -> Any:
-        """A 1-D uint8 torch tensor of ``nbytes`` that ``write`` can send from (transports that
-        need registered memory hand out pieces of it). The sender uses one at a time: the
-        default keeps it for the next request, since first touching hundreds of MiB of fresh
-        pages costs as much as sending them."""
-        spare = getattr(self, "_spare", None)
-        if spare is None or spare.numel() < nbytes:
-            spare = self._spare = self.allocate(nbytes)
+        """A 1-D uint8 torch tensor of ``nbytes`` that ``write`` can send from, until
+        :meth:`release_staging` (transports that need registered memory hand out pieces of it).
+        The sender holds at most two at a time. The default keeps released buffers for the
+        next requests: first touching hundreds of MiB of fresh pages costs as much as sending
+        them."""
+        with _STAGING_LOCK:
+            spares = self.__dict__.setdefault("_spares", [])
+            spare = next((b for b in spares if b.numel() >= nbytes), None)
+            if spare is not None:
+                spares.remove(spare)
+        if spare is None:
+            spare = self.allocate(nbytes)
         return spare[:nbytes]
 
     def allocate(self, nbytes: int) -> Any:
@@ -68,7 +74,11 @@ class Transport(abc.ABC):
 
     def release_staging(self, buffer: Any) -> None:
         """Gives back a buffer from :meth:`staging` once its payload has been written."""
-        return None
+        base = buffer._base if buffer._base is not None else buffer
+        with _STAGING_LOCK:
+            spares = self.__dict__.setdefault("_spares", [])
+            # Keep the two largest: the sender never holds more at once.
+            spares[:] = sorted(spares + [base], key=lambda b: b.numel())[-2:]
 
     @abc.abstractmethod
     def begin(self, header: Header, header_bytes: bytes) -> None:
@@ -120,6 +130,7 @@ class Transport(abc.ABC):
         """Releases the link; safe to call more than once."""
 
 
+_STAGING_LOCK = threading.Lock()
 _TRANSPORTS: dict[str, Callable[..., Transport]] = {}
 _BUILTIN = ("torch_dist", "mooncake")
 

@@ -92,6 +92,9 @@ class MooncakeTransport(base.Transport):
     # -- sender side --------------------------------------------------------------------------
     def _start_sender(self, host: str, port: int, staging_bytes: int, timeout: float) -> None:
         self._register(staging_bytes)
+        self._pieces = RangeAllocator(staging_bytes)
+        self._staged = threading.Condition()
+        self._out = 0  # pieces handed out
         self._conn = control.connect(host, port, timeout)
         kind, body = self._conn.recv(timeout, "waiting for the receiver's HELLO")
         if kind != control.HELLO or len(body) <= _HELLO.size:
@@ -113,9 +116,27 @@ class MooncakeTransport(base.Transport):
             (self._replies if kind == control.REPLY else self._grants).put((kind, body))
 
     def staging(self, nbytes: int) -> Any:
-        if nbytes > self._pool.numel():
-            self._register(nbytes)
-        return self._pool[:nbytes]
+        # Pieces of the one registered pool; it is re-registered larger only while no piece is
+        # out (the sender holds two at most: room for two of the largest request).
+        with self._staged:
+            while True:
+                if nbytes <= self._pool.numel():
+                    offset = self._pieces.alloc(nbytes, 0)
+                    if offset is not None:
+                        self._out += 1
+                        return self._pool[offset : offset + nbytes]
+                if self._out == 0:
+                    piece = -(-nbytes // 4096) * 4096  # as the allocator rounds
+                    self._register(max(2 * piece, self._pool.numel()))
+                    self._pieces = RangeAllocator(self._pool.numel())
+                    continue
+                self._staged.wait()
+
+    def release_staging(self, buffer: Any) -> None:
+        with self._staged:
+            self._pieces.free(buffer.data_ptr() - self._pool.data_ptr(), buffer.numel())
+            self._out -= 1
+            self._staged.notify_all()
 
     def begin(self, header: wire.Header, header_bytes: bytes) -> None:
         rid = header.request_id

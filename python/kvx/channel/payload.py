@@ -7,6 +7,7 @@ format with the heads split), so any paged layout on either side maps to the sam
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,22 @@ def gather(side: Side, buffer: Any) -> Any:
 def compress(dense: Any) -> bytes:
     """The kvx.codec container of ``dense`` ``[kv, L, T, H, D]`` (lossy: CacheGen quantization)."""
     return codec.encode(dense)
+
+
+def crc32(buffer: Any) -> int:
+    """zlib's CRC-32 of a 1-D uint8 tensor's bytes (a device tensor via host memory)."""
+    return zlib.crc32((buffer if buffer.device.type == "cpu" else buffer.cpu()).numpy())
+
+
+def fill(buffer: Any, blob: bytes) -> None:
+    """Copies ``blob`` into ``buffer`` (a 1-D uint8 tensor of its length)."""
+    data = np.frombuffer(blob, dtype=np.uint8)
+    if buffer.device.type == "cpu":
+        buffer.numpy()[:] = data
+    else:
+        import torch
+
+        buffer.copy_(torch.from_numpy(data.copy()))
 
 
 def check_matches(side: Side, header: Header) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import zlib
 from typing import Any
 
 from . import base, payload, wire
@@ -27,10 +26,6 @@ def check_header(data: bytes) -> wire.Header:
             header.request_id,
         )
     return header
-
-
-def _crc(tensor: Any) -> int:
-    return zlib.crc32(tensor.cpu().numpy() if tensor.device.type != "cpu" else tensor.numpy())
 
 
 class Receiver:
@@ -150,7 +145,7 @@ class Receiver:
             header = frame.header
             error: ChannelError | None = None
             try:
-                crc = frame.crc if frame.crc is not None else _crc(frame.payload)
+                crc = frame.crc if frame.crc is not None else payload.crc32(frame.payload)
                 if crc != header.payload_crc:
                     raise WireFormatError("payload CRC-32 mismatch (damaged)", header.request_id)
                 payload.land(side, header, frame.payload, scratch)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import zlib
 from typing import Any
 
 from . import base, payload, wire
@@ -14,6 +13,7 @@ from .errors import ChannelClosedError, ChannelError, RejectedError, for_request
 from .handles import Handle
 
 _STOP = object()
+DEPTH = 2  # staging buffers per sender: one being sent, the next being gathered
 
 
 class Sender:
@@ -26,8 +26,8 @@ class Sender:
         timeout: seconds a started transfer may go without progress before it fails.
         **options: passed to the transport (see docs/channel.md).
 
-    Requests are sent one after another in the order of :meth:`send` calls, by a background
-    thread; any number may be queued.
+    Requests are sent one after another in the order of :meth:`send` calls by a background
+    thread, while another gathers the next one; any number may be queued.
     """
 
     def __init__(
@@ -39,10 +39,16 @@ class Sender:
         self._lock = threading.Lock()
         self._broken: ChannelError | None = None
         self._closed = False
-        self._worker = threading.Thread(target=self._work, name="kvx-channel-send", daemon=True)
+        self._ready: queue.Queue[Any] = queue.Queue()  # prepared frames, in order
+        self._buffers = threading.Semaphore(DEPTH)  # staging buffers in use
+        self._preparer = threading.Thread(
+            target=self._prepare_all, name="kvx-channel-gather", daemon=True
+        )
+        self._worker = threading.Thread(target=self._send_all, name="kvx-channel-send", daemon=True)
         self._replies = threading.Thread(target=self._read, name="kvx-channel-acks", daemon=True)
         self._goodbye = threading.Event()
         self._scratch = payload.Scratch()  # the worker's, for the compressed path
+        self._preparer.start()
         self._worker.start()
         self._replies.start()
 
@@ -108,7 +114,9 @@ class Sender:
         self.close()
 
     # -- background threads -------------------------------------------------------------------
-    def _work(self) -> None:
+    def _prepare_all(self) -> None:
+        """Gathers (and checksums, compresses) each request, at most DEPTH staging buffers
+        ahead of the sending thread, so that the next request is ready when a send ends."""
         while (item := self._queue.get()) is not _STOP:
             handle, side, compress = item
             if handle.done():  # failed by close() before it was sent
@@ -116,38 +124,51 @@ class Sender:
             if self._broken is not None:
                 handle._finish(for_request(self._broken, handle.request_id))
                 continue
+            self._buffers.acquire()
             try:
-                self._send_one(handle.request_id, side, compress)
+                frame = self._prepare(handle.request_id, side, compress)
+            except Exception as exc:  # a bug or a cache changed under us: this request only
+                self._buffers.release()
+                self._complete(handle.request_id, ChannelError(repr(exc), handle.request_id))
+                continue
+            self._ready.put((handle, frame))
+        self._ready.put(_STOP)
+
+    def _prepare(self, request_id: str, side: payload.Side, compress: bool) -> tuple:
+        if compress:
+            blob = payload.compress(payload.gather(side, self._scratch.get(side.raw_bytes)))
+            buffer = self._link.staging(len(blob))
+            payload.fill(buffer, blob)
+        else:
+            buffer = self._link.staging(side.raw_bytes)
+            payload.gather(side, buffer)
+        layers, kv, tokens, heads, head_size = side.shape
+        header = wire.Header(
+            request_id, side.cache.dtype, side.itemsize, layers, kv, tokens, heads, head_size,
+            buffer.numel(), payload.crc32(buffer), wire.FLAG_COMPRESSED if compress else 0,
+        )  # fmt: skip
+        return header, buffer
+
+    def _send_all(self) -> None:
+        while (item := self._ready.get()) is not _STOP:
+            handle, (header, buffer) = item
+            try:
+                if self._broken is not None:
+                    handle._finish(for_request(self._broken, handle.request_id))
+                elif not handle.done():
+                    self._link.send_frame(header, wire.pack_header(header), buffer)
             except ChannelError as exc:
                 self._complete(handle.request_id, exc)
                 if not isinstance(exc, RejectedError):
                     self._break(exc)
-            except Exception as exc:  # a bug or a cache changed under us: this request only
-                self._complete(handle.request_id, ChannelError(repr(exc), handle.request_id))
+            finally:
+                self._link.release_staging(buffer)
+                self._buffers.release()
         if self._broken is None:
             try:
                 self._link.end()
             except ChannelError as exc:
                 self._break(exc)
-
-    def _send_one(self, request_id: str, side: payload.Side, compress: bool) -> None:
-        if compress:
-            blob = payload.compress(payload.gather(side, self._scratch.get(side.raw_bytes)))
-            buffer = self._link.staging(len(blob))
-            buffer.numpy()[:] = memoryview(blob)
-        else:
-            buffer = self._link.staging(side.raw_bytes)
-            payload.gather(side, buffer)
-        try:
-            layers, kv, tokens, heads, head_size = side.shape
-            header = wire.Header(
-                request_id, side.cache.dtype, side.itemsize, layers, kv, tokens, heads,
-                head_size, buffer.numel(), zlib.crc32(buffer.numpy()),
-                wire.FLAG_COMPRESSED if compress else 0,
-            )  # fmt: skip
-            self._link.send_frame(header, wire.pack_header(header), buffer)
-        finally:
-            self._link.release_staging(buffer)
 
     def _read(self) -> None:
         while True:
