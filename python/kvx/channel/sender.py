@@ -47,7 +47,7 @@ class Sender:
         self._worker = threading.Thread(target=self._send_all, name="kvx-channel-send", daemon=True)
         self._replies = threading.Thread(target=self._read, name="kvx-channel-acks", daemon=True)
         self._goodbye = threading.Event()
-        self._scratch = payload.Scratch()  # the worker's, for the compressed path
+        self._scratch = payload.Scratch()  # the gathering thread's, for compressing
         self._preparer.start()
         self._worker.start()
         self._replies.start()
@@ -80,8 +80,10 @@ class Sender:
         side = payload.resolve(paged, slot_mapping, layout)
         handle = Handle(request_id)
         with self._lock:
-            if self._broken is not None or self._closed:
-                raise self._broken or ChannelClosedError("the sender is closed", request_id)
+            if self._broken is not None:
+                raise for_request(self._broken, request_id)
+            if self._closed:
+                raise ChannelClosedError("the sender is closed", request_id)
             if request_id in self._pending:
                 raise ValueError(f"request_id: {request_id!r} is already in flight")
             self._pending[request_id] = handle
