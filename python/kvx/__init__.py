@@ -40,10 +40,10 @@ __version__ = version()
 
 
 def __getattr__(name: str) -> Any:
-    # kvx.reference is plain torch: imported on first use, so that `import kvx` (and the CLI)
-    # does not pay for importing torch.
-    if name == "reference":
-        return importlib.import_module(".reference", __name__)
+    # kvx.reference is plain torch, kvx.channel starts threads and transports: each is imported
+    # on first use, so that `import kvx` (and the CLI) does not pay for them.
+    if name in ("reference", "channel"):
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -60,6 +60,7 @@ __all__ = [
     "OutOfMemoryError",
     "UnsupportedError",
     "backends",
+    "channel",
     "codec",
     "copy_batch",
     "cpu_isa",

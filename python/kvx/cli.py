@@ -21,6 +21,7 @@ BENCHMARKS = (
     "codec_gpu",
     "copy",
     "lmcache",
+    "channel",
 )  # each is kvx.bench.NAME with run(argv) -> int
 
 

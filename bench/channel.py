@@ -1,0 +1,322 @@
+"""Channel benchmark: a request's KV cache from one process's paged cache to another's over
+kvx.channel (``python -m kvx bench channel``), on 127.0.0.1.
+
+Llama-3-8B shape (32 layers, 8 KV heads, head 128, bf16), vLLM NHD with block 16 on both sides,
+4096 tokens in random blocks of pools twice that size, LLM-like values (as ``bench codec``).
+For each transport, in the same pair of processes:
+
+* **raw write**: the transport alone moving a buffer of the request's size (header, payload,
+  the receiver's reply), no gather, no checksum, no scatter: the baseline;
+* **channel**: ``Sender.send`` to ``handle.wait()`` (gather, CRC-32, send, CRC-32 check,
+  scatter, reply), one request at a time, and four in flight;
+* **channel, codec**: the same with ``compress=True`` (kvx.codec, lossy): its rate counts the
+  raw KV bytes moved per second, and the table gives the compression ratio.
+
+The receiver checks that what landed is the sender's data (raw) before timings are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import queue
+import socket
+import statistics
+import time
+import traceback
+import zlib
+from typing import Any
+
+try:
+    from . import codec as codec_bench
+    from . import common
+except ImportError:  # run from the repository as `python -m bench.channel`
+    import codec as codec_bench  # type: ignore[no-redef]
+    import common  # type: ignore[no-redef]
+
+TRANSPORTS = ("torch", "mooncake")
+IN_FLIGHT = 4
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m kvx bench channel", description=__doc__.splitlines()[0]
+    )
+    common.add_kv_shape_args(parser, repeats=3)
+    parser.add_argument("--transport", choices=(*TRANSPORTS, "all"), default="all")
+    parser.add_argument("--codec-repeats", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=120.0, help="channel timeout, seconds")
+    return parser.parse_args(argv)
+
+
+def _pool(torch: Any, args: argparse.Namespace, seed: int) -> tuple[list[Any], Any]:
+    """An NHD pool ``[2, NB, BS, H, D]`` per layer, and the request's slots in it."""
+    blocks = -(-args.tokens * args.pool_factor // args.block_size)
+    caches = [
+        torch.zeros(2, blocks, args.block_size, args.heads, args.head_size, dtype=torch.bfloat16)
+        for _ in range(args.layers)
+    ]
+    g = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(blocks, generator=g)[: -(-args.tokens // args.block_size)]
+    slots = (chosen[:, None] * args.block_size + torch.arange(args.block_size)).flatten()
+    return caches, slots[: args.tokens].contiguous()
+
+
+def _checksum(kvx: Any, torch: Any, caches: list[Any], slots: Any, args: argparse.Namespace) -> int:
+    """CRC-32 of the request's KV as gathered from ``caches`` (to compare the two sides)."""
+    dense = torch.empty(
+        2, args.layers, args.tokens, args.heads * args.head_size, dtype=torch.bfloat16
+    )
+    kvx.store(caches, dense, slots)
+    return zlib.crc32(dense.view(torch.uint8).numpy())
+
+
+def _options(transport: str, nbytes: int, args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"timeout": args.timeout}
+    if transport == "mooncake":
+        # The receiver holds IN_FLIGHT payloads at once; the sender grows its pool as needed.
+        options["staging_bytes"] = (IN_FLIGHT + 1) * nbytes
+    return options
+
+
+def _publish(out: Any, kind: str, value: Any) -> None:
+    out.put((kind, value))
+
+
+def _receiver(transport: str, addresses: list[str], args: argparse.Namespace, out: Any) -> None:
+    try:
+        import kvx
+        import torch
+        from kvx.channel import base, receiver, wire
+
+        torch.set_num_threads(1)
+        caches, slots = _pool(torch, args, seed=2)
+        nbytes = 2 * args.layers * args.tokens * args.heads * args.head_size * 2
+        options = _options(transport, nbytes, args)
+        # 1. The transport alone.
+        if transport == "torch":
+            _publish(out, "address", addresses[0])
+        link = base.create(transport, base.RECEIVER, addresses[0], **options)
+        if transport != "torch":
+            _publish(out, "address", link.address)
+        for _ in range(args.repeats + 1):
+            frame = link.next_frame(receiver.check_header)
+            link.reply(wire.pack_reply(frame.header.request_id, wire.LANDED))
+            frame.release()
+        if transport == "torch":
+            assert link.next_frame(receiver.check_header) is None  # the sender's END
+        link.close()
+        # 2. The channel.
+        if transport == "torch":
+            _publish(out, "address", addresses[1])
+        rx = kvx.channel.Receiver(transport, addresses[1], **options)
+        if transport != "torch":
+            _publish(out, "address", rx.address)
+        names = [f"raw{i}" for i in range(args.repeats + 1)]
+        names += [f"{kind}{i}" for kind in ("warm", "burst") for i in range(IN_FLIGHT)]
+        names += [f"codec{i}" for i in range(args.codec_repeats + 1)]
+        handles = {}
+        for name in names:
+            handles[name] = rx.expect(name, caches, slots)
+            if name == "raw0":
+                handles[name].wait(args.timeout)
+                _publish(out, "landed", _checksum(kvx, torch, caches, slots, args))
+        for handle in handles.values():
+            handle.wait(args.timeout)
+        rx.close()
+        _publish(out, "done", None)
+    except BaseException:
+        _publish(out, "error", traceback.format_exc())
+
+
+def _timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _sender(transport: str, inbox: Any, args: argparse.Namespace, out: Any) -> None:
+    try:
+        import kvx
+        import torch
+        from kvx.channel import base, wire
+
+        torch.set_num_threads(1)
+        caches, slots = _pool(torch, args, seed=1)
+        channels = args.heads * args.head_size
+        dense = codec_bench.llm_like_kv(args.layers, args.tokens, channels, torch.bfloat16, 3)
+        kvx.load(caches, dense, slots)
+        _publish(out, "progress", "data ready")
+        nbytes = dense.numel() * 2
+        options = _options(transport, nbytes, args)
+        # 1. The transport alone: a buffer of the request's size, as a frame.
+        link = base.create(transport, base.SENDER, inbox.get(timeout=args.timeout), **options)
+        buffer = link.staging(nbytes)
+        buffer.copy_(dense.view(-1).view(torch.uint8))
+        crc = zlib.crc32(buffer.numpy())
+        shape = (args.layers, 2, args.tokens, args.heads, args.head_size)
+        raw_times = []
+        for i in range(args.repeats + 1):
+            header = wire.Header(f"raw{i}", 3, 2, *shape, nbytes, crc)
+
+            def write(h: wire.Header = header) -> None:
+                link.send_frame(h, wire.pack_header(h), buffer)
+                wire.parse_reply(link.next_reply())
+
+            raw_times.append(_timed(write))
+        link.end()
+        wire.parse_reply(link.next_reply())  # GOODBYE
+        link.release_staging(buffer)
+        link.close()
+        _publish(out, "progress", "raw writes done")
+        # 2. The channel.
+        tx = kvx.channel.Sender(transport, inbox.get(timeout=args.timeout), **options)
+        channel_times = [
+            _timed(lambda i=i: tx.send(f"raw{i}", caches, slots).wait(args.timeout))
+            for i in range(args.repeats + 1)
+        ]
+        _publish(out, "sent", _checksum(kvx, torch, caches, slots, args))
+
+        def burst(kind: str) -> None:
+            handles = [tx.send(f"{kind}{i}", caches, slots) for i in range(IN_FLIGHT)]
+            for handle in handles:
+                handle.wait(args.timeout)
+
+        burst("warm")  # the second staging buffer's pages, touched once
+        burst_time = _timed(lambda: burst("burst"))
+        _publish(out, "progress", "raw channel done")
+        codec_times = [
+            _timed(
+                lambda i=i: tx.send(f"codec{i}", caches, slots, compress=True).wait(args.timeout)
+            )
+            for i in range(args.codec_repeats + 1)
+        ]
+        tx.close()
+        compressed = len(kvx.codec.encode(dense))
+        _publish(
+            out,
+            "result",
+            {
+                "bytes": nbytes,
+                "raw": statistics.median(raw_times[1:]),
+                "channel": statistics.median(channel_times[1:]),
+                "burst": burst_time / IN_FLIGHT,
+                "codec": statistics.median(codec_times[1:]),
+                "compressed": compressed,
+            },
+        )
+    except BaseException:
+        _publish(out, "error", traceback.format_exc())
+
+
+def _free_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _one_transport(transport: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Runs both processes for ``transport``; returns the sender's figures."""
+    ctx = multiprocessing.get_context("spawn")
+    rx_out, tx_out, inbox = ctx.Queue(), ctx.Queue(), ctx.Queue()
+    addresses = [_free_address(), _free_address()] if transport == "torch" else ["127.0.0.1:0"] * 2
+    processes = [
+        ctx.Process(target=_receiver, args=(transport, addresses, args, rx_out), daemon=True),
+        ctx.Process(target=_sender, args=(transport, inbox, args, tx_out), daemon=True),
+    ]
+    for process in processes:
+        process.start()
+    try:
+        return _drive(transport, args, rx_out, tx_out, inbox)
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+
+
+def _drive(transport: str, args: argparse.Namespace, rx_out: Any, tx_out: Any, inbox: Any) -> dict:
+    """Relays the receiver's addresses to the sender, prints progress, checks the landing."""
+    landed = sent = result = None
+    deadline = time.monotonic() + 20 * args.timeout
+    while result is None or landed is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{transport}: the benchmark processes did not finish")
+        for source in (rx_out, tx_out):
+            try:
+                kind, value = source.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if kind == "error":
+                raise RuntimeError(f"{transport} process failed:\n{value}")
+            if kind == "address":
+                inbox.put(value)
+            elif kind == "progress":
+                print(f"  {transport}: {value}", flush=True)
+            elif kind == "landed":
+                landed = value
+            elif kind == "sent":
+                sent = value
+            elif kind == "result":
+                result = value
+    if landed != sent:
+        raise RuntimeError(f"{transport}: the receiver's KV differs from the sender's")
+    print(f"  {transport}: verified: the receiver's KV equals the sender's", flush=True)
+    return result
+
+
+def _rows(transport: str, r: dict[str, Any]) -> list[list[str]]:
+    def row(method: str, seconds: float, extra: str = "") -> list[str]:
+        gbps = r["bytes"] / seconds / 1e9
+        return [transport, method, f"{seconds * 1e3:.0f}", f"{gbps:.2f}",
+                f"{r['raw'] / seconds * 100:.0f}%", extra]  # fmt: skip
+
+    ratio = f"{r['bytes'] / r['compressed']:.2f}x smaller"
+    return [
+        row("raw write (baseline)", r["raw"]),
+        row("channel, 1 request", r["channel"]),
+        row(f"channel, {IN_FLIGHT} in flight (per request)", r["burst"]),
+        row("channel, codec (raw KV bytes/s)", r["codec"], ratio),
+    ]
+
+
+def run(argv: list[str]) -> int:
+    args = _parse(argv)
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("the channel benchmark needs torch")
+        return 2
+    common.print_machine()
+    transports = TRANSPORTS if args.transport == "all" else (args.transport,)
+    mib = 2 * args.layers * args.tokens * args.heads * args.head_size * 2 / (1 << 20)
+    print(
+        f"{args.layers} layers x {args.heads} heads x {args.head_size}, bf16, {args.tokens} tokens "
+        f"({mib:.0f} MiB per request), vLLM NHD block {args.block_size} on both sides, 127.0.0.1"
+    )
+    rows, status = [], 0
+    for transport in transports:
+        if transport == "mooncake":
+            try:
+                from kvx.channel.mooncake import load_engine
+
+                load_engine()
+            except ImportError as exc:
+                print(f"  mooncake: skipped ({exc})")
+                status = status or 2
+                continue
+        try:
+            rows += _rows(transport, _one_transport(transport, args))
+        except (RuntimeError, TimeoutError) as exc:
+            print(f"  {transport}: FAILED: {exc}")
+            status = 1
+    headers = ["transport", "case", "ms", "GB/s", "vs raw write", ""]
+    if rows:
+        print(common.format_table(headers, rows))
+    return 1 if status == 1 else (0 if rows else status)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(run(sys.argv[1:]))

@@ -1,0 +1,164 @@
+"""The interface every transport implements, and the registry that picks one by name.
+
+A transport moves *frames* one way (a 256-byte header, then a payload of the length the header
+gives) and 512-byte *replies* the other way. It knows nothing of KV caches: the sender and
+receiver in ``sender.py`` / ``receiver.py`` build and check what goes through it.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .wire import Header
+
+SENDER = "sender"
+RECEIVER = "receiver"
+
+
+@dataclass
+class Frame:
+    """One complete transfer as the receiver got it. ``payload`` (a 1-D uint8 torch tensor of
+    ``header.payload_bytes``) stays valid until ``release()``. ``crc``: the payload's CRC-32
+    where the transport computed it while the bytes came in (None: not yet)."""
+
+    header: Header
+    payload: Any
+    release: Callable[[], None]
+    crc: int | None = None
+
+
+class Transport(abc.ABC):
+    """One end of a point-to-point link between a sender and a receiver process.
+
+    The receiver side listens at an address and the sender side connects to it. Methods of one
+    side are called from that side only: ``begin``/``write``/``finish`` from one sender thread,
+    ``next_reply`` from another; ``next_frame`` from one receiver thread, ``reply`` from another.
+    Every blocking call either returns, or raises a :class:`ChannelError` within the transport's
+    timeout once a transfer has started (waiting for the *next* frame or reply is unbounded:
+    an idle link is not an error).
+    """
+
+    name: ClassVar[str]
+    # True where the link lasts as long as one sender (torch.distributed): the receiver's close
+    # then waits for the sender to end it.
+    ends_with_sender: ClassVar[bool] = False
+    role: str
+    address: str
+    chunk_bytes: int
+
+    # -- sender side --------------------------------------------------------------------------
+    def staging(self, nbytes: int) -> Any:
+        """A 1-D uint8 torch tensor of ``nbytes`` that ``write`` can send from, until
+        :meth:`release_staging` (transports that need registered memory hand out pieces of it).
+        The sender holds at most two at a time. The default keeps released buffers for the
+        next requests: first touching hundreds of MiB of fresh pages costs as much as sending
+        them."""
+        with _STAGING_LOCK:
+            spares = self.__dict__.setdefault("_spares", [])
+            spare = next((b for b in spares if b.numel() >= nbytes), None)
+            if spare is not None:
+                spares.remove(spare)
+        if spare is None:
+            spare = self.allocate(nbytes)
+        return spare[:nbytes]
+
+    def allocate(self, nbytes: int) -> Any:
+        """A new 1-D uint8 tensor for staging or receiving (host memory by default)."""
+        import torch
+
+        return torch.empty(nbytes, dtype=torch.uint8)
+
+    def release_staging(self, buffer: Any) -> None:
+        """Gives back a buffer from :meth:`staging` once its payload has been written."""
+        base = buffer._base if buffer._base is not None else buffer
+        with _STAGING_LOCK:
+            spares = self.__dict__.setdefault("_spares", [])
+            # Keep the two largest: the sender never holds more at once.
+            spares[:] = sorted(spares + [base], key=lambda b: b.numel())[-2:]
+
+    @abc.abstractmethod
+    def begin(self, header: Header, header_bytes: bytes) -> None:
+        """Announces a frame. Raises :class:`RejectedError` if the receiver refuses it."""
+
+    @abc.abstractmethod
+    def write(self, offset: int, chunk: Any) -> None:
+        """Sends ``chunk`` (uint8, from :meth:`staging`) as payload bytes ``offset...``; chunks
+        come in order, each ``chunk_bytes`` long except the last."""
+
+    @abc.abstractmethod
+    def finish(self, header: Header) -> None:
+        """Ends the frame begun last: its whole payload was written."""
+
+    @abc.abstractmethod
+    def end(self) -> None:
+        """Tells the receiver no more frames come (it answers with a GOODBYE reply)."""
+
+    @abc.abstractmethod
+    def next_reply(self) -> bytes:
+        """The next reply's 512 bytes; blocks while there is none."""
+
+    def send_frame(self, header: Header, header_bytes: bytes, payload: Any) -> None:
+        """``begin``, the payload in chunks, ``finish``."""
+        self.begin(header, header_bytes)
+        for offset in range(0, header.payload_bytes, self.chunk_bytes):
+            self.write(offset, payload[offset : offset + self.chunk_bytes])
+        self.finish(header)
+
+    # -- receiver side ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def next_frame(self, check: Callable[[bytes], Header]) -> Frame | None:
+        """Blocks for the next frame; ``check`` parses (and may refuse, raising) its header before
+        any payload is accepted. None: no more frames come. Raises a :class:`ChannelError`
+        naming the request it concerns, marked ``fatal`` when the transport cannot go on."""
+
+    @abc.abstractmethod
+    def reply(self, data: bytes) -> None:
+        """Sends one reply to the sender."""
+
+    def drain(self, timeout: float) -> None:
+        """Waits up to ``timeout`` seconds for the senders connected now to end (receiver side,
+        before ``close``)."""
+        return None
+
+    # -- both ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Releases the link; safe to call more than once."""
+
+
+_STAGING_LOCK = threading.Lock()
+_TRANSPORTS: dict[str, Callable[..., Transport]] = {}
+_BUILTIN = ("torch_dist", "mooncake")
+
+
+def register(name: str, factory: Callable[..., Transport]) -> None:
+    """Makes ``factory(role, address, timeout=..., **options)`` available as ``transport=name``."""
+    _TRANSPORTS[name] = factory
+
+
+def create(name: str, role: str, address: str, **options: Any) -> Transport:
+    """The transport ``name`` for ``role`` (SENDER or RECEIVER) at ``address``."""
+    import importlib
+
+    for module in _BUILTIN:  # each registers itself when imported
+        importlib.import_module(f".{module}", __package__)
+
+    try:
+        factory = _TRANSPORTS[name]
+    except KeyError:
+        raise ValueError(
+            f"transport: expected one of {sorted(_TRANSPORTS)}, got {name!r}"
+        ) from None
+    return factory(role, address, **options)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``"host:port"`` -> (host, port)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address: expected 'host:port', got {address!r}")
+    return host.strip("[]"), int(port)

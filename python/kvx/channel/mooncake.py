@@ -1,0 +1,305 @@
+"""Transport over the Mooncake Transfer Engine (``transport="mooncake"``).
+
+Each side runs a ``mooncake.engine.TransferEngine`` with P2P handshake metadata (no metadata
+server) and registers one staging pool once. Payloads go by one-sided writes from the sender's
+pool into a range of the receiver's pool; a TCP control connection (``control.py``) carries the
+rest: the receiver's pool address (HELLO), each header (ALLOC), the range it gets (GRANT) or why
+not (REJECT), the end of its writes (DONE), and the receiver's replies.
+
+``protocol`` is Mooncake's: ``"tcp"`` works on any machine (the wheel still needs libibverbs to
+load), ``"rdma"`` needs RDMA NICs. A lost or stalled sender fails only its own request; the
+receiver keeps serving other connections, and the range the failed request held is never
+reused (a write still on its way could land in it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import socket
+import struct
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from . import base, control, wire
+from .allocator import RangeAllocator
+from .errors import ChannelError, PeerLostError, RejectedError, WireFormatError, for_request
+
+_HELLO = struct.Struct("<QQ")  # pool address, pool size; then the engine's session name
+_GRANT = struct.Struct("<Q")  # offset in the receiver's pool
+
+
+def load_engine() -> Any:
+    """``mooncake.engine.TransferEngine``, or an ImportError that says what is missing."""
+    # Mooncake logs each connection at INFO level (its own MC_LOG_LEVEL variable; glog's are not
+    # read): keep warnings and errors unless the user chose.
+    os.environ.setdefault("MC_LOG_LEVEL", "WARNING")
+    try:
+        from mooncake.engine import TransferEngine
+    except ImportError as exc:
+        raise ImportError(
+            "the mooncake transport needs the Mooncake Transfer Engine: pip install "
+            "mooncake-transfer-engine-non-cuda (-npu on Ascend hosts), and on Debian/Ubuntu "
+            f"apt-get install libibverbs1 ({exc})"
+        ) from exc
+    return TransferEngine
+
+
+class MooncakeTransport(base.Transport):
+    """See the module docstring. Options: ``protocol`` ("tcp"), ``staging_bytes`` (size of each
+    side's registered pool, 1 GiB; a request larger than the receiver's is refused, the sender's
+    grows as needed), ``chunk_bytes`` (64 MiB per write), ``connect_timeout`` (seconds)."""
+
+    name = "mooncake"
+
+    def __init__(
+        self,
+        role: str,
+        address: str,
+        *,
+        timeout: float = 30.0,
+        protocol: str = "tcp",
+        staging_bytes: int = 1 << 30,
+        chunk_bytes: int = 64 << 20,
+        connect_timeout: float = 60.0,
+    ) -> None:
+        import torch
+
+        self._torch = torch
+        self.role, self.chunk_bytes, self._timeout = role, int(chunk_bytes), timeout
+        self.address = address
+        host, port = base.split_address(address)
+        self._engine = load_engine()()
+        if self._engine.initialize(host, "P2PHANDSHAKE", protocol, "") != 0:
+            raise ChannelError(f"Mooncake TransferEngine.initialize({host!r}, {protocol!r}) failed")
+        self._session = f"{host}:{self._engine.get_rpc_port()}"
+        self._pool: Any = None
+        self._closed = False
+        if role == base.RECEIVER:
+            self._start_receiver(host, port, staging_bytes)
+        else:
+            self._start_sender(host, port, staging_bytes, connect_timeout)
+
+    def _register(self, nbytes: int) -> None:
+        if self._pool is not None:
+            self._engine.unregister_memory(self._pool.data_ptr())
+        self._pool = self._torch.empty(nbytes, dtype=self._torch.uint8)
+        if self._engine.register_memory(self._pool.data_ptr(), nbytes) != 0:
+            raise ChannelError(f"Mooncake could not register a staging pool of {nbytes} bytes")
+
+    # -- sender side --------------------------------------------------------------------------
+    def _start_sender(self, host: str, port: int, staging_bytes: int, timeout: float) -> None:
+        self._register(staging_bytes)
+        self._pieces = RangeAllocator(staging_bytes)
+        self._staged = threading.Condition()
+        self._out = 0  # pieces handed out
+        self._conn = control.connect(host, port, timeout)
+        kind, body = self._conn.recv(timeout, "waiting for the receiver's HELLO")
+        if kind != control.HELLO or len(body) <= _HELLO.size:
+            raise WireFormatError("the receiver's first message is not a HELLO")
+        self._peer_pool, self._peer_size = _HELLO.unpack_from(body)
+        self._peer = body[_HELLO.size :].decode("utf-8")
+        self._grants: queue.Queue[Any] = queue.Queue()
+        self._replies: queue.Queue[Any] = queue.Queue()
+        threading.Thread(target=self._read_sender, name="kvx-mooncake-ctl", daemon=True).start()
+
+    def _read_sender(self) -> None:
+        while True:
+            try:
+                kind, body = self._conn.recv(None, "waiting for the receiver")
+            except ChannelError as exc:
+                self._grants.put(exc)
+                self._replies.put(exc)
+                return
+            (self._replies if kind == control.REPLY else self._grants).put((kind, body))
+
+    def staging(self, nbytes: int) -> Any:
+        # Pieces of the one registered pool; it is re-registered larger only while no piece is
+        # out (the sender holds two at most: room for two of the largest request).
+        with self._staged:
+            while True:
+                if nbytes <= self._pool.numel():
+                    offset = self._pieces.alloc(nbytes, 0)
+                    if offset is not None:
+                        self._out += 1
+                        return self._pool[offset : offset + nbytes]
+                if self._out == 0:
+                    piece = -(-nbytes // 4096) * 4096  # as the allocator rounds
+                    self._register(max(2 * piece, self._pool.numel()))
+                    self._pieces = RangeAllocator(self._pool.numel())
+                    continue
+                self._staged.wait()
+
+    def release_staging(self, buffer: Any) -> None:
+        with self._staged:
+            self._pieces.free(buffer.data_ptr() - self._pool.data_ptr(), buffer.numel())
+            self._out -= 1
+            self._staged.notify_all()
+
+    def begin(self, header: wire.Header, header_bytes: bytes) -> None:
+        rid = header.request_id
+        self._conn.send(control.ALLOC, header_bytes)
+        try:
+            # The receiver may wait up to its timeout for room in its pool.
+            answer = self._grants.get(timeout=2 * self._timeout + 5)
+        except queue.Empty:
+            raise PeerLostError("the receiver did not answer the header in time", rid) from None
+        if isinstance(answer, ChannelError):
+            self._grants.put(answer)
+            raise type(answer)(answer.detail, rid)
+        kind, body = answer
+        if kind == control.REJECT:
+            raise RejectedError(f"the receiver refused it: {body.decode('utf-8', 'replace')}", rid)
+        if kind != control.GRANT or len(body) != _GRANT.size:
+            raise WireFormatError(f"unexpected control message {kind}", rid)
+        (self._offset,) = _GRANT.unpack(body)
+
+    def write(self, offset: int, chunk: Any) -> None:
+        target = self._peer_pool + self._offset + offset
+        status = self._engine.transfer_sync_write(
+            self._peer, chunk.data_ptr(), target, chunk.numel()
+        )
+        if status != 0:
+            raise PeerLostError(
+                f"Mooncake write of payload bytes {offset}..{offset + chunk.numel()} to "
+                f"{self._peer} failed (status {status})"
+            )
+
+    def finish(self, header: wire.Header) -> None:
+        self._conn.send(control.DONE, header.request_id.encode("utf-8"))
+
+    def end(self) -> None:
+        self._conn.send(control.END)
+
+    def next_reply(self) -> bytes:
+        answer = self._replies.get()
+        if isinstance(answer, ChannelError):
+            self._replies.put(answer)
+            raise answer
+        return answer[1]
+
+    # -- receiver side ------------------------------------------------------------------------
+    def _start_receiver(self, host: str, port: int, staging_bytes: int) -> None:
+        self._register(staging_bytes)
+        self._allocator = RangeAllocator(staging_bytes)
+        self._listener = socket.create_server((host, port))
+        self.address = f"{host}:{self._listener.getsockname()[1]}"
+        self._frames: queue.Queue[Any] = queue.Queue()
+        self._owners: dict[str, control.Connection] = {}  # request id -> who sent it
+        self._lock = threading.Lock()
+        self._senders = 0  # connections being served
+        self._senders_left = threading.Condition(self._lock)
+        self._check: Callable[[bytes], wire.Header] | None = None
+
+    def next_frame(self, check: Callable[[bytes], wire.Header]) -> base.Frame | None:
+        if self._check is None:
+            self._check = check
+            threading.Thread(target=self._accept, name="kvx-mooncake-accept", daemon=True).start()
+        item = self._frames.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                self._frames.put(None)  # the listener was closed
+                return
+            conn = control.Connection(sock)
+            hello = _HELLO.pack(self._pool.data_ptr(), self._pool.numel())
+            try:
+                conn.send(control.HELLO, hello + self._session.encode("utf-8"))
+            except ChannelError:
+                conn.close()
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: control.Connection) -> None:
+        """One sender's frames, one after another, until it ends or fails."""
+        with self._lock:
+            self._senders += 1
+        try:
+            while self._serve_one(conn):
+                pass
+        finally:
+            conn.close()
+            with self._lock:
+                self._senders -= 1
+                self._senders_left.notify_all()
+
+    def drain(self, timeout: float) -> None:
+        with self._lock:
+            self._senders_left.wait_for(lambda: self._senders == 0, timeout)
+
+    def _serve_one(self, conn: control.Connection) -> bool:
+        try:
+            kind, body = conn.recv(None, "waiting for the next header")
+        except ChannelError:
+            return False  # a sender that leaves between requests loses nothing
+        if kind == control.END:
+            conn.send(control.REPLY, wire.pack_reply("", wire.GOODBYE))
+            return False
+        if kind != control.ALLOC:
+            self._frames.put(WireFormatError(f"unexpected control message {kind}"))
+            return False
+        try:
+            header = self._check(body)
+        except WireFormatError as exc:
+            conn.send(control.REJECT, str(exc).encode("utf-8"))
+            self._frames.put(exc)
+            return True
+        rid, n = header.request_id, header.payload_bytes
+        offset = self._allocator.alloc(n, self._timeout) if n <= self._pool.numel() else None
+        if offset is None:
+            why = (
+                f"its payload of {n} bytes does not fit the receiver's staging pool of "
+                f"{self._pool.numel()} bytes"
+                if n > self._pool.numel()
+                else f"no room in the receiver's staging pool within {self._timeout} s"
+            )
+            conn.send(control.REJECT, why.encode("utf-8"))
+            self._frames.put(RejectedError(why, rid))
+            return True
+        with self._lock:
+            self._owners[rid] = conn
+        conn.send(control.GRANT, _GRANT.pack(offset))
+        try:
+            kind, body = conn.recv(self._timeout, f"waiting for the end of {n} payload bytes")
+            if kind != control.DONE or body != rid.encode("utf-8"):
+                raise WireFormatError(f"expected DONE for this request, got message {kind}")
+        except ChannelError as exc:
+            # The range stays taken: a write already on its way could still land in it.
+            self._frames.put(for_request(exc, rid))
+            return False
+        region = self._pool[offset : offset + n]
+        self._frames.put(base.Frame(header, region, lambda: self._allocator.free(offset, n)))
+        return True
+
+    def reply(self, data: bytes) -> None:
+        rid = wire.parse_reply(data).request_id
+        with self._lock:
+            conn = self._owners.pop(rid, None)
+        if conn is not None:
+            conn.send(control.REPLY, data)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.role == base.RECEIVER:
+            # shutdown wakes the thread in accept() (close alone does not)
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._frames.put(None)
+        else:
+            self._conn.close()
+        # The pool stays registered: the engine may still be reading or writing it, and both go
+        # with the process.
+
+
+base.register("mooncake", MooncakeTransport)

@@ -1,0 +1,208 @@
+"""The sending side: gathers a request from the paged cache, sends it, reports the receiver's
+answer through a handle."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any
+
+from . import base, payload, wire
+from .errors import ChannelClosedError, ChannelError, RejectedError, for_request
+from .handles import Handle
+
+_STOP = object()
+DEPTH = 2  # staging buffers per sender: one being sent, the next being gathered
+
+
+class Sender:
+    """Sends requests' KV caches to one :class:`Receiver`.
+
+    Args:
+        transport: ``"torch"`` (torch.distributed point-to-point; ``backend="gloo"`` by default,
+            ``"nccl"``, ``"hccl"``, ``"cncl"`` where installed) or ``"mooncake"``.
+        address: the receiver's ``"host:port"``.
+        timeout: seconds a started transfer may go without progress before it fails.
+        **options: passed to the transport (see docs/channel.md).
+
+    Requests are sent one after another in the order of :meth:`send` calls by a background
+    thread, while another gathers the next one; any number may be queued.
+    """
+
+    def __init__(
+        self, transport: str, address: str, *, timeout: float = 30.0, **options: Any
+    ) -> None:
+        self._link = base.create(transport, base.SENDER, address, timeout=timeout, **options)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._pending: dict[str, Handle] = {}
+        self._lock = threading.Lock()
+        self._broken: ChannelError | None = None
+        self._closed = False
+        self._ready: queue.Queue[Any] = queue.Queue()  # prepared frames, in order
+        self._buffers = threading.Semaphore(DEPTH)  # staging buffers in use
+        self._preparer = threading.Thread(
+            target=self._prepare_all, name="kvx-channel-gather", daemon=True
+        )
+        self._worker = threading.Thread(target=self._send_all, name="kvx-channel-send", daemon=True)
+        self._replies = threading.Thread(target=self._read, name="kvx-channel-acks", daemon=True)
+        self._goodbye = threading.Event()
+        self._scratch = payload.Scratch()  # the gathering thread's, for compressing
+        self._preparer.start()
+        self._worker.start()
+        self._replies.start()
+
+    def send(
+        self,
+        request_id: str,
+        paged: Any,
+        slot_mapping: Any,
+        *,
+        layout: str = "vllm_nhd",
+        compress: bool = False,
+    ) -> Handle:
+        """Queues the request's KV for sending and returns its handle.
+
+        Args:
+            request_id: a non-empty string of at most 188 bytes of UTF-8, unique among the
+                requests in flight; the receiver's :meth:`Receiver.expect` names the same.
+            paged: the sender's paged cache in ``layout`` (any kvx layout; see
+                ``kvx.layouts.PAGED_LAYOUTS``).
+            slot_mapping: int64 ``[T]``: the slot of each of the request's tokens; a negative slot
+                sends zeros for that token.
+            compress: send a ``kvx.codec`` container (CacheGen, lossy) instead of raw elements.
+
+        ``handle.wait()`` returns once the receiver reports the request in its paged cache and
+        raises a :class:`ChannelError` if it could not land it. The slots must keep their
+        contents until the handle is done (they are read by the background thread).
+        """
+        wire.request_id_bytes(request_id)
+        side = payload.resolve(paged, slot_mapping, layout)
+        handle = Handle(request_id)
+        with self._lock:
+            if self._broken is not None:
+                raise for_request(self._broken, request_id)
+            if self._closed:
+                raise ChannelClosedError("the sender is closed", request_id)
+            if request_id in self._pending:
+                raise ValueError(f"request_id: {request_id!r} is already in flight")
+            self._pending[request_id] = handle
+        self._queue.put((handle, side, compress))
+        return handle
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Waits for queued requests to be sent, tells the receiver, and releases the link."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        deadline = time.monotonic() + timeout
+        # Replies of requests in flight come before END, so that the receiver's GOODBYE is
+        # the last thing on the link.
+        with self._lock:
+            handles = list(self._pending.values())
+        for handle in handles:
+            handle._event.wait(max(0.0, deadline - time.monotonic()))
+        self._fail_all(ChannelClosedError("the sender was closed before the receiver answered"))
+        self._queue.put(_STOP)
+        self._worker.join(max(0.0, deadline - time.monotonic()))
+        self._goodbye.wait(max(0.0, deadline - time.monotonic()))
+        self._link.close()
+
+    def __enter__(self) -> Sender:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- background threads -------------------------------------------------------------------
+    def _prepare_all(self) -> None:
+        """Gathers (and checksums, compresses) each request, at most DEPTH staging buffers
+        ahead of the sending thread, so that the next request is ready when a send ends."""
+        while (item := self._queue.get()) is not _STOP:
+            handle, side, compress = item
+            if handle.done():  # failed by close() before it was sent
+                continue
+            if self._broken is not None:
+                handle._finish(for_request(self._broken, handle.request_id))
+                continue
+            self._buffers.acquire()
+            try:
+                frame = self._prepare(handle.request_id, side, compress)
+            except Exception as exc:  # a bug or a cache changed under us: this request only
+                self._buffers.release()
+                self._complete(handle.request_id, ChannelError(repr(exc), handle.request_id))
+                continue
+            self._ready.put((handle, frame))
+        self._ready.put(_STOP)
+
+    def _prepare(self, request_id: str, side: payload.Side, compress: bool) -> tuple:
+        if compress:
+            blob = payload.compress(payload.gather(side, self._scratch.get(side.raw_bytes)))
+            buffer = self._link.staging(len(blob))
+            payload.fill(buffer, blob)
+        else:
+            buffer = self._link.staging(side.raw_bytes)
+            payload.gather(side, buffer)
+        layers, kv, tokens, heads, head_size = side.shape
+        header = wire.Header(
+            request_id, side.cache.dtype, side.itemsize, layers, kv, tokens, heads, head_size,
+            buffer.numel(), payload.crc32(buffer), wire.FLAG_COMPRESSED if compress else 0,
+        )  # fmt: skip
+        return header, buffer
+
+    def _send_all(self) -> None:
+        while (item := self._ready.get()) is not _STOP:
+            handle, (header, buffer) = item
+            try:
+                if self._broken is not None:
+                    handle._finish(for_request(self._broken, handle.request_id))
+                elif not handle.done():
+                    self._link.send_frame(header, wire.pack_header(header), buffer)
+            except ChannelError as exc:
+                self._complete(handle.request_id, exc)
+                if not isinstance(exc, RejectedError):
+                    self._break(exc)
+            finally:
+                self._link.release_staging(buffer)
+                self._buffers.release()
+        if self._broken is None:
+            try:
+                self._link.end()
+            except ChannelError as exc:
+                self._break(exc)
+
+    def _read(self) -> None:
+        while True:
+            try:
+                reply = wire.parse_reply(self._link.next_reply())
+            except ChannelError as exc:
+                self._break(exc)
+                return
+            if reply.status == wire.GOODBYE:
+                self._goodbye.set()
+                return
+            error = None
+            if reply.status == wire.FAILED:
+                error = RejectedError(f"the receiver failed it: {reply.message}", reply.request_id)
+            self._complete(reply.request_id, error)
+
+    def _complete(self, request_id: str, error: ChannelError | None) -> None:
+        with self._lock:
+            handle = self._pending.pop(request_id, None)
+        if handle is not None:
+            handle._finish(error)
+
+    def _break(self, error: ChannelError) -> None:
+        """The link is gone: every request still in flight fails with ``error``."""
+        with self._lock:
+            if self._broken is None:
+                self._broken = error
+        self._goodbye.set()
+        self._fail_all(error)
+
+    def _fail_all(self, error: ChannelError) -> None:
+        with self._lock:
+            handles, self._pending = list(self._pending.values()), {}
+        for handle in handles:
+            handle._finish(for_request(error, handle.request_id))

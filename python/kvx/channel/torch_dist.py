@@ -1,0 +1,227 @@
+"""Transport over torch.distributed point-to-point sends (``transport="torch"``).
+
+Two ranks: the receiver is rank 0 (it hosts the rendezvous at ``address``), the sender rank 1.
+Frames go as a 256-byte header tensor followed by the payload in ``chunk_bytes`` pieces (tag 1);
+replies come back as 512-byte tensors (tag 2). gloo runs on any CPU; ``backend="nccl"``,
+``"hccl"`` (torch_npu) or ``"cncl"`` (torch_mlu) take the same path with staging on
+``device``.
+
+gloo closes the connection when a wait times out, and a dead peer ends the process group, so a
+stall or a lost peer breaks the channel: every request in flight fails and a new channel (a new
+process group) is needed. A payload that arrives whole but fails its checks fails only its own
+request.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from . import base, wire
+from .errors import ChannelError, PeerLostError, StalledError, WireFormatError, fatal
+
+_FRAMES, _REPLIES = 1, 2
+# Waiting for the next frame or reply has no limit (an idle channel is fine): gloo needs some
+# value, and a timeout would close the connection.
+_IDLE = datetime.timedelta(days=365)
+_KEEP = 2  # received payloads' buffers kept for reuse
+
+
+def _error(exc: Exception, what: str, request_id: str | None, timeout: float) -> ChannelError:
+    """A torch.distributed failure as a channel error: a timeout is a stall, anything else
+    (gloo: "Connection closed by peer") a lost peer."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "Timed out" in text or "timeout" in text.lower():
+        return StalledError(f"{what}: no progress within {timeout} s ({text})", request_id)
+    return PeerLostError(f"{what}: the peer is gone ({text})", request_id)
+
+
+class TorchTransport(base.Transport):
+    """See the module docstring. Options: ``backend`` ("gloo"), ``chunk_bytes`` (64 MiB; both
+    sides must agree), ``device`` ("cpu"; where staging and received payloads live),
+    ``connect_timeout`` (seconds to wait for the other rank), or ``group`` and ``peer`` to use
+    an existing process group instead of creating one at ``address``."""
+
+    name = "torch"
+    ends_with_sender = True
+
+    def __init__(
+        self,
+        role: str,
+        address: str,
+        *,
+        timeout: float = 30.0,
+        backend: str = "gloo",
+        chunk_bytes: int = 64 << 20,
+        device: str = "cpu",
+        connect_timeout: float = 120.0,
+        group: Any = None,
+        peer: int | None = None,
+    ) -> None:
+        import torch
+        import torch.distributed as dist
+
+        self.role, self.address, self.chunk_bytes = role, address, int(chunk_bytes)
+        self._torch, self._dist, self._device = torch, dist, torch.device(device)
+        self._stall = datetime.timedelta(seconds=timeout)
+        self._timeout = timeout
+        self._owns_group = group is None
+        self._lock = threading.Lock()
+        self._free: list[Any] = []  # received payloads' buffers, released, for reuse
+        self._waiting = 0  # threads blocked in an unbounded receive (see close)
+        self._ended = False
+        if group is None:
+            base.split_address(address)
+            if dist.is_initialized():
+                raise ValueError(
+                    "torch.distributed is already initialized in this process: pass group= and "
+                    "peer= (the other side's rank in it)"
+                )
+            dist.init_process_group(
+                backend,
+                init_method=f"tcp://{address}",
+                rank=0 if role == base.RECEIVER else 1,
+                world_size=2,
+                timeout=datetime.timedelta(seconds=connect_timeout),
+            )
+            peer = 1 if role == base.RECEIVER else 0
+        elif peer is None:
+            raise ValueError("peer: the other side's rank in group is needed with group=")
+        self._group, self._peer = group, int(peer)
+
+    def _send(self, tensor: Any, tag: int, what: str, request_id: str | None) -> None:
+        try:
+            work = self._dist.isend(tensor, dst=self._peer, group=self._group, tag=tag)
+            work.wait(timeout=self._stall)
+        except RuntimeError as exc:
+            raise _error(exc, what, request_id, self._timeout) from exc
+
+    def _post_recv(self, tensor: Any, what: str, request_id: str | None) -> Any:
+        try:
+            return self._dist.irecv(tensor, src=self._peer, group=self._group, tag=_FRAMES)
+        except RuntimeError as exc:
+            raise _error(exc, what, request_id, self._timeout) from exc
+
+    def _wait(self, work: Any, what: str, request_id: str | None) -> None:
+        try:
+            work.wait(timeout=self._stall)
+        except RuntimeError as exc:
+            raise _error(exc, what, request_id, self._timeout) from exc
+
+    def _recv(
+        self, tensor: Any, tag: int, what: str, request_id: str | None, wait: Any = None
+    ) -> None:
+        with self._lock:
+            self._waiting += 1
+        try:
+            work = self._dist.irecv(tensor, src=self._peer, group=self._group, tag=tag)
+            work.wait(timeout=wait or self._stall)
+        except RuntimeError as exc:
+            raise _error(exc, what, request_id, self._timeout) from exc
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def _bytes_tensor(self, data: bytes) -> Any:
+        return self._torch.frombuffer(bytearray(data), dtype=self._torch.uint8).to(self._device)
+
+    def allocate(self, nbytes: int) -> Any:
+        return self._torch.empty(nbytes, dtype=self._torch.uint8, device=self._device)
+
+    def _payload_buffer(self, nbytes: int) -> Any:
+        """A received payload's buffer: a used one when one is free and large enough (fresh
+        pages cost as much to touch as the bytes take to arrive)."""
+        with self._lock:
+            for i, buffer in enumerate(self._free):
+                if buffer.numel() >= nbytes:
+                    return self._free.pop(i)
+        return self.allocate(nbytes)
+
+    def _release(self, buffer: Any) -> None:
+        with self._lock:
+            self._free = sorted(self._free + [buffer], key=lambda b: b.numel())[-_KEEP:]
+
+    # -- sender side --------------------------------------------------------------------------
+    def begin(self, header: wire.Header, header_bytes: bytes) -> None:
+        self._send(
+            self._bytes_tensor(header_bytes), _FRAMES, "sending the header", header.request_id
+        )
+        self._sending = header
+
+    def write(self, offset: int, chunk: Any) -> None:
+        what = f"sending payload bytes {offset}..{offset + chunk.numel()}"
+        self._send(chunk, _FRAMES, what, self._sending.request_id)
+
+    def finish(self, header: wire.Header) -> None:
+        self._sending = None
+
+    def end(self) -> None:
+        self._send(self._bytes_tensor(wire.end_header()), _FRAMES, "ending the channel", None)
+
+    def next_reply(self) -> bytes:
+        reply = self._torch.empty(wire.REPLY_SIZE, dtype=self._torch.uint8, device=self._device)
+        self._recv(reply, _REPLIES, "waiting for the receiver's replies", None, _IDLE)
+        return reply.cpu().numpy().tobytes()
+
+    # -- receiver side ------------------------------------------------------------------------
+    def next_frame(self, check: Callable[[bytes], wire.Header]) -> base.Frame | None:
+        if self._ended:
+            return None
+        raw = self._torch.empty(wire.HEADER_SIZE, dtype=self._torch.uint8, device=self._device)
+        try:
+            self._recv(raw, _FRAMES, "waiting for the next header", None, _IDLE)
+            try:
+                header = check(raw.cpu().numpy().tobytes())
+            except WireFormatError as exc:
+                # The payload's length is unknown: the stream cannot be followed any further.
+                raise fatal(
+                    WireFormatError(
+                        f"{exc.detail}; the torch channel cannot skip the payload and stops",
+                        exc.request_id,
+                    )
+                ) from exc
+            if header.flags & wire.FLAG_END:
+                self._ended = True
+                self.reply(wire.pack_reply("", wire.GOODBYE))
+                return None
+            buffer = self._payload_buffer(header.payload_bytes)
+            payload = buffer[: header.payload_bytes]
+            crc = self._receive_payload(header, payload)
+        except ChannelError as exc:
+            raise fatal(exc) from None
+        return base.Frame(header, payload, lambda: self._release(buffer), crc)
+
+    def _receive_payload(self, header: wire.Header, payload: Any) -> int | None:
+        """Receives the payload chunk by chunk; on the CPU, checksums each chunk while the next
+        one arrives. Returns the CRC-32 (None on a device: the receiver computes it)."""
+        n, crc, pending = header.payload_bytes, 0, None
+        on_cpu = payload.device.type == "cpu"
+        for offset in range(0, n, self.chunk_bytes):
+            chunk = payload[offset : min(offset + self.chunk_bytes, n)]
+            what = f"receiving payload bytes {offset}..{offset + chunk.numel()} of {n}"
+            work = self._post_recv(chunk, what, header.request_id)
+            if pending is not None and on_cpu:
+                crc = zlib.crc32(pending.numpy(), crc)
+            self._wait(work, what, header.request_id)
+            pending = chunk
+        if pending is not None and on_cpu:
+            crc = zlib.crc32(pending.numpy(), crc)
+        return crc if on_cpu else None
+
+    def reply(self, data: bytes) -> None:
+        self._send(self._bytes_tensor(data), _REPLIES, "sending a reply", None)
+
+    def close(self) -> None:
+        # A thread still blocked in a receive cannot be woken: the group is then left as it is
+        # (destroying it under a pending receive can hang) and goes with the process.
+        with self._lock:
+            idle = self._waiting == 0
+        if self._owns_group and idle and self._dist.is_initialized():
+            self._dist.destroy_process_group()
+            self._owns_group = False
+
+
+base.register("torch", TorchTransport)

@@ -1,0 +1,183 @@
+"""The processes of the channel tests (tests/test_channel.py): a sender and a receiver built
+from the same seeds, so that the test process can compute what must land where.
+
+Small shapes (2 layers, 2 heads, head 16, 40 tokens; MLA: one 32-wide latent) keep a pair of
+processes to a few seconds. The sender's block size is 16, the receiver's 8; the SGLang token
+pool has block size 1. Every receiver mapping skips token 5 (slot -1).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+LAYERS, HEADS, HEAD_SIZE, TOKENS, MLA_DIM, SLOTS = 2, 2, 16, 40, 32, 128
+MHA_LAYOUTS = ("vllm_nhd", "vllm_hnd", "sglang_mha")
+TIMEOUT = 20.0  # the channel's own timeout for a stalled transfer in the ordinary runs
+WAIT = 90.0  # every wait on a handle or a queue
+
+
+@dataclass(frozen=True)
+class Case:
+    request_id: str
+    tx_layout: str
+    rx_layout: str
+    compress: bool
+    seed: int
+
+
+def layout_cases(first_seed: int = 0) -> list[Case]:
+    """Every meaningful (sender layout, receiver layout) pair, raw and compressed. MLA caches
+    hold one latent plane per token, not K and V heads: they pair only with MLA."""
+    pairs = [(a, b) for a in MHA_LAYOUTS for b in MHA_LAYOUTS] + [("mla", "mla")]
+    cases = []
+    for compress in (False, True):
+        for a, b in pairs:
+            seed = first_seed + len(cases)
+            cases.append(
+                Case(f"{a}->{b}{'/codec' if compress else ''}#{seed}", a, b, compress, seed)
+            )
+    return cases
+
+
+def make_cache(layout: str, role: str, seed: int) -> Any:
+    """A bf16 paged cache in ``layout`` full of seeded noise (``role`` "tx" or "rx")."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 2 + (role == "rx"))
+    block = 16 if role == "tx" else 8
+    blocks = SLOTS // block
+
+    def noise(*shape: int) -> Any:
+        return torch.randn(*shape, generator=g).to(torch.bfloat16)
+
+    if layout == "vllm_nhd":
+        return [noise(2, blocks, block, HEADS, HEAD_SIZE) for _ in range(LAYERS)]
+    if layout == "vllm_hnd":
+        return [noise(2, blocks, HEADS, block, HEAD_SIZE) for _ in range(LAYERS)]
+    if layout == "sglang_mha":
+        return tuple([noise(SLOTS, HEADS, HEAD_SIZE) for _ in range(LAYERS)] for _ in range(2))
+    if layout == "mla":
+        return [noise(blocks, block, MLA_DIM) for _ in range(LAYERS)]
+    raise ValueError(layout)
+
+
+def make_slots(role: str, seed: int) -> Any:
+    """The request's slots on one side: distinct, scattered; the receiver skips token 5."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed * 2 + 1000 + (role == "rx"))
+    slots = torch.randperm(SLOTS, generator=g)[:TOKENS].to(torch.int64)
+    if role == "rx":
+        slots[5] = -1
+    return slots
+
+
+def _transport_class(transport: str) -> type:
+    if transport == "torch":
+        from kvx.channel.torch_dist import TorchTransport
+
+        return TorchTransport
+    from kvx.channel.mooncake import MooncakeTransport
+
+    return MooncakeTransport
+
+
+def faulty(transport: str, fault: str) -> type:
+    """``transport``'s class, breaking on purpose: requests named ``corrupt...`` get their first
+    payload byte flipped after the CRC was taken, those named ``garbage...`` a bit of their
+    header; the request named ``victim`` is followed by
+    the process killing itself (``fault="kill"``) or hanging (``"stall"``) after its first
+    payload chunk."""
+    base = _transport_class(transport)
+
+    class Faulty(base):  # type: ignore[misc, valid-type]
+        def begin(self, header: Any, header_bytes: bytes) -> None:
+            self._request = header.request_id
+            if self._request.startswith("garbage"):  # one bit of the flags field
+                header_bytes = header_bytes[:8] + bytes([header_bytes[8] ^ 4]) + header_bytes[9:]
+            super().begin(header, header_bytes)
+
+        def write(self, offset: int, chunk: Any) -> None:
+            if self._request.startswith("corrupt") and offset == 0:
+                chunk[0] ^= 0xFF
+            super().write(offset, chunk)
+            if self._request == "victim" and fault == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self._request == "victim" and fault == "stall":
+                time.sleep(3600)
+
+    return Faulty
+
+
+def as_words(paged: Any) -> list[Any]:
+    """Every tensor of a bf16 paged cache as a numpy int16 array of its bytes (plain arrays
+    cross process boundaries by value; torch tensors would go as shared files)."""
+    tensors = [t for plane in paged for t in plane] if isinstance(paged, tuple) else list(paged)
+    return [t.view(torch_module().int16).numpy().copy() for t in tensors]
+
+
+def torch_module() -> Any:
+    import torch
+
+    return torch
+
+
+def _outcome(handle: Any) -> str | None:
+    try:
+        handle.wait(WAIT)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def sender_main(
+    transport: str, address: str, cases: list[Case], options: dict, fault: str, out: Any
+) -> None:
+    """Sends every case, then reports [(request id, error or None)]."""
+    try:
+        from kvx import channel
+
+        cls = faulty(transport, fault)
+        channel.register("faulty", lambda role, address, **kw: cls(role, address, **kw))
+        tx = channel.Sender("faulty", address, **options)
+        sent = []
+        for case in cases:
+            paged = make_cache(case.tx_layout, "tx", case.seed)
+            slots = make_slots("tx", case.seed)
+            handle = tx.send(
+                case.request_id, paged, slots, layout=case.tx_layout, compress=case.compress
+            )
+            sent.append((case, paged, handle))
+        out.put([(case.request_id, _outcome(handle)) for case, _, handle in sent])
+        tx.close()
+    except BaseException:
+        out.put(traceback.format_exc())
+
+
+def receiver_main(
+    transport: str, address: str, cases: list[Case], options: dict, slow: float, out: Any
+) -> None:
+    """Expects every case (``slow`` seconds apart, so that frames arrive first), then reports
+    [(request id, error or None, the receiving cache afterwards)]."""
+    try:
+        from kvx import channel
+
+        rx = channel.Receiver(transport, address, **options)
+        out.put(rx.address)
+        expected = []
+        for case in cases:
+            time.sleep(slow)
+            paged = make_cache(case.rx_layout, "rx", case.seed)
+            slots = make_slots("rx", case.seed)
+            handle = rx.expect(case.request_id, paged, slots, layout=case.rx_layout)
+            expected.append((case, paged, handle))
+        results = [(c.request_id, _outcome(h), as_words(paged)) for c, paged, h in expected]
+        out.put(results)
+        rx.close()
+    except BaseException:
+        out.put(traceback.format_exc())

@@ -1,0 +1,232 @@
+"""kvx.channel end to end: a sender and a receiver process on 127.0.0.1, for each transport.
+
+One pair of processes per transport carries every layout pair (raw and compressed), a request
+whose payload is damaged in transit, and one whose layouts cannot match, with a receiver that
+names its requests later than they arrive. Further pairs kill or stall the sender in the middle
+of a payload. The receiving caches come back to this process and are compared, whole, with what
+kvx.reference (and kvx.codec, for compressed requests) says must be there.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import socket
+from typing import Any
+
+import channel_peers as peers
+import numpy as np
+import pytest
+from channel_peers import Case
+
+torch = pytest.importorskip("torch")
+import kvx  # noqa: E402
+from kvx import reference  # noqa: E402
+
+
+def _mooncake_missing() -> str | None:
+    try:
+        from kvx.channel.mooncake import load_engine
+
+        load_engine()
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+TRANSPORTS = [
+    "torch",
+    pytest.param(
+        "mooncake",
+        marks=pytest.mark.skipif(
+            _mooncake_missing() is not None, reason=f"mooncake cannot load: {_mooncake_missing()}"
+        ),
+    ),
+]
+
+
+def _free_address() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _get(q: Any, who: str) -> Any:
+    try:
+        item = q.get(timeout=peers.WAIT + 30)
+    except queue.Empty:
+        pytest.fail(f"the {who} process reported nothing in time")
+    if isinstance(item, str) and item.startswith("Traceback"):
+        pytest.fail(f"the {who} process failed:\n{item}")
+    return item
+
+
+class Pair:
+    """A receiver process and the sender processes that talk to it; all are ended on exit."""
+
+    def __init__(self, transport: str, rx_cases: list[Case], rx_options: dict, slow: float = 0.0):
+        self.ctx = multiprocessing.get_context("spawn")
+        self.transport, self.processes = transport, []
+        self.rx_out = self.ctx.Queue()
+        address = _free_address() if transport == "torch" else "127.0.0.1:0"
+        self._start(
+            peers.receiver_main, (transport, address, rx_cases, rx_options, slow, self.rx_out)
+        )
+        self.address = address if transport == "torch" else _get(self.rx_out, "receiver")
+
+    def _start(self, target: Any, args: tuple) -> None:
+        process = self.ctx.Process(target=target, args=args, daemon=True)
+        process.start()
+        self.processes.append(process)
+
+    def send(self, cases: list[Case], options: dict, fault: str = "") -> Any:
+        out = self.ctx.Queue()
+        self._start(peers.sender_main, (self.transport, self.address, cases, options, fault, out))
+        return out
+
+    def kill_senders(self) -> None:
+        for process in self.processes[1:]:
+            process.kill()
+
+    def receiver_results(self) -> dict[str, tuple[str | None, Any]]:
+        if self.transport == "torch":
+            _get(self.rx_out, "receiver")  # its address, known already
+        return {rid: (error, paged) for rid, error, paged in _get(self.rx_out, "receiver")}
+
+    def __enter__(self) -> Pair:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for process in self.processes:
+            process.join(timeout=30)
+        for process in self.processes:
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=10)
+
+
+def _bits(paged: Any) -> list[Any]:
+    """Every tensor of a paged cache as raw 16-bit words (compares bytes, NaN or not)."""
+    return peers.as_words(paged)
+
+
+def expected_cache(case: Case) -> Any:
+    """What the receiving cache holds after ``case``, computed with kvx.reference."""
+    src = peers.make_cache(case.tx_layout, "tx", case.seed)
+    dst = peers.make_cache(case.rx_layout, "rx", case.seed)
+    mla = case.tx_layout == "mla"
+    kv, width = (1, peers.MLA_DIM) if mla else (2, peers.HEADS * peers.HEAD_SIZE)
+    dense = torch.zeros(kv, peers.LAYERS, peers.TOKENS, width, dtype=torch.bfloat16)
+    fmt = "MLA_1LTD" if mla else "KV_2LTD"
+    reference.transfer(
+        src, dense, peers.make_slots("tx", case.seed), direction="store", layout=case.tx_layout,
+        dense_format=fmt,
+    )  # fmt: skip
+    if case.compress:
+        dense = kvx.codec.decode(kvx.codec.encode(dense))
+    reference.transfer(
+        dst, dense, peers.make_slots("rx", case.seed), direction="load", layout=case.rx_layout,
+        dense_format=fmt,
+    )  # fmt: skip
+    return dst
+
+
+def assert_landed(case: Case, paged: Any) -> None:
+    want = _bits(expected_cache(case))
+    initial = _bits(peers.make_cache(case.rx_layout, "rx", case.seed))
+    assert any(not np.array_equal(w, i) for w, i in zip(want, initial, strict=True))
+    for i, (g, w) in enumerate(zip(paged, want, strict=True)):
+        assert np.array_equal(g, w), f"{case.request_id}: tensor {i} of the receiving cache differs"
+
+
+def assert_untouched(case: Case, paged: Any) -> None:
+    initial = _bits(peers.make_cache(case.rx_layout, "rx", case.seed))
+    for i, (g, w) in enumerate(zip(paged, initial, strict=True)):
+        assert np.array_equal(g, w), f"{case.request_id}: tensor {i} was written to"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_every_layout_pair_lands_and_bad_requests_do_not(transport: str) -> None:
+    cases = peers.layout_cases()
+    corrupt = Case("corrupt-payload", "vllm_nhd", "vllm_hnd", False, 100)
+    corrupt_codec = Case("corrupt-codec", "vllm_nhd", "sglang_mha", True, 101)
+    mismatch = Case("mla-into-mha", "mla", "vllm_nhd", False, 102)
+    bad = [corrupt, corrupt_codec, mismatch]
+    # The bad ones go first: the channel must stay usable for everything after them.
+    order = bad + cases
+    options = {"timeout": peers.TIMEOUT}
+    # A slow receiver: it names each request 0.05 s after the previous one, so most frames wait.
+    with Pair(transport, order, options, slow=0.05) as pair:
+        sent = dict(_get(pair.send(order, options), "sender"))
+        landed = pair.receiver_results()
+    for case in cases:
+        error, paged = landed[case.request_id]
+        assert error is None, error
+        assert sent[case.request_id] is None, sent[case.request_id]
+        assert_landed(case, paged)
+    for case in (corrupt, corrupt_codec):
+        error, paged = landed[case.request_id]
+        assert error and "WireFormatError" in error and "CRC-32" in error, error
+        assert case.request_id in error
+        assert "RejectedError" in sent[case.request_id] and "CRC-32" in sent[case.request_id]
+        assert_untouched(case, paged)
+    error, paged = landed[mismatch.request_id]
+    assert error and "RejectedError" in error and "shape" in error and mismatch.request_id in error
+    assert "RejectedError" in sent[mismatch.request_id]
+    assert_untouched(mismatch, paged)
+
+
+@pytest.mark.parametrize("fault", ["kill", "stall"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_sender_lost_mid_payload_fails_its_request_and_writes_nothing(
+    transport: str, fault: str
+) -> None:
+    before = Case("before", "vllm_nhd", "sglang_mha", False, 200)
+    victim = Case("victim", "vllm_nhd", "sglang_mha", False, 201)
+    after = Case("after", "vllm_hnd", "vllm_nhd", False, 202)
+    # 1 KiB chunks: the victim's 10 KiB payload stops after its first chunk.
+    options = {"timeout": 3.0, "chunk_bytes": 1024}
+    with Pair(transport, [before, victim, after], options) as pair:
+        first = pair.send([before, victim], options, fault)
+        if transport == "mooncake":
+            # Mooncake's receiver keeps serving: a new sender's request lands.
+            _get(pair.send([after], options), "second sender")
+        landed = pair.receiver_results()
+        if fault == "stall":
+            assert _get(first, "stalled sender")[0] == ("before", None)
+            pair.kill_senders()  # it sleeps in the middle of the victim's payload
+    error, paged = landed["before"]
+    assert error is None, error
+    assert_landed(before, paged)
+    error, paged = landed["victim"]
+    kind = "PeerLostError" if fault == "kill" else "StalledError"
+    assert error and kind in error and "'victim'" in error, error
+    assert_untouched(victim, paged)
+    error, paged = landed["after"]
+    if transport == "mooncake":
+        assert error is None, error
+        assert_landed(after, paged)
+    else:  # a torch.distributed group does not outlive its peer
+        assert error and kind in error, error
+        assert_untouched(after, paged)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_damaged_header_is_refused(transport: str) -> None:
+    garbage = Case("garbage", "vllm_nhd", "vllm_nhd", False, 300)
+    after = Case("after", "vllm_nhd", "vllm_nhd", False, 301)
+    options = {"timeout": 3.0}
+    # The receiver names only `after`: a damaged header's request id cannot be trusted.
+    with Pair(transport, [after], options) as pair:
+        sent = dict(_get(pair.send([garbage, after], options), "sender"))
+        landed = pair.receiver_results()
+    error, paged = landed["after"]
+    if transport == "mooncake":  # refused by the control path; the next request lands
+        assert "RejectedError" in sent["garbage"] and "CRC-32" in sent["garbage"], sent
+        assert error is None and sent["after"] is None, (error, sent)
+        assert_landed(after, paged)
+    else:  # the payload's length is unknown: the torch channel cannot go on
+        assert error and "WireFormatError" in error and "CRC-32" in error, error
+        assert "cannot skip the payload" in error
+        assert "Error" in sent["garbage"] and "Error" in sent["after"], sent
+        assert_untouched(after, paged)
