@@ -92,3 +92,25 @@ def test_float32_compressed_lands_as_the_codec_decodes(pair) -> None:
     got = torch.empty(2, 3, 64, 16)
     kvx.store(dst, got, slots)
     assert torch.equal(got, decoded) and not torch.equal(got, dense)
+
+
+class _Staging:
+    """The default staging of a transport, on its own."""
+
+    from kvx.channel import base as _base
+
+    allocate = _base.Transport.allocate
+    staging = _base.Transport.staging
+    release_staging = _base.Transport.release_staging
+
+
+def test_staging_reuses_a_large_enough_spare_wherever_it_is_kept() -> None:
+    """Spares are kept smallest first; taking the larger one out of the list must not compare
+    tensors of different sizes (list.remove would, element-wise)."""
+    link = _Staging()
+    big, small = link.staging(10240), link.staging(7435)
+    link.release_staging(big)
+    link.release_staging(small)
+    again = link.staging(9000)
+    assert again.numel() == 9000 and again._base is big._base
+    assert link.staging(7000)._base is small._base

@@ -61,7 +61,9 @@ class Transport(abc.ABC):
             spares = self.__dict__.setdefault("_spares", [])
             spare = next((b for b in spares if b.numel() >= nbytes), None)
             if spare is not None:
-                spares.remove(spare)
+                # By identity: list.remove compares with ==, which torch does element-wise
+                # (and fails on tensors of different sizes).
+                spares[:] = [b for b in spares if b is not spare]
         if spare is None:
             spare = self.allocate(nbytes)
         return spare[:nbytes]
