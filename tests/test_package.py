@@ -71,3 +71,20 @@ def test_split_modules_keep_their_public_names():
             assert getattr(module, name).__doc__, f"{module.__name__}.{name}"
     assert (codec.DEFAULT_CHUNK_TOKENS, codec.DEFAULT_MAX_RATIO) == (256, 1024)
     assert codec.Bins is not None and codec.BytesLike is not None
+
+
+def test_every_module_of_the_source_tree_is_installed():
+    """python/meson.build lists the package's files one by one: a module left out of it works
+    from a checkout and is missing from the wheel."""
+    repo = Path(__file__).resolve().parent.parent
+    listed = (repo / "python" / "meson.build").read_text()
+    package = repo / "python" / "kvx"
+    missing = [
+        str(p.relative_to(package.parent))
+        for p in sorted(package.rglob("*.py"))
+        if f"'{p.relative_to(package.parent)}'" not in listed
+        and f"'{p.relative_to(package)}'" not in listed
+    ]
+    assert not missing, f"not in python/meson.build: {missing}"
+    benches = [p.name for p in sorted((repo / "bench").glob("*.py"))]
+    assert [b for b in benches if f"'../bench/{b}'" not in listed] == []
