@@ -50,9 +50,12 @@ int kvx_cpu_lanes_encode_token(encoder enc[KVX_CODEC_GROUP], const uint16_t *cdf
 }
 
 uint8_t *kvx_cpu_lanes_padded_copy(const uint8_t *const src[KVX_CODEC_GROUP],
-                                   const int64_t len[KVX_CODEC_GROUP],
+                                   const int64_t len[KVX_CODEC_GROUP], int64_t num_tokens,
                                    uint32_t start[KVX_CODEC_GROUP])
 {
+    /* Bit positions reach 32 + 18 bits per symbol at most, and must stay below 2^31. */
+    if (num_tokens > (INT32_MAX - 64) / 18)
+        return NULL;
     int64_t total = 0;
     for (int g = 0; g < KVX_CODEC_GROUP; g++)
         total += len[g] + KVX_LANE_PADDING;

@@ -381,11 +381,8 @@ ATTR int kvx_cpu_decode_lanes_avx2(const uint16_t *cdf, int32_t cdf_len,
                                    const int64_t len[KVX_CODEC_GROUP], int64_t num_tokens,
                                    uint8_t *symbols, int64_t stride)
 {
-    /* Bit positions reach 32 + 18 bits per symbol at most, and must stay below 2^31. */
-    if (num_tokens > (INT32_MAX - 64) / 18)
-        return 0;
     uint32_t start[KVX_CODEC_GROUP];
-    uint8_t *copy = kvx_cpu_lanes_padded_copy(src, len, start);
+    uint8_t *copy = kvx_cpu_lanes_padded_copy(src, len, num_tokens, start);
     if (!copy)
         return 0;
     lane_tables tables;

@@ -74,10 +74,11 @@ void kvx_cpu_lanes_to_encoders(const kvx_encoder_words *words, encoder enc[KVX_C
 int kvx_cpu_lanes_encode_token(encoder enc[KVX_CODEC_GROUP], const uint16_t *cdf, int32_t cdf_len,
                                const uint8_t *row);
 
-/* The streams back to back, each followed by KVX_LANE_PADDING zero bytes, stream g from
- * start[g]; NULL when out of memory or when offsets into the copy would not fit 32 bits. */
+/* The decoder's input for num_tokens symbols per stream: the streams back to back, each
+ * followed by KVX_LANE_PADDING zero bytes, stream g from start[g]. NULL when the lanes decline:
+ * out of memory, or offsets or bit positions that would not fit 32 bits. */
 uint8_t *kvx_cpu_lanes_padded_copy(const uint8_t *const src[KVX_CODEC_GROUP],
-                                   const int64_t len[KVX_CODEC_GROUP],
+                                   const int64_t len[KVX_CODEC_GROUP], int64_t num_tokens,
                                    uint32_t start[KVX_CODEC_GROUP]);
 #endif
 
