@@ -25,33 +25,26 @@ int32_t kvx_cpu_codec_check_symbols(const uint8_t *symbols, int64_t num_layers, 
  * both). The two must compute the same bits; the flag lets a body call hand-written vector code.
  */
 #if defined(__x86_64__) && defined(__GNUC__)
-#define KVX_DEFINE_RANGE_VARIANTS(name)                                                        \
-    static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
-    {                                                                                         \
-        name##_body(ctx, begin, end, 0);                                                      \
-    }                                                                                         \
-    __attribute__((target("avx2"))) static void name##_avx2(void *ctx, int64_t begin,         \
-                                                            int64_t end)                      \
-    {                                                                                         \
-        name##_body(ctx, begin, end, 1);                                                      \
-    }                                                                                         \
-    static kvx_range_fn name##_variant(void)                                                  \
-    {                                                                                         \
-        return kvx_cpu_avx2_allowed() ? name##_avx2 : name##_baseline;                        \
-    }
+#define KVX_VECTOR_TARGET __attribute__((target("avx2")))
+#define KVX_VECTOR_ALLOWED kvx_cpu_avx2_allowed
 #elif defined(__aarch64__) && defined(__GNUC__)
+#define KVX_VECTOR_TARGET
+#define KVX_VECTOR_ALLOWED kvx_cpu_neon_allowed
+#endif
+
+#ifdef KVX_VECTOR_ALLOWED
 #define KVX_DEFINE_RANGE_VARIANTS(name)                                                        \
     static void name##_baseline(void *ctx, int64_t begin, int64_t end)                        \
     {                                                                                         \
         name##_body(ctx, begin, end, 0);                                                      \
     }                                                                                         \
-    static void name##_neon(void *ctx, int64_t begin, int64_t end)                            \
+    KVX_VECTOR_TARGET static void name##_vector(void *ctx, int64_t begin, int64_t end)        \
     {                                                                                         \
         name##_body(ctx, begin, end, 1);                                                      \
     }                                                                                         \
     static kvx_range_fn name##_variant(void)                                                  \
     {                                                                                         \
-        return kvx_cpu_neon_allowed() ? name##_neon : name##_baseline;                        \
+        return KVX_VECTOR_ALLOWED() ? name##_vector : name##_baseline;                        \
     }
 #else
 #define KVX_DEFINE_RANGE_VARIANTS(name)                                                        \
