@@ -8,6 +8,7 @@ pool has block size 1. Every receiver mapping skips token 5 (slot -1).
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
@@ -19,6 +20,18 @@ LAYERS, HEADS, HEAD_SIZE, TOKENS, MLA_DIM, SLOTS = 2, 2, 16, 40, 32, 128
 MHA_LAYOUTS = ("vllm_nhd", "vllm_hnd", "sglang_mha")
 TIMEOUT = 20.0  # the channel's own timeout for a stalled transfer in the ordinary runs
 WAIT = 90.0  # every wait on a handle or a queue
+
+
+@functools.cache
+def mooncake_missing() -> str | None:
+    """Why the Mooncake wheel cannot load here, or None (asked once: loading it is slow)."""
+    try:
+        from kvx.channel.mooncake import load_engine
+
+        load_engine()
+    except ImportError as exc:
+        return str(exc)
+    return None
 
 
 @dataclass(frozen=True)

@@ -23,23 +23,13 @@ torch = pytest.importorskip("torch")
 import kvx  # noqa: E402
 from kvx import reference  # noqa: E402
 
-
-def _mooncake_missing() -> str | None:
-    try:
-        from kvx.channel.mooncake import load_engine
-
-        load_engine()
-    except ImportError as exc:
-        return str(exc)
-    return None
-
-
 TRANSPORTS = [
     "torch",
     pytest.param(
         "mooncake",
         marks=pytest.mark.skipif(
-            _mooncake_missing() is not None, reason=f"mooncake cannot load: {_mooncake_missing()}"
+            peers.mooncake_missing() is not None,
+            reason=f"mooncake cannot load: {peers.mooncake_missing()}",
         ),
     ),
 ]

@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from channel_peers import mooncake_missing
 
 torch = pytest.importorskip("torch")
 import kvx  # noqa: E402
 from kvx import channel  # noqa: E402
 
-
-def _mooncake() -> str | None:
-    try:
-        from kvx.channel.mooncake import load_engine
-
-        load_engine()
-    except ImportError as exc:
-        return str(exc)
-    return None
-
-
-needs_mooncake = pytest.mark.skipif(_mooncake() is not None, reason=f"{_mooncake()}")
+needs_mooncake = pytest.mark.skipif(
+    mooncake_missing() is not None, reason=f"mooncake cannot load: {mooncake_missing()}"
+)
 
 
 def test_an_unknown_transport_or_address_is_refused() -> None:

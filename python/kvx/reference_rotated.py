@@ -34,10 +34,15 @@ def hadamard_heads(x: np.ndarray, head_size: int) -> np.ndarray:
     return y.reshape(shape)
 
 
+def _bf16_nearest(x: np.ndarray) -> np.ndarray:
+    """float32 ``x`` (finite) rounded to bfloat16, half to even: the bfloat16 bits, as uint64."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+
+
 def bf16_ceil(x: np.ndarray) -> np.ndarray:
     """The smallest bfloat16 value >= x (finite, >= 0), as float32."""
-    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    nearest = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # round half to even
+    nearest = _bf16_nearest(x)
     up = (nearest << 16).astype(np.uint32).view(np.float32) < x
     return ((nearest + up) << 16).astype(np.uint32).view(np.float32)
 
@@ -69,8 +74,7 @@ def dequantize(
 def narrow_bf16(x: np.ndarray) -> np.ndarray:
     """float32 ``x`` rounded to bfloat16 (nearest even), saturating, as float32 values."""
     largest = np.float32(3.3895313892515355e38)
-    bits = np.clip(x, -largest, largest).astype(np.float32).view(np.uint32).astype(np.uint64)
-    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    rounded = _bf16_nearest(np.clip(x, -largest, largest)) << 16
     return rounded.astype(np.uint32).view(np.float32)
 
 
