@@ -198,3 +198,120 @@ def test_forged_streams_decode_to_finite_values(kv, blob) -> None:
         forged[hdr : hdr + 4] = struct.pack("<I", zlib.crc32(bytes(forged[:hdr])))
         out = codec.decode(bytes(forged))
         assert out.shape == (2, 2, 11, 8) and bool(torch.isfinite(out.float()).all())
+
+
+# ---------------------------------------------------------------- stream tables
+
+
+def _varint(v: int) -> bytes:
+    out = bytearray()
+    while v >= 0x80:
+        out.append(v & 0x7F | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _stream_cdfs(info: dict, chunk: dict) -> list[np.ndarray]:
+    """Each stream's CDF table, from its documented counts or model (reference code only)."""
+    channels = info["num_heads"] * info["head_size"]
+    tables = []
+    for i, (counts, model) in enumerate(zip(chunk["counts"], chunk["models"], strict=True)):
+        bins = info["bins"][i // channels]
+        if model is None:
+            tables.append(ref.cdf_from_counts(counts, info["num_bins"], chunk["tokens"]))
+        else:
+            tables.append(rr.model_cdf(*model, 2 * (bins // 2 - 1), info["num_bins"]))
+    return tables
+
+
+def _mixed_kv() -> torch.Tensor:
+    """Gaussian-like keys and values, except one coefficient of the first key head, which
+    takes two values only (+-a): a Gaussian describes it badly, its counts well."""
+    kv = _kv((2, 2, 160, 2, 16), torch.float32, seed=7) * 0.01
+    hadamard = rr.hadamard_heads(np.eye(16, dtype=np.float32), 16)
+    signs = torch.from_numpy(np.where(np.arange(160) % 3 == 0, 1.0, -1.0).astype(np.float32))
+    kv[0, 0, :, 0] += signs[:, None] * torch.from_numpy(hadamard[5]) * 3.0
+    return kv
+
+
+def test_every_stream_decodes_from_its_documented_table() -> None:
+    """The writer picks counts or a Gaussian model per stream; either, rebuilt by the reference
+    from the documented bytes, range-decodes the stream to the reference's symbols."""
+    kv = _mixed_kv()
+    blob = codec.encode(kv, key_bins=12, value_bins=6, chunk_tokens=100, method="rotated")
+    info = ref.parse_container(blob)
+    x = kv.reshape(4, 160, 32).numpy()
+    symbols, _ = rr.quantize(x, 16, info["bins"])
+    kinds = set()
+    for k, chunk in enumerate(info["chunks"]):
+        ends = np.cumsum(chunk["lengths"])
+        tables = _stream_cdfs(info, chunk)
+        for i, (end, n) in enumerate(zip(ends, chunk["lengths"], strict=True)):
+            row, c = divmod(i, 32)
+            got = ref.decode_stream(tables[i], chunk["payload"][end - n : end], chunk["tokens"])
+            want = symbols[row, 100 * k : 100 * k + chunk["tokens"], c]
+            np.testing.assert_array_equal(got, want, err_msg=f"chunk {k} stream {i}")
+            kinds.add("model" if chunk["models"][i] else "counts")
+    assert kinds == {"model", "counts"}
+    # the two-valued coefficient keeps its counts in the 100-token chunk: +-MAX only
+    first = info["chunks"][0]
+    assert first["models"][5] is None and np.count_nonzero(first["counts"][5]) == 2
+
+
+def _chunk_with_models(info: dict, chunk: dict, symbols: np.ndarray, rng) -> bytes:
+    """``chunk`` rewritten with a random Gaussian model for every stream and its symbols coded
+    under it by the reference coder: a chunk the writer would not make, that readers must take."""
+    channels = info["num_heads"] * info["head_size"]
+    t = chunk["tokens"]
+    tables, streams = bytearray(), []
+    for i in range(len(chunk["lengths"])):
+        top = 2 * (info["bins"][i // channels] // 2 - 1)
+        center, spread = int(rng.integers(0, 16 * top + 1)), int(rng.integers(0, 256))
+        tables += _varint(2 * center + 1) + bytes([spread])
+        cdf = rr.model_cdf(center, spread, top, info["num_bins"])
+        streams.append(ref.encode_stream(cdf, symbols[i // channels, :, i % channels]))
+    lengths = b"".join(_varint(len(s)) for s in streams)
+    payload = b"".join(streams)
+    scales = (np.asarray(chunk["scales"], np.float32).view(np.uint32) >> 16).astype("<u2")
+    body = struct.pack("<IIQQQ", chunk["index"], t, len(tables), len(lengths), len(payload))
+    body += scales.tobytes() + bytes(tables) + lengths + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_any_model_decodes() -> None:
+    """Models over the whole range of centres and spreads (the narrowest, whose table gives the
+    centre almost everything, and the widest) decode like the reference's tables."""
+    kv = _kv((2, 2, 50, 2, 16), torch.float32, seed=8)
+    blob = codec.encode(kv, key_bins=[12, 40], value_bins=[6, 256], method="rotated")
+    info = ref.parse_container(blob)
+    symbols, _ = rr.quantize(kv.reshape(4, 50, 32).numpy(), 16, info["bins"])
+    rng = np.random.default_rng(9)
+    start = info["chunks"][0]["start"]
+    for _ in range(4):
+        forged = blob[:start] + _chunk_with_models(info, info["chunks"][0], symbols, rng)
+        got = codec.decode(forged).float().reshape(4, 50, 32).numpy()
+        np.testing.assert_array_equal(got, _expected(kv, codec.inspect(blob)))
+
+
+def test_model_table_is_the_documented_one() -> None:
+    assert rr.MODEL_PHI[0] == 1 << 30 and rr.MODEL_PHI[512] == 1 << 31
+    assert zlib.crc32(struct.pack("<513I", *rr.MODEL_PHI)) == 0xE5CE1EC8
+    assert rr.SIGMA_FRACTIONS[0] == 65536 and rr.SIGMA_FRACTIONS[15] == 125515
+
+
+def test_model_centre_beyond_the_row_is_refused() -> None:
+    kv = _kv((2, 1, 30, 16), torch.float32, seed=4)
+    blob = codec.encode(kv, key_bins=12, value_bins=6, method="rotated")
+    info = ref.parse_container(blob)
+    chunk = info["chunks"][0]
+    symbols, _ = rr.quantize(kv.reshape(2, 30, 16).numpy(), 16, info["bins"])
+    forged = bytearray(_chunk_with_models(info, chunk, symbols, np.random.default_rng(1)))
+    # the first stream's head varint: centre 16 * 10 + 1 in a 12-bin row (top symbol 10)
+    at = ref.CHUNK_HEADER_SIZE + 2 * 2 * 30
+    head = _varint(2 * (16 * 10 + 1) + 1)
+    old = _varint(forged[at] & 0x7F | (forged[at + 1] << 7) if forged[at] & 0x80 else forged[at])
+    assert len(head) == len(old) == 2
+    forged[at : at + 2] = head
+    forged[-4:] = struct.pack("<I", zlib.crc32(bytes(forged[:-4])))
+    _decode_fails(blob[: chunk["start"]] + bytes(forged), "expected a model centre within 0..160")

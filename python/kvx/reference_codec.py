@@ -232,7 +232,9 @@ def parse_container(blob: bytes) -> dict:
     parser (trusting the input: for tests). Returns the header fields, ``bins``, ``header_crc``
     and ``chunks``: dicts with the chunk fields, ``start`` / ``end`` (byte range, CRC excluded),
     ``scales`` float32 ``[rows, tokens]`` (stored as bfloat16 by the rotated method),
-    ``counts`` (per stream, the count of every symbol ``0 .. bins[row] - 2``), ``lengths``,
+    ``counts`` (per stream, the count of every symbol ``0 .. bins[row] - 2``, or None where
+    the rotated method stored a model), ``models`` (per stream, ``(center, spread)`` of that
+    Gaussian model, or None; see ``kvx.reference_rotated.model_cdf``), ``lengths``,
     ``payload`` bytes and ``crc``."""
     import zlib
 
@@ -265,18 +267,28 @@ def parse_container(blob: bytes) -> dict:
         pos += size * rows * t
         counts_raw = blob[pos : pos + chunk["counts_size"]]
         pos += chunk["counts_size"]
-        counts, k = [], 0
+        counts, models, k = [], [], 0
         for r in range(rows):
             for _c in range(channels):
-                (first, n), used = _varints(counts_raw[k:], 2)
+                (head,), used = _varints(counts_raw[k:], 1)
+                k += used
+                if info["method"] == 1 and head & 1:  # the rotated method's Gaussian model
+                    counts.append(None)
+                    models.append((head >> 1, counts_raw[k]))
+                    k += 1
+                    continue
+                first = head >> 1 if info["method"] == 1 else head
+                (n,), used = _varints(counts_raw[k:], 1)
                 k += used
                 run, used = _varints(counts_raw[k:], n)
                 k += used
                 full = [0] * (info["bins"][r] - 1)
                 full[first : first + n] = run
                 counts.append(full)
+                models.append(None)
         assert k == len(counts_raw)
         chunk["counts"] = counts
+        chunk["models"] = models
         chunk["lengths"], used = _varints(blob[pos : pos + chunk["lengths_size"]], rows * channels)
         pos += chunk["lengths_size"]
         chunk["payload"] = blob[pos : pos + chunk["payload_size"]]

@@ -15,9 +15,18 @@ operation, in the order the C library uses:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
+
+#: Probability 1 in the stream models' fixed point.
+MODEL_ONE = 1 << 31
+#: round(2^31 * Phi(i / 64)), i = 0 .. 512: the standard normal CDF the models are built from.
+MODEL_PHI = [round(MODEL_ONE * 0.5 * math.erfc(-(i / 64) / math.sqrt(2))) for i in range(513)]
+#: round(65536 * 2^(j / 16)): sigma of spread code s is SIGMA_FRACTIONS[s % 16] << (s // 16),
+#: in 1/2^20 of a symbol.
+SIGMA_FRACTIONS = [round(65536 * 2 ** (j / 16)) for j in range(16)]
 
 
 def hadamard_heads(x: np.ndarray, head_size: int) -> np.ndarray:
@@ -69,6 +78,34 @@ def dequantize(
     step = scales[..., None].astype(np.float32) / maxes.astype(np.float32)
     coefficients = (clamped - maxes).astype(np.float32) * step
     return hadamard_heads(coefficients, head_size)
+
+
+def _model_below(diff: int, sigma: int) -> int:
+    """Phi((boundary - centre) / sigma) in MODEL_ONE units, the boundary ``diff`` sixteenths of
+    a symbol from the centre."""
+    z = (abs(diff) << 30) // sigma
+    step, part = z >> 8, z & 255
+    p = MODEL_ONE
+    if step < 512:
+        p = MODEL_PHI[step] + (((MODEL_PHI[step + 1] - MODEL_PHI[step]) * part) >> 8)
+    return p if diff >= 0 else MODEL_ONE - p
+
+
+def model_cdf(center: int, spread: int, top: int, num_bins: int) -> np.ndarray:
+    """The CDF table (``num_bins + 1`` uint16) of a stream's Gaussian model: centre
+    ``center / 16`` symbols, deviation ``2 ** (spread / 16 - 4)`` symbols, over symbols
+    ``0 .. top``; each symbol keeps the least share, as in a counted table."""
+    sigma = SIGMA_FRACTIONS[spread % 16] << (spread // 16)
+    cdf = np.zeros(num_bins + 1, dtype=np.uint16)
+    for s in range(num_bins + 1):
+        if s == 0:
+            below = 0
+        elif s > top:
+            below = MODEL_ONE
+        else:
+            below = _model_below((2 * s - 1) * 8 - center, sigma)
+        cdf[s] = ((0xFFFF - num_bins) * below >> 31) + s
+    return cdf
 
 
 def narrow_bf16(x: np.ndarray) -> np.ndarray:

@@ -53,6 +53,7 @@ def seeds() -> list[bytes]:
         ((2, 1, 0, 4), ([16], [16]), 2, np.float32, "cachegen"),
         ((2, 2, 9, 2, 4), ([12, 10], [6, 64]), 4, np.float32, "rotated"),
         ((2, 1, 20, 8), ([256], [4]), 7, np.float16, "rotated"),
+        ((2, 1, 40, 16), ([12], [40]), 40, np.float32, "rotated"),  # Gaussian stream models
     ]:
         kv = (rng.standard_normal(shape) * 4).astype(dtype)
         out.append(

@@ -19,12 +19,24 @@ void kvx_codec_cdf_from_counts(const uint16_t *counts, int32_t num_bins, int64_t
     }
 }
 
+void kvx_codec_count_span(const uint16_t *counts, int32_t symbols, int32_t *first, int32_t *n)
+{
+    int32_t lo = 0, hi = symbols - 1;
+    while (lo < symbols && counts[lo] == 0)
+        lo++;
+    while (hi >= lo && counts[hi] == 0)
+        hi--;
+    *first = lo < symbols ? lo : 0;
+    *n = hi >= lo ? hi - lo + 1 : 0;
+}
+
 void kvx_codec_buffers_free(chunk_buffers *b)
 {
     free(b->symbols);
     free(b->scales);
     free(b->counts);
     free(b->cdf);
+    free(b->models);
     free(b->end_offsets);
     free(b->lengths);
     free(b->streams);
@@ -40,6 +52,7 @@ int32_t kvx_codec_buffers_alloc(chunk_buffers *b, const layout *lo, int64_t toke
     b->scales = malloc((size_t)(lo->rows * tokens) * sizeof(float) + 1);
     b->counts = malloc((size_t)(streams * lo->num_bins) * sizeof(uint16_t));
     b->cdf = malloc((size_t)(streams * (lo->num_bins + 1)) * sizeof(uint16_t));
+    b->models = calloc((size_t)streams, sizeof(stream_model));
     b->end_offsets = malloc((size_t)(streams + 1) * sizeof(int64_t));
     b->lengths = malloc((size_t)streams * sizeof(int32_t));
     if (with_streams) {
@@ -51,8 +64,8 @@ int32_t kvx_codec_buffers_alloc(chunk_buffers *b, const layout *lo, int64_t toke
         b->stream_capacity = typical < worst ? typical : worst;
         b->streams = malloc((size_t)(streams * b->stream_capacity));
     }
-    if (!b->symbols || !b->scales || !b->counts || !b->cdf || !b->end_offsets || !b->lengths ||
-        (with_streams && !b->streams)) {
+    if (!b->symbols || !b->scales || !b->counts || !b->cdf || !b->models || !b->end_offsets ||
+        !b->lengths || (with_streams && !b->streams)) {
         kvx_codec_buffers_free(b);
         return kvx_fail(KVX_ERR_OUT_OF_MEMORY,
                         "codec: cannot allocate the work buffers of a "

@@ -14,42 +14,37 @@ typedef struct count_job {
     int64_t tokens;
     uint16_t *counts;
     uint16_t *cdf;
+    stream_model *models; /* the rotated method's choice of table per stream */
     int64_t *count_bytes; /* [streams]: bytes of the stream's counts as varints */
     uint8_t *out;         /* write pass: the counts section; count_bytes then holds offsets */
 } count_job;
 
-/* The run of symbols a stream's counts cover: from the first to the last non-zero count (a
- * stream's values sit in a few symbols around the middle, so this halves the counts section).
- * An all-zero histogram (no tokens) gives an empty run. */
-static void count_span(const uint16_t *counts, int32_t symbols, int32_t *first, int32_t *n)
-{
-    int32_t lo = 0, hi = symbols - 1;
-    while (lo < symbols && counts[lo] == 0)
-        lo++;
-    while (hi >= lo && counts[hi] == 0)
-        hi--;
-    *first = lo < symbols ? lo : 0;
-    *n = hi >= lo ? hi - lo + 1 : 0;
-}
-
-/* Writes every stream's counts at its offset: streams are independent, so this runs in
+/* Writes every stream's table at its offset: streams are independent, so this runs in
  * parallel (a chunk holds millions of counts). */
 static void write_counts_range(void *ctx, int64_t begin, int64_t end)
 {
     const count_job *job = ctx;
     const layout *lo = job->lo;
+    int rotated = lo->method == KVX_CODEC_METHOD_ROTATED;
     for (int64_t i = begin; i < end; i++) {
         const uint16_t *counts = job->counts + i * lo->num_bins;
+        uint8_t *p = job->out + job->count_bytes[i];
+        stream_model m = job->models[i];
+        if (m.gaussian) {
+            p = varint_write(p, 2u * m.center + 1);
+            *p = m.spread;
+            continue;
+        }
         int32_t first, n;
-        count_span(counts, row_symbols(lo, i / lo->channels), &first, &n);
-        uint8_t *p = varint_write(job->out + job->count_bytes[i], (uint32_t)first);
+        kvx_codec_count_span(counts, row_symbols(lo, i / lo->channels), &first, &n);
+        p = varint_write(p, (uint32_t)(rotated ? 2 * first : first));
         p = varint_write(p, (uint32_t)n);
         for (int32_t s = first; s < first + n; s++)
             p = varint_write(p, counts[s]);
     }
 }
 
-/* Histogram and CDF of one stream, per work item: channels are read token by token. */
+/* Histogram, table and CDF of one stream, per work item: channels are read token by token. */
 static void count_range(void *ctx, int64_t begin, int64_t end)
 {
     const count_job *job = ctx;
@@ -57,18 +52,18 @@ static void count_range(void *ctx, int64_t begin, int64_t end)
     int32_t nb = lo->num_bins;
     for (int64_t i = begin; i < end; i++) {
         int64_t row = i / lo->channels, c = i % lo->channels;
-        uint16_t *counts = job->counts + i * nb;
+        uint16_t *counts = job->counts + i * nb, *cdf = job->cdf + i * (nb + 1);
         memset(counts, 0, (size_t)nb * sizeof *counts);
         const uint8_t *p = job->symbols + row * job->tokens * lo->channels + c;
         for (int64_t t = 0; t < job->tokens; t++, p += lo->channels)
             counts[*p]++;
-        kvx_codec_cdf_from_counts(counts, nb, job->tokens, job->cdf + i * (nb + 1));
-        int32_t first, n;
-        count_span(counts, row_symbols(lo, row), &first, &n);
-        int64_t bytes = varint_size((uint32_t)first) + varint_size((uint32_t)n);
-        for (int32_t s = first; s < first + n; s++)
-            bytes += varint_size(counts[s]);
-        job->count_bytes[i] = bytes;
+        if (lo->method == KVX_CODEC_METHOD_ROTATED) {
+            job->count_bytes[i] = kvx_codec_choose_table(lo, row, counts, job->tokens, cdf,
+                                                         &job->models[i]);
+            continue;
+        }
+        kvx_codec_cdf_from_counts(counts, nb, job->tokens, cdf);
+        job->count_bytes[i] = kvx_codec_counts_bytes(counts, row_symbols(lo, row), 1);
     }
 }
 
@@ -219,7 +214,7 @@ static int32_t compress_chunks(const kvx_backend *be, const kvx_dense_desc *kv, 
     int32_t rc = kvx_codec_buffers_alloc(&b, lo, most, 1);
     for (int64_t k = 0; !rc && k < lo->num_chunks; k++) {
         int64_t tokens = chunk_len(lo, k);
-        count_job job = {lo, b.symbols, tokens, b.counts, b.cdf, b.end_offsets, NULL};
+        count_job job = {lo, b.symbols, tokens, b.counts, b.cdf, b.models, b.end_offsets, NULL};
         rc = lo->method == KVX_CODEC_METHOD_ROTATED
                  ? kvx_codec_rotated_quantize(lo, kv, k * lo->chunk_tokens, tokens, b.symbols,
                                               b.scales)

@@ -25,11 +25,20 @@
 
 /* ---------------------------------------------------------------- per-chunk work (chunk.c) */
 
+/* A stream's table in the rotated method: its counts (gaussian = 0) or a Gaussian of centre
+ * center / 16 and deviation 2^(spread / 16 - 4) symbols (stream_tables.c). */
+typedef struct stream_model {
+    uint16_t center;
+    uint8_t spread;
+    uint8_t gaussian;
+} stream_model;
+
 typedef struct chunk_buffers {
     uint8_t *symbols;     /* [rows, tokens, channels] */
     float *scales;        /* [rows, tokens] */
     uint16_t *counts;     /* [rows, channels, num_bins] */
     uint16_t *cdf;        /* [rows, channels, num_bins + 1] */
+    stream_model *models; /* [rows * channels] (the rotated method) */
     int64_t *end_offsets; /* [rows * channels]; compress: where each stream's counts start */
     int32_t *lengths;     /* [rows * channels] */
     uint8_t *streams;     /* [rows * channels, stream_capacity] (compress only) */
@@ -45,6 +54,27 @@ void kvx_codec_buffers_free(chunk_buffers *b);
 /* cdf[s] = (65535 - num_bins) * (symbols below s) / tokens + s: LMCache's calculate_cdf. */
 void kvx_codec_cdf_from_counts(const uint16_t *counts, int32_t num_bins, int64_t tokens,
                                uint16_t *cdf);
+
+/* The run of symbols a stream's counts cover: from the first to the last non-zero count (a
+ * stream's values sit in a few symbols around the middle, so this halves the counts section).
+ * An all-zero histogram (no tokens) gives an empty run. */
+void kvx_codec_count_span(const uint16_t *counts, int32_t symbols, int32_t *first, int32_t *n);
+
+/* ---------------------------------------------------------------- stream tables (stream_tables.c)
+ */
+
+/* Bytes of a stream's counts as stored: first symbol (times first_scale: 2 in the rotated
+ * method, whose low bit tells counts from a model), run length, then the run's counts. */
+int64_t kvx_codec_counts_bytes(const uint16_t *counts, int32_t symbols, int32_t first_scale);
+
+/* The rotated method's CDF of a Gaussian model, over symbols 0 .. top (those above get the
+ * least share, as unused symbols of a counted table do). */
+void kvx_codec_cdf_from_model(stream_model m, int32_t top, int32_t num_bins, uint16_t *cdf);
+
+/* The rotated method's writer: the table that codes this stream's counts in fewer bits, its own
+ * bytes included; fills cdf and *model, returns the table's bytes. */
+int64_t kvx_codec_choose_table(const layout *lo, int64_t row, const uint16_t *counts,
+                               int64_t tokens, uint16_t *cdf, stream_model *model);
 
 /* ---------------------------------------------------------------- reading (inspect.c) */
 

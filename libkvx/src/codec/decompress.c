@@ -8,39 +8,76 @@
 
 #include "container.h"
 
-/* Walks the counts of every stream: each a varint, summing to the chunk's tokens per stream.
- * With `counts` non-NULL also stores them (uint16, [streams, num_bins], zero-filled). */
-static int32_t read_counts(const layout *lo, int64_t index, const chunk_view *c, uint16_t *counts)
+/* A rotated stream's Gaussian model (its head varint odd): the centre within the row's symbols,
+ * then the spread byte. */
+static int32_t read_model(reader *r, const layout *lo, int64_t index, int64_t i, uint32_t head,
+                          stream_model *model)
+{
+    uint32_t center = head >> 1, top = (uint32_t)rotated_top(lo, i / lo->channels);
+    if (center > 16 * top)
+        return FAIL_CORRUPT("chunk[%lld].counts[%lld]: expected a model centre within 0..%u "
+                            "(sixteenths of a symbol), got %u",
+                            (long long)index, (long long)i, (unsigned)(16 * top), (unsigned)center);
+    uint64_t spread = 0;
+    int32_t rc = get_le(r, 1, &spread, "chunk.counts");
+    if (!rc && model)
+        *model = (stream_model){(uint16_t)center, (uint8_t)spread, 1};
+    return rc;
+}
+
+/* One stream's counts: a run of varints summing to the chunk's tokens (stored into counts, a
+ * zero-filled row of num_bins, when it is non-NULL). */
+static int32_t read_run(reader *r, const layout *lo, int64_t index, int64_t i, uint32_t first,
+                        const chunk_view *c, uint16_t *counts)
+{
+    int32_t rc, symbols = row_symbols(lo, i / lo->channels);
+    uint32_t n = 0;
+    uint64_t sum = 0;
+    if ((rc = get_varint(r, &n, "chunk.counts")))
+        return rc;
+    if ((uint64_t)first + n > (uint64_t)symbols)
+        return FAIL_CORRUPT("chunk[%lld].counts[%lld]: expected a run of symbols within "
+                            "0..%d, got %u counts from symbol %u",
+                            (long long)index, (long long)i, (int)symbols - 1, (unsigned)n,
+                            (unsigned)first);
+    for (uint32_t s = first; s < first + n; s++) {
+        uint32_t v = 0;
+        if ((rc = get_varint(r, &v, "chunk.counts")))
+            return rc;
+        sum += v;
+        if (counts)
+            counts[s] = (uint16_t)v;
+    }
+    if (sum != (uint64_t)c->tokens)
+        return FAIL_CORRUPT("chunk[%lld].counts[%lld]: expected symbol counts summing to %lld "
+                            "tokens, got %llu",
+                            (long long)index, (long long)i, (long long)c->tokens,
+                            (unsigned long long)sum);
+    return KVX_OK;
+}
+
+/* Walks every stream's table: CacheGen's are counts; the rotated method's start with a varint
+ * whose low bit tells a Gaussian model (centre in the other bits) from counts (first symbol).
+ * With `counts` and `models` non-NULL also stores them ([streams, num_bins] and [streams]). */
+static int32_t read_counts(const layout *lo, int64_t index, const chunk_view *c, uint16_t *counts,
+                           stream_model *models)
 {
     int32_t rc;
+    int rotated = lo->method == KVX_CODEC_METHOD_ROTATED;
     reader r = {c->counts, 0, c->counts_size};
     for (int64_t i = 0; i < lo->rows * lo->channels; i++) {
-        int32_t symbols = row_symbols(lo, i / lo->channels);
-        uint64_t sum = 0;
-        uint32_t first = 0, n = 0;
-        if (counts)
-            memset(counts + i * lo->num_bins, 0, (size_t)lo->num_bins * sizeof *counts);
-        if ((rc = get_varint(&r, &first, "chunk.counts")) ||
-            (rc = get_varint(&r, &n, "chunk.counts")))
+        uint16_t *row = counts ? counts + i * lo->num_bins : NULL;
+        uint32_t head = 0;
+        if (row)
+            memset(row, 0, (size_t)lo->num_bins * sizeof *row);
+        if (models)
+            models[i] = (stream_model){0, 0, 0};
+        if ((rc = get_varint(&r, &head, "chunk.counts")))
             return rc;
-        if ((uint64_t)first + n > (uint64_t)symbols)
-            return FAIL_CORRUPT("chunk[%lld].counts[%lld]: expected a run of symbols within "
-                                "0..%d, got %u counts from symbol %u",
-                                (long long)index, (long long)i, (int)symbols - 1, (unsigned)n,
-                                (unsigned)first);
-        for (uint32_t s = first; s < first + n; s++) {
-            uint32_t v = 0;
-            if ((rc = get_varint(&r, &v, "chunk.counts")))
-                return rc;
-            sum += v;
-            if (counts)
-                counts[i * lo->num_bins + s] = (uint16_t)v;
-        }
-        if (sum != (uint64_t)c->tokens)
-            return FAIL_CORRUPT("chunk[%lld].counts[%lld]: expected symbol counts summing to %lld "
-                                "tokens, got %llu",
-                                (long long)index, (long long)i, (long long)c->tokens,
-                                (unsigned long long)sum);
+        rc = rotated && (head & 1) ? read_model(&r, lo, index, i, head, models ? &models[i] : NULL)
+                                   : read_run(&r, lo, index, i, rotated ? head >> 1 : head, c, row);
+        if (rc)
+            return rc;
     }
     if (r.pos != r.size)
         return FAIL_CORRUPT("chunk[%lld].counts_size: expected %lld bytes, got %lld",
@@ -154,6 +191,7 @@ static void scales_from_le(const layout *lo, const uint8_t *p, int64_t n, float 
 typedef struct cdf_build_job {
     const layout *lo;
     const uint16_t *counts;
+    const stream_model *models;
     int64_t tokens;
     uint16_t *cdf;
 } cdf_build_job;
@@ -162,8 +200,14 @@ static void cdf_build_range(void *ctx, int64_t begin, int64_t end)
 {
     const cdf_build_job *job = ctx;
     int32_t nb = job->lo->num_bins;
-    for (int64_t i = begin; i < end; i++)
-        kvx_codec_cdf_from_counts(job->counts + i * nb, nb, job->tokens, job->cdf + i * (nb + 1));
+    for (int64_t i = begin; i < end; i++) {
+        uint16_t *cdf = job->cdf + i * (nb + 1);
+        if (job->models[i].gaussian)
+            kvx_codec_cdf_from_model(job->models[i], rotated_top(job->lo, i / job->lo->channels),
+                                     nb, cdf);
+        else
+            kvx_codec_cdf_from_counts(job->counts + i * nb, nb, job->tokens, cdf);
+    }
 }
 
 /* Dequantizes a chunk's decoded symbols, plane by plane, into its tokens of out. */
@@ -199,10 +243,10 @@ static int32_t decode_chunk(const kvx_backend *be, const layout *lo, int64_t ind
 {
     int32_t rc;
     int64_t streams = lo->rows * lo->channels;
-    if ((rc = read_counts(lo, index, c, b->counts)) ||
+    if ((rc = read_counts(lo, index, c, b->counts, b->models)) ||
         (rc = read_lengths(lo, index, c, b->end_offsets)))
         return rc;
-    cdf_build_job job = {lo, b->counts, c->tokens, b->cdf};
+    cdf_build_job job = {lo, b->counts, b->models, c->tokens, b->cdf};
     kvx_parallel_for(streams, 256, cdf_build_range, &job);
     scales_from_le(lo, c->scales, lo->rows * c->tokens, b->scales);
     kvx_codec_decode_args coded = {.cdf = b->cdf,

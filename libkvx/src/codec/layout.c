@@ -124,9 +124,11 @@ static int32_t chunk_size(const layout *lo, int64_t tokens, int worst, int64_t *
     int64_t streams = lo->rows * lo->channels, count_bytes = 0, total;
     int64_t per_stream_payload = worst ? kvx_codec_stream_bound_of(tokens) : 1;
     /* Per stream: first symbol and run length (<= 2 bytes each), then <= 3 bytes per count;
-     * at least those two and one count (a chunk has >= 1 token) of one byte each. */
+     * at least those two and one count (a chunk has >= 1 token) of one byte each, or in the
+     * rotated method a model's two (stream_tables.c). */
+    int64_t least = lo->method == KVX_CODEC_METHOD_ROTATED ? 2 : 3;
     for (int64_t r = 0; r < lo->rows; r++)
-        count_bytes += worst ? 4 + 3 * (int64_t)row_symbols(lo, r) : 3;
+        count_bytes += worst ? 4 + 3 * (int64_t)row_symbols(lo, r) : least;
     int64_t counts, payload, lengths = streams * (worst ? MAX_VARINT32 : 1);
     if (__builtin_mul_overflow(count_bytes, lo->channels, &counts) ||
         __builtin_mul_overflow(streams, per_stream_payload, &payload) ||

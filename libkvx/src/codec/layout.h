@@ -45,6 +45,12 @@ static inline int64_t header_bytes(int64_t rows) { return HEADER_SIZE + 2 * rows
 /* Symbols a row can produce: 0 .. bins - 2. */
 static inline int32_t row_symbols(const layout *lo, int64_t row) { return lo->bins[row] - 1; }
 
+/* The rotated method's largest symbol in a row: 2 * MAX, MAX = bins / 2 - 1. */
+static inline int32_t rotated_top(const layout *lo, int64_t row)
+{
+    return 2 * (lo->bins[row] / 2 - 1);
+}
+
 /* The caller's `name` descriptor (kv, out) as the codec needs it: a float dtype, each token's
  * heads contiguous, strides that address less than 2^63 bytes. */
 int32_t kvx_codec_check_kv_desc(const char *name, const kvx_dense_desc *d);
