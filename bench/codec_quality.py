@@ -205,8 +205,13 @@ def int8_per_token(k: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def settings(config: quality_model.LlamaConfig) -> list[Setting]:
     """The table's rows, in order."""
 
-    def rotated(key_bins: int | None = None, value_bins: int | None = None) -> Roundtrip:
+    def rotated(
+        key_bins: Sequence[int] | int | None = None, value_bins: Sequence[int] | int | None = None
+    ) -> Roundtrip:
         return cachegen(key_bins, value_bins, method="rotated", head_dim=config.head_dim)
+
+    third = config.layers // 3
+    values_16_then_24 = [16] * third + [24] * (config.layers - third)
 
     return [
         Setting("fp32 (exact KV, self-check)", fp32_exact),
@@ -219,6 +224,7 @@ def settings(config: quality_model.LlamaConfig) -> list[Setting]:
         Setting("CacheGen 64 bins all layers", cachegen(64, 64)),
         Setting("kvx rotated default (K 10/12, V 6 bins, chunk 512)", rotated()),
         Setting("kvx rotated, K 16 / V 8 bins", rotated(16, 8)),
+        Setting("kvx rotated, K 48 / V 16-24 bins", rotated(48, values_16_then_24)),
         Setting("kvx rotated, K 48 / V 24 bins", rotated(48, 24)),
     ]
 
