@@ -126,21 +126,26 @@ def test_refused_values_name_the_token(bad):
 
 def _blob_symbols(blob: bytes, rows: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
     """The symbols and scales a container stores, read with the reference parser: each chunk's
-    streams decoded with the CDF tables its counts stand for."""
+    streams decoded with the CDF table each stream's counts (or, where a container stores one,
+    its Gaussian model) stand for."""
     info = ref.parse_container(blob)
     nb = info["num_bins"]
     symbols, scales = [], []
     for chunk in info["chunks"]:
         t = chunk["tokens"]
-        cdf = np.stack([ref.cdf_from_counts(c, nb, t) for c in chunk["counts"]])
+        models = chunk.get("models") or [None] * len(chunk["counts"])
+        tables = []
+        for i, (counts, model) in enumerate(zip(chunk["counts"], models, strict=True)):
+            top = 2 * (info["bins"][i // channels] // 2 - 1)
+            if model is None:
+                tables.append(ref.cdf_from_counts(counts, nb, t))
+            else:
+                tables.append(rr.model_cdf(*model, top, nb))
+        cdf = np.stack(tables).reshape(rows, channels, nb + 1)
         ends = np.cumsum(chunk["lengths"]).reshape(rows, channels)
         out = np.empty((rows, t, channels), np.uint8)
-        codec.decode_fast_prefsum(
-            cdf.reshape(rows, channels, nb + 1),
-            np.frombuffer(chunk["payload"], np.uint8),
-            ends,
-            out,
-        )
+        payload = np.frombuffer(chunk["payload"], np.uint8)
+        codec.decode_fast_prefsum(cdf, payload, ends, out)
         symbols.append(out)
         scales.append(chunk["scales"])
     return np.concatenate(symbols, axis=1), np.concatenate(scales, axis=1)
