@@ -3,7 +3,8 @@
 Input: Llama-3-8B-shaped chunks of LLM-like data (bench/codec.py's generator: per-channel offsets
 and scales, outliers, token-to-token drift), 32 layers x K and V, 8 KV heads x 128 = 1024 channels,
 bf16, LMCache's bin schedule; 256 tokens (LMCache's chunk) and a longer run. Every stage is timed
-alone on the device (quantize, calculate_cdf, encode, decode, dequantize) and reported in GB/s of
+alone on the device (quantize, calculate_cdf, encode, decode, dequantize, and the rotated method's
+quantize and dequantize with its bins, heads of --head-size) and reported in GB/s of
 the uncompressed bf16 KV bytes, against torch ``copy_`` of those bytes device to device (the
 roofline). Times are medians of CUDA-event timings after a warm-up; buffers are allocated once.
 """
@@ -27,6 +28,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, nargs="+", default=[256, 4096])
     parser.add_argument("--layers", type=int, default=32)
     parser.add_argument("--channels", type=int, default=1024)
+    parser.add_argument("--head-size", type=int, default=128, help="the rotated method's heads")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
@@ -50,6 +52,11 @@ def _one_size(torch, kvx, args: argparse.Namespace, tokens: int, progress) -> tu
     kvx.synchronize(decoded)  # raises what the kernels found; the data must round-trip
     if not torch.equal(decoded, symbols):
         raise RuntimeError("GPU decode did not reproduce the encoded symbols")
+
+    rotated = dict(method="rotated", head_size=args.head_size)
+    rotated_key_bins, rotated_value_bins = codec.default_rotated_bins(L)
+    rotated_bins = rotated_key_bins + rotated_value_bins
+    rotated_symbols, rotated_scales = codec.quantize(kv, rotated_bins, **rotated)
 
     nbytes = kv.numel() * kv.element_size()
     src, dst = kv.clone(), torch.empty_like(kv)
@@ -78,6 +85,22 @@ def _one_size(torch, kvx, args: argparse.Namespace, tokens: int, progress) -> tu
             "kvx dequantize",
             common.gpu_median(
                 torch, lambda: codec.dequantize(symbols, scales, bins, torch.bfloat16), args.repeats
+            ),
+        ),
+        (
+            "kvx quantize, rotated method",
+            common.gpu_median(
+                torch, lambda: codec.quantize(kv, rotated_bins, **rotated), args.repeats
+            ),
+        ),
+        (
+            "kvx dequantize, rotated method",
+            common.gpu_median(
+                torch,
+                lambda: codec.dequantize(
+                    rotated_symbols, rotated_scales, rotated_bins, torch.bfloat16, **rotated
+                ),
+                args.repeats,
             ),
         ),
     ]

@@ -14,7 +14,7 @@ CODEC_OPS = {
 
 
 def test_every_op_is_named():
-    assert sorted(OPS.values()) == list(range(1, 11))
+    assert sorted(OPS.values()) == list(range(1, 13))
 
 
 def test_cpu_runs_every_op_natively():
@@ -22,7 +22,7 @@ def test_cpu_runs_every_op_natively():
         assert lib.kvx_backend_supports(lib.KVX_DEVICE_CPU, op) == lib.KVX_SUPPORT_NATIVE, name
 
 
-@pytest.mark.parametrize("op", [0, 11, -1, 1 << 30])
+@pytest.mark.parametrize("op", [0, 13, -1, 1 << 30])
 def test_unknown_op_is_an_invalid_argument(op):
     assert lib.kvx_backend_supports(lib.KVX_DEVICE_CPU, op) == lib.KVX_ERR_INVALID_ARGUMENT
     assert ffi.string(lib.kvx_last_error()).decode().startswith("op: expected a kvx_op")
@@ -35,8 +35,9 @@ def test_unknown_device_type_supports_nothing():
 
 @pytest.mark.parametrize("device", ["KVX_DEVICE_ASCEND", "KVX_DEVICE_CNRT"])
 def test_runtime_loaded_backends_stage_the_codec(device):
-    """Ascend and CNRT transfer and copy natively, run the codec through host memory and have no
-    RoPE or container entries; the answer needs no runtime (none is installed here)."""
+    """Ascend and CNRT transfer and copy natively, run the CacheGen codec through host memory and
+    have no RoPE, container or rotated-method entries; the answer needs no runtime (none is
+    installed here)."""
     device_type = getattr(lib, device)
     if not lib.kvx_backend_compiled(device_type):
         pytest.skip(f"{device} is not compiled into this libkvx")
@@ -47,3 +48,12 @@ def test_runtime_loaded_backends_stage_the_codec(device):
     expected["KVX_OP_TRANSFER"] = expected["KVX_OP_COPY"] = lib.KVX_SUPPORT_NATIVE
     got = {name: lib.kvx_backend_supports(device_type, op) for name, op in OPS.items()}
     assert got == expected
+
+
+@pytest.mark.parametrize("device", ["KVX_DEVICE_CUDA", "KVX_DEVICE_HIP"])
+def test_gpu_backend_runs_the_rotated_method_natively(device):
+    device_type = getattr(lib, device)
+    if not lib.kvx_backend_compiled(device_type):
+        pytest.skip(f"{device} is not compiled into this libkvx")
+    for op in (lib.KVX_OP_CODEC_QUANTIZE_ROTATED, lib.KVX_OP_CODEC_DEQUANTIZE_ROTATED):
+        assert lib.kvx_backend_supports(device_type, op) == lib.KVX_SUPPORT_NATIVE

@@ -101,7 +101,9 @@ enum kvx_op {
     KVX_OP_CODEC_CONTAINER = 7, /* kvx_codec_compress and kvx_codec_decompress */
     KVX_OP_ROPE_REROTATE = 8,
     KVX_OP_ROPE_APPLY = 9,
-    KVX_OP_COPY = 10 /* kvx_copy_batch */
+    KVX_OP_COPY = 10, /* kvx_copy_batch */
+    KVX_OP_CODEC_QUANTIZE_ROTATED = 11,
+    KVX_OP_CODEC_DEQUANTIZE_ROTATED = 12
 };
 
 /* How a backend runs an operation. */
@@ -332,7 +334,8 @@ enum kvx_codec_limits {
     KVX_CODEC_MAX_CDF_LEN = 257,       /* KVX_CODEC_MAX_BINS + 1 */
     KVX_CODEC_MAX_STREAM_BYTES = 2147483647, /* lengths are int32, as in LMCache */
     KVX_CODEC_MAX_TOKENS = 954437176,  /* tokens whose worst-case stream fits that */
-    KVX_CODEC_FORMAT_VERSION = 1       /* container format written by kvx_codec_compress */
+    KVX_CODEC_FORMAT_VERSION = 1,      /* container format written by kvx_codec_compress */
+    KVX_CODEC_MAX_HEAD_SIZE = 65536    /* the rotated method's largest head_size */
 };
 
 /*
@@ -353,6 +356,34 @@ KVX_API int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales
                                      int64_t num_channels, int32_t dtype, void *out,
                                      int64_t row_stride, int64_t token_stride,
                                      const kvx_stream *stream);
+
+/*
+ * The container's rotated method (docs/codec-container.md, method 1) as quantize / dequantize
+ * calls, laid out as kvx_codec_quantize's: x (r, t, c) at x + r*row_stride + t*token_stride + c,
+ * symbols [num_rows, num_tokens, num_channels], scales [num_rows, num_tokens]. head_size is a
+ * power of two, 1 .. KVX_CODEC_MAX_HEAD_SIZE, dividing num_channels. Per (row, token): the values
+ * times 1 / head_size, each head's unnormalised Walsh-Hadamard transform, scale = the smallest
+ * bfloat16 value >= max |coefficient| (stored as float32), symbol = clamp(rint(c * float32(MAX /
+ * scale)), -MAX, MAX) + MAX with MAX = bins / 2 - 1 (MAX everywhere for a zero scale): the
+ * symbols and scales kvx_codec_compress writes for that method. A token holding a value that is
+ * not finite or above 3.4028235e38 / (2 * head_size), or whose scale would round up past that,
+ * is rejected (before anything is written on the CPU; on a GPU it is skipped and reported by
+ * kvx_synchronize). The GPU backend takes head_size up to 8192 (one head in shared memory) and
+ * answers KVX_ERR_UNSUPPORTED above. Same bits on every backend.
+ */
+KVX_API int32_t kvx_codec_quantize_rotated(
+    const void *x, int32_t dtype, int64_t num_rows, int64_t num_tokens, int64_t num_channels,
+    int64_t head_size, int64_t row_stride, int64_t token_stride, const int32_t *bins,
+    uint8_t *symbols, float *scales, const kvx_stream *stream);
+
+/* Inverse of kvx_codec_quantize_rotated: c = float32(symbol - MAX) * float32(scale / MAX) (a
+ * symbol above 2 * MAX read as 2 * MAX), each head transformed again, rounded to `dtype` to
+ * nearest even (float16 and bfloat16 saturating at their largest finite value); out laid out as
+ * quantize's x. Scales are used as given: one above the limit can overflow float32. */
+KVX_API int32_t kvx_codec_dequantize_rotated(
+    const uint8_t *symbols, const float *scales, const int32_t *bins, int64_t num_rows,
+    int64_t num_tokens, int64_t num_channels, int64_t head_size, int32_t dtype, void *out,
+    int64_t row_stride, int64_t token_stride, const kvx_stream *stream);
 
 /*
  * LMCache calculate_cdf: one table per (layer, channel) over symbols [num_layers, num_tokens,

@@ -24,6 +24,7 @@ from ._codec_arrays import (
     _symbols_info,
     _typed_info,
 )
+from ._codec_container import _method_code
 from ._errors import InvalidArgumentError
 from ._native import check, ffi, lib
 from ._tensors import DEVICE_CPU, ArrayInfo, current_stream, describe
@@ -36,10 +37,38 @@ def stream_bound(num_tokens: int) -> int:
     return int(out[0])
 
 
-def quantize(x: Any, bins: Sequence[int]) -> tuple[Any, Any]:
-    """CacheGen quantization of ``x`` ``[rows, T, C]`` (float32/float16/bfloat16, channels
+def _head_size(method: str, head_size: int | None) -> int | None:
+    """The rotated method's head size, or None for CacheGen (which takes none)."""
+    if _method_code(method) == lib.KVX_CODEC_METHOD_CACHEGEN:
+        if head_size is not None:
+            raise InvalidArgumentError(
+                f"head_size: expected None with method='cachegen' (only the rotated method "
+                f"splits the channels into heads), got {head_size!r}"
+            )
+        return None
+    if isinstance(head_size, bool) or not isinstance(head_size, (int, np.integer)):
+        raise InvalidArgumentError(
+            "head_size: expected an int (a power of two dividing the channels) with "
+            f"method='rotated', got {head_size!r}"
+        )
+    return int(head_size)
+
+
+def quantize(
+    x: Any, bins: Sequence[int], *, method: str = "cachegen", head_size: int | None = None
+) -> tuple[Any, Any]:
+    """Per-token quantization of ``x`` ``[rows, T, C]`` (float32/float16/bfloat16, channels
     contiguous) with ``bins[rows]``. Returns symbols uint8 ``[rows, T, C]`` and scales float32
-    ``[rows, T]`` (max |x| per token, exact in x's dtype), same family (torch/numpy) as x."""
+    ``[rows, T]``, same family (torch/numpy) and device as x.
+
+    ``method="cachegen"``: LMCache's CacheGen; a scale is max |x| of its token (exact in x's
+    dtype). ``method="rotated"``: the container's rotated method (docs/codec-container.md): each
+    head of ``head_size`` channels (a power of two dividing C, at most 65536; 8192 on a GPU) is
+    Walsh-Hadamard rotated first and the scales are bfloat16 values: the symbols and scales
+    ``encode(..., method="rotated")`` stores. A token holding a value that is not finite (or, for
+    the rotated method, above ``3.4028235e38 / (2 * head_size)``) raises
+    :class:`kvx.InvalidArgumentError`, on a GPU from :func:`kvx.synchronize`."""
+    rotation = _head_size(method, head_size)
     info = describe(x, "x")
     if info.dtype not in _FLOAT_DTYPES:
         raise InvalidArgumentError(
@@ -58,27 +87,37 @@ def quantize(x: Any, bins: Sequence[int]) -> tuple[Any, Any]:
     symbols = _like(x, (rows, tokens, channels), "uint8")
     scales = _like(x, (rows, tokens), "float32")
     s_info, sc_info = describe(symbols, "symbols"), describe(scales, "scales")
-    check(
-        lib.kvx_codec_quantize(
-            ffi.cast("const void *", info.ptr),
-            info.dtype,
-            rows,
-            tokens,
-            channels,
-            info.strides[0],
-            info.strides[1],
-            _int32_array(b),
-            _ptr(s_info, "uint8_t *"),
-            _ptr(sc_info, "float *"),
-            current_stream(info.device),
-        )
+    shape = (ffi.cast("const void *", info.ptr), info.dtype, rows, tokens, channels)
+    rest = (
+        info.strides[0],
+        info.strides[1],
+        _int32_array(b),
+        _ptr(s_info, "uint8_t *"),
+        _ptr(sc_info, "float *"),
+        current_stream(info.device),
     )
+    if rotation is None:
+        check(lib.kvx_codec_quantize(*shape, *rest))
+    else:
+        check(lib.kvx_codec_quantize_rotated(*shape, rotation, *rest))
     return symbols, scales
 
 
-def dequantize(symbols: Any, scales: Any, bins: Sequence[int], dtype: Any = None) -> Any:
-    """Inverse of :func:`quantize`: ``(s - MAX) / MAX * scale`` in float32, rounded to ``dtype``
-    (a torch or numpy dtype; default float32). Returns ``[rows, T, C]``."""
+def dequantize(
+    symbols: Any,
+    scales: Any,
+    bins: Sequence[int],
+    dtype: Any = None,
+    *,
+    method: str = "cachegen",
+    head_size: int | None = None,
+) -> Any:
+    """Inverse of :func:`quantize` (same ``method`` and ``head_size``): symbols uint8 ``[rows, T,
+    C]`` and scales float32 ``[rows, T]`` -> ``[rows, T, C]`` of ``dtype`` (a torch or numpy
+    dtype; default float32), on the symbols' device. CacheGen: ``(s - MAX) / MAX * scale`` in
+    float32. Rotated: ``(s - MAX) * (scale / MAX)``, each head rotated back; float16 and
+    bfloat16 saturate at their largest finite value. Both round to nearest even."""
+    rotation = _head_size(method, head_size)
     s_info = _symbols_info(symbols, "symbols")
     rows, tokens, channels = s_info.shape
     sc_info = _typed_info(scales, "scales", lib.KVX_DTYPE_FLOAT32, 2, "[rows, tokens] float32")
@@ -96,21 +135,25 @@ def dequantize(symbols: Any, scales: Any, bins: Sequence[int], dtype: Any = None
     o_info = describe(out, "dtype")
     if o_info.dtype not in _FLOAT_DTYPES:
         raise InvalidArgumentError(f"dtype: expected float32, float16 or bfloat16, got {dtype}")
-    check(
-        lib.kvx_codec_dequantize(
-            _ptr(s_info, "const uint8_t *"),
-            _ptr(sc_info, "const float *"),
-            _int32_array(b),
-            rows,
-            tokens,
-            channels,
-            o_info.dtype,
-            ffi.cast("void *", o_info.ptr),
-            tokens * channels,
-            channels,
-            current_stream(device),
-        )
+    shape = (
+        _ptr(s_info, "const uint8_t *"),
+        _ptr(sc_info, "const float *"),
+        _int32_array(b),
+        rows,
+        tokens,
+        channels,
     )
+    rest = (
+        o_info.dtype,
+        ffi.cast("void *", o_info.ptr),
+        tokens * channels,
+        channels,
+        current_stream(device),
+    )
+    if rotation is None:
+        check(lib.kvx_codec_dequantize(*shape, *rest))
+    else:
+        check(lib.kvx_codec_dequantize_rotated(*shape, rotation, *rest))
     return out
 
 

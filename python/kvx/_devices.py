@@ -41,6 +41,9 @@ OPS = (
     Op("rerotate", lib.KVX_OP_ROPE_REROTATE),
     Op("apply", lib.KVX_OP_ROPE_APPLY),
     Op("copy", lib.KVX_OP_COPY),  # kvx.copy_batch
+    # kvx.codec.quantize / dequantize with method="rotated"
+    Op("quantize_rotated", lib.KVX_OP_CODEC_QUANTIZE_ROTATED),
+    Op("dequantize_rotated", lib.KVX_OP_CODEC_DEQUANTIZE_ROTATED),
 )
 # The codec's low-level entries, which run on the device's stream (the container never does).
 CODEC_OPS = OPS[1:6]

@@ -16,7 +16,9 @@ little-endian, no pickle, CRC-32 checked; decoding damaged or hostile bytes rais
 
 Low level, mirroring LMCache's ``lmcache.c_ops`` so an adapter is thin: :func:`calculate_cdf`,
 :func:`encode_fast_new`, :func:`decode_fast_new`, :func:`decode_fast_prefsum`, plus
-:func:`quantize`, :func:`dequantize`, :func:`encode_streams` and :func:`stream_bound`. Symbols are
+:func:`quantize`, :func:`dequantize`, :func:`encode_streams` and :func:`stream_bound`; quantize and
+dequantize also run the rotated method (``method="rotated", head_size=...``: the symbols and
+scales the container stores for it, on every backend but Ascend and CNRT). Symbols are
 laid out ``[layers, tokens, channels]`` (int8 or uint8), CDF tables ``[layers, channels, Lp]``
 (int16 or uint16, LMCache's layout), streams ``[layers, channels, capacity]`` uint8.
 The low-level functions also take CUDA/HIP tensors (all on one device, or pinned host memory):

@@ -34,29 +34,40 @@ KVX_HALF_FN void kvx_rot_hadamard8(float *x)
     x[2] = b2 + b6, x[6] = b2 - b6, x[3] = b3 + b7, x[7] = b3 - b7;
 }
 
-/* The butterflies of spans `from`, 2 * from, .. n / 2 on x[0 .. n - 1] (from a power of two). */
+/* The butterflies of spans len and 2 * len on x[j], x[j + len], x[j + 2 * len], x[j + 3 * len]:
+ * two stages on four values at once, the same additions as one stage after the other. */
+KVX_HALF_FN void kvx_rot_butterfly4(float *x, int64_t j, int64_t len)
+{
+    float a = x[j], b = x[j + len], c = x[j + 2 * len], d = x[j + 3 * len];
+    float ab = a + b, a_b = a - b, cd = c + d, c_d = c - d;
+    x[j] = ab + cd;
+    x[j + 2 * len] = ab - cd;
+    x[j + len] = a_b + c_d;
+    x[j + 3 * len] = a_b - c_d;
+}
+
+/* The butterfly of span len on x[j], x[j + len]. */
+KVX_HALF_FN void kvx_rot_butterfly2(float *x, int64_t j, int64_t len)
+{
+    float a = x[j], b = x[j + len];
+    x[j] = a + b;
+    x[j + len] = a - b;
+}
+
+/* The butterflies of spans `from`, 2 * from, .. n / 2 on x[0 .. n - 1] (from a power of two):
+ * two spans per pass where they fit (half the passes over memory), then one. The GPU kernels
+ * (src/gpu/codec_rotated.cu) make the same passes, a butterfly per thread. */
 KVX_HALF_FN void kvx_rot_hadamard_spans(float *x, int64_t n, int64_t from)
 {
     int64_t len = from;
-    /* Two spans per pass where they fit (len and 2 * len on four values at once): the same
-     * butterflies, with half the passes over memory. */
     for (; 4 * len <= n; len <<= 2)
         for (int64_t i = 0; i < n; i += len << 2)
-            for (int64_t j = i; j < i + len; j++) {
-                float a = x[j], b = x[j + len], c = x[j + 2 * len], d = x[j + 3 * len];
-                float ab = a + b, a_b = a - b, cd = c + d, c_d = c - d;
-                x[j] = ab + cd;
-                x[j + 2 * len] = ab - cd;
-                x[j + len] = a_b + c_d;
-                x[j + 3 * len] = a_b - c_d;
-            }
+            for (int64_t j = i; j < i + len; j++)
+                kvx_rot_butterfly4(x, j, len);
     for (; len < n; len <<= 1)
         for (int64_t i = 0; i < n; i += len << 1)
-            for (int64_t j = i; j < i + len; j++) {
-                float a = x[j], b = x[j + len];
-                x[j] = a + b;
-                x[j + len] = a - b;
-            }
+            for (int64_t j = i; j < i + len; j++)
+                kvx_rot_butterfly2(x, j, len);
 }
 
 /* x[0 .. n - 1] <- H x (unnormalised Sylvester Hadamard; n a power of two), in place: the
@@ -71,6 +82,20 @@ KVX_HALF_FN void kvx_rot_hadamard(float *x, int64_t n)
         kvx_rot_hadamard8(x + g);
     kvx_rot_hadamard_spans(x, n, 8);
 }
+
+/* The largest |x| the method encodes, and the largest scale a reader accepts: half of float32's
+ * largest over head_size (a power of two), so that no sum of the inverse transform of a token
+ * (coefficients at most its scale) overflows, with room for rounding. */
+KVX_HALF_FN float kvx_rot_limit(int64_t head_size)
+{
+    return 3.4028234663852886e38f / (float)(2 * head_size);
+}
+
+/* How every backend words a refused token (then its row and token): the CPU's up-front check
+ * and the GPU's deferred report say the same. */
+#define KVX_ROT_RANGE_MESSAGE                                                                  \
+    "x: the rotated method expects finite values of magnitude <= %g (float32's largest / (2 * " \
+    "head_size)), got one out of range in row %lld token %lld"
 
 /* The smallest bfloat16 value >= s (s finite, >= 0, below bfloat16's largest), as float32: the
  * stored scale, rounded up so that no coefficient exceeds it. */
@@ -97,6 +122,26 @@ KVX_HALF_FN float kvx_rot_value(uint8_t sym, int32_t max_int, float step)
 {
     int32_t clamped = sym <= 2 * max_int ? sym : 2 * max_int;
     return (float)(clamped - max_int) * step;
+}
+
+/* v within [-largest, largest] (a NaN stays NaN), as compares the compiler vectorises. */
+KVX_HALF_FN float kvx_rot_saturate(float v, float largest)
+{
+    v = v > largest ? largest : v;
+    return v < -largest ? -largest : v;
+}
+
+/* A decoded value rounded to bfloat16 or float16, saturating at the type's largest finite value:
+ * a token's coefficients are at most its scale, but their transform can exceed what the type
+ * holds. */
+KVX_HALF_FN uint16_t kvx_rot_to_bf16(float v)
+{
+    return kvx_f32_to_bf16(kvx_rot_saturate(v, 3.3895313892515355e38f));
+}
+
+KVX_HALF_FN uint16_t kvx_rot_to_f16(float v)
+{
+    return kvx_f32_to_f16(kvx_rot_saturate(v, 65504.0f));
 }
 
 #endif /* KVX_CODEC_ROTATED_TOKEN_H */

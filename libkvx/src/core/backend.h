@@ -47,6 +47,19 @@ typedef struct kvx_codec_dequantize_args {
     int64_t row_stride, token_stride;
 } kvx_codec_dequantize_args;
 
+/* kvx_codec_quantize_rotated: CacheGen's arguments, and head_size (a power of two dividing
+ * num_channels). */
+typedef struct kvx_codec_quantize_rotated_args {
+    kvx_codec_quantize_args base;
+    int64_t head_size;
+} kvx_codec_quantize_rotated_args;
+
+/* kvx_codec_dequantize_rotated: the inverse. */
+typedef struct kvx_codec_dequantize_rotated_args {
+    kvx_codec_dequantize_args base;
+    int64_t head_size;
+} kvx_codec_dequantize_rotated_args;
+
 /* kvx_codec_calculate_cdf: symbols [num_layers, num_tokens, num_channels] -> cdf [num_layers,
  * num_channels, num_bins + 1]. */
 typedef struct kvx_codec_cdf_args {
@@ -163,6 +176,10 @@ typedef struct kvx_backend {
     int32_t (*codec_calculate_cdf)(const kvx_codec_cdf_args *args, const kvx_stream *stream);
     int32_t (*codec_encode)(const kvx_codec_encode_args *args, const kvx_stream *stream);
     int32_t (*codec_decode)(const kvx_codec_decode_args *args, const kvx_stream *stream);
+    int32_t (*codec_quantize_rotated)(const kvx_codec_quantize_rotated_args *args,
+                                      const kvx_stream *stream);
+    int32_t (*codec_dequantize_rotated)(const kvx_codec_dequantize_rotated_args *args,
+                                        const kvx_stream *stream);
     int32_t (*rope_rerotate)(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
     int32_t (*rope_apply)(const kvx_rope_apply_args *args, const kvx_stream *stream);
     int32_t (*copy_batch)(const kvx_copy_batch_args *args, const kvx_stream *stream);
@@ -217,7 +234,9 @@ extern const kvx_backend kvx_cnrt_backend;
     X(KVX_OP_CODEC_DECODE, codec_decode)                                                       \
     X(KVX_OP_ROPE_REROTATE, rope_rerotate)                                                     \
     X(KVX_OP_ROPE_APPLY, rope_apply)                                                           \
-    X(KVX_OP_COPY, copy_batch)
+    X(KVX_OP_COPY, copy_batch)                                                                 \
+    X(KVX_OP_CODEC_QUANTIZE_ROTATED, codec_quantize_rotated)                                   \
+    X(KVX_OP_CODEC_DEQUANTIZE_ROTATED, codec_dequantize_rotated)
 
 #ifdef __cplusplus
 }

@@ -67,7 +67,8 @@ static int has_entry(const kvx_backend *b, int32_t op)
 
 static int is_codec_op(int32_t op)
 {
-    return op >= KVX_OP_CODEC_QUANTIZE && op <= KVX_OP_CODEC_DECODE;
+    return (op >= KVX_OP_CODEC_QUANTIZE && op <= KVX_OP_CODEC_DECODE) ||
+           op == KVX_OP_CODEC_QUANTIZE_ROTATED || op == KVX_OP_CODEC_DEQUANTIZE_ROTATED;
 }
 
 int32_t kvx_backend_supports(int32_t device_type, int32_t op)

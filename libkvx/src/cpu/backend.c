@@ -8,6 +8,10 @@ int32_t kvx_cpu_codec_dequantize(const kvx_codec_dequantize_args *args, const kv
 int32_t kvx_cpu_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream);
 int32_t kvx_cpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream);
 int32_t kvx_cpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream);
+int32_t kvx_cpu_codec_quantize_rotated(const kvx_codec_quantize_rotated_args *args,
+                                       const kvx_stream *stream);
+int32_t kvx_cpu_codec_dequantize_rotated(const kvx_codec_dequantize_rotated_args *args,
+                                         const kvx_stream *stream);
 /* Positions are the checked int64 copies src/ops/rope.c makes, never the caller's array. */
 int32_t kvx_cpu_rope_rerotate(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
 int32_t kvx_cpu_rope_apply(const kvx_rope_apply_args *args, const kvx_stream *stream);
@@ -27,6 +31,8 @@ const kvx_backend kvx_cpu_backend = {
     .codec_calculate_cdf = kvx_cpu_codec_calculate_cdf,
     .codec_encode = kvx_cpu_codec_encode,
     .codec_decode = kvx_cpu_codec_decode,
+    .codec_quantize_rotated = kvx_cpu_codec_quantize_rotated,
+    .codec_dequantize_rotated = kvx_cpu_codec_dequantize_rotated,
     .rope_rerotate = kvx_cpu_rope_rerotate,
     .rope_apply = kvx_cpu_rope_apply,
     .copy_batch = kvx_cpu_copy_batch,

@@ -5,6 +5,7 @@
 #include <mutex>
 #include <thread>
 
+#include "../codec/rotated_token.h" /* KVX_ROT_RANGE_MESSAGE, kvx_rot_limit */
 #include "gpu_device.h"
 
 #define MAX_DEVICES 64
@@ -212,6 +213,10 @@ static int32_t report_codec(const kvx_gpu_deferred_error *seen, unsigned long lo
                         "x: expected finite values, got inf or NaN in row %lld token %lld (found "
                         "on the device; that token was skipped)",
                         seen->value, seen->limit);
+    case KVX_GPU_ROTATED_RANGE:
+        return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
+                        KVX_ROT_RANGE_MESSAGE " (found on the device; that token was skipped)",
+                        (double)kvx_rot_limit((int64_t)index), seen->value, seen->limit);
     case KVX_GPU_BAD_SYMBOL:
         return kvx_fail(KVX_ERR_INVALID_ARGUMENT,
                         "symbols: expected 0..%lld, got %lld at flat index %llu of [layers, "
@@ -247,6 +252,7 @@ static int32_t report(const kvx_gpu_deferred_error *seen)
     unsigned long long index = seen->index;
     switch (seen->kind) {
     case KVX_GPU_NON_FINITE:
+    case KVX_GPU_ROTATED_RANGE:
     case KVX_GPU_BAD_SYMBOL:
     case KVX_GPU_BAD_CDF:
     case KVX_GPU_BAD_LENGTH:

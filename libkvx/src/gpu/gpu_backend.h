@@ -22,6 +22,11 @@ int32_t kvx_gpu_codec_dequantize(const kvx_codec_dequantize_args *args, const kv
 int32_t kvx_gpu_codec_calculate_cdf(const kvx_codec_cdf_args *args, const kvx_stream *stream);
 int32_t kvx_gpu_codec_encode(const kvx_codec_encode_args *args, const kvx_stream *stream);
 int32_t kvx_gpu_codec_decode(const kvx_codec_decode_args *args, const kvx_stream *stream);
+/* codec_rotated.cu: head_size up to 8192 (one head in shared memory) */
+int32_t kvx_gpu_codec_quantize_rotated(const kvx_codec_quantize_rotated_args *args,
+                                       const kvx_stream *stream);
+int32_t kvx_gpu_codec_dequantize_rotated(const kvx_codec_dequantize_rotated_args *args,
+                                         const kvx_stream *stream);
 int32_t kvx_gpu_rope_rerotate(const kvx_rope_rerotate_args *args, const kvx_stream *stream);
 int32_t kvx_gpu_rope_apply(const kvx_rope_apply_args *args, const kvx_stream *stream);
 /* copy.cu: one cudaMemcpyAsync / hipMemcpyAsync (Default kind) per range, and page-locked

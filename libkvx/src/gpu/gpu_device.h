@@ -17,6 +17,9 @@ enum kvx_gpu_error_kind {
     KVX_GPU_BAD_LENGTH = 7, /* lengths[index] = value outside [0, limit]; not decoded */
     KVX_GPU_BAD_END_OFFSET = 8, /* end_offsets[index] = value: below the previous or > limit */
     KVX_GPU_STREAM_OVERFLOW = 9, /* stream index needs value bytes, has limit; truncated */
+    /* codec_rotated.cu: x row `value`, token `limit` holds a value not finite or above the
+     * rotated method's limit for head_size `index` (or its scale rounds up past it); skipped */
+    KVX_GPU_ROTATED_RANGE = 10,
 };
 
 /* The record's life: FREE -> WRITING (one kernel thread claimed it) -> PUBLISHED (its fields are

@@ -96,6 +96,8 @@ FORWARD(codec_dequantize, kvx_codec_dequantize_args)
 FORWARD(codec_calculate_cdf, kvx_codec_cdf_args)
 FORWARD(codec_encode, kvx_codec_encode_args)
 FORWARD(codec_decode, kvx_codec_decode_args)
+FORWARD(codec_quantize_rotated, kvx_codec_quantize_rotated_args)
+FORWARD(codec_dequantize_rotated, kvx_codec_dequantize_rotated_args)
 FORWARD(rope_rerotate, kvx_rope_rerotate_args)
 FORWARD(rope_apply, kvx_rope_apply_args)
 FORWARD(copy_batch, kvx_copy_batch_args)
@@ -124,6 +126,8 @@ const kvx_backend kvx_gpu_backend = {
     .codec_calculate_cdf = gpu_codec_calculate_cdf,
     .codec_encode = gpu_codec_encode,
     .codec_decode = gpu_codec_decode,
+    .codec_quantize_rotated = gpu_codec_quantize_rotated,
+    .codec_dequantize_rotated = gpu_codec_dequantize_rotated,
     .rope_rerotate = gpu_rope_rerotate,
     .rope_apply = gpu_rope_apply,
     .copy_batch = gpu_copy_batch,

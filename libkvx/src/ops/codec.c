@@ -109,6 +109,75 @@ static int32_t check_float_tokens(const char *name, int32_t dtype, int64_t num_r
     return check_view(name, num_rows, num_tokens, num_channels, row_stride, token_stride, dtype);
 }
 
+/* The checks of kvx_codec_quantize's arguments, which the rotated method shares; fills *args and
+ * *elements = rows * tokens * channels. */
+static int32_t read_quantize_args(const void *x, int32_t dtype, int64_t num_rows,
+                                  int64_t num_tokens, int64_t num_channels, int64_t row_stride,
+                                  int64_t token_stride, const int32_t *bins, uint8_t *symbols,
+                                  float *scales, kvx_codec_quantize_args *args, int64_t *elements)
+{
+    int32_t rc;
+    if ((rc = check_float_tokens("x", dtype, num_rows, num_tokens, num_channels, row_stride,
+                                 token_stride, elements)) ||
+        (rc = kvx_check_pointer("x", x, *elements)) ||
+        (rc = kvx_check_dtype_aligned("x", x, *elements, dtype)) ||
+        (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
+        (rc = kvx_check_pointer("symbols", symbols, *elements)) ||
+        (rc = check_scales(scales, num_rows * num_tokens)))
+        return rc;
+    *args = (kvx_codec_quantize_args){.x = x,
+                                      .dtype = dtype,
+                                      .num_rows = num_rows,
+                                      .num_tokens = num_tokens,
+                                      .num_channels = num_channels,
+                                      .row_stride = row_stride,
+                                      .token_stride = token_stride,
+                                      .bins = bins,
+                                      .symbols = symbols,
+                                      .scales = scales};
+    return KVX_OK;
+}
+
+/* The same for kvx_codec_dequantize. */
+static int32_t read_dequantize_args(const uint8_t *symbols, const float *scales,
+                                    const int32_t *bins, int64_t num_rows, int64_t num_tokens,
+                                    int64_t num_channels, int32_t dtype, void *out,
+                                    int64_t row_stride, int64_t token_stride,
+                                    kvx_codec_dequantize_args *args, int64_t *elements)
+{
+    int32_t rc;
+    if ((rc = check_float_tokens("out", dtype, num_rows, num_tokens, num_channels, row_stride,
+                                 token_stride, elements)) ||
+        (rc = kvx_check_pointer("symbols", symbols, *elements)) ||
+        (rc = check_scales(scales, num_rows * num_tokens)) ||
+        (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
+        (rc = kvx_check_pointer("out", out, *elements)) ||
+        (rc = kvx_check_dtype_aligned("out", out, *elements, dtype)))
+        return rc;
+    *args = (kvx_codec_dequantize_args){.symbols = symbols,
+                                        .scales = scales,
+                                        .bins = bins,
+                                        .num_rows = num_rows,
+                                        .num_tokens = num_tokens,
+                                        .num_channels = num_channels,
+                                        .dtype = dtype,
+                                        .out = out,
+                                        .row_stride = row_stride,
+                                        .token_stride = token_stride};
+    return KVX_OK;
+}
+
+/* The rotated method's heads: a power of two (its transform's size) that tiles the channels. */
+static int32_t check_head_size(int64_t head_size, int64_t num_channels)
+{
+    if (head_size < 1 || head_size > KVX_CODEC_MAX_HEAD_SIZE || (head_size & (head_size - 1)) ||
+        num_channels % head_size)
+        return FAIL_ARG("head_size: expected a power of two 1..%d dividing num_channels (%lld), "
+                        "got %lld",
+                        KVX_CODEC_MAX_HEAD_SIZE, (long long)num_channels, (long long)head_size);
+    return KVX_OK;
+}
+
 int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64_t num_tokens,
                            int64_t num_channels, int64_t row_stride, int64_t token_stride,
                            const int32_t *bins, uint8_t *symbols, float *scales,
@@ -116,28 +185,14 @@ int32_t kvx_codec_quantize(const void *x, int32_t dtype, int64_t num_rows, int64
 {
     int32_t rc;
     int64_t elements = 0;
+    kvx_codec_quantize_args args;
     kvx_clear_error();
-    if ((rc = check_float_tokens("x", dtype, num_rows, num_tokens, num_channels, row_stride,
-                                 token_stride, &elements)) ||
-        (rc = kvx_check_pointer("x", x, elements)) ||
-        (rc = kvx_check_dtype_aligned("x", x, elements, dtype)) ||
-        (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
-        (rc = kvx_check_pointer("symbols", symbols, elements)) ||
-        (rc = check_scales(scales, num_rows * num_tokens)))
+    if ((rc = read_quantize_args(x, dtype, num_rows, num_tokens, num_channels, row_stride,
+                                 token_stride, bins, symbols, scales, &args, &elements)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_quantize, "codec_quantize");
     if (elements == 0)
         return KVX_OK;
-    kvx_codec_quantize_args args = {.x = x,
-                                    .dtype = dtype,
-                                    .num_rows = num_rows,
-                                    .num_tokens = num_tokens,
-                                    .num_channels = num_channels,
-                                    .row_stride = row_stride,
-                                    .token_stride = token_stride,
-                                    .bins = bins,
-                                    .symbols = symbols,
-                                    .scales = scales};
     return backend->codec_quantize(&args, stream);
 }
 
@@ -148,29 +203,54 @@ int32_t kvx_codec_dequantize(const uint8_t *symbols, const float *scales, const 
 {
     int32_t rc;
     int64_t elements = 0;
+    kvx_codec_dequantize_args args;
     kvx_clear_error();
-    if ((rc = check_float_tokens("out", dtype, num_rows, num_tokens, num_channels, row_stride,
-                                 token_stride, &elements)) ||
-        (rc = kvx_check_pointer("symbols", symbols, elements)) ||
-        (rc = check_scales(scales, num_rows * num_tokens)) ||
-        (rc = kvx_codec_check_bins("bins", bins, num_rows)) ||
-        (rc = kvx_check_pointer("out", out, elements)) ||
-        (rc = kvx_check_dtype_aligned("out", out, elements, dtype)))
+    if ((rc = read_dequantize_args(symbols, scales, bins, num_rows, num_tokens, num_channels, dtype,
+                                   out, row_stride, token_stride, &args, &elements)))
         return rc;
     KVX_DISPATCH(backend, stream, codec_dequantize, "codec_dequantize");
     if (elements == 0)
         return KVX_OK;
-    kvx_codec_dequantize_args args = {.symbols = symbols,
-                                      .scales = scales,
-                                      .bins = bins,
-                                      .num_rows = num_rows,
-                                      .num_tokens = num_tokens,
-                                      .num_channels = num_channels,
-                                      .dtype = dtype,
-                                      .out = out,
-                                      .row_stride = row_stride,
-                                      .token_stride = token_stride};
     return backend->codec_dequantize(&args, stream);
+}
+
+int32_t kvx_codec_quantize_rotated(const void *x, int32_t dtype, int64_t num_rows,
+                                   int64_t num_tokens, int64_t num_channels, int64_t head_size,
+                                   int64_t row_stride, int64_t token_stride, const int32_t *bins,
+                                   uint8_t *symbols, float *scales, const kvx_stream *stream)
+{
+    int32_t rc;
+    int64_t elements = 0;
+    kvx_codec_quantize_rotated_args args = {.head_size = head_size};
+    kvx_clear_error();
+    if ((rc = read_quantize_args(x, dtype, num_rows, num_tokens, num_channels, row_stride,
+                                 token_stride, bins, symbols, scales, &args.base, &elements)) ||
+        (rc = check_head_size(head_size, num_channels)))
+        return rc;
+    KVX_DISPATCH(backend, stream, codec_quantize_rotated, "codec_quantize_rotated");
+    if (elements == 0)
+        return KVX_OK;
+    return backend->codec_quantize_rotated(&args, stream);
+}
+
+int32_t kvx_codec_dequantize_rotated(const uint8_t *symbols, const float *scales,
+                                     const int32_t *bins, int64_t num_rows, int64_t num_tokens,
+                                     int64_t num_channels, int64_t head_size, int32_t dtype,
+                                     void *out, int64_t row_stride, int64_t token_stride,
+                                     const kvx_stream *stream)
+{
+    int32_t rc;
+    int64_t elements = 0;
+    kvx_codec_dequantize_rotated_args args = {.head_size = head_size};
+    kvx_clear_error();
+    if ((rc = read_dequantize_args(symbols, scales, bins, num_rows, num_tokens, num_channels, dtype,
+                                   out, row_stride, token_stride, &args.base, &elements)) ||
+        (rc = check_head_size(head_size, num_channels)))
+        return rc;
+    KVX_DISPATCH(backend, stream, codec_dequantize_rotated, "codec_dequantize_rotated");
+    if (elements == 0)
+        return KVX_OK;
+    return backend->codec_dequantize_rotated(&args, stream);
 }
 
 int32_t kvx_codec_calculate_cdf(const uint8_t *symbols, int64_t num_layers, int64_t num_tokens,
