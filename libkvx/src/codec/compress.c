@@ -44,26 +44,43 @@ static void write_counts_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* Histogram, table and CDF of one stream, per work item: channels are read token by token. */
+/* Histograms of the streams [first, first + n) of one row: token by token, each token's symbols
+ * of those channels read as one contiguous run (reading a stream's column token by token instead
+ * touches a cache line per symbol). */
+static void count_row_segment(const count_job *job, int64_t first, int64_t n)
+{
+    const layout *lo = job->lo;
+    int32_t nb = lo->num_bins;
+    uint16_t *counts = job->counts + first * nb;
+    memset(counts, 0, (size_t)(n * nb) * sizeof *counts);
+    const uint8_t *p = job->symbols + (first / lo->channels) * job->tokens * lo->channels +
+                       first % lo->channels;
+    for (int64_t t = 0; t < job->tokens; t++, p += lo->channels)
+        for (int64_t c = 0; c < n; c++)
+            counts[c * nb + p[c]]++;
+}
+
+/* Histogram, table and CDF of each stream of a work item. */
 static void count_range(void *ctx, int64_t begin, int64_t end)
 {
     const count_job *job = ctx;
     const layout *lo = job->lo;
     int32_t nb = lo->num_bins;
-    for (int64_t i = begin; i < end; i++) {
-        int64_t row = i / lo->channels, c = i % lo->channels;
-        uint16_t *counts = job->counts + i * nb, *cdf = job->cdf + i * (nb + 1);
-        memset(counts, 0, (size_t)nb * sizeof *counts);
-        const uint8_t *p = job->symbols + row * job->tokens * lo->channels + c;
-        for (int64_t t = 0; t < job->tokens; t++, p += lo->channels)
-            counts[*p]++;
-        if (lo->method == KVX_CODEC_METHOD_ROTATED) {
-            job->count_bytes[i] = kvx_codec_choose_table(lo, row, counts, job->tokens, cdf,
-                                                         &job->models[i]);
-            continue;
+    for (int64_t i = begin; i < end;) {
+        int64_t in_row = lo->channels - i % lo->channels;
+        int64_t n = in_row < end - i ? in_row : end - i;
+        count_row_segment(job, i, n);
+        for (int64_t last = i + n; i < last; i++) {
+            int64_t row = i / lo->channels;
+            uint16_t *counts = job->counts + i * nb, *cdf = job->cdf + i * (nb + 1);
+            if (lo->method == KVX_CODEC_METHOD_ROTATED) {
+                job->count_bytes[i] = kvx_codec_choose_table(lo, row, counts, job->tokens, cdf,
+                                                             &job->models[i]);
+                continue;
+            }
+            kvx_codec_cdf_from_counts(counts, nb, job->tokens, cdf);
+            job->count_bytes[i] = kvx_codec_counts_bytes(counts, row_symbols(lo, row), 1);
         }
-        kvx_codec_cdf_from_counts(counts, nb, job->tokens, cdf);
-        job->count_bytes[i] = kvx_codec_counts_bytes(counts, row_symbols(lo, row), 1);
     }
 }
 

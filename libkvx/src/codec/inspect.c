@@ -62,10 +62,10 @@ static int32_t parse_fixed_header(reader *r, layout *lo)
         (rc = field_range(names[11], v[11], KVX_CODEC_METHOD_CACHEGEN, KVX_CODEC_METHOD_ROTATED)) ||
         (rc = field_range(names[12], v[12], 0, 0)))
         return rc;
-    if (v[11] == KVX_CODEC_METHOD_ROTATED && (v[6] & (v[6] - 1) || v[6] > MAX_ROTATED_HEAD))
+    if (v[11] == KVX_CODEC_METHOD_ROTATED && (v[6] & (v[6] - 1) || v[6] > KVX_CODEC_MAX_HEAD_SIZE))
         return FAIL_CORRUPT("header.head_size: the rotated method expects a power of two up to "
                             "%d, got %llu",
-                            MAX_ROTATED_HEAD, (unsigned long long)v[6]);
+                            KVX_CODEC_MAX_HEAD_SIZE, (unsigned long long)v[6]);
     if (v[5] * v[6] > INT32_MAX)
         return FAIL_CORRUPT("header.num_heads * header.head_size: expected <= %d, got %llu",
                             INT32_MAX, (unsigned long long)(v[5] * v[6]));

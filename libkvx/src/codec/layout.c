@@ -61,10 +61,10 @@ static int32_t check_params(const kvx_dense_desc *kv, const kvx_codec_params *p)
                         "KVX_CODEC_METHOD_ROTATED (1), got %d",
                         (int)p->method);
     if (p->method == KVX_CODEC_METHOD_ROTATED &&
-        (kv->head_size & (kv->head_size - 1) || kv->head_size > MAX_ROTATED_HEAD))
+        (kv->head_size & (kv->head_size - 1) || kv->head_size > KVX_CODEC_MAX_HEAD_SIZE))
         return FAIL_ARG("kv->head_size: the rotated method expects a power of two up to %d, "
                         "got %d",
-                        MAX_ROTATED_HEAD, (int)kv->head_size);
+                        KVX_CODEC_MAX_HEAD_SIZE, (int)kv->head_size);
     if ((rc = kvx_codec_check_bins("params->key_bins", p->key_bins, kv->num_layers)) ||
         (kv->num_kv == 2 &&
          (rc = kvx_codec_check_bins("params->value_bins", p->value_bins, kv->num_layers))))

@@ -12,8 +12,7 @@ enum {
     HEADER_SIZE = 60,         /* fixed part of the file header, before the bins table */
     CHUNK_HEADER_SIZE = 32,   /* index, tokens, three section sizes */
     CRC_SIZE = 4,
-    MAX_CHUNK_TOKENS = 65535, /* symbol counts stay uint16 */
-    MAX_ROTATED_HEAD = 65536  /* the rotated method's largest head_size */
+    MAX_CHUNK_TOKENS = 65535 /* symbol counts stay uint16 */
 };
 
 /* header.magic: its 4 bytes, without the string's terminator. */

@@ -91,11 +91,17 @@ static ALWAYS_INLINE int rotate_token(float *x, int64_t n, int64_t d, float limi
  * refuse it). */
 static ALWAYS_INLINE float token_scale(const float *x, int64_t n, float limit)
 {
-    float largest = 0.0f;
+    /* The max of |x| as the max of its bits (finite values >= 0 order as their bits): an
+     * integer reduction vectorises, a float one does not without fast-math. */
+    uint32_t largest_bits = 0;
     for (int64_t c = 0; c < n; c++) {
-        float a = fabsf(x[c]);
-        largest = a > largest ? a : largest;
+        uint32_t bits;
+        memcpy(&bits, &x[c], sizeof bits);
+        bits &= 0x7fffffffu;
+        largest_bits = bits > largest_bits ? bits : largest_bits;
     }
+    float largest;
+    memcpy(&largest, &largest_bits, sizeof largest);
     float scale = kvx_rot_scale_up(largest);
     return scale <= limit ? scale : -1.0f;
 }
