@@ -85,14 +85,17 @@ static stream_model fit_model(const uint16_t *counts, int32_t top, int64_t token
     return (stream_model){(uint16_t)center, (uint8_t)spread, 1};
 }
 
-/* Bits the range coder spends on these counts under cdf, about: -log2 of each symbol's share. */
-static double coded_bits(const uint16_t *counts, int32_t top, const uint16_t *cdf)
+/* Bits the range coder saves on these counts under the model's table instead of the counts'
+ * (negative when it spends more): per symbol, log2 of its share under the one over the other. */
+static float model_gain_bits(const uint16_t *counts, int32_t top, const uint16_t *exact,
+                             const uint16_t *model)
 {
-    double bits = 0;
+    float gain = 0;
     for (int32_t s = 0; s <= top; s++)
         if (counts[s])
-            bits += counts[s] * (16.0 - log2((double)(cdf[s + 1] - cdf[s])));
-    return bits;
+            gain += counts[s] *
+                    log2f((float)(model[s + 1] - model[s]) / (float)(exact[s + 1] - exact[s]));
+    return gain;
 }
 
 int64_t kvx_codec_counts_bytes(const uint16_t *counts, int32_t symbols, int32_t first_scale)
@@ -118,8 +121,7 @@ int64_t kvx_codec_choose_table(const layout *lo, int64_t row, const uint16_t *co
     stream_model fitted = fit_model(counts, top, tokens);
     kvx_codec_cdf_from_model(fitted, top, nb, gauss_cdf);
     int64_t model_bytes = varint_size(2u * fitted.center + 1) + 1;
-    if (coded_bits(counts, top, gauss_cdf) + 8.0 * (double)model_bytes >=
-        coded_bits(counts, top, cdf) + 8.0 * (double)exact_bytes)
+    if (model_gain_bits(counts, top, cdf, gauss_cdf) <= 8.0f * (float)(model_bytes - exact_bytes))
         return exact_bytes;
     memcpy(cdf, gauss_cdf, (size_t)(nb + 1) * sizeof *cdf);
     *model = fitted;
