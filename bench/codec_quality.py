@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -227,6 +228,35 @@ def settings(config: quality_model.LlamaConfig) -> list[Setting]:
         Setting("kvx rotated, K 48 / V 16-24 bins", rotated(48, values_16_then_24)),
         Setting("kvx rotated, K 48 / V 24 bins", rotated(48, 24)),
     ]
+
+
+SPEED_REPEATS = 5
+
+
+def codec_speed(kv: Any, head_dim: int) -> dict[str, dict[str, float]]:
+    """Encode and decode rates in M symbols/s (median of ``SPEED_REPEATS``) of each method's
+    defaults on ``kv`` ``[2, layers, T, channels]`` (one container each): the speed on real KV,
+    whose statistics set how many bits the range coder writes."""
+    from kvx import codec
+
+    rates = {}
+    for method in ("cachegen", "rotated"):
+        head_size = head_dim if method == "rotated" else None
+        encode, decode = [], []
+        for _ in range(SPEED_REPEATS):
+            start = time.perf_counter()
+            blob = codec.encode(kv, method=method, head_size=head_size)
+            encode.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            codec.decode(blob)
+            decode.append(time.perf_counter() - start)
+        millions = kv.numel() / 1e6
+        rates[method] = {
+            "encode": millions / statistics.median(encode),
+            "decode": millions / statistics.median(decode),
+            "bits_per_element": 8 * len(blob) / kv.numel(),
+        }
+    return rates
 
 
 # ---------------------------------------------------------------- the protocol
@@ -448,6 +478,7 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
     totals = {s.name: Totals() for s in rows}
     check = ModelCheck()
     heads: dict[str, tuple[Any, Any]] = {}  # text -> (token ids, logits of its first positions)
+    captured = []  # each text's [2, layers, T, channels] KV, for the speed line
     for index, name in enumerate(names):
         ids = model.tokenizer.encode(quality_texts.TEXTS[name]).ids[: args.max_tokens]
         ids = torch.tensor(ids, dtype=torch.int64)
@@ -457,6 +488,7 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
         full = quality_model.forward(model, ids)
         check_model(name, full, ids, check)
         heads[name] = (ids, full.logits[: args.llama_cpp_positions])
+        captured.append(torch.stack([full.k, full.v]))
         for prefix in points:
             for s in rows:
                 measure_case(model, ids, full, prefix, s, totals[s.name])
@@ -491,6 +523,17 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
     elif args.llama_cpp_positions:
         print("llama.cpp cross-check: skipped (llama-cpp-python is not installed)")
     print(_format(results))
+    kv = torch.cat(captured, dim=2).to(torch.bfloat16)
+    speed = codec_speed(kv, cfg.head_dim)
+    print(
+        f"speed on all texts' KV (bfloat16 {list(kv.shape)}, one container, median of "
+        f"{SPEED_REPEATS}), M symbols/s: "
+        + "; ".join(
+            f"{method} defaults encode {r['encode']:.0f}, decode {r['decode']:.0f} "
+            f"({r['bits_per_element']:.2f} bits)"
+            for method, r in speed.items()
+        )
+    )
     print(f"({time.perf_counter() - start:.0f} s)")
 
     failures = []
@@ -522,6 +565,7 @@ def _measure(args: argparse.Namespace, path: Path, names: list[str], fractions: 
             "mean_loss_nats": check.loss,
             "llama_cpp_check": cross,
             "rows": results,
+            "speed_m_symbols_per_s": speed,
             "failures": failures,
         }
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -381,6 +381,21 @@ def test_rotated_setting_counts_the_real_container() -> None:
     assert not np.array_equal(k2, k) and np.allclose(k2, k, atol=np.abs(k).max() / 2)
 
 
+def test_codec_speed_runs_both_methods_defaults() -> None:
+    """The speed line's pieces (not its figures, which bench runs measure): both methods'
+    defaults on the KV given, with the bits of the container each wrote."""
+    from kvx import codec
+
+    kv = torch.randn(2, 3, 40, 32).to(torch.bfloat16)
+    speed = cq.codec_speed(kv, head_dim=16)
+    assert set(speed) == {"cachegen", "rotated"}
+    for method, r in speed.items():
+        assert r["encode"] > 0 and r["decode"] > 0
+        kind = dict(method=method, head_size=16 if method == "rotated" else None)
+        blob = codec.encode(kv, **kind)
+        assert r["bits_per_element"] == 8 * len(blob) / kv.numel()
+
+
 def test_measure_case_on_a_tiny_model() -> None:
     """Exact KV: no KL and no change; a 4-bin codec: a positive KL and the container's bits."""
     model = qm.random_model(TINY, seed=9)
