@@ -105,6 +105,7 @@ def _receiver(transport: str, addresses: list[str], args: argparse.Namespace, ou
             frame.release()
         if transport == "torch":
             assert link.next_frame(receiver.check_header) is None  # the sender's END
+        link.drain(args.timeout)  # mooncake: the sender's END, before closing
         link.close()
         # 2. The channel.
         if transport == "torch":
@@ -220,19 +221,25 @@ def _one_transport(transport: str, args: argparse.Namespace) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     rx_out, tx_out, inbox = ctx.Queue(), ctx.Queue(), ctx.Queue()
     addresses = [_free_address(), _free_address()] if transport == "torch" else ["127.0.0.1:0"] * 2
-    processes = [
-        ctx.Process(target=_receiver, args=(transport, addresses, args, rx_out), daemon=True),
-        ctx.Process(target=_sender, args=(transport, inbox, args, tx_out), daemon=True),
-    ]
-    for process in processes:
+    processes = {
+        "receiver": ctx.Process(target=_receiver, args=(transport, addresses, args, rx_out)),
+        "sender": ctx.Process(target=_sender, args=(transport, inbox, args, tx_out)),
+    }
+    for process in processes.values():
+        process.daemon = True
         process.start()
     try:
-        return _drive(transport, args, rx_out, tx_out, inbox)
+        result = _drive(transport, args, rx_out, tx_out, inbox)
     finally:
-        for process in processes:
+        for process in processes.values():
             process.join(timeout=30)
             if process.is_alive():
                 process.kill()
+    # All was done and checked; a process that then fails to exit cleanly is still a bug.
+    for role, process in processes.items():
+        if process.exitcode != 0:
+            raise RuntimeError(f"the {role} process exited with status {process.exitcode}")
+    return result
 
 
 def _drive(transport: str, args: argparse.Namespace, rx_out: Any, tx_out: Any, inbox: Any) -> dict:

@@ -194,3 +194,41 @@ def receiver_main(
         rx.close()
     except BaseException:
         out.put(traceback.format_exc())
+
+
+def _big_request(mib: int, role: str) -> tuple[Any, Any]:
+    """A vLLM NHD cache of 4 layers, 8 heads of 128, holding one request of ``mib`` MiB."""
+    import torch
+
+    tokens = (mib << 20) // (4 * 2 * 8 * 128 * 2)
+    make = torch.randn if role == "tx" else torch.zeros
+    cache = [make(2, tokens // 16, 16, 8, 128).to(torch.bfloat16) for _ in range(4)]
+    return cache, torch.arange(tokens)
+
+
+def big_receiver_main(transport: str, address: str, mib: int, out: Any) -> None:
+    """Lands one compressed request of ``mib`` MiB, closes and exits (the test reads the exit
+    status: a thread still freeing its buffers at interpreter exit used to abort it)."""
+    try:
+        from kvx import channel
+
+        rx = channel.Receiver(transport, address, timeout=WAIT)
+        out.put(rx.address)
+        rx.expect("big", *_big_request(mib, "rx")).wait(WAIT)
+        rx.close()
+        out.put(None)
+    except BaseException:
+        out.put(traceback.format_exc())
+
+
+def big_sender_main(transport: str, address: str, mib: int, out: Any) -> None:
+    """Sends the request big_receiver_main expects."""
+    try:
+        from kvx import channel
+
+        tx = channel.Sender(transport, address, timeout=WAIT)
+        tx.send("big", *_big_request(mib, "tx"), compress=True).wait(WAIT)
+        tx.close()
+        out.put(None)
+    except BaseException:
+        out.put(traceback.format_exc())

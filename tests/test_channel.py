@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import signal
 import socket
 from typing import Any
 
@@ -51,12 +52,17 @@ def _get(q: Any, who: str) -> Any:
     return item
 
 
+_KILLED = frozenset({-signal.SIGKILL})
+
+
 class Pair:
-    """A receiver process and the sender processes that talk to it; all are ended on exit."""
+    """A receiver process and the sender processes that talk to it; all are ended on exit, and
+    each must have exited cleanly (status 0) unless it was killed on purpose."""
 
     def __init__(self, transport: str, rx_cases: list[Case], rx_options: dict, slow: float = 0.0):
         self.ctx = multiprocessing.get_context("spawn")
         self.transport, self.processes = transport, []
+        self.exits: dict[Any, set[int]] = {}  # process -> the statuses it may end with
         self.rx_out = self.ctx.Queue()
         address = _free_address() if transport == "torch" else "127.0.0.1:0"
         self._start(
@@ -64,18 +70,21 @@ class Pair:
         )
         self.address = address if transport == "torch" else _get(self.rx_out, "receiver")
 
-    def _start(self, target: Any, args: tuple) -> None:
+    def _start(self, target: Any, args: tuple, exits: frozenset = frozenset({0})) -> None:
         process = self.ctx.Process(target=target, args=args, daemon=True)
         process.start()
         self.processes.append(process)
+        self.exits[process] = set(exits)
 
     def send(self, cases: list[Case], options: dict, fault: str = "") -> Any:
         out = self.ctx.Queue()
-        self._start(peers.sender_main, (self.transport, self.address, cases, options, fault, out))
+        args = (self.transport, self.address, cases, options, fault, out)
+        self._start(peers.sender_main, args, _KILLED if fault == "kill" else frozenset({0}))
         return out
 
     def kill_senders(self) -> None:
         for process in self.processes[1:]:
+            self.exits[process] |= _KILLED
             process.kill()
 
     def receiver_results(self) -> dict[str, tuple[str | None, Any]]:
@@ -89,10 +98,14 @@ class Pair:
     def __exit__(self, *exc: Any) -> None:
         for process in self.processes:
             process.join(timeout=30)
+        statuses = [(process.name, process.exitcode) for process in self.processes]
         for process in self.processes:
             if process.is_alive():
                 process.kill()
                 process.join(timeout=10)
+        if exc[0] is None:  # the test's own failure says more
+            for process, (name, status) in zip(self.processes, statuses, strict=True):
+                assert status in self.exits[process], f"{name} ended with status {status}"
 
 
 def _bits(paged: Any) -> list[Any]:
@@ -220,3 +233,28 @@ def test_a_damaged_header_is_refused(transport: str) -> None:
         assert "cannot skip the payload" in error
         assert "Error" in sent["garbage"] and "Error" in sent["after"], sent
         assert_untouched(after, paged)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_processes_exit_cleanly_after_a_large_compressed_request(transport: str) -> None:
+    # 32 MiB: the receiver's decode buffer is large enough that freeing it takes a while, which
+    # a background thread still running at interpreter exit did (and the process aborted).
+    ctx = multiprocessing.get_context("spawn")
+    for _ in range(2):
+        rx_out, tx_out = ctx.Queue(), ctx.Queue()
+        address = _free_address() if transport == "torch" else "127.0.0.1:0"
+        receiver = ctx.Process(
+            target=peers.big_receiver_main, args=(transport, address, 32, rx_out)
+        )
+        receiver.start()
+        address = _get(rx_out, "receiver") if transport != "torch" else address
+        sender = ctx.Process(target=peers.big_sender_main, args=(transport, address, 32, tx_out))
+        sender.start()
+        if transport == "torch":
+            _get(rx_out, "receiver")  # its address
+        assert _get(tx_out, "sender") is None and _get(rx_out, "receiver") is None
+        for process in (sender, receiver):
+            process.join(timeout=peers.WAIT)
+            if process.is_alive():
+                process.kill()
+        assert (receiver.exitcode, sender.exitcode) == (0, 0)

@@ -77,10 +77,16 @@ class MooncakeTransport(base.Transport):
         self._session = f"{host}:{self._engine.get_rpc_port()}"
         self._pool: Any = None
         self._closed = False
+        self._threads: list[threading.Thread] = []  # joined by close
         if role == base.RECEIVER:
             self._start_receiver(host, port, staging_bytes)
         else:
             self._start_sender(host, port, staging_bytes, connect_timeout)
+
+    def _start(self, target: Callable[..., None], name: str, *args: Any) -> None:
+        thread = threading.Thread(target=target, name=name, args=args, daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
     def _register(self, nbytes: int) -> None:
         if self._pool is not None:
@@ -103,7 +109,7 @@ class MooncakeTransport(base.Transport):
         self._peer = body[_HELLO.size :].decode("utf-8")
         self._grants: queue.Queue[Any] = queue.Queue()
         self._replies: queue.Queue[Any] = queue.Queue()
-        threading.Thread(target=self._read_sender, name="kvx-mooncake-ctl", daemon=True).start()
+        self._start(self._read_sender, "kvx-mooncake-ctl")
 
     def _read_sender(self) -> None:
         while True:
@@ -191,12 +197,13 @@ class MooncakeTransport(base.Transport):
         self._lock = threading.Lock()
         self._senders = 0  # connections being served
         self._senders_left = threading.Condition(self._lock)
+        self._conns: set[control.Connection] = set()  # being served
         self._check: Callable[[bytes], wire.Header] | None = None
 
     def next_frame(self, check: Callable[[bytes], wire.Header]) -> base.Frame | None:
         if self._check is None:
             self._check = check
-            threading.Thread(target=self._accept, name="kvx-mooncake-accept", daemon=True).start()
+            self._start(self._accept, "kvx-mooncake-accept")
         item = self._frames.get()
         if isinstance(item, Exception):
             raise item
@@ -216,12 +223,13 @@ class MooncakeTransport(base.Transport):
             except ChannelError:
                 conn.close()
                 continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            self._start(self._serve, "kvx-mooncake-serve", conn)
 
     def _serve(self, conn: control.Connection) -> None:
         """One sender's frames, one after another, until it ends or fails."""
         with self._lock:
             self._senders += 1
+            self._conns.add(conn)
         try:
             while self._serve_one(conn):
                 pass
@@ -229,6 +237,7 @@ class MooncakeTransport(base.Transport):
             conn.close()
             with self._lock:
                 self._senders -= 1
+                self._conns.discard(conn)
                 self._senders_left.notify_all()
 
     def drain(self, timeout: float) -> None:
@@ -296,8 +305,16 @@ class MooncakeTransport(base.Transport):
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._frames.put(None)
+            with self._lock:
+                conns = list(self._conns)
+            for conn in conns:  # senders still connected: their threads stop
+                conn.close()
         else:
             self._conn.close()
+        # Our threads hold this object: one that ended during interpreter exit would free its
+        # tensors then, and torch's deallocator (releasing the GIL) aborts the process there.
+        for thread in self._threads:
+            thread.join(self._timeout)
         # The pool stays registered: the engine may still be reading or writing it, and both go
         # with the process.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any
 
 from . import base, payload, wire
@@ -56,8 +57,9 @@ class Receiver:
         self._receiver = threading.Thread(
             target=self._receive, name="kvx-channel-recv", daemon=True
         )
+        self._lander = threading.Thread(target=self._land, name="kvx-channel-land", daemon=True)
         self._receiver.start()
-        threading.Thread(target=self._land, name="kvx-channel-land", daemon=True).start()
+        self._lander.start()
 
     def expect(
         self, request_id: str, paged: Any, slot_mapping: Any, *, layout: str = "vllm_nhd"
@@ -94,6 +96,7 @@ class Receiver:
         """Waits up to ``timeout`` seconds for the sender(s) to end the channel (a transport is
         only taken down cleanly then), stops landing, and releases the link.
         Requests not landed by then fail with :class:`ChannelClosedError`."""
+        deadline = time.monotonic() + timeout
         if self._link.ends_with_sender:
             self._receiver.join(timeout)
         else:
@@ -103,6 +106,11 @@ class Receiver:
             self._cond.notify_all()
         self._fail_all(ChannelClosedError("the receiver was closed"))
         self._link.close()
+        # Background threads still running at interpreter exit abort the process when they free
+        # a tensor then (torch releases the GIL in its deallocator, and a thread that wants it
+        # back during finalization is ended by an unwind that C++ code does not let through).
+        for thread in (self._lander, self._receiver):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Receiver:
         return self

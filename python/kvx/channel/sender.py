@@ -108,6 +108,9 @@ class Sender:
         self._worker.join(max(0.0, deadline - time.monotonic()))
         self._goodbye.wait(max(0.0, deadline - time.monotonic()))
         self._link.close()
+        # As Receiver.close: no thread of ours may free tensors while the interpreter exits.
+        for thread in (self._preparer, self._replies):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Sender:
         return self
