@@ -20,15 +20,25 @@ import queue
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from . import base, control, wire
 from .allocator import RangeAllocator
-from .errors import ChannelError, PeerLostError, RejectedError, WireFormatError, for_request
+from .errors import (
+    ChannelError,
+    PeerLostError,
+    RejectedError,
+    StalledError,
+    WireFormatError,
+    for_request,
+)
 
 _HELLO = struct.Struct("<QQ")  # pool address, pool size; then the engine's session name
 _GRANT = struct.Struct("<Q")  # offset in the receiver's pool
+_POLL = 0.0002  # seconds between looks at a write in progress
+_NO_BATCH = (0, -1, (1 << 64) - 1)  # what transfer_submit_write returns when it cannot start
 
 
 def load_engine() -> Any:
@@ -163,15 +173,22 @@ class MooncakeTransport(base.Transport):
         (self._offset,) = _GRANT.unpack(body)
 
     def write(self, offset: int, chunk: Any) -> None:
-        target = self._peer_pool + self._offset + offset
-        status = self._engine.transfer_sync_write(
-            self._peer, chunk.data_ptr(), target, chunk.numel()
+        # Not transfer_sync_write: it polls for completion without pause, which takes a core
+        # from the gathering and checksumming that go on meanwhile.
+        n = chunk.numel()
+        what = f"Mooncake write of payload bytes {offset}..{offset + n} to {self._peer}"
+        batch = self._engine.transfer_submit_write(
+            self._peer, chunk.data_ptr(), self._peer_pool + self._offset + offset, n
         )
-        if status != 0:
-            raise PeerLostError(
-                f"Mooncake write of payload bytes {offset}..{offset + chunk.numel()} to "
-                f"{self._peer} failed (status {status})"
-            )
+        if batch in _NO_BATCH:
+            raise PeerLostError(f"{what} could not start")
+        deadline = time.monotonic() + self._timeout + n / (1 << 30)  # and 1 s per GiB
+        while (status := self._engine.transfer_check_status(batch)) == 0:
+            if time.monotonic() > deadline:
+                raise StalledError(f"{what}: not done within {self._timeout} s")
+            time.sleep(_POLL)
+        if status != 1:
+            raise PeerLostError(f"{what} failed (status {status})")
 
     def finish(self, header: wire.Header) -> None:
         self._conn.send(control.DONE, header.request_id.encode("utf-8"))
