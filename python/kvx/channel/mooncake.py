@@ -4,7 +4,8 @@ Each side runs a ``mooncake.engine.TransferEngine`` with P2P handshake metadata 
 server) and registers one staging pool once. Payloads go by one-sided writes from the sender's
 pool into a range of the receiver's pool; a TCP control connection (``control.py``) carries the
 rest: the receiver's pool address (HELLO), each header (ALLOC), the range it gets (GRANT) or why
-not (REJECT), the end of its writes (DONE), and the receiver's replies.
+not (REJECT), each segment's trailer once its writes are done (SEGMENT: the receiver checks that
+segment while the next is written), and the receiver's replies.
 
 ``protocol`` is Mooncake's: ``"tcp"`` works on any machine (the wheel still needs libibverbs to
 load), ``"rdma"`` needs RDMA NICs. A lost or stalled sender fails only its own request; the
@@ -15,6 +16,7 @@ reused (a write still on its way could land in it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import socket
@@ -190,8 +192,8 @@ class MooncakeTransport(base.Transport):
         if status != 1:
             raise PeerLostError(f"{what} failed (status {status})")
 
-    def finish(self, header: wire.Header) -> None:
-        self._conn.send(control.DONE, header.request_id.encode("utf-8"))
+    def seal(self, trailer: bytes) -> None:
+        self._conn.send(control.SEGMENT, trailer)
 
     def end(self) -> None:
         self._conn.send(control.END)
@@ -217,9 +219,11 @@ class MooncakeTransport(base.Transport):
         self._conns: set[control.Connection] = set()  # being served
         self._check: Callable[[bytes], wire.Header] | None = None
 
-    def next_frame(self, check: Callable[[bytes], wire.Header]) -> base.Frame | None:
+    def next_frame(
+        self, check: Callable[[bytes], wire.Header], inspect: Callable[[wire.Header], base.Segments]
+    ) -> base.Frame | None:
         if self._check is None:
-            self._check = check
+            self._check, self._inspect = check, inspect
             self._start(self._accept, "kvx-mooncake-accept")
         item = self._frames.get()
         if isinstance(item, Exception):
@@ -293,17 +297,30 @@ class MooncakeTransport(base.Transport):
         with self._lock:
             self._owners[rid] = conn
         conn.send(control.GRANT, _GRANT.pack(offset))
+        region = self._pool[offset : offset + n]
+        segments = self._inspect(header)
         try:
-            kind, body = conn.recv(self._timeout, f"waiting for the end of {n} payload bytes")
-            if kind != control.DONE or body != rid.encode("utf-8"):
-                raise WireFormatError(f"expected DONE for this request, got message {kind}")
+            self._receive_segments(conn, header, region, segments)
         except ChannelError as exc:
             # The range stays taken: a write already on its way could still land in it.
             self._frames.put(for_request(exc, rid))
             return False
-        region = self._pool[offset : offset + n]
-        self._frames.put(base.Frame(header, region, lambda: self._allocator.free(offset, n)))
+        release = functools.partial(self._allocator.free, offset, n)
+        self._frames.put(base.Frame(header, region, release, segments.error))
         return True
+
+    def _receive_segments(
+        self, conn: control.Connection, header: wire.Header, region: Any, segments: base.Segments
+    ) -> None:
+        """Waits for each segment's trailer (sent once its writes are done) and hands the
+        segment to ``segments`` while the sender writes the next."""
+        for index in range(header.num_segments):
+            what = f"waiting for segment {index} of {header.num_segments} (a stalled sender?)"
+            kind, body = conn.recv(self._timeout, what)
+            if kind != control.SEGMENT:
+                raise WireFormatError(f"expected segment {index}'s trailer, got message {kind}")
+            start, end = header.segment(index)
+            segments(index, region[start:end], body)
 
     def reply(self, data: bytes) -> None:
         rid = wire.parse_reply(data).request_id

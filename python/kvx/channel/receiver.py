@@ -1,5 +1,6 @@
-"""The receiving side: takes whole frames from the transport, checks them, and lands each in the
-paged cache that :meth:`Receiver.expect` named for its request."""
+"""The receiving side: takes whole frames from the transport (whose segments it checked as they
+arrived), and lands each in the paged cache that :meth:`Receiver.expect` named for its
+request."""
 
 from __future__ import annotations
 
@@ -39,8 +40,9 @@ class Receiver:
         timeout: seconds a started transfer may go without progress before it fails.
         **options: passed to the transport (see docs/channel.md).
 
-    A request lands only once its whole payload arrived, its CRC-32 matched, it decoded (if
-    compressed) and its shape and dtype matched the cache; otherwise the cache is not touched.
+    A request lands only once its whole payload arrived, the CRC-32 of each of its segments
+    matched, it decoded (if compressed) and its shape and dtype matched the cache; otherwise the
+    cache is not touched.
     """
 
     def __init__(
@@ -122,7 +124,7 @@ class Receiver:
     def _receive(self) -> None:
         while not self._closed:
             try:
-                frame = self._link.next_frame(check_header)
+                frame = self._link.next_frame(check_header, payload.SegmentCheck)
             except ChannelError as exc:
                 if exc.fatal:
                     self._break(exc)
@@ -132,6 +134,11 @@ class Receiver:
                 continue
             if frame is None:
                 return
+            if frame.error is not None:  # failed its checks: answered now, nothing to hold
+                frame.release()
+                self._fail(frame.header.request_id, frame.error)
+                self._answer(frame.header.request_id, frame.error)
+                continue
             with self._cond:
                 self._arrived[frame.header.request_id] = frame
                 self._cond.notify_all()
@@ -153,9 +160,6 @@ class Receiver:
             header = frame.header
             error: ChannelError | None = None
             try:
-                crc = frame.crc if frame.crc is not None else payload.crc32(frame.payload)
-                if crc != header.payload_crc:
-                    raise WireFormatError("payload CRC-32 mismatch (damaged)", header.request_id)
                 payload.land(side, header, frame.payload, scratch)
             except ChannelError as exc:
                 error = exc

@@ -1,10 +1,10 @@
 """Transport over torch.distributed point-to-point sends (``transport="torch"``).
 
 Two ranks: the receiver is rank 0 (it hosts the rendezvous at ``address``), the sender rank 1.
-Frames go as a 256-byte header tensor followed by the payload in ``chunk_bytes`` pieces (tag 1);
-replies come back as 512-byte tensors (tag 2). gloo runs on any CPU; ``backend="nccl"``,
-``"hccl"`` (torch_npu) or ``"cncl"`` (torch_mlu) take the same path with staging on
-``device``.
+Frames go as a 256-byte header tensor followed by each segment of the payload in ``chunk_bytes``
+pieces and its 16-byte trailer (tag 1); replies come back as 512-byte tensors (tag 2). gloo runs
+on any CPU; ``backend="nccl"``, ``"hccl"`` (torch_npu) or ``"cncl"`` (torch_mlu) take the same
+path with staging on ``device``.
 
 gloo closes the connection when a wait times out, and a dead peer ends the process group, so a
 stall or a lost peer breaks the channel: every request in flight fails and a new channel (a new
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import threading
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -155,8 +154,9 @@ class TorchTransport(base.Transport):
         what = f"sending payload bytes {offset}..{offset + chunk.numel()}"
         self._send(chunk, _FRAMES, what, self._sending.request_id)
 
-    def finish(self, header: wire.Header) -> None:
-        self._sending = None
+    def seal(self, trailer: bytes) -> None:
+        what = "sending a segment's trailer"
+        self._send(self._bytes_tensor(trailer), _FRAMES, what, self._sending.request_id)
 
     def end(self) -> None:
         self._send(self._bytes_tensor(wire.end_header()), _FRAMES, "ending the channel", None)
@@ -167,49 +167,74 @@ class TorchTransport(base.Transport):
         return reply.cpu().numpy().tobytes()
 
     # -- receiver side ------------------------------------------------------------------------
-    def next_frame(self, check: Callable[[bytes], wire.Header]) -> base.Frame | None:
+    def next_frame(
+        self, check: Callable[[bytes], wire.Header], inspect: Callable[[wire.Header], base.Segments]
+    ) -> base.Frame | None:
         if self._ended:
             return None
-        raw = self._torch.empty(wire.HEADER_SIZE, dtype=self._torch.uint8, device=self._device)
         try:
-            self._recv(raw, _FRAMES, "waiting for the next header", None, _IDLE)
-            try:
-                header = check(raw.cpu().numpy().tobytes())
-            except WireFormatError as exc:
-                # The payload's length is unknown: the stream cannot be followed any further.
-                raise fatal(
-                    WireFormatError(
-                        f"{exc.detail}; the torch channel cannot skip the payload and stops",
-                        exc.request_id,
-                    )
-                ) from exc
-            if header.flags & wire.FLAG_END:
-                self._ended = True
-                self.reply(wire.pack_reply("", wire.GOODBYE))
+            header = self._next_header(check)
+            if header is None:
                 return None
-            buffer = self._payload_buffer(header.payload_bytes)
-            payload = buffer[: header.payload_bytes]
-            crc = self._receive_payload(header, payload)
+            return self._receive_frame(header, self._payload_buffer(header.payload_bytes), inspect)
         except ChannelError as exc:
             raise fatal(exc) from None
-        return base.Frame(header, payload, lambda: self._release(buffer), crc)
 
-    def _receive_payload(self, header: wire.Header, payload: Any) -> int | None:
-        """Receives the payload chunk by chunk; on the CPU, checksums each chunk while the next
-        one arrives. Returns the CRC-32 (None on a device: the receiver computes it)."""
-        n, crc, pending = header.payload_bytes, 0, None
-        on_cpu = payload.device.type == "cpu"
-        for offset in range(0, n, self.chunk_bytes):
-            chunk = payload[offset : min(offset + self.chunk_bytes, n)]
-            what = f"receiving payload bytes {offset}..{offset + chunk.numel()} of {n}"
-            work = self._post_recv(chunk, what, header.request_id)
-            if pending is not None and on_cpu:
-                crc = zlib.crc32(pending.numpy(), crc)
-            self._wait(work, what, header.request_id)
-            pending = chunk
-        if pending is not None and on_cpu:
-            crc = zlib.crc32(pending.numpy(), crc)
-        return crc if on_cpu else None
+    def _next_header(self, check: Callable[[bytes], wire.Header]) -> wire.Header | None:
+        """The next header, checked; None (after answering GOODBYE) at the end of the channel."""
+        raw = self._torch.empty(wire.HEADER_SIZE, dtype=self._torch.uint8, device=self._device)
+        self._recv(raw, _FRAMES, "waiting for the next header", None, _IDLE)
+        try:
+            header = check(raw.cpu().numpy().tobytes())
+        except WireFormatError as exc:
+            # The payload's length is unknown: the stream cannot be followed any further.
+            raise WireFormatError(
+                f"{exc.detail}; the torch channel cannot skip the payload and stops",
+                exc.request_id,
+            ) from exc
+        if header.flags & wire.FLAG_END:
+            self._ended = True
+            self.reply(wire.pack_reply("", wire.GOODBYE))
+            return None
+        return header
+
+    def _receive_frame(
+        self, header: wire.Header, buffer: Any, inspect: Callable[[wire.Header], base.Segments]
+    ) -> base.Frame:
+        payload = buffer[: header.payload_bytes]
+        segments = inspect(header)
+        # On failure the buffer is not given back: receives may still be posted into it (and
+        # the channel is over).
+        self._receive_payload(header, lambda start, end: payload[start:end], segments)
+        return base.Frame(header, payload, lambda: self._release(buffer), segments.error)
+
+    def _receive_payload(
+        self,
+        header: wire.Header,
+        into: Callable[[int, int], Any],
+        segments: base.Segments | None,
+    ) -> None:
+        """Receives each segment in chunks, then its trailer; ``into(start, end)`` is where
+        payload bytes ``[start, end)`` land. ``segments`` (if any) sees each segment once its
+        trailer is in, while the next ones arrive."""
+        rid, n = header.request_id, header.payload_bytes
+        # Every receive is posted at once, so that no chunk or trailer of the sender's waits
+        # for the receiver to post its receive.
+        posted = []
+        for index in range(header.num_segments):
+            for start, end in base.chunks(*header.segment(index), self.chunk_bytes):
+                what = f"receiving payload bytes {start}..{end} of {n}"
+                posted.append((self._post_recv(into(start, end), what, rid), what, None))
+            trailer = self._torch.empty(
+                wire.TRAILER_SIZE, dtype=self._torch.uint8, device=self._device
+            )
+            what = f"receiving the trailer of segment {index}"
+            posted.append((self._post_recv(trailer, what, rid), what, (index, trailer)))
+        for work, what, sealed in posted:
+            self._wait(work, what, rid)
+            if sealed is not None and segments is not None:
+                index, trailer = sealed
+                segments(index, into(*header.segment(index)), trailer.cpu().numpy().tobytes())
 
     def reply(self, data: bytes) -> None:
         self._send(self._bytes_tensor(data), _REPLIES, "sending a reply", None)
