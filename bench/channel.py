@@ -76,12 +76,10 @@ def _checksum(kvx: Any, torch: Any, caches: list[Any], slots: Any, args: argpars
     return zlib.crc32(dense.view(torch.uint8).numpy())
 
 
-def _options(transport: str, nbytes: int, args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"timeout": args.timeout}
-    if transport == "mooncake":
-        # The receiver holds IN_FLIGHT payloads at once; the sender grows its pool as needed.
-        options["staging_bytes"] = (IN_FLIGHT + 1) * nbytes
-    return options
+def _options(nbytes: int, args: argparse.Namespace) -> dict[str, Any]:
+    # The receiver may hold IN_FLIGHT payloads at once; a mooncake sender grows its pool as
+    # needed.
+    return {"timeout": args.timeout, "staging_bytes": (IN_FLIGHT + 1) * nbytes}
 
 
 class _Unchecked:
@@ -109,7 +107,7 @@ def _receiver(transport: str, addresses: list[str], args: argparse.Namespace, ou
         torch.set_num_threads(1)
         caches, slots = _pool(torch, args, seed=2)
         nbytes = 2 * args.layers * args.tokens * args.heads * args.head_size * 2
-        options = _options(transport, nbytes, args)
+        options = _options(nbytes, args)
         # 1. The transport alone.
         if transport == "torch":
             _publish(out, "address", addresses[0])
@@ -166,7 +164,7 @@ def _sender(transport: str, inbox: Any, args: argparse.Namespace, out: Any) -> N
         kvx.load(caches, dense, slots)
         _publish(out, "progress", "data ready")
         nbytes = dense.numel() * 2
-        options = _options(transport, nbytes, args)
+        options = _options(nbytes, args)
         # 1. The transport alone: a buffer of the request's size, as a frame of one segment.
         link = base.create(transport, base.SENDER, inbox.get(timeout=args.timeout), **options)
         buffer = link.staging(nbytes)

@@ -167,10 +167,17 @@ def _gather_fails_once_after_the_first_layer() -> None:
 
 
 def sender_main(
-    transport: str, address: str, cases: list[Case], options: dict, fault: str, out: Any
+    transport: str,
+    address: str,
+    cases: list[Case],
+    options: dict,
+    fault: str,
+    out: Any,
+    after: list[Case] = (),  # type: ignore[assignment]
 ) -> None:
-    """Sends every case, then reports [(request id, error or None)]. ``fault="abandon"``: the
-    first request of more than one layer group fails to gather its second."""
+    """Sends every case, then (once they are all done) every case in ``after``, then reports
+    [(request id, error or None)]. ``fault="abandon"``: the first request of more than one
+    layer group fails to gather its second."""
     try:
         from kvx import channel
 
@@ -179,8 +186,11 @@ def sender_main(
         cls = faulty(transport, fault)
         channel.register("faulty", lambda role, address, **kw: cls(role, address, **kw))
         tx = channel.Sender("faulty", address, **options)
-        sent = [(case, _send(tx, case)) for case in cases]
-        out.put([(case.request_id, _outcome(handle)) for case, handle in sent])
+        outcomes = []
+        for batch in (cases, after):
+            sent = [(case, _send(tx, case)) for case in batch]
+            outcomes += [(case.request_id, _outcome(handle)) for case, handle in sent]
+        out.put(outcomes)
         tx.close()
     except BaseException:
         out.put(traceback.format_exc())
@@ -193,9 +203,16 @@ def _send(tx: Any, case: Case) -> Any:
 
 
 def receiver_main(
-    transport: str, address: str, cases: list[Case], options: dict, slow: float, out: Any
+    transport: str,
+    address: str,
+    cases: list[Case],
+    options: dict,
+    slow: float,
+    out: Any,
+    first_alone: bool = False,
 ) -> None:
-    """Expects every case (``slow`` seconds apart, so that frames arrive first), then reports
+    """Expects every case (``slow`` seconds apart, so that frames arrive first; ``first_alone``:
+    the first case alone until it is done, so that the others wait unexpected), then reports
     [(request id, error or None, the receiving cache afterwards)]."""
     try:
         from kvx import channel
@@ -203,12 +220,14 @@ def receiver_main(
         rx = channel.Receiver(transport, address, **options)
         out.put(rx.address)
         expected = []
-        for case in cases:
+        for i, case in enumerate(cases):
             time.sleep(slow)
             paged = make_cache(case.rx_layout, "rx", case.seed)
             slots = make_slots("rx", case.seed)
             handle = rx.expect(case.request_id, paged, slots, layout=case.rx_layout)
             expected.append((case, paged, handle))
+            if first_alone and i == 0:
+                _outcome(handle)
         results = [(c.request_id, _outcome(h), as_words(paged)) for c, paged, h in expected]
         out.put(results)
         rx.close()

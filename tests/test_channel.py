@@ -3,8 +3,8 @@
 One pair of processes per transport carries every layout pair (raw and compressed), requests
 whose payload is damaged in transit (in its first or last segment), and one whose layouts cannot
 match, with a receiver that names its requests later than they arrive. Further pairs kill or
-stall the sender in the middle of a payload, or make it abandon a request whose first segments
-it sent. The receiving caches
+stall the sender in the middle of a payload, make it abandon a request whose first segments it
+sent, or fill the receiver's staging with requests it does not expect yet. The receiving caches
 come back to this process and are compared, whole, with what kvx.reference (and kvx.codec, for
 compressed requests) says must be there.
 
@@ -71,13 +71,14 @@ class Pair:
         rx_cases: list[Case],
         rx_options: dict,
         slow: float = 0.0,
+        first_alone: bool = False,
     ):
         self.ctx = multiprocessing.get_context("spawn")
         self.transport, self.processes = transport, []
         self.exits: dict[Any, set[int]] = {}  # process -> the statuses it may end with
         self.rx_out = self.ctx.Queue()
         address = _free_address() if transport == "torch" else "127.0.0.1:0"
-        args = (transport, address, rx_cases, rx_options, slow, self.rx_out)
+        args = (transport, address, rx_cases, rx_options, slow, self.rx_out, first_alone)
         self._start(peers.receiver_main, args)
         self.address = address if transport == "torch" else _get(self.rx_out, "receiver")
 
@@ -87,9 +88,12 @@ class Pair:
         self.processes.append(process)
         self.exits[process] = set(exits)
 
-    def send(self, cases: list[Case], options: dict, fault: str = "") -> Any:
+    def send(
+        self, cases: list[Case], options: dict, fault: str = "", after: list[Case] = ()
+    ) -> Any:
+        """Starts a sender process for ``cases``, then ``after`` (once those are done)."""
         out = self.ctx.Queue()
-        args = (self.transport, self.address, cases, options, fault, out)
+        args = (self.transport, self.address, cases, options, fault, out, list(after))
         self._start(peers.sender_main, args, _KILLED if fault == "kill" else frozenset({0}))
         return out
 
@@ -268,6 +272,31 @@ def test_a_request_abandoned_after_its_first_segments_fails_and_the_next_lands(
     error, paged = landed["after"]
     assert error is None and sent["after"] is None, (error, sent)
     assert_landed(after, paged)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_unexpected_requests_wait_within_staging_bytes_and_one_more_is_refused(
+    transport: str,
+) -> None:
+    held = [Case(f"held-{i}", "vllm_nhd", "vllm_nhd", False, 500 + i) for i in range(2)]
+    refused = Case("refused", "vllm_nhd", "vllm_nhd", False, 502)
+    later = Case("later", "vllm_nhd", "vllm_nhd", False, 503)
+    # Room for two 10 KiB payloads (12 KiB each in Mooncake's 4 KiB-aligned pool), not three.
+    rx_options = {"timeout": 3.0, "staging_bytes": 25 << 10}
+    # The receiver expects `refused` alone until it failed: the two before it, received and not
+    # expected, fill its staging. `later` goes once the others are done (and their room free).
+    with Pair(transport, [refused, *held, later], rx_options, first_alone=True) as pair:
+        out = pair.send([*held, refused], {"timeout": 3.0}, after=[later])
+        sent = dict(_get(out, "sender"))
+        landed = pair.receiver_results()
+    error, paged = landed["refused"]
+    assert error and "RejectedError" in error and "no room" in error, error
+    assert "RejectedError" in sent["refused"] and "no room" in sent["refused"], sent
+    assert_untouched(refused, paged)
+    for case in [*held, later]:
+        error, paged = landed[case.request_id]
+        assert error is None and sent[case.request_id] is None, (error, sent)
+        assert_landed(case, paged)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -9,7 +9,8 @@ path with staging on ``device``.
 gloo closes the connection when a wait times out, and a dead peer ends the process group, so a
 stall or a lost peer breaks the channel: every request in flight fails and a new channel (a new
 process group) is needed. A payload that arrives whole but fails its checks fails only its own
-request.
+request, and so does one that finds no room in the receiver's ``staging_bytes`` in time (its
+bytes are read and dropped, so the stream keeps its place).
 """
 
 from __future__ import annotations
@@ -20,13 +21,20 @@ from collections.abc import Callable
 from typing import Any
 
 from . import base, wire
-from .errors import ChannelError, PeerLostError, StalledError, WireFormatError, fatal
+from .allocator import BufferPool
+from .errors import (
+    ChannelError,
+    PeerLostError,
+    RejectedError,
+    StalledError,
+    WireFormatError,
+    fatal,
+)
 
 _FRAMES, _REPLIES = 1, 2
 # Waiting for the next frame or reply has no limit (an idle channel is fine): gloo needs some
 # value, and a timeout would close the connection.
 _IDLE = datetime.timedelta(days=365)
-_KEEP = 2  # received payloads' buffers kept for reuse
 
 
 def _error(exc: Exception, what: str, request_id: str | None, timeout: float) -> ChannelError:
@@ -41,8 +49,9 @@ def _error(exc: Exception, what: str, request_id: str | None, timeout: float) ->
 class TorchTransport(base.Transport):
     """See the module docstring. Options: ``backend`` ("gloo"), ``chunk_bytes`` (64 MiB; both
     sides must agree), ``device`` ("cpu"; where staging and received payloads live),
-    ``connect_timeout`` (seconds to wait for the other rank), or ``group`` and ``peer`` to use
-    an existing process group instead of creating one at ``address``."""
+    ``staging_bytes`` (receiver: 1 GiB for the payloads received and not landed yet, a larger
+    request only alone), ``connect_timeout`` (seconds to wait for the other rank), or ``group``
+    and ``peer`` to use an existing process group instead of creating one at ``address``."""
 
     name = "torch"
     ends_with_sender = True
@@ -56,6 +65,7 @@ class TorchTransport(base.Transport):
         backend: str = "gloo",
         chunk_bytes: int = 64 << 20,
         device: str = "cpu",
+        staging_bytes: int = 1 << 30,
         connect_timeout: float = 120.0,
         group: Any = None,
         peer: int | None = None,
@@ -69,7 +79,7 @@ class TorchTransport(base.Transport):
         self._timeout = timeout
         self._owns_group = group is None
         self._lock = threading.Lock()
-        self._free: list[Any] = []  # received payloads' buffers, released, for reuse
+        self._buffers = BufferPool(int(staging_bytes), self.allocate)  # received payloads
         self._waiting = 0  # threads blocked in an unbounded receive (see close)
         self._ended = False
         if group is None:
@@ -91,10 +101,12 @@ class TorchTransport(base.Transport):
             raise ValueError("peer: the other side's rank in group is needed with group=")
         self._group, self._peer = group, int(peer)
 
-    def _send(self, tensor: Any, tag: int, what: str, request_id: str | None) -> None:
+    def _send(
+        self, tensor: Any, tag: int, what: str, request_id: str | None, wait: Any = None
+    ) -> None:
         try:
             work = self._dist.isend(tensor, dst=self._peer, group=self._group, tag=tag)
-            work.wait(timeout=self._stall)
+            work.wait(timeout=wait or self._stall)
         except RuntimeError as exc:
             raise _error(exc, what, request_id, self._timeout) from exc
 
@@ -130,19 +142,6 @@ class TorchTransport(base.Transport):
     def allocate(self, nbytes: int) -> Any:
         return self._torch.empty(nbytes, dtype=self._torch.uint8, device=self._device)
 
-    def _payload_buffer(self, nbytes: int) -> Any:
-        """A received payload's buffer: a used one when one is free and large enough (fresh
-        pages cost as much to touch as the bytes take to arrive)."""
-        with self._lock:
-            for i, buffer in enumerate(self._free):
-                if buffer.numel() >= nbytes:
-                    return self._free.pop(i)
-        return self.allocate(nbytes)
-
-    def _release(self, buffer: Any) -> None:
-        with self._lock:
-            self._free = sorted(self._free + [buffer], key=lambda b: b.numel())[-_KEEP:]
-
     # -- sender side --------------------------------------------------------------------------
     def begin(self, header: wire.Header, header_bytes: bytes) -> None:
         self._send(
@@ -152,7 +151,9 @@ class TorchTransport(base.Transport):
 
     def write(self, offset: int, chunk: Any) -> None:
         what = f"sending payload bytes {offset}..{offset + chunk.numel()}"
-        self._send(chunk, _FRAMES, what, self._sending.request_id)
+        # The receiver may wait up to its timeout for room before it reads the first bytes.
+        wait = datetime.timedelta(seconds=2 * self._timeout + 5) if offset == 0 else None
+        self._send(chunk, _FRAMES, what, self._sending.request_id, wait)
 
     def seal(self, trailer: bytes) -> None:
         what = "sending a segment's trailer"
@@ -176,9 +177,13 @@ class TorchTransport(base.Transport):
             header = self._next_header(check)
             if header is None:
                 return None
-            return self._receive_frame(header, self._payload_buffer(header.payload_bytes), inspect)
+            buffer = self._buffers.take(header.payload_bytes, self._timeout)
+            if buffer is not None:
+                return self._receive_frame(header, buffer, inspect)
+            refusal = self._refuse(header)
         except ChannelError as exc:
             raise fatal(exc) from None
+        raise refusal  # its bytes were read: the stream keeps its place
 
     def _next_header(self, check: Callable[[bytes], wire.Header]) -> wire.Header | None:
         """The next header, checked; None (after answering GOODBYE) at the end of the channel."""
@@ -206,7 +211,20 @@ class TorchTransport(base.Transport):
         # On failure the buffer is not given back: receives may still be posted into it (and
         # the channel is over).
         self._receive_payload(header, lambda start, end: payload[start:end], segments)
-        return base.Frame(header, payload, lambda: self._release(buffer), segments.error)
+        return base.Frame(header, payload, lambda: self._buffers.give(buffer), segments.error)
+
+    def _refuse(self, header: wire.Header) -> RejectedError:
+        """Reads and drops a payload that found no room, answers FAILED; returns the error."""
+        pool = self._buffers
+        why = (
+            f"no room for its {header.payload_bytes} bytes within {self._timeout} s: "
+            f"{pool.in_use} bytes of the receiver's staging_bytes={pool.limit} are held by "
+            "requests received and not landed yet (not expected yet, or landing)"
+        )
+        scratch = self.allocate(min(header.payload_bytes, header.segment_bytes, self.chunk_bytes))
+        self._receive_payload(header, lambda start, end: scratch[: end - start], None)
+        self.reply(wire.pack_reply(header.request_id, wire.FAILED, why))
+        return RejectedError(why, header.request_id)
 
     def _receive_payload(
         self,
