@@ -96,6 +96,7 @@ class _Staging:
     allocate = _base.Transport.allocate
     staging = _base.Transport.staging
     release_staging = _base.Transport.release_staging
+    _staging_pool = _base.Transport._staging_pool
 
 
 def test_staging_reuses_a_large_enough_spare_wherever_it_is_kept() -> None:

@@ -9,11 +9,11 @@ the other way. It knows nothing of KV caches: the sender and receiver in ``sende
 from __future__ import annotations
 
 import abc
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from .allocator import BufferPool
 from .errors import ChannelError
 from .wire import Header
 
@@ -46,8 +46,9 @@ class Transport(abc.ABC):
     """One end of a point-to-point link between a sender and a receiver process.
 
     The receiver side listens at an address and the sender side connects to it. Methods of one
-    side are called from that side only: ``begin``/``write``/``finish`` from one sender thread,
-    ``next_reply`` from another; ``next_frame`` from one receiver thread, ``reply`` from another.
+    side are called from that side only: ``begin``/``write``/``seal`` from one sender thread,
+    ``next_reply`` from another; ``next_frame`` from one receiver thread, ``reply`` from it or
+    another.
     Every blocking call either returns, or raises a :class:`ChannelError` within the transport's
     timeout once a transfer has started (waiting for the *next* frame or reply is unbounded:
     an idle link is not an error).
@@ -68,16 +69,7 @@ class Transport(abc.ABC):
         The sender holds at most two at a time. The default keeps released buffers for the
         next requests: first touching hundreds of MiB of fresh pages costs as much as sending
         them."""
-        with _STAGING_LOCK:
-            spares = self.__dict__.setdefault("_spares", [])
-            spare = next((b for b in spares if b.numel() >= nbytes), None)
-            if spare is not None:
-                # By identity: list.remove compares with ==, which torch does element-wise
-                # (and fails on tensors of different sizes).
-                spares[:] = [b for b in spares if b is not spare]
-        if spare is None:
-            spare = self.allocate(nbytes)
-        return spare[:nbytes]
+        return self._staging_pool().take(nbytes, 0)[:nbytes]
 
     def allocate(self, nbytes: int) -> Any:
         """A new 1-D uint8 tensor for staging or receiving (host memory by default)."""
@@ -87,11 +79,15 @@ class Transport(abc.ABC):
 
     def release_staging(self, buffer: Any) -> None:
         """Gives back a buffer from :meth:`staging` once its payload has been written."""
-        base = buffer._base if buffer._base is not None else buffer
-        with _STAGING_LOCK:
-            spares = self.__dict__.setdefault("_spares", [])
-            # Keep the two largest: the sender never holds more at once.
-            spares[:] = sorted(spares + [base], key=lambda b: b.numel())[-2:]
+        self._staging_pool().give(buffer._base if buffer._base is not None else buffer)
+
+    def _staging_pool(self) -> BufferPool:
+        # Made on first use, so that transports need not call a base __init__; no budget: the
+        # sender holds two buffers at most, and two spares are kept.
+        pool = self.__dict__.get("_staging")
+        if pool is None:
+            pool = self.__dict__.setdefault("_staging", BufferPool(1 << 62, self.allocate))
+        return pool
 
     @abc.abstractmethod
     def begin(self, header: Header, header_bytes: bytes) -> None:
@@ -151,7 +147,6 @@ class Transport(abc.ABC):
         """Releases the link; safe to call more than once."""
 
 
-_STAGING_LOCK = threading.Lock()
 _TRANSPORTS: dict[str, Callable[..., Transport]] = {}
 _BUILTIN = ("torch_dist", "mooncake")
 
