@@ -5,10 +5,12 @@ Llama-3-8B shape (32 layers, 8 KV heads, head 128, bf16), vLLM NHD with block 16
 4096 tokens in random blocks of pools twice that size, LLM-like values (as ``bench codec``).
 For each transport, in the same pair of processes:
 
-* **raw write**: the transport alone moving a buffer of the request's size (header, payload,
-  the receiver's reply), no gather, no checksum, no scatter: the baseline;
-* **channel**: ``Sender.send`` to ``handle.wait()`` (gather, CRC-32, send, CRC-32 check,
-  scatter, reply), one request at a time, and four in flight;
+* **raw write**: the transport alone moving a buffer of the request's size (header, the payload
+  as one segment in the transport's chunks, the receiver's reply), no gather, no checksum, no
+  scatter: the baseline;
+* **channel**: ``Sender.send`` to ``handle.wait()`` (gather, CRC-32 and send segment by segment,
+  each segment's CRC-32 checked as the next arrives, scatter, reply), one request at a time, and
+  four in flight;
 * **channel, codec**: the same with ``compress=True`` (kvx.codec, lossy): its rate counts the
   raw KV bytes moved per second, and the table gives the compression ratio.
 
@@ -46,6 +48,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--transport", choices=(*TRANSPORTS, "all"), default="all")
     parser.add_argument("--codec-repeats", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=120.0, help="channel timeout, seconds")
+    parser.add_argument(
+        "--segment-kib", type=int, default=None, help="the sender's segment_bytes / 1024"
+    )
     return parser.parse_args(argv)
 
 
@@ -71,12 +76,22 @@ def _checksum(kvx: Any, torch: Any, caches: list[Any], slots: Any, args: argpars
     return zlib.crc32(dense.view(torch.uint8).numpy())
 
 
-def _options(transport: str, nbytes: int, args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"timeout": args.timeout}
-    if transport == "mooncake":
-        # The receiver holds IN_FLIGHT payloads at once; the sender grows its pool as needed.
-        options["staging_bytes"] = (IN_FLIGHT + 1) * nbytes
-    return options
+def _options(nbytes: int, args: argparse.Namespace) -> dict[str, Any]:
+    # The receiver may hold IN_FLIGHT payloads at once; a mooncake sender grows its pool as
+    # needed.
+    return {"timeout": args.timeout, "staging_bytes": (IN_FLIGHT + 1) * nbytes}
+
+
+class _Unchecked:
+    """The raw write's receiver looks at no segment."""
+
+    error = None
+
+    def __init__(self, header: Any) -> None:
+        pass
+
+    def __call__(self, index: int, data: Any, trailer: bytes) -> None:
+        pass
 
 
 def _publish(out: Any, kind: str, value: Any) -> None:
@@ -92,7 +107,7 @@ def _receiver(transport: str, addresses: list[str], args: argparse.Namespace, ou
         torch.set_num_threads(1)
         caches, slots = _pool(torch, args, seed=2)
         nbytes = 2 * args.layers * args.tokens * args.heads * args.head_size * 2
-        options = _options(transport, nbytes, args)
+        options = _options(nbytes, args)
         # 1. The transport alone.
         if transport == "torch":
             _publish(out, "address", addresses[0])
@@ -100,11 +115,12 @@ def _receiver(transport: str, addresses: list[str], args: argparse.Namespace, ou
         if transport != "torch":
             _publish(out, "address", link.address)
         for _ in range(args.repeats + 1):
-            frame = link.next_frame(receiver.check_header)
+            frame = link.next_frame(receiver.check_header, _Unchecked)
             link.reply(wire.pack_reply(frame.header.request_id, wire.LANDED))
             frame.release()
         if transport == "torch":
-            assert link.next_frame(receiver.check_header) is None  # the sender's END
+            assert link.next_frame(receiver.check_header, _Unchecked) is None  # the END
+        link.drain(args.timeout)  # mooncake: the sender's END, before closing
         link.close()
         # 2. The channel.
         if transport == "torch":
@@ -148,19 +164,23 @@ def _sender(transport: str, inbox: Any, args: argparse.Namespace, out: Any) -> N
         kvx.load(caches, dense, slots)
         _publish(out, "progress", "data ready")
         nbytes = dense.numel() * 2
-        options = _options(transport, nbytes, args)
-        # 1. The transport alone: a buffer of the request's size, as a frame.
+        options = _options(nbytes, args)
+        # 1. The transport alone: a buffer of the request's size, as a frame of one segment.
         link = base.create(transport, base.SENDER, inbox.get(timeout=args.timeout), **options)
         buffer = link.staging(nbytes)
         buffer.copy_(dense.view(-1).view(torch.uint8))
-        crc = zlib.crc32(buffer.numpy())
         shape = (args.layers, 2, args.tokens, args.heads, args.head_size)
+        one = max(wire.MIN_SEGMENT, min(nbytes, wire.MAX_SEGMENT))
         raw_times = []
+
+        def unchecked(index: int) -> bytes:
+            return wire.pack_trailer(wire.Trailer(index, 0))
+
         for i in range(args.repeats + 1):
-            header = wire.Header(f"raw{i}", 3, 2, *shape, nbytes, crc)
+            header = wire.Header(f"raw{i}", 3, 2, *shape, nbytes, one)
 
             def write(h: wire.Header = header) -> None:
-                link.send_frame(h, wire.pack_header(h), buffer)
+                link.send_frame(h, wire.pack_header(h), buffer, unchecked)
                 wire.parse_reply(link.next_reply())
 
             raw_times.append(_timed(write))
@@ -170,6 +190,8 @@ def _sender(transport: str, inbox: Any, args: argparse.Namespace, out: Any) -> N
         link.close()
         _publish(out, "progress", "raw writes done")
         # 2. The channel.
+        if args.segment_kib:
+            options["segment_bytes"] = args.segment_kib << 10
         tx = kvx.channel.Sender(transport, inbox.get(timeout=args.timeout), **options)
         channel_times = [
             _timed(lambda i=i: tx.send(f"raw{i}", caches, slots).wait(args.timeout))
@@ -220,19 +242,25 @@ def _one_transport(transport: str, args: argparse.Namespace) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     rx_out, tx_out, inbox = ctx.Queue(), ctx.Queue(), ctx.Queue()
     addresses = [_free_address(), _free_address()] if transport == "torch" else ["127.0.0.1:0"] * 2
-    processes = [
-        ctx.Process(target=_receiver, args=(transport, addresses, args, rx_out), daemon=True),
-        ctx.Process(target=_sender, args=(transport, inbox, args, tx_out), daemon=True),
-    ]
-    for process in processes:
+    processes = {
+        "receiver": ctx.Process(target=_receiver, args=(transport, addresses, args, rx_out)),
+        "sender": ctx.Process(target=_sender, args=(transport, inbox, args, tx_out)),
+    }
+    for process in processes.values():
+        process.daemon = True
         process.start()
     try:
-        return _drive(transport, args, rx_out, tx_out, inbox)
+        result = _drive(transport, args, rx_out, tx_out, inbox)
     finally:
-        for process in processes:
+        for process in processes.values():
             process.join(timeout=30)
             if process.is_alive():
                 process.kill()
+    # All was done and checked; a process that then fails to exit cleanly is still a bug.
+    for role, process in processes.items():
+        if process.exitcode != 0:
+            raise RuntimeError(f"the {role} process exited with status {process.exitcode}")
+    return result
 
 
 def _drive(transport: str, args: argparse.Namespace, rx_out: Any, tx_out: Any, inbox: Any) -> dict:
@@ -290,9 +318,13 @@ def run(argv: list[str]) -> int:
     common.print_machine()
     transports = TRANSPORTS if args.transport == "all" else (args.transport,)
     mib = 2 * args.layers * args.tokens * args.heads * args.head_size * 2 / (1 << 20)
+    from kvx.channel import payload, sender
+
+    segment = (args.segment_kib << 10) if args.segment_kib else sender.SEGMENT_BYTES
     print(
         f"{args.layers} layers x {args.heads} heads x {args.head_size}, bf16, {args.tokens} tokens "
-        f"({mib:.0f} MiB per request), vLLM NHD block {args.block_size} on both sides, 127.0.0.1"
+        f"({mib:.0f} MiB per request), vLLM NHD block {args.block_size} on both sides, 127.0.0.1; "
+        f"segments of {segment >> 10} KiB, CRC-32 by {payload.CRC32_BY}"
     )
     rows, status = [], 0
     for transport in transports:

@@ -102,15 +102,15 @@ def _transport_class(transport: str) -> type:
 
 def faulty(transport: str, fault: str) -> type:
     """``transport``'s class, breaking on purpose: requests named ``corrupt...`` get their first
-    payload byte flipped after the CRC was taken, those named ``garbage...`` a bit of their
-    header; the request named ``victim`` is followed by
+    payload byte flipped after the CRC was taken, ``tail-corrupt...`` their last one, those named
+    ``garbage...`` a bit of their header; the request named ``victim`` is followed by
     the process killing itself (``fault="kill"``) or hanging (``"stall"``) after its first
     payload chunk."""
     base = _transport_class(transport)
 
     class Faulty(base):  # type: ignore[misc, valid-type]
         def begin(self, header: Any, header_bytes: bytes) -> None:
-            self._request = header.request_id
+            self._request, self._size = header.request_id, header.payload_bytes
             if self._request.startswith("garbage"):  # one bit of the flags field
                 header_bytes = header_bytes[:8] + bytes([header_bytes[8] ^ 4]) + header_bytes[9:]
             super().begin(header, header_bytes)
@@ -118,6 +118,8 @@ def faulty(transport: str, fault: str) -> type:
         def write(self, offset: int, chunk: Any) -> None:
             if self._request.startswith("corrupt") and offset == 0:
                 chunk[0] ^= 0xFF
+            if self._request.startswith("tail-corrupt") and offset + len(chunk) == self._size:
+                chunk[-1] ^= 0xFF
             super().write(offset, chunk)
             if self._request == "victim" and fault == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -148,34 +150,69 @@ def _outcome(handle: Any) -> str | None:
     return None
 
 
+def _gather_fails_once_after_the_first_layer() -> None:
+    """Makes the first request that gathers more than one layer group fail at its second (its
+    first segments are on the wire by then)."""
+    from kvx.channel import payload
+
+    gather, failed = payload.gather, []
+
+    def failing(side: Any, buffer: Any, first: int = 0, count: Any = None) -> Any:
+        if first > 0 and not failed:
+            failed.append(first)
+            raise RuntimeError("the cache went away (on purpose)")
+        return gather(side, buffer, first, count)
+
+    payload.gather = failing
+
+
 def sender_main(
-    transport: str, address: str, cases: list[Case], options: dict, fault: str, out: Any
+    transport: str,
+    address: str,
+    cases: list[Case],
+    options: dict,
+    fault: str,
+    out: Any,
+    after: list[Case] = (),  # type: ignore[assignment]
 ) -> None:
-    """Sends every case, then reports [(request id, error or None)]."""
+    """Sends every case, then (once they are all done) every case in ``after``, then reports
+    [(request id, error or None)]. ``fault="abandon"``: the first request of more than one
+    layer group fails to gather its second."""
     try:
         from kvx import channel
 
+        if fault == "abandon":
+            _gather_fails_once_after_the_first_layer()
         cls = faulty(transport, fault)
         channel.register("faulty", lambda role, address, **kw: cls(role, address, **kw))
         tx = channel.Sender("faulty", address, **options)
-        sent = []
-        for case in cases:
-            paged = make_cache(case.tx_layout, "tx", case.seed)
-            slots = make_slots("tx", case.seed)
-            handle = tx.send(
-                case.request_id, paged, slots, layout=case.tx_layout, compress=case.compress
-            )
-            sent.append((case, paged, handle))
-        out.put([(case.request_id, _outcome(handle)) for case, _, handle in sent])
+        outcomes = []
+        for batch in (cases, after):
+            sent = [(case, _send(tx, case)) for case in batch]
+            outcomes += [(case.request_id, _outcome(handle)) for case, handle in sent]
+        out.put(outcomes)
         tx.close()
     except BaseException:
         out.put(traceback.format_exc())
 
 
+def _send(tx: Any, case: Case) -> Any:
+    paged = make_cache(case.tx_layout, "tx", case.seed)
+    slots = make_slots("tx", case.seed)
+    return tx.send(case.request_id, paged, slots, layout=case.tx_layout, compress=case.compress)
+
+
 def receiver_main(
-    transport: str, address: str, cases: list[Case], options: dict, slow: float, out: Any
+    transport: str,
+    address: str,
+    cases: list[Case],
+    options: dict,
+    slow: float,
+    out: Any,
+    first_alone: bool = False,
 ) -> None:
-    """Expects every case (``slow`` seconds apart, so that frames arrive first), then reports
+    """Expects every case (``slow`` seconds apart, so that frames arrive first; ``first_alone``:
+    the first case alone until it is done, so that the others wait unexpected), then reports
     [(request id, error or None, the receiving cache afterwards)]."""
     try:
         from kvx import channel
@@ -183,14 +220,54 @@ def receiver_main(
         rx = channel.Receiver(transport, address, **options)
         out.put(rx.address)
         expected = []
-        for case in cases:
+        for i, case in enumerate(cases):
             time.sleep(slow)
             paged = make_cache(case.rx_layout, "rx", case.seed)
             slots = make_slots("rx", case.seed)
             handle = rx.expect(case.request_id, paged, slots, layout=case.rx_layout)
             expected.append((case, paged, handle))
+            if first_alone and i == 0:
+                _outcome(handle)
         results = [(c.request_id, _outcome(h), as_words(paged)) for c, paged, h in expected]
         out.put(results)
         rx.close()
+    except BaseException:
+        out.put(traceback.format_exc())
+
+
+def _big_request(mib: int, role: str) -> tuple[Any, Any]:
+    """A vLLM NHD cache of 4 layers, 8 heads of 128, holding one request of ``mib`` MiB."""
+    import torch
+
+    tokens = (mib << 20) // (4 * 2 * 8 * 128 * 2)
+    make = torch.randn if role == "tx" else torch.zeros
+    cache = [make(2, tokens // 16, 16, 8, 128).to(torch.bfloat16) for _ in range(4)]
+    return cache, torch.arange(tokens)
+
+
+def big_receiver_main(transport: str, address: str, mib: int, out: Any) -> None:
+    """Lands one compressed request of ``mib`` MiB, closes and exits (the test reads the exit
+    status: a thread still freeing its buffers at interpreter exit used to abort it)."""
+    try:
+        from kvx import channel
+
+        rx = channel.Receiver(transport, address, timeout=WAIT)
+        out.put(rx.address)
+        rx.expect("big", *_big_request(mib, "rx")).wait(WAIT)
+        rx.close()
+        out.put(None)
+    except BaseException:
+        out.put(traceback.format_exc())
+
+
+def big_sender_main(transport: str, address: str, mib: int, out: Any) -> None:
+    """Sends the request big_receiver_main expects."""
+    try:
+        from kvx import channel
+
+        tx = channel.Sender(transport, address, timeout=WAIT)
+        tx.send("big", *_big_request(mib, "tx"), compress=True).wait(WAIT)
+        tx.close()
+        out.put(None)
     except BaseException:
         out.put(traceback.format_exc())

@@ -1,16 +1,22 @@
 """kvx.channel end to end: a sender and a receiver process on 127.0.0.1, for each transport.
 
-One pair of processes per transport carries every layout pair (raw and compressed), a request
-whose payload is damaged in transit, and one whose layouts cannot match, with a receiver that
-names its requests later than they arrive. Further pairs kill or stall the sender in the middle
-of a payload. The receiving caches come back to this process and are compared, whole, with what
-kvx.reference (and kvx.codec, for compressed requests) says must be there.
+One pair of processes per transport carries every layout pair (raw and compressed), requests
+whose payload is damaged in transit (in its first or last segment), and one whose layouts cannot
+match, with a receiver that names its requests later than they arrive. Further pairs kill or
+stall the sender in the middle of a payload, make it abandon a request whose first segments it
+sent, or fill the receiver's staging with requests it does not expect yet. The receiving caches
+come back to this process and are compared, whole, with what kvx.reference (and kvx.codec, for
+compressed requests) says must be there.
+
+The senders cut payloads into segments of 4096 bytes (the smallest), so that a request of the
+MHA cases (10 KiB) has three, each checked on its own.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import queue
+import signal
 import socket
 from typing import Any
 
@@ -23,6 +29,7 @@ torch = pytest.importorskip("torch")
 import kvx  # noqa: E402
 from kvx import reference  # noqa: E402
 
+SEGMENTS = {"segment_bytes": 4096}  # the sender's: three segments per MHA request
 TRANSPORTS = [
     "torch",
     pytest.param(
@@ -51,31 +58,48 @@ def _get(q: Any, who: str) -> Any:
     return item
 
 
-class Pair:
-    """A receiver process and the sender processes that talk to it; all are ended on exit."""
+_KILLED = frozenset({-signal.SIGKILL})
 
-    def __init__(self, transport: str, rx_cases: list[Case], rx_options: dict, slow: float = 0.0):
+
+class Pair:
+    """A receiver process and the sender processes that talk to it; all are ended on exit, and
+    each must have exited cleanly (status 0) unless it was killed on purpose."""
+
+    def __init__(
+        self,
+        transport: str,
+        rx_cases: list[Case],
+        rx_options: dict,
+        slow: float = 0.0,
+        first_alone: bool = False,
+    ):
         self.ctx = multiprocessing.get_context("spawn")
         self.transport, self.processes = transport, []
+        self.exits: dict[Any, set[int]] = {}  # process -> the statuses it may end with
         self.rx_out = self.ctx.Queue()
         address = _free_address() if transport == "torch" else "127.0.0.1:0"
-        self._start(
-            peers.receiver_main, (transport, address, rx_cases, rx_options, slow, self.rx_out)
-        )
+        args = (transport, address, rx_cases, rx_options, slow, self.rx_out, first_alone)
+        self._start(peers.receiver_main, args)
         self.address = address if transport == "torch" else _get(self.rx_out, "receiver")
 
-    def _start(self, target: Any, args: tuple) -> None:
+    def _start(self, target: Any, args: tuple, exits: frozenset = frozenset({0})) -> None:
         process = self.ctx.Process(target=target, args=args, daemon=True)
         process.start()
         self.processes.append(process)
+        self.exits[process] = set(exits)
 
-    def send(self, cases: list[Case], options: dict, fault: str = "") -> Any:
+    def send(
+        self, cases: list[Case], options: dict, fault: str = "", after: list[Case] = ()
+    ) -> Any:
+        """Starts a sender process for ``cases``, then ``after`` (once those are done)."""
         out = self.ctx.Queue()
-        self._start(peers.sender_main, (self.transport, self.address, cases, options, fault, out))
+        args = (self.transport, self.address, cases, options, fault, out, list(after))
+        self._start(peers.sender_main, args, _KILLED if fault == "kill" else frozenset({0}))
         return out
 
     def kill_senders(self) -> None:
         for process in self.processes[1:]:
+            self.exits[process] |= _KILLED
             process.kill()
 
     def receiver_results(self) -> dict[str, tuple[str | None, Any]]:
@@ -89,10 +113,14 @@ class Pair:
     def __exit__(self, *exc: Any) -> None:
         for process in self.processes:
             process.join(timeout=30)
+        statuses = [(process.name, process.exitcode) for process in self.processes]
         for process in self.processes:
             if process.is_alive():
                 process.kill()
                 process.join(timeout=10)
+        if exc[0] is None:  # the test's own failure says more
+            for process, (name, status) in zip(self.processes, statuses, strict=True):
+                assert status in self.exits[process], f"{name} ended with status {status}"
 
 
 def _bits(paged: Any) -> list[Any]:
@@ -140,24 +168,26 @@ def test_every_layout_pair_lands_and_bad_requests_do_not(transport: str) -> None
     cases = peers.layout_cases()
     corrupt = Case("corrupt-payload", "vllm_nhd", "vllm_hnd", False, 100)
     corrupt_codec = Case("corrupt-codec", "vllm_nhd", "sglang_mha", True, 101)
+    corrupt_tail = Case("tail-corrupt", "vllm_hnd", "vllm_nhd", False, 103)
     mismatch = Case("mla-into-mha", "mla", "vllm_nhd", False, 102)
-    bad = [corrupt, corrupt_codec, mismatch]
+    bad = [corrupt, corrupt_codec, corrupt_tail, mismatch]
     # The bad ones go first: the channel must stay usable for everything after them.
     order = bad + cases
     options = {"timeout": peers.TIMEOUT}
     # A slow receiver: it names each request 0.05 s after the previous one, so most frames wait.
     with Pair(transport, order, options, slow=0.05) as pair:
-        sent = dict(_get(pair.send(order, options), "sender"))
+        sent = dict(_get(pair.send(order, {**options, **SEGMENTS}), "sender"))
         landed = pair.receiver_results()
     for case in cases:
         error, paged = landed[case.request_id]
         assert error is None, error
         assert sent[case.request_id] is None, sent[case.request_id]
         assert_landed(case, paged)
-    for case in (corrupt, corrupt_codec):
+    for case, where in ((corrupt, "segment 0 of"), (corrupt_codec, "segment 0 of"),
+                        (corrupt_tail, "segment 2 of 3")):  # fmt: skip
         error, paged = landed[case.request_id]
         assert error and "WireFormatError" in error and "CRC-32" in error, error
-        assert case.request_id in error
+        assert case.request_id in error and where in error, error
         assert "RejectedError" in sent[case.request_id] and "CRC-32" in sent[case.request_id]
         assert_untouched(case, paged)
     error, paged = landed[mismatch.request_id]
@@ -177,10 +207,10 @@ def test_a_sender_lost_mid_payload_fails_its_request_and_writes_nothing(
     # 1 KiB chunks: the victim's 10 KiB payload stops after its first chunk.
     options = {"timeout": 3.0, "chunk_bytes": 1024}
     with Pair(transport, [before, victim, after], options) as pair:
-        first = pair.send([before, victim], options, fault)
+        first = pair.send([before, victim], {**options, **SEGMENTS}, fault)
         if transport == "mooncake":
             # Mooncake's receiver keeps serving: a new sender's request lands.
-            _get(pair.send([after], options), "second sender")
+            _get(pair.send([after], {**options, **SEGMENTS}), "second sender")
         landed = pair.receiver_results()
         if fault == "stall":
             assert _get(first, "stalled sender")[0] == ("before", None)
@@ -220,3 +250,75 @@ def test_a_damaged_header_is_refused(transport: str) -> None:
         assert "cannot skip the payload" in error
         assert "Error" in sent["garbage"] and "Error" in sent["after"], sent
         assert_untouched(after, paged)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_request_abandoned_after_its_first_segments_fails_and_the_next_lands(
+    transport: str,
+) -> None:
+    abandoned = Case("abandoned", "vllm_nhd", "vllm_hnd", False, 400)
+    after = Case("after", "vllm_hnd", "sglang_mha", False, 401)
+    options = {"timeout": peers.TIMEOUT}
+    # Its first layer's segment goes, then gathering the second layer fails.
+    with Pair(transport, [abandoned, after], options) as pair:
+        sent = dict(
+            _get(pair.send([abandoned, after], {**options, **SEGMENTS}, "abandon"), "sender")
+        )
+        landed = pair.receiver_results()
+    assert "gathering failed" in sent["abandoned"] and "on purpose" in sent["abandoned"], sent
+    error, paged = landed["abandoned"]
+    assert error and "abandoned it" in error and "'abandoned'" in error, error
+    assert_untouched(abandoned, paged)
+    error, paged = landed["after"]
+    assert error is None and sent["after"] is None, (error, sent)
+    assert_landed(after, paged)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_unexpected_requests_wait_within_staging_bytes_and_one_more_is_refused(
+    transport: str,
+) -> None:
+    held = [Case(f"held-{i}", "vllm_nhd", "vllm_nhd", False, 500 + i) for i in range(2)]
+    refused = Case("refused", "vllm_nhd", "vllm_nhd", False, 502)
+    later = Case("later", "vllm_nhd", "vllm_nhd", False, 503)
+    # Room for two 10 KiB payloads (12 KiB each in Mooncake's 4 KiB-aligned pool), not three.
+    rx_options = {"timeout": 3.0, "staging_bytes": 25 << 10}
+    # The receiver expects `refused` alone until it failed: the two before it, received and not
+    # expected, fill its staging. `later` goes once the others are done (and their room free).
+    with Pair(transport, [refused, *held, later], rx_options, first_alone=True) as pair:
+        out = pair.send([*held, refused], {"timeout": 3.0}, after=[later])
+        sent = dict(_get(out, "sender"))
+        landed = pair.receiver_results()
+    error, paged = landed["refused"]
+    assert error and "RejectedError" in error and "no room" in error, error
+    assert "RejectedError" in sent["refused"] and "no room" in sent["refused"], sent
+    assert_untouched(refused, paged)
+    for case in [*held, later]:
+        error, paged = landed[case.request_id]
+        assert error is None and sent[case.request_id] is None, (error, sent)
+        assert_landed(case, paged)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_processes_exit_cleanly_after_a_large_compressed_request(transport: str) -> None:
+    # 32 MiB: the receiver's decode buffer is large enough that freeing it takes a while, which
+    # a background thread still running at interpreter exit did (and the process aborted).
+    ctx = multiprocessing.get_context("spawn")
+    for _ in range(2):
+        rx_out, tx_out = ctx.Queue(), ctx.Queue()
+        address = _free_address() if transport == "torch" else "127.0.0.1:0"
+        receiver = ctx.Process(
+            target=peers.big_receiver_main, args=(transport, address, 32, rx_out)
+        )
+        receiver.start()
+        address = _get(rx_out, "receiver") if transport != "torch" else address
+        sender = ctx.Process(target=peers.big_sender_main, args=(transport, address, 32, tx_out))
+        sender.start()
+        if transport == "torch":
+            _get(rx_out, "receiver")  # its address
+        assert _get(tx_out, "sender") is None and _get(rx_out, "receiver") is None
+        for process in (sender, receiver):
+            process.join(timeout=peers.WAIT)
+            if process.is_alive():
+                process.kill()
+        assert (receiver.exitcode, sender.exitcode) == (0, 0)

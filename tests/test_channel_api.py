@@ -22,6 +22,8 @@ def test_an_unknown_transport_or_address_is_refused() -> None:
         channel.Sender("carrier-pigeon", "127.0.0.1:1")
     with pytest.raises(ValueError, match="address: expected 'host:port'"):
         channel.Receiver("torch", "localhost")
+    with pytest.raises(ValueError, match=r"segment_bytes: expected 4096\.\.4294967295, got 4095"):
+        channel.Sender("torch", "127.0.0.1:1", segment_bytes=4095)
 
 
 @pytest.fixture
@@ -94,6 +96,7 @@ class _Staging:
     allocate = _base.Transport.allocate
     staging = _base.Transport.staging
     release_staging = _base.Transport.release_staging
+    _staging_pool = _base.Transport._staging_pool
 
 
 def test_staging_reuses_a_large_enough_spare_wherever_it_is_kept() -> None:

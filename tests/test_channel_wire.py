@@ -1,6 +1,6 @@
-"""kvx.channel's wire format (python/kvx/channel/wire.py, docs/channel.md): headers and replies
-round-trip, and every damaged, foreign or future-version byte string is refused with a
-WireFormatError that says what is wrong."""
+"""kvx.channel's wire format (python/kvx/channel/wire.py, docs/channel.md): headers, segment
+trailers and replies round-trip, and every damaged, foreign or other-version byte string is
+refused with a WireFormatError that says what is wrong."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def _header(**changes: object) -> wire.Header:
     fields = dict(
         request_id="cmpl-42", dtype=3, itemsize=2, num_layers=32, num_kv=2, num_tokens=4096,
         num_heads=8, head_size=128, payload_bytes=32 * 2 * 4096 * 8 * 128 * 2,
-        payload_crc=0x12345678, flags=0,
+        segment_bytes=16 << 20, flags=0,
     )  # fmt: skip
     fields.update(changes)
     return wire.Header(**fields)  # type: ignore[arg-type]
@@ -32,11 +32,44 @@ def test_header_round_trips_and_has_its_documented_layout() -> None:
     data = wire.pack_header(h)
     assert len(data) == wire.HEADER_SIZE == 256
     assert wire.parse_header(data) == h
-    assert data[:4] == b"KVXT" and struct.unpack_from("<HH", data, 4) == (1, 256)
+    assert data[:4] == b"KVXT" and struct.unpack_from("<HH", data, 4) == (2, 256)
     assert struct.unpack_from("<5I", data, 20) == (32, 2, 4096, 8, 128)
-    assert struct.unpack_from("<QQI", data, 40) == (h.raw_bytes, h.payload_bytes, 0x12345678)
+    assert struct.unpack_from("<QQI", data, 40) == (h.raw_bytes, h.payload_bytes, 16 << 20)
     assert data[64 : 64 + 7] == b"cmpl-42" and not any(data[71:252])
     assert struct.unpack_from("<I", data, 252)[0] == zlib.crc32(data[:252])
+
+
+def test_segments_cut_the_payload_in_order() -> None:
+    h = _header()
+    assert h.num_segments == 32 and h.segment(0) == (0, 16 << 20)
+    assert h.segment(31) == (31 << 24, 32 << 24)
+    odd = _header(flags=wire.FLAG_COMPRESSED, payload_bytes=10000, segment_bytes=4096)
+    assert odd.num_segments == 3 and odd.segment(2) == (8192, 10000)
+
+
+def test_trailer_round_trips_and_has_its_documented_layout() -> None:
+    data = wire.pack_trailer(wire.Trailer(7, 0xCAFEF00D))
+    assert len(data) == wire.TRAILER_SIZE == 16
+    assert struct.unpack("<IIII", data) == (7, 0, 0xCAFEF00D, zlib.crc32(data[:12]))
+    assert wire.parse_trailer(data, 7, "r") == wire.Trailer(7, 0xCAFEF00D)
+    abandoned = wire.pack_trailer(wire.Trailer(3, 0, abandoned=True))
+    assert struct.unpack_from("<I", abandoned, 4)[0] == 1
+    assert wire.parse_trailer(abandoned, 3, "r").abandoned
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (wire.pack_trailer(wire.Trailer(8, 1)), "says segment 8"),  # out of order
+        (_recrc(struct.pack("<IIII", 7, 2, 1, 0)), "flags 0x2"),
+        (bytes(16), "CRC-32 mismatch"),
+        (wire.pack_trailer(wire.Trailer(7, 1))[:15], "expected 16 bytes"),
+    ],
+)
+def test_each_bad_trailer_is_refused_naming_segment_and_request(data: bytes, words: str) -> None:
+    with pytest.raises(WireFormatError, match=words) as caught:
+        wire.parse_trailer(data, 7, "cmpl-42")
+    assert caught.value.request_id == "cmpl-42"
 
 
 def test_compressed_header_and_end_marker() -> None:
@@ -63,12 +96,14 @@ def test_reply_round_trips() -> None:
     ("offset", "value", "words"),
     [
         (0, b"KVXC", "magic"),
-        (4, struct.pack("<H", 2), "version 2"),
+        (4, struct.pack("<H", 1), "version 1, this kvx speaks version 2"),
+        (4, struct.pack("<H", 3), "version 3"),
         (6, struct.pack("<H", 512), "declares 512 bytes"),
         (8, struct.pack("<I", 4), "unknown flags"),
         (24, struct.pack("<I", 3), "impossible shape"),
         (40, struct.pack("<Q", 7), "raw size"),
         (48, struct.pack("<Q", 7), "raw payload"),
+        (56, struct.pack("<I", 4095), "segments of 4095 bytes"),
         (60, struct.pack("<H", 200), "request id"),
         (64, b"\xff\xfe", "UTF-8"),
     ],

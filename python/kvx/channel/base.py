@@ -1,42 +1,54 @@
 """The interface every transport implements, and the registry that picks one by name.
 
-A transport moves *frames* one way (a 256-byte header, then a payload of the length the header
-gives) and 512-byte *replies* the other way. It knows nothing of KV caches: the sender and
-receiver in ``sender.py`` / ``receiver.py`` build and check what goes through it.
+A transport moves *frames* one way (a 256-byte header, then the payload of the length the header
+gives, segment by segment, each segment followed by its 16-byte trailer) and 512-byte *replies*
+the other way. It knows nothing of KV caches: the sender and receiver in ``sender.py`` /
+``receiver.py`` build and check what goes through it.
 """
 
 from __future__ import annotations
 
 import abc
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+from .allocator import BufferPool
+from .errors import ChannelError
 from .wire import Header
 
 SENDER = "sender"
 RECEIVER = "receiver"
 
 
+class Segments(Protocol):
+    """What a receiver does with each segment of a payload as it arrives (in order), while the
+    next one is arriving: ``payload.SegmentCheck`` checks it against its trailer."""
+
+    error: ChannelError | None  # the first segment that failed, None while all passed
+
+    def __call__(self, index: int, data: Any, trailer: bytes) -> None: ...
+
+
 @dataclass
 class Frame:
     """One complete transfer as the receiver got it. ``payload`` (a 1-D uint8 torch tensor of
-    ``header.payload_bytes``) stays valid until ``release()``. ``crc``: the payload's CRC-32
-    where the transport computed it while the bytes came in (None: not yet)."""
+    ``header.payload_bytes``) stays valid until ``release()``. ``error``: why its segments
+    failed their checks (then the payload must not be used), None if they passed."""
 
     header: Header
     payload: Any
     release: Callable[[], None]
-    crc: int | None = None
+    error: ChannelError | None = None
 
 
 class Transport(abc.ABC):
     """One end of a point-to-point link between a sender and a receiver process.
 
     The receiver side listens at an address and the sender side connects to it. Methods of one
-    side are called from that side only: ``begin``/``write``/``finish`` from one sender thread,
-    ``next_reply`` from another; ``next_frame`` from one receiver thread, ``reply`` from another.
+    side are called from that side only: ``begin``/``write``/``seal`` from one sender thread,
+    ``next_reply`` from another; ``next_frame`` from one receiver thread, ``reply`` from it or
+    another.
     Every blocking call either returns, or raises a :class:`ChannelError` within the transport's
     timeout once a transfer has started (waiting for the *next* frame or reply is unbounded:
     an idle link is not an error).
@@ -57,16 +69,7 @@ class Transport(abc.ABC):
         The sender holds at most two at a time. The default keeps released buffers for the
         next requests: first touching hundreds of MiB of fresh pages costs as much as sending
         them."""
-        with _STAGING_LOCK:
-            spares = self.__dict__.setdefault("_spares", [])
-            spare = next((b for b in spares if b.numel() >= nbytes), None)
-            if spare is not None:
-                # By identity: list.remove compares with ==, which torch does element-wise
-                # (and fails on tensors of different sizes).
-                spares[:] = [b for b in spares if b is not spare]
-        if spare is None:
-            spare = self.allocate(nbytes)
-        return spare[:nbytes]
+        return self._staging_pool().take(nbytes, 0)[:nbytes]
 
     def allocate(self, nbytes: int) -> Any:
         """A new 1-D uint8 tensor for staging or receiving (host memory by default)."""
@@ -76,11 +79,15 @@ class Transport(abc.ABC):
 
     def release_staging(self, buffer: Any) -> None:
         """Gives back a buffer from :meth:`staging` once its payload has been written."""
-        base = buffer._base if buffer._base is not None else buffer
-        with _STAGING_LOCK:
-            spares = self.__dict__.setdefault("_spares", [])
-            # Keep the two largest: the sender never holds more at once.
-            spares[:] = sorted(spares + [base], key=lambda b: b.numel())[-2:]
+        self._staging_pool().give(buffer._base if buffer._base is not None else buffer)
+
+    def _staging_pool(self) -> BufferPool:
+        # Made on first use, so that transports need not call a base __init__; no budget: the
+        # sender holds two buffers at most, and two spares are kept.
+        pool = self.__dict__.get("_staging")
+        if pool is None:
+            pool = self.__dict__.setdefault("_staging", BufferPool(1 << 62, self.allocate))
+        return pool
 
     @abc.abstractmethod
     def begin(self, header: Header, header_bytes: bytes) -> None:
@@ -89,11 +96,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def write(self, offset: int, chunk: Any) -> None:
         """Sends ``chunk`` (uint8, from :meth:`staging`) as payload bytes ``offset...``; chunks
-        come in order, each ``chunk_bytes`` long except the last."""
+        come in order, as :func:`chunks` cuts each segment."""
 
     @abc.abstractmethod
-    def finish(self, header: Header) -> None:
-        """Ends the frame begun last: its whole payload was written."""
+    def seal(self, trailer: bytes) -> None:
+        """Sends the trailer of the segment whose last chunk was just written."""
 
     @abc.abstractmethod
     def end(self) -> None:
@@ -103,18 +110,26 @@ class Transport(abc.ABC):
     def next_reply(self) -> bytes:
         """The next reply's 512 bytes; blocks while there is none."""
 
-    def send_frame(self, header: Header, header_bytes: bytes, payload: Any) -> None:
-        """``begin``, the payload in chunks, ``finish``."""
+    def send_frame(
+        self, header: Header, header_bytes: bytes, payload: Any, trailer: Callable[[int], bytes]
+    ) -> None:
+        """``begin``, then for each segment: ``trailer(index)`` (which may wait until the sender
+        has gathered and checksummed that segment), its bytes in chunks, ``seal``."""
         self.begin(header, header_bytes)
-        for offset in range(0, header.payload_bytes, self.chunk_bytes):
-            self.write(offset, payload[offset : offset + self.chunk_bytes])
-        self.finish(header)
+        for index in range(header.num_segments):
+            sealed = trailer(index)
+            for start, end in chunks(*header.segment(index), self.chunk_bytes):
+                self.write(start, payload[start:end])
+            self.seal(sealed)
 
     # -- receiver side ------------------------------------------------------------------------
     @abc.abstractmethod
-    def next_frame(self, check: Callable[[bytes], Header]) -> Frame | None:
+    def next_frame(
+        self, check: Callable[[bytes], Header], inspect: Callable[[Header], Segments]
+    ) -> Frame | None:
         """Blocks for the next frame; ``check`` parses (and may refuse, raising) its header before
-        any payload is accepted. None: no more frames come. Raises a :class:`ChannelError`
+        any payload is accepted, ``inspect(header)`` gives what to call with each segment and its
+        trailer as they arrive. None: no more frames come. Raises a :class:`ChannelError`
         naming the request it concerns, marked ``fatal`` when the transport cannot go on."""
 
     @abc.abstractmethod
@@ -132,7 +147,6 @@ class Transport(abc.ABC):
         """Releases the link; safe to call more than once."""
 
 
-_STAGING_LOCK = threading.Lock()
 _TRANSPORTS: dict[str, Callable[..., Transport]] = {}
 _BUILTIN = ("torch_dist", "mooncake")
 
@@ -156,6 +170,11 @@ def create(name: str, role: str, address: str, **options: Any) -> Transport:
             f"transport: expected one of {sorted(_TRANSPORTS)}, got {name!r}"
         ) from None
     return factory(role, address, **options)
+
+
+def chunks(start: int, end: int, chunk_bytes: int) -> list[tuple[int, int]]:
+    """Bytes ``[start, end)`` of a payload (one segment) as the transport moves them."""
+    return [(at, min(at + chunk_bytes, end)) for at in range(start, end, chunk_bytes)]
 
 
 def split_address(address: str) -> tuple[str, int]:

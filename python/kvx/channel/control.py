@@ -14,7 +14,7 @@ import time
 
 from .errors import PeerLostError, StalledError
 
-HELLO, ALLOC, GRANT, REJECT, DONE, REPLY, END = range(1, 8)
+HELLO, ALLOC, GRANT, REJECT, SEGMENT, REPLY, END = range(1, 8)
 _PREFIX = struct.Struct("<IB")
 MAX_BODY = 1 << 16  # every message here is small; a larger length means garbage
 

@@ -4,7 +4,8 @@ Each side runs a ``mooncake.engine.TransferEngine`` with P2P handshake metadata 
 server) and registers one staging pool once. Payloads go by one-sided writes from the sender's
 pool into a range of the receiver's pool; a TCP control connection (``control.py``) carries the
 rest: the receiver's pool address (HELLO), each header (ALLOC), the range it gets (GRANT) or why
-not (REJECT), the end of its writes (DONE), and the receiver's replies.
+not (REJECT), each segment's trailer once its writes are done (SEGMENT: the receiver checks that
+segment while the next is written), and the receiver's replies.
 
 ``protocol`` is Mooncake's: ``"tcp"`` works on any machine (the wheel still needs libibverbs to
 load), ``"rdma"`` needs RDMA NICs. A lost or stalled sender fails only its own request; the
@@ -15,20 +16,31 @@ reused (a write still on its way could land in it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 from . import base, control, wire
 from .allocator import RangeAllocator
-from .errors import ChannelError, PeerLostError, RejectedError, WireFormatError, for_request
+from .errors import (
+    ChannelError,
+    PeerLostError,
+    RejectedError,
+    StalledError,
+    WireFormatError,
+    for_request,
+)
 
 _HELLO = struct.Struct("<QQ")  # pool address, pool size; then the engine's session name
 _GRANT = struct.Struct("<Q")  # offset in the receiver's pool
+_POLL = 0.0002  # seconds between looks at a write in progress
+_NO_BATCH = (0, -1, (1 << 64) - 1)  # what transfer_submit_write returns when it cannot start
 
 
 def load_engine() -> Any:
@@ -77,10 +89,16 @@ class MooncakeTransport(base.Transport):
         self._session = f"{host}:{self._engine.get_rpc_port()}"
         self._pool: Any = None
         self._closed = False
+        self._threads: list[threading.Thread] = []  # joined by close
         if role == base.RECEIVER:
             self._start_receiver(host, port, staging_bytes)
         else:
             self._start_sender(host, port, staging_bytes, connect_timeout)
+
+    def _start(self, target: Callable[..., None], name: str, *args: Any) -> None:
+        thread = threading.Thread(target=target, name=name, args=args, daemon=True)
+        self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+        thread.start()
 
     def _register(self, nbytes: int) -> None:
         if self._pool is not None:
@@ -103,7 +121,7 @@ class MooncakeTransport(base.Transport):
         self._peer = body[_HELLO.size :].decode("utf-8")
         self._grants: queue.Queue[Any] = queue.Queue()
         self._replies: queue.Queue[Any] = queue.Queue()
-        threading.Thread(target=self._read_sender, name="kvx-mooncake-ctl", daemon=True).start()
+        self._start(self._read_sender, "kvx-mooncake-ctl")
 
     def _read_sender(self) -> None:
         while True:
@@ -157,18 +175,25 @@ class MooncakeTransport(base.Transport):
         (self._offset,) = _GRANT.unpack(body)
 
     def write(self, offset: int, chunk: Any) -> None:
-        target = self._peer_pool + self._offset + offset
-        status = self._engine.transfer_sync_write(
-            self._peer, chunk.data_ptr(), target, chunk.numel()
+        # Not transfer_sync_write: it polls for completion without pause, which takes a core
+        # from the gathering and checksumming that go on meanwhile.
+        n = chunk.numel()
+        what = f"Mooncake write of payload bytes {offset}..{offset + n} to {self._peer}"
+        batch = self._engine.transfer_submit_write(
+            self._peer, chunk.data_ptr(), self._peer_pool + self._offset + offset, n
         )
-        if status != 0:
-            raise PeerLostError(
-                f"Mooncake write of payload bytes {offset}..{offset + chunk.numel()} to "
-                f"{self._peer} failed (status {status})"
-            )
+        if batch in _NO_BATCH:
+            raise PeerLostError(f"{what} could not start")
+        deadline = time.monotonic() + self._timeout + n / (1 << 30)  # and 1 s per GiB
+        while (status := self._engine.transfer_check_status(batch)) == 0:
+            if time.monotonic() > deadline:
+                raise StalledError(f"{what}: not done within {self._timeout} s")
+            time.sleep(_POLL)
+        if status != 1:
+            raise PeerLostError(f"{what} failed (status {status})")
 
-    def finish(self, header: wire.Header) -> None:
-        self._conn.send(control.DONE, header.request_id.encode("utf-8"))
+    def seal(self, trailer: bytes) -> None:
+        self._conn.send(control.SEGMENT, trailer)
 
     def end(self) -> None:
         self._conn.send(control.END)
@@ -191,12 +216,15 @@ class MooncakeTransport(base.Transport):
         self._lock = threading.Lock()
         self._senders = 0  # connections being served
         self._senders_left = threading.Condition(self._lock)
+        self._conns: set[control.Connection] = set()  # being served
         self._check: Callable[[bytes], wire.Header] | None = None
 
-    def next_frame(self, check: Callable[[bytes], wire.Header]) -> base.Frame | None:
+    def next_frame(
+        self, check: Callable[[bytes], wire.Header], inspect: Callable[[wire.Header], base.Segments]
+    ) -> base.Frame | None:
         if self._check is None:
-            self._check = check
-            threading.Thread(target=self._accept, name="kvx-mooncake-accept", daemon=True).start()
+            self._check, self._inspect = check, inspect
+            self._start(self._accept, "kvx-mooncake-accept")
         item = self._frames.get()
         if isinstance(item, Exception):
             raise item
@@ -216,12 +244,13 @@ class MooncakeTransport(base.Transport):
             except ChannelError:
                 conn.close()
                 continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            self._start(self._serve, "kvx-mooncake-serve", conn)
 
     def _serve(self, conn: control.Connection) -> None:
         """One sender's frames, one after another, until it ends or fails."""
         with self._lock:
             self._senders += 1
+            self._conns.add(conn)
         try:
             while self._serve_one(conn):
                 pass
@@ -229,6 +258,7 @@ class MooncakeTransport(base.Transport):
             conn.close()
             with self._lock:
                 self._senders -= 1
+                self._conns.discard(conn)
                 self._senders_left.notify_all()
 
     def drain(self, timeout: float) -> None:
@@ -267,17 +297,30 @@ class MooncakeTransport(base.Transport):
         with self._lock:
             self._owners[rid] = conn
         conn.send(control.GRANT, _GRANT.pack(offset))
+        region = self._pool[offset : offset + n]
+        segments = self._inspect(header)
         try:
-            kind, body = conn.recv(self._timeout, f"waiting for the end of {n} payload bytes")
-            if kind != control.DONE or body != rid.encode("utf-8"):
-                raise WireFormatError(f"expected DONE for this request, got message {kind}")
+            self._receive_segments(conn, header, region, segments)
         except ChannelError as exc:
             # The range stays taken: a write already on its way could still land in it.
             self._frames.put(for_request(exc, rid))
             return False
-        region = self._pool[offset : offset + n]
-        self._frames.put(base.Frame(header, region, lambda: self._allocator.free(offset, n)))
+        release = functools.partial(self._allocator.free, offset, n)
+        self._frames.put(base.Frame(header, region, release, segments.error))
         return True
+
+    def _receive_segments(
+        self, conn: control.Connection, header: wire.Header, region: Any, segments: base.Segments
+    ) -> None:
+        """Waits for each segment's trailer (sent once its writes are done) and hands the
+        segment to ``segments`` while the sender writes the next."""
+        for index in range(header.num_segments):
+            what = f"waiting for segment {index} of {header.num_segments} (a stalled sender?)"
+            kind, body = conn.recv(self._timeout, what)
+            if kind != control.SEGMENT:
+                raise WireFormatError(f"expected segment {index}'s trailer, got message {kind}")
+            start, end = header.segment(index)
+            segments(index, region[start:end], body)
 
     def reply(self, data: bytes) -> None:
         rid = wire.parse_reply(data).request_id
@@ -296,8 +339,16 @@ class MooncakeTransport(base.Transport):
                 self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._frames.put(None)
+            with self._lock:
+                conns = list(self._conns)
+            for conn in conns:  # senders still connected: their threads stop
+                conn.close()
         else:
             self._conn.close()
+        # Our threads hold this object: one that ended during interpreter exit would free its
+        # tensors then, and torch's deallocator (releasing the GIL) aborts the process there.
+        for thread in self._threads:
+            thread.join(self._timeout)
         # The pool stays registered: the engine may still be reading or writing it, and both go
         # with the process.
 

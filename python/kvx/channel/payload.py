@@ -1,23 +1,35 @@
-"""Between a paged cache and a payload: gather (sender), land (receiver), both with kvx.transfer.
+"""Between a paged cache and a payload: gather (sender), check and land (receiver), with
+kvx.transfer.
 
 A raw payload holds ``[layers, kv, tokens, heads, head_size]`` elements, row-major. kvx.transfer
 fills or reads it through a ``[kv, layers, tokens, heads, head_size]`` view (its ``KV_2LTD``
-format with the heads split), so any paged layout on either side maps to the same bytes.
+format with the heads split), so any paged layout on either side maps to the same bytes. Layers
+are contiguous in it: the sender gathers a few layers at a time, so that the first segments can
+go while it gathers the next.
 """
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .. import codec
+from .. import codec, layouts
 from .._errors import KvxError
 from ..transfer import PagedCache, _slot_mapping, load, resolve_paged, store
-from .errors import RejectedError, WireFormatError
+from . import wire
+from .errors import ChannelError, RejectedError, WireFormatError
 from .wire import Header
+
+try:  # python-isal computes zlib's CRC-32 several times faster (carry-less multiplication)
+    from isal.isal_zlib import crc32 as _crc32
+
+    CRC32_BY = "isal"
+except ImportError:
+    from zlib import crc32 as _crc32
+
+    CRC32_BY = "zlib"
 
 
 @dataclass(frozen=True)
@@ -43,6 +55,22 @@ class Side:
     @property
     def raw_bytes(self) -> int:
         return int(np.prod(self.shape)) * self.itemsize
+
+    @property
+    def layer_bytes(self) -> int:
+        """Bytes of one layer's K and V in the payload."""
+        return self.raw_bytes // self.cache.num_layers
+
+    def layers(self, first: int, count: int) -> Any:
+        """The paged cache restricted to layers ``[first, first + count)`` (same container,
+        views of the same tensors)."""
+        layout, paged, end = self.cache.layout, self.paged, first + count
+        if layout.container == layouts.SINGLE:
+            axis = layout.axes.index("layer")
+            return paged[(slice(None),) * axis + (slice(first, end),)]
+        if layout.container == layouts.KV_LISTS:
+            return (paged[0][first:end], paged[1][first:end])
+        return paged[first:end]  # a list (or stacked tensor) per layer, or of (K, V) pairs
 
 
 class Scratch:
@@ -85,16 +113,20 @@ def dense_view(side: Side, buffer: Any) -> Any:
     return buffer.view(side.torch_dtype).view(side.shape).permute(1, 0, 2, 3, 4)
 
 
-def gather(side: Side, buffer: Any) -> Any:
-    """Copies the request's KV from the paged cache into ``buffer`` (see :func:`dense_view`);
-    tokens whose slot is negative are sent as zeros. Returns the view."""
+def gather(side: Side, buffer: Any, first: int = 0, count: int | None = None) -> Any:
+    """Copies layers ``[first, first + count)`` (default: all) of the request's KV from the paged
+    cache into their place in ``buffer`` (see :func:`dense_view`); tokens whose slot is negative
+    are sent as zeros. Returns the view of the whole buffer."""
     import torch
 
     dense = dense_view(side, buffer)
-    store(side.paged, dense, side.slots, layout=side.layout)
+    count = side.cache.num_layers - first if count is None else count
+    part = dense[:, first : first + count]
+    whole = count == side.cache.num_layers
+    store(side.paged if whole else side.layers(first, count), part, side.slots, layout=side.layout)
     skipped = torch.as_tensor(side.slots) < 0
     if bool(skipped.any()):
-        dense[:, :, skipped] = 0
+        part[:, :, skipped] = 0
     return dense
 
 
@@ -104,8 +136,34 @@ def compress(dense: Any) -> bytes:
 
 
 def crc32(buffer: Any) -> int:
-    """zlib's CRC-32 of a 1-D uint8 tensor's bytes (a device tensor via host memory)."""
-    return zlib.crc32((buffer if buffer.device.type == "cpu" else buffer.cpu()).numpy())
+    """zlib's CRC-32 of a 1-D uint8 tensor's bytes (a device tensor via host memory), computed
+    by python-isal where it is installed."""
+    return _crc32((buffer if buffer.device.type == "cpu" else buffer.cpu()).numpy())
+
+
+class SegmentCheck:
+    """Checks a payload's segments against their trailers as they arrive (call it with each
+    segment's index, bytes and trailer, in order). ``error`` is the first failure; the segments
+    after it are not checksummed, since the request has failed."""
+
+    def __init__(self, header: Header) -> None:
+        self.header = header
+        self.error: ChannelError | None = None
+
+    def __call__(self, index: int, data: Any, trailer: bytes) -> None:
+        if self.error is not None:
+            return
+        h, rid = self.header, self.header.request_id
+        try:
+            sealed = wire.parse_trailer(trailer, index, rid)
+            start, end = h.segment(index)
+            where = f"segment {index} of {h.num_segments} (payload bytes {start}..{end})"
+            if sealed.abandoned:
+                raise ChannelError(f"the sender could not gather {where} and abandoned it", rid)
+            if crc32(data) != sealed.crc:
+                raise WireFormatError(f"payload CRC-32 mismatch in {where} (damaged)", rid)
+        except ChannelError as exc:
+            self.error = exc
 
 
 def fill(buffer: Any, blob: bytes) -> None:

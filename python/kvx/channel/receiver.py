@@ -1,10 +1,12 @@
-"""The receiving side: takes whole frames from the transport, checks them, and lands each in the
-paged cache that :meth:`Receiver.expect` named for its request."""
+"""The receiving side: takes whole frames from the transport (whose segments it checked as they
+arrived), and lands each in the paged cache that :meth:`Receiver.expect` named for its
+request."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from typing import Any
 
 from . import base, payload, wire
@@ -38,8 +40,9 @@ class Receiver:
         timeout: seconds a started transfer may go without progress before it fails.
         **options: passed to the transport (see docs/channel.md).
 
-    A request lands only once its whole payload arrived, its CRC-32 matched, it decoded (if
-    compressed) and its shape and dtype matched the cache; otherwise the cache is not touched.
+    A request lands only once its whole payload arrived, the CRC-32 of each of its segments
+    matched, it decoded (if compressed) and its shape and dtype matched the cache; otherwise the
+    cache is not touched.
     """
 
     def __init__(
@@ -56,8 +59,9 @@ class Receiver:
         self._receiver = threading.Thread(
             target=self._receive, name="kvx-channel-recv", daemon=True
         )
+        self._lander = threading.Thread(target=self._land, name="kvx-channel-land", daemon=True)
         self._receiver.start()
-        threading.Thread(target=self._land, name="kvx-channel-land", daemon=True).start()
+        self._lander.start()
 
     def expect(
         self, request_id: str, paged: Any, slot_mapping: Any, *, layout: str = "vllm_nhd"
@@ -94,6 +98,7 @@ class Receiver:
         """Waits up to ``timeout`` seconds for the sender(s) to end the channel (a transport is
         only taken down cleanly then), stops landing, and releases the link.
         Requests not landed by then fail with :class:`ChannelClosedError`."""
+        deadline = time.monotonic() + timeout
         if self._link.ends_with_sender:
             self._receiver.join(timeout)
         else:
@@ -103,6 +108,11 @@ class Receiver:
             self._cond.notify_all()
         self._fail_all(ChannelClosedError("the receiver was closed"))
         self._link.close()
+        # Background threads still running at interpreter exit abort the process when they free
+        # a tensor then (torch releases the GIL in its deallocator, and a thread that wants it
+        # back during finalization is ended by an unwind that C++ code does not let through).
+        for thread in (self._lander, self._receiver):
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Receiver:
         return self
@@ -114,7 +124,7 @@ class Receiver:
     def _receive(self) -> None:
         while not self._closed:
             try:
-                frame = self._link.next_frame(check_header)
+                frame = self._link.next_frame(check_header, payload.SegmentCheck)
             except ChannelError as exc:
                 if exc.fatal:
                     self._break(exc)
@@ -124,6 +134,11 @@ class Receiver:
                 continue
             if frame is None:
                 return
+            if frame.error is not None:  # failed its checks: answered now, nothing to hold
+                frame.release()
+                self._fail(frame.header.request_id, frame.error)
+                self._answer(frame.header.request_id, frame.error)
+                continue
             with self._cond:
                 self._arrived[frame.header.request_id] = frame
                 self._cond.notify_all()
@@ -145,9 +160,6 @@ class Receiver:
             header = frame.header
             error: ChannelError | None = None
             try:
-                crc = frame.crc if frame.crc is not None else payload.crc32(frame.payload)
-                if crc != header.payload_crc:
-                    raise WireFormatError("payload CRC-32 mismatch (damaged)", header.request_id)
                 payload.land(side, header, frame.payload, scratch)
             except ChannelError as exc:
                 error = exc

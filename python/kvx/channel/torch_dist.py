@@ -1,33 +1,40 @@
 """Transport over torch.distributed point-to-point sends (``transport="torch"``).
 
 Two ranks: the receiver is rank 0 (it hosts the rendezvous at ``address``), the sender rank 1.
-Frames go as a 256-byte header tensor followed by the payload in ``chunk_bytes`` pieces (tag 1);
-replies come back as 512-byte tensors (tag 2). gloo runs on any CPU; ``backend="nccl"``,
-``"hccl"`` (torch_npu) or ``"cncl"`` (torch_mlu) take the same path with staging on
-``device``.
+Frames go as a 256-byte header tensor followed by each segment of the payload in ``chunk_bytes``
+pieces and its 16-byte trailer (tag 1); replies come back as 512-byte tensors (tag 2). gloo runs
+on any CPU; ``backend="nccl"``, ``"hccl"`` (torch_npu) or ``"cncl"`` (torch_mlu) take the same
+path with staging on ``device``.
 
 gloo closes the connection when a wait times out, and a dead peer ends the process group, so a
 stall or a lost peer breaks the channel: every request in flight fails and a new channel (a new
 process group) is needed. A payload that arrives whole but fails its checks fails only its own
-request.
+request, and so does one that finds no room in the receiver's ``staging_bytes`` in time (its
+bytes are read and dropped, so the stream keeps its place).
 """
 
 from __future__ import annotations
 
 import datetime
 import threading
-import zlib
 from collections.abc import Callable
 from typing import Any
 
 from . import base, wire
-from .errors import ChannelError, PeerLostError, StalledError, WireFormatError, fatal
+from .allocator import BufferPool
+from .errors import (
+    ChannelError,
+    PeerLostError,
+    RejectedError,
+    StalledError,
+    WireFormatError,
+    fatal,
+)
 
 _FRAMES, _REPLIES = 1, 2
 # Waiting for the next frame or reply has no limit (an idle channel is fine): gloo needs some
 # value, and a timeout would close the connection.
 _IDLE = datetime.timedelta(days=365)
-_KEEP = 2  # received payloads' buffers kept for reuse
 
 
 def _error(exc: Exception, what: str, request_id: str | None, timeout: float) -> ChannelError:
@@ -42,8 +49,9 @@ def _error(exc: Exception, what: str, request_id: str | None, timeout: float) ->
 class TorchTransport(base.Transport):
     """See the module docstring. Options: ``backend`` ("gloo"), ``chunk_bytes`` (64 MiB; both
     sides must agree), ``device`` ("cpu"; where staging and received payloads live),
-    ``connect_timeout`` (seconds to wait for the other rank), or ``group`` and ``peer`` to use
-    an existing process group instead of creating one at ``address``."""
+    ``staging_bytes`` (receiver: 1 GiB for the payloads received and not landed yet, a larger
+    request only alone), ``connect_timeout`` (seconds to wait for the other rank), or ``group``
+    and ``peer`` to use an existing process group instead of creating one at ``address``."""
 
     name = "torch"
     ends_with_sender = True
@@ -57,6 +65,7 @@ class TorchTransport(base.Transport):
         backend: str = "gloo",
         chunk_bytes: int = 64 << 20,
         device: str = "cpu",
+        staging_bytes: int = 1 << 30,
         connect_timeout: float = 120.0,
         group: Any = None,
         peer: int | None = None,
@@ -70,7 +79,7 @@ class TorchTransport(base.Transport):
         self._timeout = timeout
         self._owns_group = group is None
         self._lock = threading.Lock()
-        self._free: list[Any] = []  # received payloads' buffers, released, for reuse
+        self._buffers = BufferPool(int(staging_bytes), self.allocate)  # received payloads
         self._waiting = 0  # threads blocked in an unbounded receive (see close)
         self._ended = False
         if group is None:
@@ -92,10 +101,12 @@ class TorchTransport(base.Transport):
             raise ValueError("peer: the other side's rank in group is needed with group=")
         self._group, self._peer = group, int(peer)
 
-    def _send(self, tensor: Any, tag: int, what: str, request_id: str | None) -> None:
+    def _send(
+        self, tensor: Any, tag: int, what: str, request_id: str | None, wait: Any = None
+    ) -> None:
         try:
             work = self._dist.isend(tensor, dst=self._peer, group=self._group, tag=tag)
-            work.wait(timeout=self._stall)
+            work.wait(timeout=wait or self._stall)
         except RuntimeError as exc:
             raise _error(exc, what, request_id, self._timeout) from exc
 
@@ -131,19 +142,6 @@ class TorchTransport(base.Transport):
     def allocate(self, nbytes: int) -> Any:
         return self._torch.empty(nbytes, dtype=self._torch.uint8, device=self._device)
 
-    def _payload_buffer(self, nbytes: int) -> Any:
-        """A received payload's buffer: a used one when one is free and large enough (fresh
-        pages cost as much to touch as the bytes take to arrive)."""
-        with self._lock:
-            for i, buffer in enumerate(self._free):
-                if buffer.numel() >= nbytes:
-                    return self._free.pop(i)
-        return self.allocate(nbytes)
-
-    def _release(self, buffer: Any) -> None:
-        with self._lock:
-            self._free = sorted(self._free + [buffer], key=lambda b: b.numel())[-_KEEP:]
-
     # -- sender side --------------------------------------------------------------------------
     def begin(self, header: wire.Header, header_bytes: bytes) -> None:
         self._send(
@@ -153,10 +151,13 @@ class TorchTransport(base.Transport):
 
     def write(self, offset: int, chunk: Any) -> None:
         what = f"sending payload bytes {offset}..{offset + chunk.numel()}"
-        self._send(chunk, _FRAMES, what, self._sending.request_id)
+        # The receiver may wait up to its timeout for room before it reads the first bytes.
+        wait = datetime.timedelta(seconds=2 * self._timeout + 5) if offset == 0 else None
+        self._send(chunk, _FRAMES, what, self._sending.request_id, wait)
 
-    def finish(self, header: wire.Header) -> None:
-        self._sending = None
+    def seal(self, trailer: bytes) -> None:
+        what = "sending a segment's trailer"
+        self._send(self._bytes_tensor(trailer), _FRAMES, what, self._sending.request_id)
 
     def end(self) -> None:
         self._send(self._bytes_tensor(wire.end_header()), _FRAMES, "ending the channel", None)
@@ -167,49 +168,91 @@ class TorchTransport(base.Transport):
         return reply.cpu().numpy().tobytes()
 
     # -- receiver side ------------------------------------------------------------------------
-    def next_frame(self, check: Callable[[bytes], wire.Header]) -> base.Frame | None:
+    def next_frame(
+        self, check: Callable[[bytes], wire.Header], inspect: Callable[[wire.Header], base.Segments]
+    ) -> base.Frame | None:
         if self._ended:
             return None
-        raw = self._torch.empty(wire.HEADER_SIZE, dtype=self._torch.uint8, device=self._device)
         try:
-            self._recv(raw, _FRAMES, "waiting for the next header", None, _IDLE)
-            try:
-                header = check(raw.cpu().numpy().tobytes())
-            except WireFormatError as exc:
-                # The payload's length is unknown: the stream cannot be followed any further.
-                raise fatal(
-                    WireFormatError(
-                        f"{exc.detail}; the torch channel cannot skip the payload and stops",
-                        exc.request_id,
-                    )
-                ) from exc
-            if header.flags & wire.FLAG_END:
-                self._ended = True
-                self.reply(wire.pack_reply("", wire.GOODBYE))
+            header = self._next_header(check)
+            if header is None:
                 return None
-            buffer = self._payload_buffer(header.payload_bytes)
-            payload = buffer[: header.payload_bytes]
-            crc = self._receive_payload(header, payload)
+            buffer = self._buffers.take(header.payload_bytes, self._timeout)
+            if buffer is not None:
+                return self._receive_frame(header, buffer, inspect)
+            refusal = self._refuse(header)
         except ChannelError as exc:
             raise fatal(exc) from None
-        return base.Frame(header, payload, lambda: self._release(buffer), crc)
+        raise refusal  # its bytes were read: the stream keeps its place
 
-    def _receive_payload(self, header: wire.Header, payload: Any) -> int | None:
-        """Receives the payload chunk by chunk; on the CPU, checksums each chunk while the next
-        one arrives. Returns the CRC-32 (None on a device: the receiver computes it)."""
-        n, crc, pending = header.payload_bytes, 0, None
-        on_cpu = payload.device.type == "cpu"
-        for offset in range(0, n, self.chunk_bytes):
-            chunk = payload[offset : min(offset + self.chunk_bytes, n)]
-            what = f"receiving payload bytes {offset}..{offset + chunk.numel()} of {n}"
-            work = self._post_recv(chunk, what, header.request_id)
-            if pending is not None and on_cpu:
-                crc = zlib.crc32(pending.numpy(), crc)
-            self._wait(work, what, header.request_id)
-            pending = chunk
-        if pending is not None and on_cpu:
-            crc = zlib.crc32(pending.numpy(), crc)
-        return crc if on_cpu else None
+    def _next_header(self, check: Callable[[bytes], wire.Header]) -> wire.Header | None:
+        """The next header, checked; None (after answering GOODBYE) at the end of the channel."""
+        raw = self._torch.empty(wire.HEADER_SIZE, dtype=self._torch.uint8, device=self._device)
+        self._recv(raw, _FRAMES, "waiting for the next header", None, _IDLE)
+        try:
+            header = check(raw.cpu().numpy().tobytes())
+        except WireFormatError as exc:
+            # The payload's length is unknown: the stream cannot be followed any further.
+            raise WireFormatError(
+                f"{exc.detail}; the torch channel cannot skip the payload and stops",
+                exc.request_id,
+            ) from exc
+        if header.flags & wire.FLAG_END:
+            self._ended = True
+            self.reply(wire.pack_reply("", wire.GOODBYE))
+            return None
+        return header
+
+    def _receive_frame(
+        self, header: wire.Header, buffer: Any, inspect: Callable[[wire.Header], base.Segments]
+    ) -> base.Frame:
+        payload = buffer[: header.payload_bytes]
+        segments = inspect(header)
+        # On failure the buffer is not given back: receives may still be posted into it (and
+        # the channel is over).
+        self._receive_payload(header, lambda start, end: payload[start:end], segments)
+        return base.Frame(header, payload, lambda: self._buffers.give(buffer), segments.error)
+
+    def _refuse(self, header: wire.Header) -> RejectedError:
+        """Reads and drops a payload that found no room, answers FAILED; returns the error."""
+        pool = self._buffers
+        why = (
+            f"no room for its {header.payload_bytes} bytes within {self._timeout} s: "
+            f"{pool.in_use} bytes of the receiver's staging_bytes={pool.limit} are held by "
+            "requests received and not landed yet (not expected yet, or landing)"
+        )
+        scratch = self.allocate(min(header.payload_bytes, header.segment_bytes, self.chunk_bytes))
+        self._receive_payload(header, lambda start, end: scratch[: end - start], None)
+        self.reply(wire.pack_reply(header.request_id, wire.FAILED, why))
+        return RejectedError(why, header.request_id)
+
+    def _receive_payload(
+        self,
+        header: wire.Header,
+        into: Callable[[int, int], Any],
+        segments: base.Segments | None,
+    ) -> None:
+        """Receives each segment in chunks, then its trailer; ``into(start, end)`` is where
+        payload bytes ``[start, end)`` land. ``segments`` (if any) sees each segment once its
+        trailer is in, while the next ones arrive."""
+        rid, n = header.request_id, header.payload_bytes
+        # Every receive is posted at once, so that no chunk or trailer of the sender's waits
+        # for the receiver to post its receive.
+        posted = []
+        for index in range(header.num_segments):
+            for start, end in base.chunks(*header.segment(index), self.chunk_bytes):
+                what = f"receiving payload bytes {start}..{end} of {n}"
+                posted.append((self._post_recv(into(start, end), what, rid), what, None))
+            trailer = self._torch.empty(
+                wire.TRAILER_SIZE, dtype=self._torch.uint8, device=self._device
+            )
+            what = f"receiving the trailer of segment {index}"
+            posted.append((self._post_recv(trailer, what, rid), what, (index, trailer)))
+        for work, what, sealed in posted:
+            self._wait(work, what, rid)
+            if sealed is not None and segments is not None:
+                index, trailer = sealed
+                segments(index, into(*header.segment(index)), trailer.cpu().numpy().tobytes())
 
     def reply(self, data: bytes) -> None:
         self._send(self._bytes_tensor(data), _REPLIES, "sending a reply", None)

@@ -1,9 +1,11 @@
-"""The bytes of a transfer: a fixed 256-byte header before each payload, and a 512-byte reply
-from the receiver (docs/channel.md gives them byte by byte).
+"""The bytes of a transfer: a fixed 256-byte header before each payload, the payload in
+segments each followed by a 16-byte trailer, and a 512-byte reply from the receiver
+(docs/channel.md gives them byte by byte).
 
-Everything is little-endian. Both carry a CRC-32 (zlib's) of their own bytes; the header also
-carries the CRC-32 of the payload, so the receiver can check every byte before it writes any of
-them into a paged cache.
+Everything is little-endian. Header, trailer and reply each carry a CRC-32 (zlib's) of their own
+bytes; each trailer also carries the CRC-32 of its segment, so the receiver can check every byte
+before it writes any of them into a paged cache. The checksums come after the bytes they cover
+so that a sender can put a segment on the wire while it still gathers and checksums the next.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from dataclasses import dataclass
 
 from .errors import WireFormatError
 
-VERSION = 1
+VERSION = 2
 HEADER_MAGIC = b"KVXT"
 REPLY_MAGIC = b"KVXR"
 HEADER_SIZE = 256
+TRAILER_SIZE = 16
 REPLY_SIZE = 512
+MIN_SEGMENT = 4096  # smaller segments only multiply the trailers
+MAX_SEGMENT = (1 << 32) - 1  # the header's field is 32 bits
 MAX_REQUEST_ID = 188  # bytes of UTF-8
 MAX_MESSAGE = 304  # bytes of UTF-8 in a reply
 
@@ -26,16 +31,20 @@ FLAG_COMPRESSED = 1  # the payload is a kvx.codec container, not raw elements
 FLAG_END = 2  # no payload: the sender closes the channel
 _KNOWN_FLAGS = FLAG_COMPRESSED | FLAG_END
 
+TRAILER_ABANDONED = 1  # the sender could not produce this segment: the request fails
+
 # Reply statuses.
 LANDED = 0  # the request is in the receiver's paged cache
 FAILED = 1  # the receiver refused or could not land it; the message says why
 GOODBYE = 2  # answer to FLAG_END: the receiver stops reading
 
 # magic, version, header size, flags, dtype, itemsize, layers, kv, tokens, heads, head size,
-# raw bytes, payload bytes, payload CRC-32, request id length, reserved, request id
+# raw bytes, payload bytes, segment bytes, request id length, reserved, request id
 _HEADER = struct.Struct("<4sHHIIIIIIIIQQIHH188s")
+_TRAILER = struct.Struct("<III")  # segment index, flags, segment CRC-32
 _REPLY = struct.Struct("<4sHHIHH188s304s")
 assert _HEADER.size == HEADER_SIZE - 4 and _REPLY.size == REPLY_SIZE - 4
+assert _TRAILER.size == TRAILER_SIZE - 4
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,7 @@ class Header:
     num_heads: int
     head_size: int
     payload_bytes: int
-    payload_crc: int
+    segment_bytes: int
     flags: int = 0
 
     @property
@@ -74,6 +83,16 @@ class Header:
         for size in self.shape:
             n *= size
         return n
+
+    @property
+    def num_segments(self) -> int:
+        return -(-self.payload_bytes // self.segment_bytes)
+
+    def segment(self, index: int) -> tuple[int, int]:
+        """Payload bytes ``[start, end)`` of segment ``index``: every segment but the last has
+        ``segment_bytes``."""
+        start = index * self.segment_bytes
+        return start, min(start + self.segment_bytes, self.payload_bytes)
 
 
 def request_id_bytes(request_id: str) -> bytes:
@@ -98,7 +117,7 @@ def pack_header(h: Header) -> bytes:
     body = _HEADER.pack(
         HEADER_MAGIC, VERSION, HEADER_SIZE, h.flags, h.dtype, h.itemsize,
         h.num_layers, h.num_kv, h.num_tokens, h.num_heads, h.head_size,
-        h.raw_bytes, h.payload_bytes, h.payload_crc, len(rid), 0, rid,
+        h.raw_bytes, h.payload_bytes, h.segment_bytes, len(rid), 0, rid,
     )  # fmt: skip
     return _with_crc(body)
 
@@ -141,12 +160,12 @@ def parse_header(data: bytes) -> Header:
     body = _check_frame(data, HEADER_SIZE, HEADER_MAGIC, "header")
     fields = _HEADER.unpack(body)
     flags, dtype, itemsize, layers, kv, tokens, heads, head_size = fields[3:11]
-    raw_bytes, payload_bytes, payload_crc, id_len, reserved, rid = fields[11:]
+    raw_bytes, payload_bytes, segment_bytes, id_len, reserved, rid = fields[11:]
     if flags & ~_KNOWN_FLAGS or reserved:
         raise WireFormatError(f"header: unknown flags {flags:#x} or reserved bits {reserved:#x}")
     request_id = _request_id(rid, id_len, "header")
     h = Header(request_id, dtype, itemsize, layers, kv, tokens, heads, head_size,
-               payload_bytes, payload_crc, flags)  # fmt: skip
+               payload_bytes, segment_bytes, flags)  # fmt: skip
     if flags & FLAG_END:
         return h
     if not request_id:
@@ -170,7 +189,46 @@ def parse_header(data: bytes) -> Header:
             f"header: a raw payload of {payload_bytes} bytes for {raw_bytes} bytes of KV",
             request_id,
         )
+    if payload_bytes < 1 or segment_bytes < MIN_SEGMENT:
+        raise WireFormatError(
+            f"header: {payload_bytes} payload bytes in segments of {segment_bytes} bytes (at "
+            f"least {MIN_SEGMENT})",
+            request_id,
+        )
     return h
+
+
+@dataclass(frozen=True)
+class Trailer:
+    """What follows each segment of a payload."""
+
+    index: int
+    crc: int  # of the segment's bytes
+    abandoned: bool = False
+
+
+def pack_trailer(t: Trailer) -> bytes:
+    """The 16 trailer bytes of ``t``."""
+    flags = TRAILER_ABANDONED if t.abandoned else 0
+    return _with_crc(_TRAILER.pack(t.index, flags, t.crc))
+
+
+def parse_trailer(data: bytes, index: int, request_id: str) -> Trailer:
+    """Checks and decodes the 16 bytes that must be segment ``index``'s trailer."""
+    if len(data) != TRAILER_SIZE:
+        raise WireFormatError(
+            f"trailer: expected {TRAILER_SIZE} bytes, got {len(data)}", request_id
+        )
+    if zlib.crc32(data[:-4]) != struct.unpack_from("<I", data, TRAILER_SIZE - 4)[0]:
+        raise WireFormatError(
+            f"trailer of segment {index}: CRC-32 mismatch (damaged in transit)", request_id
+        )
+    got, flags, crc = _TRAILER.unpack_from(data)
+    if got != index or flags & ~TRAILER_ABANDONED:
+        raise WireFormatError(
+            f"trailer of segment {index}: says segment {got}, flags {flags:#x}", request_id
+        )
+    return Trailer(index, crc, bool(flags & TRAILER_ABANDONED))
 
 
 def pack_reply(request_id: str, status: int, message: str = "") -> bytes:
