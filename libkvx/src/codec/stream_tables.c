@@ -17,14 +17,14 @@
 #include "container.h"
 
 enum {
-    GAUSS_ONE = 1u << 31,    /* probability 1 in the model's fixed point */
-    GAUSS_STEPS = 64,        /* table entries per unit of z */
-    GAUSS_LAST = 512,        /* z = 8: the table's last entry, equal to GAUSS_ONE */
-    GAUSS_SUBSTEP_BITS = 8,  /* z is interpolated in 1/256 of a step */
-    CENTER_STEPS = 16,       /* the centre is stored in 1/16 of a symbol */
-    SPREAD_STEPS = 16,       /* the spread is stored in 1/16 of an octave */
-    SPREAD_ZERO = 64,        /* spread code of a deviation of one symbol */
-    SIGMA_FRACTION_BITS = 20 /* sigma in 1/2^20 of a symbol */
+    GAUSS_ONE = 1u << 31,   /* probability 1 in the model's fixed point */
+    GAUSS_LAST = 512,       /* z = 8 (64 entries per unit): the last entry, equal to GAUSS_ONE */
+    GAUSS_SUBSTEP_BITS = 8, /* z is interpolated in 1/256 of a step */
+    CENTER_STEPS = 16,      /* the centre is stored in 1/16 of a symbol */
+    SPREAD_STEPS = 16,      /* the spread is stored in 1/16 of an octave */
+    SPREAD_ZERO = 64,       /* spread code of a deviation of one symbol */
+    /* z = |diff| / 16 symbols over sigma / 2^20, in 1/(64 * 256): |diff| * 2^30 / sigma */
+    Z_SHIFT = 20 + 6 + GAUSS_SUBSTEP_BITS - 4
 };
 
 /* round(2^31 * Phi(i / 64)), i = 0 .. 512, Phi the standard normal CDF. */
@@ -43,7 +43,7 @@ static const uint32_t sigma_fraction[SPREAD_STEPS] = {65536,  68438,  71468,  74
 static uint32_t gauss_below(int64_t diff, uint64_t sigma)
 {
     uint64_t magnitude = (uint64_t)(diff < 0 ? -diff : diff);
-    uint64_t z = (magnitude << 30) / sigma; /* in 1/(64 * 256) */
+    uint64_t z = (magnitude << Z_SHIFT) / sigma;
     uint64_t step = z >> GAUSS_SUBSTEP_BITS, part = z & ((1u << GAUSS_SUBSTEP_BITS) - 1);
     uint32_t p = GAUSS_ONE;
     if (step < GAUSS_LAST)
