@@ -245,29 +245,55 @@ def _big_request(mib: int, role: str) -> tuple[Any, Any]:
     return cache, torch.arange(tokens)
 
 
-def big_receiver_main(transport: str, address: str, mib: int, out: Any) -> None:
-    """Lands one compressed request of ``mib`` MiB, closes and exits (the test reads the exit
-    status: a thread still freeing its buffers at interpreter exit used to abort it)."""
+THREADS_LEFT_AT_EXIT = 3  # the exit status of a process whose channel threads outlived atexit
+
+
+def _exit_with_threads_left() -> None:
+    """Ends the process with THREADS_LEFT_AT_EXIT if a channel thread still runs. Registered
+    with atexit before kvx.channel is imported, it runs after kvx.channel's own handler."""
+    import threading
+
+    if any(t.name.startswith("kvx-") and t.is_alive() for t in threading.enumerate()):
+        os._exit(THREADS_LEFT_AT_EXIT)
+
+
+def _check_threads_at_exit() -> None:
+    import atexit
+    import sys
+
+    if "kvx.channel" in sys.modules:
+        raise RuntimeError("kvx.channel was imported before the exit check was registered")
+    atexit.register(_exit_with_threads_left)
+
+
+def big_receiver_main(transport: str, address: str, mib: int, out: Any, close: bool) -> None:
+    """Lands one compressed request of ``mib`` MiB, closes (or leaves that to the interpreter's
+    exit) and exits. The test reads the exit status: a thread still freeing its buffers at
+    interpreter exit used to abort the process."""
     try:
+        _check_threads_at_exit()
         from kvx import channel
 
         rx = channel.Receiver(transport, address, timeout=WAIT)
         out.put(rx.address)
         rx.expect("big", *_big_request(mib, "rx")).wait(WAIT)
-        rx.close()
+        if close:
+            rx.close()
         out.put(None)
     except BaseException:
         out.put(traceback.format_exc())
 
 
-def big_sender_main(transport: str, address: str, mib: int, out: Any) -> None:
-    """Sends the request big_receiver_main expects."""
+def big_sender_main(transport: str, address: str, mib: int, out: Any, close: bool) -> None:
+    """Sends the request big_receiver_main expects, and closes as it does."""
     try:
+        _check_threads_at_exit()
         from kvx import channel
 
         tx = channel.Sender(transport, address, timeout=WAIT)
         tx.send("big", *_big_request(mib, "tx"), compress=True).wait(WAIT)
-        tx.close()
+        if close:
+            tx.close()
         out.put(None)
     except BaseException:
         out.put(traceback.format_exc())

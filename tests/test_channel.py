@@ -299,26 +299,30 @@ def test_unexpected_requests_wait_within_staging_bytes_and_one_more_is_refused(
         assert_landed(case, paged)
 
 
+@pytest.mark.parametrize("close", [True, False], ids=["closed", "left-open"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_processes_exit_cleanly_after_a_large_compressed_request(transport: str) -> None:
+def test_processes_exit_cleanly_after_a_large_compressed_request(
+    transport: str, close: bool
+) -> None:
     # 32 MiB: the receiver's decode buffer is large enough that freeing it takes a while, which
     # a background thread still running at interpreter exit did (and the process aborted).
+    # Left open, the sender and receiver are closed at exit, before any thread can outlive it:
+    # a process whose channel threads still run after atexit ends with THREADS_LEFT_AT_EXIT.
     ctx = multiprocessing.get_context("spawn")
-    for _ in range(2):
-        rx_out, tx_out = ctx.Queue(), ctx.Queue()
-        address = _free_address() if transport == "torch" else "127.0.0.1:0"
-        receiver = ctx.Process(
-            target=peers.big_receiver_main, args=(transport, address, 32, rx_out)
-        )
-        receiver.start()
-        address = _get(rx_out, "receiver") if transport != "torch" else address
-        sender = ctx.Process(target=peers.big_sender_main, args=(transport, address, 32, tx_out))
-        sender.start()
-        if transport == "torch":
-            _get(rx_out, "receiver")  # its address
-        assert _get(tx_out, "sender") is None and _get(rx_out, "receiver") is None
-        for process in (sender, receiver):
-            process.join(timeout=peers.WAIT)
-            if process.is_alive():
-                process.kill()
-        assert (receiver.exitcode, sender.exitcode) == (0, 0)
+    rx_out, tx_out = ctx.Queue(), ctx.Queue()
+    address = _free_address() if transport == "torch" else "127.0.0.1:0"
+    receiver = ctx.Process(
+        target=peers.big_receiver_main, args=(transport, address, 32, rx_out, close)
+    )
+    receiver.start()
+    address = _get(rx_out, "receiver") if transport != "torch" else address
+    sender = ctx.Process(target=peers.big_sender_main, args=(transport, address, 32, tx_out, close))
+    sender.start()
+    if transport == "torch":
+        _get(rx_out, "receiver")  # its address
+    assert _get(tx_out, "sender") is None and _get(rx_out, "receiver") is None
+    for process in (sender, receiver):
+        process.join(timeout=peers.WAIT)
+        if process.is_alive():
+            process.kill()
+    assert (receiver.exitcode, sender.exitcode) == (0, 0)

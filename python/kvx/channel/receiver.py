@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from . import base, payload, wire
+from .at_exit import close_receiver_at_exit
 from .errors import ChannelClosedError, ChannelError, WireFormatError, for_request
 from .handles import Handle
 
@@ -49,6 +50,7 @@ class Receiver:
         self, transport: str, address: str, *, timeout: float = 30.0, **options: Any
     ) -> None:
         self._link = base.create(transport, base.RECEIVER, address, timeout=timeout, **options)
+        self.timeout = float(timeout)
         self.address: str = self._link.address
         self._cond = threading.Condition()
         self._expected: dict[str, tuple[Handle, payload.Side]] = {}
@@ -56,12 +58,14 @@ class Receiver:
         self._failed: dict[str, ChannelError] = {}  # failures of requests not expected yet
         self._broken: ChannelError | None = None
         self._closed = False
+        self._closing = False  # close() was called: a second call returns at once
         self._receiver = threading.Thread(
             target=self._receive, name="kvx-channel-recv", daemon=True
         )
         self._lander = threading.Thread(target=self._land, name="kvx-channel-land", daemon=True)
         self._receiver.start()
         self._lander.start()
+        close_receiver_at_exit(self)
 
     def expect(
         self, request_id: str, paged: Any, slot_mapping: Any, *, layout: str = "vllm_nhd"
@@ -97,7 +101,12 @@ class Receiver:
     def close(self, timeout: float = 30.0) -> None:
         """Waits up to ``timeout`` seconds for the sender(s) to end the channel (a transport is
         only taken down cleanly then), stops landing, and releases the link.
-        Requests not landed by then fail with :class:`ChannelClosedError`."""
+        Requests not landed by then fail with :class:`ChannelClosedError`. A receiver still
+        open when the interpreter exits is closed then, with the constructor's ``timeout``."""
+        with self._cond:
+            if self._closing:
+                return
+            self._closing = True
         deadline = time.monotonic() + timeout
         if self._link.ends_with_sender:
             self._receiver.join(timeout)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from . import base, payload, wire
+from .at_exit import close_sender_at_exit
 from .errors import ChannelClosedError, ChannelError, RejectedError, for_request
 from .handles import Handle
 
@@ -111,6 +112,7 @@ class Sender:
                 f"{segment_bytes}"
             )
         self._segment_bytes = int(segment_bytes)
+        self.timeout = float(timeout)
         self._link = base.create(transport, base.SENDER, address, timeout=timeout, **options)
         self._queue: queue.Queue[Any] = queue.Queue()
         self._pending: dict[str, Handle] = {}
@@ -129,6 +131,7 @@ class Sender:
         self._preparer.start()
         self._worker.start()
         self._replies.start()
+        close_sender_at_exit(self)
 
     def send(
         self,
@@ -169,7 +172,9 @@ class Sender:
         return handle
 
     def close(self, timeout: float = 30.0) -> None:
-        """Waits for queued requests to be sent, tells the receiver, and releases the link."""
+        """Waits for queued requests to be sent, tells the receiver, and releases the link. A
+        sender still open when the interpreter exits is closed then, with the constructor's
+        ``timeout``."""
         with self._lock:
             if self._closed:
                 return
