@@ -14,6 +14,10 @@ For each transport, in the same pair of processes:
 * **channel, codec**: the same with ``compress=True`` (kvx.codec, lossy): its rate counts the
   raw KV bytes moved per second, and the table gives the compression ratio.
 
+The "CPU ms" column is the CPU time both processes spent per request (user and system, all
+threads, from Linux's /proc): where the transport itself keeps the cores busy, as on loopback,
+it bounds the channel's speed (with N cores, a request takes at least CPU ms / N).
+
 The receiver checks that what landed is the sender's data (raw) before timings are reported.
 """
 
@@ -21,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import queue
 import socket
 import statistics
+import subprocess
 import time
 import traceback
 import zlib
@@ -102,7 +108,7 @@ def _receiver(transport: str, addresses: list[str], args: argparse.Namespace, ou
     try:
         import kvx
         import torch
-        from kvx.channel import base, receiver, wire
+        from kvx.channel import base, receiver, sender, wire
 
         torch.set_num_threads(1)
         caches, slots = _pool(torch, args, seed=2)
@@ -128,7 +134,7 @@ def _receiver(transport: str, addresses: list[str], args: argparse.Namespace, ou
         rx = kvx.channel.Receiver(transport, addresses[1], **options)
         if transport != "torch":
             _publish(out, "address", rx.address)
-        names = [f"raw{i}" for i in range(args.repeats + 1)]
+        names = [f"raw{i}" for i in range(sender.DEPTH + args.repeats)]
         names += [f"{kind}{i}" for kind in ("warm", "burst") for i in range(IN_FLIGHT)]
         names += [f"codec{i}" for i in range(args.codec_repeats + 1)]
         handles = {}
@@ -151,11 +157,41 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - start
 
 
+def _cpu_seconds(pids: tuple[int, ...]) -> float:
+    """User and system CPU time of processes ``pids`` so far, all their threads (Linux's
+    /proc; NaN elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class _CpuMeter:
+    """CPU time both processes spend from ``start()`` to ``stop(n)``, per each of ``n`` requests.
+    The receiver is idle outside the sender's timed calls (it waits for frames), so what it
+    spends in between is the work of those requests."""
+
+    def __init__(self, receiver_pid: int) -> None:
+        self.pids = (os.getpid(), receiver_pid)
+        self._start = 0.0
+
+    def start(self) -> None:
+        self._start = _cpu_seconds(self.pids)
+
+    def stop(self, requests: int) -> float:
+        return (_cpu_seconds(self.pids) - self._start) / requests
+
+
 def _sender(transport: str, inbox: Any, args: argparse.Namespace, out: Any) -> None:
     try:
         import kvx
         import torch
-        from kvx.channel import base, wire
+        from kvx.channel import base, sender, wire
 
         torch.set_num_threads(1)
         caches, slots = _pool(torch, args, seed=1)
@@ -165,6 +201,7 @@ def _sender(transport: str, inbox: Any, args: argparse.Namespace, out: Any) -> N
         _publish(out, "progress", "data ready")
         nbytes = dense.numel() * 2
         options = _options(nbytes, args)
+        cpu = _CpuMeter(inbox.get(timeout=args.timeout))
         # 1. The transport alone: a buffer of the request's size, as a frame of one segment.
         link = base.create(transport, base.SENDER, inbox.get(timeout=args.timeout), **options)
         buffer = link.staging(nbytes)
@@ -183,7 +220,10 @@ def _sender(transport: str, inbox: Any, args: argparse.Namespace, out: Any) -> N
                 link.send_frame(h, wire.pack_header(h), buffer, unchecked)
                 wire.parse_reply(link.next_reply())
 
+            if i == 1:  # after the warm-up
+                cpu.start()
             raw_times.append(_timed(write))
+        raw_cpu = cpu.stop(args.repeats)
         link.end()
         wire.parse_reply(link.next_reply())  # GOODBYE
         link.release_staging(buffer)
@@ -193,10 +233,15 @@ def _sender(transport: str, inbox: Any, args: argparse.Namespace, out: Any) -> N
         if args.segment_kib:
             options["segment_bytes"] = args.segment_kib << 10
         tx = kvx.channel.Sender(transport, inbox.get(timeout=args.timeout), **options)
-        channel_times = [
-            _timed(lambda i=i: tx.send(f"raw{i}", caches, slots).wait(args.timeout))
-            for i in range(args.repeats + 1)
-        ]
+        # One request per staging buffer first: their pages are touched then.
+        channel_times, warm_up = [], sender.DEPTH
+        for i in range(warm_up + args.repeats):
+            if i == warm_up:
+                cpu.start()
+            channel_times.append(
+                _timed(lambda i=i: tx.send(f"raw{i}", caches, slots).wait(args.timeout))
+            )
+        channel_cpu = cpu.stop(args.repeats)
         _publish(out, "sent", _checksum(kvx, torch, caches, slots, args))
 
         def burst(kind: str) -> None:
@@ -205,7 +250,9 @@ def _sender(transport: str, inbox: Any, args: argparse.Namespace, out: Any) -> N
                 handle.wait(args.timeout)
 
         burst("warm")  # the second staging buffer's pages, touched once
+        cpu.start()
         burst_time = _timed(lambda: burst("burst"))
+        burst_cpu = cpu.stop(IN_FLIGHT)
         _publish(out, "progress", "raw channel done")
         codec_times = [
             _timed(
@@ -221,10 +268,11 @@ def _sender(transport: str, inbox: Any, args: argparse.Namespace, out: Any) -> N
             {
                 "bytes": nbytes,
                 "raw": statistics.median(raw_times[1:]),
-                "channel": statistics.median(channel_times[1:]),
+                "channel": statistics.median(channel_times[warm_up:]),
                 "burst": burst_time / IN_FLIGHT,
                 "codec": statistics.median(codec_times[1:]),
                 "compressed": compressed,
+                "cpu": {"raw": raw_cpu, "channel": channel_cpu, "burst": burst_cpu},
             },
         )
     except BaseException:
@@ -249,6 +297,7 @@ def _one_transport(transport: str, args: argparse.Namespace) -> dict[str, Any]:
     for process in processes.values():
         process.daemon = True
         process.start()
+    inbox.put(processes["receiver"].pid)  # the sender counts its CPU time too
     try:
         result = _drive(transport, args, rx_out, tx_out, inbox)
     finally:
@@ -294,18 +343,34 @@ def _drive(transport: str, args: argparse.Namespace, rx_out: Any, tx_out: Any, i
 
 
 def _rows(transport: str, r: dict[str, Any]) -> list[list[str]]:
-    def row(method: str, seconds: float, extra: str = "") -> list[str]:
+    def row(method: str, seconds: float, cpu: float | None = None, extra: str = "") -> list[str]:
         gbps = r["bytes"] / seconds / 1e9
+        cpu_ms = "" if cpu is None else f"{cpu * 1e3:.0f}"
         return [transport, method, f"{seconds * 1e3:.0f}", f"{gbps:.2f}",
-                f"{r['raw'] / seconds * 100:.0f}%", extra]  # fmt: skip
+                f"{r['raw'] / seconds * 100:.0f}%", cpu_ms, extra]  # fmt: skip
 
     ratio = f"{r['bytes'] / r['compressed']:.2f}x smaller"
+    cpu = r["cpu"]
     return [
-        row("raw write (baseline)", r["raw"]),
-        row("channel, 1 request", r["channel"]),
-        row(f"channel, {IN_FLIGHT} in flight (per request)", r["burst"]),
-        row("channel, codec (raw KV bytes/s)", r["codec"], ratio),
+        row("raw write (baseline)", r["raw"], cpu["raw"]),
+        row("channel, 1 request", r["channel"], cpu["channel"]),
+        row(f"channel, {IN_FLIGHT} in flight (per request)", r["burst"], cpu["burst"]),
+        row("channel, codec (raw KV bytes/s)", r["codec"], extra=ratio),
     ]
+
+
+def _loopback() -> str:
+    """127.0.0.1, and how the loopback device is shaped if someone shaped it (docs/channel.md
+    shows how to emulate a network link's rate with tc; the bench never changes it)."""
+    try:
+        shown = subprocess.run(
+            ["tc", "qdisc", "show", "dev", "lo"], capture_output=True, text=True, timeout=10
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return "127.0.0.1"
+    if "rate" not in shown:
+        return "127.0.0.1"
+    return f"127.0.0.1 shaped by tc ({shown[1]} rate {shown[shown.index('rate') + 1]})"
 
 
 def run(argv: list[str]) -> int:
@@ -323,8 +388,8 @@ def run(argv: list[str]) -> int:
     segment = (args.segment_kib << 10) if args.segment_kib else sender.SEGMENT_BYTES
     print(
         f"{args.layers} layers x {args.heads} heads x {args.head_size}, bf16, {args.tokens} tokens "
-        f"({mib:.0f} MiB per request), vLLM NHD block {args.block_size} on both sides, 127.0.0.1; "
-        f"segments of {segment >> 10} KiB, CRC-32 by {payload.CRC32_BY}"
+        f"({mib:.0f} MiB per request), vLLM NHD block {args.block_size} on both sides, "
+        f"{_loopback()}; segments of {segment >> 10} KiB, CRC-32 by {payload.CRC32_BY}"
     )
     rows, status = [], 0
     for transport in transports:
@@ -342,7 +407,7 @@ def run(argv: list[str]) -> int:
         except (RuntimeError, TimeoutError) as exc:
             print(f"  {transport}: FAILED: {exc}")
             status = 1
-    headers = ["transport", "case", "ms", "GB/s", "vs raw write", ""]
+    headers = ["transport", "case", "ms", "GB/s", "vs raw write", "CPU ms", ""]
     if rows:
         print(common.format_table(headers, rows))
     return 1 if status == 1 else (0 if rows else status)
