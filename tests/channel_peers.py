@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -231,6 +232,45 @@ def receiver_main(
         results = [(c.request_id, _outcome(h), as_words(paged)) for c, paged, h in expected]
         out.put(results)
         rx.close()
+    except BaseException:
+        out.put(traceback.format_exc())
+
+
+def _die_at_victims_first_segment(allowed: threading.Event) -> None:
+    """Makes this (receiver) process kill itself once the first segment of the request named
+    ``victim`` has arrived (and ``allowed`` is set), before it is checked."""
+    from kvx.channel import payload
+
+    class Dying(payload.SegmentCheck):
+        def __call__(self, index: int, data: Any, trailer: bytes) -> None:
+            if self.header.request_id == "victim":
+                allowed.wait()
+                os.kill(os.getpid(), signal.SIGKILL)
+            super().__call__(index, data, trailer)
+
+    payload.SegmentCheck = Dying  # type: ignore[misc]
+
+
+def dying_receiver_main(transport: str, address: str, cases: list[Case], out: Any) -> None:
+    """Expects every case, reports the first one's outcome, and dies in the middle of the
+    payload of the one named ``victim``."""
+    try:
+        from kvx import channel
+
+        reported = threading.Event()
+        _die_at_victims_first_segment(reported)
+        rx = channel.Receiver(transport, address, timeout=TIMEOUT)
+        out.put(rx.address)
+        handles = [
+            rx.expect(c.request_id, make_cache(c.rx_layout, "rx", c.seed), make_slots("rx", c.seed),
+                      layout=c.rx_layout)
+            for c in cases
+        ]  # fmt: skip
+        out.put(_outcome(handles[0]))
+        out.close()
+        out.join_thread()  # the report is out before the process dies
+        reported.set()
+        time.sleep(3600)  # until the victim arrives
     except BaseException:
         out.put(traceback.format_exc())
 

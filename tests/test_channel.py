@@ -3,7 +3,7 @@
 One pair of processes per transport carries every layout pair (raw and compressed), requests
 whose payload is damaged in transit (in its first or last segment), and one whose layouts cannot
 match, with a receiver that names its requests later than they arrive. Further pairs kill or
-stall the sender in the middle of a payload, make it abandon a request whose first segments it
+stall the sender in the middle of a payload, kill the receiver in the middle of one, make it abandon a request whose first segments it
 sent, or fill the receiver's staging with requests it does not expect yet. The receiving caches
 come back to this process and are compared, whole, with what kvx.reference (and kvx.codec, for
 compressed requests) says must be there.
@@ -229,6 +229,39 @@ def test_a_sender_lost_mid_payload_fails_its_request_and_writes_nothing(
     else:  # a torch.distributed group does not outlive its peer
         assert error and kind in error, error
         assert_untouched(after, paged)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_receiver_lost_mid_payload_fails_the_senders_requests_in_flight(transport: str) -> None:
+    before = Case("before", "vllm_nhd", "vllm_hnd", False, 210)
+    victim = Case("victim", "vllm_nhd", "vllm_hnd", False, 211)
+    queued = Case("queued", "vllm_hnd", "vllm_nhd", True, 212)
+    ctx = multiprocessing.get_context("spawn")
+    rx_out, tx_out = ctx.Queue(), ctx.Queue()
+    address = _free_address() if transport == "torch" else "127.0.0.1:0"
+    receiver = ctx.Process(
+        target=peers.dying_receiver_main, args=(transport, address, [before, victim], rx_out)
+    )
+    receiver.start()
+    address = _get(rx_out, "receiver") if transport != "torch" else address
+    options = {"timeout": peers.TIMEOUT, **SEGMENTS}
+    sender = ctx.Process(
+        target=peers.sender_main,
+        args=(transport, address, [before, victim, queued], options, "", tx_out),
+    )
+    sender.start()
+    if transport == "torch":
+        _get(rx_out, "receiver")  # its address, known already
+    assert _get(rx_out, "receiver") is None  # "before" landed
+    sent = dict(_get(tx_out, "sender"))
+    for process in (sender, receiver):
+        process.join(timeout=peers.WAIT)
+        if process.is_alive():
+            process.kill()
+    assert sent["before"] is None, sent
+    for rid in ("victim", "queued"):
+        assert sent[rid] and "PeerLostError" in sent[rid] and repr(rid) in sent[rid], sent
+    assert (receiver.exitcode, sender.exitcode) == (-signal.SIGKILL, 0)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
