@@ -1,6 +1,6 @@
 """What several test files ask of this machine and its toolchain: the CPU's feature flags, the
 functions a shared library exports and the dynamic entries it records, C programs compiled and
-run, and tests/c/digests.c built against a given library."""
+run, and the programs of tests/c/ (digests.c, crc32_check.c) built against a given library."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ CC = shutil.which("cc") or shutil.which("gcc")  # None: the tests that compile C
 
 
 def cpu_flags() -> set[str]:
-    """The CPU's feature flags (/proc/cpuinfo names, e.g. "avx2", "avx512_bf16"); empty if
-    unknown."""
+    """The CPU's feature flags (/proc/cpuinfo names, e.g. "avx2", "avx512_bf16"; on ARM its
+    "Features", e.g. "crc32"); empty if unknown."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
+                if line.startswith(("flags", "Features")):
                     return set(line.split(":", 1)[1].split())
     except OSError:
         pass
@@ -59,9 +59,14 @@ def compile_and_run(source: str, tmp_path: Path, flags: list[str]) -> str:
 
 
 def digests_program(cc: str, library: Path, out: Path) -> Path:
-    """tests/c/digests.c (digests of RoPE, codec and transfer outputs on fixed inputs) built with
-    `cc` against `library` by path (the wheel's libkvx.so.0 has no libkvx.so link for -lkvx),
-    its folder as the rpath."""
+    """tests/c/digests.c (digests of RoPE, codec and transfer outputs on fixed inputs), built as
+    :func:`c_program` builds."""
+    return c_program("digests.c", cc, library, out)
+
+
+def c_program(source: str, cc: str, library: Path, out: Path) -> Path:
+    """tests/c/`source` built with `cc` against `library` by path (the wheel's libkvx.so.0 has no
+    libkvx.so link for -lkvx), its folder as the rpath."""
     from kvx import get_include
 
     subprocess.run(
@@ -70,7 +75,7 @@ def digests_program(cc: str, library: Path, out: Path) -> Path:
             *STRICT_C11,
             "-O1",
             f"-I{get_include()}",
-            str(TESTS / "c" / "digests.c"),
+            str(TESTS / "c" / source),
             "-o",
             str(out),
             str(library),

@@ -2,8 +2,9 @@
 warning-free with it (-Wall -Wextra, --werror; the AVX-512 code uses target attributes whose
 spelling differs between gcc and clang), exports the same API as the gcc build the rest of the
 suite checks, and computes the same bits: tests/c/digests.c prints digests of RoPE, codec and
-transfer outputs on fixed inputs for both builds, and the RoPE tests (test_rope.py and the
-conformance test's RoPE cases) run against the clang build in a child pytest."""
+transfer outputs on fixed inputs for both builds, tests/c/crc32_check.c checks its CRC-32
+against the definition, and the RoPE tests (test_rope.py and the conformance test's RoPE cases)
+run against the clang build in a child pytest."""
 
 import os
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from kvx import _native
-from machine import digests_program, exported_symbols
+from machine import c_program, digests_program, exported_symbols
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,6 +76,18 @@ def test_clang_build_computes_the_same_bits_as_gcc(clang_build, tmp_path, isa):
         if a != b
     ]
     assert got.stdout == expected, "\n".join(different) or got.stdout
+
+
+@pytest.mark.parametrize("isa", ["default", "baseline"])
+def test_clang_build_crc32_matches_its_definition(clang_build, tmp_path, isa):
+    cc = shutil.which("cc") or "gcc"
+    check = c_program("crc32_check.c", cc, clang_build / "libkvx.so", tmp_path / "crc32_check")
+    env = {k: v for k, v in os.environ.items() if k != "KVX_CPU_ISA"}
+    if isa != "default":
+        env["KVX_CPU_ISA"] = isa
+    run = subprocess.run([str(check)], env=env, capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout == "ok\n", run.stdout + run.stderr
+    assert isa == "default" or "crc32=baseline" in run.stderr, run.stderr
 
 
 def test_rope_tests_pass_against_the_clang_build(clang_build):

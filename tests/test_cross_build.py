@@ -6,7 +6,8 @@ build is the one the rest of the suite checks against golden vectors and float64
 equal digests carry those checks over. The x86 SIMD code compiles away on ARM; the NEON token
 loops of RoPE (rope_neon.c), the NEON lanes of the range coder (codec_range_coder_lanes_neon.c)
 and, for everything else, the generic loops, vectorised by gcc for NEON, run instead. Both
-variants there, neon and baseline, are run."""
+variants there, neon and baseline, are run. The CRC-32 (the CRC32 instructions, or the tables
+under KVX_CPU_ISA=baseline) is checked against its definition by tests/c/crc32_check.c."""
 
 import os
 import shutil
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from kvx import _native
-from machine import digests_program, exported_symbols
+from machine import c_program, digests_program, exported_symbols
 
 REPO = Path(__file__).resolve().parent.parent
 CROSS = "aarch64-linux-gnu-"
@@ -76,10 +77,21 @@ def test_aarch64_build_is_warning_free_and_exports_the_api(aarch64_build):
     assert exported_symbols(library, f"{CROSS}nm") == exported_symbols(_native.library_path())
 
 
-@pytest.mark.skipif(
+needs_qemu = pytest.mark.skipif(
     shutil.which("qemu-aarch64") is None or not SYSROOT.is_dir(),
     reason="no qemu-aarch64 or aarch64 libc (apt-get install qemu-user gcc-aarch64-linux-gnu)",
 )
+
+
+def _environment(isa: str) -> dict[str, str]:
+    """This environment with KVX_CPU_ISA=baseline, or without KVX_CPU_ISA (the default)."""
+    env = {k: v for k, v in os.environ.items() if k != "KVX_CPU_ISA"}
+    if isa == "baseline":
+        env["KVX_CPU_ISA"] = isa
+    return env
+
+
+@needs_qemu
 def test_aarch64_computes_the_same_bits_as_the_host(aarch64_build, tmp_path):
     cc = shutil.which("cc") or "gcc"
     host = digests_program(cc, _native.library_path(), tmp_path / "digests_host")
@@ -93,15 +105,12 @@ def test_aarch64_computes_the_same_bits_as_the_host(aarch64_build, tmp_path):
     )
     # the NEON variant (the default there), then the baseline one: both give the host's bits
     for isa in ("neon", "baseline"):
-        env = {k: v for k, v in os.environ.items() if k != "KVX_CPU_ISA"}
-        if isa == "baseline":
-            env["KVX_CPU_ISA"] = isa
         run = subprocess.run(
             ["qemu-aarch64", "-L", str(SYSROOT), str(arm), "2"],
             capture_output=True,
             text=True,
             timeout=600,
-            env=env,
+            env=_environment(isa),
         )
         assert run.returncode == 0, run.stderr
         assert f"rope={isa} " in run.stderr, run.stderr  # the variants meant ran
@@ -112,3 +121,19 @@ def test_aarch64_computes_the_same_bits_as_the_host(aarch64_build, tmp_path):
             if a != b
         ]
         assert run.stdout == expected, f"{isa}: " + ("\n".join(different) or run.stdout)
+
+
+@needs_qemu
+@pytest.mark.parametrize("isa,variant", [("default", "armv8-crc"), ("baseline", "baseline")])
+def test_aarch64_crc32_matches_its_definition(aarch64_build, tmp_path, isa, variant):
+    """qemu's CPU has the CRC32 instructions (HWCAP_CRC32), so the default is their variant."""
+    check = c_program("crc32_check.c", f"{CROSS}gcc", aarch64_build / "libkvx.so", tmp_path / "c")
+    run = subprocess.run(
+        ["qemu-aarch64", "-L", str(SYSROOT), str(check)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_environment(isa),
+    )
+    assert run.returncode == 0 and run.stdout == "ok\n", run.stdout + run.stderr
+    assert f"crc32={variant}" in run.stderr, run.stderr

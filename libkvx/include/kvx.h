@@ -126,7 +126,8 @@ KVX_API int32_t kvx_backend_supports(int32_t device_type, int32_t op);
 KVX_API int32_t kvx_set_num_threads(int32_t num_threads);
 KVX_API int32_t kvx_get_num_threads(void);
 /* The instruction-set variants the CPU kernels run, chosen once per process from the CPU and
- * KVX_CPU_ISA, e.g. "rope=avx512bf16 range_coder=avx2 copy=stream-avx2". A static string. */
+ * KVX_CPU_ISA, e.g. "rope=avx512bf16 range_coder=avx2 copy=stream-avx2 crc32=vpclmul". A static
+ * string. */
 KVX_API const char *kvx_cpu_kernels(void);
 
 /* ---------------------------------------------------------------- element types */
@@ -302,6 +303,19 @@ KVX_API int32_t kvx_host_alloc(int32_t device_type, int32_t device_index, int64_
  * come from kvx_host_alloc) is KVX_ERR_INVALID_ARGUMENT and left alone. The caller makes sure
  * no device work still reads or writes the memory (kvx_synchronize). */
 KVX_API int32_t kvx_host_free(int32_t device_type, void *ptr);
+
+/* ---------------------------------------------------------------- checksum */
+
+/*
+ * zlib's CRC-32 (reflected polynomial 0xEDB88320: zlib's crc32(), Python's zlib.crc32) of the
+ * `size` bytes at `data`, continuing from `crc`: 0 starts a checksum, and
+ * kvx_crc32(kvx_crc32(0, a, n), b, m) is the CRC-32 of a followed by b. A pure function of host
+ * memory without a status: `data` must point to `size` readable bytes (NULL only with size 0,
+ * which returns crc). Runs on the calling thread, carry-less multiplication on x86-64, the CRC32
+ * instructions on 64-bit ARM, tables elsewhere or under KVX_CPU_ISA=baseline; every variant gives
+ * the same value, and kvx_cpu_kernels() names the one running ("crc32=...").
+ */
+KVX_API uint32_t kvx_crc32(uint32_t crc, const void *data, size_t size);
 
 /* ---------------------------------------------------------------- KV codec (CacheGen) */
 

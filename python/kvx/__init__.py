@@ -1,5 +1,5 @@
 """kvx: portable KV-cache kernels for LLM serving (transfer, CacheGen codec, RoPE, raw copies,
-stream marks).
+stream marks, CRC-32).
 
 The package wraps libkvx, a C library with a CPU backend (always) and device backends chosen
 at build time. Arrays are torch tensors on any supported device, or numpy arrays.
@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import codec, layouts, rope
+from . import checksum, codec, layouts, rope
 from ._errors import (
     BufferTooSmallError,
     CorruptInputError,
@@ -61,6 +61,7 @@ __all__ = [
     "UnsupportedError",
     "backends",
     "channel",
+    "checksum",
     "codec",
     "copy_batch",
     "cpu_isa",

@@ -131,12 +131,15 @@ _ISA_FLAGS = (
     "avx512vl",
     "avx512dq",
     "avx512_bf16",
+    "pclmulqdq",
+    "vpclmulqdq",
     "asimd",
     "asimdhp",
     "fphp",
     "bf16",
     "sve",
     "sve2",
+    "crc32",
 )
 
 
@@ -164,6 +167,7 @@ def cpu_isa() -> str:
 
 def cpu_kernels() -> str:
     """The instruction-set variants the CPU kernels run in this process, chosen from the CPU and
-    ``KVX_CPU_ISA``, e.g. ``"rope=avx512bf16 range_coder=avx2 copy=stream-avx2"`` (``copy``: how
-    transfers larger than the last-level cache copy, see ``KVX_CPU_STREAM_THRESHOLD``)."""
+    ``KVX_CPU_ISA``, e.g. ``"rope=avx512bf16 range_coder=avx2 copy=stream-avx2 crc32=vpclmul"``
+    (``copy``: how transfers larger than the last-level cache copy, see
+    ``KVX_CPU_STREAM_THRESHOLD``; ``crc32``: :mod:`kvx.checksum`'s variant)."""
     return ffi.string(lib.kvx_cpu_kernels()).decode()

@@ -20,6 +20,7 @@ BENCHMARKS = (
     "rope_gpu",
     "codec_gpu",
     "copy",
+    "checksum",
     "lmcache",
     "channel",
 )  # each is kvx.bench.NAME with run(argv) -> int

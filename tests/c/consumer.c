@@ -29,6 +29,7 @@ int main(void)
            KVX_VERSION_MAJOR * 10000 + KVX_VERSION_MINOR * 100 + KVX_VERSION_PATCH);
     EXPECT(kvx_abi_version() == KVX_ABI_VERSION);
     EXPECT(kvx_backend_available(KVX_DEVICE_CPU) == 1);
+    EXPECT(kvx_crc32(0, "123456789", 9) == 0xcbf43926u); /* CRC-32's standard check value */
 
     for (size_t i = 0; i < sizeof cache / sizeof(uint16_t); i++)
         ((uint16_t *)cache)[i] = (uint16_t)(i * 7 + 1);

@@ -118,7 +118,7 @@ static int32_t quantize_chunk(const kvx_backend *be, const kvx_dense_desc *kv, c
 static void put_crc(writer *w, int64_t start)
 {
     if (w->pos <= w->cap)
-        put_le(w, kvx_codec_crc32(w->p + start, w->pos - start), 4);
+        put_le(w, kvx_crc32(0, w->p + start, (size_t)(w->pos - start)), 4);
     else
         reserve(w, CRC_SIZE);
 }

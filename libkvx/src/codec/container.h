@@ -5,7 +5,7 @@
  *
  * Backend-independent: quantization, range coding and dequantization go through the backend's
  * codec entries; the container adds the per-chunk symbol counts (from which both sides derive
- * LMCache's CDF tables), the byte layout (layout.h, bytes.h) and the checksums (crc32.h).
+ * LMCache's CDF tables), the byte layout (layout.h, bytes.h) and the checksums (kvx_crc32).
  *
  * Decoding validates in two passes so that damage is reported before the output is written:
  * pass 1 walks every chunk, bounds-checks every size against the bytes that are really there,
@@ -17,7 +17,6 @@
 #define KVX_CODEC_CONTAINER_H
 
 #include "bytes.h"
-#include "crc32.h"
 #include "layout.h"
 
 /* Damage in the blob, as opposed to a bad argument. */

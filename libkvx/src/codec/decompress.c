@@ -152,7 +152,7 @@ static int32_t parse_chunk(reader *r, const layout *lo, int64_t index, chunk_vie
     uint32_t crc;
     if ((rc = kvx_codec_read_chunk_frame(r, lo, index, c, &crc)))
         return rc;
-    uint32_t computed = kvx_codec_crc32(r->p + start, r->pos - CRC_SIZE - start);
+    uint32_t computed = kvx_crc32(0, r->p + start, (size_t)(r->pos - CRC_SIZE - start));
     if (crc != computed)
         return FAIL_CORRUPT("chunk[%lld].crc32: checksum mismatch (stored %08x, computed %08x)",
                             (long long)index, (unsigned)crc, (unsigned)computed);

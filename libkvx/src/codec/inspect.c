@@ -117,10 +117,10 @@ int32_t kvx_codec_parse_header(const void *src, int64_t src_size, layout **out)
     uint64_t crc;
     if ((rc = parse_bins(&r, lo)) || (rc = get_le(&r, 4, &crc, "header.crc32")))
         goto fail;
-    if (crc != kvx_codec_crc32(src, r.pos - CRC_SIZE)) {
+    uint32_t computed = kvx_crc32(0, src, (size_t)(r.pos - CRC_SIZE));
+    if (crc != computed) {
         rc = FAIL_CORRUPT("header.crc32: checksum mismatch (stored %08llx, computed %08x)",
-                          (unsigned long long)crc,
-                          (unsigned)kvx_codec_crc32(src, r.pos - CRC_SIZE));
+                          (unsigned long long)crc, (unsigned)computed);
         goto fail;
     }
     int64_t least;

@@ -5,6 +5,8 @@
 
 #include "../core/kvx_internal.h"
 
+/* Whether KVX_CPU_ISA asks for "baseline": every kernel then runs its portable variant. isa.c. */
+int kvx_cpu_baseline_wanted(void);
 /* Whether AVX2 variants may run: the CPU has AVX2 and KVX_CPU_ISA does not ask for
  * "baseline" (the tests set it to run the baseline variants on any machine). isa.c. */
 int kvx_cpu_avx2_allowed(void);

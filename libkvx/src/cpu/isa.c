@@ -1,6 +1,6 @@
 /* isa.c - which instruction-set variants of the CPU kernels may run (RoPE keeps its own, finer
- * choice in rope.c; stream_copy.c names the transfer's copy), the public query naming them, and
- * the warning about a KVX_CPU_ISA value that is not followed. */
+ * choice in rope.c, and the CRC-32 in crc32.c; stream_copy.c names the transfer's copy), the
+ * public query naming them, and the warning about a KVX_CPU_ISA value that is not followed. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -8,9 +8,10 @@
 #include <string.h>
 
 #include "cpu_backend.h"
+#include "crc32.h"
 #include "stream_copy.h"
 
-static int baseline_wanted(void)
+int kvx_cpu_baseline_wanted(void)
 {
     const char *wanted = getenv("KVX_CPU_ISA");
     return wanted && strcmp(wanted, "baseline") == 0;
@@ -18,7 +19,7 @@ static int baseline_wanted(void)
 
 static int detect_avx2(void)
 {
-    if (baseline_wanted())
+    if (kvx_cpu_baseline_wanted())
         return 0;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
@@ -32,7 +33,7 @@ static int detect_avx2(void)
 static int detect_neon(void)
 {
 #if defined(__aarch64__) && defined(__ARM_NEON)
-    return !baseline_wanted();
+    return !kvx_cpu_baseline_wanted();
 #else
     return 0;
 #endif
@@ -71,14 +72,15 @@ static int names_a_variant(const char *name)
     return 0;
 }
 
-/* "rope=... range_coder=... copy=...": what kvx_cpu_kernels() returns and the warnings name. */
+/* "rope=... range_coder=... copy=... crc32=...": what kvx_cpu_kernels() returns and the warnings
+ * name. */
 static void describe(char *text, size_t size)
 {
     const char *coder = kvx_cpu_avx2_allowed()   ? "avx2"
                         : kvx_cpu_neon_allowed() ? "neon"
                                                  : "baseline";
-    snprintf(text, size, "rope=%s range_coder=%s copy=%s", kvx_cpu_rope_variant(), coder,
-             kvx_stream_copy_variant());
+    snprintf(text, size, "rope=%s range_coder=%s copy=%s crc32=%s", kvx_cpu_rope_variant(), coder,
+             kvx_stream_copy_variant(), kvx_cpu_crc32_variant());
 }
 
 void kvx_cpu_check_isa_setting(void)

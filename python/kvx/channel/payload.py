@@ -15,21 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from .. import codec, layouts
+from .. import checksum, codec, layouts
 from .._errors import KvxError
 from ..transfer import PagedCache, _slot_mapping, load, resolve_paged, store
 from . import wire
 from .errors import ChannelError, RejectedError, WireFormatError
 from .wire import Header
 
-try:  # python-isal computes zlib's CRC-32 several times faster (carry-less multiplication)
-    from isal.isal_zlib import crc32 as _crc32
-
-    CRC32_BY = "isal"
-except ImportError:
-    from zlib import crc32 as _crc32
-
-    CRC32_BY = "zlib"
+# Who computes the segments' CRC-32, for bench/channel.py's report: kvx itself, by the variant
+# this CPU runs (kvx.checksum).
+CRC32_BY = f"kvx ({checksum.variant()})"
 
 
 @dataclass(frozen=True)
@@ -136,9 +131,8 @@ def compress(dense: Any) -> bytes:
 
 
 def crc32(buffer: Any) -> int:
-    """zlib's CRC-32 of a 1-D uint8 tensor's bytes (a device tensor via host memory), computed
-    by python-isal where it is installed."""
-    return _crc32((buffer if buffer.device.type == "cpu" else buffer.cpu()).numpy())
+    """zlib's CRC-32 of a 1-D uint8 tensor's bytes (a device tensor via host memory)."""
+    return checksum.crc32(buffer if buffer.device.type == "cpu" else buffer.cpu())
 
 
 class SegmentCheck:
