@@ -3,8 +3,9 @@
 One pair of processes per transport carries every layout pair (raw and compressed), requests
 whose payload is damaged in transit (in its first or last segment), and one whose layouts cannot
 match, with a receiver that names its requests later than they arrive. Further pairs kill or
-stall the sender in the middle of a payload, kill the receiver in the middle of one, make it abandon a request whose first segments it
-sent, or fill the receiver's staging with requests it does not expect yet. The receiving caches
+stall the sender in the middle of a payload, make it abandon a request whose first segments it
+sent, kill the receiver in the middle of a payload, or fill the receiver's staging with
+requests it does not expect yet. The receiving caches
 come back to this process and are compared, whole, with what kvx.reference (and kvx.codec, for
 compressed requests) says must be there.
 
