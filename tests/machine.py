@@ -4,6 +4,7 @@ run, and the programs of tests/c/ (digests.c, crc32_check.c) built against a giv
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import subprocess
@@ -56,6 +57,15 @@ def compile_and_run(source: str, tmp_path: Path, flags: list[str]) -> str:
     exe = tmp_path / "prog"
     subprocess.run([CC, *STRICT_C11, str(src), "-o", str(exe), *flags], check=True)
     return subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
+
+
+def isa_environment(isa: str | None) -> dict[str, str]:
+    """This process's environment with KVX_CPU_ISA=`isa`, or without KVX_CPU_ISA for None (every
+    kernel's default choice), for a child process."""
+    env = {k: v for k, v in os.environ.items() if k != "KVX_CPU_ISA"}
+    if isa is not None:
+        env["KVX_CPU_ISA"] = isa
+    return env
 
 
 def digests_program(cc: str, library: Path, out: Path) -> Path:

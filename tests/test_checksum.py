@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from kvx import _native
 from kvx.checksum import crc32
-from machine import CC, c_program, cpu_flags
+from machine import CC, c_program, cpu_flags, isa_environment
 
 SEEDS = [0, 1, 0x12345678, 0xFFFFFFFF]
 
@@ -148,11 +148,12 @@ for n in list(range(300)) + [4096 + 3, len(data)]:
         assert checksum.crc32(piece, n) == zlib.crc32(piece, n), (n, offset)
 print(checksum.variant())
 """
-    env = {k: v for k, v in os.environ.items() if k != "KVX_CPU_ISA"}
-    if isa:
-        env["KVX_CPU_ISA"] = isa
     run = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script],
+        env=isa_environment(isa),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == (isa or _expected_variant())
@@ -170,10 +171,9 @@ def crc32_check(tmp_path_factory):
 
 def _run_check(command: list[str], isa: str | None = None) -> str:
     """Runs crc32_check; returns the CRC-32 variant it ran, after checking that it passed."""
-    env = {k: v for k, v in os.environ.items() if k != "KVX_CPU_ISA"}
-    if isa:
-        env["KVX_CPU_ISA"] = isa
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        command, env=isa_environment(isa), capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0 and run.stdout == "ok\n", run.stdout + run.stderr
     return run.stderr.split("crc32=", 1)[1].split()[0]
 

@@ -22,7 +22,6 @@ the staging pool (test_gpu_*.py, test_ascend_*.py, test_cnrt_*.py, test_staged_c
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import warnings
@@ -40,7 +39,7 @@ import torch
 import transfer_cases as tc
 from kvx import rope
 from kvx._native import ffi
-from machine import isa_variants
+from machine import isa_environment, isa_variants
 from rope_cases import REL_TOL, expected_apply, expected_rerotate
 
 TESTS = Path(__file__).resolve().parent
@@ -135,7 +134,6 @@ class VariantRuns:
     once (in the background while the other backends run) and read when first asked for."""
 
     def __init__(self, variants: set[str], folder: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "KVX_CPU_ISA"}
         self.procs: dict[str, tuple[subprocess.Popen, Path, Path]] = {}
         self.results: dict[str, dict] = {}
         for name in sorted(variants):
@@ -144,7 +142,7 @@ class VariantRuns:
                 proc = subprocess.Popen(
                     [sys.executable, str(TESTS / "conformance_cases.py")],
                     cwd=TESTS,
-                    env=dict(env, KVX_CPU_ISA=name),
+                    env=isa_environment(name),
                     stdout=o,
                     stderr=e,
                 )
