@@ -291,8 +291,6 @@ THREADS_LEFT_AT_EXIT = 3  # the exit status of a process whose channel threads o
 def _exit_with_threads_left() -> None:
     """Ends the process with THREADS_LEFT_AT_EXIT if a channel thread still runs. Registered
     with atexit before kvx.channel is imported, it runs after kvx.channel's own handler."""
-    import threading
-
     if any(t.name.startswith("kvx-") and t.is_alive() for t in threading.enumerate()):
         os._exit(THREADS_LEFT_AT_EXIT)
 
@@ -306,7 +304,7 @@ def _check_threads_at_exit() -> None:
     atexit.register(_exit_with_threads_left)
 
 
-def big_receiver_main(transport: str, address: str, mib: int, out: Any, close: bool) -> None:
+def big_receiver_main(transport: str, address: str, mib: int, close: bool, out: Any) -> None:
     """Lands one compressed request of ``mib`` MiB, closes (or leaves that to the interpreter's
     exit) and exits. The test reads the exit status: a thread still freeing its buffers at
     interpreter exit used to abort the process."""
@@ -324,7 +322,7 @@ def big_receiver_main(transport: str, address: str, mib: int, out: Any, close: b
         out.put(traceback.format_exc())
 
 
-def big_sender_main(transport: str, address: str, mib: int, out: Any, close: bool) -> None:
+def big_sender_main(transport: str, address: str, mib: int, close: bool, out: Any) -> None:
     """Sends the request big_receiver_main expects, and closes as it does."""
     try:
         _check_threads_at_exit()

@@ -232,33 +232,45 @@ def test_a_sender_lost_mid_payload_fails_its_request_and_writes_nothing(
         assert_untouched(after, paged)
 
 
+def _start_pair(
+    transport: str, rx_target: Any, rx_args: tuple, tx_target: Any, tx_args: tuple
+) -> tuple[Any, Any, Any, Any]:
+    """Starts a receiver process, ``rx_target(transport, address, *rx_args, rx_out)``, then a
+    sender process that talks to it, ``tx_target(transport, address, *tx_args, tx_out)``.
+    Returns (receiver, sender, rx_out, tx_out) once the receiver has reported its address."""
+    ctx = multiprocessing.get_context("spawn")
+    rx_out, tx_out = ctx.Queue(), ctx.Queue()
+    address = _free_address() if transport == "torch" else "127.0.0.1:0"
+    receiver = ctx.Process(target=rx_target, args=(transport, address, *rx_args, rx_out))
+    receiver.start()
+    address = _get(rx_out, "receiver") if transport != "torch" else address
+    sender = ctx.Process(target=tx_target, args=(transport, address, *tx_args, tx_out))
+    sender.start()
+    if transport == "torch":
+        _get(rx_out, "receiver")  # its address, known already
+    return receiver, sender, rx_out, tx_out
+
+
+def _join_or_kill(*processes: Any) -> None:
+    for process in processes:
+        process.join(timeout=peers.WAIT)
+        if process.is_alive():
+            process.kill()
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_receiver_lost_mid_payload_fails_the_senders_requests_in_flight(transport: str) -> None:
     before = Case("before", "vllm_nhd", "vllm_hnd", False, 210)
     victim = Case("victim", "vllm_nhd", "vllm_hnd", False, 211)
     queued = Case("queued", "vllm_hnd", "vllm_nhd", True, 212)
-    ctx = multiprocessing.get_context("spawn")
-    rx_out, tx_out = ctx.Queue(), ctx.Queue()
-    address = _free_address() if transport == "torch" else "127.0.0.1:0"
-    receiver = ctx.Process(
-        target=peers.dying_receiver_main, args=(transport, address, [before, victim], rx_out)
-    )
-    receiver.start()
-    address = _get(rx_out, "receiver") if transport != "torch" else address
     options = {"timeout": peers.TIMEOUT, **SEGMENTS}
-    sender = ctx.Process(
-        target=peers.sender_main,
-        args=(transport, address, [before, victim, queued], options, "", tx_out),
-    )
-    sender.start()
-    if transport == "torch":
-        _get(rx_out, "receiver")  # its address, known already
+    receiver, sender, rx_out, tx_out = _start_pair(
+        transport, peers.dying_receiver_main, ([before, victim],),
+        peers.sender_main, ([before, victim, queued], options, ""),
+    )  # fmt: skip
     assert _get(rx_out, "receiver") is None  # "before" landed
     sent = dict(_get(tx_out, "sender"))
-    for process in (sender, receiver):
-        process.join(timeout=peers.WAIT)
-        if process.is_alive():
-            process.kill()
+    _join_or_kill(sender, receiver)
     assert sent["before"] is None, sent
     for rid in ("victim", "queued"):
         assert sent[rid] and "PeerLostError" in sent[rid] and repr(rid) in sent[rid], sent
@@ -342,21 +354,9 @@ def test_processes_exit_cleanly_after_a_large_compressed_request(
     # a background thread still running at interpreter exit did (and the process aborted).
     # Left open, the sender and receiver are closed at exit, before any thread can outlive it:
     # a process whose channel threads still run after atexit ends with THREADS_LEFT_AT_EXIT.
-    ctx = multiprocessing.get_context("spawn")
-    rx_out, tx_out = ctx.Queue(), ctx.Queue()
-    address = _free_address() if transport == "torch" else "127.0.0.1:0"
-    receiver = ctx.Process(
-        target=peers.big_receiver_main, args=(transport, address, 32, rx_out, close)
+    receiver, sender, rx_out, tx_out = _start_pair(
+        transport, peers.big_receiver_main, (32, close), peers.big_sender_main, (32, close)
     )
-    receiver.start()
-    address = _get(rx_out, "receiver") if transport != "torch" else address
-    sender = ctx.Process(target=peers.big_sender_main, args=(transport, address, 32, tx_out, close))
-    sender.start()
-    if transport == "torch":
-        _get(rx_out, "receiver")  # its address
     assert _get(tx_out, "sender") is None and _get(rx_out, "receiver") is None
-    for process in (sender, receiver):
-        process.join(timeout=peers.WAIT)
-        if process.is_alive():
-            process.kill()
+    _join_or_kill(sender, receiver)
     assert (receiver.exitcode, sender.exitcode) == (0, 0)
