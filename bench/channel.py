@@ -249,7 +249,7 @@ def _sender(transport: str, inbox: Any, args: argparse.Namespace, out: Any) -> N
             for handle in handles:
                 handle.wait(args.timeout)
 
-        burst("warm")  # the second staging buffer's pages, touched once
+        burst("warm")  # the receiver's staging for four payloads at once, touched once
         cpu.start()
         burst_time = _timed(lambda: burst("burst"))
         burst_cpu = cpu.stop(IN_FLIGHT)
