@@ -130,6 +130,21 @@ def test_a_gathering_that_fails_half_way_abandons_the_rest(link: Loopback, monke
     assert flags == [False, True, True, True, True]  # the first layer covers segment 0 only
 
 
+def test_a_write_that_loses_the_peer_fails_the_request_by_name(link: Loopback, monkeypatch) -> None:
+    # A transport's write does not know the request; the sender names it. Which of the link's
+    # threads sees the loss first must not change the message.
+    def write_to_a_lost_peer(offset: int, chunk: Any) -> None:
+        raise channel.PeerLostError("the write failed")
+
+    monkeypatch.setattr(link, "write", write_to_a_lost_peer)
+    monkeypatch.setattr(link, "close", link.end)  # unblocks the sender's reply thread
+    cache, slots, _ = _request()
+    with channel.Sender("loopback", link.address, segment_bytes=4096) as tx:
+        handle = tx.send("r", cache, slots)
+        with pytest.raises(channel.PeerLostError, match=r"^request 'r': the write failed$"):
+            handle.wait(60)
+
+
 @pytest.mark.parametrize("layout", sorted(kvx.layouts.PAGED_LAYOUTS))
 def test_gathering_a_few_layers_at_a_time_gives_the_whole_gather(layout: str) -> None:
     from transfer_cases import Geometry, make_paged

@@ -268,8 +268,8 @@ class Sender:
                         # until the receiver's FAILED reply comes.
                         error = ChannelError(f"gathering failed: {out.error!r}", rid)
                         out.handle._finish(error)
-            except ChannelError as exc:
-                self._complete(rid, exc)
+            except ChannelError as exc:  # a transport's write may not know whose bytes failed
+                self._complete(rid, for_request(exc, rid))
                 if not isinstance(exc, RejectedError):
                     self._break(exc)
             finally:
