@@ -51,7 +51,8 @@ class Transport(abc.ABC):
     another.
     Every blocking call either returns, or raises a :class:`ChannelError` within the transport's
     timeout once a transfer has started (waiting for the *next* frame or reply is unbounded:
-    an idle link is not an error).
+    an idle link is not an error). The sender names the request in what ``begin``, ``write`` and
+    ``seal`` raise, so those need not know it.
     """
 
     name: ClassVar[str]

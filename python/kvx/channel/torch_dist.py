@@ -101,14 +101,13 @@ class TorchTransport(base.Transport):
             raise ValueError("peer: the other side's rank in group is needed with group=")
         self._group, self._peer = group, int(peer)
 
-    def _send(
-        self, tensor: Any, tag: int, what: str, request_id: str | None, wait: Any = None
-    ) -> None:
+    def _send(self, tensor: Any, tag: int, what: str, wait: Any = None) -> None:
+        # Unnamed: the Sender names the request whose frame failed.
         try:
             work = self._dist.isend(tensor, dst=self._peer, group=self._group, tag=tag)
             work.wait(timeout=wait or self._stall)
         except RuntimeError as exc:
-            raise _error(exc, what, request_id, self._timeout) from exc
+            raise _error(exc, what, None, self._timeout) from exc
 
     def _post_recv(self, tensor: Any, what: str, request_id: str | None) -> Any:
         try:
@@ -144,23 +143,20 @@ class TorchTransport(base.Transport):
 
     # -- sender side --------------------------------------------------------------------------
     def begin(self, header: wire.Header, header_bytes: bytes) -> None:
-        self._send(
-            self._bytes_tensor(header_bytes), _FRAMES, "sending the header", header.request_id
-        )
-        self._sending = header
+        self._send(self._bytes_tensor(header_bytes), _FRAMES, "sending the header")
 
     def write(self, offset: int, chunk: Any) -> None:
         what = f"sending payload bytes {offset}..{offset + chunk.numel()}"
         # The receiver may wait up to its timeout for room before it reads the first bytes.
         wait = datetime.timedelta(seconds=2 * self._timeout + 5) if offset == 0 else None
-        self._send(chunk, _FRAMES, what, self._sending.request_id, wait)
+        self._send(chunk, _FRAMES, what, wait)
 
     def seal(self, trailer: bytes) -> None:
         what = "sending a segment's trailer"
-        self._send(self._bytes_tensor(trailer), _FRAMES, what, self._sending.request_id)
+        self._send(self._bytes_tensor(trailer), _FRAMES, what)
 
     def end(self) -> None:
-        self._send(self._bytes_tensor(wire.end_header()), _FRAMES, "ending the channel", None)
+        self._send(self._bytes_tensor(wire.end_header()), _FRAMES, "ending the channel")
 
     def next_reply(self) -> bytes:
         reply = self._torch.empty(wire.REPLY_SIZE, dtype=self._torch.uint8, device=self._device)
@@ -255,7 +251,7 @@ class TorchTransport(base.Transport):
                 segments(index, into(*header.segment(index)), trailer.cpu().numpy().tobytes())
 
     def reply(self, data: bytes) -> None:
-        self._send(self._bytes_tensor(data), _REPLIES, "sending a reply", None)
+        self._send(self._bytes_tensor(data), _REPLIES, "sending a reply")
 
     def close(self) -> None:
         # A thread still blocked in a receive cannot be woken: the group is then left as it is
