@@ -383,13 +383,14 @@ def run(argv: list[str]) -> int:
     common.print_machine()
     transports = TRANSPORTS if args.transport == "all" else (args.transport,)
     mib = 2 * args.layers * args.tokens * args.heads * args.head_size * 2 / (1 << 20)
-    from kvx.channel import payload, sender
+    import kvx
+    from kvx.channel import sender
 
     segment = (args.segment_kib << 10) if args.segment_kib else sender.SEGMENT_BYTES
     print(
         f"{args.layers} layers x {args.heads} heads x {args.head_size}, bf16, {args.tokens} tokens "
         f"({mib:.0f} MiB per request), vLLM NHD block {args.block_size} on both sides, "
-        f"{_loopback()}; segments of {segment >> 10} KiB, CRC-32 by {payload.CRC32_BY}"
+        f"{_loopback()}; segments of {segment >> 10} KiB, CRC-32 by kvx ({kvx.checksum.variant()})"
     )
     rows, status = [], 0
     for transport in transports:

@@ -22,10 +22,6 @@ from . import wire
 from .errors import ChannelError, RejectedError, WireFormatError
 from .wire import Header
 
-# Who computes the segments' CRC-32, for bench/channel.py's report: kvx itself, by the variant
-# this CPU runs (kvx.checksum).
-CRC32_BY = f"kvx ({checksum.variant()})"
-
 
 @dataclass(frozen=True)
 class Side:
