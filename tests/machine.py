@@ -68,12 +68,6 @@ def isa_environment(isa: str | None) -> dict[str, str]:
     return env
 
 
-def digests_program(cc: str, library: Path, out: Path) -> Path:
-    """tests/c/digests.c (digests of RoPE, codec and transfer outputs on fixed inputs), built as
-    :func:`c_program` builds."""
-    return c_program("digests.c", cc, library, out)
-
-
 def c_program(source: str, cc: str, library: Path, out: Path) -> Path:
     """tests/c/`source` built with `cc` against `library` by path (the wheel's libkvx.so.0 has no
     libkvx.so link for -lkvx), its folder as the rpath."""
@@ -96,6 +90,16 @@ def c_program(source: str, cc: str, library: Path, out: Path) -> Path:
         text=True,
     )
     return out
+
+
+def run_crc32_check(command: list[str], isa: str | None = None, timeout: float = 300) -> str:
+    """Runs a build of tests/c/crc32_check.c (``command``: the program, or qemu and it) under
+    :func:`isa_environment`; returns the CRC-32 variant it ran, after checking that it passed."""
+    run = subprocess.run(
+        command, env=isa_environment(isa), capture_output=True, text=True, timeout=timeout
+    )
+    assert run.returncode == 0 and run.stdout == "ok\n", run.stdout + run.stderr
+    return run.stderr.split("crc32=", 1)[1].split()[0]
 
 
 def dynamic_entries(path: Path | str, tag: str) -> list[str]:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from kvx import _native
 from kvx.checksum import crc32
-from machine import CC, c_program, cpu_flags, isa_environment
+from machine import CC, c_program, cpu_flags, isa_environment, run_crc32_check
 
 SEEDS = [0, 1, 0x12345678, 0xFFFFFFFF]
 
@@ -169,19 +169,10 @@ def crc32_check(tmp_path_factory):
     return c_program("crc32_check.c", CC, _native.library_path(), out)
 
 
-def _run_check(command: list[str], isa: str | None = None) -> str:
-    """Runs crc32_check; returns the CRC-32 variant it ran, after checking that it passed."""
-    run = subprocess.run(
-        command, env=isa_environment(isa), capture_output=True, text=True, timeout=300
-    )
-    assert run.returncode == 0 and run.stdout == "ok\n", run.stdout + run.stderr
-    return run.stderr.split("crc32=", 1)[1].split()[0]
-
-
 @needs_cc
 @pytest.mark.parametrize("isa", [None, "baseline"])
 def test_c_entry_matches_the_definition(crc32_check, isa):
-    assert _run_check([str(crc32_check)], isa) == (isa or _expected_variant())
+    assert run_crc32_check([str(crc32_check)], isa) == (isa or _expected_variant())
 
 
 @needs_cc
@@ -192,4 +183,4 @@ def test_c_entry_matches_the_definition(crc32_check, isa):
 @pytest.mark.parametrize("cpu,variant", [("max", "pclmul"), ("Nehalem", "baseline")])
 def test_c_entry_on_cpus_with_fewer_instructions(crc32_check, cpu, variant):
     """qemu's "max" x86-64 CPU has PCLMULQDQ but not VPCLMULQDQ; Nehalem has neither."""
-    assert _run_check(["qemu-x86_64", "-cpu", cpu, str(crc32_check)]) == variant
+    assert run_crc32_check(["qemu-x86_64", "-cpu", cpu, str(crc32_check)]) == variant
