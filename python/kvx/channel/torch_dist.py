@@ -102,7 +102,8 @@ class TorchTransport(base.Transport):
         self._group, self._peer = group, int(peer)
 
     def _send(self, tensor: Any, tag: int, what: str, wait: Any = None) -> None:
-        # Unnamed: the Sender names the request whose frame failed.
+        # Unnamed: the Sender names the request of a frame that failed; END and replies
+        # concern the whole channel.
         try:
             work = self._dist.isend(tensor, dst=self._peer, group=self._group, tag=tag)
             work.wait(timeout=wait or self._stall)
